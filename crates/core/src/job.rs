@@ -1,0 +1,133 @@
+//! Job identity and lifecycle.
+//!
+//! S3 and SQS deliver at least once, so a job's id is a hash of the source's identity
+//! (where it lives and which version of it), never a random id: a duplicate event finds
+//! the job already there. The asset name, under which outputs are published, derives from
+//! the source key so published URLs are predictable.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The states a job moves through, in order; PUBLISHED and FAILED are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Accepted, not yet probed.
+    Queued,
+    /// Being probed and planned.
+    Probing,
+    /// Chunks and audio are being encoded.
+    Encoding,
+    /// All work done; manifests are being written.
+    Stitching,
+    /// Manifests published; final.
+    Published,
+    /// Stopped with a reason; final.
+    Failed,
+}
+
+impl JobStatus {
+    /// All states, in lifecycle order.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Probing,
+        JobStatus::Encoding,
+        JobStatus::Stitching,
+        JobStatus::Published,
+        JobStatus::Failed,
+    ];
+
+    /// The stored/displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "QUEUED",
+            JobStatus::Probing => "PROBING",
+            JobStatus::Encoding => "ENCODING",
+            JobStatus::Stitching => "STITCHING",
+            JobStatus::Published => "PUBLISHED",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Published | JobStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job id from the source identity: where it lives (bucket or directory, key) and which
+/// version of it (version id, ETag, or size+mtime for local files).
+pub fn job_id(location: &str, key: &str, version: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [location, key, version] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The asset name for a source key: the key without its extension, with every character
+/// outside `[A-Za-z0-9._-]` (and any `..`) made safe, so it works as a path and a URL.
+pub fn asset_name(key: &str) -> String {
+    let file = key.rsplit('/').next().unwrap_or(key);
+    let stem = match file.rsplit_once('.') {
+        Some((s, _)) if !s.is_empty() => s,
+        _ => file,
+    };
+    let dir = key.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let clean = |s: &str| -> String {
+        let c: String = s
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+            .collect();
+        c.replace("..", "_")
+    };
+    let mut parts: Vec<String> = dir
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+        .map(clean)
+        .collect();
+    let stem = clean(stem);
+    parts.push(if stem.is_empty() { "asset".into() } else { stem });
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_source_version_gets_the_same_job_id() {
+        assert_eq!(job_id("b", "k.mp4", "v1"), job_id("b", "k.mp4", "v1"));
+        assert_ne!(job_id("b", "k.mp4", "v1"), job_id("b", "k.mp4", "v2"));
+        // Field boundaries matter: ("ab","c") is not ("a","bc").
+        assert_ne!(job_id("ab", "c", ""), job_id("a", "bc", ""));
+    }
+
+    #[test]
+    fn asset_names_are_safe_and_predictable() {
+        assert_eq!(asset_name("uploads/My Film+1 é.mov"), "uploads/My_Film_1__");
+        assert_eq!(asset_name("../../etc/passwd"), "etc/passwd");
+        assert_eq!(asset_name("clip.mp4"), "clip");
+        assert_eq!(asset_name(".hidden"), ".hidden");
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+        }
+        assert!(JobStatus::Published.is_final() && !JobStatus::Encoding.is_final());
+    }
+}

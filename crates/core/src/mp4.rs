@@ -1,0 +1,377 @@
+//! The small part of ISO-BMFF that stitching needs: split a fragmented MP4 into its init
+//! segment and media segments, read what each segment holds, and move a segment on the
+//! timeline by rewriting its `tfdt` (baseMediaDecodeTime).
+//!
+//! Why: ffmpeg's mp4 muxer starts every output's decode time at 0, so the chunks of one
+//! rendition would each start at 0. Each chunk's segments are shifted by the chunk's
+//! offset from the source start (known exactly from the plan), giving one continuous
+//! timeline with a single init segment, without re-muxing anything. The rewrite is in place
+//! and size-preserving (ffmpeg writes 64-bit `tfdt`), so `trun` data offsets stay valid.
+
+use crate::error::{Error, Result};
+
+/// A fragmented MP4 split into parts.
+#[derive(Debug, Clone)]
+pub struct Fragmented {
+    /// `ftyp` + `moov`: the init segment.
+    pub init: Vec<u8>,
+    /// One entry per `moof` + `mdat` pair.
+    pub fragments: Vec<Fragment>,
+}
+
+/// One media segment and what it contains.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    /// `moof` + `mdat` bytes, ready to store.
+    pub bytes: Vec<u8>,
+    /// The `tfdt` value.
+    pub base_decode_time: u64,
+    /// Samples (frames) in the fragment.
+    pub samples: u64,
+    /// Sum of sample durations, in the track timescale.
+    pub duration: u64,
+    /// Composition offset of the first sample (B-frame delay), in the track timescale.
+    pub first_cts_offset: i64,
+    /// Whether the first sample is a sync sample (keyframe).
+    pub starts_with_sync: bool,
+}
+
+/// A box header located in a buffer.
+#[derive(Debug, Clone, Copy)]
+struct BoxRef {
+    kind: [u8; 4],
+    start: usize,
+    header: usize,
+    end: usize,
+}
+
+impl BoxRef {
+    fn body(&self) -> std::ops::Range<usize> {
+        self.start + self.header..self.end
+    }
+}
+
+fn err(context: &str, reason: impl Into<String>) -> Error {
+    Error::Mp4 {
+        context: context.into(),
+        reason: reason.into(),
+    }
+}
+
+fn be_u32(d: &[u8], at: usize) -> Option<u32> {
+    d.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn be_u64(d: &[u8], at: usize) -> Option<u64> {
+    d.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+}
+
+/// Lists the boxes in `d[range]`.
+fn boxes(d: &[u8], range: std::ops::Range<usize>, ctx: &str) -> Result<Vec<BoxRef>> {
+    let mut out = Vec::new();
+    let mut at = range.start;
+    while at + 8 <= range.end {
+        let size32 = be_u32(d, at).ok_or_else(|| err(ctx, "truncated box header"))?;
+        let mut kind = [0u8; 4];
+        kind.copy_from_slice(&d[at + 4..at + 8]);
+        let (size, header) = match size32 {
+            0 => ((range.end - at) as u64, 8),
+            1 => (be_u64(d, at + 8).ok_or_else(|| err(ctx, "truncated large size"))?, 16),
+            n => (u64::from(n), 8),
+        };
+        let end = at
+            .checked_add(usize::try_from(size).map_err(|_| err(ctx, "box too large"))?)
+            .filter(|&e| e <= range.end && size >= header as u64)
+            .ok_or_else(|| {
+                err(ctx, format!("box {} overruns its parent", String::from_utf8_lossy(&kind)))
+            })?;
+        out.push(BoxRef {
+            kind,
+            start: at,
+            header,
+            end,
+        });
+        at = end;
+    }
+    Ok(out)
+}
+
+fn child(d: &[u8], parent: std::ops::Range<usize>, kind: &[u8; 4], ctx: &str) -> Result<Option<BoxRef>> {
+    Ok(boxes(d, parent, ctx)?.into_iter().find(|b| &b.kind == kind))
+}
+
+/// Splits a fragmented MP4 (as written with `-movflags frag_keyframe+empty_moov+
+/// default_base_moof`) into init and media segments. Boxes other than ftyp/moov/moof/mdat
+/// (free, sidx, mfra) are dropped.
+pub fn split(d: &[u8], ctx: &str) -> Result<Fragmented> {
+    let top = boxes(d, 0..d.len(), ctx)?;
+    let mut init = Vec::new();
+    let mut fragments = Vec::new();
+    let mut pending_moof: Option<BoxRef> = None;
+    let mut trex_duration = 0u32;
+    for b in &top {
+        match &b.kind {
+            b"ftyp" => init.extend_from_slice(&d[b.start..b.end]),
+            b"moov" => {
+                init.extend_from_slice(&d[b.start..b.end]);
+                trex_duration = trex_default_duration(d, *b, ctx)?.unwrap_or(0);
+            }
+            b"moof" => pending_moof = Some(*b),
+            b"mdat" => {
+                let moof = pending_moof.take().ok_or_else(|| err(ctx, "mdat without moof"))?;
+                let mut bytes = d[moof.start..moof.end].to_vec();
+                bytes.extend_from_slice(&d[b.start..b.end]);
+                let mut f = read_fragment(&bytes, trex_duration, ctx)?;
+                f.bytes = bytes;
+                fragments.push(f);
+            }
+            _ => {}
+        }
+    }
+    if init.is_empty() {
+        return Err(err(ctx, "no ftyp/moov (not a fragmented MP4)"));
+    }
+    Ok(Fragmented { init, fragments })
+}
+
+fn trex_default_duration(d: &[u8], moov: BoxRef, ctx: &str) -> Result<Option<u32>> {
+    let Some(mvex) = child(d, moov.body(), b"mvex", ctx)? else {
+        return Ok(None);
+    };
+    let Some(trex) = child(d, mvex.body(), b"trex", ctx)? else {
+        return Ok(None);
+    };
+    Ok(be_u32(d, trex.body().start + 12))
+}
+
+/// Reads the `tfdt`, sample count, durations and first composition offset of one
+/// `moof`+`mdat` (only the first `traf`; vodpipe writes one track per file).
+fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
+    let moof = boxes(d, 0..d.len(), ctx)?
+        .into_iter()
+        .find(|b| &b.kind == b"moof")
+        .ok_or_else(|| err(ctx, "no moof"))?;
+    let traf = child(d, moof.body(), b"traf", ctx)?.ok_or_else(|| err(ctx, "moof without traf"))?;
+    let mut base_decode_time = None;
+    let mut default_duration = trex_duration;
+    let mut samples = 0u64;
+    let mut duration = 0u64;
+    let mut first_cts_offset = 0i64;
+    let mut starts_with_sync = false;
+    let mut default_flags = 0u32;
+    let mut first_trun = true;
+    for b in boxes(d, traf.body(), ctx)? {
+        let body = b.body();
+        let version = d[body.start];
+        let flags = be_u32(d, body.start).unwrap_or(0) & 0x00ff_ffff;
+        match &b.kind {
+            b"tfhd" => {
+                let mut at = body.start + 8;
+                if flags & 0x1 != 0 {
+                    at += 8;
+                }
+                if flags & 0x2 != 0 {
+                    at += 4;
+                }
+                if flags & 0x8 != 0 {
+                    default_duration = be_u32(d, at).ok_or_else(|| err(ctx, "short tfhd"))?;
+                    at += 4;
+                }
+                if flags & 0x10 != 0 {
+                    at += 4;
+                }
+                if flags & 0x20 != 0 {
+                    default_flags = be_u32(d, at).ok_or_else(|| err(ctx, "short tfhd"))?;
+                }
+            }
+            b"tfdt" => {
+                base_decode_time = Some(if version == 1 {
+                    be_u64(d, body.start + 4)
+                } else {
+                    be_u32(d, body.start + 4).map(u64::from)
+                }
+                .ok_or_else(|| err(ctx, "short tfdt"))?);
+            }
+            b"trun" => {
+                let count = be_u32(d, body.start + 4).ok_or_else(|| err(ctx, "short trun"))?;
+                let mut at = body.start + 8;
+                if flags & 0x1 != 0 {
+                    at += 4;
+                }
+                let mut first_flags = None;
+                if flags & 0x4 != 0 {
+                    first_flags = be_u32(d, at);
+                    at += 4;
+                }
+                for i in 0..count {
+                    let mut dur = default_duration;
+                    let mut sflags = if i == 0 { first_flags.unwrap_or(default_flags) } else { default_flags };
+                    if flags & 0x100 != 0 {
+                        dur = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
+                        at += 4;
+                    }
+                    if flags & 0x200 != 0 {
+                        at += 4;
+                    }
+                    if flags & 0x400 != 0 {
+                        sflags = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
+                        at += 4;
+                    }
+                    if flags & 0x800 != 0 {
+                        let raw = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
+                        if first_trun && i == 0 {
+                            first_cts_offset = if version == 0 { i64::from(raw) } else { i64::from(raw as i32) };
+                        }
+                        at += 4;
+                    }
+                    if first_trun && i == 0 {
+                        // sample_is_non_sync_sample is bit 16 of the sample flags.
+                        starts_with_sync = sflags & 0x0001_0000 == 0;
+                    }
+                    duration += u64::from(dur);
+                }
+                samples += u64::from(count);
+                first_trun = false;
+            }
+            _ => {}
+        }
+    }
+    Ok(Fragment {
+        bytes: Vec::new(),
+        base_decode_time: base_decode_time.ok_or_else(|| err(ctx, "traf without tfdt"))?,
+        samples,
+        duration,
+        first_cts_offset,
+        starts_with_sync,
+    })
+}
+
+/// Adds `delta` to the fragment's `tfdt`, in place.
+pub fn shift_decode_time(f: &mut Fragment, delta: u64, ctx: &str) -> Result<()> {
+    let d = &mut f.bytes;
+    let moof = boxes(d, 0..d.len(), ctx)?
+        .into_iter()
+        .find(|b| &b.kind == b"moof")
+        .ok_or_else(|| err(ctx, "no moof"))?;
+    let traf = child(d, moof.body(), b"traf", ctx)?.ok_or_else(|| err(ctx, "no traf"))?;
+    let tfdt = child(d, traf.body(), b"tfdt", ctx)?.ok_or_else(|| err(ctx, "no tfdt"))?;
+    let at = tfdt.body().start;
+    let value = f.base_decode_time + delta;
+    if d[at] == 1 {
+        d[at + 4..at + 12].copy_from_slice(&value.to_be_bytes());
+    } else {
+        let v32 = u32::try_from(value).map_err(|_| err(ctx, "32-bit tfdt overflow"))?;
+        d[at + 4..at + 8].copy_from_slice(&v32.to_be_bytes());
+    }
+    f.base_decode_time = value;
+    Ok(())
+}
+
+fn path(d: &[u8], names: &[&[u8; 4]], ctx: &str) -> Result<Option<BoxRef>> {
+    let mut range = 0..d.len();
+    let mut found = None;
+    for name in names {
+        let b = match child(d, range.clone(), name, ctx)? {
+            Some(b) => b,
+            None => return Ok(None),
+        };
+        range = b.body();
+        found = Some(b);
+    }
+    Ok(found)
+}
+
+/// The track timescale (`mdhd`) of an init segment.
+pub fn timescale(init: &[u8], ctx: &str) -> Result<u32> {
+    let mdhd = path(init, &[b"moov", b"trak", b"mdia", b"mdhd"], ctx)?
+        .ok_or_else(|| err(ctx, "no mdhd"))?;
+    let body = mdhd.body();
+    let at = if init[body.start] == 1 { body.start + 20 } else { body.start + 12 };
+    be_u32(init, at).ok_or_else(|| err(ctx, "short mdhd"))
+}
+
+/// The sample description (`stsd`) bytes: two chunks' init segments are interchangeable
+/// exactly when these agree (same codec configuration, SPS/PPS, dimensions).
+pub fn sample_description(init: &[u8], ctx: &str) -> Result<Vec<u8>> {
+    let stsd = path(init, &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"], ctx)?
+        .ok_or_else(|| err(ctx, "no stsd"))?;
+    Ok(init[stsd.start..stsd.end].to_vec())
+}
+
+/// The RFC 6381 codec string of the track (`avc1.64001F`, `mp4a.40.2`).
+pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
+    let stsd = path(init, &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"], ctx)?
+        .ok_or_else(|| err(ctx, "no stsd"))?;
+    let body = stsd.body();
+    let entries = boxes(init, body.start + 8..body.end, ctx)?;
+    let entry = entries.first().ok_or_else(|| err(ctx, "empty stsd"))?;
+    match &entry.kind {
+        b"avc1" | b"avc3" => {
+            // Visual sample entry: 8 reserved/index bytes + 70 bytes of fields, then boxes.
+            let inner = entry.body().start + 78..entry.end;
+            let avcc = child(init, inner, b"avcC", ctx)?.ok_or_else(|| err(ctx, "no avcC"))?;
+            let b = avcc.body().start;
+            let p = init.get(b + 1..b + 4).ok_or_else(|| err(ctx, "short avcC"))?;
+            Ok(format!(
+                "{}.{:02X}{:02X}{:02X}",
+                String::from_utf8_lossy(&entry.kind),
+                p[0],
+                p[1],
+                p[2]
+            ))
+        }
+        // vodpipe encodes AAC-LC only.
+        b"mp4a" => Ok("mp4a.40.2".into()),
+        other => Err(err(ctx, format!("unexpected sample entry {}", String::from_utf8_lossy(other)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(kind);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn fragment(tfdt: u64, durations: &[u32]) -> Vec<u8> {
+        let tfhd = bx(b"tfhd", &[0, 0x02, 0, 0, 0, 0, 0, 1]);
+        let mut t = vec![1, 0, 0, 0];
+        t.extend_from_slice(&tfdt.to_be_bytes());
+        let tfdt = bx(b"tfdt", &t);
+        let mut r = vec![0, 0, 0x01, 0x00];
+        r.extend_from_slice(&(durations.len() as u32).to_be_bytes());
+        for d in durations {
+            r.extend_from_slice(&d.to_be_bytes());
+        }
+        let trun = bx(b"trun", &r);
+        let traf = bx(b"traf", &[tfhd, tfdt, trun].concat());
+        let moof = bx(b"moof", &traf);
+        [moof, bx(b"mdat", &[1, 2, 3])].concat()
+    }
+
+    #[test]
+    fn fragments_are_split_counted_and_shifted_in_place() {
+        let file = [bx(b"ftyp", b"isom"), bx(b"moov", &[]), fragment(0, &[1001; 3]), fragment(3003, &[1001, 1001])].concat();
+        let mut f = split(&file, "t").unwrap();
+        assert_eq!(f.init.len(), 12 + 8);
+        assert_eq!(f.fragments.len(), 2);
+        assert_eq!((f.fragments[1].samples, f.fragments[1].duration), (2, 2002));
+        let len = f.fragments[1].bytes.len();
+        shift_decode_time(&mut f.fragments[1], 120_120, "t").unwrap();
+        assert_eq!(f.fragments[1].bytes.len(), len);
+        let again = read_fragment(&f.fragments[1].bytes, 0, "t").unwrap();
+        assert_eq!(again.base_decode_time, 123_123);
+    }
+
+    #[test]
+    fn a_box_overrunning_its_parent_is_an_error_not_a_panic() {
+        let mut file = bx(b"ftyp", b"isom");
+        file[3] = 200;
+        assert!(split(&file, "t").is_err());
+        assert!(split(&[0, 0, 0], "t").is_err());
+    }
+}

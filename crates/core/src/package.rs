@@ -1,0 +1,382 @@
+//! Packaging: HLS and DASH manifests over the committed segments.
+//!
+//! Nothing is re-muxed or copied: every segment stays where its chunk attempt wrote it
+//! (immutable, cacheable forever) and the manifests reference it there. Each rendition
+//! has one init segment (the first chunk's; the stitcher checks every chunk's sample
+//! description matches), and one continuous timeline (the encoder placed each segment's
+//! `tfdt`), so there are no discontinuity tags. Bandwidths are measured from the real
+//! segment sizes, not copied from the ladder.
+
+use m3u8_rs::{
+    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist,
+    MediaPlaylistType, MediaSegment, Resolution, VariantStream,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// A stored media segment, as the stitcher sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// URI relative to the job directory (where the rendition playlists live).
+    pub uri: String,
+    /// Presentation start, in track ticks.
+    pub start: u64,
+    /// Duration, in track ticks.
+    pub duration: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// What kind of rendition a track is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TrackKind {
+    /// A video rung.
+    Video {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Frame rate as num/den.
+        frame_rate: (i64, i64),
+    },
+    /// An audio track.
+    Audio {
+        /// ISO 639 language, if known.
+        language: Option<String>,
+        /// Display name.
+        name: String,
+    },
+}
+
+/// One rendition ready to be listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// Rendition id (`720p`, `audio_0`); also its playlist name.
+    pub id: String,
+    /// Video or audio details.
+    pub kind: TrackKind,
+    /// RFC 6381 codec string.
+    pub codec: String,
+    /// Ticks per second.
+    pub timescale: u32,
+    /// Init segment URI, relative to the job directory.
+    pub init_uri: String,
+    /// Media segments, in order.
+    pub segments: Vec<SegmentRef>,
+}
+
+impl Track {
+    fn secs(&self, ticks: u64) -> f64 {
+        ticks as f64 / f64::from(self.timescale)
+    }
+
+    /// Total duration in seconds.
+    pub fn duration_secs(&self) -> f64 {
+        self.secs(self.segments.iter().map(|s| s.duration).sum())
+    }
+
+    /// Peak bitrate over segments, bits per second (HLS BANDWIDTH).
+    pub fn peak_bps(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.duration > 0)
+            .map(|s| bits_per_second(s.bytes, s.duration, self.timescale))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Average bitrate, bits per second (HLS AVERAGE-BANDWIDTH).
+    pub fn average_bps(&self) -> u64 {
+        let bytes = self.segments.iter().map(|s| s.bytes).sum();
+        let ticks = self.segments.iter().map(|s| s.duration).sum();
+        bits_per_second(bytes, ticks, self.timescale)
+    }
+}
+
+/// `bytes` over `ticks`, in bits per second, rounded up (exact integer maths).
+fn bits_per_second(bytes: u64, ticks: u64, timescale: u32) -> u64 {
+    if ticks == 0 {
+        return 0;
+    }
+    let num = u128::from(bytes) * 8 * u128::from(timescale);
+    u64::try_from(num.div_ceil(u128::from(ticks))).unwrap_or(u64::MAX)
+}
+
+/// Where a playlist is named: rendition playlists live next to the segments' job
+/// directory as `<id>.m3u8`.
+pub fn media_playlist_name(track: &Track) -> String {
+    format!("{}.m3u8", track.id)
+}
+
+/// The media playlist of one track.
+pub fn media_playlist(track: &Track) -> String {
+    m3u8_rs::WRITE_OPT_FLOAT_PRECISION.store(6, std::sync::atomic::Ordering::Relaxed);
+    let target = track
+        .segments
+        .iter()
+        .map(|s| track.secs(s.duration))
+        .fold(0.0, f64::max)
+        .round()
+        .max(1.0) as u64;
+    let segments = track
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| MediaSegment {
+            uri: s.uri.clone(),
+            duration: track.secs(s.duration) as f32,
+            map: (i == 0).then(|| Map {
+                uri: track.init_uri.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let pl = MediaPlaylist {
+        version: Some(7),
+        target_duration: target,
+        media_sequence: 0,
+        segments,
+        end_list: true,
+        playlist_type: Some(MediaPlaylistType::Vod),
+        independent_segments: true,
+        ..Default::default()
+    };
+    write_playlist(|w| pl.write_to(w))
+}
+
+fn write_playlist(f: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let mut buf = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = f(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The HLS master playlist. `prefix` is prepended to every playlist URI (the master
+/// pointer lives above the job directory).
+pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
+    let audio: Vec<&Track> = tracks.iter().filter(|t| matches!(t.kind, TrackKind::Audio { .. })).collect();
+    let alternatives = audio
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (language, name) = match &t.kind {
+                TrackKind::Audio { language, name } => (language.clone(), name.clone()),
+                TrackKind::Video { .. } => (None, t.id.clone()),
+            };
+            AlternativeMedia {
+                media_type: AlternativeMediaType::Audio,
+                uri: Some(format!("{prefix}{}", media_playlist_name(t))),
+                group_id: "audio".into(),
+                language,
+                name,
+                default: i == 0,
+                autoselect: true,
+                channels: Some("2".into()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let audio_peak = audio.iter().map(|t| t.peak_bps()).max().unwrap_or(0);
+    let audio_avg = audio.iter().map(|t| t.average_bps()).max().unwrap_or(0);
+    let audio_codec = audio.first().map(|t| t.codec.clone());
+    let variants = tracks
+        .iter()
+        .filter_map(|t| match t.kind {
+            TrackKind::Video {
+                width,
+                height,
+                frame_rate,
+            } => Some(VariantStream {
+                uri: format!("{prefix}{}", media_playlist_name(t)),
+                bandwidth: t.peak_bps() + audio_peak,
+                average_bandwidth: Some(t.average_bps() + audio_avg),
+                codecs: Some(match &audio_codec {
+                    Some(a) => format!("{},{a}", t.codec),
+                    None => t.codec.clone(),
+                }),
+                resolution: Some(Resolution {
+                    width: u64::from(width),
+                    height: u64::from(height),
+                }),
+                frame_rate: Some(
+                    (frame_rate.0 as f64 / frame_rate.1.max(1) as f64 * 1000.0).round() / 1000.0,
+                ),
+                audio: audio_codec.as_ref().map(|_| "audio".to_string()),
+                ..Default::default()
+            }),
+            TrackKind::Audio { .. } => None,
+        })
+        .collect();
+    let pl = MasterPlaylist {
+        version: Some(7),
+        independent_segments: true,
+        variants,
+        alternatives,
+        ..Default::default()
+    };
+    write_playlist(|w| pl.write_to(w))
+}
+
+fn iso_duration(secs: f64) -> String {
+    format!("PT{secs:.3}S")
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The DASH MPD (static, isoff-live profile) over the same segments: a `SegmentList` with an
+/// explicit `SegmentTimeline`, because segment names follow their chunk attempt, not a
+/// number template. `prefix` is prepended to every URI.
+pub fn mpd(tracks: &[Track], prefix: &str) -> String {
+    let duration = tracks.iter().map(Track::duration_secs).fold(0.0, f64::max);
+    let mut x = String::new();
+    let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        x,
+        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="{}" minBufferTime="PT4S">"#,
+        iso_duration(duration)
+    );
+    let _ = writeln!(x, r#"  <Period id="0" start="PT0S">"#);
+    let videos: Vec<&Track> = tracks.iter().filter(|t| matches!(t.kind, TrackKind::Video { .. })).collect();
+    if !videos.is_empty() {
+        let _ = writeln!(
+            x,
+            r#"    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#
+        );
+        for t in &videos {
+            if let TrackKind::Video { width, height, frame_rate } = t.kind {
+                let _ = writeln!(
+                    x,
+                    r#"      <Representation id="{}" codecs="{}" bandwidth="{}" width="{width}" height="{height}" frameRate="{}/{}" sar="1:1">"#,
+                    xml_escape(&t.id),
+                    t.codec,
+                    t.peak_bps(),
+                    frame_rate.0,
+                    frame_rate.1
+                );
+                segment_list(&mut x, t, prefix);
+                let _ = writeln!(x, "      </Representation>");
+            }
+        }
+        let _ = writeln!(x, "    </AdaptationSet>");
+    }
+    for (i, t) in tracks.iter().filter(|t| matches!(t.kind, TrackKind::Audio { .. })).enumerate() {
+        let lang = match &t.kind {
+            TrackKind::Audio { language: Some(l), .. } => format!(r#" lang="{}""#, xml_escape(l)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            x,
+            r#"    <AdaptationSet id="{}" contentType="audio" mimeType="audio/mp4"{lang} segmentAlignment="true" startWithSAP="1">"#,
+            i + 1
+        );
+        if i == 0 {
+            let _ = writeln!(x, r#"      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>"#);
+        }
+        let _ = writeln!(
+            x,
+            r#"      <Representation id="{}" codecs="{}" bandwidth="{}" audioSamplingRate="{}">"#,
+            xml_escape(&t.id),
+            t.codec,
+            t.peak_bps(),
+            t.timescale
+        );
+        let _ = writeln!(
+            x,
+            r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>"#
+        );
+        segment_list(&mut x, t, prefix);
+        let _ = writeln!(x, "      </Representation>");
+        let _ = writeln!(x, "    </AdaptationSet>");
+    }
+    let _ = writeln!(x, "  </Period>\n</MPD>");
+    x
+}
+
+fn segment_list(x: &mut String, t: &Track, prefix: &str) {
+    let _ = writeln!(x, r#"        <SegmentList timescale="{}">"#, t.timescale);
+    let _ = writeln!(x, r#"          <Initialization sourceURL="{prefix}{}"/>"#, xml_escape(&t.init_uri));
+    let _ = writeln!(x, "          <SegmentTimeline>");
+    for s in &t.segments {
+        let _ = writeln!(x, r#"            <S t="{}" d="{}"/>"#, s.start, s.duration);
+    }
+    let _ = writeln!(x, "          </SegmentTimeline>");
+    for s in &t.segments {
+        let _ = writeln!(x, r#"          <SegmentURL media="{prefix}{}"/>"#, xml_escape(&s.uri));
+    }
+    let _ = writeln!(x, "        </SegmentList>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video() -> Track {
+        Track {
+            id: "360p".into(),
+            kind: TrackKind::Video { width: 640, height: 360, frame_rate: (30000, 1001) },
+            codec: "avc1.64001E".into(),
+            timescale: 30000,
+            init_uri: "c00000.1/360p/init.mp4".into(),
+            segments: vec![
+                SegmentRef { uri: "c00000.1/360p/00000.m4s".into(), start: 2002, duration: 120120, bytes: 500_500 },
+                SegmentRef { uri: "c00001.1/360p/00001.m4s".into(), start: 122122, duration: 60060, bytes: 100_000 },
+            ],
+        }
+    }
+
+    fn audio() -> Track {
+        Track {
+            id: "audio_0".into(),
+            kind: TrackKind::Audio { language: Some("fra".into()), name: "Français".into() },
+            codec: "mp4a.40.2".into(),
+            timescale: 48000,
+            init_uri: "audio_0/init.mp4".into(),
+            segments: vec![SegmentRef { uri: "audio_0/00000.m4s".into(), start: 0, duration: 288000, bytes: 96000 }],
+        }
+    }
+
+    #[test]
+    fn bandwidth_is_measured_from_segments() {
+        let t = video();
+        // 500 500 bytes over 4.004 s is exactly 1 000 000 b/s.
+        assert_eq!(t.peak_bps(), 1_000_000);
+        assert_eq!(t.average_bps(), (600_500u64 * 8 * 30000).div_ceil(180_180));
+    }
+
+    #[test]
+    fn master_lists_codecs_resolution_frame_rate_and_the_audio_group() {
+        let m = master_playlist(&[video(), audio()], "job/");
+        assert!(m.contains(r#"CODECS="avc1.64001E,mp4a.40.2""#), "{m}");
+        assert!(m.contains("RESOLUTION=640x360"), "{m}");
+        assert!(m.contains("FRAME-RATE=29.97"), "{m}");
+        assert!(m.contains(r#"AUDIO="audio""#), "{m}");
+        assert!(m.contains(r#"LANGUAGE="fra""#), "{m}");
+        assert!(m.contains("AVERAGE-BANDWIDTH="), "{m}");
+        assert!(m.contains("job/360p.m3u8"), "{m}");
+    }
+
+    #[test]
+    fn media_playlist_has_one_map_no_discontinuity_and_an_end() {
+        let p = media_playlist(&video());
+        assert_eq!(p.matches("#EXT-X-MAP").count(), 1, "{p}");
+        assert!(!p.contains("DISCONTINUITY"), "{p}");
+        assert!(p.contains("#EXT-X-TARGETDURATION:4"), "{p}");
+        assert!(p.contains("#EXTINF:4.004000,"), "{p}");
+        assert!(p.trim_end().ends_with("#EXT-X-ENDLIST"), "{p}");
+    }
+
+    #[test]
+    fn mpd_has_a_timeline_per_representation() {
+        let m = mpd(&[video(), audio()], "job/");
+        assert!(m.contains(r#"<S t="122122" d="60060"/>"#), "{m}");
+        assert!(m.contains(r#"lang="fra""#), "{m}");
+        assert!(m.contains(r#"sourceURL="job/c00000.1/360p/init.mp4""#), "{m}");
+        assert!(m.contains("mediaPresentationDuration=\"PT6.006S\""), "{m}");
+    }
+}

@@ -1,0 +1,254 @@
+//! Frame-exact chunk planning.
+//!
+//! Everything here is in frame indices and time-base ticks, never in float seconds, so a
+//! 29.97 fps source, a VFR phone clip and a clip shorter than one segment all get exact
+//! boundaries. A segment boundary is the first frame at or after `k·S` seconds from the
+//! first frame; a chunk is a run of whole segments. Each chunk is later encoded from
+//! decoded frames with keyframes forced on exactly its segment boundaries, so the chunks
+//! join without a duplicated, missing or shifted frame.
+
+use crate::probe::Rational;
+use serde::{Deserialize, Serialize};
+
+/// A run of frames that becomes one media segment in every rung.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Position in the rendition (0-based, across the whole source).
+    pub index: u32,
+    /// First frame (index into the source's frames, presentation order).
+    pub first_frame: u64,
+    /// Frame count.
+    pub frames: u64,
+}
+
+/// A unit of encoding work: whole segments, one ffmpeg process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Chunk number.
+    pub index: u32,
+    /// First frame of the chunk.
+    pub first_frame: u64,
+    /// Frames to encode.
+    pub frames: u64,
+    /// The segments inside, in order.
+    pub segments: Vec<Segment>,
+    /// Input seek for ffmpeg, in seconds from the file's start: halfway between the
+    /// previous frame and the first frame, so accurate seeking keeps exactly this frame.
+    pub seek_secs: f64,
+    /// Offset of the chunk's first frame from the source's first frame, in time-base ticks;
+    /// added to the chunk's decode timestamps to place it on the one continuous timeline.
+    pub start_ticks: i64,
+}
+
+impl Chunk {
+    /// Frame indices, relative to the chunk's first frame, where a keyframe must start a
+    /// segment.
+    pub fn keyframe_offsets(&self) -> Vec<u64> {
+        self.segments.iter().map(|s| s.first_frame - self.first_frame).collect()
+    }
+}
+
+/// The plan for one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Target segment duration in seconds.
+    pub segment_secs: f64,
+    /// Total frames in the source.
+    pub total_frames: u64,
+    /// The source video time base; chunk offsets and segment times are in these units.
+    pub time_base: Rational,
+    /// All segments.
+    pub segments: Vec<Segment>,
+    /// All chunks.
+    pub chunks: Vec<Chunk>,
+    /// Presentation time of the first frame on the output timeline, in time-base ticks:
+    /// the encoder's B-frame reorder delay, taken as the largest any chunk can show so that
+    /// every chunk (and the audio) is placed against one common origin.
+    pub delay_ticks: i64,
+}
+
+/// Frames of decode-to-presentation delay x264 adds with B-frames and a B-pyramid.
+pub const VIDEO_DELAY_FRAMES: usize = 2;
+
+/// Planning knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// Segment duration S, in seconds (default 4).
+    pub segment_secs: f64,
+    /// Target chunk duration, in seconds; rounded to whole segments (default 20).
+    pub chunk_secs: f64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            segment_secs: 4.0,
+            chunk_secs: 20.0,
+        }
+    }
+}
+
+/// Plans segments and chunks over `frame_pts` (ascending presentation timestamps in
+/// `time_base`). `file_start_secs` is the container's start time, which ffmpeg's `-ss`
+/// is relative to.
+pub fn plan(frame_pts: &[i64], time_base: Rational, file_start_secs: f64, opts: PlanOptions) -> Plan {
+    let segment_secs = if opts.segment_secs > 0.0 { opts.segment_secs } else { 4.0 };
+    let total = frame_pts.len() as u64;
+    let origin = frame_pts.first().copied().unwrap_or(0);
+    // Boundary test in integers: (pts - origin) * num / den >= k * S, with S in µs.
+    let seg_us = (segment_secs * 1e6).round() as i128;
+    let (num, den) = (time_base.num as i128, time_base.den as i128);
+    let mut starts: Vec<u64> = vec![0];
+    let mut k: i128 = 1;
+    for (i, &pts) in frame_pts.iter().enumerate().skip(1) {
+        let rel = (pts - origin) as i128 * num * 1_000_000;
+        if rel >= k * seg_us * den {
+            starts.push(i as u64);
+            // A gap longer than S (VFR) crosses several boundaries at one frame.
+            while rel >= k * seg_us * den {
+                k += 1;
+            }
+        }
+    }
+    let segments: Vec<Segment> = starts
+        .iter()
+        .enumerate()
+        .map(|(n, &first)| {
+            let end = starts.get(n + 1).copied().unwrap_or(total);
+            Segment {
+                index: n as u32,
+                first_frame: first,
+                frames: end - first,
+            }
+        })
+        .filter(|s| s.frames > 0)
+        .collect();
+    let per_chunk = ((opts.chunk_secs / segment_secs).round() as usize).max(1);
+    let tb = time_base.as_f64();
+    let chunks: Vec<Chunk> = segments
+        .chunks(per_chunk)
+        .enumerate()
+        .map(|(n, segs)| {
+            let first_frame = segs[0].first_frame;
+            let frames = segs.iter().map(|s| s.frames).sum();
+            let f = first_frame as usize;
+            let seek_secs = if f == 0 {
+                0.0
+            } else {
+                let mid = (frame_pts[f - 1] + frame_pts[f]) as f64 / 2.0;
+                (mid * tb - file_start_secs).max(0.0)
+            };
+            Chunk {
+                index: n as u32,
+                first_frame,
+                frames,
+                segments: segs.to_vec(),
+                seek_secs,
+                start_ticks: frame_pts.get(f).map_or(0, |p| p - origin),
+            }
+        })
+        .collect();
+    let nominal = {
+        let mut d: Vec<i64> = frame_pts.windows(2).map(|w| w[1] - w[0]).collect();
+        d.sort_unstable();
+        d.get(d.len() / 2).copied().unwrap_or(1).max(1)
+    };
+    let delay_ticks = chunks
+        .iter()
+        .filter_map(|c: &Chunk| {
+            let f = c.first_frame as usize;
+            let last = f + (c.frames as usize).saturating_sub(1);
+            let reach = (f + VIDEO_DELAY_FRAMES).min(last);
+            Some(frame_pts.get(reach)? - frame_pts.get(f)?)
+        })
+        .fold(VIDEO_DELAY_FRAMES as i64 * nominal, i64::max);
+    Plan {
+        delay_ticks,
+        segment_secs,
+        total_frames: total,
+        time_base,
+        segments,
+        chunks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ntsc(frames: i64) -> Vec<i64> {
+        (0..frames).map(|i| i * 1001).collect()
+    }
+    const NTSC_TB: Rational = Rational { num: 1, den: 30000 };
+
+    #[test]
+    fn segment_boundaries_are_the_first_frame_at_or_after_k_s_at_29_97() {
+        let p = plan(&ntsc(600), NTSC_TB, 0.0, PlanOptions::default());
+        // 4 s = 119.88 frames: the first frame at or after it is frame 120 (4.004 s);
+        // 8 s = 239.76 → 240; 12 s = 359.64 → 360; 16 s = 479.52 → 480.
+        let firsts: Vec<u64> = p.segments.iter().map(|s| s.first_frame).collect();
+        assert_eq!(firsts, [0, 120, 240, 360, 480]);
+        assert_eq!(p.segments.iter().map(|s| s.frames).sum::<u64>(), 600);
+    }
+
+    #[test]
+    fn chunks_are_runs_of_whole_segments_covering_every_frame_once() {
+        let p = plan(&ntsc(1800), NTSC_TB, 0.0, PlanOptions { segment_secs: 4.0, chunk_secs: 8.0 });
+        let mut next = 0;
+        for c in &p.chunks {
+            assert_eq!(c.first_frame, next);
+            assert_eq!(c.segments.len(), 2.min(p.segments.len() - 2 * c.index as usize));
+            assert_eq!(c.frames, c.segments.iter().map(|s| s.frames).sum::<u64>());
+            next += c.frames;
+        }
+        assert_eq!(next, 1800);
+        assert_eq!(p.chunks[1].start_ticks, 240 * 1001);
+        assert_eq!(p.chunks[1].keyframe_offsets(), [0, 120]);
+    }
+
+    #[test]
+    fn seek_lands_between_the_previous_frame_and_the_chunk_start() {
+        let p = plan(&ntsc(600), NTSC_TB, 0.0, PlanOptions { segment_secs: 4.0, chunk_secs: 4.0 });
+        let c = &p.chunks[1];
+        let prev = 119.0 * 1001.0 / 30000.0;
+        let first = 120.0 * 1001.0 / 30000.0;
+        assert!(c.seek_secs > prev && c.seek_secs < first);
+    }
+
+    #[test]
+    fn the_presentation_delay_covers_every_chunks_reorder_delay() {
+        assert_eq!(plan(&ntsc(600), NTSC_TB, 0.0, PlanOptions::default()).delay_ticks, 2002);
+        let mut pts = ntsc(600);
+        for p in pts.iter_mut().skip(121) {
+            *p += 5000; // a long frame right after the second segment starts
+        }
+        assert_eq!(plan(&pts, NTSC_TB, 0.0, PlanOptions { segment_secs: 4.0, chunk_secs: 4.0 }).delay_ticks, 7002);
+    }
+
+    #[test]
+    fn a_clip_shorter_than_one_segment_is_one_chunk() {
+        let p = plan(&ntsc(45), NTSC_TB, 0.0, PlanOptions::default());
+        assert_eq!(p.segments.len(), 1);
+        assert_eq!(p.chunks.len(), 1);
+        assert_eq!(p.chunks[0].frames, 45);
+    }
+
+    #[test]
+    fn vfr_gaps_longer_than_a_segment_do_not_make_empty_segments() {
+        // 1 kHz time base, frames at irregular times with a 9 s hole.
+        let pts = [0, 40, 80, 100, 9100, 9140, 12000, 12040];
+        let p = plan(&pts, Rational { num: 1, den: 1000 }, 0.0, PlanOptions::default());
+        let firsts: Vec<u64> = p.segments.iter().map(|s| s.first_frame).collect();
+        assert_eq!(firsts, [0, 4, 6]);
+        assert!(p.segments.iter().all(|s| s.frames > 0));
+    }
+
+    #[test]
+    fn seek_is_relative_to_the_container_start() {
+        // MPEG-TS streams often start at 1.4 s on the 90 kHz clock.
+        let pts: Vec<i64> = (0..300).map(|i| 126_000 + i * 3600).collect();
+        let p = plan(&pts, Rational { num: 1, den: 90000 }, 1.4, PlanOptions { segment_secs: 4.0, chunk_secs: 4.0 });
+        assert!((p.chunks[1].seek_secs - (4.0 - 0.02)).abs() < 1e-6, "{}", p.chunks[1].seek_secs);
+        assert_eq!(p.chunks[1].start_ticks, 100 * 3600);
+    }
+}

@@ -1,0 +1,481 @@
+//! Probing: ffprobe's JSON into typed media facts, under the input policy.
+//!
+//! Every source is hostile until probed. ffprobe is only ever allowed to open the one input
+//! file (`-protocol_whitelist file`) through an allow-listed demuxer
+//! (`-format_whitelist`), so an "mp4" that is really an HLS playlist or an ffconcat script
+//! is refused before it can make ffmpeg read other files or fetch URLs. The same
+//! restrictions are passed to every later ffmpeg run by [`input_args`].
+//!
+//! Planning needs every video frame's timestamp (frame-exact chunks), so probing also
+//! reads the packet table of the chosen video stream. That reads the container's index and
+//! packet headers only; nothing is decoded.
+
+use crate::error::{Error, Result};
+use crate::policy::{InputPolicy, ALLOWED_DEMUXERS};
+use crate::process::ToolRun;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// An exact rational (frame rates, time bases, aspect ratios).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rational {
+    /// Numerator.
+    pub num: i64,
+    /// Denominator (never zero once parsed).
+    pub den: i64,
+}
+
+impl Rational {
+    /// Parses ffprobe's `"30000/1001"` or `"16:9"`; zero denominators give `None`.
+    pub fn parse(s: &str) -> Option<Rational> {
+        let (a, b) = s.split_once(['/', ':'])?;
+        let (num, den) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        (den != 0).then_some(Rational { num, den })
+    }
+
+    /// As a float, for display and coarse maths only.
+    pub fn as_f64(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+}
+
+impl std::fmt::Display for Rational {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.num, self.den)
+    }
+}
+
+/// How the source's fields are ordered; anything but progressive gets deinterlaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldOrder {
+    /// Whole frames (or unknown, which in practice means progressive).
+    Progressive,
+    /// Interlaced (tt, bb, tb, bt).
+    Interlaced,
+}
+
+/// The video stream the ladder is made from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VideoInfo {
+    /// Stream index in the container, used with `-map 0:<index>`.
+    pub index: u32,
+    /// Codec name (h264, hevc, prores, vp9 …).
+    pub codec: String,
+    /// Coded width in pixels.
+    pub width: u32,
+    /// Coded height in pixels.
+    pub height: u32,
+    /// Sample aspect ratio (1:1 unless anamorphic).
+    pub sar: Rational,
+    /// Display rotation in degrees (0, 90, 180, 270), from the display matrix.
+    pub rotation: u32,
+    /// Pixel format (yuv420p, yuv420p10le, yuv444p …).
+    pub pix_fmt: String,
+    /// Progressive or interlaced.
+    pub field_order: FieldOrder,
+    /// Average frame rate (for playlists and realtime factors).
+    pub frame_rate: Rational,
+    /// The stream's time base; frame timestamps are in these units.
+    pub time_base: Rational,
+    /// Whether frame durations vary (variable frame rate).
+    pub vfr: bool,
+    /// Presentation timestamp of every frame, ascending, in `time_base` units.
+    pub frame_pts: Vec<i64>,
+}
+
+impl VideoInfo {
+    /// Display size after applying the sample aspect ratio and rotation: what a viewer sees.
+    pub fn display_size(&self) -> (u32, u32) {
+        let sar = if self.sar.num > 0 && self.sar.den > 0 {
+            self.sar.as_f64()
+        } else {
+            1.0
+        };
+        let w = (self.width as f64 * sar).round().max(2.0) as u32;
+        let h = self.height;
+        if self.rotation % 180 == 90 {
+            (h, w)
+        } else {
+            (w, h)
+        }
+    }
+
+    /// Bit depth above 8 or chroma other than 4:2:0 needs conversion for H.264 High.
+    pub fn needs_pixel_conversion(&self) -> bool {
+        self.pix_fmt != "yuv420p" && self.pix_fmt != "yuvj420p"
+    }
+
+    /// Duration covered by the frames, in seconds (last frame's duration estimated).
+    pub fn duration_secs(&self) -> f64 {
+        match (self.frame_pts.first(), self.frame_pts.last()) {
+            (Some(a), Some(b)) => {
+                let frame = self.time_base.as_f64() * self.nominal_frame_ticks() as f64;
+                (b - a) as f64 * self.time_base.as_f64() + frame
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The typical frame duration in time-base ticks (median of the deltas).
+    pub fn nominal_frame_ticks(&self) -> i64 {
+        let mut d: Vec<i64> = self.frame_pts.windows(2).map(|w| w[1] - w[0]).collect();
+        if d.is_empty() {
+            let fr = self.frame_rate;
+            if fr.num > 0 {
+                return ((self.time_base.den * fr.den) as f64
+                    / (self.time_base.num * fr.num) as f64)
+                    .round()
+                    .max(1.0) as i64;
+            }
+            return 1;
+        }
+        d.sort_unstable();
+        d[d.len() / 2].max(1)
+    }
+}
+
+/// One audio track; each is encoded once for the whole source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AudioInfo {
+    /// Stream index in the container.
+    pub index: u32,
+    /// Codec name.
+    pub codec: String,
+    /// Channel count.
+    pub channels: u32,
+    /// Sample rate in Hz.
+    pub sample_rate: u32,
+    /// ISO 639 language tag, if the source has one.
+    pub language: Option<String>,
+    /// Human title, if the source has one.
+    pub title: Option<String>,
+    /// First timestamp, in seconds on the container's clock.
+    pub start_secs: f64,
+}
+
+/// What probing learned about a source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaInfo {
+    /// The demuxer that accepted the file.
+    pub format_name: String,
+    /// Container duration in seconds, when known.
+    pub duration_secs: Option<f64>,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// The video stream (None for audio-only files, which the policy rejects).
+    pub video: Option<VideoInfo>,
+    /// Audio tracks in container order.
+    pub audio: Vec<AudioInfo>,
+    /// Where the video stream starts, in seconds on the container's clock.
+    pub video_start_secs: f64,
+    /// The container's start time in seconds; ffmpeg's `-ss` is relative to it.
+    pub start_secs: f64,
+}
+
+/// The arguments that open an untrusted input in any ffmpeg/ffprobe run: only the file
+/// protocol, only allow-listed demuxers, and an explicit `file:` prefix so a name such as
+/// `http:…` or `concat:…` is never read as a protocol.
+pub fn input_args(path: &Path) -> Vec<String> {
+    vec![
+        "-protocol_whitelist".into(),
+        "file".into(),
+        "-format_whitelist".into(),
+        ALLOWED_DEMUXERS.join(","),
+        "-i".into(),
+        format!("file:{}", path.display()),
+    ]
+}
+
+/// Probes `path` and checks it against `policy`. Every refusal is an [`Error::Rejected`]
+/// with a reason fit for a FAILED job.
+pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaInfo> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
+    if meta.len() == 0 {
+        return Err(Error::Rejected("source file is empty (0 bytes)".into()));
+    }
+    policy.check_size(meta.len())?;
+    let timeout = Duration::from_secs(policy.probe_timeout_secs);
+    let mut args: Vec<String> = ["-v", "error", "-hide_banner", "-of", "json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["-show_format".into(), "-show_streams".into()]);
+    args.extend(input_args(path));
+    // ffprobe takes the input as a positional argument, not -i.
+    args.retain(|a| a != "-i");
+    let out = ToolRun::new(ffprobe, args, "probe")
+        .timeout(timeout)
+        .run()
+        .map_err(reject_unreadable)?;
+    let raw: RawProbe = serde_json::from_str(&out.stdout).map_err(|e| Error::Tool {
+        step: "probe".into(),
+        detail: format!("unreadable ffprobe output: {e}"),
+    })?;
+    let mut info = from_raw(raw, meta.len())?;
+    policy.check(&info)?;
+    if let Some(v) = info.video.as_mut() {
+        v.frame_pts = frame_timestamps(ffprobe, path, v.index, timeout)?;
+        if v.frame_pts.is_empty() {
+            return Err(Error::Rejected("video stream has no frames".into()));
+        }
+        v.vfr = is_vfr(&v.frame_pts);
+        if let Some(&first) = v.frame_pts.first() {
+            info.video_start_secs = first as f64 * v.time_base.as_f64();
+        }
+        policy.check_duration(v.duration_secs())?;
+    }
+    Ok(info)
+}
+
+/// ffprobe refusing a file is a property of the file, not a transient failure.
+fn reject_unreadable(e: Error) -> Error {
+    match e {
+        Error::Tool { detail, .. } => {
+            let reason = if detail.contains("Invalid data found") {
+                format!(
+                    "not a supported video file: ffprobe could not recognise it with the allowed \
+                     container formats ({})",
+                    ALLOWED_DEMUXERS.join(", ")
+                )
+            } else {
+                format!("source cannot be read: {}", last_line(&detail))
+            };
+            Error::Rejected(reason)
+        }
+        Error::TimedOut { secs, .. } => {
+            Error::Rejected(format!("probing took longer than {secs} s"))
+        }
+        other => other,
+    }
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+}
+
+/// Reads every packet timestamp of stream `index` (in its time base), sorted: presentation
+/// order, one per frame.
+fn frame_timestamps(ffprobe: &str, path: &Path, index: u32, timeout: Duration) -> Result<Vec<i64>> {
+    let mut args: Vec<String> = vec![
+        "-v".into(),
+        "error".into(),
+        "-select_streams".into(),
+        index.to_string(),
+        "-show_entries".into(),
+        "packet=pts,dts".into(),
+        "-of".into(),
+        "csv=p=0".into(),
+    ];
+    args.extend(input_args(path));
+    args.retain(|a| a != "-i");
+    let out = ToolRun::new(ffprobe, args, "probe frames")
+        .timeout(timeout)
+        .run()
+        .map_err(reject_unreadable)?;
+    let mut pts = Vec::new();
+    for line in out.stdout.lines() {
+        let mut parts = line.split(',');
+        let p = parts.next().and_then(|s| s.trim().parse::<i64>().ok());
+        let d = parts.next().and_then(|s| s.trim().parse::<i64>().ok());
+        match p.or(d) {
+            Some(t) => pts.push(t),
+            None if line.trim().is_empty() => {}
+            None => {
+                return Err(Error::Rejected(
+                    "video frames carry no timestamps; cannot plan frame-exact chunks".into(),
+                ))
+            }
+        }
+    }
+    pts.sort_unstable();
+    pts.dedup();
+    Ok(pts)
+}
+
+/// Variable frame rate: some frame duration differs from the median by more than 1 %.
+fn is_vfr(pts: &[i64]) -> bool {
+    let mut d: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+    if d.len() < 2 {
+        return false;
+    }
+    d.sort_unstable();
+    let median = d[d.len() / 2] as f64;
+    let tol = (median * 0.01).max(1.0);
+    d.iter().any(|&x| (x as f64 - median).abs() > tol)
+}
+
+#[derive(Deserialize)]
+struct RawProbe {
+    #[serde(default)]
+    streams: Vec<RawStream>,
+    format: Option<RawFormat>,
+}
+
+#[derive(Deserialize)]
+struct RawFormat {
+    format_name: String,
+    duration: Option<String>,
+    start_time: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawStream {
+    index: u32,
+    codec_type: String,
+    codec_name: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    sample_aspect_ratio: Option<String>,
+    pix_fmt: Option<String>,
+    field_order: Option<String>,
+    avg_frame_rate: Option<String>,
+    r_frame_rate: Option<String>,
+    time_base: Option<String>,
+    start_time: Option<String>,
+    sample_rate: Option<String>,
+    channels: Option<u32>,
+    tags: std::collections::HashMap<String, String>,
+    side_data_list: Vec<serde_json::Value>,
+    disposition: std::collections::HashMap<String, i64>,
+}
+
+fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
+    let format = raw
+        .format
+        .ok_or_else(|| Error::Rejected("ffprobe found no container format".into()))?;
+    let video = raw
+        .streams
+        .iter()
+        .find(|s| s.codec_type == "video" && s.disposition.get("attached_pic") != Some(&1))
+        .map(video_info)
+        .transpose()?;
+    let audio = raw
+        .streams
+        .iter()
+        .filter(|s| s.codec_type == "audio")
+        .map(|s| AudioInfo {
+            index: s.index,
+            codec: s.codec_name.clone().unwrap_or_default(),
+            channels: s.channels.unwrap_or(2),
+            sample_rate: s.sample_rate.as_deref().and_then(|r| r.parse().ok()).unwrap_or(48000),
+            language: s
+                .tags
+                .get("language")
+                .filter(|l| !l.is_empty() && *l != "und")
+                .cloned(),
+            title: s.tags.get("title").cloned(),
+            start_secs: s.start_time.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0.0),
+        })
+        .collect();
+    Ok(MediaInfo {
+        format_name: format.format_name,
+        duration_secs: format.duration.and_then(|d| d.parse().ok()),
+        size_bytes,
+        video,
+        audio,
+        video_start_secs: 0.0,
+        start_secs: format.start_time.and_then(|t| t.parse().ok()).unwrap_or(0.0),
+    })
+}
+
+fn video_info(s: &RawStream) -> Result<VideoInfo> {
+    let (width, height) = match (s.width, s.height) {
+        (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
+        _ => return Err(Error::Rejected("video stream has no picture size".into())),
+    };
+    let rotation = s
+        .side_data_list
+        .iter()
+        .find_map(|d| d.get("rotation").and_then(|r| r.as_f64()))
+        .or_else(|| s.tags.get("rotate").and_then(|r| r.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    let rotation = (((rotation.round() as i64) % 360 + 360) % 360) as u32;
+    let interlaced = matches!(s.field_order.as_deref(), Some("tt" | "bb" | "tb" | "bt"));
+    let frame_rate = s
+        .avg_frame_rate
+        .as_deref()
+        .and_then(Rational::parse)
+        .filter(|r| r.num > 0)
+        .or_else(|| s.r_frame_rate.as_deref().and_then(Rational::parse))
+        .unwrap_or(Rational { num: 25, den: 1 });
+    let time_base = s
+        .time_base
+        .as_deref()
+        .and_then(Rational::parse)
+        .filter(|r| r.num > 0)
+        .ok_or_else(|| Error::Rejected("video stream has no time base".into()))?;
+    Ok(VideoInfo {
+        index: s.index,
+        codec: s.codec_name.clone().unwrap_or_default(),
+        width,
+        height,
+        sar: s
+            .sample_aspect_ratio
+            .as_deref()
+            .and_then(Rational::parse)
+            .filter(|r| r.num > 0)
+            .unwrap_or(Rational { num: 1, den: 1 }),
+        rotation,
+        pix_fmt: s.pix_fmt.clone().unwrap_or_else(|| "yuv420p".into()),
+        field_order: if interlaced {
+            FieldOrder::Interlaced
+        } else {
+            FieldOrder::Progressive
+        },
+        frame_rate,
+        time_base,
+        vfr: false,
+        frame_pts: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rationals_parse_both_separators_and_refuse_zero_denominators() {
+        assert_eq!(Rational::parse("30000/1001"), Some(Rational { num: 30000, den: 1001 }));
+        assert_eq!(Rational::parse("16:9"), Some(Rational { num: 16, den: 9 }));
+        assert_eq!(Rational::parse("0/0"), None);
+    }
+
+    #[test]
+    fn phone_rotation_comes_from_the_display_matrix() {
+        let json = r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264",
+            "width":1920,"height":1080,"pix_fmt":"yuv420p","time_base":"1/90000",
+            "avg_frame_rate":"30/1","side_data_list":[{"side_data_type":"Display Matrix",
+            "rotation":-90}]}],"format":{"format_name":"mov,mp4"}}"#;
+        let info = from_raw(serde_json::from_str(json).unwrap(), 10).unwrap();
+        let v = info.video.unwrap();
+        assert_eq!(v.rotation, 270);
+        assert_eq!(v.display_size(), (1080, 1920));
+    }
+
+    #[test]
+    fn cover_art_is_not_mistaken_for_the_video() {
+        let json = r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"mjpeg",
+            "width":600,"height":600,"time_base":"1/90000","disposition":{"attached_pic":1}},
+            {"index":1,"codec_type":"audio","codec_name":"mp3","tags":{"language":"eng"}}],
+            "format":{"format_name":"mp3"}}"#;
+        let info = from_raw(serde_json::from_str(json).unwrap(), 10).unwrap();
+        assert!(info.video.is_none());
+        assert_eq!(info.audio[0].language.as_deref(), Some("eng"));
+    }
+
+    #[test]
+    fn vfr_is_detected_from_uneven_frame_durations() {
+        assert!(!is_vfr(&[0, 1001, 2002, 3003, 4004]));
+        assert!(is_vfr(&[0, 33, 66, 133, 166, 300]));
+    }
+
+    #[test]
+    fn inputs_are_opened_with_file_protocol_only() {
+        let a = input_args(Path::new("/x/http:evil.mp4"));
+        assert!(a.windows(2).any(|w| w[0] == "-protocol_whitelist" && w[1] == "file"));
+        assert_eq!(a.last().unwrap(), "file:/x/http:evil.mp4");
+    }
+}
