@@ -77,6 +77,11 @@ pub fn job_id(location: &str, key: &str, version: &str) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// Hex SHA-256 of some bytes (used to compare init segments' sample descriptions).
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The asset name for a source key: the key without its extension, with every character
 /// outside `[A-Za-z0-9._-]` (and any `..`) made safe, so it works as a path and a URL.
 pub fn asset_name(key: &str) -> String {

@@ -1,0 +1,83 @@
+//! The embedded object store: keys are relative paths under one root directory.
+//!
+//! Writes go to a temporary file and are renamed into place, so a reader (a player, the
+//! stitcher, another worker) never sees half an object, and a killed worker leaves at most
+//! a stray temporary file under an attempt nobody references.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+/// A directory used as a bucket.
+#[derive(Debug, Clone)]
+pub struct Objects {
+    root: PathBuf,
+}
+
+impl Objects {
+    /// Uses `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Objects { root: root.into() }
+    }
+
+    /// The directory objects live in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The local path of `key`; keys with `..`, absolute parts or empty segments are refused.
+    pub fn path(&self, key: &str) -> std::io::Result<PathBuf> {
+        let rel = Path::new(key);
+        let ok = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !ok {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    /// Writes `key` atomically.
+    pub fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile_in(dir)?;
+        tmp.1.write_all(bytes)?;
+        tmp.1.sync_data()?;
+        std::fs::rename(&tmp.0, &path)
+    }
+
+    /// Reads `key`.
+    pub fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(key)?)
+    }
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = format!(".tmp.{}.{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+    let path = dir.join(name);
+    let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    Ok((path, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape_the_root() {
+        let o = Objects::new("/tmp/x");
+        assert!(o.path("../etc/passwd").is_err());
+        assert!(o.path("/etc/passwd").is_err());
+        assert!(o.path("a/b.m4s").is_ok());
+    }
+
+    #[test]
+    fn put_then_get_round_trips_and_leaves_no_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Objects::new(d.path());
+        o.put("a/b/c.txt", b"hi").unwrap();
+        assert_eq!(o.get("a/b/c.txt").unwrap(), b"hi");
+        assert_eq!(std::fs::read_dir(d.path().join("a/b")).unwrap().count(), 1);
+    }
+}

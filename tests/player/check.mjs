@@ -1,0 +1,570 @@
+#!/usr/bin/env node
+// Headless playback check for vodpipe output.
+//
+//   node check.mjs --root DIR [--hls REL_MASTER] [--dash REL_MPD]
+//                  [--timeout-secs N] [--rate R] [--stuck-secs N]
+//
+// Serves DIR (plus hls.js / shaka-player from node_modules and a generated
+// page) on 127.0.0.1, plays each requested stream to the end in Debian's
+// Chromium driven by playwright-core, and prints one JSON object on stdout.
+// Exit: 0 all requested players passed, 1 a player failed (or timed out),
+// 2 usage / setup error (bad args, chromium or node_modules missing, ...).
+// See README.md.
+
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const CHROMIUM = process.env.VODPIPE_CHROMIUM || '/usr/bin/chromium';
+const END_TOLERANCE_S = 0.5;
+// hls.js non-fatal ERROR details that mean playback stalled or jumped a hole.
+const HLS_STALL_DETAILS = ['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole'];
+
+const USAGE = `usage: node check.mjs --root DIR [--hls REL_PATH_TO_MASTER] [--dash REL_PATH_TO_MPD]
+                      [--timeout-secs N (default 120, whole run)] [--rate R (default 8, max 16)]
+                      [--stuck-secs N (default 15: give up if currentTime does not move)]
+At least one of --hls / --dash is required. Paths are relative to --root.`;
+
+class SetupError extends Error {}
+
+function setupFail(msg) {
+  process.stderr.write(`check.mjs: ${msg}\n`);
+  process.stdout.write(JSON.stringify({ ok: false, error: msg }, null, 2) + '\n');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15 };
+  const num = (name, v, min, max) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new SetupError(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    let [k, v] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const take = () => {
+      if (v !== undefined) return v;
+      if (i + 1 >= argv.length) throw new SetupError(`${k} needs a value`);
+      return argv[++i];
+    };
+    switch (k) {
+      case '--root': o.root = take(); break;
+      case '--hls': o.hls = take(); break;
+      case '--dash': o.dash = take(); break;
+      case '--timeout-secs': o.timeoutSecs = num(k, take(), 1, 86400); break;
+      case '--rate': o.rate = num(k, take(), 0.25, 16); break;
+      case '--stuck-secs': o.stuckSecs = num(k, take(), 1, 86400); break;
+      case '-h': case '--help': process.stdout.write(USAGE + '\n'); process.exit(0);
+      default: throw new SetupError(`unknown argument ${JSON.stringify(a)}`);
+    }
+  }
+  if (!o.root) throw new SetupError('--root is required');
+  if (!o.hls && !o.dash) throw new SetupError('give --hls and/or --dash');
+  return o;
+}
+
+// Resolve REL inside ROOT; returns absolute path or null if it escapes ROOT.
+function insideRoot(root, rel) {
+  const abs = path.resolve(root, '.' + path.sep + rel);
+  return abs === root || abs.startsWith(root + path.sep) ? abs : null;
+}
+
+// ---------------------------------------------------------------------------
+// Static HTTP server
+// ---------------------------------------------------------------------------
+
+const MIME = {
+  '.m3u8': 'application/vnd.apple.mpegurl',
+  '.mpd': 'application/dash+xml',
+  '.m4s': 'video/iso.segment',
+  '.mp4': 'video/mp4',
+  '.m4v': 'video/mp4',
+  '.m4a': 'audio/mp4',
+  '.cmfv': 'video/mp4',
+  '.cmfa': 'audio/mp4',
+  '.ts': 'video/mp2t',
+  '.aac': 'audio/aac',
+  '.vtt': 'text/vtt',
+  '.webvtt': 'text/vtt',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.html': 'text/html; charset=utf-8',
+  '.json': 'application/json',
+  '.xml': 'application/xml',
+};
+
+function parseRange(header, size) {
+  // Single "bytes=a-b" / "bytes=a-" / "bytes=-n" range. Returns
+  // undefined (ignore header, send 200), null (unsatisfiable) or {start,end}.
+  const m = /^bytes=(\d*)-(\d*)$/.exec(String(header).trim());
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  let start, end;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0) return null;
+    start = Math.max(0, size - n);
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  if (start >= size || start > end) return null;
+  return { start, end };
+}
+
+function startServer({ root, libs, page, log }) {
+  const server = http.createServer((req, res) => {
+    const send = (status, body, type = 'text/plain; charset=utf-8') => {
+      res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    };
+    let pathname;
+    try {
+      pathname = decodeURIComponent(new URL(req.url, 'http://127.0.0.1').pathname);
+    } catch {
+      log(req, 400);
+      return send(400, 'bad url\n');
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') { log(req, 405); return send(405, 'method not allowed\n'); }
+    if (pathname === '/' || pathname === '/index.html') { log(req, 200); return send(200, page, MIME['.html']); }
+    if (pathname === '/favicon.ico') { res.writeHead(204); return res.end(); }
+
+    let file = null;
+    if (pathname.startsWith('/_lib/')) file = libs[pathname.slice('/_lib/'.length)] || null;
+    else if (pathname.startsWith('/media/')) file = insideRoot(root, pathname.slice('/media/'.length));
+    let st = null;
+    try { st = file && fs.statSync(file); } catch { st = null; }
+    if (!st || !st.isFile()) { log(req, 404); return send(404, 'not found\n'); }
+
+    const headers = {
+      'Content-Type': MIME[path.extname(file).toLowerCase()] || 'application/octet-stream',
+      'Accept-Ranges': 'bytes',
+      'Cache-Control': 'no-store',
+      'Last-Modified': st.mtime.toUTCString(),
+    };
+    let status = 200, start = 0, end = st.size - 1;
+    if (req.headers.range !== undefined && st.size > 0) {
+      const r = parseRange(req.headers.range, st.size);
+      if (r === null) {
+        log(req, 416);
+        res.writeHead(416, { 'Content-Range': `bytes */${st.size}`, 'Cache-Control': 'no-store' });
+        return res.end();
+      }
+      if (r) { status = 206; ({ start, end } = r); headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`; }
+    }
+    headers['Content-Length'] = st.size === 0 ? 0 : end - start + 1;
+    log(req, status);
+    res.writeHead(status, headers);
+    if (req.method === 'HEAD' || st.size === 0) return res.end();
+    const stream = fs.createReadStream(file, { start, end });
+    stream.on('error', () => res.destroy());
+    stream.pipe(res);
+  });
+  server.keepAliveTimeout = 5000;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve(server));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Browser-side harness (serialized into the page with Function#toString).
+// ---------------------------------------------------------------------------
+
+function pageHarness(HLS_STALL_DETAILS) {
+  const MAX_LISTED = 50;
+  let st = null;       // state of the current run
+  let video = null;
+  let player = null;   // Hls or shaka.Player
+  const t0 = performance.now();
+
+  const ranges = (tr) => { const out = []; for (let i = 0; i < tr.length; i++) out.push([+tr.start(i).toFixed(3), +tr.end(i).toFixed(3)]); return out; };
+  const bufferAhead = () => {
+    const b = video.buffered, t = video.currentTime;
+    for (let i = 0; i < b.length; i++) if (b.start(i) <= t + 0.05 && t < b.end(i)) return +(b.end(i) - t).toFixed(3);
+    return 0;
+  };
+  const push = (list, item) => { if (list.length < MAX_LISTED) list.push(item); };
+  const num = (x) => (typeof x === 'number' && Number.isFinite(x) ? +x.toFixed(3) : x === Infinity ? 'Infinity' : null);
+
+  function refresh() {
+    if (!st || st.frozen) return;
+    st.current_time = num(video.currentTime);
+    st.duration = num(video.duration);
+    st.paused = video.paused;
+    st.ready_state = video.readyState;
+    st.playback_rate = video.playbackRate;
+    st.buffered = ranges(video.buffered);
+    st.buffered_ranges = video.buffered.length;
+    if (video.getVideoPlaybackQuality) {
+      const q = video.getVideoPlaybackQuality();
+      st.quality = { total_video_frames: q.totalVideoFrames, dropped_video_frames: q.droppedVideoFrames, corrupted_video_frames: q.corruptedVideoFrames };
+    }
+    if (st.kind === 'dash' && player && player.getStats) {
+      try {
+        const s = player.getStats();
+        st.player_stats = { stallsDetected: s.stallsDetected, gapsJumped: s.gapsJumped, manifestGapCount: s.manifestGapCount,
+          nonFatalErrorCount: s.nonFatalErrorCount, bufferingTime: num(s.bufferingTime), width: s.width, height: s.height, currentCodecs: s.currentCodecs };
+      } catch (e) { /* player destroyed */ }
+    }
+    if (st.kind === 'hls' && player) {
+      const lvl = player.levels && player.levels[player.currentLevel];
+      st.player_stats = { levels: player.levels ? player.levels.length : 0, current_level: player.currentLevel,
+        width: lvl ? lvl.width : null, height: lvl ? lvl.height : null, codecs: lvl ? [lvl.videoCodec, lvl.audioCodec].filter(Boolean).join(',') : null };
+    }
+    st.wall_secs = +((performance.now() - st.t_start) / 1000).toFixed(3);
+  }
+
+  function finish(reason) {
+    if (!st || st.done) return;
+    refresh();
+    st.done = true;
+    st.done_reason = reason;
+    st.frozen = true;
+    clearInterval(st.timer);
+    try { video.pause(); } catch (e) { /* ignore */ }
+  }
+
+  function recordError(e, isStall) {
+    st.error_count++;
+    if (e.fatal) st.fatal_errors++;
+    else if (!isStall) st.nonfatal_errors++;
+    push(st.errors, e);
+  }
+
+  function watch() {
+    video.addEventListener('playing', () => { if (!st.started) { st.started = true; st.t_playing = performance.now(); } });
+    video.addEventListener('waiting', () => {
+      if (st.started && !st.ended && !st.done) {
+        st.waiting_events++;
+        push(st.waiting, { at: num(video.currentTime), buffer_ahead: bufferAhead(), buffered: ranges(video.buffered) });
+      }
+    });
+    video.addEventListener('ended', () => { st.ended = true; finish('ended'); });
+    video.addEventListener('error', () => {
+      const me = video.error;
+      recordError({ source: 'video', fatal: true, code: me ? me.code : null, message: me ? me.message : null });
+      finish('video_error');
+    });
+    // Max number of buffered ranges seen while playing (diagnostic).
+    const sample = () => {
+      if (!st.done) st.max_buffered_ranges = Math.max(st.max_buffered_ranges, video.buffered.length);
+    };
+    video.addEventListener('progress', sample);
+    video.addEventListener('timeupdate', sample);
+    let lastT = -1, lastMove = performance.now();
+    st.timer = setInterval(() => {
+      if (st.done) return;
+      sample();
+      const t = video.currentTime;
+      if (t !== lastT) { lastT = t; lastMove = performance.now(); }
+      else if (performance.now() - lastMove > st.stuck_secs * 1000) finish('stuck');
+    }, 250);
+  }
+
+  async function startHls(url) {
+    const Hls = window.Hls;
+    st.player = `hls.js ${Hls.version}`;
+    if (!Hls.isSupported()) throw new Error('Hls.isSupported() is false (no MSE / codecs)');
+    const hls = player = new Hls({ backBufferLength: Infinity, maxBufferLength: 60 });
+    hls.on(Hls.Events.ERROR, (ev, d) => {
+      const e = { source: 'hls.js', fatal: !!d.fatal, type: d.type, details: d.details };
+      if (d.reason) e.reason = String(d.reason);
+      if (d.error && d.error.message) e.message = String(d.error.message).slice(0, 300);
+      if (d.frag) e.frag = { sn: d.frag.sn, start: num(d.frag.start), url: d.frag.url };
+      if (d.response && d.response.code) e.http_code = d.response.code;
+      if (typeof d.buffer === 'number') e.buffer = num(d.buffer);
+      e.at = num(video.currentTime);
+      const isStall = !d.fatal && HLS_STALL_DETAILS.includes(d.details);
+      recordError(e, isStall);
+      if (isStall) { st.stalls++; push(st.stall_events, { details: d.details, at: e.at }); }
+      if (d.fatal) finish('fatal_error');
+    });
+    hls.on(Hls.Events.LEVEL_LOADED, (ev, d) => {
+      if (d.details && typeof d.details.totalduration === 'number') st.manifest_duration = num(d.details.totalduration);
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      video.play().catch((err) => { recordError({ source: 'play()', fatal: true, message: String(err) }); finish('play_rejected'); });
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  }
+
+  async function startDash(url) {
+    const shaka = window.shaka;
+    st.player = `shaka-player ${shaka.Player.version}`;
+    shaka.polyfill.installAll();
+    if (!shaka.Player.isBrowserSupported()) throw new Error('shaka.Player.isBrowserSupported() is false');
+    const p = player = new shaka.Player();
+    await p.attach(video);
+    p.configure({ streaming: { bufferingGoal: 60, rebufferingGoal: 2, bufferBehind: 3600 } });
+    p.addEventListener('error', (ev) => {
+      const d = ev.detail || {};
+      const e = { source: 'shaka', fatal: d.severity === 2, severity: d.severity, category: d.category, code: d.code,
+        message: (d.message || '').slice(0, 300), data: JSON.stringify(d.data || []).slice(0, 300), at: num(video.currentTime) };
+      recordError(e);
+      if (e.fatal) finish('fatal_error');
+    });
+    p.addEventListener('buffering', (ev) => {
+      if (ev.buffering && st.started && !st.ended && !st.done) { st.stalls++; push(st.stall_events, { details: 'shaka buffering', at: num(video.currentTime) }); }
+    });
+    try {
+      await p.load(url);
+    } catch (d) {
+      recordError({ source: 'shaka load()', fatal: true, severity: d.severity, category: d.category, code: d.code, message: String(d.message || d) });
+      return finish('load_failed');
+    }
+    const sr = p.seekRange();
+    st.manifest_duration = num(sr.end);
+    await video.play().catch((err) => { recordError({ source: 'play()', fatal: true, message: String(err) }); finish('play_rejected'); });
+  }
+
+  window.__vp = {
+    codecs() {
+      const types = ['video/mp4; codecs="avc1.64001f"', 'video/mp4; codecs="avc1.42E01E"', 'audio/mp4; codecs="mp4a.40.2"',
+        'video/mp4; codecs="hvc1.1.6.L93.B0"', 'video/mp4; codecs="av01.0.05M.08"', 'video/webm; codecs="vp9"'];
+      const out = {};
+      for (const t of types) out[t] = !!(window.MediaSource && MediaSource.isTypeSupported(t));
+      return { mse: !!window.MediaSource, types: out, user_agent: navigator.userAgent };
+    },
+    start(kind, url, rate, stuckSecs) {
+      video = document.createElement('video');
+      video.muted = true;
+      video.autoplay = false;
+      video.playsInline = true;
+      video.defaultPlaybackRate = rate;
+      video.playbackRate = rate;
+      video.width = 320;
+      document.body.appendChild(video);
+      st = {
+        kind, url, player: null, requested_rate: rate, started: false, ended: false, done: false, done_reason: null, frozen: false,
+        current_time: null, duration: null, manifest_duration: null, waiting_events: 0, waiting: [], stalls: 0, stall_events: [],
+        error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
+        quality: null, player_stats: null, stuck_secs: stuckSecs, t_start: performance.now(), t_playing: null, wall_secs: 0,
+      };
+      // Players may reset the rate on load; force it back whenever it drifts.
+      video.addEventListener('ratechange', () => { if (video.playbackRate !== 0 && video.playbackRate !== rate) video.playbackRate = rate; });
+      watch();
+      const go = kind === 'hls' ? startHls : startDash;
+      go(url).catch((err) => { recordError({ source: 'harness', fatal: true, message: String(err && err.stack || err) }); finish('harness_error'); });
+    },
+    snapshot() {
+      refresh();
+      const out = Object.assign({}, st);
+      delete out.timer; delete out.frozen; delete out.t_start; delete out.t_playing; delete out.stuck_secs;
+      return out;
+    },
+    async stop() {
+      finish('stopped');
+      try { if (player) await player.destroy(); } catch (e) { /* ignore */ }
+      player = null;
+    },
+  };
+  window.__vp_ready = true;
+  void t0;
+}
+
+function pageHtml() {
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>vodpipe player check</title></head>
+<body>
+<script src="/_lib/hls.js"></script>
+<script src="/_lib/shaka.js"></script>
+<script>(${pageHarness.toString()})(${JSON.stringify(HLS_STALL_DETAILS)});</script>
+</body></html>
+`;
+}
+
+// ---------------------------------------------------------------------------
+// Verdict
+// ---------------------------------------------------------------------------
+
+function judge(r, httpErrors) {
+  const f = [];
+  if (r.timed_out) f.push('timed out (overall --timeout-secs reached) before the end of playback');
+  if (!r.ended) f.push(`did not reach 'ended' (stopped because: ${r.done_reason || 'timeout'})`);
+  if (typeof r.current_time === 'number' && typeof r.duration === 'number') {
+    if (Math.abs(r.duration - r.current_time) > END_TOLERANCE_S) f.push(`final currentTime ${r.current_time} is not within ${END_TOLERANCE_S}s of duration ${r.duration}`);
+  } else f.push(`no numeric currentTime/duration (${r.current_time}/${r.duration})`);
+  if (typeof r.manifest_duration === 'number' && typeof r.current_time === 'number'
+      && Math.abs(r.manifest_duration - r.current_time) > END_TOLERANCE_S) {
+    f.push(`final currentTime ${r.current_time} is not within ${END_TOLERANCE_S}s of the manifest's duration ${r.manifest_duration}`);
+  }
+  if (r.fatal_errors > 0) f.push(`${r.fatal_errors} fatal error(s)`);
+  if (r.nonfatal_errors > 0) f.push(`${r.nonfatal_errors} non-fatal player error(s): ${[...new Set(r.errors.filter((e) => !e.fatal).map((e) => e.details || e.code))].join(', ')}`);
+  if (r.stalls > 0) f.push(`${r.stalls} stall/gap event(s) (${[...new Set(r.stall_events.map((s) => s.details))].join(', ')})`);
+  if (r.dash_gap_stats > 0) f.push(`shaka stats: stallsDetected=${r.player_stats.stallsDetected} gapsJumped=${r.player_stats.gapsJumped}`);
+  if (r.waiting_events > 0) {
+    const starved = r.waiting.some((w) => w.buffer_ahead > 0.5);
+    f.push(`${r.waiting_events} 'waiting' event(s) after playback started` + (starved ? ' (some with data buffered ahead: decoder could not keep up? try a lower --rate)' : ''));
+  }
+  if (r.buffered_ranges !== 1) f.push(`${r.buffered_ranges} buffered range(s) at the end, expected exactly 1: ${JSON.stringify(r.buffered)}`);
+  if (httpErrors.length) f.push(`${httpErrors.length} HTTP error response(s), first: ${httpErrors[0].status} ${httpErrors[0].url}`);
+  if (r.page_errors && r.page_errors.length) f.push(`${r.page_errors.length} uncaught page error(s)`);
+  return f;
+}
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+async function main() {
+  const tStart = Date.now();
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof SetupError) { process.stderr.write(USAGE + '\n'); setupFail(e.message); }
+    throw e;
+  }
+  const root = path.resolve(opts.root);
+  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) setupFail(`--root ${root} is not a directory`);
+  const wanted = [];
+  for (const kind of ['hls', 'dash']) {
+    const rel = opts[kind];
+    if (!rel) continue;
+    const abs = insideRoot(root, rel);
+    if (!abs) setupFail(`--${kind} ${rel} is outside --root`);
+    if (!fs.existsSync(abs) || !fs.statSync(abs).isFile()) setupFail(`--${kind}: ${abs} does not exist`);
+    const relPosix = path.relative(root, abs).split(path.sep).map(encodeURIComponent).join('/');
+    wanted.push({ kind, rel, url: `/media/${relPosix}` });
+  }
+
+  if (!fs.existsSync(CHROMIUM)) setupFail(`${CHROMIUM} not found: run tests/player/install.sh (installs Debian's chromium and the npm packages)`);
+  const require = createRequire(import.meta.url);
+  let chromium, libs;
+  try {
+    ({ chromium } = await import('playwright-core'));
+    libs = {
+      'hls.js': require.resolve('hls.js/dist/hls.min.js'),
+      'shaka.js': path.join(path.dirname(require.resolve('shaka-player/package.json')), 'dist', 'shaka-player.compiled.js'),
+    };
+    for (const f of Object.values(libs)) fs.accessSync(f);
+  } catch (e) {
+    setupFail(`npm packages missing in ${HERE}/node_modules (${e.message.split('\n')[0]}): run tests/player/install.sh`);
+  }
+
+  const deadline = tStart + opts.timeoutSecs * 1000;
+  // Last-resort watchdog: never outlive the timeout by much, whatever hangs.
+  const hard = setTimeout(() => {
+    process.stderr.write(`check.mjs: hard timeout after ${opts.timeoutSecs + 20}s, aborting\n`);
+    process.stdout.write(JSON.stringify({ ok: false, error: 'hard timeout' }) + '\n');
+    process.exit(1);
+  }, opts.timeoutSecs * 1000 + 20000);
+  hard.unref();
+
+  let currentKind = null;
+  const httpLog = { hls: { requests: 0, errors: [] }, dash: { requests: 0, errors: [] } };
+  const server = await startServer({
+    root, libs, page: pageHtml(),
+    log: (req, status) => {
+      if (!currentKind) return;
+      const h = httpLog[currentKind];
+      h.requests++;
+      if (status >= 400 && h.errors.length < 50) h.errors.push({ status, url: req.url, range: req.headers.range || null });
+    },
+  });
+  const base = `http://127.0.0.1:${server.address().port}`;
+
+  let browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      timeout: 60000,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required', '--mute-audio'],
+    });
+  } catch (e) {
+    server.close();
+    setupFail(`could not launch ${CHROMIUM}: ${e.message.split('\n')[0]} (run tests/player/install.sh?)`);
+  }
+
+  const result = { hls: null, dash: null, ok: false };
+  let setupError = null;
+  try {
+    const context = await browser.newContext();
+    // Probe the browser once.
+    const probe = await context.newPage();
+    await probe.goto(base + '/', { timeout: 30000 });
+    await probe.waitForFunction(() => window.__vp_ready === true, null, { timeout: 30000 });
+    const caps = await probe.evaluate(() => window.__vp.codecs());
+    await probe.close();
+    result.browser = { version: browser.version(), executable: CHROMIUM, mse: caps.mse, is_type_supported: caps.types, user_agent: caps.user_agent };
+    if (!caps.mse) setupError = 'MediaSource is not available in this Chromium';
+    else if (!caps.types['video/mp4; codecs="avc1.64001f"'] || !caps.types['audio/mp4; codecs="mp4a.40.2"']) {
+      setupError = 'this Chromium cannot play H.264/AAC via MSE (MediaSource.isTypeSupported false); install Debian\'s chromium (with its ffmpeg-based proprietary codecs) via tests/player/install.sh';
+    }
+
+    for (const w of (setupError ? [] : wanted)) {
+      currentKind = w.kind;
+      const page = await context.newPage();
+      const pageErrors = [];
+      const consoleErrors = [];
+      page.on('pageerror', (e) => { if (pageErrors.length < 20) pageErrors.push(String(e.message || e).slice(0, 300)); });
+      page.on('console', (m) => { if (m.type() === 'error' && consoleErrors.length < 20) consoleErrors.push(m.text().slice(0, 300)); });
+      let r = null;
+      let timedOut = false;
+      try {
+        const left = () => Math.max(1, deadline - Date.now());
+        await page.goto(base + '/', { timeout: Math.min(30000, left()) });
+        await page.waitForFunction(() => window.__vp_ready === true, null, { timeout: Math.min(30000, left()) });
+        await page.evaluate(([k, u, rate, stuck]) => window.__vp.start(k, u, rate, stuck), [w.kind, base + w.url, opts.rate, opts.stuckSecs]);
+        for (;;) {
+          r = await page.evaluate(() => window.__vp.snapshot());
+          if (r.done) break;
+          if (Date.now() >= deadline) { timedOut = true; break; }
+          await new Promise((res) => setTimeout(res, 200));
+        }
+        await Promise.race([page.evaluate(() => window.__vp.stop()), new Promise((res) => setTimeout(res, 3000))]);
+      } catch (e) {
+        if (Date.now() >= deadline) timedOut = true;
+        pageErrors.push(`harness: ${String(e.message || e).split('\n')[0]}`);
+        if (!r) r = { kind: w.kind, url: base + w.url, ended: false, done_reason: 'harness_error', waiting: [], stall_events: [], errors: [], error_count: 0, fatal_errors: 0, nonfatal_errors: 0, stalls: 0, waiting_events: 0 };
+      }
+      await page.close().catch(() => {});
+      r.path = w.rel;
+      r.timed_out = timedOut;
+      r.page_errors = pageErrors;
+      r.console_errors = consoleErrors;
+      r.http = httpLog[w.kind];
+      r.dash_gap_stats = r.player_stats && w.kind === 'dash' ? (r.player_stats.stallsDetected || 0) + (r.player_stats.gapsJumped || 0) : 0;
+      r.failures = judge(r, httpLog[w.kind].errors);
+      r.ok = r.failures.length === 0;
+      delete r.kind; delete r.done; delete r.dash_gap_stats;
+      result[w.kind] = r;
+      currentKind = null;
+    }
+    await context.close().catch(() => {});
+  } finally {
+    await Promise.race([browser.close().catch(() => {}), new Promise((res) => setTimeout(res, 10000))]);
+    server.close();
+    server.closeAllConnections?.();
+  }
+  if (setupError) {
+    result.error = setupError;
+    process.stderr.write(`check.mjs: ${setupError}\n`);
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    process.exit(2);
+  }
+  result.ok = wanted.every((w) => result[w.kind] && result[w.kind].ok);
+  result.elapsed_secs = +((Date.now() - tStart) / 1000).toFixed(2);
+  process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  for (const w of wanted) {
+    const r = result[w.kind];
+    process.stderr.write(`${w.kind}: ${r.ok ? 'OK' : 'FAIL'} ${r.player || ''} ended=${r.ended} t=${r.current_time}/${r.duration} ` +
+      `ranges=${r.buffered_ranges} waiting=${r.waiting_events} stalls=${r.stalls} errors=${r.error_count}` +
+      (r.failures.length ? `\n  - ${r.failures.join('\n  - ')}` : '') + '\n');
+  }
+  process.exit(result.ok ? 0 : 1);
+}
+
+main().catch((e) => {
+  process.stderr.write(`check.mjs: internal error: ${e && e.stack || e}\n`);
+  process.stdout.write(JSON.stringify({ ok: false, error: `internal error: ${e && e.message || e}` }) + '\n');
+  process.exit(2);
+});
