@@ -1,0 +1,164 @@
+//! Shared helpers for the end-to-end tests: make real media with ffmpeg, run the real
+//! `vodpipe` binary, and check what it published with ffprobe.
+//!
+//! Tests need ffmpeg/ffprobe; when they are missing the tests fail loudly (`make test`
+//! installs them), they never skip.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Panics with an install hint when a tool is missing.
+pub fn require(tool: &str) {
+    let ok = Command::new(tool).arg("-version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "{tool} is required for this test and was not found on PATH: run `make deps` (or `make test`, which installs it)");
+}
+
+/// Runs ffmpeg with `args`, panicking with its stderr on failure.
+pub fn ffmpeg(args: &[&str]) {
+    require("ffmpeg");
+    let out = Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).output().unwrap();
+    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// ffprobe JSON for `args` + `path`.
+pub fn ffprobe_json(args: &[&str], path: &Path) -> Value {
+    require("ffprobe");
+    let out = Command::new("ffprobe").args(["-v", "error", "-of", "json"]).args(args).arg(path).output().unwrap();
+    assert!(out.status.success(), "ffprobe {path:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Decoded frame count of the first video stream.
+pub fn decoded_frames(path: &Path) -> u64 {
+    let v = ffprobe_json(&["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"], path);
+    v["streams"][0]["nb_read_frames"].as_str().unwrap().parse().unwrap()
+}
+
+/// The result of `vodpipe run --json`: one object per job, plus the exit code.
+pub struct RunResult {
+    pub code: i32,
+    pub jobs: Vec<Value>,
+    pub stderr: String,
+}
+
+/// Runs `vodpipe run INPUTS --out OUT --json EXTRA…`.
+pub fn vodpipe_run(inputs: &[&Path], out: &Path, extra: &[&str]) -> RunResult {
+    require("ffmpeg");
+    let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .arg("run")
+        .args(inputs)
+        .arg("--out")
+        .arg(out)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    let jobs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect();
+    RunResult { code: out.status.code().unwrap_or(-1), jobs, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// A published rendition, reassembled: the init segment followed by every media segment
+/// of `playlist`, byte-concatenated into one file.
+pub fn concat_rendition(playlist: &Path, dest: &Path) -> PathBuf {
+    let dir = playlist.parent().unwrap();
+    let text = std::fs::read_to_string(playlist).unwrap();
+    let mut bytes = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            let uri = rest.split('"').next().unwrap();
+            bytes.extend(std::fs::read(dir.join(uri)).unwrap());
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            bytes.extend(std::fs::read(dir.join(line.trim())).unwrap());
+        }
+        assert!(!line.contains("DISCONTINUITY"), "{playlist:?} has a discontinuity");
+    }
+    std::fs::write(dest, bytes).unwrap();
+    dest.to_path_buf()
+}
+
+/// The rendition playlists a master playlist lists (video variants, then audio media).
+pub fn master_entries(master: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let dir = master.parent().unwrap();
+    let text = std::fs::read_to_string(master).unwrap();
+    let video = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(|l| dir.join(l.trim())).collect();
+    let audio = text
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-MEDIA:TYPE=AUDIO"))
+        .filter_map(|l| l.split("URI=\"").nth(1).and_then(|r| r.split('"').next()).map(|u| dir.join(u)))
+        .collect();
+    (video, audio)
+}
+
+/// Asserts packet decode timestamps strictly increase and presentation timestamps have no
+/// duplicates: one continuous timeline.
+pub fn assert_monotonic(path: &Path) {
+    let v = ffprobe_json(&["-select_streams", "0", "-show_entries", "packet=pts,dts,duration"], path);
+    let packets = v["packets"].as_array().unwrap();
+    assert!(!packets.is_empty(), "{path:?} has no packets");
+    let mut last_dts = i64::MIN;
+    let mut pts: Vec<i64> = Vec::new();
+    for p in packets {
+        let dts = p["dts"].as_i64().unwrap();
+        assert!(dts > last_dts, "{path:?}: dts {dts} after {last_dts}");
+        last_dts = dts;
+        pts.push(p["pts"].as_i64().unwrap());
+    }
+    pts.sort_unstable();
+    for w in pts.windows(2) {
+        assert!(w[1] > w[0], "{path:?}: duplicate pts {}", w[0]);
+    }
+}
+
+/// Asserts every frame of `rendition` matches the same frame of `source` (scaled to the
+/// rendition's size) with PSNR ≥ `min_db`; a shifted, dropped or duplicated frame fails.
+pub fn assert_psnr_at_least(rendition: &Path, source: &Path, min_db: f64) {
+    let s = ffprobe_json(&["-select_streams", "v:0", "-show_entries", "stream=width,height"], rendition);
+    let (w, h) = (s["streams"][0]["width"].as_i64().unwrap(), s["streams"][0]["height"].as_i64().unwrap());
+    let stats = rendition.with_extension("psnr.log");
+    let graph = format!(
+        "[0:v]setpts=PTS-STARTPTS[a];[1:v]scale={w}:{h}:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[b];[a][b]psnr=stats_file={}",
+        stats.display()
+    );
+    ffmpeg(&["-i", rendition.to_str().unwrap(), "-i", source.to_str().unwrap(), "-lavfi", &graph, "-fps_mode", "passthrough", "-f", "null", "-"]);
+    let log = std::fs::read_to_string(&stats).unwrap();
+    let mut frames = 0;
+    let mut worst = f64::INFINITY;
+    for line in log.lines() {
+        let avg = line.split_whitespace().find_map(|f| f.strip_prefix("psnr_avg:")).unwrap();
+        let db = if avg == "inf" { f64::INFINITY } else { avg.parse().unwrap() };
+        worst = worst.min(db);
+        frames += 1;
+    }
+    assert_eq!(frames as u64, decoded_frames(source), "PSNR compared a different number of frames");
+    assert!(worst >= min_db, "{rendition:?}: worst frame PSNR {worst:.2} dB < {min_db} dB");
+}
+
+/// Checks a published job: every video rung has exactly the source's frame count and one
+/// continuous timeline; audio renditions decode with a continuous timeline. Returns the
+/// reassembled renditions (video first).
+pub fn assert_published_correctly(job: &Value, source: &Path, scratch: &Path) -> Vec<PathBuf> {
+    assert_eq!(job["status"], "PUBLISHED", "job: {job}");
+    let master = PathBuf::from(job["master"].as_str().unwrap());
+    let dash = PathBuf::from(job["dash"].as_str().unwrap());
+    assert!(dash.exists(), "MPD missing");
+    let (video, audio) = master_entries(&master);
+    assert!(!video.is_empty(), "no variants in {master:?}");
+    let want = decoded_frames(source);
+    let mut out = Vec::new();
+    for (i, pl) in video.iter().chain(audio.iter()).enumerate() {
+        let file = concat_rendition(pl, &scratch.join(format!("rendition{i}.mp4")));
+        assert_monotonic(&file);
+        if i < video.len() {
+            assert_eq!(decoded_frames(&file), want, "{pl:?}: frame count differs from the source");
+        }
+        out.push(file);
+    }
+    out
+}
