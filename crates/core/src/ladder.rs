@@ -169,6 +169,7 @@ mod tests {
             time_base: Rational { num: 1, den: 30 },
             vfr: false,
             frame_pts: vec![],
+            declared_frames: None,
         }
     }
 

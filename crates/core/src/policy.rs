@@ -124,6 +124,7 @@ mod tests {
                 time_base: Rational { num: 1, den: 30 },
                 vfr: false,
                 frame_pts: vec![],
+                declared_frames: None,
             }),
             audio: vec![],
             video_start_secs: 0.0,

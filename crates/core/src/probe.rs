@@ -83,6 +83,9 @@ pub struct VideoInfo {
     pub vfr: bool,
     /// Presentation timestamp of every frame, ascending, in `time_base` units.
     pub frame_pts: Vec<i64>,
+    /// Frame count the container's header declares (MP4/MOV), to detect truncation.
+    #[serde(default)]
+    pub declared_frames: Option<u64>,
 }
 
 impl VideoInfo {
@@ -220,6 +223,12 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
         if v.frame_pts.is_empty() {
             return Err(Error::Rejected("video stream has no frames".into()));
         }
+        if let Some(declared) = v.declared_frames.filter(|&d| d > v.frame_pts.len() as u64) {
+            return Err(Error::Rejected(format!(
+                "source is truncated or damaged: its header declares {declared} video frames but only {} can be read",
+                v.frame_pts.len()
+            )));
+        }
         v.vfr = is_vfr(&v.frame_pts);
         if let Some(&first) = v.frame_pts.first() {
             info.video_start_secs = first as f64 * v.time_base.as_f64();
@@ -233,7 +242,9 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
 fn reject_unreadable(e: Error) -> Error {
     match e {
         Error::Tool { detail, .. } => {
-            let reason = if detail.contains("Invalid data found") {
+            // EINVAL is what ffmpeg says when the file *is* recognised, as a demuxer that
+            // the allow-list refuses (playlists, concat scripts, images).
+            let reason = if detail.contains("Invalid data found") || detail.contains("Invalid argument") {
                 format!(
                     "not a supported video file: ffprobe could not recognise it with the allowed \
                      container formats ({})",
@@ -337,6 +348,7 @@ struct RawStream {
     start_time: Option<String>,
     sample_rate: Option<String>,
     channels: Option<u32>,
+    nb_frames: Option<String>,
     tags: std::collections::HashMap<String, String>,
     side_data_list: Vec<serde_json::Value>,
     disposition: std::collections::HashMap<String, i64>,
@@ -429,6 +441,7 @@ fn video_info(s: &RawStream) -> Result<VideoInfo> {
         time_base,
         vfr: false,
         frame_pts: Vec::new(),
+        declared_frames: s.nb_frames.as_deref().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
     })
 }
 
