@@ -115,7 +115,10 @@ fn settings(out: PathBuf, state: Option<PathBuf>, m: &MediaOpts) -> Result<Setti
     if m.chunk_seconds < m.segment_seconds {
         bail!("--chunk-seconds must be at least --segment-seconds");
     }
-    s.plan = PlanOptions { segment_secs: m.segment_seconds, chunk_secs: m.chunk_seconds };
+    s.plan = PlanOptions {
+        segment_secs: m.segment_seconds,
+        chunk_secs: m.chunk_seconds,
+    };
     if let Some(p) = &m.ladder {
         s.ladder = LadderConfig::from_file(p)?;
     }
@@ -124,7 +127,10 @@ fn settings(out: PathBuf, state: Option<PathBuf>, m: &MediaOpts) -> Result<Setti
 
 /// The JSON line `run --json` prints per job.
 fn job_json(settings: &Settings, j: &JobRow) -> serde_json::Value {
-    let path = |k: &Option<String>| k.as_ref().map(|k| settings.out.join(k).display().to_string());
+    let path = |k: &Option<String>| {
+        k.as_ref()
+            .map(|k| settings.out.join(k).display().to_string())
+    };
     serde_json::json!({
         "job_id": j.id,
         "source": j.source,
@@ -142,14 +148,17 @@ fn job_json(settings: &Settings, j: &JobRow) -> serde_json::Value {
 
 fn run(a: RunArgs) -> Result<i32> {
     let settings = settings(a.out.clone(), a.state.clone(), &a.media)?;
-    std::fs::create_dir_all(&settings.out).with_context(|| format!("creating {}", settings.out.display()))?;
+    std::fs::create_dir_all(&settings.out)
+        .with_context(|| format!("creating {}", settings.out.display()))?;
     let mut store = Store::open(&settings.state)?;
     let mut ids = Vec::new();
     for input in &a.inputs {
         let ing = pipeline::ingest(&settings, &mut store, input)?;
         ids.push(ing.job_id);
     }
-    let workers = a.workers.unwrap_or_else(|| (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1));
+    let workers = a.workers.unwrap_or_else(|| {
+        (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1)
+    });
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let jobs = std::thread::scope(|scope| -> Result<Vec<JobRow>> {
         let mut handles = Vec::new();
@@ -181,9 +190,21 @@ fn run(a: RunArgs) -> Result<i32> {
         if a.json {
             println!("{}", job_json(&settings, j));
         } else if let Some(m) = &j.master {
-            eprintln!("{} PUBLISHED {}\n  HLS:  {}\n  DASH: {}", j.id, j.source, settings.out.join(m).display(), settings.out.join(j.dash.as_deref().unwrap_or("")).display());
+            eprintln!(
+                "{} PUBLISHED {}\n  HLS:  {}\n  DASH: {}",
+                j.id,
+                j.source,
+                settings.out.join(m).display(),
+                settings.out.join(j.dash.as_deref().unwrap_or("")).display()
+            );
         } else {
-            eprintln!("{} {} {}: {}", j.id, j.status, j.source, j.error.as_deref().unwrap_or(""));
+            eprintln!(
+                "{} {} {}: {}",
+                j.id,
+                j.status,
+                j.source,
+                j.error.as_deref().unwrap_or("")
+            );
         }
         if j.status != vodpipe_core::job::JobStatus::Published {
             failed += 1;
@@ -198,7 +219,10 @@ fn plan(a: PlanArgs) -> Result<i32> {
         Ok(p) => p,
         Err(e) => {
             if a.json {
-                println!("{}", serde_json::json!({"source": a.input, "error": e.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"source": a.input, "error": e.to_string()})
+                );
             } else {
                 eprintln!("{}: {e}", a.input.display());
             }
@@ -231,22 +255,57 @@ fn plan(a: PlanArgs) -> Result<i32> {
     println!("{}", a.input.display());
     println!(
         "  container {}  video {} {}x{} (display {dw}x{dh}, rotation {}°) {} {} fps{}{}",
-        p.media.format_name, v.codec, v.width, v.height, v.rotation, v.pix_fmt,
+        p.media.format_name,
+        v.codec,
+        v.width,
+        v.height,
+        v.rotation,
+        v.pix_fmt,
         format_args!("{:.3}", v.frame_rate.as_f64()),
         if v.vfr { " VFR" } else { "" },
-        if v.field_order == vodpipe_core::probe::FieldOrder::Interlaced { " interlaced" } else { "" },
+        if v.field_order == vodpipe_core::probe::FieldOrder::Interlaced {
+            " interlaced"
+        } else {
+            ""
+        },
     );
     for t in &p.media.audio {
-        println!("  audio #{} {} {} ch {} Hz {}", t.index, t.codec, t.channels, t.sample_rate, t.language.as_deref().unwrap_or("und"));
+        println!(
+            "  audio #{} {} {} ch {} Hz {}",
+            t.index,
+            t.codec,
+            t.channels,
+            t.sample_rate,
+            t.language.as_deref().unwrap_or("und")
+        );
     }
-    println!("  {} frames, {:.3} s", p.plan.total_frames, v.duration_secs());
+    println!(
+        "  {} frames, {:.3} s",
+        p.plan.total_frames,
+        v.duration_secs()
+    );
     println!("ladder:");
     for r in &p.rungs {
-        println!("  {:>6}  {}x{}  max {} kb/s", r.name, r.width, r.height, r.max_kbps);
+        println!(
+            "  {:>6}  {}x{}  max {} kb/s",
+            r.name, r.width, r.height, r.max_kbps
+        );
     }
-    println!("plan: {} segments of ~{} s in {} chunks", p.plan.segments.len(), p.plan.segment_secs, p.plan.chunks.len());
+    println!(
+        "plan: {} segments of ~{} s in {} chunks",
+        p.plan.segments.len(),
+        p.plan.segment_secs,
+        p.plan.chunks.len()
+    );
     for c in &p.plan.chunks {
-        println!("  chunk {:>4}: frames {:>7}..{:<7} ({} segments, seek {:.3} s)", c.index, c.first_frame, c.first_frame + c.frames, c.segments.len(), c.seek_secs);
+        println!(
+            "  chunk {:>4}: frames {:>7}..{:<7} ({} segments, seek {:.3} s)",
+            c.index,
+            c.first_frame,
+            c.first_frame + c.frames,
+            c.segments.len(),
+            c.seek_secs
+        );
     }
     Ok(0)
 }

@@ -1,6 +1,8 @@
 //! Real-world source shapes all publish correctly: every rung keeps the source's frame
 //! count on one continuous timeline.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +35,17 @@ fn rotate_90(path: &Path) {
     let mut d = std::fs::read(path).unwrap();
     let at = d.windows(4).position(|w| w == b"tkhd").unwrap() - 4;
     assert_eq!(d[at + 8], 0, "expects a version-0 tkhd");
-    let matrix: [u32; 9] = [0, 0x0001_0000, 0, 0xFFFF_0000, 0, 0, 270 << 16, 0, 0x4000_0000];
+    let matrix: [u32; 9] = [
+        0,
+        0x0001_0000,
+        0,
+        0xFFFF_0000,
+        0,
+        0,
+        270 << 16,
+        0,
+        0x4000_0000,
+    ];
     for (i, v) in matrix.iter().enumerate() {
         let o = at + 48 + i * 4;
         d[o..o + 4].copy_from_slice(&v.to_be_bytes());
@@ -45,10 +57,26 @@ fn rotate_90(path: &Path) {
 fn rotated_portrait_phone_video_publishes_portrait() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("phone.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=480x270:rate=30", "-t", "5", "-c:v", "libx264", "-preset", "ultrafast", "-an", src.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=480x270:rate=30",
+        "-t",
+        "5",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-an",
+        src.to_str().unwrap(),
+    ]);
     rotate_90(&src);
     let probe = ffprobe_json(&["-show_streams"], &src);
-    assert!(probe.to_string().contains("rotation"), "fixture has no display matrix: {probe}");
+    assert!(
+        probe.to_string().contains("rotation"),
+        "fixture has no display matrix: {probe}"
+    );
     let r = vodpipe_run(&[&src], &d.path().join("out"), &["--chunk-seconds", "4"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_published_correctly(&r.jobs[0], &src, d.path());
@@ -58,15 +86,52 @@ fn rotated_portrait_phone_video_publishes_portrait() {
 
 #[test]
 fn odd_dimensions_publish_with_even_renditions() {
-    let (_d, job) = publishes("odd.mp4", &["-f", "lavfi", "-i", "testsrc2=size=333x201:rate=24", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p"], &[]);
-    assert!(master_text(&job).contains("RESOLUTION=334x200") || master_text(&job).contains("RESOLUTION=332x200"), "{}", master_text(&job));
+    let (_d, job) = publishes(
+        "odd.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=333x201:rate=24",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv444p",
+        ],
+        &[],
+    );
+    assert!(
+        master_text(&job).contains("RESOLUTION=334x200")
+            || master_text(&job).contains("RESOLUTION=332x200"),
+        "{}",
+        master_text(&job)
+    );
 }
 
 #[test]
 fn ten_bit_hevc_is_converted() {
     publishes(
         "hevc10.mkv",
-        &["-f", "lavfi", "-i", MOVING, "-t", "5", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-pix_fmt", "yuv420p10le"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            MOVING,
+            "-t",
+            "5",
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "log-level=error",
+            "-pix_fmt",
+            "yuv420p10le",
+        ],
         &["--chunk-seconds", "4"],
     );
 }
@@ -75,8 +140,31 @@ fn ten_bit_hevc_is_converted() {
 fn interlaced_mpeg2_ts_is_deinterlaced() {
     let (_d, job) = publishes(
         "interlaced.ts",
-        &["-f", "lavfi", "-i", "testsrc2=size=720x480:rate=30000/1001", "-f", "lavfi", "-i", TONE, "-t", "6",
-          "-vf", "setfield=tff", "-c:v", "mpeg2video", "-flags", "+ilme+ildct", "-top", "1", "-b:v", "4M", "-c:a", "mp2", "-shortest"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=720x480:rate=30000/1001",
+            "-f",
+            "lavfi",
+            "-i",
+            TONE,
+            "-t",
+            "6",
+            "-vf",
+            "setfield=tff",
+            "-c:v",
+            "mpeg2video",
+            "-flags",
+            "+ilme+ildct",
+            "-top",
+            "1",
+            "-b:v",
+            "4M",
+            "-c:a",
+            "mp2",
+            "-shortest",
+        ],
         &["--chunk-seconds", "4"],
     );
     assert_eq!(job["status"], "PUBLISHED");
@@ -87,8 +175,22 @@ fn vfr_matroska_keeps_every_frame() {
     // Frame durations alternate 1/30 s and 1/15 s.
     publishes(
         "vfr.mkv",
-        &["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "9", "-vf", "setpts='N/30/TB+floor(N/2)/30/TB'",
-          "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-t",
+            "9",
+            "-vf",
+            "setpts='N/30/TB+floor(N/2)/30/TB'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
         &["--chunk-seconds", "4"],
     );
 }
@@ -97,34 +199,123 @@ fn vfr_matroska_keeps_every_frame() {
 fn prores_with_two_audio_languages_gets_two_audio_renditions() {
     let (_d, job) = publishes(
         "prores.mov",
-        &["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi", "-i", TONE, "-f", "lavfi", "-i", "sine=frequency=600:sample_rate=48000",
-          "-t", "5", "-map", "0", "-map", "1", "-map", "2", "-c:v", "prores_ks", "-profile:v", "0", "-c:a", "pcm_s16le",
-          "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra", "-shortest"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            TONE,
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=600:sample_rate=48000",
+            "-t",
+            "5",
+            "-map",
+            "0",
+            "-map",
+            "1",
+            "-map",
+            "2",
+            "-c:v",
+            "prores_ks",
+            "-profile:v",
+            "0",
+            "-c:a",
+            "pcm_s16le",
+            "-metadata:s:a:0",
+            "language=eng",
+            "-metadata:s:a:1",
+            "language=fra",
+            "-shortest",
+        ],
         &[],
     );
     let m = master_text(&job);
-    assert!(m.contains(r#"LANGUAGE="eng""#) && m.contains(r#"LANGUAGE="fra""#), "{m}");
+    assert!(
+        m.contains(r#"LANGUAGE="eng""#) && m.contains(r#"LANGUAGE="fra""#),
+        "{m}"
+    );
 }
 
 #[test]
 fn vp9_webm_publishes() {
     publishes(
         "vp9.webm",
-        &["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i", TONE, "-t", "5",
-          "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus", "-shortest"],
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            TONE,
+            "-t",
+            "5",
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-c:a",
+            "libopus",
+            "-shortest",
+        ],
         &["--chunk-seconds", "4"],
     );
 }
 
 #[test]
 fn a_clip_shorter_than_one_segment_publishes() {
-    let (_d, job) = publishes("short.mp4", &["-f", "lavfi", "-i", MOVING, "-f", "lavfi", "-i", TONE, "-t", "1.5", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest"], &[]);
+    let (_d, job) = publishes(
+        "short.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            MOVING,
+            "-f",
+            "lavfi",
+            "-i",
+            TONE,
+            "-t",
+            "1.5",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+        &[],
+    );
     assert_eq!(job["chunks_total"], 2, "one chunk + one audio track: {job}");
 }
 
 #[test]
 fn a_source_without_audio_publishes_video_only() {
-    let (_d, job) = publishes("silent.mp4", &["-f", "lavfi", "-i", MOVING, "-t", "5", "-c:v", "libx264", "-preset", "ultrafast"], &["--chunk-seconds", "4"]);
+    let (_d, job) = publishes(
+        "silent.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            MOVING,
+            "-t",
+            "5",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+        &["--chunk-seconds", "4"],
+    );
     let m = master_text(&job);
     assert!(!m.contains("TYPE=AUDIO") && !m.contains("mp4a"), "{m}");
 }

@@ -1,6 +1,8 @@
 //! End to end on the embedded backend: real clips through `vodpipe run`, checked frame by
 //! frame.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -14,11 +16,30 @@ fn tmp() -> tempfile::TempDir {
 fn moving_clip(dir: &Path) -> PathBuf {
     let p = dir.join("moving.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30000/1001",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", "17", "-c:v", "libx264", "-preset", "veryfast", "-bf", "3",
-        "-x264-params", "open-gop=1:keyint=300:min-keyint=300:scenecut=0",
-        "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", p.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30000/1001",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "17",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-bf",
+        "3",
+        "-x264-params",
+        "open-gop=1:keyint=300:min-keyint=300:scenecut=0",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        p.to_str().unwrap(),
     ]);
     p
 }
@@ -27,11 +48,18 @@ fn moving_clip(dir: &Path) -> PathBuf {
 fn chunk_joins_are_frame_exact_at_29_97_with_open_gops_and_b_frames() {
     let d = tmp();
     let src = moving_clip(d.path());
-    let r = vodpipe_run(&[&src], &d.path().join("out"), &["--chunk-seconds", "4", "--workers", "2"]);
+    let r = vodpipe_run(
+        &[&src],
+        &d.path().join("out"),
+        &["--chunk-seconds", "4", "--workers", "2"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.jobs.len(), 1);
     let job = &r.jobs[0];
-    assert!(job["chunks_total"].as_i64().unwrap() >= 5, "want ≥4 chunks + audio: {job}");
+    assert!(
+        job["chunks_total"].as_i64().unwrap() >= 5,
+        "want ≥4 chunks + audio: {job}"
+    );
     let renditions = assert_published_correctly(job, &src, d.path());
     // The top rung is at source size: every frame must be the source's frame.
     assert_psnr_at_least(&renditions[0], &src, 30.0);
@@ -42,12 +70,27 @@ fn chunk_joins_are_frame_exact_at_29_97_with_open_gops_and_b_frames() {
 fn running_the_same_file_twice_reuses_the_job() {
     let d = tmp();
     let src = d.path().join("short.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", src.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        "-t",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        src.to_str().unwrap(),
+    ]);
     let out = d.path().join("out");
     let a = vodpipe_run(&[&src], &out, &[]);
     let b = vodpipe_run(&[&src], &out, &[]);
     assert_eq!(a.code, 0, "{}", a.stderr);
     assert_eq!(a.jobs[0]["job_id"], b.jobs[0]["job_id"]);
     assert_eq!(b.jobs[0]["status"], "PUBLISHED");
-    assert_eq!(a.jobs[0]["attempts"], b.jobs[0]["attempts"], "no work was redone");
+    assert_eq!(
+        a.jobs[0]["attempts"], b.jobs[0]["attempts"],
+        "no work was redone"
+    );
 }

@@ -1,6 +1,8 @@
 //! Broken and hostile inputs end as FAILED jobs with a clear reason, and nothing outside
 //! the input is read: no local file, no URL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::Read;
@@ -19,13 +21,19 @@ fn run_one(dir: &Path, src: &Path) -> (String, String) {
     if j["status"] == "FAILED" {
         assert_eq!(r.code, 1, "a failed job must make `run` exit non-zero");
     }
-    (j["status"].as_str().unwrap().to_string(), j["error"].as_str().unwrap_or("").to_string())
+    (
+        j["status"].as_str().unwrap().to_string(),
+        j["error"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 fn assert_rejected(dir: &Path, src: &Path, reason_has: &str) {
     let (status, error) = run_one(dir, src);
     assert_eq!(status, "FAILED", "{src:?} should fail");
-    assert!(error.contains(reason_has), "{src:?}: reason {error:?} should mention {reason_has:?}");
+    assert!(
+        error.contains(reason_has),
+        "{src:?}: reason {error:?} should mention {reason_has:?}"
+    );
 }
 
 /// A TCP listener that records whether anything connected.
@@ -59,7 +67,11 @@ fn an_empty_file_fails_with_a_reason() {
 fn a_text_file_named_mp4_fails_with_a_reason() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("notes.mp4");
-    std::fs::write(&p, "these are not the frames you are looking for\n".repeat(100)).unwrap();
+    std::fs::write(
+        &p,
+        "these are not the frames you are looking for\n".repeat(100),
+    )
+    .unwrap();
     assert_rejected(d.path(), &p, "not a supported video file");
 }
 
@@ -67,7 +79,19 @@ fn a_text_file_named_mp4_fails_with_a_reason() {
 fn a_truncated_file_fails_with_a_reason() {
     let d = tempfile::tempdir().unwrap();
     let full = d.path().join("full.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", full.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        full.to_str().unwrap(),
+    ]);
     let bytes = std::fs::read(&full).unwrap();
     // moov at the end: cutting the tail loses the index.
     let tail_cut = d.path().join("tail_cut.mp4");
@@ -75,7 +99,15 @@ fn a_truncated_file_fails_with_a_reason() {
     assert_rejected(d.path(), &tail_cut, "rejected");
     // moov at the start (faststart): the index promises frames the file no longer has.
     let fast = d.path().join("fast.mp4");
-    ffmpeg(&["-i", full.to_str().unwrap(), "-c", "copy", "-movflags", "+faststart", fast.to_str().unwrap()]);
+    ffmpeg(&[
+        "-i",
+        full.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        fast.to_str().unwrap(),
+    ]);
     let fb = std::fs::read(&fast).unwrap();
     let head_only = d.path().join("head_only.mp4");
     std::fs::write(&head_only, &fb[..fb.len() * 2 / 3]).unwrap();
@@ -97,7 +129,10 @@ fn an_hls_playlist_named_mp4_reads_no_local_file_and_fetches_no_url() {
         assert_rejected(d.path(), &p, "not a supported video file");
     }
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!hit.load(Ordering::SeqCst), "a URL from the playlist was fetched");
+    assert!(
+        !hit.load(Ordering::SeqCst),
+        "a URL from the playlist was fetched"
+    );
     assert!(!opened(), "a local file from the playlist was opened");
     // The canary works: unrestricted ffprobe does open the local file the playlist names.
     std::fs::remove_file(&fifo).unwrap();
@@ -110,7 +145,10 @@ fn an_hls_playlist_named_mp4_reads_no_local_file_and_fetches_no_url() {
     std::thread::sleep(Duration::from_secs(2));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(opened(), "canary self-check: plain ffprobe should have opened the local file");
+    assert!(
+        opened(),
+        "canary self-check: plain ffprobe should have opened the local file"
+    );
 }
 
 #[cfg(unix)]
@@ -121,9 +159,19 @@ fn an_ffconcat_file_named_mp4_reads_no_local_file() {
     let opened = fifo_canary(&fifo);
     let (url, hit) = canary_server();
     let p = d.path().join("concat.mp4");
-    std::fs::write(&p, format!("ffconcat version 1.0\nfile '{}'\nfile '{url}'\n", fifo.display())).unwrap();
+    std::fs::write(
+        &p,
+        format!(
+            "ffconcat version 1.0\nfile '{}'\nfile '{url}'\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
     assert_rejected(d.path(), &p, "not a supported video file");
-    assert!(!hit.load(Ordering::SeqCst), "a URL from the concat script was fetched");
+    assert!(
+        !hit.load(Ordering::SeqCst),
+        "a URL from the concat script was fetched"
+    );
     assert!(!opened(), "a local file from the concat script was opened");
 }
 
@@ -131,11 +179,35 @@ fn an_ffconcat_file_named_mp4_reads_no_local_file() {
 fn a_huge_still_image_fails_with_a_reason() {
     let d = tempfile::tempdir().unwrap();
     let png = d.path().join("huge.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "color=c=red:size=9000x9000", "-frames:v", "1", "-c:v", "png", "-f", "image2", png.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=9000x9000",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "png",
+        "-f",
+        "image2",
+        png.to_str().unwrap(),
+    ]);
     assert_rejected(d.path(), &png, "not a supported video file");
     // The same picture in a real container passes the demuxer check and hits the size cap.
     let mov = d.path().join("huge_in_mov.mov");
-    ffmpeg(&["-f", "lavfi", "-i", "color=c=red:size=9000x9000", "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "31", mov.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=9000x9000",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "31",
+        mov.to_str().unwrap(),
+    ]);
     assert_rejected(d.path(), &mov, "9000x9000");
 }
 
@@ -143,14 +215,27 @@ fn a_huge_still_image_fails_with_a_reason() {
 fn an_audio_only_file_fails_clearly() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("song.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440", "-t", "2", "-c:a", "aac", p.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-t",
+        "2",
+        "-c:a",
+        "aac",
+        p.to_str().unwrap(),
+    ]);
     assert_rejected(d.path(), &p, "no video stream");
 }
 
 /// Makes `path` a FIFO; the returned closure says whether anyone opened it for reading.
 #[cfg(unix)]
 fn fifo_canary(path: &Path) -> impl Fn() -> bool {
-    let st = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
     assert!(st.success());
     let opened = Arc::new(AtomicBool::new(false));
     let o = opened.clone();

@@ -77,11 +77,24 @@ pub fn video_presentation_delay(v: &VideoInfo, plan: &Plan) -> i64 {
 }
 
 /// The ffmpeg arguments for one chunk; pure so it can be inspected and tested.
-pub fn chunk_args(ctx: &EncodeContext<'_>, video: &VideoInfo, chunk: &Chunk, outputs: &[PathBuf]) -> Vec<String> {
-    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+pub fn chunk_args(
+    ctx: &EncodeContext<'_>,
+    video: &VideoInfo,
+    chunk: &Chunk,
+    outputs: &[PathBuf],
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-progress",
+        "pipe:1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if chunk.seek_secs > 0.0 {
         a.extend(["-ss".into(), format!("{:.6}", chunk.seek_secs)]);
     }
@@ -102,7 +115,11 @@ pub fn chunk_args(ctx: &EncodeContext<'_>, video: &VideoInfo, chunk: &Chunk, out
         ));
     }
     a.extend(["-filter_complex".into(), graph]);
-    let kf: Vec<String> = chunk.keyframe_offsets().iter().map(|o| format!("eq(n,{o})")).collect();
+    let kf: Vec<String> = chunk
+        .keyframe_offsets()
+        .iter()
+        .map(|o| format!("eq(n,{o})"))
+        .collect();
     let timescale = video_timescale(video).to_string();
     for (i, (r, out)) in ctx.rungs.iter().zip(outputs).enumerate() {
         a.extend([
@@ -170,7 +187,10 @@ pub fn encode_chunk(
     let outputs: Vec<PathBuf> = ctx
         .rungs
         .iter()
-        .map(|r| ctx.scratch.join(format!("chunk{:05}_{}.mp4", chunk.index, r.name)))
+        .map(|r| {
+            ctx.scratch
+                .join(format!("chunk{:05}_{}.mp4", chunk.index, r.name))
+        })
         .collect();
     let args = chunk_args(ctx, video, chunk, &outputs);
     let step = format!("encode chunk {}", chunk.index);
@@ -178,7 +198,10 @@ pub fn encode_chunk(
         .timeout(ctx.timeout)
         .cancel_on(ctx.cancel.clone())
         .on_line(|line| {
-            if let Some(n) = line.strip_prefix("frame=").and_then(|v| v.trim().parse().ok()) {
+            if let Some(n) = line
+                .strip_prefix("frame=")
+                .and_then(|v| v.trim().parse().ok())
+            {
                 on_frames(n);
             }
         })
@@ -188,7 +211,8 @@ pub fn encode_chunk(
     let mut tracks = Vec::with_capacity(outputs.len());
     for (rung, path) in ctx.rungs.iter().zip(&outputs) {
         let what = format!("chunk {} rung {}", chunk.index, rung.name);
-        let data = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let data =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let _ = std::fs::remove_file(path);
         let mut f = mp4::split(&data, &what)?;
         verify_chunk(&f.fragments, chunk, &what)?;
@@ -198,7 +222,9 @@ pub fn encode_chunk(
         let first_presentation = first.base_decode_time as i64 + first.first_cts_offset;
         let delta = offset + delay - first_presentation;
         let delta = u64::try_from(delta).map_err(|_| {
-            Error::PlanMismatch(format!("{what}: decode delay larger than expected ({first_presentation} ticks)"))
+            Error::PlanMismatch(format!(
+                "{what}: decode delay larger than expected ({first_presentation} ticks)"
+            ))
         })?;
         for frag in &mut f.fragments {
             mp4::shift_decode_time(frag, delta, &what)?;
@@ -258,10 +284,16 @@ pub fn audio_args(ctx: &EncodeContext<'_>, track: usize, out: &Path) -> Result<(
     // Where the first real audio sample must be presented, in output samples: its offset
     // from the first video frame, plus the video's presentation delay, minus the priming
     // the encoder inserts in front of it.
-    let video_delay_secs = video_presentation_delay(video, ctx.plan) as f64 / f64::from(video_timescale(video));
-    let lead = ((audio.start_secs - ctx.media.video_start_secs + video_delay_secs) * rate).round() as i64
+    let video_delay_secs =
+        video_presentation_delay(video, ctx.plan) as f64 / f64::from(video_timescale(video));
+    let lead = ((audio.start_secs - ctx.media.video_start_secs + video_delay_secs) * rate).round()
+        as i64
         - AAC_PRIMING_SAMPLES;
-    let (trim, offset) = if lead >= 0 { (0, lead as u64) } else { ((-lead) as u64, 0) };
+    let (trim, offset) = if lead >= 0 {
+        (0, lead as u64)
+    } else {
+        ((-lead) as u64, 0)
+    };
     let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
         .iter()
         .map(|s| s.to_string())
@@ -314,11 +346,14 @@ pub fn encode_audio(ctx: &EncodeContext<'_>, track: usize) -> Result<TrackOutput
         .timeout(ctx.timeout)
         .cancel_on(ctx.cancel.clone())
         .run()?;
-    let data = std::fs::read(&out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
+    let data =
+        std::fs::read(&out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
     let _ = std::fs::remove_file(&out);
     let mut f = mp4::split(&data, &what)?;
     if f.fragments.is_empty() {
-        return Err(Error::PlanMismatch(format!("{what}: the encoder produced no audio")));
+        return Err(Error::PlanMismatch(format!(
+            "{what}: the encoder produced no audio"
+        )));
     }
     for frag in &mut f.fragments {
         mp4::shift_decode_time(frag, offset, &what)?;

@@ -51,7 +51,9 @@ impl JobStatus {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<JobStatus> {
-        JobStatus::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
     }
 
     /// Whether nothing more will happen to the job.
@@ -94,7 +96,13 @@ pub fn asset_name(key: &str) -> String {
     let clean = |s: &str| -> String {
         let c: String = s
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         c.replace("..", "_")
     };
@@ -104,7 +112,11 @@ pub fn asset_name(key: &str) -> String {
         .map(clean)
         .collect();
     let stem = clean(stem);
-    parts.push(if stem.is_empty() { "asset".into() } else { stem });
+    parts.push(if stem.is_empty() {
+        "asset".into()
+    } else {
+        stem
+    });
     parts.join("/")
 }
 

@@ -69,7 +69,12 @@ impl LadderConfig {
             path: path.into(),
             reason: e.to_string(),
         })?;
-        if cfg.rungs.is_empty() || cfg.rungs.iter().any(|r| r.short_side < 16 || r.max_kbps == 0) {
+        if cfg.rungs.is_empty()
+            || cfg
+                .rungs
+                .iter()
+                .any(|r| r.short_side < 16 || r.max_kbps == 0)
+        {
             return Err(Error::Config {
                 path: path.into(),
                 reason: "needs at least one rung, each with short_side >= 16 and max_kbps > 0"
@@ -118,7 +123,7 @@ pub fn ladder_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
         ((spec.max_kbps as f64 * ratio).round() as u32).max(100)
     };
     let mut specs = cfg.rungs.clone();
-    specs.sort_by(|a, b| b.short_side.cmp(&a.short_side));
+    specs.sort_by_key(|s| std::cmp::Reverse(s.short_side));
     let mut rungs: Vec<Rung> = Vec::new();
     for spec in specs.iter().filter(|s| s.short_side <= short) {
         let (width, height) = size_for(spec.short_side);
@@ -177,7 +182,17 @@ mod tests {
     fn a_1080p_source_gets_the_full_ladder() {
         let r = ladder_for(&video(1920, 1080, 0), &LadderConfig::default());
         let sizes: Vec<_> = r.iter().map(|r| (r.width, r.height)).collect();
-        assert_eq!(sizes, [(1920, 1080), (1280, 720), (960, 540), (768, 432), (640, 360), (480, 270)]);
+        assert_eq!(
+            sizes,
+            [
+                (1920, 1080),
+                (1280, 720),
+                (960, 540),
+                (768, 432),
+                (640, 360),
+                (480, 270)
+            ]
+        );
         assert_eq!(r[0].max_kbps, 5000);
     }
 
@@ -214,7 +229,11 @@ mod tests {
     fn a_ladder_file_is_validated() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("l.json");
-        std::fs::write(&p, r#"{"rungs":[{"name":"a","short_side":240,"max_kbps":500}],"crf":23}"#).unwrap();
+        std::fs::write(
+            &p,
+            r#"{"rungs":[{"name":"a","short_side":240,"max_kbps":500}],"crf":23}"#,
+        )
+        .unwrap();
         let cfg = LadderConfig::from_file(&p).unwrap();
         assert_eq!(cfg.crf, 23);
         assert_eq!(cfg.preset, "veryfast");

@@ -59,11 +59,14 @@ fn err(context: &str, reason: impl Into<String>) -> Error {
 }
 
 fn be_u32(d: &[u8], at: usize) -> Option<u32> {
-    d.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    d.get(at..at + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn be_u64(d: &[u8], at: usize) -> Option<u64> {
-    d.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+    d.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
 }
 
 /// Lists the boxes in `d[range]`.
@@ -76,14 +79,20 @@ fn boxes(d: &[u8], range: std::ops::Range<usize>, ctx: &str) -> Result<Vec<BoxRe
         kind.copy_from_slice(&d[at + 4..at + 8]);
         let (size, header) = match size32 {
             0 => ((range.end - at) as u64, 8),
-            1 => (be_u64(d, at + 8).ok_or_else(|| err(ctx, "truncated large size"))?, 16),
+            1 => (
+                be_u64(d, at + 8).ok_or_else(|| err(ctx, "truncated large size"))?,
+                16,
+            ),
             n => (u64::from(n), 8),
         };
         let end = at
             .checked_add(usize::try_from(size).map_err(|_| err(ctx, "box too large"))?)
             .filter(|&e| e <= range.end && size >= header as u64)
             .ok_or_else(|| {
-                err(ctx, format!("box {} overruns its parent", String::from_utf8_lossy(&kind)))
+                err(
+                    ctx,
+                    format!("box {} overruns its parent", String::from_utf8_lossy(&kind)),
+                )
             })?;
         out.push(BoxRef {
             kind,
@@ -96,7 +105,12 @@ fn boxes(d: &[u8], range: std::ops::Range<usize>, ctx: &str) -> Result<Vec<BoxRe
     Ok(out)
 }
 
-fn child(d: &[u8], parent: std::ops::Range<usize>, kind: &[u8; 4], ctx: &str) -> Result<Option<BoxRef>> {
+fn child(
+    d: &[u8],
+    parent: std::ops::Range<usize>,
+    kind: &[u8; 4],
+    ctx: &str,
+) -> Result<Option<BoxRef>> {
     Ok(boxes(d, parent, ctx)?.into_iter().find(|b| &b.kind == kind))
 }
 
@@ -118,7 +132,9 @@ pub fn split(d: &[u8], ctx: &str) -> Result<Fragmented> {
             }
             b"moof" => pending_moof = Some(*b),
             b"mdat" => {
-                let moof = pending_moof.take().ok_or_else(|| err(ctx, "mdat without moof"))?;
+                let moof = pending_moof
+                    .take()
+                    .ok_or_else(|| err(ctx, "mdat without moof"))?;
                 let mut bytes = d[moof.start..moof.end].to_vec();
                 bytes.extend_from_slice(&d[b.start..b.end]);
                 let mut f = read_fragment(&bytes, trex_duration, ctx)?;
@@ -185,12 +201,14 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
                 }
             }
             b"tfdt" => {
-                base_decode_time = Some(if version == 1 {
-                    be_u64(d, body.start + 4)
-                } else {
-                    be_u32(d, body.start + 4).map(u64::from)
-                }
-                .ok_or_else(|| err(ctx, "short tfdt"))?);
+                base_decode_time = Some(
+                    if version == 1 {
+                        be_u64(d, body.start + 4)
+                    } else {
+                        be_u32(d, body.start + 4).map(u64::from)
+                    }
+                    .ok_or_else(|| err(ctx, "short tfdt"))?,
+                );
             }
             b"trun" => {
                 let count = be_u32(d, body.start + 4).ok_or_else(|| err(ctx, "short trun"))?;
@@ -205,7 +223,11 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
                 }
                 for i in 0..count {
                     let mut dur = default_duration;
-                    let mut sflags = if i == 0 { first_flags.unwrap_or(default_flags) } else { default_flags };
+                    let mut sflags = if i == 0 {
+                        first_flags.unwrap_or(default_flags)
+                    } else {
+                        default_flags
+                    };
                     if flags & 0x100 != 0 {
                         dur = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
                         at += 4;
@@ -220,7 +242,11 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
                     if flags & 0x800 != 0 {
                         let raw = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
                         if first_trun && i == 0 {
-                            first_cts_offset = if version == 0 { i64::from(raw) } else { i64::from(raw as i32) };
+                            first_cts_offset = if version == 0 {
+                                i64::from(raw)
+                            } else {
+                                i64::from(raw as i32)
+                            };
                         }
                         at += 4;
                     }
@@ -286,22 +312,34 @@ pub fn timescale(init: &[u8], ctx: &str) -> Result<u32> {
     let mdhd = path(init, &[b"moov", b"trak", b"mdia", b"mdhd"], ctx)?
         .ok_or_else(|| err(ctx, "no mdhd"))?;
     let body = mdhd.body();
-    let at = if init[body.start] == 1 { body.start + 20 } else { body.start + 12 };
+    let at = if init[body.start] == 1 {
+        body.start + 20
+    } else {
+        body.start + 12
+    };
     be_u32(init, at).ok_or_else(|| err(ctx, "short mdhd"))
 }
 
 /// The sample description (`stsd`) bytes: two chunks' init segments are interchangeable
 /// exactly when these agree (same codec configuration, SPS/PPS, dimensions).
 pub fn sample_description(init: &[u8], ctx: &str) -> Result<Vec<u8>> {
-    let stsd = path(init, &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"], ctx)?
-        .ok_or_else(|| err(ctx, "no stsd"))?;
+    let stsd = path(
+        init,
+        &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+        ctx,
+    )?
+    .ok_or_else(|| err(ctx, "no stsd"))?;
     Ok(init[stsd.start..stsd.end].to_vec())
 }
 
 /// The RFC 6381 codec string of the track (`avc1.64001F`, `mp4a.40.2`).
 pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
-    let stsd = path(init, &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"], ctx)?
-        .ok_or_else(|| err(ctx, "no stsd"))?;
+    let stsd = path(
+        init,
+        &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+        ctx,
+    )?
+    .ok_or_else(|| err(ctx, "no stsd"))?;
     let body = stsd.body();
     let entries = boxes(init, body.start + 8..body.end, ctx)?;
     let entry = entries.first().ok_or_else(|| err(ctx, "empty stsd"))?;
@@ -311,7 +349,9 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
             let inner = entry.body().start + 78..entry.end;
             let avcc = child(init, inner, b"avcC", ctx)?.ok_or_else(|| err(ctx, "no avcC"))?;
             let b = avcc.body().start;
-            let p = init.get(b + 1..b + 4).ok_or_else(|| err(ctx, "short avcC"))?;
+            let p = init
+                .get(b + 1..b + 4)
+                .ok_or_else(|| err(ctx, "short avcC"))?;
             Ok(format!(
                 "{}.{:02X}{:02X}{:02X}",
                 String::from_utf8_lossy(&entry.kind),
@@ -322,7 +362,10 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
         }
         // vodpipe encodes AAC-LC only.
         b"mp4a" => Ok("mp4a.40.2".into()),
-        other => Err(err(ctx, format!("unexpected sample entry {}", String::from_utf8_lossy(other)))),
+        other => Err(err(
+            ctx,
+            format!("unexpected sample entry {}", String::from_utf8_lossy(other)),
+        )),
     }
 }
 
@@ -355,7 +398,13 @@ mod tests {
 
     #[test]
     fn fragments_are_split_counted_and_shifted_in_place() {
-        let file = [bx(b"ftyp", b"isom"), bx(b"moov", &[]), fragment(0, &[1001; 3]), fragment(3003, &[1001, 1001])].concat();
+        let file = [
+            bx(b"ftyp", b"isom"),
+            bx(b"moov", &[]),
+            fragment(0, &[1001; 3]),
+            fragment(3003, &[1001, 1001]),
+        ]
+        .concat();
         let mut f = split(&file, "t").unwrap();
         assert_eq!(f.init.len(), 12 + 8);
         assert_eq!(f.fragments.len(), 2);

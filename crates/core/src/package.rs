@@ -8,8 +8,8 @@
 //! segment sizes, not copied from the ladder.
 
 use m3u8_rs::{
-    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist,
-    MediaPlaylistType, MediaSegment, Resolution, VariantStream,
+    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
+    MediaSegment, Resolution, VariantStream,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -155,7 +155,10 @@ fn write_playlist(f: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String
 /// The HLS master playlist. `prefix` is prepended to every playlist URI (the master
 /// pointer lives above the job directory).
 pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
-    let audio: Vec<&Track> = tracks.iter().filter(|t| matches!(t.kind, TrackKind::Audio { .. })).collect();
+    let audio: Vec<&Track> = tracks
+        .iter()
+        .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
+        .collect();
     let alternatives = audio
         .iter()
         .enumerate()
@@ -242,14 +245,22 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         iso_duration(duration)
     );
     let _ = writeln!(x, r#"  <Period id="0" start="PT0S">"#);
-    let videos: Vec<&Track> = tracks.iter().filter(|t| matches!(t.kind, TrackKind::Video { .. })).collect();
+    let videos: Vec<&Track> = tracks
+        .iter()
+        .filter(|t| matches!(t.kind, TrackKind::Video { .. }))
+        .collect();
     if !videos.is_empty() {
         let _ = writeln!(
             x,
             r#"    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#
         );
         for t in &videos {
-            if let TrackKind::Video { width, height, frame_rate } = t.kind {
+            if let TrackKind::Video {
+                width,
+                height,
+                frame_rate,
+            } = t.kind
+            {
                 let _ = writeln!(
                     x,
                     r#"      <Representation id="{}" codecs="{}" bandwidth="{}" width="{width}" height="{height}" frameRate="{}/{}" sar="1:1">"#,
@@ -265,9 +276,15 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         }
         let _ = writeln!(x, "    </AdaptationSet>");
     }
-    for (i, t) in tracks.iter().filter(|t| matches!(t.kind, TrackKind::Audio { .. })).enumerate() {
+    for (i, t) in tracks
+        .iter()
+        .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
+        .enumerate()
+    {
         let lang = match &t.kind {
-            TrackKind::Audio { language: Some(l), .. } => format!(r#" lang="{}""#, xml_escape(l)),
+            TrackKind::Audio {
+                language: Some(l), ..
+            } => format!(r#" lang="{}""#, xml_escape(l)),
             _ => String::new(),
         };
         let _ = writeln!(
@@ -276,7 +293,10 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
             i + 1
         );
         if i == 0 {
-            let _ = writeln!(x, r#"      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>"#);
+            let _ = writeln!(
+                x,
+                r#"      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>"#
+            );
         }
         let _ = writeln!(
             x,
@@ -300,14 +320,22 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
 
 fn segment_list(x: &mut String, t: &Track, prefix: &str) {
     let _ = writeln!(x, r#"        <SegmentList timescale="{}">"#, t.timescale);
-    let _ = writeln!(x, r#"          <Initialization sourceURL="{prefix}{}"/>"#, xml_escape(&t.init_uri));
+    let _ = writeln!(
+        x,
+        r#"          <Initialization sourceURL="{prefix}{}"/>"#,
+        xml_escape(&t.init_uri)
+    );
     let _ = writeln!(x, "          <SegmentTimeline>");
     for s in &t.segments {
         let _ = writeln!(x, r#"            <S t="{}" d="{}"/>"#, s.start, s.duration);
     }
     let _ = writeln!(x, "          </SegmentTimeline>");
     for s in &t.segments {
-        let _ = writeln!(x, r#"          <SegmentURL media="{prefix}{}"/>"#, xml_escape(&s.uri));
+        let _ = writeln!(
+            x,
+            r#"          <SegmentURL media="{prefix}{}"/>"#,
+            xml_escape(&s.uri)
+        );
     }
     let _ = writeln!(x, "        </SegmentList>");
 }
@@ -319,13 +347,27 @@ mod tests {
     fn video() -> Track {
         Track {
             id: "360p".into(),
-            kind: TrackKind::Video { width: 640, height: 360, frame_rate: (30000, 1001) },
+            kind: TrackKind::Video {
+                width: 640,
+                height: 360,
+                frame_rate: (30000, 1001),
+            },
             codec: "avc1.64001E".into(),
             timescale: 30000,
             init_uri: "c00000.1/360p/init.mp4".into(),
             segments: vec![
-                SegmentRef { uri: "c00000.1/360p/00000.m4s".into(), start: 2002, duration: 120120, bytes: 500_500 },
-                SegmentRef { uri: "c00001.1/360p/00001.m4s".into(), start: 122122, duration: 60060, bytes: 100_000 },
+                SegmentRef {
+                    uri: "c00000.1/360p/00000.m4s".into(),
+                    start: 2002,
+                    duration: 120120,
+                    bytes: 500_500,
+                },
+                SegmentRef {
+                    uri: "c00001.1/360p/00001.m4s".into(),
+                    start: 122122,
+                    duration: 60060,
+                    bytes: 100_000,
+                },
             ],
         }
     }
@@ -333,11 +375,19 @@ mod tests {
     fn audio() -> Track {
         Track {
             id: "audio_0".into(),
-            kind: TrackKind::Audio { language: Some("fra".into()), name: "Français".into() },
+            kind: TrackKind::Audio {
+                language: Some("fra".into()),
+                name: "Français".into(),
+            },
             codec: "mp4a.40.2".into(),
             timescale: 48000,
             init_uri: "audio_0/init.mp4".into(),
-            segments: vec![SegmentRef { uri: "audio_0/00000.m4s".into(), start: 0, duration: 288000, bytes: 96000 }],
+            segments: vec![SegmentRef {
+                uri: "audio_0/00000.m4s".into(),
+                start: 0,
+                duration: 288000,
+                bytes: 96000,
+            }],
         }
     }
 
@@ -376,7 +426,10 @@ mod tests {
         let m = mpd(&[video(), audio()], "job/");
         assert!(m.contains(r#"<S t="122122" d="60060"/>"#), "{m}");
         assert!(m.contains(r#"lang="fra""#), "{m}");
-        assert!(m.contains(r#"sourceURL="job/c00000.1/360p/init.mp4""#), "{m}");
+        assert!(
+            m.contains(r#"sourceURL="job/c00000.1/360p/init.mp4""#),
+            "{m}"
+        );
         assert!(m.contains("mediaPresentationDuration=\"PT6.006S\""), "{m}");
     }
 }

@@ -44,7 +44,10 @@ impl Chunk {
     /// Frame indices, relative to the chunk's first frame, where a keyframe must start a
     /// segment.
     pub fn keyframe_offsets(&self) -> Vec<u64> {
-        self.segments.iter().map(|s| s.first_frame - self.first_frame).collect()
+        self.segments
+            .iter()
+            .map(|s| s.first_frame - self.first_frame)
+            .collect()
     }
 }
 
@@ -91,8 +94,17 @@ impl Default for PlanOptions {
 /// Plans segments and chunks over `frame_pts` (ascending presentation timestamps in
 /// `time_base`). `file_start_secs` is the container's start time, which ffmpeg's `-ss`
 /// is relative to.
-pub fn plan(frame_pts: &[i64], time_base: Rational, file_start_secs: f64, opts: PlanOptions) -> Plan {
-    let segment_secs = if opts.segment_secs > 0.0 { opts.segment_secs } else { 4.0 };
+pub fn plan(
+    frame_pts: &[i64],
+    time_base: Rational,
+    file_start_secs: f64,
+    opts: PlanOptions,
+) -> Plan {
+    let segment_secs = if opts.segment_secs > 0.0 {
+        opts.segment_secs
+    } else {
+        4.0
+    };
     let total = frame_pts.len() as u64;
     let origin = frame_pts.first().copied().unwrap_or(0);
     // Boundary test in integers: (pts - origin) * num / den >= k * S, with S in µs.
@@ -193,11 +205,22 @@ mod tests {
 
     #[test]
     fn chunks_are_runs_of_whole_segments_covering_every_frame_once() {
-        let p = plan(&ntsc(1800), NTSC_TB, 0.0, PlanOptions { segment_secs: 4.0, chunk_secs: 8.0 });
+        let p = plan(
+            &ntsc(1800),
+            NTSC_TB,
+            0.0,
+            PlanOptions {
+                segment_secs: 4.0,
+                chunk_secs: 8.0,
+            },
+        );
         let mut next = 0;
         for c in &p.chunks {
             assert_eq!(c.first_frame, next);
-            assert_eq!(c.segments.len(), 2.min(p.segments.len() - 2 * c.index as usize));
+            assert_eq!(
+                c.segments.len(),
+                2.min(p.segments.len() - 2 * c.index as usize)
+            );
             assert_eq!(c.frames, c.segments.iter().map(|s| s.frames).sum::<u64>());
             next += c.frames;
         }
@@ -208,7 +231,15 @@ mod tests {
 
     #[test]
     fn seek_lands_between_the_previous_frame_and_the_chunk_start() {
-        let p = plan(&ntsc(600), NTSC_TB, 0.0, PlanOptions { segment_secs: 4.0, chunk_secs: 4.0 });
+        let p = plan(
+            &ntsc(600),
+            NTSC_TB,
+            0.0,
+            PlanOptions {
+                segment_secs: 4.0,
+                chunk_secs: 4.0,
+            },
+        );
         let c = &p.chunks[1];
         let prev = 119.0 * 1001.0 / 30000.0;
         let first = 120.0 * 1001.0 / 30000.0;
@@ -217,12 +248,27 @@ mod tests {
 
     #[test]
     fn the_presentation_delay_covers_every_chunks_reorder_delay() {
-        assert_eq!(plan(&ntsc(600), NTSC_TB, 0.0, PlanOptions::default()).delay_ticks, 2002);
+        assert_eq!(
+            plan(&ntsc(600), NTSC_TB, 0.0, PlanOptions::default()).delay_ticks,
+            2002
+        );
         let mut pts = ntsc(600);
         for p in pts.iter_mut().skip(121) {
             *p += 5000; // a long frame right after the second segment starts
         }
-        assert_eq!(plan(&pts, NTSC_TB, 0.0, PlanOptions { segment_secs: 4.0, chunk_secs: 4.0 }).delay_ticks, 7002);
+        assert_eq!(
+            plan(
+                &pts,
+                NTSC_TB,
+                0.0,
+                PlanOptions {
+                    segment_secs: 4.0,
+                    chunk_secs: 4.0
+                }
+            )
+            .delay_ticks,
+            7002
+        );
     }
 
     #[test]
@@ -237,7 +283,12 @@ mod tests {
     fn vfr_gaps_longer_than_a_segment_do_not_make_empty_segments() {
         // 1 kHz time base, frames at irregular times with a 9 s hole.
         let pts = [0, 40, 80, 100, 9100, 9140, 12000, 12040];
-        let p = plan(&pts, Rational { num: 1, den: 1000 }, 0.0, PlanOptions::default());
+        let p = plan(
+            &pts,
+            Rational { num: 1, den: 1000 },
+            0.0,
+            PlanOptions::default(),
+        );
         let firsts: Vec<u64> = p.segments.iter().map(|s| s.first_frame).collect();
         assert_eq!(firsts, [0, 4, 6]);
         assert!(p.segments.iter().all(|s| s.frames > 0));
@@ -247,8 +298,20 @@ mod tests {
     fn seek_is_relative_to_the_container_start() {
         // MPEG-TS streams often start at 1.4 s on the 90 kHz clock.
         let pts: Vec<i64> = (0..300).map(|i| 126_000 + i * 3600).collect();
-        let p = plan(&pts, Rational { num: 1, den: 90000 }, 1.4, PlanOptions { segment_secs: 4.0, chunk_secs: 4.0 });
-        assert!((p.chunks[1].seek_secs - (4.0 - 0.02)).abs() < 1e-6, "{}", p.chunks[1].seek_secs);
+        let p = plan(
+            &pts,
+            Rational { num: 1, den: 90000 },
+            1.4,
+            PlanOptions {
+                segment_secs: 4.0,
+                chunk_secs: 4.0,
+            },
+        );
+        assert!(
+            (p.chunks[1].seek_secs - (4.0 - 0.02)).abs() < 1e-6,
+            "{}",
+            p.chunks[1].seek_secs
+        );
         assert_eq!(p.chunks[1].start_ticks, 100 * 3600);
     }
 }

@@ -134,7 +134,9 @@ mod tests {
 
     #[test]
     fn a_huge_picture_is_rejected_with_its_size() {
-        let err = InputPolicy::default().check(&media(20000, 20000)).unwrap_err();
+        let err = InputPolicy::default()
+            .check(&media(20000, 20000))
+            .unwrap_err();
         assert!(err.to_string().contains("20000x20000"), "{err}");
     }
 

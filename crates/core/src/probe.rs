@@ -127,8 +127,7 @@ impl VideoInfo {
         if d.is_empty() {
             let fr = self.frame_rate;
             if fr.num > 0 {
-                return ((self.time_base.den * fr.den) as f64
-                    / (self.time_base.num * fr.num) as f64)
+                return ((self.time_base.den * fr.den) as f64 / (self.time_base.num * fr.num) as f64)
                     .round()
                     .max(1.0) as i64;
             }
@@ -244,15 +243,16 @@ fn reject_unreadable(e: Error) -> Error {
         Error::Tool { detail, .. } => {
             // EINVAL is what ffmpeg says when the file *is* recognised, as a demuxer that
             // the allow-list refuses (playlists, concat scripts, images).
-            let reason = if detail.contains("Invalid data found") || detail.contains("Invalid argument") {
-                format!(
+            let reason =
+                if detail.contains("Invalid data found") || detail.contains("Invalid argument") {
+                    format!(
                     "not a supported video file: ffprobe could not recognise it with the allowed \
                      container formats ({})",
                     ALLOWED_DEMUXERS.join(", ")
                 )
-            } else {
-                format!("source cannot be read: {}", last_line(&detail))
-            };
+                } else {
+                    format!("source cannot be read: {}", last_line(&detail))
+                };
             Error::Rejected(reason)
         }
         Error::TimedOut { secs, .. } => {
@@ -263,7 +263,11 @@ fn reject_unreadable(e: Error) -> Error {
 }
 
 fn last_line(s: &str) -> &str {
-    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
 }
 
 /// Reads every packet timestamp of stream `index` (in its time base), sorted: presentation
@@ -372,14 +376,22 @@ fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
             index: s.index,
             codec: s.codec_name.clone().unwrap_or_default(),
             channels: s.channels.unwrap_or(2),
-            sample_rate: s.sample_rate.as_deref().and_then(|r| r.parse().ok()).unwrap_or(48000),
+            sample_rate: s
+                .sample_rate
+                .as_deref()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(48000),
             language: s
                 .tags
                 .get("language")
                 .filter(|l| !l.is_empty() && *l != "und")
                 .cloned(),
             title: s.tags.get("title").cloned(),
-            start_secs: s.start_time.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0.0),
+            start_secs: s
+                .start_time
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0.0),
         })
         .collect();
     Ok(MediaInfo {
@@ -389,7 +401,10 @@ fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
         video,
         audio,
         video_start_secs: 0.0,
-        start_secs: format.start_time.and_then(|t| t.parse().ok()).unwrap_or(0.0),
+        start_secs: format
+            .start_time
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0.0),
     })
 }
 
@@ -441,7 +456,11 @@ fn video_info(s: &RawStream) -> Result<VideoInfo> {
         time_base,
         vfr: false,
         frame_pts: Vec::new(),
-        declared_frames: s.nb_frames.as_deref().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
+        declared_frames: s
+            .nb_frames
+            .as_deref()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0),
     })
 }
 
@@ -451,7 +470,13 @@ mod tests {
 
     #[test]
     fn rationals_parse_both_separators_and_refuse_zero_denominators() {
-        assert_eq!(Rational::parse("30000/1001"), Some(Rational { num: 30000, den: 1001 }));
+        assert_eq!(
+            Rational::parse("30000/1001"),
+            Some(Rational {
+                num: 30000,
+                den: 1001
+            })
+        );
         assert_eq!(Rational::parse("16:9"), Some(Rational { num: 16, den: 9 }));
         assert_eq!(Rational::parse("0/0"), None);
     }
@@ -488,7 +513,9 @@ mod tests {
     #[test]
     fn inputs_are_opened_with_file_protocol_only() {
         let a = input_args(Path::new("/x/http:evil.mp4"));
-        assert!(a.windows(2).any(|w| w[0] == "-protocol_whitelist" && w[1] == "file"));
+        assert!(a
+            .windows(2)
+            .any(|w| w[0] == "-protocol_whitelist" && w[1] == "file"));
         assert_eq!(a.last().unwrap(), "file:/x/http:evil.mp4");
     }
 }

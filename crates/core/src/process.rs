@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// How many bytes of stderr are kept for error messages.
 const STDERR_TAIL: usize = 4096;
 
+/// Receives each stdout line of a running tool.
+type LineSink<'a> = Box<dyn FnMut(&str) + Send + 'a>;
+
 /// One tool invocation.
 pub struct ToolRun<'a> {
     program: String,
@@ -22,7 +25,7 @@ pub struct ToolRun<'a> {
     step: String,
     timeout: Duration,
     cancel: Option<Arc<AtomicBool>>,
-    on_line: Option<Box<dyn FnMut(&str) + Send + 'a>>,
+    on_line: Option<LineSink<'a>>,
 }
 
 /// What a successful run left behind.
@@ -193,7 +196,9 @@ mod tests {
 
     #[test]
     fn a_missing_program_says_so() {
-        let err = ToolRun::new("vodpipe-no-such-tool", vec![], "x").run().unwrap_err();
+        let err = ToolRun::new("vodpipe-no-such-tool", vec![], "x")
+            .run()
+            .unwrap_err();
         assert!(matches!(err, Error::Spawn { .. }));
     }
 

@@ -29,7 +29,10 @@ impl Objects {
         let rel = Path::new(key);
         let ok = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
         if !ok {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid object key {key:?}")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid object key {key:?}"),
+            ));
         }
         Ok(self.root.join(rel))
     }
@@ -54,9 +57,16 @@ impl Objects {
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = format!(".tmp.{}.{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     let path = dir.join(name);
-    let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
     Ok((path, f))
 }
 

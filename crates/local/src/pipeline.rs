@@ -93,21 +93,32 @@ pub struct Ingested {
 /// it and queues its work. A refused or unreadable source ends as a FAILED job with the
 /// reason; only state-store failures are errors here.
 pub fn ingest(settings: &Settings, store: &mut Store, path: &Path) -> Result<Ingested> {
-    let abs = std::fs::canonicalize(path).map_err(|e| PipelineError::Io(format!("cannot read {}", path.display()), e))?;
-    let meta = std::fs::metadata(&abs).map_err(|e| PipelineError::Io(abs.display().to_string(), e))?;
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| PipelineError::Io(format!("cannot read {}", path.display()), e))?;
+    let meta =
+        std::fs::metadata(&abs).map_err(|e| PipelineError::Io(abs.display().to_string(), e))?;
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let dir = abs.parent().map(|p| p.display().to_string()).unwrap_or_default();
-    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = abs
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let id = job_id(&dir, &name, &format!("{}:{mtime}", meta.len()));
     let source = abs.display().to_string();
     let created = store.create_job(&id, &source, &asset_name(&name))?;
     if !created || !store.transition(&id, &[JobStatus::Queued], JobStatus::Probing, None)? {
-        return Ok(Ingested { job_id: id, created: false });
+        return Ok(Ingested {
+            job_id: id,
+            created: false,
+        });
     }
     match prepare(settings, &abs) {
         Ok(prepared) => {
@@ -118,7 +129,12 @@ pub fn ingest(settings: &Settings, store: &mut Store, path: &Path) -> Result<Ing
                 .map(|c| ("video", c.index, c.frames))
                 .chain((0..prepared.media.audio.len() as u32).map(|t| ("audio", t, 0)))
                 .collect();
-            let duration = prepared.media.video.as_ref().map(|v| v.duration_secs()).unwrap_or(0.0);
+            let duration = prepared
+                .media
+                .video
+                .as_ref()
+                .map(|v| v.duration_secs())
+                .unwrap_or(0.0);
             store.save_plan(
                 &id,
                 &serde_json::to_string(&prepared.media)?,
@@ -133,10 +149,18 @@ pub fn ingest(settings: &Settings, store: &mut Store, path: &Path) -> Result<Ing
         }
         Err(e) => {
             tracing::warn!(job = %id, error = %e, "ingest refused");
-            store.transition(&id, &[JobStatus::Probing], JobStatus::Failed, Some(&e.to_string()))?;
+            store.transition(
+                &id,
+                &[JobStatus::Probing],
+                JobStatus::Failed,
+                Some(&e.to_string()),
+            )?;
         }
     }
-    Ok(Ingested { job_id: id, created: true })
+    Ok(Ingested {
+        job_id: id,
+        created: true,
+    })
 }
 
 /// A probed and planned source.
@@ -158,7 +182,12 @@ pub fn prepare(settings: &Settings, path: &Path) -> Result<Prepared, vodpipe_cor
         .as_ref()
         .ok_or_else(|| vodpipe_core::Error::Rejected("source has no video stream".into()))?;
     let rungs = ladder_for(video, &settings.ladder);
-    let plan = plan(&video.frame_pts, video.time_base, media.start_secs, settings.plan);
+    let plan = plan(
+        &video.frame_pts,
+        video.time_base,
+        media.start_secs,
+        settings.plan,
+    );
     Ok(Prepared { media, rungs, plan })
 }
 
@@ -180,13 +209,21 @@ pub struct TrackResult {
     pub segments: Vec<SegmentRef>,
 }
 
+/// What a worker needs to know about a job, read once per job from the store.
+struct JobDocs {
+    media: MediaInfo,
+    plan: Plan,
+    rungs: Vec<Rung>,
+    config: LadderConfig,
+}
+
 /// A worker: one store connection and a cache of job documents.
 pub struct Worker {
     settings: Settings,
     store: Store,
     objects: Objects,
     owner: String,
-    cache: HashMap<String, Arc<(MediaInfo, Plan, Vec<Rung>, LadderConfig)>>,
+    cache: HashMap<String, Arc<JobDocs>>,
     /// Set to stop: the current encode is killed and its item released.
     pub shutdown: Arc<AtomicBool>,
 }
@@ -205,12 +242,17 @@ impl Worker {
         })
     }
 
-    fn documents(&mut self, job: &str) -> Result<Arc<(MediaInfo, Plan, Vec<Rung>, LadderConfig)>> {
+    fn documents(&mut self, job: &str) -> Result<Arc<JobDocs>> {
         if let Some(d) = self.cache.get(job) {
             return Ok(d.clone());
         }
         let (m, p, r, c) = self.store.job_documents(job)?;
-        let docs = Arc::new((serde_json::from_str(&m)?, serde_json::from_str(&p)?, serde_json::from_str(&r)?, serde_json::from_str(&c)?));
+        let docs = Arc::new(JobDocs {
+            media: serde_json::from_str(&m)?,
+            plan: serde_json::from_str(&p)?,
+            rungs: serde_json::from_str(&r)?,
+            config: serde_json::from_str(&c)?,
+        });
         self.cache.insert(job.to_string(), docs.clone());
         Ok(docs)
     }
@@ -223,11 +265,17 @@ impl Worker {
         let Some(lease) = self.store.claim(&self.owner, self.settings.lease)? else {
             return Ok(false);
         };
-        let job = self.store.job(&lease.job_id)?.ok_or_else(|| StoreError::NoJob(lease.job_id.clone()))?;
+        let job = self
+            .store
+            .job(&lease.job_id)?
+            .ok_or_else(|| StoreError::NoJob(lease.job_id.clone()))?;
         let docs = self.documents(&lease.job_id)?;
         let started = Instant::now();
         match self.encode(&lease, &job.source, &job.asset, &docs) {
-            Ok(result) => match self.store.complete(&lease, &serde_json::to_string(&result)?) {
+            Ok(result) => match self
+                .store
+                .complete(&lease, &serde_json::to_string(&result)?)
+            {
                 Ok(Completion::Last) => {
                     tracing::info!(job = %lease.job_id, "last item done; stitching");
                     stitch(&self.settings, &mut self.store, &lease.job_id)?;
@@ -239,21 +287,34 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             },
             Err(e) => {
-                let what = if lease.kind == "video" { format!("chunk {}", lease.index) } else { format!("audio track {}", lease.index) };
+                let what = if lease.kind == "video" {
+                    format!("chunk {}", lease.index)
+                } else {
+                    format!("audio track {}", lease.index)
+                };
                 tracing::warn!(job = %lease.job_id, %what, attempt = lease.attempt, error = %e, "attempt failed");
                 if self.shutdown.load(Ordering::SeqCst) {
                     // Interrupted, not failed: give the item back without burning an attempt's worth of blame.
                     let _ = self.store.fail_attempt(&lease, "interrupted", i64::MAX);
                     return Ok(true);
                 }
-                let exhausted = match self.store.fail_attempt(&lease, &e.to_string(), self.settings.max_attempts) {
+                let exhausted = match self.store.fail_attempt(
+                    &lease,
+                    &e.to_string(),
+                    self.settings.max_attempts,
+                ) {
                     Ok(x) => x,
                     Err(StoreError::LeaseLost(_)) => return Ok(true),
                     Err(e) => return Err(e.into()),
                 };
                 if exhausted || e.is_permanent() {
                     let reason = format!("{what} failed after {} attempt(s): {e}", lease.attempt);
-                    self.store.transition(&lease.job_id, &[JobStatus::Encoding], JobStatus::Failed, Some(&reason))?;
+                    self.store.transition(
+                        &lease.job_id,
+                        &[JobStatus::Encoding],
+                        JobStatus::Failed,
+                        Some(&reason),
+                    )?;
                 }
             }
         }
@@ -266,10 +327,19 @@ impl Worker {
         lease: &Lease,
         source: &str,
         asset: &str,
-        docs: &(MediaInfo, Plan, Vec<Rung>, LadderConfig),
+        docs: &JobDocs,
     ) -> Result<Vec<TrackResult>, vodpipe_core::Error> {
-        let (media, plan, rungs, config) = docs;
-        let scratch = self.settings.state.join("scratch").join(format!("{}-{}-{}", lease.job_id, lease.item, lease.token));
+        let JobDocs {
+            media,
+            plan,
+            rungs,
+            config,
+        } = docs;
+        let scratch = self
+            .settings
+            .state
+            .join("scratch")
+            .join(format!("{}-{}-{}", lease.job_id, lease.item, lease.token));
         let cancel = Arc::new(AtomicBool::new(false));
         let chunk_secs = self.settings.plan.chunk_secs.max(plan.segment_secs);
         let timeout = Duration::from_secs_f64((chunk_secs * 30.0).max(300.0));
@@ -282,7 +352,11 @@ impl Worker {
             rungs,
             config,
             scratch: &scratch,
-            timeout: if lease.kind == "audio" { timeout * 4 } else { timeout },
+            timeout: if lease.kind == "audio" {
+                timeout * 4
+            } else {
+                timeout
+            },
             cancel: cancel.clone(),
         };
         let store = &mut self.store;
@@ -301,21 +375,28 @@ impl Worker {
             }
         };
         let tracks: Vec<TrackOutput> = if lease.kind == "video" {
-            let chunk = plan
-                .chunks
-                .get(lease.index as usize)
-                .ok_or_else(|| vodpipe_core::Error::PlanMismatch(format!("no chunk {}", lease.index)))?;
+            let chunk = plan.chunks.get(lease.index as usize).ok_or_else(|| {
+                vodpipe_core::Error::PlanMismatch(format!("no chunk {}", lease.index))
+            })?;
             encode::encode_chunk(&ctx, chunk, &mut heartbeat)?
         } else {
             heartbeat(0);
             vec![encode::encode_audio(&ctx, lease.index as usize)?]
         };
         let _ = std::fs::remove_dir_all(&scratch);
-        let prefix = if lease.kind == "video" { format!("c{:05}.{}", lease.index, lease.attempt) } else { format!("a{}.{}", lease.index, lease.attempt) };
+        let prefix = if lease.kind == "video" {
+            format!("c{:05}.{}", lease.index, lease.attempt)
+        } else {
+            format!("a{}.{}", lease.index, lease.attempt)
+        };
         let job_dir = format!("{asset}/{}", lease.job_id);
         let mut results = Vec::new();
         for t in tracks {
-            let dir = if lease.kind == "video" { format!("{prefix}/{}", t.name) } else { prefix.clone() };
+            let dir = if lease.kind == "video" {
+                format!("{prefix}/{}", t.name)
+            } else {
+                prefix.clone()
+            };
             let put = |rel: &str, bytes: &[u8]| {
                 self.objects
                     .put(&format!("{job_dir}/{rel}"), bytes)
@@ -324,7 +405,10 @@ impl Worker {
             let init_uri = format!("{dir}/init.mp4");
             put(&init_uri, &t.init)?;
             let first_segment = if lease.kind == "video" {
-                plan.chunks.get(lease.index as usize).and_then(|c| c.segments.first()).map_or(0, |s| s.index)
+                plan.chunks
+                    .get(lease.index as usize)
+                    .and_then(|c| c.segments.first())
+                    .map_or(0, |s| s.index)
             } else {
                 0
             };
@@ -333,11 +417,18 @@ impl Worker {
                 let uri = format!("{dir}/{:05}.m4s", first_segment as usize + i);
                 put(&uri, &s.bytes)?;
                 let start = s.base_decode_time as i64 + s.first_cts_offset;
-                segments.push(SegmentRef { uri, start: start.max(0) as u64, duration: s.duration, bytes: s.bytes.len() as u64 });
+                segments.push(SegmentRef {
+                    uri,
+                    start: start.max(0) as u64,
+                    duration: s.duration,
+                    bytes: s.bytes.len() as u64,
+                });
             }
             results.push(TrackResult {
                 codec: vodpipe_core::mp4::codec_string(&t.init, &t.name)?,
-                stsd_hash: vodpipe_core::job::content_hash(&vodpipe_core::mp4::sample_description(&t.init, &t.name)?),
+                stsd_hash: vodpipe_core::job::content_hash(&vodpipe_core::mp4::sample_description(
+                    &t.init, &t.name,
+                )?),
                 name: t.name,
                 timescale: t.timescale,
                 init_uri,
@@ -351,7 +442,9 @@ impl Worker {
 /// Stitches a STITCHING job: rendition playlists and MPD under the job directory, then
 /// the pointer manifests, then PUBLISHED. Safe to repeat.
 pub fn stitch(settings: &Settings, store: &mut Store, job_id: &str) -> Result<()> {
-    let job = store.job(job_id)?.ok_or_else(|| StoreError::NoJob(job_id.into()))?;
+    let job = store
+        .job(job_id)?
+        .ok_or_else(|| StoreError::NoJob(job_id.into()))?;
     if job.status != JobStatus::Stitching {
         return Ok(());
     }
@@ -359,12 +452,25 @@ pub fn stitch(settings: &Settings, store: &mut Store, job_id: &str) -> Result<()
         Ok(tracks) => {
             let objects = Objects::new(&settings.out);
             let job_dir = format!("{}/{job_id}", job.asset);
-            let put = |key: String, body: &str| objects.put(&key, body.as_bytes()).map_err(|e| PipelineError::Io(format!("writing {key}"), e));
+            let put = |key: String, body: &str| {
+                objects
+                    .put(&key, body.as_bytes())
+                    .map_err(|e| PipelineError::Io(format!("writing {key}"), e))
+            };
             for t in &tracks {
-                put(format!("{job_dir}/{}", package::media_playlist_name(t)), &package::media_playlist(t))?;
+                put(
+                    format!("{job_dir}/{}", package::media_playlist_name(t)),
+                    &package::media_playlist(t),
+                )?;
             }
-            put(format!("{job_dir}/master.m3u8"), &package::master_playlist(&tracks, ""))?;
-            put(format!("{job_dir}/manifest.mpd"), &package::mpd(&tracks, ""))?;
+            put(
+                format!("{job_dir}/master.m3u8"),
+                &package::master_playlist(&tracks, ""),
+            )?;
+            put(
+                format!("{job_dir}/manifest.mpd"),
+                &package::mpd(&tracks, ""),
+            )?;
             // Pointers last: until now, players still see the previous version (if any).
             let prefix = format!("{job_id}/");
             let master = format!("{}/master.m3u8", job.asset);
@@ -375,7 +481,12 @@ pub fn stitch(settings: &Settings, store: &mut Store, job_id: &str) -> Result<()
             tracing::info!(job = %job_id, %master, "published");
         }
         Err(reason) => {
-            store.transition(job_id, &[JobStatus::Stitching], JobStatus::Failed, Some(&reason))?;
+            store.transition(
+                job_id,
+                &[JobStatus::Stitching],
+                JobStatus::Failed,
+                Some(&reason),
+            )?;
         }
     }
     Ok(())
@@ -402,17 +513,33 @@ fn build_tracks(store: &Store, job_id: &str) -> Result<Vec<Track>, String> {
                     .and_then(|a| a.title.clone())
                     .or_else(|| language.clone())
                     .unwrap_or_else(|| format!("Audio {}", idx + 1));
-                audio.push(Track { id: t.name, kind: TrackKind::Audio { language, name }, codec: t.codec, timescale: t.timescale, init_uri: t.init_uri, segments: t.segments });
+                audio.push(Track {
+                    id: t.name,
+                    kind: TrackKind::Audio { language, name },
+                    codec: t.codec,
+                    timescale: t.timescale,
+                    init_uri: t.init_uri,
+                    segments: t.segments,
+                });
                 continue;
             }
-            let expected = stsd.entry(t.name.clone()).or_insert_with(|| t.stsd_hash.clone());
+            let expected = stsd
+                .entry(t.name.clone())
+                .or_insert_with(|| t.stsd_hash.clone());
             if *expected != t.stsd_hash {
                 return Err(format!("chunk {idx} of rung {} has a different codec configuration than chunk 0; cannot share one init segment", t.name));
             }
-            let rung = rungs.iter().find(|r| r.name == t.name).ok_or_else(|| format!("unknown rung {}", t.name))?;
+            let rung = rungs
+                .iter()
+                .find(|r| r.name == t.name)
+                .ok_or_else(|| format!("unknown rung {}", t.name))?;
             let entry = by_rung.entry(t.name.clone()).or_insert_with(|| Track {
                 id: t.name.clone(),
-                kind: TrackKind::Video { width: rung.width, height: rung.height, frame_rate: (video.frame_rate.num, video.frame_rate.den) },
+                kind: TrackKind::Video {
+                    width: rung.width,
+                    height: rung.height,
+                    frame_rate: (video.frame_rate.num, video.frame_rate.den),
+                },
                 codec: t.codec.clone(),
                 timescale: t.timescale,
                 init_uri: t.init_uri.clone(),
@@ -421,7 +548,10 @@ fn build_tracks(store: &Store, job_id: &str) -> Result<Vec<Track>, String> {
             entry.segments.extend(t.segments);
         }
     }
-    let mut tracks: Vec<Track> = rungs.iter().filter_map(|r| by_rung.remove(&r.name)).collect();
+    let mut tracks: Vec<Track> = rungs
+        .iter()
+        .filter_map(|r| by_rung.remove(&r.name))
+        .collect();
     if tracks.len() != rungs.len() {
         return Err("some renditions have no committed segments".into());
     }

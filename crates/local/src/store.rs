@@ -35,7 +35,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Seconds since the epoch, as a float (sub-second timings).
 pub fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// A job as stored.
@@ -169,12 +172,22 @@ impl Store {
     }
 
     /// Moves a job to `to` if it is in one of `from`; returns whether it moved.
-    pub fn transition(&mut self, id: &str, from: &[JobStatus], to: JobStatus, error: Option<&str>) -> Result<bool> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    pub fn transition(
+        &mut self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let cur: Option<String> = tx
             .query_row("SELECT status FROM jobs WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;
-        let Some(cur) = cur else { return Err(StoreError::NoJob(id.into())) };
+        let Some(cur) = cur else {
+            return Err(StoreError::NoJob(id.into()));
+        };
         if !from.iter().any(|s| s.as_str() == cur) {
             return Ok(false);
         }
@@ -184,7 +197,10 @@ impl Store {
         )?;
         if to == JobStatus::Failed {
             // Nothing of a failed job should be picked up again.
-            tx.execute("UPDATE work SET status = 'cancelled' WHERE job_id = ?1 AND status != 'done'", [id])?;
+            tx.execute(
+                "UPDATE work SET status = 'cancelled' WHERE job_id = ?1 AND status != 'done'",
+                [id],
+            )?;
         }
         tx.commit()?;
         Ok(true)
@@ -204,7 +220,9 @@ impl Store {
         frames_total: u64,
         items: &[(&str, u32, u64)],
     ) -> Result<bool> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE jobs SET status = 'ENCODING', media_json = ?2, plan_json = ?3, rungs_json = ?4, config_json = ?5, duration_secs = ?6, frames_total = ?7, total = ?8, updated_at = ?9 WHERE id = ?1 AND status = 'PROBING'",
             params![id, media_json, plan_json, rungs_json, config_json, duration_secs, frames_total as i64, items.len() as i64, now()],
@@ -225,7 +243,9 @@ impl Store {
     /// Video chunks go before audio so long tracks overlap with chunk encoding, oldest job
     /// first.
     pub fn claim(&mut self, owner: &str, lease: Duration) -> Result<Option<Lease>> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let t = now();
         let row = tx
             .query_row(
@@ -245,7 +265,14 @@ impl Store {
             params![item, owner, t + lease.as_secs_f64(), token, attempt],
         )?;
         tx.commit()?;
-        Ok(Some(Lease { item, job_id, kind, index, token, attempt }))
+        Ok(Some(Lease {
+            item,
+            job_id,
+            kind,
+            index,
+            token,
+            attempt,
+        }))
     }
 
     /// Extends a lease and records progress; fails with [`StoreError::LeaseLost`] if the
@@ -264,7 +291,9 @@ impl Store {
     /// Commits a finished item under its fencing token. Exactly one caller ever sees
     /// [`Completion::Last`] for a job.
     pub fn complete(&mut self, l: &Lease, result_json: &str) -> Result<Completion> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE work SET status = 'done', committed_attempt = ?3, result_json = ?4, frames_done = frames, lease_until = 0 WHERE id = ?1 AND token = ?2 AND status = 'leased'",
             params![l.item, l.token, l.attempt, result_json],
@@ -272,13 +301,20 @@ impl Store {
         if n == 0 {
             return Err(StoreError::LeaseLost(l.item));
         }
-        tx.execute("UPDATE jobs SET done = done + 1, updated_at = ?2 WHERE id = ?1", params![l.job_id, now()])?;
+        tx.execute(
+            "UPDATE jobs SET done = done + 1, updated_at = ?2 WHERE id = ?1",
+            params![l.job_id, now()],
+        )?;
         let last = tx.execute(
             "UPDATE jobs SET status = 'STITCHING', updated_at = ?2 WHERE id = ?1 AND status = 'ENCODING' AND done = total",
             params![l.job_id, now()],
         )?;
         tx.commit()?;
-        Ok(if last == 1 { Completion::Last } else { Completion::More })
+        Ok(if last == 1 {
+            Completion::Last
+        } else {
+            Completion::More
+        })
     }
 
     /// Gives an item back after a failed attempt. Returns `true` when attempts are used up
@@ -300,7 +336,14 @@ impl Store {
             .query_row(
                 "SELECT media_json, plan_json, rungs_json, config_json FROM jobs WHERE id = ?1",
                 [id],
-                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
             )
             .optional()?
             .and_then(|(a, b, c, d)| Some((a?, b?, c?, d?)))
@@ -355,19 +398,32 @@ impl Store {
     /// One job by id.
     pub fn job(&self, id: &str) -> Result<Option<JobRow>> {
         let sql = format!("SELECT {} FROM jobs j WHERE j.id = ?1", Self::JOB_COLUMNS);
-        Ok(self.conn.query_row(&sql, [id], Self::job_from_row).optional()?)
+        Ok(self
+            .conn
+            .query_row(&sql, [id], Self::job_from_row)
+            .optional()?)
     }
 
     /// All jobs, oldest first, optionally only those in `status` (uses the status index).
     pub fn jobs(&self, status: Option<JobStatus>) -> Result<Vec<JobRow>> {
         let sql = match status {
-            Some(_) => format!("SELECT {} FROM jobs j WHERE j.status = ?1 ORDER BY j.created_at", Self::JOB_COLUMNS),
-            None => format!("SELECT {} FROM jobs j ORDER BY j.created_at", Self::JOB_COLUMNS),
+            Some(_) => format!(
+                "SELECT {} FROM jobs j WHERE j.status = ?1 ORDER BY j.created_at",
+                Self::JOB_COLUMNS
+            ),
+            None => format!(
+                "SELECT {} FROM jobs j ORDER BY j.created_at",
+                Self::JOB_COLUMNS
+            ),
         };
         let mut st = self.conn.prepare(&sql)?;
         let rows = match status {
-            Some(s) => st.query_map([s.as_str()], Self::job_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?,
-            None => st.query_map([], Self::job_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?,
+            Some(s) => st
+                .query_map([s.as_str()], Self::job_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+            None => st
+                .query_map([], Self::job_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
         };
         Ok(rows)
     }
@@ -380,8 +436,12 @@ mod tests {
     fn store_with_job(dir: &Path, items: &[(&str, u32, u64)]) -> Store {
         let mut s = Store::open(dir).unwrap();
         assert!(s.create_job("j1", "src.mp4", "src").unwrap());
-        assert!(s.transition("j1", &[JobStatus::Queued], JobStatus::Probing, None).unwrap());
-        assert!(s.save_plan("j1", "{}", "{}", "[]", "{}", 10.0, 300, items).unwrap());
+        assert!(s
+            .transition("j1", &[JobStatus::Queued], JobStatus::Probing, None)
+            .unwrap());
+        assert!(s
+            .save_plan("j1", "{}", "{}", "[]", "{}", 10.0, 300, items)
+            .unwrap());
         s
     }
 
@@ -403,8 +463,14 @@ mod tests {
         let second = s.claim("w2", Duration::from_secs(60)).unwrap().unwrap();
         assert_eq!(second.item, first.item);
         assert!(second.token > first.token);
-        assert!(matches!(s.complete(&first, "{}"), Err(StoreError::LeaseLost(_))));
-        assert!(matches!(s.heartbeat(&first, Duration::from_secs(1), 0), Err(StoreError::LeaseLost(_))));
+        assert!(matches!(
+            s.complete(&first, "{}"),
+            Err(StoreError::LeaseLost(_))
+        ));
+        assert!(matches!(
+            s.heartbeat(&first, Duration::from_secs(1), 0),
+            Err(StoreError::LeaseLost(_))
+        ));
         assert_eq!(s.complete(&second, "{}").unwrap(), Completion::Last);
     }
 
@@ -420,7 +486,9 @@ mod tests {
                     sc.spawn(move || {
                         let mut s = Store::open(&p).unwrap();
                         let mut lasts = 0;
-                        while let Some(l) = s.claim(&format!("w{w}"), Duration::from_secs(60)).unwrap() {
+                        while let Some(l) =
+                            s.claim(&format!("w{w}"), Duration::from_secs(60)).unwrap()
+                        {
                             if s.complete(&l, "{}").unwrap() == Completion::Last {
                                 lasts += 1;
                             }
@@ -446,9 +514,19 @@ mod tests {
         let l = s.claim("w", Duration::from_secs(60)).unwrap().unwrap();
         assert_eq!(l.attempt, 2);
         assert!(s.fail_attempt(&l, "boom", 2).unwrap());
-        assert!(s.transition("j1", &[JobStatus::Encoding], JobStatus::Failed, Some("chunk 0: boom")).unwrap());
+        assert!(s
+            .transition(
+                "j1",
+                &[JobStatus::Encoding],
+                JobStatus::Failed,
+                Some("chunk 0: boom")
+            )
+            .unwrap());
         assert!(s.claim("w", Duration::from_secs(60)).unwrap().is_none());
-        assert_eq!(s.job("j1").unwrap().unwrap().error.as_deref(), Some("chunk 0: boom"));
+        assert_eq!(
+            s.job("j1").unwrap().unwrap().error.as_deref(),
+            Some("chunk 0: boom")
+        );
     }
 
     #[test]

@@ -12,29 +12,63 @@ use std::process::Command;
 
 /// Panics with an install hint when a tool is missing.
 pub fn require(tool: &str) {
-    let ok = Command::new(tool).arg("-version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(tool)
+        .arg("-version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     assert!(ok, "{tool} is required for this test and was not found on PATH: run `make deps` (or `make test`, which installs it)");
 }
 
 /// Runs ffmpeg with `args`, panicking with its stderr on failure.
 pub fn ffmpeg(args: &[&str]) {
     require("ffmpeg");
-    let out = Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).output().unwrap();
-    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// ffprobe JSON for `args` + `path`.
 pub fn ffprobe_json(args: &[&str], path: &Path) -> Value {
     require("ffprobe");
-    let out = Command::new("ffprobe").args(["-v", "error", "-of", "json"]).args(args).arg(path).output().unwrap();
-    assert!(out.status.success(), "ffprobe {path:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {path:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Decoded frame count of the first video stream.
 pub fn decoded_frames(path: &Path) -> u64 {
-    let v = ffprobe_json(&["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"], path);
-    v["streams"][0]["nb_read_frames"].as_str().unwrap().parse().unwrap()
+    let v = ffprobe_json(
+        &[
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+        ],
+        path,
+    );
+    v["streams"][0]["nb_read_frames"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// The result of `vodpipe run --json`: one object per job, plus the exit code.
@@ -61,7 +95,11 @@ pub fn vodpipe_run(inputs: &[&Path], out: &Path, extra: &[&str]) -> RunResult {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
-    RunResult { code: out.status.code().unwrap_or(-1), jobs, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    RunResult {
+        code: out.status.code().unwrap_or(-1),
+        jobs,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// A published rendition, reassembled: the init segment followed by every media segment
@@ -77,7 +115,10 @@ pub fn concat_rendition(playlist: &Path, dest: &Path) -> PathBuf {
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             bytes.extend(std::fs::read(dir.join(line.trim())).unwrap());
         }
-        assert!(!line.contains("DISCONTINUITY"), "{playlist:?} has a discontinuity");
+        assert!(
+            !line.contains("DISCONTINUITY"),
+            "{playlist:?} has a discontinuity"
+        );
     }
     std::fs::write(dest, bytes).unwrap();
     dest.to_path_buf()
@@ -87,11 +128,20 @@ pub fn concat_rendition(playlist: &Path, dest: &Path) -> PathBuf {
 pub fn master_entries(master: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let dir = master.parent().unwrap();
     let text = std::fs::read_to_string(master).unwrap();
-    let video = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(|l| dir.join(l.trim())).collect();
+    let video = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| dir.join(l.trim()))
+        .collect();
     let audio = text
         .lines()
         .filter(|l| l.starts_with("#EXT-X-MEDIA:TYPE=AUDIO"))
-        .filter_map(|l| l.split("URI=\"").nth(1).and_then(|r| r.split('"').next()).map(|u| dir.join(u)))
+        .filter_map(|l| {
+            l.split("URI=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(|u| dir.join(u))
+        })
         .collect();
     (video, audio)
 }
@@ -99,7 +149,15 @@ pub fn master_entries(master: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 /// Asserts packet decode timestamps strictly increase and presentation timestamps have no
 /// duplicates: one continuous timeline.
 pub fn assert_monotonic(path: &Path) {
-    let v = ffprobe_json(&["-select_streams", "0", "-show_entries", "packet=pts,dts,duration"], path);
+    let v = ffprobe_json(
+        &[
+            "-select_streams",
+            "0",
+            "-show_entries",
+            "packet=pts,dts,duration",
+        ],
+        path,
+    );
     let packets = v["packets"].as_array().unwrap();
     assert!(!packets.is_empty(), "{path:?} has no packets");
     let mut last_dts = i64::MIN;
@@ -119,25 +177,62 @@ pub fn assert_monotonic(path: &Path) {
 /// Asserts every frame of `rendition` matches the same frame of `source` (scaled to the
 /// rendition's size) with PSNR ≥ `min_db`; a shifted, dropped or duplicated frame fails.
 pub fn assert_psnr_at_least(rendition: &Path, source: &Path, min_db: f64) {
-    let s = ffprobe_json(&["-select_streams", "v:0", "-show_entries", "stream=width,height"], rendition);
-    let (w, h) = (s["streams"][0]["width"].as_i64().unwrap(), s["streams"][0]["height"].as_i64().unwrap());
+    let s = ffprobe_json(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+        ],
+        rendition,
+    );
+    let (w, h) = (
+        s["streams"][0]["width"].as_i64().unwrap(),
+        s["streams"][0]["height"].as_i64().unwrap(),
+    );
     let stats = rendition.with_extension("psnr.log");
     let graph = format!(
         "[0:v]setpts=PTS-STARTPTS[a];[1:v]scale={w}:{h}:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[b];[a][b]psnr=stats_file={}",
         stats.display()
     );
-    ffmpeg(&["-i", rendition.to_str().unwrap(), "-i", source.to_str().unwrap(), "-lavfi", &graph, "-fps_mode", "passthrough", "-f", "null", "-"]);
+    ffmpeg(&[
+        "-i",
+        rendition.to_str().unwrap(),
+        "-i",
+        source.to_str().unwrap(),
+        "-lavfi",
+        &graph,
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "null",
+        "-",
+    ]);
     let log = std::fs::read_to_string(&stats).unwrap();
     let mut frames = 0;
     let mut worst = f64::INFINITY;
     for line in log.lines() {
-        let avg = line.split_whitespace().find_map(|f| f.strip_prefix("psnr_avg:")).unwrap();
-        let db = if avg == "inf" { f64::INFINITY } else { avg.parse().unwrap() };
+        let avg = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("psnr_avg:"))
+            .unwrap();
+        let db = if avg == "inf" {
+            f64::INFINITY
+        } else {
+            avg.parse().unwrap()
+        };
         worst = worst.min(db);
         frames += 1;
     }
-    assert_eq!(frames as u64, decoded_frames(source), "PSNR compared a different number of frames");
-    assert!(worst >= min_db, "{rendition:?}: worst frame PSNR {worst:.2} dB < {min_db} dB");
+    assert_eq!(
+        frames as u64,
+        decoded_frames(source),
+        "PSNR compared a different number of frames"
+    );
+    assert!(
+        worst >= min_db,
+        "{rendition:?}: worst frame PSNR {worst:.2} dB < {min_db} dB"
+    );
 }
 
 /// Checks a published job: every video rung has exactly the source's frame count and one
@@ -156,7 +251,11 @@ pub fn assert_published_correctly(job: &Value, source: &Path, scratch: &Path) ->
         let file = concat_rendition(pl, &scratch.join(format!("rendition{i}.mp4")));
         assert_monotonic(&file);
         if i < video.len() {
-            assert_eq!(decoded_frames(&file), want, "{pl:?}: frame count differs from the source");
+            assert_eq!(
+                decoded_frames(&file),
+                want,
+                "{pl:?}: frame count differs from the source"
+            );
         }
         out.push(file);
     }
