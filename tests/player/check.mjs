@@ -184,7 +184,6 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
   let st = null;       // state of the current run
   let video = null;
   let player = null;   // Hls or shaka.Player
-  const t0 = performance.now();
 
   const ranges = (tr) => { const out = []; for (let i = 0; i < tr.length; i++) out.push([+tr.start(i).toFixed(3), +tr.end(i).toFixed(3)]); return out; };
   const bufferAhead = () => {
@@ -241,7 +240,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
   }
 
   function watch() {
-    video.addEventListener('playing', () => { if (!st.started) { st.started = true; st.t_playing = performance.now(); } });
+    video.addEventListener('playing', () => { st.started = true; });
     video.addEventListener('waiting', () => {
       if (st.started && !st.ended && !st.done) {
         // Starved: nothing (or a hole) right ahead. Otherwise the decoder merely fell behind the
@@ -360,7 +359,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         kind, url, player: null, requested_rate: rate, started: false, ended: false, done: false, done_reason: null, frozen: false,
         current_time: null, duration: null, manifest_duration: null, waiting_events: 0, waiting_starved: 0, decode_underflows: 0, waiting: [], stalls: 0, stall_events: [],
         error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
-        quality: null, player_stats: null, stuck_secs: stuckSecs, t_start: performance.now(), t_playing: null, wall_secs: 0,
+        quality: null, player_stats: null, stuck_secs: stuckSecs, t_start: performance.now(), wall_secs: 0,
       };
       // Players may reset the rate on load; force it back whenever it drifts.
       video.addEventListener('ratechange', () => { if (video.playbackRate !== 0 && video.playbackRate !== rate) video.playbackRate = rate; });
@@ -371,7 +370,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     snapshot() {
       refresh();
       const out = Object.assign({}, st);
-      delete out.timer; delete out.frozen; delete out.t_start; delete out.t_playing; delete out.stuck_secs;
+      delete out.timer; delete out.frozen; delete out.t_start; delete out.stuck_secs;
       return out;
     },
     async stop() {
@@ -381,7 +380,6 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     },
   };
   window.__vp_ready = true;
-  void t0;
 }
 
 function pageHtml() {

@@ -153,7 +153,7 @@ fn run(a: RunArgs) -> Result<i32> {
     let mut store = Store::open(&settings.state)?;
     let mut ids = Vec::new();
     for input in &a.inputs {
-        let ing = pipeline::ingest(&settings, &mut store, input)?;
+        let ing = pipeline::ingest(&settings, &mut store, input, true)?;
         ids.push(ing.job_id);
     }
     let workers = a.workers.unwrap_or_else(|| {

@@ -94,3 +94,69 @@ fn running_the_same_file_twice_reuses_the_job() {
         "no work was redone"
     );
 }
+
+#[test]
+fn the_psnr_check_catches_a_one_frame_shift() {
+    let d = tmp();
+    let src = moving_clip(d.path());
+    // Same frame count, every frame one later: drop the first, repeat the last.
+    let shifted = d.path().join("shifted.mp4");
+    ffmpeg(&[
+        "-i",
+        src.to_str().unwrap(),
+        "-vf",
+        "trim=start_frame=1,setpts=PTS-STARTPTS,tpad=stop=1:stop_mode=clone",
+        "-an",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "10",
+        shifted.to_str().unwrap(),
+    ]);
+    assert_eq!(decoded_frames(&shifted), decoded_frames(&src));
+    let caught = std::panic::catch_unwind(|| assert_psnr_at_least(&shifted, &src, 30.0));
+    assert!(caught.is_err(), "a shifted rendition passed the PSNR check");
+}
+
+#[test]
+fn a_job_that_failed_for_a_fixable_reason_can_be_run_again() {
+    let d = tmp();
+    let src = d.path().join("clip.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        "-t",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        src.to_str().unwrap(),
+    ]);
+    let out = d.path().join("out");
+    let broken = std::process::Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["run", "--json", "--out"])
+        .arg(&out)
+        .arg(&src)
+        .env("VODPIPE_FFPROBE", "/nonexistent/ffprobe")
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(1));
+    let job: serde_json::Value = serde_json::from_slice(&broken.stdout).unwrap();
+    assert_eq!(job["status"], "FAILED");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot run /nonexistent/ffprobe"),
+        "{job}"
+    );
+    let fixed = vodpipe_run(&[&src], &out, &[]);
+    assert_eq!(fixed.code, 0, "{}", fixed.stderr);
+    assert_eq!(fixed.jobs[0]["job_id"], job["job_id"]);
+    assert_published_correctly(&fixed.jobs[0], &src, d.path());
+}

@@ -36,7 +36,7 @@ pub struct EncodeContext<'a> {
     pub source: &'a Path,
     /// Probe result.
     pub media: &'a MediaInfo,
-    /// The chunk plan (for the common presentation delay).
+    /// The chunk plan (segment duration for audio fragments).
     pub plan: &'a Plan,
     /// Rungs to produce.
     pub rungs: &'a [Rung],
@@ -68,12 +68,6 @@ pub struct TrackOutput {
 /// chunk offsets map to output ticks exactly (× the time base numerator).
 pub fn video_timescale(v: &VideoInfo) -> u32 {
     u32::try_from(v.time_base.den).unwrap_or(90000)
-}
-
-/// The presentation time of the first frame on the output timeline, in output ticks: the
-/// B-frame delay, the same for every chunk so chunks line up.
-pub fn video_presentation_delay(v: &VideoInfo, plan: &Plan) -> i64 {
-    plan.delay_ticks * v.time_base.num
 }
 
 /// The ffmpeg arguments for one chunk; pure so it can be inspected and tested.
@@ -206,8 +200,9 @@ pub fn encode_chunk(
             }
         })
         .run()?;
-    let delay = video_presentation_delay(video, ctx.plan);
-    let offset = chunk.start_ticks * video.time_base.num;
+    let offset = u64::try_from(chunk.start_ticks * video.time_base.num).map_err(|_| {
+        Error::PlanMismatch(format!("chunk {} starts before the source", chunk.index))
+    })?;
     let mut tracks = Vec::with_capacity(outputs.len());
     for (rung, path) in ctx.rungs.iter().zip(&outputs) {
         let what = format!("chunk {} rung {}", chunk.index, rung.name);
@@ -216,18 +211,16 @@ pub fn encode_chunk(
         let _ = std::fs::remove_file(path);
         let mut f = mp4::split(&data, &what)?;
         verify_chunk(&f.fragments, chunk, &what)?;
-        // Place the chunk's first frame at its source offset (plus the common B-frame
-        // delay) on the presentation timeline.
+        // ffmpeg starts the chunk's decode time at 0 and presents its first frame after
+        // the B-frame reorder delay. Make the first frame present at its decode time
+        // (signed composition offsets), then move the chunk to its place on the source
+        // timeline: its first frame's exact offset from the source's first frame.
         let first = &f.fragments[0];
-        let first_presentation = first.base_decode_time as i64 + first.first_cts_offset;
-        let delta = offset + delay - first_presentation;
-        let delta = u64::try_from(delta).map_err(|_| {
-            Error::PlanMismatch(format!(
-                "{what}: decode delay larger than expected ({first_presentation} ticks)"
-            ))
-        })?;
+        let (base, reorder) = (first.base_decode_time, first.first_cts_offset);
         for frag in &mut f.fragments {
-            mp4::shift_decode_time(frag, delta, &what)?;
+            mp4::shift_composition(frag, reorder, &what)?;
+            let rel = frag.base_decode_time - base;
+            mp4::shift_decode_time(frag, offset + rel - frag.base_decode_time, &what)?;
         }
         tracks.push(TrackOutput {
             name: rung.name.clone(),
@@ -275,19 +268,12 @@ pub fn audio_args(ctx: &EncodeContext<'_>, track: usize, out: &Path) -> Result<(
         .audio
         .get(track)
         .ok_or_else(|| Error::PlanMismatch(format!("no audio track {track}")))?;
-    let video = ctx
-        .media
-        .video
-        .as_ref()
-        .ok_or_else(|| Error::Rejected("source has no video stream".into()))?;
     let rate = f64::from(AUDIO_RATE);
-    // Where the first real audio sample must be presented, in output samples: its offset
-    // from the first video frame, plus the video's presentation delay, minus the priming
-    // the encoder inserts in front of it.
-    let video_delay_secs =
-        video_presentation_delay(video, ctx.plan) as f64 / f64::from(video_timescale(video));
-    let lead = ((audio.start_secs - ctx.media.video_start_secs + video_delay_secs) * rate).round()
-        as i64
+    // Where the encoder's first output sample must be presented, in output samples: the
+    // first real sample's offset from the first video frame (the timeline's 0), minus the
+    // priming the encoder puts in front of it. If that is before 0, the same number of
+    // source samples is trimmed instead, so sample n still plays at n / rate.
+    let lead = ((audio.start_secs - ctx.media.video_start_secs) * rate).round() as i64
         - AAC_PRIMING_SAMPLES;
     let (trim, offset) = if lead >= 0 {
         (0, lead as u64)

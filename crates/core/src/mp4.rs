@@ -293,6 +293,63 @@ pub fn shift_decode_time(f: &mut Fragment, delta: u64, ctx: &str) -> Result<()> 
     Ok(())
 }
 
+/// Subtracts `shift` from every sample's composition offset, writing the `trun` as
+/// version 1 (signed offsets), in place. With `shift` equal to the first sample's offset,
+/// the fragment's first frame is presented at its decode time (`tfdt`): the video timeline
+/// then starts at 0 instead of after the B-frame reorder delay, as CMAF recommends, and
+/// chunks join with both decode and presentation times continuous.
+pub fn shift_composition(f: &mut Fragment, shift: i64, ctx: &str) -> Result<()> {
+    if shift == 0 {
+        return Ok(());
+    }
+    let d = &mut f.bytes;
+    let moof = boxes(d, 0..d.len(), ctx)?
+        .into_iter()
+        .find(|b| &b.kind == b"moof")
+        .ok_or_else(|| err(ctx, "no moof"))?;
+    let traf = child(d, moof.body(), b"traf", ctx)?.ok_or_else(|| err(ctx, "no traf"))?;
+    for trun in boxes(d, traf.body(), ctx)?
+        .into_iter()
+        .filter(|b| &b.kind == b"trun")
+    {
+        let body = trun.body();
+        let version = d[body.start];
+        let flags = be_u32(d, body.start).unwrap_or(0) & 0x00ff_ffff;
+        if flags & 0x800 == 0 {
+            return Err(err(ctx, "trun has no composition offsets to shift"));
+        }
+        let count = be_u32(d, body.start + 4).ok_or_else(|| err(ctx, "short trun"))?;
+        let mut at = body.start + 8;
+        if flags & 0x1 != 0 {
+            at += 4;
+        }
+        if flags & 0x4 != 0 {
+            at += 4;
+        }
+        let per_sample = [0x100, 0x200, 0x400]
+            .iter()
+            .filter(|&&f| flags & f != 0)
+            .count()
+            * 4;
+        for _ in 0..count {
+            at += per_sample;
+            let raw = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
+            let old = if version == 0 {
+                i64::from(raw)
+            } else {
+                i64::from(raw as i32)
+            };
+            let new = i32::try_from(old - shift)
+                .map_err(|_| err(ctx, "composition offset out of range"))?;
+            d[at..at + 4].copy_from_slice(&new.to_be_bytes());
+            at += 4;
+        }
+        d[body.start] = 1;
+    }
+    f.first_cts_offset -= shift;
+    Ok(())
+}
+
 fn path(d: &[u8], names: &[&[u8; 4]], ctx: &str) -> Result<Option<BoxRef>> {
     let mut range = 0..d.len();
     let mut found = None;
@@ -414,6 +471,35 @@ mod tests {
         assert_eq!(f.fragments[1].bytes.len(), len);
         let again = read_fragment(&f.fragments[1].bytes, 0, "t").unwrap();
         assert_eq!(again.base_decode_time, 123_123);
+    }
+
+    #[test]
+    fn composition_offsets_become_signed_and_start_at_zero() {
+        // flags: durations (0x100) and composition offsets (0x800).
+        let tfhd = bx(b"tfhd", &[0, 0x02, 0, 0, 0, 0, 0, 1]);
+        let tfdt = bx(b"tfdt", &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut r = vec![0, 0, 0x09, 0x00, 0, 0, 0, 3];
+        for (dur, cts) in [(1001u32, 2002u32), (1001, 5005), (1001, 0)] {
+            r.extend_from_slice(&dur.to_be_bytes());
+            r.extend_from_slice(&cts.to_be_bytes());
+        }
+        let traf = bx(b"traf", &[tfhd, tfdt, bx(b"trun", &r)].concat());
+        let file = [
+            bx(b"ftyp", b"isom"),
+            bx(b"moov", &[]),
+            bx(b"moof", &traf),
+            bx(b"mdat", &[0]),
+        ]
+        .concat();
+        let mut f = split(&file, "t").unwrap();
+        let frag = &mut f.fragments[0];
+        assert_eq!(frag.first_cts_offset, 2002);
+        shift_composition(frag, 2002, "t").unwrap();
+        let again = read_fragment(&frag.bytes, 0, "t").unwrap();
+        assert_eq!(again.first_cts_offset, 0);
+        // The third sample's offset is now negative: -2002 as a signed 32-bit value.
+        let tail = &frag.bytes[frag.bytes.len() - 9 - 4..frag.bytes.len() - 9];
+        assert_eq!(i32::from_be_bytes(tail.try_into().unwrap()), -2002);
     }
 
     #[test]

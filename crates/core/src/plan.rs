@@ -64,14 +64,7 @@ pub struct Plan {
     pub segments: Vec<Segment>,
     /// All chunks.
     pub chunks: Vec<Chunk>,
-    /// Presentation time of the first frame on the output timeline, in time-base ticks:
-    /// the encoder's B-frame reorder delay, taken as the largest any chunk can show so that
-    /// every chunk (and the audio) is placed against one common origin.
-    pub delay_ticks: i64,
 }
-
-/// Frames of decode-to-presentation delay x264 adds with B-frames and a B-pyramid.
-pub const VIDEO_DELAY_FRAMES: usize = 2;
 
 /// Planning knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -137,7 +130,7 @@ pub fn plan(
         .collect();
     let per_chunk = ((opts.chunk_secs / segment_secs).round() as usize).max(1);
     let tb = time_base.as_f64();
-    let chunks: Vec<Chunk> = segments
+    let chunks = segments
         .chunks(per_chunk)
         .enumerate()
         .map(|(n, segs)| {
@@ -160,22 +153,7 @@ pub fn plan(
             }
         })
         .collect();
-    let nominal = {
-        let mut d: Vec<i64> = frame_pts.windows(2).map(|w| w[1] - w[0]).collect();
-        d.sort_unstable();
-        d.get(d.len() / 2).copied().unwrap_or(1).max(1)
-    };
-    let delay_ticks = chunks
-        .iter()
-        .filter_map(|c: &Chunk| {
-            let f = c.first_frame as usize;
-            let last = f + (c.frames as usize).saturating_sub(1);
-            let reach = (f + VIDEO_DELAY_FRAMES).min(last);
-            Some(frame_pts.get(reach)? - frame_pts.get(f)?)
-        })
-        .fold(VIDEO_DELAY_FRAMES as i64 * nominal, i64::max);
     Plan {
-        delay_ticks,
         segment_secs,
         total_frames: total,
         time_base,
@@ -244,31 +222,6 @@ mod tests {
         let prev = 119.0 * 1001.0 / 30000.0;
         let first = 120.0 * 1001.0 / 30000.0;
         assert!(c.seek_secs > prev && c.seek_secs < first);
-    }
-
-    #[test]
-    fn the_presentation_delay_covers_every_chunks_reorder_delay() {
-        assert_eq!(
-            plan(&ntsc(600), NTSC_TB, 0.0, PlanOptions::default()).delay_ticks,
-            2002
-        );
-        let mut pts = ntsc(600);
-        for p in pts.iter_mut().skip(121) {
-            *p += 5000; // a long frame right after the second segment starts
-        }
-        assert_eq!(
-            plan(
-                &pts,
-                NTSC_TB,
-                0.0,
-                PlanOptions {
-                    segment_secs: 4.0,
-                    chunk_secs: 4.0
-                }
-            )
-            .delay_ticks,
-            7002
-        );
     }
 
     #[test]

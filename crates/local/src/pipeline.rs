@@ -91,8 +91,15 @@ pub struct Ingested {
 
 /// Ingests `path`: creates the job idempotently, probes it under the input policy, plans
 /// it and queues its work. A refused or unreadable source ends as a FAILED job with the
-/// reason; only state-store failures are errors here.
-pub fn ingest(settings: &Settings, store: &mut Store, path: &Path) -> Result<Ingested> {
+/// reason; only state-store failures are errors here. With `retry_failed`, a job that
+/// already FAILED for this exact file starts over (the user asked for it again, perhaps
+/// after fixing the cause); without it, the FAILED job is returned as it is.
+pub fn ingest(
+    settings: &Settings,
+    store: &mut Store,
+    path: &Path,
+    retry_failed: bool,
+) -> Result<Ingested> {
     let abs = std::fs::canonicalize(path)
         .map_err(|e| PipelineError::Io(format!("cannot read {}", path.display()), e))?;
     let meta =
@@ -113,7 +120,11 @@ pub fn ingest(settings: &Settings, store: &mut Store, path: &Path) -> Result<Ing
         .unwrap_or_default();
     let id = job_id(&dir, &name, &format!("{}:{mtime}", meta.len()));
     let source = abs.display().to_string();
-    let created = store.create_job(&id, &source, &asset_name(&name))?;
+    let mut created = store.create_job(&id, &source, &asset_name(&name))?;
+    if !created && retry_failed && store.reset_failed(&id)? {
+        tracing::info!(job = %id, "retrying a failed job");
+        created = true;
+    }
     if !created || !store.transition(&id, &[JobStatus::Queued], JobStatus::Probing, None)? {
         return Ok(Ingested {
             job_id: id,
@@ -374,16 +385,18 @@ impl Worker {
                 }
             }
         };
-        let tracks: Vec<TrackOutput> = if lease.kind == "video" {
+        let encoded = if lease.kind == "video" {
             let chunk = plan.chunks.get(lease.index as usize).ok_or_else(|| {
                 vodpipe_core::Error::PlanMismatch(format!("no chunk {}", lease.index))
             })?;
-            encode::encode_chunk(&ctx, chunk, &mut heartbeat)?
+            encode::encode_chunk(&ctx, chunk, &mut heartbeat)
         } else {
             heartbeat(0);
-            vec![encode::encode_audio(&ctx, lease.index as usize)?]
+            encode::encode_audio(&ctx, lease.index as usize).map(|t| vec![t])
         };
+        // Scratch holds only ffmpeg's raw outputs; they are never needed after this.
         let _ = std::fs::remove_dir_all(&scratch);
+        let tracks: Vec<TrackOutput> = encoded?;
         let prefix = if lease.kind == "video" {
             format!("c{:05}.{}", lease.index, lease.attempt)
         } else {

@@ -171,6 +171,25 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Puts a FAILED job back to QUEUED with no work items, so it can be ingested again
+    /// (after the user fixed the cause). Returns whether it was FAILED.
+    pub fn reset_failed(&mut self, id: &str) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE jobs SET status = 'QUEUED', error = NULL, done = 0, total = 0, master = NULL, dash = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'FAILED'",
+            params![id, now()],
+        )?;
+        if n == 1 {
+            // A FAILED job was never published, so nothing references its attempts'
+            // outputs; the new plan's attempts may reuse their directories.
+            tx.execute("DELETE FROM work WHERE job_id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
     /// Moves a job to `to` if it is in one of `from`; returns whether it moved.
     pub fn transition(
         &mut self,
@@ -527,6 +546,18 @@ mod tests {
             s.job("j1").unwrap().unwrap().error.as_deref(),
             Some("chunk 0: boom")
         );
+    }
+
+    #[test]
+    fn only_a_failed_job_can_be_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with_job(dir.path(), &[("video", 0, 1)]);
+        assert!(!s.reset_failed("j1").unwrap());
+        s.transition("j1", &[JobStatus::Encoding], JobStatus::Failed, Some("x"))
+            .unwrap();
+        assert!(s.reset_failed("j1").unwrap());
+        let j = s.job("j1").unwrap().unwrap();
+        assert_eq!((j.status, j.total, j.error), (JobStatus::Queued, 0, None));
     }
 
     #[test]
