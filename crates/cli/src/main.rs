@@ -1,16 +1,23 @@
-//! `vodpipe`: the command-line face of the pipeline. Parses arguments, builds settings and
-//! calls the use-cases in `vodpipe-local`; nothing here decides anything about media.
+//! `vodpipe`: the command-line face of the pipeline. Parses arguments, opens the embedded
+//! backend and calls one use-case in `vodpipe-core`; nothing here decides anything about
+//! media or state.
 
 mod progress;
+mod status;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vodpipe_core::ingest::{ingest, prepare_local, Source};
+use vodpipe_core::job::{job_id, JobStatus};
 use vodpipe_core::ladder::LadderConfig;
+use vodpipe_core::pipeline::Config;
 use vodpipe_core::plan::PlanOptions;
-use vodpipe_local::pipeline::{self, Settings, Worker};
-use vodpipe_local::store::{JobRow, Store};
+use vodpipe_core::ports::{JobStore, Tier};
+use vodpipe_core::worker::{Shutdown, Worker};
+use vodpipe_local::fleet::ProcessFleet;
+use vodpipe_local::Local;
 
 /// Video-on-demand transcoding: a source video in, an HLS + DASH ladder out.
 #[derive(Parser)]
@@ -22,13 +29,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole pipeline on local files: ingest, encode, stitch, publish.
+    /// Run the whole pipeline on local files: ingest, a fleet of workers, wait, report.
     Run(RunArgs),
     /// Probe a file and show its ladder and chunk plan, without encoding.
     Plan(PlanArgs),
+    /// Ingest a file into a state directory: probe, plan, queue its work.
+    Ingest(IngestArgs),
+    /// Work queued items until stopped (SIGTERM/SIGINT) or idle.
+    Worker(WorkerArgs),
+    /// One job's state, progress, attempts, timings and cost.
+    Status(StatusArgs),
+    /// Every job, as a table or JSON; `--watch` keeps it live.
+    Jobs(JobsArgs),
+    /// Treat a folder as the ingest bucket: ingest each file once it stops growing.
+    Watch(WatchArgs),
 }
 
-/// Options shared by every command that plans.
+/// Options for planning new jobs.
 #[derive(Args, Clone)]
 struct MediaOpts {
     /// Segment duration in seconds.
@@ -48,6 +65,17 @@ struct MediaOpts {
     ffprobe: String,
 }
 
+/// Where the state lives and how workers behave.
+#[derive(Args, Clone)]
+struct StateOpts {
+    /// State directory (SQLite database, scratch space).
+    #[arg(long, env = "VODPIPE_STATE")]
+    state: PathBuf,
+    /// Receives after which a message is dead-lettered and its job fails.
+    #[arg(long, default_value_t = 5)]
+    max_receives: u32,
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// Source video files.
@@ -56,9 +84,12 @@ struct RunArgs {
     /// Output directory: published assets appear under it.
     #[arg(long)]
     out: PathBuf,
-    /// Parallel encoders (default: one per two cores, at least one).
+    /// Worker processes (default: one per two cores, at least one).
     #[arg(long)]
-    workers: Option<usize>,
+    workers: Option<u32>,
+    /// Tier for the jobs.
+    #[arg(long, default_value = "standard", value_parser = parse_tier)]
+    tier: Tier,
     /// Print one JSON object per job on stdout instead of progress bars.
     #[arg(long)]
     json: bool,
@@ -80,18 +111,128 @@ struct PlanArgs {
     media: MediaOpts,
 }
 
+#[derive(Args)]
+struct IngestArgs {
+    /// Source video file.
+    input: PathBuf,
+    #[command(flatten)]
+    state: StateOpts,
+    /// Where published assets go (fixed by the first command on a state directory;
+    /// default STATE/out).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Tier: premium (on-demand capacity, first), standard, bulk.
+    #[arg(long, default_value = "standard", value_parser = parse_tier)]
+    tier: Tier,
+    /// Print `{"job_id": …}`.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    media: MediaOpts,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    state: StateOpts,
+    /// Tiers to serve, comma-separated, in any order (premium is always tried first).
+    #[arg(long, value_delimiter = ',', default_value = "premium,standard,bulk", value_parser = parse_tier)]
+    tiers: Vec<Tier>,
+    /// Exit after this many seconds without work (default: never).
+    #[arg(long)]
+    idle_exit: Option<u64>,
+    /// Lease and message visibility, in seconds; heartbeats renew them every third.
+    #[arg(long, default_value_t = 30)]
+    lease_seconds: u64,
+    /// ffmpeg binary.
+    #[arg(long, env = "VODPIPE_FFMPEG", default_value = "ffmpeg")]
+    ffmpeg: String,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Job id, or the source file it was ingested from.
+    job: String,
+    #[command(flatten)]
+    state: StateOpts,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct JobsArgs {
+    #[command(flatten)]
+    state: StateOpts,
+    /// Only jobs in this state.
+    #[arg(long, value_parser = parse_status)]
+    status: Option<JobStatus>,
+    /// Print JSON (one object per line).
+    #[arg(long)]
+    json: bool,
+    /// Redraw every second until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// The folder to watch.
+    dir: PathBuf,
+    #[command(flatten)]
+    state: StateOpts,
+    /// Where published assets go (default STATE/out).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Tier for new jobs.
+    #[arg(long, default_value = "standard", value_parser = parse_tier)]
+    tier: Tier,
+    /// A file is ingested once its size and mtime are unchanged for this long.
+    #[arg(long, default_value_t = 2)]
+    stable_seconds: u64,
+    /// Worker processes to start when work arrives (0: run `vodpipe worker` yourself).
+    #[arg(long, default_value_t = 1)]
+    workers: u32,
+    #[command(flatten)]
+    media: MediaOpts,
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    Tier::parse(s).ok_or_else(|| format!("unknown tier {s:?} (premium, standard, bulk)"))
+}
+
+fn parse_status(s: &str) -> Result<JobStatus, String> {
+    JobStatus::parse(s).ok_or_else(|| {
+        format!("unknown state {s:?} (QUEUED, PROBING, ENCODING, STITCHING, PUBLISHED, FAILED)")
+    })
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VODPIPE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let json_logs =
+        matches!(cli.command, Command::Worker(_)) && std::env::var_os("VODPIPE_LOG_JSON").is_some();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VODPIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Plan(a) => plan(a),
+        Command::Ingest(a) => ingest_cmd(a),
+        Command::Worker(a) => worker(a),
+        Command::Status(a) => status::status(a.job, &a.state.state, a.json),
+        Command::Jobs(a) => status::jobs(&a.state.state, a.status, a.json, a.watch),
+        Command::Watch(a) => watch(a),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -102,100 +243,93 @@ fn main() {
     }
 }
 
-fn settings(out: PathBuf, state: Option<PathBuf>, m: &MediaOpts) -> Result<Settings> {
-    let mut s = Settings::new(out);
-    if let Some(state) = state {
-        s.state = state;
-    }
-    s.ffmpeg = m.ffmpeg.clone();
-    s.ffprobe = m.ffprobe.clone();
-    if !(m.segment_seconds >= 1.0 && m.segment_seconds <= 20.0) {
+/// The pipeline configuration from the media options.
+fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
+    let mut c = Config::new(scratch);
+    c.ffmpeg = m.ffmpeg.clone();
+    c.ffprobe = m.ffprobe.clone();
+    if !(1.0..=20.0).contains(&m.segment_seconds) {
         bail!("--segment-seconds must be between 1 and 20");
     }
     if m.chunk_seconds < m.segment_seconds {
         bail!("--chunk-seconds must be at least --segment-seconds");
     }
-    s.plan = PlanOptions {
+    c.plan = PlanOptions {
         segment_secs: m.segment_seconds,
         chunk_secs: m.chunk_seconds,
     };
     if let Some(p) = &m.ladder {
-        s.ladder = LadderConfig::from_file(p)?;
+        c.ladder = LadderConfig::from_file(p)?;
     }
-    Ok(s)
+    Ok(c)
 }
 
-/// The JSON line `run --json` prints per job.
-fn job_json(settings: &Settings, j: &JobRow) -> serde_json::Value {
-    let path = |k: &Option<String>| {
-        k.as_ref()
-            .map(|k| settings.out.join(k).display().to_string())
-    };
-    serde_json::json!({
-        "job_id": j.id,
-        "source": j.source,
-        "status": j.status.as_str(),
-        "master": path(&j.master),
-        "dash": path(&j.dash),
-        "error": j.error,
-        "chunks_done": j.done,
-        "chunks_total": j.total,
-        "attempts": j.attempts,
-        "duration_secs": j.duration_secs,
-        "elapsed_secs": (j.updated_at - j.created_at),
+/// Opens the embedded backend; `workers` > 0 lets ingest start worker processes.
+pub(crate) fn open(
+    state: &Path,
+    out: Option<&Path>,
+    workers: u32,
+    max_receives: u32,
+) -> Result<Local> {
+    let exe = std::env::current_exe().context("locating the vodpipe binary")?;
+    let fleet = ProcessFleet::new(exe, state.to_path_buf(), workers, 2);
+    Local::open(state, out, fleet, max_receives)
+        .with_context(|| format!("opening state {}", state.display()))
+}
+
+/// A local file's identity: directory, name, and size + mtime as its version.
+fn local_source(path: &Path) -> Result<Source> {
+    let abs =
+        std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = std::fs::metadata(&abs).with_context(|| format!("cannot read {}", abs.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let dir = abs
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Source {
+        job_id: job_id(&dir, &name, &format!("{}:{mtime}", meta.len())),
+        uri: abs.display().to_string(),
+        key: name,
     })
 }
 
 fn run(a: RunArgs) -> Result<i32> {
-    let settings = settings(a.out.clone(), a.state.clone(), &a.media)?;
-    std::fs::create_dir_all(&settings.out)
-        .with_context(|| format!("creating {}", settings.out.display()))?;
-    let mut store = Store::open(&settings.state)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let state = a.state.clone().unwrap_or_else(|| a.out.join(".vodpipe"));
+    let workers = a.workers.unwrap_or_else(|| {
+        (std::thread::available_parallelism().map_or(2, |n| n.get() as u32) / 2).max(1)
+    });
+    let local = open(&state, Some(&a.out), workers, 5)?;
+    let cfg = config(&state.join("scratch"), &a.media)?;
     let mut ids = Vec::new();
     for input in &a.inputs {
-        let ing = pipeline::ingest(&settings, &mut store, input, true)?;
+        let source = local_source(input)?;
+        let ing = ingest(local.ports(), &cfg, &source, a.tier, true)?;
         ids.push(ing.job_id);
     }
-    let workers = a.workers.unwrap_or_else(|| {
-        (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1)
-    });
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let jobs = std::thread::scope(|scope| -> Result<Vec<JobRow>> {
-        let mut handles = Vec::new();
-        for n in 0..workers {
-            let settings = settings.clone();
-            let done = done.clone();
-            handles.push(scope.spawn(move || -> Result<()> {
-                let mut w = Worker::new(settings, format!("{}-{n}", std::process::id()))?;
-                while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                    if !w.work_one()? {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-                Ok(())
-            }));
-        }
-        let jobs = progress::follow(&store, &ids, !a.json, &handles);
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        for h in handles {
-            match h.join() {
-                Ok(r) => r?,
-                Err(_) => bail!("a worker thread panicked"),
-            }
-        }
-        jobs
-    })?;
+    let jobs = progress::follow(&local, &ids, !a.json, workers)?;
+    local.fleet.wait_all();
     let mut failed = 0;
     for j in &jobs {
         if a.json {
-            println!("{}", job_json(&settings, j));
-        } else if let Some(m) = &j.master {
+            println!("{}", status::job_json(&local, j));
+        } else if let (Some(m), Some(d)) = (&j.master_key, &j.dash_key) {
+            use vodpipe_core::ports::ObjectStore;
             eprintln!(
                 "{} PUBLISHED {}\n  HLS:  {}\n  DASH: {}",
                 j.id,
                 j.source,
-                settings.out.join(m).display(),
-                settings.out.join(j.dash.as_deref().unwrap_or("")).display()
+                local.objects.locate(m),
+                local.objects.locate(d)
             );
         } else {
             eprintln!(
@@ -206,16 +340,70 @@ fn run(a: RunArgs) -> Result<i32> {
                 j.error.as_deref().unwrap_or("")
             );
         }
-        if j.status != vodpipe_core::job::JobStatus::Published {
+        if j.status != JobStatus::Published {
             failed += 1;
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
+fn ingest_cmd(a: IngestArgs) -> Result<i32> {
+    let local = open(&a.state.state, a.out.as_deref(), 0, a.state.max_receives)?;
+    let cfg = config(&a.state.state.join("scratch"), &a.media)?;
+    let source = local_source(&a.input)?;
+    let ing = ingest(local.ports(), &cfg, &source, a.tier, true)?;
+    let job = local
+        .state
+        .job(&ing.job_id)?
+        .context("job vanished after ingest")?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"job_id": ing.job_id, "created": ing.created, "status": job.status.as_str(), "error": job.error})
+        );
+    } else {
+        println!(
+            "{} {}{}",
+            ing.job_id,
+            job.status,
+            job.error.map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    Ok(if job.status == JobStatus::Failed {
+        1
+    } else {
+        0
+    })
+}
+
+fn worker(a: WorkerArgs) -> Result<i32> {
+    let local = open(&a.state.state, None, 0, a.state.max_receives)?;
+    let shutdown = Shutdown::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;
+    }
+    let mut cfg = Config::new(a.state.state.join("scratch"));
+    cfg.ffmpeg = a.ffmpeg;
+    cfg.lease_ttl = Duration::from_secs(a.lease_seconds.max(3));
+    let owner = format!("{}-{}", hostname(), std::process::id());
+    let mut w = Worker::new(local.ports(), cfg, owner, a.tiers, shutdown.clone());
+    let started = Instant::now();
+    w.run(a.idle_exit.map(Duration::from_secs))?;
+    if shutdown.is_triggered() {
+        tracing::warn!(after = ?started.elapsed(), "stopped by signal; work given back");
+    }
+    Ok(0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "local".into())
+}
+
 fn plan(a: PlanArgs) -> Result<i32> {
-    let settings = settings(PathBuf::from("."), None, &a.media)?;
-    let p = match pipeline::prepare(&settings, &a.input) {
+    let cfg = config(&std::env::temp_dir(), &a.media)?;
+    let p = match prepare_local(&cfg, &a.input) {
         Ok(p) => p,
         Err(e) => {
             if a.json {
@@ -254,14 +442,14 @@ fn plan(a: PlanArgs) -> Result<i32> {
     let (dw, dh) = v.display_size();
     println!("{}", a.input.display());
     println!(
-        "  container {}  video {} {}x{} (display {dw}x{dh}, rotation {}°) {} {} fps{}{}",
+        "  container {}  video {} {}x{} (display {dw}x{dh}, rotation {}°) {} {:.3} fps{}{}",
         p.media.format_name,
         v.codec,
         v.width,
         v.height,
         v.rotation,
         v.pix_fmt,
-        format_args!("{:.3}", v.frame_rate.as_f64()),
+        v.frame_rate.as_f64(),
         if v.vfr { " VFR" } else { "" },
         if v.field_order == vodpipe_core::probe::FieldOrder::Interlaced {
             " interlaced"
@@ -306,6 +494,60 @@ fn plan(a: PlanArgs) -> Result<i32> {
             c.segments.len(),
             c.seek_secs
         );
+    }
+    Ok(0)
+}
+
+fn watch(a: WatchArgs) -> Result<i32> {
+    let local = open(
+        &a.state.state,
+        a.out.as_deref(),
+        a.workers,
+        a.state.max_receives,
+    )?;
+    let cfg = config(&a.state.state.join("scratch"), &a.media)?;
+    let shutdown = Shutdown::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    eprintln!("watching {} (Ctrl-C to stop)", a.dir.display());
+    // path -> (size, mtime, since when unchanged)
+    let mut seen: std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, Instant)> =
+        Default::default();
+    let mut done: std::collections::HashSet<String> = Default::default();
+    while !shutdown.is_triggered() {
+        for entry in std::fs::read_dir(&a.dir)
+            .with_context(|| format!("reading {}", a.dir.display()))?
+            .flatten()
+        {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if !meta.is_file() || hidden {
+                continue;
+            }
+            let (size, mtime) = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+            let e = seen
+                .entry(path.clone())
+                .or_insert((size, mtime, Instant::now()));
+            if e.0 != size || e.1 != mtime {
+                *e = (size, mtime, Instant::now());
+                continue;
+            }
+            if e.2.elapsed() < Duration::from_secs(a.stable_seconds) {
+                continue;
+            }
+            let source = local_source(&path)?;
+            if !done.insert(source.job_id.clone()) {
+                continue;
+            }
+            let ing = ingest(local.ports(), &cfg, &source, a.tier, false)?;
+            eprintln!("{} {} {}", ing.job_id, ing.status, path.display());
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     Ok(0)
 }

@@ -1,26 +1,29 @@
 //! Following jobs to the end: progress bars for people, silence for `--json`.
 //!
 //! Progress is read from the state store, not from the workers, so the same view works
-//! whether the workers are threads of this process or other processes.
+//! whatever process does the work. While jobs are unfinished the fleet is reconciled every
+//! second, so a worker that died is replaced.
 
+use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::{Duration, Instant};
-use vodpipe_local::store::{JobRow, Store};
+use vodpipe_core::ports::{Fleet, JobRecord, JobStore};
+use vodpipe_local::Local;
 
-/// Polls `ids` until every job is final (or every worker has stopped), drawing one bar per
-/// job when `bars` is set. Returns the final rows.
-pub fn follow<T>(
-    store: &Store,
+/// Polls `ids` until every job is final, drawing one bar per job when `bars` is set, and
+/// keeping up to `workers` worker processes alive meanwhile. Returns the final records.
+pub fn follow(
+    local: &Local,
     ids: &[String],
     bars: bool,
-    workers: &[std::thread::ScopedJoinHandle<'_, T>],
-) -> anyhow::Result<Vec<JobRow>> {
+    workers: u32,
+) -> anyhow::Result<Vec<JobRecord>> {
     let multi = MultiProgress::with_draw_target(if bars {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
     });
-    let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} frames  {msg}")
+    let style = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} frames  {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     let started = Instant::now();
@@ -37,14 +40,15 @@ pub fn follow<T>(
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
             rows.push(
-                store
+                local
+                    .state
                     .job(id)?
-                    .ok_or_else(|| anyhow::anyhow!("job {id} vanished"))?,
+                    .with_context(|| format!("job {id} vanished"))?,
             );
         }
         for (pb, j) in pbs.iter().zip(&rows) {
-            pb.set_length(j.frames_total.max(1) as u64);
-            pb.set_position(j.frames_done.max(0) as u64);
+            pb.set_length(j.frames_total.max(1));
+            pb.set_position(j.frames_done);
             let secs = started.elapsed().as_secs_f64().max(0.001);
             let fps = if j.duration_secs > 0.0 {
                 j.frames_total as f64 / j.duration_secs
@@ -57,17 +61,24 @@ pub fn follow<T>(
                 0.0
             };
             pb.set_message(format!(
-                "{} chunks {}/{}  {speed:.2}x realtime",
+                "{} {}/{} items  {speed:.2}x realtime",
                 j.status, j.done, j.total
             ));
         }
-        let all_final = rows.iter().all(|j| j.status.is_final());
-        let workers_gone = workers.iter().all(|h| h.is_finished());
-        if all_final || workers_gone {
+        let pending: Vec<&JobRecord> = rows.iter().filter(|j| !j.status.is_final()).collect();
+        if pending.is_empty() {
             for pb in &pbs {
                 pb.finish();
             }
             return Ok(rows);
+        }
+        // Reconcile capacity: replace workers that died, never more than there is work.
+        let work: u32 = pending
+            .iter()
+            .map(|j| j.total.saturating_sub(j.done).max(1))
+            .sum();
+        if let Some(j) = pending.first() {
+            local.fleet.ensure_capacity(j.tier, work.min(workers))?;
         }
         std::thread::sleep(Duration::from_millis(250));
     }

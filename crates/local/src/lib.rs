@@ -1,9 +1,74 @@
 //! The embedded backend: vodpipe on one machine with no AWS.
 //!
-//! Objects live in a directory ([`objects`]), jobs, work items and leases in SQLite
-//! ([`store`]). [`pipeline`] runs the use-cases (ingest, work an item, stitch and publish)
-//! over them; several worker threads or processes can share one state directory.
+//! Objects live in a directory ([`objects`]); jobs, items, leases and queues in one SQLite
+//! database ([`state`]); worker capacity is processes of this binary ([`fleet`]); the CDN
+//! records its invalidations in the database. [`Local`] bundles them into the core's
+//! [`Ports`](vodpipe_core::pipeline::Ports).
 
+pub mod fleet;
 pub mod objects;
-pub mod pipeline;
-pub mod store;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use vodpipe_core::pipeline::Ports;
+use vodpipe_core::ports::PortResult;
+
+/// The setting that records where published objects go, so every process agrees.
+const OUT_SETTING: &str = "object_root";
+
+/// One process's handle on a state directory.
+pub struct Local {
+    /// Jobs, items, leases, queues, invalidations.
+    pub state: state::SqliteState,
+    /// Published objects.
+    pub objects: objects::Objects,
+    /// Worker processes.
+    pub fleet: fleet::ProcessFleet,
+}
+
+impl Local {
+    /// Opens `state_dir`. The object root is fixed by the first opener (`out`, or
+    /// `<state>/out`) and read back by every later one.
+    pub fn open(
+        state_dir: &Path,
+        out: Option<&Path>,
+        fleet: fleet::ProcessFleet,
+        max_receives: u32,
+    ) -> PortResult<Local> {
+        let state = state::SqliteState::open(state_dir, max_receives)?;
+        let wanted = match out {
+            Some(o) => absolute(o),
+            None => state_dir.join("out"),
+        };
+        let root = state.setting_or_init(OUT_SETTING, &wanted.display().to_string())?;
+        if let Some(o) = out {
+            if Path::new(&root) != absolute(o) {
+                return Err(vodpipe_core::ports::PortError::Conflict(format!(
+                    "state {} publishes to {root}, not {}; use another --state for another output directory",
+                    state_dir.display(),
+                    o.display()
+                )));
+            }
+        }
+        Ok(Local {
+            state,
+            objects: objects::Objects::new(root),
+            fleet,
+        })
+    }
+
+    /// The ports over this backend.
+    pub fn ports(&self) -> Ports<'_> {
+        Ports {
+            objects: &self.objects,
+            jobs: &self.state,
+            queue: &self.state,
+            fleet: &self.fleet,
+            cdn: &self.state,
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -6,6 +6,8 @@
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
 
 /// A directory used as a bucket.
 #[derive(Debug, Clone)]
@@ -51,6 +53,84 @@ impl Objects {
     /// Reads `key`.
     pub fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.path(key)?)
+    }
+}
+
+fn io(key: &str, e: std::io::Error) -> PortError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        PortError::NotFound(key.to_string())
+    } else {
+        PortError::Backend(format!("{key}: {e}"))
+    }
+}
+
+impl ObjectStore for Objects {
+    fn put(&self, key: &str, bytes: &[u8], _cache: Cacheability) -> PortResult<()> {
+        Objects::put(self, key, bytes).map_err(|e| io(key, e))
+    }
+
+    fn get(&self, key: &str) -> PortResult<Vec<u8>> {
+        Objects::get(self, key).map_err(|e| io(key, e))
+    }
+
+    fn locate(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+
+    fn list(&self, prefix: &str) -> PortResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(prefix, e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with(".tmp.") || name == ".vodpipe" {
+                    continue;
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    if key.starts_with(prefix) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> PortResult<()> {
+        match std::fs::remove_file(self.path(key).map_err(|e| io(key, e))?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    fn presign(&self, key: &str, _ttl: Duration) -> PortResult<String> {
+        Ok(self
+            .path(key)
+            .map_err(|e| io(key, e))?
+            .display()
+            .to_string())
+    }
+
+    fn open_source(&self, source: &str, _ttl: Duration) -> PortResult<String> {
+        // Embedded sources are files on this machine, stored as absolute paths at ingest.
+        if Path::new(source).is_absolute() {
+            Ok(source.to_string())
+        } else {
+            Err(PortError::NotFound(format!(
+                "source {source} is not a local absolute path"
+            )))
+        }
     }
 }
 

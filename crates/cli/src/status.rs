@@ -1,0 +1,192 @@
+//! `status` and `jobs`: where every job stands, for people (tables) and scripts (JSON).
+//!
+//! Everything comes from the job store's indexes (by id, by source, by state), never from
+//! a scan of outputs.
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+use vodpipe_core::cost::{compute_cost, output_minutes, WorkerSize};
+use vodpipe_core::job::JobStatus;
+use vodpipe_core::ports::{JobRecord, JobStore, ObjectStore, Queue, Tier, WorkQueue};
+use vodpipe_local::Local;
+
+fn secs_between(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(b? - a?).map(|d| (d * 1000.0).round() / 1000.0)
+}
+
+/// The JSON view of a job: what `run --json` prints per line and `status --json` prints.
+pub fn job_json(local: &Local, j: &JobRecord) -> Value {
+    let locate = |k: &Option<String>| k.as_ref().map(|k| local.objects.locate(k));
+    let spent = j.encode_secs + j.wasted_secs;
+    json!({
+        "job_id": j.id,
+        "source": j.source,
+        "status": j.status.as_str(),
+        "tier": j.tier.as_str(),
+        "error": j.error,
+        "master": locate(&j.master_key),
+        "dash": locate(&j.dash_key),
+        "master_key": j.master_key,
+        "dash_key": j.dash_key,
+        "chunks_done": j.done,
+        "chunks_total": j.total,
+        "progress": if j.frames_total > 0 { (j.frames_done as f64 / j.frames_total as f64 * 1000.0).round() / 1000.0 } else { 0.0 },
+        "attempts": j.attempts,
+        "failures": j.failures,
+        "interruptions": j.interruptions,
+        "stitch_count": j.stitch_count,
+        "duration_secs": j.duration_secs,
+        "output_minutes": (output_minutes(j.duration_secs, j.rungs) * 1000.0).round() / 1000.0,
+        "timings": {
+            "queue_wait_secs": secs_between(j.queued_at, j.started_at),
+            "encode_secs": (j.encode_secs * 1000.0).round() / 1000.0,
+            "wasted_secs": (j.wasted_secs * 1000.0).round() / 1000.0,
+            "stitch_secs": secs_between(j.stitch_started_at, j.finished_at).filter(|_| j.status == JobStatus::Published),
+            "total_secs": secs_between(Some(j.created_at), j.finished_at),
+        },
+        "estimated_cost_usd": (compute_cost(j.tier, spent, WorkerSize::default()) * 1e6).round() / 1e6,
+        "elapsed_secs": secs_between(Some(j.created_at), j.finished_at),
+    })
+}
+
+/// Finds a job by id, or by the source it came from (the newest one).
+fn find(local: &Local, job: &str) -> Result<JobRecord> {
+    if let Some(j) = local.state.job(job)? {
+        return Ok(j);
+    }
+    let source = std::fs::canonicalize(job)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| job.to_string());
+    local
+        .state
+        .jobs_by_source(&source)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("no job with id or source {job}"))
+}
+
+/// `vodpipe status`.
+pub fn status(job: String, state: &Path, as_json: bool) -> Result<i32> {
+    let local = crate::open(state, None, 0, 5)?;
+    let j = find(&local, &job)?;
+    let v = job_json(&local, &j);
+    if as_json {
+        println!("{v}");
+        return Ok(0);
+    }
+    println!("job       {}", j.id);
+    println!("source    {}", j.source);
+    println!(
+        "state     {}{}",
+        j.status,
+        j.error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    println!("tier      {}", j.tier);
+    println!(
+        "progress  {}/{} items, {}/{} frames",
+        j.done, j.total, j.frames_done, j.frames_total
+    );
+    println!(
+        "attempts  {} ({} failed, {} interrupted)",
+        j.attempts, j.failures, j.interruptions
+    );
+    println!("timings   {}", v["timings"]);
+    println!(
+        "output    {:.2} min, estimated cost ${:.4}",
+        v["output_minutes"].as_f64().unwrap_or(0.0),
+        v["estimated_cost_usd"].as_f64().unwrap_or(0.0)
+    );
+    if let (Some(m), Some(d)) = (v["master"].as_str(), v["dash"].as_str()) {
+        println!("HLS       {m}\nDASH      {d}");
+    }
+    Ok(0)
+}
+
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        0
+    } else {
+        ((done as f64 / total as f64) * width as f64).round() as usize
+    }
+    .min(width);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+fn column(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Queued | JobStatus::Probing => "pending",
+        JobStatus::Encoding | JobStatus::Stitching => "processing",
+        JobStatus::Published => "published",
+        JobStatus::Failed => "failed",
+    }
+}
+
+fn table(local: &Local, jobs: &[JobRecord]) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let depth: Vec<String> = Tier::ALL
+        .iter()
+        .map(|t| Ok(format!("{t} {}", local.state.depth(Queue::Work(*t))?)))
+        .collect::<Result<_>>()?;
+    let count = |c: &str| jobs.iter().filter(|j| column(j.status) == c).count();
+    let _ = writeln!(
+        out,
+        "{} pending  {} processing  {} published  {} failed   queues: {}",
+        count("pending"),
+        count("processing"),
+        count("published"),
+        count("failed"),
+        depth.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:<10} {:<9} {:<22} {:>7} {:>5}  SOURCE",
+        "JOB", "STATE", "TIER", "PROGRESS", "ITEMS", "INT"
+    );
+    for j in jobs {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:<9} {:<22} {:>7} {:>5}  {}{}",
+            j.id,
+            j.status.as_str(),
+            j.tier.as_str(),
+            bar(j.frames_done, j.frames_total, 20),
+            format!("{}/{}", j.done, j.total),
+            j.interruptions,
+            j.source,
+            j.error
+                .as_ref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(out)
+}
+
+/// `vodpipe jobs`.
+pub fn jobs(state: &Path, status: Option<JobStatus>, as_json: bool, watch: bool) -> Result<i32> {
+    let local = crate::open(state, None, 0, 5)?;
+    loop {
+        let jobs = local.state.jobs_by_status(status)?;
+        if as_json {
+            for j in &jobs {
+                println!("{}", job_json(&local, j));
+            }
+        } else {
+            let t = table(&local, &jobs)?;
+            if watch {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{t}");
+        }
+        if !watch {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

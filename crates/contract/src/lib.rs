@@ -1,0 +1,354 @@
+//! The contract every job store and work queue must honour, written once and run against
+//! every backend (the embedded SQLite one, the AWS one on an emulator).
+//!
+//! Each check takes `connect`, which opens another handle on the *same*, fresh store:
+//! concurrency checks give each thread its own handle, as separate worker processes have.
+//! Checks panic with a message naming the broken promise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+use vodpipe_core::job::JobStatus;
+use vodpipe_core::ports::{
+    Acquired, Completion, ItemKind, ItemRef, JobStore, Message, PortError, Queue, Release, Tier,
+    WorkQueue,
+};
+
+/// A backend's state half: jobs, leases and queues.
+pub trait StateBackend: JobStore + WorkQueue {}
+impl<T: JobStore + WorkQueue> StateBackend for T {}
+
+/// Opens another handle on the store under test.
+pub type Connect<'a> = &'a (dyn Fn() -> Box<dyn StateBackend> + Sync);
+
+/// The dead-letter limit the backend under test must be configured with.
+pub const MAX_RECEIVES: u32 = 3;
+
+fn item(job: &str, index: u32) -> ItemRef {
+    ItemRef {
+        job_id: job.into(),
+        kind: ItemKind::Video,
+        index,
+    }
+}
+
+/// A job in ENCODING with `n` video items.
+fn encoding_job(s: &dyn StateBackend, id: &str, n: u32) -> Vec<ItemRef> {
+    s.create_job(id, &format!("src/{id}.mp4"), id, Tier::Standard)
+        .unwrap();
+    assert!(s
+        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
+        .unwrap());
+    let items: Vec<(ItemRef, u64)> = (0..n).map(|i| (item(id, i), 10)).collect();
+    assert!(s
+        .save_plan(id, "{}", 1.0, 10 * u64::from(n), 1, &items)
+        .unwrap());
+    items.into_iter().map(|(i, _)| i).collect()
+}
+
+fn lease(a: Acquired) -> vodpipe_core::ports::Lease {
+    match a {
+        Acquired::Lease(l) => l,
+        other => panic!("expected a lease, got {other:?}"),
+    }
+}
+
+/// Many workers creating the same job at once: exactly one creates it.
+pub fn create_if_absent_is_race_free(connect: Connect<'_>) {
+    let created: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    usize::from(
+                        connect()
+                            .create_job("race", "src.mp4", "src", Tier::Bulk)
+                            .unwrap()
+                            .1,
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(
+        created, 1,
+        "create-if-absent created the job {created} times"
+    );
+    let s = connect();
+    assert_eq!(s.jobs_by_source("src.mp4").unwrap().len(), 1);
+    assert_eq!(s.jobs_by_status(Some(JobStatus::Queued)).unwrap().len(), 1);
+}
+
+/// Many workers leasing one item at once: exactly one wins; the rest see it held.
+pub fn one_lease_wins_under_contention(connect: Connect<'_>) {
+    encoding_job(&*connect(), "lease", 1);
+    let winners: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|w| {
+                s.spawn(move || {
+                    match connect()
+                        .acquire(&item("lease", 0), &format!("w{w}"), Duration::from_secs(60))
+                        .unwrap()
+                    {
+                        Acquired::Lease(_) => 1,
+                        Acquired::HeldByOther => 0,
+                        Acquired::Finished => panic!("item reported finished"),
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(winners, 1, "{winners} workers hold the same lease");
+}
+
+/// After a lease expires and is taken again, the old holder can neither heartbeat, release
+/// nor commit: its fencing token is stale.
+pub fn stale_fencing_tokens_are_rejected(connect: Connect<'_>) {
+    let s = connect();
+    encoding_job(&*s, "fence", 1);
+    let old = lease(
+        s.acquire(&item("fence", 0), "zombie", Duration::from_millis(1))
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let new = lease(
+        s.acquire(&item("fence", 0), "fresh", Duration::from_secs(60))
+            .unwrap(),
+    );
+    assert!(
+        new.token > old.token,
+        "token did not grow: {} then {}",
+        old.token,
+        new.token
+    );
+    assert!(new.attempt > old.attempt, "attempt did not grow");
+    assert!(
+        matches!(
+            s.heartbeat(&old, Duration::from_secs(60), 1),
+            Err(PortError::Conflict(_))
+        ),
+        "stale heartbeat accepted"
+    );
+    assert!(
+        matches!(s.commit(&old, "{}", 1.0), Err(PortError::Conflict(_))),
+        "stale commit accepted"
+    );
+    assert!(
+        matches!(
+            s.release_lease(&old, Release::Interrupted, 1.0),
+            Err(PortError::Conflict(_))
+        ),
+        "stale release accepted"
+    );
+    assert_eq!(s.commit(&new, "{\"ok\":1}", 1.0).unwrap(), Completion::Last);
+    assert_eq!(
+        s.commit(&new, "{}", 1.0).unwrap(),
+        Completion::AlreadyDone,
+        "a repeated commit must be harmless"
+    );
+    assert!(matches!(
+        s.acquire(&item("fence", 0), "late", Duration::from_secs(60))
+            .unwrap(),
+        Acquired::Finished
+    ));
+    let results = s.results("fence").unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].1, new.attempt,
+        "the committed attempt is the fresh one"
+    );
+}
+
+/// Released leases count interruptions and failures, with the last reason kept.
+pub fn releases_are_counted(connect: Connect<'_>) {
+    let s = connect();
+    encoding_job(&*s, "rel", 1);
+    let l = lease(
+        s.acquire(&item("rel", 0), "w", Duration::from_secs(60))
+            .unwrap(),
+    );
+    s.release_lease(&l, Release::Interrupted, 2.0).unwrap();
+    let l = lease(
+        s.acquire(&item("rel", 0), "w", Duration::from_secs(60))
+            .unwrap(),
+    );
+    assert_eq!((l.interruptions, l.failures), (1, 0));
+    s.release_lease(&l, Release::Failed("boom"), 3.0).unwrap();
+    let st = s.item_state(&item("rel", 0)).unwrap().unwrap();
+    assert_eq!((st.attempts, st.failures, st.interruptions), (2, 1, 1));
+    assert_eq!(st.last_error.as_deref(), Some("boom"));
+    let j = s.job("rel").unwrap().unwrap();
+    assert!(
+        (j.wasted_secs - 5.0).abs() < 1e-9,
+        "wasted seconds {}",
+        j.wasted_secs
+    );
+}
+
+/// Exactly one of many concurrent final commits sees "last", and the job is STITCHING.
+pub fn last_item_done_fires_exactly_once(connect: Connect<'_>) {
+    let items = encoding_job(&*connect(), "last", 24);
+    let lasts: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|w| {
+                let items = &items;
+                s.spawn(move || {
+                    let st = connect();
+                    let mut lasts = 0;
+                    for it in items.iter().skip(w).step_by(4) {
+                        let l = lease(
+                            st.acquire(it, &format!("w{w}"), Duration::from_secs(60))
+                                .unwrap(),
+                        );
+                        if st.commit(&l, "{}", 0.1).unwrap() == Completion::Last {
+                            lasts += 1;
+                        }
+                    }
+                    lasts
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(lasts, 1, "'last item done' fired {lasts} times");
+    let j = connect().job("last").unwrap().unwrap();
+    assert_eq!((j.status, j.done, j.total), (JobStatus::Stitching, 24, 24));
+    let s = connect();
+    assert!(s
+        .publish("last", "a/master.m3u8", "a/manifest.mpd")
+        .unwrap());
+    assert!(
+        !s.publish("last", "a/master.m3u8", "a/manifest.mpd")
+            .unwrap(),
+        "publishing twice must be refused"
+    );
+}
+
+/// A received message is hidden until its visibility ends, then delivered again with a
+/// higher receive count; the old receipt can no longer extend it.
+pub fn invisible_messages_come_back_after_visibility(connect: Connect<'_>) {
+    let q = connect();
+    let m = Message::Item(item("vis", 0));
+    q.send(Queue::Work(Tier::Standard), &m).unwrap();
+    let first = q
+        .receive(&[Queue::Work(Tier::Standard)], Duration::from_millis(300))
+        .unwrap()
+        .expect("a message");
+    assert_eq!(first.message, m);
+    assert_eq!(first.receive_count, 1);
+    assert!(
+        q.receive(&[Queue::Work(Tier::Standard)], Duration::from_secs(5))
+            .unwrap()
+            .is_none(),
+        "an in-flight message was delivered twice"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let second = q
+        .receive(&[Queue::Work(Tier::Standard)], Duration::from_secs(5))
+        .unwrap()
+        .expect("redelivery");
+    assert_eq!(second.receive_count, 2);
+    assert!(
+        q.extend(&first, Duration::from_secs(5)).is_err(),
+        "a stale receipt extended the message"
+    );
+    q.release(&second, Duration::ZERO).unwrap();
+    let third = q
+        .receive(&[Queue::Work(Tier::Standard)], Duration::from_secs(5))
+        .unwrap()
+        .expect("released at once");
+    q.delete(&third).unwrap();
+    assert!(
+        q.receive(&[Queue::Work(Tier::Standard)], Duration::ZERO)
+            .unwrap()
+            .is_none(),
+        "deleted message came back"
+    );
+    assert_eq!(q.depth(Queue::Work(Tier::Standard)).unwrap(), 0);
+}
+
+/// Queues are tried in the order asked.
+pub fn receive_follows_the_queue_order(connect: Connect<'_>) {
+    let q = connect();
+    q.send(Queue::Work(Tier::Bulk), &Message::Item(item("b", 0)))
+        .unwrap();
+    q.send(Queue::Work(Tier::Premium), &Message::Item(item("p", 0)))
+        .unwrap();
+    let d = q
+        .receive(
+            &[Queue::Work(Tier::Premium), Queue::Work(Tier::Bulk)],
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.queue, Queue::Work(Tier::Premium));
+    let d = q
+        .receive(
+            &[Queue::Work(Tier::Premium), Queue::Work(Tier::Bulk)],
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.queue, Queue::Work(Tier::Bulk));
+    assert!(q
+        .receive(&[Queue::Stitch], Duration::from_secs(5))
+        .unwrap()
+        .is_none());
+}
+
+/// A message received [`MAX_RECEIVES`] times without being deleted goes to the dead-letter
+/// queue and is no longer delivered.
+pub fn messages_dead_letter_after_max_receives(connect: Connect<'_>) {
+    let q = connect();
+    let m = Message::Item(item("dlq", 7));
+    q.send(Queue::Work(Tier::Premium), &m).unwrap();
+    for n in 1..=MAX_RECEIVES {
+        let d = q
+            .receive(&[Queue::Work(Tier::Premium)], Duration::from_secs(5))
+            .unwrap()
+            .expect("delivery");
+        assert_eq!(d.receive_count, n);
+        q.release(&d, Duration::ZERO).unwrap();
+    }
+    assert!(
+        q.receive(&[Queue::Work(Tier::Premium)], Duration::from_secs(5))
+            .unwrap()
+            .is_none(),
+        "delivered past the receive limit"
+    );
+    let dead = q
+        .receive_dead(Duration::from_secs(5))
+        .unwrap()
+        .expect("a dead letter");
+    assert_eq!(dead.message, m);
+    assert_eq!(dead.receive_count, MAX_RECEIVES);
+    q.delete(&dead).unwrap();
+    assert!(q.receive_dead(Duration::ZERO).unwrap().is_none());
+}
+
+/// A FAILED job hands out no more work.
+pub fn failed_jobs_hand_out_no_work(connect: Connect<'_>) {
+    let s = connect();
+    encoding_job(&*s, "dead", 2);
+    assert!(s
+        .transition(
+            "dead",
+            &[JobStatus::Encoding],
+            JobStatus::Failed,
+            Some("chunk 0 failed")
+        )
+        .unwrap());
+    assert!(matches!(
+        s.acquire(&item("dead", 1), "w", Duration::from_secs(60))
+            .unwrap(),
+        Acquired::Finished
+    ));
+    assert!(!s
+        .transition("dead", &[JobStatus::Encoding], JobStatus::Stitching, None)
+        .unwrap());
+    assert_eq!(
+        s.job("dead").unwrap().unwrap().error.as_deref(),
+        Some("chunk 0 failed")
+    );
+}

@@ -1,0 +1,175 @@
+//! Ingest: a source becomes a planned job with its work queued, exactly once.
+//!
+//! The job id derives from the source identity, so a duplicate event (S3 and SQS deliver
+//! at least once) finds the job already there and queues nothing. A source the input
+//! policy refuses, or that cannot be read, ends as a FAILED job with the reason.
+
+use crate::job::{asset_name, JobStatus};
+use crate::ladder::ladder_for;
+use crate::pipeline::{Config, JobPlan, Ports};
+use crate::plan::plan;
+use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue, Tier};
+use crate::probe::probe;
+use std::path::Path;
+use std::time::Duration;
+
+/// Where a source is and which version of it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// What status shows and ingest stores (a path or `s3://bucket/key`).
+    pub uri: String,
+    /// The key the asset name derives from.
+    pub key: String,
+    /// The job id (from location, key and version).
+    pub job_id: String,
+}
+
+/// The outcome of an ingest.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The job id.
+    pub job_id: String,
+    /// False when the job already existed and nothing new was queued.
+    pub created: bool,
+    /// The job's state after ingest (ENCODING, FAILED, or whatever it already was).
+    pub status: JobStatus,
+}
+
+/// Probes, plans and queues `source` on `tier`. With `retry_failed`, a job that already
+/// FAILED for this exact source starts over.
+pub fn ingest(
+    ports: Ports<'_>,
+    cfg: &Config,
+    source: &Source,
+    tier: Tier,
+    retry_failed: bool,
+) -> PortResult<Ingested> {
+    let (job, mut created) =
+        ports
+            .jobs
+            .create_job(&source.job_id, &source.uri, &asset_name(&source.key), tier)?;
+    if !created
+        && retry_failed
+        && job.status == JobStatus::Failed
+        && ports.jobs.reset_failed(&job.id)?
+    {
+        tracing::info!(job = %job.id, "retrying a failed job");
+        created = true;
+    }
+    if !created
+        || !ports
+            .jobs
+            .transition(&job.id, &[JobStatus::Queued], JobStatus::Probing, None)?
+    {
+        let status = ports.jobs.job(&job.id)?.map_or(job.status, |j| j.status);
+        return Ok(Ingested {
+            job_id: job.id,
+            created: false,
+            status,
+        });
+    }
+    match prepare(ports, cfg, &source.uri) {
+        Ok(jp) => {
+            let items: Vec<(ItemRef, u64)> = jp
+                .plan
+                .chunks
+                .iter()
+                .map(|c| {
+                    (
+                        ItemRef {
+                            job_id: job.id.clone(),
+                            kind: ItemKind::Video,
+                            index: c.index,
+                        },
+                        c.frames,
+                    )
+                })
+                .chain((0..jp.media.audio.len() as u32).map(|t| {
+                    (
+                        ItemRef {
+                            job_id: job.id.clone(),
+                            kind: ItemKind::Audio,
+                            index: t,
+                        },
+                        0,
+                    )
+                }))
+                .collect();
+            let duration = jp.media.video.as_ref().map_or(0.0, |v| v.duration_secs());
+            let doc = serde_json::to_string(&jp)
+                .map_err(|e| crate::ports::PortError::Backend(e.to_string()))?;
+            if ports.jobs.save_plan(
+                &job.id,
+                &doc,
+                duration,
+                jp.plan.total_frames,
+                jp.rungs.len() as u32,
+                &items,
+            )? {
+                // Audio first: a track takes as long as several chunks, so start it early.
+                let mut order: Vec<&ItemRef> = items.iter().map(|(i, _)| i).collect();
+                order.sort_by_key(|i| i.kind == ItemKind::Video);
+                for item in order {
+                    ports
+                        .queue
+                        .send(Queue::Work(tier), &Message::Item(item.clone()))?;
+                }
+                let wanted = items.len().min(u32::MAX as usize) as u32;
+                if let Err(e) = ports.fleet.ensure_capacity(tier, wanted) {
+                    tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");
+                }
+                tracing::info!(job = %job.id, chunks = jp.plan.chunks.len(), rungs = jp.rungs.len(), %tier, "planned and queued");
+            }
+            Ok(Ingested {
+                job_id: job.id,
+                created: true,
+                status: JobStatus::Encoding,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "ingest refused");
+            ports.jobs.transition(
+                &job.id,
+                &[JobStatus::Probing],
+                JobStatus::Failed,
+                Some(&e.to_string()),
+            )?;
+            Ok(Ingested {
+                job_id: job.id,
+                created: true,
+                status: JobStatus::Failed,
+            })
+        }
+    }
+}
+
+/// Probe + ladder + plan of a source, with no state touched (what `vodpipe plan` shows).
+pub fn prepare(ports: Ports<'_>, cfg: &Config, source_uri: &str) -> crate::Result<JobPlan> {
+    let input = ports
+        .objects
+        .open_source(source_uri, Duration::from_secs(3600))
+        .map_err(|e| crate::Error::Rejected(format!("source cannot be opened: {e}")))?;
+    prepare_local(cfg, Path::new(&input))
+}
+
+/// [`prepare`] for a file on this machine.
+pub fn prepare_local(cfg: &Config, path: &Path) -> crate::Result<JobPlan> {
+    let media = probe(&cfg.ffprobe, path, &cfg.policy)?;
+    let video = media
+        .video
+        .as_ref()
+        .ok_or_else(|| crate::Error::Rejected("source has no video stream".into()))?;
+    let rungs = ladder_for(video, &cfg.ladder);
+    let plan = plan(
+        &video.frame_pts,
+        video.time_base,
+        media.start_secs,
+        cfg.plan,
+    );
+    Ok(JobPlan {
+        media,
+        rungs,
+        plan,
+        config: cfg.ladder.clone(),
+    })
+}

@@ -1,0 +1,411 @@
+//! The ports: the few capabilities the pipeline needs from the outside world, named for
+//! what the pipeline does with them, not for AWS or SQLite.
+//!
+//! Every backend implements all five ([`ObjectStore`], [`JobStore`], [`WorkQueue`],
+//! [`Fleet`], [`Cdn`]) and one contract test suite runs against each implementation, so a
+//! use-case proven on the embedded backend behaves the same on AWS. The traits are
+//! synchronous: the worker's real work is a blocking ffmpeg process, and async adapters
+//! bridge with their runtime's `block_on`.
+
+use crate::job::JobStatus;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Why a port call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The object, job or message does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A conditional write lost: another worker holds the lease, the token is stale, the
+    /// state moved on. Callers treat this as "someone else owns it", never as a crash.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend failed (I/O, network, throttling past retries). Retry later.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+/// Result alias for port calls.
+pub type PortResult<T> = std::result::Result<T, PortError>;
+
+/// How long an object may be cached; the object store sets headers from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cacheability {
+    /// Segments and per-job manifests: immutable, cacheable for a year.
+    Immutable,
+    /// Pointer manifests: replaced on re-publish, cacheable for seconds.
+    ShortLived,
+}
+
+/// Where objects live (S3, a directory).
+pub trait ObjectStore: Send + Sync {
+    /// Stores `bytes` under `key` atomically (readers see all or nothing).
+    fn put(&self, key: &str, bytes: &[u8], cache: Cacheability) -> PortResult<()>;
+    /// Reads `key`.
+    fn get(&self, key: &str) -> PortResult<Vec<u8>>;
+    /// Where `key` is for a person: a local path or an `s3://` URI.
+    fn locate(&self, key: &str) -> String;
+    /// Keys under `prefix`, sorted.
+    fn list(&self, prefix: &str) -> PortResult<Vec<String>>;
+    /// Removes `key` (absent keys are fine).
+    fn delete(&self, key: &str) -> PortResult<()>;
+    /// Something ffmpeg can open for `key`: a local path, or a presigned URL valid for
+    /// `ttl` (reads use ranges; nothing is downloaded whole).
+    fn presign(&self, key: &str, ttl: Duration) -> PortResult<String>;
+    /// Something ffmpeg can open for a job's source (a local path, or a presigned URL for
+    /// an object in the ingest bucket).
+    fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String>;
+}
+
+/// The tier a job runs on. Premium runs on on-demand capacity; standard and bulk on Spot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// On-demand capacity, served first.
+    Premium,
+    /// Spot capacity, the default.
+    Standard,
+    /// Spot capacity, served last but never starved.
+    Bulk,
+}
+
+impl Tier {
+    /// All tiers, in priority order.
+    pub const ALL: [Tier; 3] = [Tier::Premium, Tier::Standard, Tier::Bulk];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Premium => "premium",
+            Tier::Standard => "standard",
+            Tier::Bulk => "bulk",
+        }
+    }
+
+    /// Parses a stored or typed name.
+    pub fn parse(s: &str) -> Option<Tier> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a unit of work is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    /// A video chunk (every rung).
+    Video,
+    /// One audio track, whole.
+    Audio,
+}
+
+impl ItemKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Video => "video",
+            ItemKind::Audio => "audio",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<ItemKind> {
+        match s {
+            "video" => Some(ItemKind::Video),
+            "audio" => Some(ItemKind::Audio),
+            _ => None,
+        }
+    }
+}
+
+/// A work item's identity: the message body on the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ItemRef {
+    /// Job id.
+    pub job_id: String,
+    /// Chunk or audio track.
+    pub kind: ItemKind,
+    /// Chunk index or track index.
+    pub index: u32,
+}
+
+impl ItemRef {
+    /// How the item is named in messages and errors ("chunk 3", "audio track 0").
+    pub fn describe(&self) -> String {
+        match self.kind {
+            ItemKind::Video => format!("chunk {}", self.index),
+            ItemKind::Audio => format!("audio track {}", self.index),
+        }
+    }
+}
+
+/// A queue: one per tier for work items, one for stitch requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Queue {
+    /// Encoding work for a tier.
+    Work(Tier),
+    /// "This job's last item is done": stitch and publish it.
+    Stitch,
+}
+
+impl Queue {
+    /// The stored name (`premium`, `standard`, `bulk`, `stitch`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Queue::Work(t) => t.as_str(),
+            Queue::Stitch => "stitch",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Queue> {
+        if s == "stitch" {
+            return Some(Queue::Stitch);
+        }
+        Tier::parse(s).map(Queue::Work)
+    }
+}
+
+/// A message body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Encode this item.
+    Item(ItemRef),
+    /// Stitch and publish this job.
+    Stitch {
+        /// Job id.
+        job_id: String,
+    },
+}
+
+/// A message taken from a queue; invisible to others until its visibility ends.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Handle for extend/release/delete; changes on every receive.
+    pub receipt: String,
+    /// The queue it came from.
+    pub queue: Queue,
+    /// The message.
+    pub message: Message,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Queues with visibility timeouts and dead-letter queues (SQS, SQLite). A message
+/// received more than the queue's limit moves to its dead-letter queue instead of being
+/// delivered again.
+pub trait WorkQueue: Send + Sync {
+    /// Enqueues `message` on `queue`.
+    fn send(&self, queue: Queue, message: &Message) -> PortResult<()>;
+    /// Receives at most one message, trying `queues` in the order given, hidden for
+    /// `visibility`.
+    fn receive(&self, queues: &[Queue], visibility: Duration) -> PortResult<Option<Delivery>>;
+    /// Keeps a message hidden for `visibility` from now (heartbeat).
+    fn extend(&self, d: &Delivery, visibility: Duration) -> PortResult<()>;
+    /// Makes a message visible again after `delay` (zero: at once, for an interruption).
+    fn release(&self, d: &Delivery, delay: Duration) -> PortResult<()>;
+    /// Removes a handled message.
+    fn delete(&self, d: &Delivery) -> PortResult<()>;
+    /// Takes one message from the dead-letter queues, hidden for `visibility`.
+    fn receive_dead(&self, visibility: Duration) -> PortResult<Option<Delivery>>;
+    /// Visible plus in-flight messages on `queue` (capacity decisions, status).
+    fn depth(&self, queue: Queue) -> PortResult<u64>;
+}
+
+/// A job as the job store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// Source URI or path.
+    pub source: String,
+    /// Asset name (output prefix).
+    pub asset: String,
+    /// Tier.
+    pub tier: Tier,
+    /// State.
+    pub status: JobStatus,
+    /// Reason, when FAILED.
+    pub error: Option<String>,
+    /// Items done.
+    pub done: u32,
+    /// Items in all.
+    pub total: u32,
+    /// Frames encoded (chunks done plus progress of chunks in flight).
+    pub frames_done: u64,
+    /// Source frames.
+    pub frames_total: u64,
+    /// Source duration, seconds.
+    pub duration_secs: f64,
+    /// Video renditions.
+    pub rungs: u32,
+    /// Encode attempts started.
+    pub attempts: u32,
+    /// Attempts that failed.
+    pub failures: u32,
+    /// Attempts cut short by an interruption (SIGTERM, Spot reclaim).
+    pub interruptions: u32,
+    /// Seconds of encoding that produced committed results.
+    pub encode_secs: f64,
+    /// Seconds of encoding thrown away (failed or interrupted attempts).
+    pub wasted_secs: f64,
+    /// Created (seconds since the epoch).
+    pub created_at: f64,
+    /// Work queued (ENCODING entered).
+    pub queued_at: Option<f64>,
+    /// First item leased.
+    pub started_at: Option<f64>,
+    /// STITCHING entered.
+    pub stitch_started_at: Option<f64>,
+    /// PUBLISHED or FAILED entered.
+    pub finished_at: Option<f64>,
+    /// Times stitched (must stay ≤ 1 in effect; kept to prove it).
+    pub stitch_count: u32,
+    /// Master playlist key, once published.
+    pub master_key: Option<String>,
+    /// MPD key, once published.
+    pub dash_key: Option<String>,
+}
+
+/// A lease on one item: who may work it, until when, under which fencing token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The item.
+    pub item: ItemRef,
+    /// Fencing token: grows on every acquisition; commits must carry the current one.
+    pub token: u64,
+    /// Attempt number (1-based); outputs are written under it.
+    pub attempt: u32,
+    /// Failed attempts so far (for escalation).
+    pub failures: u32,
+    /// Interrupted attempts so far (for escalation).
+    pub interruptions: u32,
+}
+
+/// What committing an item led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// More items remain.
+    More,
+    /// This was the last item: the job is now STITCHING, and only this caller was told.
+    Last,
+    /// The item was already done (a duplicate delivery); nothing changed.
+    AlreadyDone,
+}
+
+/// Job, item and lease state (DynamoDB, SQLite).
+pub trait JobStore: Send + Sync {
+    /// Creates the job in QUEUED unless it exists; returns the stored job and whether this
+    /// call created it.
+    fn create_job(
+        &self,
+        id: &str,
+        source: &str,
+        asset: &str,
+        tier: Tier,
+    ) -> PortResult<(JobRecord, bool)>;
+    /// The job, if any.
+    fn job(&self, id: &str) -> PortResult<Option<JobRecord>>;
+    /// Jobs for a source, newest first.
+    fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>>;
+    /// Jobs in a state (an index, never a scan), oldest first; all jobs when `None`.
+    fn jobs_by_status(&self, status: Option<JobStatus>) -> PortResult<Vec<JobRecord>>;
+    /// Moves a job from one of `from` to `to` (conditional); returns whether it moved.
+    fn transition(
+        &self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        error: Option<&str>,
+    ) -> PortResult<bool>;
+    /// Puts a FAILED job back to QUEUED with no items; returns whether it was FAILED.
+    fn reset_failed(&self, id: &str) -> PortResult<bool>;
+    /// Stores the plan document and creates the items, PROBING → ENCODING. `items` are
+    /// (item, frames).
+    fn save_plan(
+        &self,
+        id: &str,
+        plan_doc: &str,
+        duration_secs: f64,
+        frames_total: u64,
+        rungs: u32,
+        items: &[(ItemRef, u64)],
+    ) -> PortResult<bool>;
+    /// The plan document saved with the job.
+    fn plan_doc(&self, id: &str) -> PortResult<String>;
+    /// Takes the item's lease for `ttl` if it is free or its lease expired, incrementing the
+    /// fencing token.
+    fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired>;
+    /// The item's state, if it exists.
+    fn item_state(&self, item: &ItemRef) -> PortResult<Option<ItemState>>;
+    /// Extends the lease and records progress; [`PortError::Conflict`] if it was lost.
+    fn heartbeat(&self, lease: &Lease, ttl: Duration, frames_done: u64) -> PortResult<()>;
+    /// Gives the lease up after an interruption (counted) or failure (counted, with the
+    /// reason), spending `secs` of wasted work.
+    fn release_lease(&self, lease: &Lease, outcome: Release<'_>, secs: f64) -> PortResult<()>;
+    /// Commits the item's result under the lease's token; exactly one caller per job ever
+    /// sees [`Completion::Last`].
+    fn commit(&self, lease: &Lease, result_doc: &str, secs: f64) -> PortResult<Completion>;
+    /// Committed results of a job: (item, attempt, result document).
+    fn results(&self, id: &str) -> PortResult<Vec<(ItemRef, u32, String)>>;
+    /// STITCHING → PUBLISHED with the manifest keys; false if it was not STITCHING.
+    fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool>;
+    /// Counts a stitch run (to prove stitching happens once in effect).
+    fn count_stitch(&self, id: &str) -> PortResult<()>;
+}
+
+/// The outcome of asking for a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// Ours until the lease expires or is lost.
+    Lease(Lease),
+    /// Another worker holds a live lease: leave the message for later.
+    HeldByOther,
+    /// Nothing to do: the item is done or its job is no longer encoding. Drop the message.
+    Finished,
+}
+
+/// An item's bookkeeping, for status and dead-letter reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemState {
+    /// Committed.
+    pub done: bool,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts failed.
+    pub failures: u32,
+    /// Attempts interrupted.
+    pub interruptions: u32,
+    /// The last failure's reason.
+    pub last_error: Option<String>,
+}
+
+/// Why a lease is given back.
+#[derive(Debug, Clone, Copy)]
+pub enum Release<'a> {
+    /// Interrupted (shutdown, Spot reclaim): not the item's fault.
+    Interrupted,
+    /// The attempt failed with this reason.
+    Failed(&'a str),
+}
+
+/// Worker capacity per tier (ECS tasks, local processes).
+pub trait Fleet: Send + Sync {
+    /// Makes sure at least `workers` workers serve `tier`; returns how many run now.
+    fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32>;
+}
+
+/// A CDN in front of the output bucket (CloudFront, nothing).
+pub trait Cdn: Send + Sync {
+    /// Invalidates `paths`; `caller_reference` makes retries idempotent.
+    fn invalidate(&self, paths: &[String], caller_reference: &str) -> PortResult<()>;
+}

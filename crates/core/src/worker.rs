@@ -1,0 +1,518 @@
+//! The worker: take a message, lease its item, encode it, commit it under the lease's
+//! fencing token, and hand the job to the stitcher when it was the last item.
+//!
+//! What can go wrong is the normal case here. A duplicate message finds the item done or
+//! leased and is dropped or left. A worker killed with SIGKILL leaves its lease to expire
+//! and its message to reappear; another worker redoes only that item under a new token and
+//! a new attempt directory. A worker told to stop ([`Shutdown`], SIGTERM = a Spot
+//! interruption) kills ffmpeg, gives the lease back, makes the message visible at once and
+//! records the interruption. An item that keeps failing or being interrupted on Spot moves
+//! to the premium (on-demand) queue; one received too often lands in the dead-letter queue
+//! and fails its job with the reason.
+
+use crate::encode::{self, EncodeContext, TrackOutput};
+use crate::job::{content_hash, JobStatus};
+use crate::mp4;
+use crate::outputs::{attempt_dir, job_dir, TrackResult};
+use crate::package::SegmentRef;
+use crate::pipeline::{Config, JobPlan, Ports};
+use crate::ports::{
+    Acquired, Cacheability, Completion, Delivery, ItemKind, ItemRef, Lease, Message, PortError,
+    PortResult, Queue, Release, Tier,
+};
+use crate::stitch::stitch;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A shutdown signal every long-running piece holds: set once (SIGTERM, SIGINT), seen by
+/// the receive loop and by the running ffmpeg, which is killed within milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// A signal not yet given.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    /// The flag, for signal handlers (`signal_hook::flag::register`) and tool runs.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+
+    /// Asks everything holding this to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Queue order for a worker serving several tiers: higher tiers first, but every
+/// `fairness`-th receive starts from the lowest tier, so bulk work is never starved by a
+/// steady stream of premium work.
+#[derive(Debug, Clone)]
+pub struct TierPicker {
+    tiers: Vec<Tier>,
+    fairness: u32,
+    turn: u32,
+}
+
+impl TierPicker {
+    /// Serves `tiers`; every `fairness`-th turn (≥ 2) is the lowest tier's.
+    pub fn new(mut tiers: Vec<Tier>, fairness: u32) -> Self {
+        tiers.sort();
+        tiers.dedup();
+        TierPicker {
+            tiers,
+            fairness: fairness.max(2),
+            turn: 0,
+        }
+    }
+
+    /// The queue order for the next receive.
+    pub fn next_order(&mut self) -> Vec<Queue> {
+        self.turn = self.turn.wrapping_add(1);
+        let mut order: Vec<Queue> = self.tiers.iter().map(|t| Queue::Work(*t)).collect();
+        if self.turn.is_multiple_of(self.fairness) {
+            order.reverse();
+        }
+        order
+    }
+}
+
+/// What one turn of the worker did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Turn {
+    /// Nothing was ready.
+    Idle,
+    /// A message was handled (encoded, dropped, stitched, dead-lettered).
+    Worked,
+    /// Stopped by the shutdown signal mid-item; the item was given back.
+    Interrupted,
+}
+
+/// A worker bound to its ports; caches job plans.
+pub struct Worker<'a> {
+    ports: Ports<'a>,
+    cfg: Config,
+    owner: String,
+    picker: TierPicker,
+    shutdown: Shutdown,
+    plans: HashMap<String, Arc<JobPlan>>,
+}
+
+impl<'a> Worker<'a> {
+    /// A worker named `owner` (shows in leases) serving `tiers`.
+    pub fn new(
+        ports: Ports<'a>,
+        cfg: Config,
+        owner: impl Into<String>,
+        tiers: Vec<Tier>,
+        shutdown: Shutdown,
+    ) -> Self {
+        Worker {
+            ports,
+            cfg,
+            owner: owner.into(),
+            picker: TierPicker::new(tiers, 4),
+            shutdown,
+            plans: HashMap::new(),
+        }
+    }
+
+    /// Stitch requests, dead letters, then encoding work: one message at most.
+    pub fn turn(&mut self) -> PortResult<Turn> {
+        if self.shutdown.is_triggered() {
+            return Ok(Turn::Idle);
+        }
+        let vis = self.cfg.lease_ttl;
+        if let Some(d) = self.ports.queue.receive(&[Queue::Stitch], vis)? {
+            if let Message::Stitch { job_id } = &d.message {
+                stitch(self.ports, job_id)?;
+            }
+            self.ports.queue.delete(&d)?;
+            return Ok(Turn::Worked);
+        }
+        if let Some(d) = self.ports.queue.receive_dead(vis)? {
+            self.fail_dead_letter(&d)?;
+            return Ok(Turn::Worked);
+        }
+        let order = self.picker.next_order();
+        let Some(d) = self.ports.queue.receive(&order, vis)? else {
+            return Ok(Turn::Idle);
+        };
+        match d.message.clone() {
+            Message::Item(item) => self.work(&d, &item),
+            Message::Stitch { .. } => {
+                self.ports.queue.delete(&d)?;
+                Ok(Turn::Worked)
+            }
+        }
+    }
+
+    /// Runs turns until shutdown, or until idle for `idle_exit`.
+    pub fn run(&mut self, idle_exit: Option<Duration>) -> PortResult<()> {
+        let mut idle_since = Instant::now();
+        while !self.shutdown.is_triggered() {
+            match self.turn()? {
+                Turn::Idle => {
+                    if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
+                        tracing::info!("idle; exiting");
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Turn::Interrupted => break,
+                Turn::Worked => idle_since = Instant::now(),
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&mut self, job_id: &str) -> PortResult<Arc<JobPlan>> {
+        if let Some(p) = self.plans.get(job_id) {
+            return Ok(p.clone());
+        }
+        let doc = self.ports.jobs.plan_doc(job_id)?;
+        let p: Arc<JobPlan> = Arc::new(
+            serde_json::from_str(&doc)
+                .map_err(|e| PortError::Backend(format!("job {job_id} plan unreadable: {e}")))?,
+        );
+        self.plans.insert(job_id.to_string(), p.clone());
+        Ok(p)
+    }
+
+    fn fail_dead_letter(&mut self, d: &Delivery) -> PortResult<()> {
+        if let Message::Item(item) = &d.message {
+            let state = self.ports.jobs.item_state(item)?;
+            if !state.as_ref().is_some_and(|s| s.done) {
+                let last = state.and_then(|s| s.last_error).unwrap_or_else(|| {
+                    "no error recorded (the worker died or was stopped each time)".into()
+                });
+                let reason = format!(
+                    "{} was delivered {} times without completing; last error: {last}",
+                    item.describe(),
+                    d.receive_count
+                );
+                tracing::error!(job = %item.job_id, %reason, "dead letter");
+                self.ports.jobs.transition(
+                    &item.job_id,
+                    &[JobStatus::Encoding],
+                    JobStatus::Failed,
+                    Some(&reason),
+                )?;
+            }
+        }
+        self.ports.queue.delete(d)
+    }
+
+    fn work(&mut self, d: &Delivery, item: &ItemRef) -> PortResult<Turn> {
+        let lease = match self
+            .ports
+            .jobs
+            .acquire(item, &self.owner, self.cfg.lease_ttl)?
+        {
+            Acquired::Lease(l) => l,
+            Acquired::Finished => {
+                self.ports.queue.delete(d)?;
+                return Ok(Turn::Worked);
+            }
+            Acquired::HeldByOther => {
+                // A duplicate delivery while another worker is on it: look again later.
+                self.ports.queue.release(d, self.cfg.lease_ttl)?;
+                return Ok(Turn::Worked);
+            }
+        };
+        let started = Instant::now();
+        let job = self
+            .ports
+            .jobs
+            .job(&item.job_id)?
+            .ok_or_else(|| PortError::NotFound(item.job_id.clone()))?;
+        let plan = self.plan(&item.job_id)?;
+        let result = self.encode_and_store(d, &lease, &job.source, &job.asset, &plan);
+        let secs = started.elapsed().as_secs_f64();
+        match result {
+            Ok(tracks) => {
+                let doc = serde_json::to_string(&tracks)
+                    .map_err(|e| PortError::Backend(e.to_string()))?;
+                match self.ports.jobs.commit(&lease, &doc, secs) {
+                    Ok(Completion::Last) => {
+                        tracing::info!(job = %item.job_id, "last item committed; requesting stitch");
+                        self.ports.queue.send(
+                            Queue::Stitch,
+                            &Message::Stitch {
+                                job_id: item.job_id.clone(),
+                            },
+                        )?;
+                    }
+                    Ok(Completion::More | Completion::AlreadyDone) => {}
+                    Err(PortError::Conflict(why)) => {
+                        tracing::warn!(%why, "lease lost before commit; result discarded")
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.ports.queue.delete(d)?;
+                Ok(Turn::Worked)
+            }
+            Err(e) if self.shutdown.is_triggered() => {
+                tracing::warn!(item = %item.describe(), error = %e, "interrupted; giving the item back");
+                self.give_back(d, &lease, Release::Interrupted, secs)?;
+                Ok(Turn::Interrupted)
+            }
+            Err(e) if e.is_permanent() => {
+                let reason = format!("{} failed: {e}", item.describe());
+                self.ports
+                    .jobs
+                    .release_lease(&lease, Release::Failed(&reason), secs)?;
+                self.ports.jobs.transition(
+                    &item.job_id,
+                    &[JobStatus::Encoding],
+                    JobStatus::Failed,
+                    Some(&reason),
+                )?;
+                self.ports.queue.delete(d)?;
+                Ok(Turn::Worked)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(item = %item.describe(), attempt = lease.attempt, error = %reason, "attempt failed");
+                self.give_back(d, &lease, Release::Failed(&reason), secs)?;
+                Ok(Turn::Worked)
+            }
+        }
+    }
+
+    /// Releases the lease (counting the outcome) and the message: at once after an
+    /// interruption, after a back-off after a failure, and onto the premium queue once a
+    /// Spot-tier item has been failed or interrupted `escalate_after` times.
+    fn give_back(
+        &mut self,
+        d: &Delivery,
+        lease: &Lease,
+        outcome: Release<'_>,
+        secs: f64,
+    ) -> PortResult<()> {
+        match self.ports.jobs.release_lease(lease, outcome, secs) {
+            Ok(()) | Err(PortError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let strikes = lease.failures + lease.interruptions + 1;
+        let on_spot = matches!(d.queue, Queue::Work(t) if t != Tier::Premium);
+        if on_spot && strikes >= self.cfg.escalate_after {
+            tracing::warn!(item = %lease.item.describe(), strikes, "escalating to the premium tier");
+            self.ports.queue.send(
+                Queue::Work(Tier::Premium),
+                &Message::Item(lease.item.clone()),
+            )?;
+            return self.ports.queue.delete(d);
+        }
+        let delay = match outcome {
+            Release::Interrupted => Duration::ZERO,
+            Release::Failed(_) => self.cfg.retry_delay,
+        };
+        self.ports.queue.release(d, delay)
+    }
+
+    fn encode_and_store(
+        &self,
+        d: &Delivery,
+        lease: &Lease,
+        source: &str,
+        asset: &str,
+        jp: &JobPlan,
+    ) -> crate::Result<Vec<TrackResult>> {
+        let item = &lease.item;
+        let input = self
+            .ports
+            .objects
+            .open_source(source, Duration::from_secs(6 * 3600))
+            .map_err(|e| crate::Error::Tool {
+                step: "open source".into(),
+                detail: e.to_string(),
+            })?;
+        let input = PathBuf::from(input);
+        let scratch = self.cfg.scratch.join(format!(
+            "{}-{}-{}-{}",
+            item.job_id,
+            item.kind.as_str(),
+            item.index,
+            lease.token
+        ));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let chunk_secs =
+            jp.plan
+                .chunks
+                .get(item.index as usize)
+                .map_or(jp.plan.segment_secs, |c| {
+                    c.frames as f64
+                        / jp.media
+                            .video
+                            .as_ref()
+                            .map_or(25.0, |v| v.frame_rate.as_f64().max(1.0))
+                });
+        let timeout = match item.kind {
+            ItemKind::Video => Duration::from_secs_f64((chunk_secs * 30.0).max(300.0)),
+            ItemKind::Audio => {
+                Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) * 2.0).max(600.0))
+            }
+        };
+        let ctx = EncodeContext {
+            ffmpeg: &self.cfg.ffmpeg,
+            source: &input,
+            media: &jp.media,
+            plan: &jp.plan,
+            rungs: &jp.rungs,
+            config: &jp.config,
+            scratch: &scratch,
+            timeout,
+            cancel: cancel.clone(),
+        };
+        // Heartbeat from ffmpeg's progress lines: renew the lease and the message, and
+        // kill the encode at once on shutdown or when the lease is lost.
+        let beat_every = self.cfg.lease_ttl / 3;
+        let mut last_beat = Instant::now();
+        let shutdown = self.shutdown.clone();
+        let (jobs, queue, ttl) = (self.ports.jobs, self.ports.queue, self.cfg.lease_ttl);
+        let mut heartbeat = |frames: u64| {
+            if shutdown.is_triggered() {
+                cancel.store(true, Ordering::SeqCst);
+                return;
+            }
+            if last_beat.elapsed() >= beat_every {
+                last_beat = Instant::now();
+                if let Err(e) = jobs.heartbeat(lease, ttl, frames) {
+                    tracing::warn!(error = %e, "heartbeat failed; stopping this attempt");
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                let _ = queue.extend(d, ttl);
+            }
+        };
+        let shutdown_flag = self.shutdown.flag();
+        let watcher_cancel = ctx.cancel.clone();
+        // ffmpeg's progress comes every half second; a separate watcher makes sure a
+        // shutdown kills it even between progress lines (e.g. audio encodes).
+        let encoded = std::thread::scope(|s| {
+            let done = Arc::new(AtomicBool::new(false));
+            let done2 = done.clone();
+            s.spawn(move || {
+                while !done2.load(Ordering::SeqCst) {
+                    if shutdown_flag.load(Ordering::SeqCst) {
+                        watcher_cancel.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let r = match item.kind {
+                ItemKind::Video => match jp.plan.chunks.get(item.index as usize) {
+                    Some(chunk) => encode::encode_chunk(&ctx, chunk, &mut heartbeat),
+                    None => Err(crate::Error::PlanMismatch(format!(
+                        "no chunk {}",
+                        item.index
+                    ))),
+                },
+                ItemKind::Audio => encode::encode_audio(&ctx, item.index as usize).map(|t| vec![t]),
+            };
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        let _ = std::fs::remove_dir_all(&scratch);
+        let tracks: Vec<TrackOutput> = encoded?;
+        self.store_tracks(item, lease.attempt, asset, jp, tracks)
+    }
+
+    fn store_tracks(
+        &self,
+        item: &ItemRef,
+        attempt: u32,
+        asset: &str,
+        jp: &JobPlan,
+        tracks: Vec<TrackOutput>,
+    ) -> crate::Result<Vec<TrackResult>> {
+        let dir = attempt_dir(item, attempt);
+        let jd = job_dir(asset, &item.job_id);
+        let first_segment = match item.kind {
+            ItemKind::Video => jp
+                .plan
+                .chunks
+                .get(item.index as usize)
+                .and_then(|c| c.segments.first())
+                .map_or(0, |s| s.index),
+            ItemKind::Audio => 0,
+        };
+        let mut results = Vec::with_capacity(tracks.len());
+        for t in tracks {
+            let tdir = match item.kind {
+                ItemKind::Video => format!("{dir}/{}", t.name),
+                ItemKind::Audio => dir.clone(),
+            };
+            let put = |rel: &str, bytes: &[u8]| {
+                self.ports
+                    .objects
+                    .put(&format!("{jd}/{rel}"), bytes, Cacheability::Immutable)
+                    .map_err(|e| crate::Error::Tool {
+                        step: format!("store {jd}/{rel}"),
+                        detail: e.to_string(),
+                    })
+            };
+            let init_uri = format!("{tdir}/init.mp4");
+            put(&init_uri, &t.init)?;
+            let mut segments = Vec::with_capacity(t.segments.len());
+            for (i, s) in t.segments.iter().enumerate() {
+                let uri = format!("{tdir}/{:05}.m4s", first_segment as usize + i);
+                put(&uri, &s.bytes)?;
+                let start = (s.base_decode_time as i64 + s.first_cts_offset).max(0) as u64;
+                segments.push(SegmentRef {
+                    uri,
+                    start,
+                    duration: s.duration,
+                    bytes: s.bytes.len() as u64,
+                });
+            }
+            results.push(TrackResult {
+                codec: mp4::codec_string(&t.init, &t.name)?,
+                stsd_hash: content_hash(&mp4::sample_description(&t.init, &t.name)?),
+                name: t.name,
+                timescale: t.timescale,
+                init_uri,
+                segments,
+            });
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn premium_goes_first_but_bulk_gets_every_fourth_turn() {
+        let mut p = TierPicker::new(vec![Tier::Bulk, Tier::Premium, Tier::Standard], 4);
+        let firsts: Vec<Queue> = (0..8).map(|_| p.next_order()[0]).collect();
+        let bulk_turns = firsts
+            .iter()
+            .filter(|q| **q == Queue::Work(Tier::Bulk))
+            .count();
+        assert_eq!(bulk_turns, 2);
+        assert_eq!(firsts[0], Queue::Work(Tier::Premium));
+        assert_eq!(p.next_order().len(), 3);
+    }
+
+    #[test]
+    fn shutdown_is_shared_by_clones() {
+        let s = Shutdown::new();
+        let c = s.clone();
+        assert!(!c.is_triggered());
+        s.trigger();
+        assert!(c.is_triggered());
+    }
+}

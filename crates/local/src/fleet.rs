@@ -1,0 +1,90 @@
+//! Worker capacity on one machine: worker processes of this same binary.
+//!
+//! `ensure_capacity` starts `vodpipe worker` processes on the shared state directory until
+//! the wanted number (capped) are alive; they exit by themselves when idle, which is how
+//! the embedded fleet scales to zero.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use vodpipe_core::ports::{Cdn, Fleet, PortError, PortResult, Tier};
+
+/// Spawns worker processes; `max` caps the total alive (0: never spawn, workers are
+/// started by hand with `vodpipe worker`).
+pub struct ProcessFleet {
+    exe: PathBuf,
+    state: PathBuf,
+    max: u32,
+    idle_exit_secs: u64,
+    children: Mutex<Vec<Child>>,
+}
+
+impl ProcessFleet {
+    /// A fleet of `exe worker --state STATE` processes.
+    pub fn new(exe: PathBuf, state: PathBuf, max: u32, idle_exit_secs: u64) -> Self {
+        ProcessFleet {
+            exe,
+            state,
+            max,
+            idle_exit_secs,
+            children: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Workers alive now.
+    pub fn alive(&self) -> u32 {
+        self.children.lock().map_or(0, |mut c| {
+            c.retain_mut(|ch| matches!(ch.try_wait(), Ok(None)));
+            c.len() as u32
+        })
+    }
+
+    /// Waits for every worker to exit.
+    pub fn wait_all(&self) {
+        if let Ok(mut c) = self.children.lock() {
+            for ch in c.iter_mut() {
+                let _ = ch.wait();
+            }
+            c.clear();
+        }
+    }
+}
+
+impl Fleet for ProcessFleet {
+    fn ensure_capacity(&self, _tier: Tier, workers: u32) -> PortResult<u32> {
+        let mut children = self
+            .children
+            .lock()
+            .map_err(|_| PortError::Backend("fleet lock poisoned".into()))?;
+        children.retain_mut(|ch| matches!(ch.try_wait(), Ok(None)));
+        let want = workers.min(self.max) as usize;
+        while children.len() < want {
+            // Every local worker serves every tier: one machine has one kind of capacity.
+            let child = Command::new(&self.exe)
+                .arg("worker")
+                .arg("--state")
+                .arg(&self.state)
+                .args(["--idle-exit", &self.idle_exit_secs.to_string()])
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    PortError::Backend(format!("starting a worker ({}): {e}", self.exe.display()))
+                })?;
+            children.push(child);
+        }
+        Ok(children.len() as u32)
+    }
+}
+
+impl Drop for ProcessFleet {
+    fn drop(&mut self) {
+        self.wait_all();
+    }
+}
+
+/// Invalidations are recorded in the state database, so tests and `status` can see them.
+impl Cdn for crate::state::SqliteState {
+    fn invalidate(&self, paths: &[String], caller_reference: &str) -> PortResult<()> {
+        self.record_invalidation(caller_reference, paths)
+    }
+}
