@@ -132,7 +132,7 @@ impl<'a> Worker<'a> {
         if self.shutdown.is_triggered() {
             return Ok(Turn::Idle);
         }
-        let vis = self.cfg.lease_ttl;
+        let vis = self.visibility();
         if let Some(d) = self.ports.queue.receive(&[Queue::Stitch], vis)? {
             if let Message::Stitch { job_id } = &d.message {
                 stitch(self.ports, job_id)?;
@@ -174,6 +174,13 @@ impl<'a> Worker<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Messages stay hidden half as long again as a lease lasts, so when a dead worker's
+    /// message reappears its lease has already expired and the next worker can take it,
+    /// instead of bouncing it (and spending a receive) while the lease runs out.
+    fn visibility(&self) -> Duration {
+        self.cfg.lease_ttl + self.cfg.lease_ttl / 2
     }
 
     fn plan(&mut self, job_id: &str) -> PortResult<Arc<JobPlan>> {
@@ -375,45 +382,42 @@ impl<'a> Worker<'a> {
             timeout,
             cancel: cancel.clone(),
         };
-        // Heartbeat from ffmpeg's progress lines: renew the lease and the message, and
-        // kill the encode at once on shutdown or when the lease is lost.
-        let beat_every = self.cfg.lease_ttl / 3;
-        let mut last_beat = Instant::now();
-        let shutdown = self.shutdown.clone();
-        let (jobs, queue, ttl) = (self.ports.jobs, self.ports.queue, self.cfg.lease_ttl);
-        let mut heartbeat = |frames: u64| {
-            if shutdown.is_triggered() {
-                cancel.store(true, Ordering::SeqCst);
-                return;
-            }
-            if last_beat.elapsed() >= beat_every {
-                last_beat = Instant::now();
-                if let Err(e) = jobs.heartbeat(lease, ttl, frames) {
-                    tracing::warn!(error = %e, "heartbeat failed; stopping this attempt");
-                    cancel.store(true, Ordering::SeqCst);
-                }
-                let _ = queue.extend(d, ttl);
-            }
-        };
-        let shutdown_flag = self.shutdown.flag();
-        let watcher_cancel = ctx.cancel.clone();
-        // ffmpeg's progress comes every half second; a separate watcher makes sure a
-        // shutdown kills it even between progress lines (e.g. audio encodes).
+        // A heartbeat thread renews the lease and the message every third of the TTL
+        // whatever ffmpeg prints (audio encodes print no progress), reports the frames
+        // done, and kills ffmpeg at once on shutdown or when the lease is lost.
+        let frames = std::sync::atomic::AtomicU64::new(0);
+        let on_frames = |n: u64| frames.store(n, Ordering::Relaxed);
+        let done = AtomicBool::new(false);
         let encoded = std::thread::scope(|s| {
-            let done = Arc::new(AtomicBool::new(false));
-            let done2 = done.clone();
-            s.spawn(move || {
-                while !done2.load(Ordering::SeqCst) {
-                    if shutdown_flag.load(Ordering::SeqCst) {
-                        watcher_cancel.store(true, Ordering::SeqCst);
+            s.spawn(|| {
+                let beat_every = self.cfg.lease_ttl / 3;
+                let mut last_beat = Instant::now();
+                while !done.load(Ordering::SeqCst) {
+                    if self.shutdown.is_triggered() {
+                        cancel.store(true, Ordering::SeqCst);
                         break;
+                    }
+                    if last_beat.elapsed() >= beat_every {
+                        last_beat = Instant::now();
+                        if let Err(e) = self.ports.jobs.heartbeat(
+                            lease,
+                            self.cfg.lease_ttl,
+                            frames.load(Ordering::Relaxed),
+                        ) {
+                            tracing::warn!(error = %e, "heartbeat failed; stopping this attempt");
+                            cancel.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        if let Err(e) = self.ports.queue.extend(d, self.visibility()) {
+                            tracing::warn!(error = %e, "could not extend the message's visibility");
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
             });
             let r = match item.kind {
                 ItemKind::Video => match jp.plan.chunks.get(item.index as usize) {
-                    Some(chunk) => encode::encode_chunk(&ctx, chunk, &mut heartbeat),
+                    Some(chunk) => encode::encode_chunk(&ctx, chunk, on_frames),
                     None => Err(crate::Error::PlanMismatch(format!(
                         "no chunk {}",
                         item.index

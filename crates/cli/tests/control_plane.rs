@@ -1,0 +1,192 @@
+//! The control-plane commands across processes on one `--state`: ingest (idempotent),
+//! worker, status (by id and by source), jobs, and watch (a folder as the ingest bucket).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn vodpipe(args: &[&str], state: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vodpipe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    if lines.len() == 1 {
+        lines.into_iter().next().unwrap()
+    } else {
+        serde_json::Value::Array(lines)
+    }
+}
+
+fn clip(path: &Path, secs: &str) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=500:sample_rate=48000",
+        "-t",
+        secs,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-shortest",
+        path.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn ingest_worker_status_and_jobs_work_across_processes() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let src = d.path().join("talk.mp4");
+    clip(&src, "6");
+    let src_s = src.to_str().unwrap();
+    let first = vodpipe(
+        &[
+            "ingest",
+            src_s,
+            "--json",
+            "--tier",
+            "bulk",
+            "--chunk-seconds",
+            "4",
+        ],
+        &state,
+    );
+    let again = vodpipe(&["ingest", src_s, "--json"], &state);
+    assert_eq!(first["job_id"], again["job_id"], "ingest is idempotent");
+    assert_eq!(again["created"], false);
+    let id = first["job_id"].as_str().unwrap().to_string();
+    let listed = vodpipe(&["jobs", "--json", "--status", "ENCODING"], &state);
+    assert_eq!(listed["job_id"], id.as_str());
+    assert_eq!(listed["tier"], "bulk");
+    // A worker drains the queues and exits when idle.
+    let st = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["worker", "--idle-exit", "2", "--state"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = vodpipe(&["status", &id, "--json"], &state);
+    assert_eq!(s["status"], "PUBLISHED", "{s}");
+    assert_eq!(s["chunks_done"], s["chunks_total"]);
+    assert!(s["timings"]["encode_secs"].as_f64().unwrap() > 0.0, "{s}");
+    assert!(s["timings"]["queue_wait_secs"].as_f64().is_some(), "{s}");
+    assert!(s["estimated_cost_usd"].as_f64().unwrap() > 0.0, "{s}");
+    assert!(s["output_minutes"].as_f64().unwrap() > 0.0, "{s}");
+    assert!(Path::new(s["master"].as_str().unwrap()).exists());
+    assert_published_correctly(&s, &src, d.path());
+    // By source path, too; and the published list has it.
+    let by_source = vodpipe(&["status", src_s, "--json"], &state);
+    assert_eq!(by_source["job_id"], id.as_str());
+    assert_eq!(
+        vodpipe(&["jobs", "--json", "--status", "PUBLISHED"], &state)["job_id"],
+        id.as_str()
+    );
+    // The pointer manifests were invalidated once, under the job's reference.
+    let db = rusqlite::Connection::open(state.join("vodpipe.db")).unwrap();
+    let (reference, paths): (String, String) = db
+        .query_row(
+            "SELECT caller_reference, paths FROM invalidations",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(reference, id);
+    assert!(
+        paths.contains("/talk/master.m3u8") && paths.contains("/talk/manifest.mpd"),
+        "{paths}"
+    );
+}
+
+#[test]
+fn a_watched_folder_ingests_a_file_once_it_stops_growing() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let inbox = d.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let src = d.path().join("upload.mp4");
+    clip(&src, "3");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["watch"])
+        .arg(&inbox)
+        .args(["--stable-seconds", "2", "--workers", "1", "--state"])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Upload slowly: half, a pause longer than the stability window would be if it were
+    // measured from the first write, then the rest.
+    let bytes = std::fs::read(&src).unwrap();
+    let dest = inbox.join("upload.mp4");
+    std::fs::write(&dest, &bytes[..bytes.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&dest)
+            .unwrap();
+        f.write_all(&bytes[bytes.len() / 2..]).unwrap();
+    }
+    let started = Instant::now();
+    let job = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+            .args(["jobs", "--json", "--state"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let jobs: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if let Some(j) = jobs
+            .iter()
+            .find(|j| j["status"] == "PUBLISHED" || j["status"] == "FAILED")
+        {
+            assert_eq!(jobs.len(), 1, "one upload, one job: {jobs:?}");
+            break j.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "watched upload never published: {jobs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status();
+    watch.wait().unwrap();
+    assert_eq!(
+        job["status"], "PUBLISHED",
+        "a half-written upload was ingested: {job}"
+    );
+    assert_published_correctly(&job, &dest, d.path());
+}
