@@ -35,35 +35,12 @@ fn vodpipe(args: &[&str], state: &Path) -> serde_json::Value {
     }
 }
 
-fn clip(path: &Path, secs: &str) {
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x180:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=500:sample_rate=48000",
-        "-t",
-        secs,
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-shortest",
-        path.to_str().unwrap(),
-    ]);
-}
-
 #[test]
 fn ingest_worker_status_and_jobs_work_across_processes() {
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("state");
     let src = d.path().join("talk.mp4");
-    clip(&src, "6");
+    make_clip(&src, "320x180", "25", 6, Some(500), FAST_H264);
     let src_s = src.to_str().unwrap();
     let first = vodpipe(
         &[
@@ -130,7 +107,7 @@ fn a_watched_folder_ingests_a_file_once_it_stops_growing() {
     let inbox = d.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
     let src = d.path().join("upload.mp4");
-    clip(&src, "3");
+    make_clip(&src, "320x180", "25", 3, Some(500), FAST_H264);
     let mut watch = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
         .args(["watch"])
         .arg(&inbox)

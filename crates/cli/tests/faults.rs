@@ -88,26 +88,7 @@ fn workers_killed_every_few_seconds_lose_no_work_and_publish_frame_exact() {
     let mut sources = Vec::new();
     for (i, hz) in [330, 440, 550].iter().enumerate() {
         let src = d.path().join(format!("clip{i}.mp4"));
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30000/1001",
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency={hz}:sample_rate=48000"),
-            "-t",
-            "28",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-shortest",
-            src.to_str().unwrap(),
-        ]);
+        make_clip(&src, "640x360", "30000/1001", 28, Some(*hz), FAST_H264);
         sources.push(src);
     }
     let mut jobs = Vec::new();

@@ -15,32 +15,7 @@ fn tmp() -> tempfile::TempDir {
 /// A 17 s moving 29.97 fps clip with B-frames, open GOPs and keyframes only every 10 s.
 fn moving_clip(dir: &Path) -> PathBuf {
     let p = dir.join("moving.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30000/1001",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "17",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-bf",
-        "3",
-        "-x264-params",
-        "open-gop=1:keyint=300:min-keyint=300:scenecut=0",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-shortest",
-        p.to_str().unwrap(),
-    ]);
+    make_clip(&p, "640x360", "30000/1001", 17, Some(440), HARD_H264);
     p
 }
 
@@ -70,19 +45,7 @@ fn chunk_joins_are_frame_exact_at_29_97_with_open_gops_and_b_frames() {
 fn running_the_same_file_twice_reuses_the_job() {
     let d = tmp();
     let src = d.path().join("short.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x180:rate=25",
-        "-t",
-        "2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        src.to_str().unwrap(),
-    ]);
+    make_clip(&src, "320x180", "25", 2, None, FAST_H264);
     let out = d.path().join("out");
     let a = vodpipe_run(&[&src], &out, &[]);
     let b = vodpipe_run(&[&src], &out, &[]);
@@ -124,19 +87,7 @@ fn the_psnr_check_catches_a_one_frame_shift() {
 fn a_job_that_failed_for_a_fixable_reason_can_be_run_again() {
     let d = tmp();
     let src = d.path().join("clip.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x180:rate=25",
-        "-t",
-        "2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        src.to_str().unwrap(),
-    ]);
+    make_clip(&src, "320x180", "25", 2, None, FAST_H264);
     let out = d.path().join("out");
     let broken = std::process::Command::new(env!("CARGO_BIN_EXE_vodpipe"))
         .args(["run", "--json", "--out"])

@@ -31,30 +31,7 @@ fn published_output_plays_to_the_end_in_hls_js_and_shaka() {
     );
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("play.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30000/1001",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "14",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-bf",
-        "3",
-        "-x264-params",
-        "open-gop=1:keyint=300:scenecut=0",
-        "-c:a",
-        "aac",
-        "-shortest",
-        src.to_str().unwrap(),
-    ]);
+    make_clip(&src, "640x360", "30000/1001", 14, Some(440), HARD_H264);
     let out = d.path().join("out");
     let r = vodpipe_run(&[&src], &out, &["--chunk-seconds", "4"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

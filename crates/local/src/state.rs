@@ -111,11 +111,31 @@ impl SqliteState {
         let conn = Connection::open(state_dir.join("vodpipe.db")).map_err(backend)?;
         conn.busy_timeout(Duration::from_secs(60))
             .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
+        // Switching to WAL and creating the schema can report SQLITE_BUSY at once, without
+        // the busy handler, when several processes open a new database together (a fleet
+        // starting up): retry those for a while instead of failing the worker.
+        let init = |c: &Connection| -> rusqlite::Result<()> {
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.execute_batch(SCHEMA)
+        };
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match init(&conn) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
         Ok(SqliteState {
             conn: Mutex::new(conn),
             dir: state_dir.to_path_buf(),

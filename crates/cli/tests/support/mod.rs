@@ -35,6 +35,45 @@ pub fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// x264 settings that make joins hard: B-frames, open GOPs, a keyframe only every 10 s.
+pub const HARD_H264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-bf",
+    "3",
+    "-x264-params",
+    "open-gop=1:keyint=300:min-keyint=300:scenecut=0",
+    "-pix_fmt",
+    "yuv420p",
+];
+/// Quick H.264 for clips whose encoding does not matter.
+pub const FAST_H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast"];
+
+/// Writes a synthetic source to `path`: a moving test pattern of `size` at `rate` for
+/// `secs`, with a sine tone (AAC) when `tone_hz` is set, video encoded with `video_args`.
+pub fn make_clip(
+    path: &Path,
+    size: &str,
+    rate: &str,
+    secs: u32,
+    tone_hz: Option<u32>,
+    video_args: &[&str],
+) {
+    let pattern = format!("testsrc2=size={size}:rate={rate}");
+    let tone = tone_hz.map(|hz| format!("sine=frequency={hz}:sample_rate=48000"));
+    let secs = secs.to_string();
+    let mut a: Vec<&str> = vec!["-f", "lavfi", "-i", &pattern];
+    if let Some(t) = &tone {
+        a.extend(["-f", "lavfi", "-i", t, "-c:a", "aac", "-shortest"]);
+    }
+    a.extend(["-t", &secs]);
+    a.extend_from_slice(video_args);
+    a.push(path.to_str().unwrap());
+    ffmpeg(&a);
+}
+
 /// ffprobe JSON for `args` + `path`.
 pub fn ffprobe_json(args: &[&str], path: &Path) -> Value {
     require("ffprobe");
