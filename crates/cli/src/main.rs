@@ -271,10 +271,61 @@ pub(crate) fn open(
     workers: u32,
     max_receives: u32,
 ) -> Result<Local> {
+    open_with(state, out, workers, max_receives, None)
+}
+
+/// [`open`], with the ffmpeg the fleet's workers must use.
+fn open_with(
+    state: &Path,
+    out: Option<&Path>,
+    workers: u32,
+    max_receives: u32,
+    ffmpeg: Option<&str>,
+) -> Result<Local> {
+    // Absolute, so workers started from another directory agree on every path.
+    let state =
+        std::path::absolute(state).with_context(|| format!("resolving {}", state.display()))?;
     let exe = std::env::current_exe().context("locating the vodpipe binary")?;
-    let fleet = ProcessFleet::new(exe, state.to_path_buf(), workers, 2);
-    Local::open(state, out, fleet, max_receives)
+    let mut fleet = ProcessFleet::new(exe, state.clone(), workers, 2);
+    if let Some(f) = ffmpeg {
+        fleet = fleet.with_ffmpeg(f);
+    }
+    Local::open(&state, out, fleet, max_receives)
         .with_context(|| format!("opening state {}", state.display()))
+}
+
+/// Opens an existing state directory for reading (status, jobs): a mistyped `--state`
+/// is an error, not a new empty state that also fixes the output directory.
+pub(crate) fn open_existing(state: &Path) -> Result<Local> {
+    if !state.join("vodpipe.db").exists() {
+        bail!(
+            "no vodpipe state in {} (run `vodpipe ingest … --state {}` first)",
+            state.display(),
+            state.display()
+        );
+    }
+    open(state, None, 0, 5)
+}
+
+/// Starts workers (up to `max`) while jobs are unfinished, so retries and redeliveries
+/// that become visible after the last worker went idle are still picked up.
+fn reconcile(local: &Local, max: u32) -> Result<()> {
+    use vodpipe_core::ports::Fleet;
+    if max == 0 {
+        return Ok(());
+    }
+    let mut work = 0u32;
+    let mut tier = Tier::Standard;
+    for status in [JobStatus::Encoding, JobStatus::Stitching] {
+        for j in local.state.jobs_by_status(Some(status))? {
+            work += j.total.saturating_sub(j.done).max(1);
+            tier = j.tier;
+        }
+    }
+    if work > 0 {
+        local.fleet.ensure_capacity(tier, work.min(max))?;
+    }
+    Ok(())
 }
 
 /// A local file's identity: directory, name, and size + mtime as its version.
@@ -308,7 +359,7 @@ fn run(a: RunArgs) -> Result<i32> {
     let workers = a.workers.unwrap_or_else(|| {
         (std::thread::available_parallelism().map_or(2, |n| n.get() as u32) / 2).max(1)
     });
-    let local = open(&state, Some(&a.out), workers, 5)?;
+    let local = open_with(&state, Some(&a.out), workers, 5, Some(&a.media.ffmpeg))?;
     let cfg = config(&state.join("scratch"), &a.media)?;
     let mut ids = Vec::new();
     for input in &a.inputs {
@@ -499,11 +550,12 @@ fn plan(a: PlanArgs) -> Result<i32> {
 }
 
 fn watch(a: WatchArgs) -> Result<i32> {
-    let local = open(
+    let local = open_with(
         &a.state.state,
         a.out.as_deref(),
         a.workers,
         a.state.max_receives,
+        Some(&a.media.ffmpeg),
     )?;
     let cfg = config(&a.state.state.join("scratch"), &a.media)?;
     let shutdown = Shutdown::new();
@@ -540,13 +592,27 @@ fn watch(a: WatchArgs) -> Result<i32> {
             if e.2.elapsed() < Duration::from_secs(a.stable_seconds) {
                 continue;
             }
-            let source = local_source(&path)?;
+            // One unreadable or vanished file must not stop the watcher.
+            let source = match local_source(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("skipping {}: {e:#}", path.display());
+                    continue;
+                }
+            };
             if !done.insert(source.job_id.clone()) {
                 continue;
             }
-            let ing = ingest(local.ports(), &cfg, &source, a.tier, false)?;
-            eprintln!("{} {} {}", ing.job_id, ing.status, path.display());
+            match ingest(local.ports(), &cfg, &source, a.tier, false) {
+                Ok(ing) => eprintln!("{} {} {}", ing.job_id, ing.status, path.display()),
+                Err(e) => {
+                    eprintln!("ingesting {} failed, will retry: {e}", path.display());
+                    done.remove(&source.job_id);
+                }
+            }
         }
+        // Keep workers alive while anything is unfinished (they exit when idle).
+        reconcile(&local, a.workers)?;
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(0)

@@ -69,7 +69,7 @@ fn find(local: &Local, job: &str) -> Result<JobRecord> {
 
 /// `vodpipe status`.
 pub fn status(job: String, state: &Path, as_json: bool) -> Result<i32> {
-    let local = crate::open(state, None, 0, 5)?;
+    let local = crate::open_existing(state)?;
     let j = find(&local, &job)?;
     let v = job_json(&local, &j);
     if as_json {
@@ -170,7 +170,7 @@ fn table(local: &Local, jobs: &[JobRecord]) -> Result<String> {
 
 /// `vodpipe jobs`.
 pub fn jobs(state: &Path, status: Option<JobStatus>, as_json: bool, watch: bool) -> Result<i32> {
-    let local = crate::open(state, None, 0, 5)?;
+    let local = crate::open_existing(state)?;
     loop {
         let jobs = local.state.jobs_by_status(status)?;
         if as_json {

@@ -352,3 +352,72 @@ pub fn failed_jobs_hand_out_no_work(connect: Connect<'_>) {
         Some("chunk 0 failed")
     );
 }
+
+/// After a FAILED job is reset and planned again, tokens and attempts continue above the
+/// old ones: a worker still busy with the old plan can neither heartbeat nor commit, and
+/// never shares an attempt directory with the new plan.
+pub fn a_reset_job_fences_out_its_old_workers(connect: Connect<'_>) {
+    let s = connect();
+    encoding_job(&*s, "reset", 1);
+    let old = lease(
+        s.acquire(&item("reset", 0), "zombie", Duration::from_secs(60))
+            .unwrap(),
+    );
+    assert!(s
+        .transition(
+            "reset",
+            &[JobStatus::Encoding],
+            JobStatus::Failed,
+            Some("x")
+        )
+        .unwrap());
+    assert!(s.reset_failed("reset").unwrap());
+    assert!(s
+        .transition("reset", &[JobStatus::Queued], JobStatus::Probing, None)
+        .unwrap());
+    assert!(s
+        .save_plan("reset", "{}", 1.0, 10, 1, &[(item("reset", 0), 10)])
+        .unwrap());
+    assert!(
+        matches!(
+            s.heartbeat(&old, Duration::from_secs(60), 1),
+            Err(PortError::Conflict(_))
+        ),
+        "old worker's heartbeat accepted"
+    );
+    assert!(
+        matches!(s.commit(&old, "{}", 1.0), Err(PortError::Conflict(_))),
+        "old worker's commit accepted"
+    );
+    let new = lease(
+        s.acquire(&item("reset", 0), "fresh", Duration::from_secs(60))
+            .unwrap(),
+    );
+    assert!(
+        new.token > old.token && new.attempt > old.attempt,
+        "old {old:?} new {new:?}"
+    );
+    assert_eq!(s.commit(&new, "{}", 1.0).unwrap(), Completion::Last);
+}
+
+/// `items` lists every item with whether it is done and whether a live lease holds it.
+pub fn items_report_done_and_leased(connect: Connect<'_>) {
+    let s = connect();
+    encoding_job(&*s, "items", 3);
+    let l = lease(
+        s.acquire(&item("items", 0), "w", Duration::from_secs(60))
+            .unwrap(),
+    );
+    s.commit(&l, "{}", 1.0).unwrap();
+    let _held = lease(
+        s.acquire(&item("items", 1), "w", Duration::from_secs(60))
+            .unwrap(),
+    );
+    let states: Vec<(bool, bool)> = s
+        .items("items")
+        .unwrap()
+        .into_iter()
+        .map(|(_, st)| (st.done, st.leased))
+        .collect();
+    assert_eq!(states, [(true, false), (false, true), (false, false)]);
+}

@@ -46,8 +46,11 @@ pub struct EncodeContext<'a> {
     pub scratch: &'a Path,
     /// Run-time cap per ffmpeg process.
     pub timeout: Duration,
-    /// Set to stop the encode (shutdown, lost lease).
+    /// Set to stop the encode (lost lease).
     pub cancel: Arc<AtomicBool>,
+    /// The process-wide shutdown flag: watched directly, so a SIGTERM kills ffmpeg
+    /// within milliseconds whatever else the worker is doing.
+    pub shutdown: Arc<AtomicBool>,
 }
 
 /// One rung of an encoded chunk (or one audio track): the init segment and the media
@@ -191,6 +194,7 @@ pub fn encode_chunk(
     ToolRun::new(ctx.ffmpeg, args, step.clone())
         .timeout(ctx.timeout)
         .cancel_on(ctx.cancel.clone())
+        .cancel_on(ctx.shutdown.clone())
         .on_line(|line| {
             if let Some(n) = line
                 .strip_prefix("frame=")
@@ -331,6 +335,7 @@ pub fn encode_audio(ctx: &EncodeContext<'_>, track: usize) -> Result<TrackOutput
     ToolRun::new(ctx.ffmpeg, args, what.clone())
         .timeout(ctx.timeout)
         .cancel_on(ctx.cancel.clone())
+        .cancel_on(ctx.shutdown.clone())
         .run()?;
     let data =
         std::fs::read(&out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?;

@@ -56,10 +56,38 @@ pub fn ingest(
         tracing::info!(job = %job.id, "retrying a failed job");
         created = true;
     }
-    if !created
-        || !ports
-            .jobs
-            .transition(&job.id, &[JobStatus::Queued], JobStatus::Probing, None)?
+    if !created {
+        match job.status {
+            // A duplicate event for a job being encoded: re-queue whatever is neither done
+            // nor held, in case the ingest that planned it died before queuing everything.
+            // Extra messages are harmless: a worker drops a message whose item is done or
+            // leased by another.
+            JobStatus::Encoding => {
+                requeue_unfinished(ports, &job.id, job.tier)?;
+                return Ok(Ingested {
+                    job_id: job.id,
+                    created: false,
+                    status: JobStatus::Encoding,
+                });
+            }
+            // An ingest that died while probing leaves the job in PROBING; one that has been
+            // there far longer than a probe may take is taken over.
+            JobStatus::Probing
+                if crate::process::now_secs() - job.created_at > abandoned_after(cfg) =>
+            {
+                tracing::warn!(job = %job.id, "taking over an abandoned ingest");
+            }
+            status => {
+                return Ok(Ingested {
+                    job_id: job.id,
+                    created: false,
+                    status,
+                })
+            }
+        }
+    } else if !ports
+        .jobs
+        .transition(&job.id, &[JobStatus::Queued], JobStatus::Probing, None)?
     {
         let status = ports.jobs.job(&job.id)?.map_or(job.status, |j| j.status);
         return Ok(Ingested {
@@ -141,6 +169,21 @@ pub fn ingest(
             })
         }
     }
+}
+
+/// How long a job may sit in PROBING before another ingest takes it over.
+fn abandoned_after(cfg: &Config) -> f64 {
+    (cfg.policy.probe_timeout_secs as f64) * 2.0 + 60.0
+}
+
+/// Sends a message for every item of the job that is neither done nor leased.
+fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: Tier) -> PortResult<()> {
+    for (item, state) in ports.jobs.items(job_id)? {
+        if !state.done && !state.leased {
+            ports.queue.send(Queue::Work(tier), &Message::Item(item))?;
+        }
+    }
+    Ok(())
 }
 
 /// Probe + ladder + plan of a source, with no state touched (what `vodpipe plan` shows).

@@ -268,7 +268,7 @@ pub struct JobRecord {
     pub stitch_started_at: Option<f64>,
     /// PUBLISHED or FAILED entered.
     pub finished_at: Option<f64>,
-    /// Times stitched (must stay ≤ 1 in effect; kept to prove it).
+    /// Times published (the conditional transition keeps it at 1; counted to prove it).
     pub stitch_count: u32,
     /// Master playlist key, once published.
     pub master_key: Option<String>,
@@ -327,7 +327,9 @@ pub trait JobStore: Send + Sync {
         to: JobStatus,
         error: Option<&str>,
     ) -> PortResult<bool>;
-    /// Puts a FAILED job back to QUEUED with no items; returns whether it was FAILED.
+    /// Puts a FAILED job back to QUEUED with no items; returns whether it was FAILED. The
+    /// next plan's fencing tokens and attempt numbers continue above the old ones, so a
+    /// worker still busy with the failed plan can neither commit nor share a directory.
     fn reset_failed(&self, id: &str) -> PortResult<bool>;
     /// Stores the plan document and creates the items, PROBING → ENCODING. `items` are
     /// (item, frames).
@@ -359,8 +361,8 @@ pub trait JobStore: Send + Sync {
     fn results(&self, id: &str) -> PortResult<Vec<(ItemRef, u32, String)>>;
     /// STITCHING → PUBLISHED with the manifest keys; false if it was not STITCHING.
     fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool>;
-    /// Counts a stitch run (to prove stitching happens once in effect).
-    fn count_stitch(&self, id: &str) -> PortResult<()>;
+    /// Every item of a job with its state (to re-queue after an interrupted ingest).
+    fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>>;
 }
 
 /// The outcome of asking for a lease.
@@ -387,6 +389,8 @@ pub struct ItemState {
     pub interruptions: u32,
     /// The last failure's reason.
     pub last_error: Option<String>,
+    /// Whether a worker holds a live lease on it right now.
+    pub leased: bool,
 }
 
 /// Why a lease is given back.

@@ -24,7 +24,7 @@ pub struct ToolRun<'a> {
     args: Vec<String>,
     step: String,
     timeout: Duration,
-    cancel: Option<Arc<AtomicBool>>,
+    cancel: Vec<Arc<AtomicBool>>,
     on_line: Option<LineSink<'a>>,
 }
 
@@ -45,7 +45,7 @@ impl<'a> ToolRun<'a> {
             args,
             step: step.into(),
             timeout: Duration::from_secs(3600),
-            cancel: None,
+            cancel: Vec::new(),
             on_line: None,
         }
     }
@@ -56,9 +56,10 @@ impl<'a> ToolRun<'a> {
         self
     }
 
-    /// Kills the child as soon as `flag` becomes true (shutdown, lease lost).
+    /// Kills the child as soon as `flag` becomes true (shutdown, lease lost); may be given
+    /// several flags.
     pub fn cancel_on(mut self, flag: Arc<AtomicBool>) -> Self {
-        self.cancel = Some(flag);
+        self.cancel.push(flag);
         self
     }
 
@@ -122,7 +123,7 @@ impl<'a> ToolRun<'a> {
                     Ok(None) => {}
                     Err(e) => break Err(Error::io(format!("waiting for {program}"), e)),
                 }
-                let cancelled = cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
+                let cancelled = cancel.iter().any(|c| c.load(Ordering::SeqCst));
                 if cancelled || started.elapsed() > timeout {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -159,6 +160,14 @@ impl<'a> ToolRun<'a> {
             stderr_tail,
         })
     }
+}
+
+/// Seconds since the epoch, as stored in job records.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The last `max` bytes of `s`, cut at a char boundary.

@@ -10,7 +10,7 @@ use crate::job::JobStatus;
 use crate::outputs::{dash_pointer, job_dir, master_pointer, TrackResult};
 use crate::package::{self, Track, TrackKind};
 use crate::pipeline::{JobPlan, Ports};
-use crate::ports::{Cacheability, ItemKind, PortError, PortResult};
+use crate::ports::{Cacheability, ItemKind, ItemRef, PortError, PortResult};
 use std::collections::HashMap;
 
 /// Stitches and publishes `job_id` if it is STITCHING; a no-op otherwise.
@@ -22,8 +22,10 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
         tracing::info!(job = %job_id, status = %job.status, "not stitching; nothing to do");
         return Ok(());
     }
-    ports.jobs.count_stitch(job_id)?;
-    let tracks = match build_tracks(ports, job_id) {
+    // Store errors are retried (the request stays queued); content problems fail the job.
+    let doc = ports.jobs.plan_doc(job_id)?;
+    let results = ports.jobs.results(job_id)?;
+    let tracks = match build_tracks(&doc, results) {
         Ok(t) => t,
         Err(reason) => {
             ports.jobs.transition(
@@ -81,15 +83,13 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
 
 /// Each rendition's segments across chunks, checking all chunks of a rung can share one
 /// init segment (same sample description).
-fn build_tracks(ports: Ports<'_>, job_id: &str) -> Result<Vec<Track>, String> {
-    let doc = ports.jobs.plan_doc(job_id).map_err(|e| e.to_string())?;
-    let jp: JobPlan = serde_json::from_str(&doc).map_err(|e| e.to_string())?;
+fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<Vec<Track>, String> {
+    let jp: JobPlan = serde_json::from_str(doc).map_err(|e| e.to_string())?;
     let video = jp
         .media
         .video
         .as_ref()
         .ok_or("source has no video stream")?;
-    let mut results = ports.jobs.results(job_id).map_err(|e| e.to_string())?;
     results.sort_by_key(|(item, _, _)| (item.kind == ItemKind::Audio, item.index));
     let mut by_rung: HashMap<String, Track> = HashMap::new();
     let mut stsd: HashMap<String, String> = HashMap::new();

@@ -2,13 +2,15 @@
 //! fencing token, and hand the job to the stitcher when it was the last item.
 //!
 //! What can go wrong is the normal case here. A duplicate message finds the item done or
-//! leased and is dropped or left. A worker killed with SIGKILL leaves its lease to expire
-//! and its message to reappear; another worker redoes only that item under a new token and
-//! a new attempt directory. A worker told to stop ([`Shutdown`], SIGTERM = a Spot
-//! interruption) kills ffmpeg, gives the lease back, makes the message visible at once and
-//! records the interruption. An item that keeps failing or being interrupted on Spot moves
-//! to the premium (on-demand) queue; one received too often lands in the dead-letter queue
-//! and fails its job with the reason.
+//! leased by another worker and is dropped (the holder has its own message). A worker
+//! killed with SIGKILL leaves its lease to expire and its message to reappear; another
+//! worker redoes only that item under a new token and a new attempt directory. A worker
+//! told to stop ([`Shutdown`], SIGTERM = a Spot interruption) kills ffmpeg, gives the lease
+//! back, makes the message visible at once and records the interruption. An item that
+//! keeps failing or being interrupted on Spot moves to the premium (on-demand) queue; one
+//! received too often lands in the dead-letter queue and fails its job with the reason.
+//! A lost stitch request is asked for again by the next message that finds its job
+//! waiting to be stitched.
 
 use crate::encode::{self, EncodeContext, TrackOutput};
 use crate::job::{content_hash, JobStatus};
@@ -21,9 +23,8 @@ use crate::ports::{
     PortResult, Queue, Release, Tier,
 };
 use crate::stitch::stitch;
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,14 +99,13 @@ pub enum Turn {
     Interrupted,
 }
 
-/// A worker bound to its ports; caches job plans.
+/// A worker bound to its ports.
 pub struct Worker<'a> {
     ports: Ports<'a>,
     cfg: Config,
     owner: String,
     picker: TierPicker,
     shutdown: Shutdown,
-    plans: HashMap<String, Arc<JobPlan>>,
 }
 
 impl<'a> Worker<'a> {
@@ -123,7 +123,6 @@ impl<'a> Worker<'a> {
             owner: owner.into(),
             picker: TierPicker::new(tiers, 4),
             shutdown,
-            plans: HashMap::new(),
         }
     }
 
@@ -134,10 +133,18 @@ impl<'a> Worker<'a> {
         }
         let vis = self.visibility();
         if let Some(d) = self.ports.queue.receive(&[Queue::Stitch], vis)? {
-            if let Message::Stitch { job_id } = &d.message {
-                stitch(self.ports, job_id)?;
+            match &d.message {
+                Message::Stitch { job_id } => match stitch(self.ports, job_id) {
+                    Ok(()) => self.ports.queue.delete(&d)?,
+                    Err(e) => {
+                        // Try again later; a stitch that keeps failing dead-letters and
+                        // fails its job (see `fail_dead_letter`).
+                        tracing::warn!(job = %job_id, error = %e, "stitch failed; will retry");
+                        ignore_conflict(self.ports.queue.release(&d, self.cfg.retry_delay))?;
+                    }
+                },
+                Message::Item(_) => self.ports.queue.delete(&d)?,
             }
-            self.ports.queue.delete(&d)?;
             return Ok(Turn::Worked);
         }
         if let Some(d) = self.ports.queue.receive_dead(vis)? {
@@ -148,6 +155,11 @@ impl<'a> Worker<'a> {
         let Some(d) = self.ports.queue.receive(&order, vis)? else {
             return Ok(Turn::Idle);
         };
+        if self.shutdown.is_triggered() {
+            // Stopped between receive and lease: hand the message straight back.
+            ignore_conflict(self.ports.queue.release(&d, Duration::ZERO))?;
+            return Ok(Turn::Interrupted);
+        }
         match d.message.clone() {
             Message::Item(item) => self.work(&d, &item),
             Message::Stitch { .. } => {
@@ -157,11 +169,26 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Runs turns until shutdown, or until idle for `idle_exit`.
+    /// Runs turns until shutdown, or until idle for `idle_exit`. A failing turn (a busy
+    /// backend, one unreadable message) is logged and retried with back-off; it never
+    /// takes the worker down.
     pub fn run(&mut self, idle_exit: Option<Duration>) -> PortResult<()> {
         let mut idle_since = Instant::now();
+        let mut backoff = Duration::from_millis(200);
         while !self.shutdown.is_triggered() {
-            match self.turn()? {
+            let turn = match self.turn() {
+                Ok(t) => {
+                    backoff = Duration::from_millis(200);
+                    t
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "turn failed; backing off");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            match turn {
                 Turn::Idle => {
                     if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
                         tracing::info!("idle; exiting");
@@ -177,41 +204,51 @@ impl<'a> Worker<'a> {
     }
 
     /// Messages stay hidden half as long again as a lease lasts, so when a dead worker's
-    /// message reappears its lease has already expired and the next worker can take it,
-    /// instead of bouncing it (and spending a receive) while the lease runs out.
+    /// message reappears its lease has already expired and the next worker can take it.
     fn visibility(&self) -> Duration {
         self.cfg.lease_ttl + self.cfg.lease_ttl / 2
     }
 
-    fn plan(&mut self, job_id: &str) -> PortResult<Arc<JobPlan>> {
-        if let Some(p) = self.plans.get(job_id) {
-            return Ok(p.clone());
-        }
+    /// The job's plan, read afresh for every item: a retried job may have a new plan.
+    fn plan(&self, job_id: &str) -> PortResult<JobPlan> {
         let doc = self.ports.jobs.plan_doc(job_id)?;
-        let p: Arc<JobPlan> = Arc::new(
-            serde_json::from_str(&doc)
-                .map_err(|e| PortError::Backend(format!("job {job_id} plan unreadable: {e}")))?,
-        );
-        self.plans.insert(job_id.to_string(), p.clone());
-        Ok(p)
+        serde_json::from_str(&doc)
+            .map_err(|e| PortError::Backend(format!("job {job_id} plan unreadable: {e}")))
     }
 
+    /// A message that exhausted its receives. An item that is done, or leased by a live
+    /// worker (which has its own message), needs nothing; otherwise the job fails with the
+    /// item's last error. A stitch request that kept failing fails its job.
     fn fail_dead_letter(&mut self, d: &Delivery) -> PortResult<()> {
-        if let Message::Item(item) = &d.message {
-            let state = self.ports.jobs.item_state(item)?;
-            if !state.as_ref().is_some_and(|s| s.done) {
-                let last = state.and_then(|s| s.last_error).unwrap_or_else(|| {
-                    "no error recorded (the worker died or was stopped each time)".into()
-                });
-                let reason = format!(
-                    "{} was delivered {} times without completing; last error: {last}",
-                    item.describe(),
-                    d.receive_count
-                );
-                tracing::error!(job = %item.job_id, %reason, "dead letter");
+        match &d.message {
+            Message::Item(item) => {
+                let state = self.ports.jobs.item_state(item)?;
+                if state.as_ref().is_some_and(|s| s.done || s.leased) {
+                    tracing::info!(item = %item.describe(), job = %item.job_id, "dead letter for an item done or in progress; dropped");
+                } else {
+                    let last = state.and_then(|s| s.last_error).unwrap_or_else(|| {
+                        "no error recorded (the worker died or was stopped each time)".into()
+                    });
+                    let reason = format!(
+                        "{} was delivered {} times without completing; last error: {last}",
+                        item.describe(),
+                        d.receive_count
+                    );
+                    tracing::error!(job = %item.job_id, %reason, "dead letter");
+                    self.ports.jobs.transition(
+                        &item.job_id,
+                        &[JobStatus::Encoding],
+                        JobStatus::Failed,
+                        Some(&reason),
+                    )?;
+                }
+            }
+            Message::Stitch { job_id } => {
+                let reason = format!("stitching failed {} times", d.receive_count);
+                tracing::error!(job = %job_id, %reason, "dead stitch request");
                 self.ports.jobs.transition(
-                    &item.job_id,
-                    &[JobStatus::Encoding],
+                    job_id,
+                    &[JobStatus::Stitching],
                     JobStatus::Failed,
                     Some(&reason),
                 )?;
@@ -228,22 +265,45 @@ impl<'a> Worker<'a> {
         {
             Acquired::Lease(l) => l,
             Acquired::Finished => {
+                // A job waiting to be stitched may have lost its stitch request with the
+                // worker that committed last: ask again (stitching is idempotent).
+                if self
+                    .ports
+                    .jobs
+                    .job(&item.job_id)?
+                    .is_some_and(|j| j.status == JobStatus::Stitching)
+                {
+                    self.ports.queue.send(
+                        Queue::Stitch,
+                        &Message::Stitch {
+                            job_id: item.job_id.clone(),
+                        },
+                    )?;
+                }
                 self.ports.queue.delete(d)?;
                 return Ok(Turn::Worked);
             }
             Acquired::HeldByOther => {
-                // A duplicate delivery while another worker is on it: look again later.
-                self.ports.queue.release(d, self.cfg.lease_ttl)?;
+                // A duplicate: the holder has its own message, which reappears if it dies.
+                self.ports.queue.delete(d)?;
                 return Ok(Turn::Worked);
             }
         };
         let started = Instant::now();
-        let job = self
+        let prepared = self
             .ports
             .jobs
-            .job(&item.job_id)?
-            .ok_or_else(|| PortError::NotFound(item.job_id.clone()))?;
-        let plan = self.plan(&item.job_id)?;
+            .job(&item.job_id)
+            .and_then(|j| j.ok_or_else(|| PortError::NotFound(item.job_id.clone())))
+            .and_then(|j| Ok((j, self.plan(&item.job_id)?)));
+        let (job, plan) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                let reason = format!("cannot read the job: {e}");
+                self.give_back(d, &lease, Release::Failed(&reason), 0.0)?;
+                return Ok(Turn::Worked);
+            }
+        };
         let result = self.encode_and_store(d, &lease, &job.source, &job.asset, &plan);
         let secs = started.elapsed().as_secs_f64();
         match result {
@@ -266,7 +326,7 @@ impl<'a> Worker<'a> {
                     }
                     Err(e) => return Err(e),
                 }
-                self.ports.queue.delete(d)?;
+                ignore_conflict(self.ports.queue.delete(d))?;
                 Ok(Turn::Worked)
             }
             Err(e) if self.shutdown.is_triggered() => {
@@ -276,16 +336,18 @@ impl<'a> Worker<'a> {
             }
             Err(e) if e.is_permanent() => {
                 let reason = format!("{} failed: {e}", item.describe());
-                self.ports
-                    .jobs
-                    .release_lease(&lease, Release::Failed(&reason), secs)?;
+                ignore_conflict(self.ports.jobs.release_lease(
+                    &lease,
+                    Release::Failed(&reason),
+                    secs,
+                ))?;
                 self.ports.jobs.transition(
                     &item.job_id,
                     &[JobStatus::Encoding],
                     JobStatus::Failed,
                     Some(&reason),
                 )?;
-                self.ports.queue.delete(d)?;
+                ignore_conflict(self.ports.queue.delete(d))?;
                 Ok(Turn::Worked)
             }
             Err(e) => {
@@ -299,7 +361,8 @@ impl<'a> Worker<'a> {
 
     /// Releases the lease (counting the outcome) and the message: at once after an
     /// interruption, after a back-off after a failure, and onto the premium queue once a
-    /// Spot-tier item has been failed or interrupted `escalate_after` times.
+    /// Spot-tier item has been failed or interrupted `escalate_after` times. A lease that
+    /// was already lost belongs to another worker: nothing is counted or escalated.
     fn give_back(
         &mut self,
         d: &Delivery,
@@ -308,7 +371,11 @@ impl<'a> Worker<'a> {
         secs: f64,
     ) -> PortResult<()> {
         match self.ports.jobs.release_lease(lease, outcome, secs) {
-            Ok(()) | Err(PortError::Conflict(_)) => {}
+            Ok(()) => {}
+            Err(PortError::Conflict(why)) => {
+                tracing::info!(%why, "lease already lost; leaving the item to its new holder");
+                return ignore_conflict(self.ports.queue.release(d, Duration::ZERO));
+            }
             Err(e) => return Err(e),
         }
         let strikes = lease.failures + lease.interruptions + 1;
@@ -319,15 +386,19 @@ impl<'a> Worker<'a> {
                 Queue::Work(Tier::Premium),
                 &Message::Item(lease.item.clone()),
             )?;
-            return self.ports.queue.delete(d);
+            return ignore_conflict(self.ports.queue.delete(d));
         }
         let delay = match outcome {
             Release::Interrupted => Duration::ZERO,
             Release::Failed(_) => self.cfg.retry_delay,
         };
-        self.ports.queue.release(d, delay)
+        ignore_conflict(self.ports.queue.release(d, delay))
     }
 
+    /// Encodes the item and stores its outputs under the attempt's directory, with a
+    /// heartbeat thread renewing the lease and the message every third of the TTL the
+    /// whole time (uploads included, whatever ffmpeg prints), and stopping the attempt
+    /// when the lease is lost.
     fn encode_and_store(
         &self,
         d: &Delivery,
@@ -354,17 +425,16 @@ impl<'a> Worker<'a> {
             lease.token
         ));
         let cancel = Arc::new(AtomicBool::new(false));
-        let chunk_secs =
-            jp.plan
-                .chunks
-                .get(item.index as usize)
-                .map_or(jp.plan.segment_secs, |c| {
-                    c.frames as f64
-                        / jp.media
-                            .video
-                            .as_ref()
-                            .map_or(25.0, |v| v.frame_rate.as_f64().max(1.0))
-                });
+        let fps = jp
+            .media
+            .video
+            .as_ref()
+            .map_or(25.0, |v| v.frame_rate.as_f64().max(1.0));
+        let chunk_secs = jp
+            .plan
+            .chunks
+            .get(item.index as usize)
+            .map_or(jp.plan.segment_secs, |c| c.frames as f64 / fps);
         let timeout = match item.kind {
             ItemKind::Video => Duration::from_secs_f64((chunk_secs * 30.0).max(300.0)),
             ItemKind::Audio => {
@@ -381,22 +451,16 @@ impl<'a> Worker<'a> {
             scratch: &scratch,
             timeout,
             cancel: cancel.clone(),
+            shutdown: self.shutdown.flag(),
         };
-        // A heartbeat thread renews the lease and the message every third of the TTL
-        // whatever ffmpeg prints (audio encodes print no progress), reports the frames
-        // done, and kills ffmpeg at once on shutdown or when the lease is lost.
-        let frames = std::sync::atomic::AtomicU64::new(0);
+        let frames = AtomicU64::new(0);
         let on_frames = |n: u64| frames.store(n, Ordering::Relaxed);
         let done = AtomicBool::new(false);
-        let encoded = std::thread::scope(|s| {
+        let stored = std::thread::scope(|s| {
             s.spawn(|| {
                 let beat_every = self.cfg.lease_ttl / 3;
                 let mut last_beat = Instant::now();
                 while !done.load(Ordering::SeqCst) {
-                    if self.shutdown.is_triggered() {
-                        cancel.store(true, Ordering::SeqCst);
-                        break;
-                    }
                     if last_beat.elapsed() >= beat_every {
                         last_beat = Instant::now();
                         if let Err(e) = self.ports.jobs.heartbeat(
@@ -415,7 +479,7 @@ impl<'a> Worker<'a> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             });
-            let r = match item.kind {
+            let encoded = match item.kind {
                 ItemKind::Video => match jp.plan.chunks.get(item.index as usize) {
                     Some(chunk) => encode::encode_chunk(&ctx, chunk, on_frames),
                     None => Err(crate::Error::PlanMismatch(format!(
@@ -425,12 +489,20 @@ impl<'a> Worker<'a> {
                 },
                 ItemKind::Audio => encode::encode_audio(&ctx, item.index as usize).map(|t| vec![t]),
             };
+            let _ = std::fs::remove_dir_all(&scratch);
+            let stored = encoded.and_then(|tracks| {
+                if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
+                    return Err(crate::Error::Tool {
+                        step: format!("store {}", item.describe()),
+                        detail: "cancelled".into(),
+                    });
+                }
+                self.store_tracks(item, lease.attempt, asset, jp, tracks)
+            });
             done.store(true, Ordering::SeqCst);
-            r
+            stored
         });
-        let _ = std::fs::remove_dir_all(&scratch);
-        let tracks: Vec<TrackOutput> = encoded?;
-        self.store_tracks(item, lease.attempt, asset, jp, tracks)
+        stored
     }
 
     fn store_tracks(
@@ -491,6 +563,17 @@ impl<'a> Worker<'a> {
             });
         }
         Ok(results)
+    }
+}
+
+/// A conflict means another worker owns the thing now; for the caller that is done.
+fn ignore_conflict(r: PortResult<()>) -> PortResult<()> {
+    match r {
+        Err(PortError::Conflict(why)) => {
+            tracing::info!(%why, "no longer ours");
+            Ok(())
+        }
+        other => other,
     }
 }
 

@@ -16,6 +16,7 @@ pub struct ProcessFleet {
     state: PathBuf,
     max: u32,
     idle_exit_secs: u64,
+    ffmpeg: Option<String>,
     children: Mutex<Vec<Child>>,
 }
 
@@ -27,8 +28,15 @@ impl ProcessFleet {
             state,
             max,
             idle_exit_secs,
+            ffmpeg: None,
             children: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Workers use this ffmpeg (the one the user chose for the whole run).
+    pub fn with_ffmpeg(mut self, ffmpeg: &str) -> Self {
+        self.ffmpeg = Some(ffmpeg.to_string());
+        self
     }
 
     /// Workers alive now.
@@ -60,16 +68,18 @@ impl Fleet for ProcessFleet {
         let want = workers.min(self.max) as usize;
         while children.len() < want {
             // Every local worker serves every tier: one machine has one kind of capacity.
-            let child = Command::new(&self.exe)
-                .arg("worker")
+            let mut cmd = Command::new(&self.exe);
+            cmd.arg("worker")
                 .arg("--state")
                 .arg(&self.state)
                 .args(["--idle-exit", &self.idle_exit_secs.to_string()])
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    PortError::Backend(format!("starting a worker ({}): {e}", self.exe.display()))
-                })?;
+                .stdin(Stdio::null());
+            if let Some(f) = &self.ffmpeg {
+                cmd.env("VODPIPE_FFMPEG", f);
+            }
+            let child = cmd.spawn().map_err(|e| {
+                PortError::Backend(format!("starting a worker ({}): {e}", self.exe.display()))
+            })?;
             children.push(child);
         }
         Ok(children.len() as u32)

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stitch_started_at REAL,
     finished_at REAL,
     stitch_count INTEGER NOT NULL DEFAULT 0,
+    token_floor INTEGER NOT NULL DEFAULT 0,
+    attempt_floor INTEGER NOT NULL DEFAULT 0,
     master_key TEXT,
     dash_key TEXT
 );
@@ -210,21 +212,6 @@ impl SqliteState {
         self.with(|c| c.execute("INSERT OR IGNORE INTO invalidations (caller_reference, paths, created_at) VALUES (?1, ?2, ?3)", params![caller_reference, json, now()]))
             .map(|_| ())
     }
-
-    /// Every item's bookkeeping for a job: (item, frames, state) — for status and tests.
-    pub fn items(&self, job_id: &str) -> PortResult<Vec<(ItemRef, ItemState)>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT kind, idx, done, attempts, failures, interruptions, last_error FROM items WHERE job_id = ?1 ORDER BY kind DESC, idx")?;
-            let rows = st.query_map([job_id], |r| {
-                let kind: String = r.get(0)?;
-                Ok((
-                    ItemRef { job_id: job_id.to_string(), kind: ItemKind::parse(&kind).unwrap_or(ItemKind::Video), index: r.get(1)? },
-                    ItemState { done: r.get(2)?, attempts: r.get(3)?, failures: r.get(4)?, interruptions: r.get(5)?, last_error: r.get(6)? },
-                ))
-            })?;
-            rows.collect()
-        })
-    }
 }
 
 const JOB_COLUMNS: &str = "j.id, j.source, j.asset, j.tier, j.status, j.error, j.done, j.total,
@@ -366,7 +353,17 @@ impl JobStore for SqliteState {
                 )
                 .map_err(backend)?;
             if n == 1 {
-                // Never published, so nothing references the old attempts' outputs.
+                // The next plan's tokens start above every old one, and its attempts above
+                // every old attempt directory, so a worker still busy with the failed plan
+                // can neither commit nor write where the new plan writes.
+                tx.execute(
+                    "UPDATE jobs SET
+                       token_floor = MAX(token_floor, COALESCE((SELECT MAX(token) FROM items WHERE job_id = ?1), 0) + 1),
+                       attempt_floor = MAX(attempt_floor, COALESCE((SELECT MAX(attempts) FROM items WHERE job_id = ?1), 0))
+                     WHERE id = ?1",
+                    [id],
+                )
+                .map_err(backend)?;
                 tx.execute("DELETE FROM items WHERE job_id = ?1", [id]).map_err(backend)?;
             }
             Ok(n == 1)
@@ -393,7 +390,8 @@ impl JobStore for SqliteState {
             if n == 1 {
                 for (item, frames) in items {
                     tx.execute(
-                        "INSERT OR IGNORE INTO items (job_id, kind, idx, frames) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR IGNORE INTO items (job_id, kind, idx, frames, token, attempts)
+                         SELECT ?1, ?2, ?3, ?4, token_floor, attempt_floor FROM jobs WHERE id = ?1",
                         params![id, item.kind.as_str(), item.index, *frames as i64],
                     )
                     .map_err(backend)?;
@@ -449,9 +447,18 @@ impl JobStore for SqliteState {
     fn item_state(&self, item: &ItemRef) -> PortResult<Option<ItemState>> {
         self.with(|c| {
             c.query_row(
-                "SELECT done, attempts, failures, interruptions, last_error FROM items WHERE job_id = ?1 AND kind = ?2 AND idx = ?3",
+                "SELECT done, attempts, failures, interruptions, last_error, lease_until FROM items WHERE job_id = ?1 AND kind = ?2 AND idx = ?3",
                 params![item.job_id, item.kind.as_str(), item.index],
-                |r| Ok(ItemState { done: r.get(0)?, attempts: r.get(1)?, failures: r.get(2)?, interruptions: r.get(3)?, last_error: r.get(4)? }),
+                |r| {
+                    Ok(ItemState {
+                        done: r.get(0)?,
+                        attempts: r.get(1)?,
+                        failures: r.get(2)?,
+                        interruptions: r.get(3)?,
+                        last_error: r.get(4)?,
+                        leased: r.get::<_, f64>(5)? > now(),
+                    })
+                },
             )
             .optional()
         })
@@ -544,21 +551,36 @@ impl JobStore for SqliteState {
     fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool> {
         let n = self.with(|c| {
             c.execute(
-                "UPDATE jobs SET status = 'PUBLISHED', master_key = ?2, dash_key = ?3, finished_at = ?4 WHERE id = ?1 AND status = 'STITCHING'",
+                "UPDATE jobs SET status = 'PUBLISHED', master_key = ?2, dash_key = ?3, finished_at = ?4, stitch_count = stitch_count + 1
+                 WHERE id = ?1 AND status = 'STITCHING'",
                 params![id, master_key, dash_key, now()],
             )
         })?;
         Ok(n == 1)
     }
 
-    fn count_stitch(&self, id: &str) -> PortResult<()> {
+    fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>> {
+        let t = now();
         self.with(|c| {
-            c.execute(
-                "UPDATE jobs SET stitch_count = stitch_count + 1 WHERE id = ?1",
-                [id],
-            )
+            let mut st = c.prepare(
+                "SELECT kind, idx, done, attempts, failures, interruptions, last_error, lease_until FROM items WHERE job_id = ?1 ORDER BY kind DESC, idx",
+            )?;
+            let rows = st.query_map([id], |r| {
+                let kind: String = r.get(0)?;
+                Ok((
+                    ItemRef { job_id: id.to_string(), kind: ItemKind::parse(&kind).unwrap_or(ItemKind::Video), index: r.get(1)? },
+                    ItemState {
+                        done: r.get(2)?,
+                        attempts: r.get(3)?,
+                        failures: r.get(4)?,
+                        interruptions: r.get(5)?,
+                        last_error: r.get(6)?,
+                        leased: r.get::<_, f64>(7)? > t,
+                    },
+                ))
+            })?;
+            rows.collect()
         })
-        .map(|_| ())
     }
 }
 
@@ -679,9 +701,11 @@ impl WorkQueue for SqliteState {
                 .optional()
                 .map_err(backend)?;
             let Some((id, queue, body, count)) = row else { return Ok(None) };
-            tx.execute("UPDATE messages SET visible_at = ?2 WHERE id = ?1", params![id, t + visibility.as_secs_f64()]).map_err(backend)?;
+            // A fresh receipt, so a slow holder of the last live delivery cannot touch it.
+            let next = count + 1;
+            tx.execute("UPDATE messages SET visible_at = ?2, receive_count = ?3 WHERE id = ?1", params![id, t + visibility.as_secs_f64(), next]).map_err(backend)?;
             let queue = Queue::parse(&queue).ok_or_else(|| PortError::Backend(format!("unknown queue {queue}")))?;
-            Ok(Some(Delivery { receipt: receipt(id, count), queue, message: decode(&body)?, receive_count: count as u32 }))
+            Ok(Some(Delivery { receipt: receipt(id, next), queue, message: decode(&body)?, receive_count: count as u32 }))
         })
     }
 

@@ -39,4 +39,6 @@ contract!(
     receive_follows_the_queue_order,
     messages_dead_letter_after_max_receives,
     failed_jobs_hand_out_no_work,
+    a_reset_job_fences_out_its_old_workers,
+    items_report_done_and_leased,
 );

@@ -100,3 +100,101 @@ fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
     );
     assert_eq!(job.failures, 5);
 }
+
+fn planned(d: &Path) -> (Local, Config) {
+    let src = clip(d);
+    let state = d.join("state");
+    let fleet = ProcessFleet::new("/nonexistent".into(), state.clone(), 0, 1);
+    let local = Local::open(&state, Some(&d.join("out")), fleet, 3).unwrap();
+    let cfg = Config::new(state.join("scratch"));
+    let source = Source {
+        uri: src.canonicalize().unwrap().display().to_string(),
+        key: "clip.mp4".into(),
+        job_id: "job2".into(),
+    };
+    ingest(local.ports(), &cfg, &source, Tier::Standard, false).unwrap();
+    (local, cfg)
+}
+
+#[test]
+fn a_stitch_request_lost_after_the_last_commit_is_asked_for_again() {
+    use vodpipe_core::ports::{Acquired, Completion, ItemKind, ItemRef};
+    let d = tempfile::tempdir().unwrap();
+    let (local, cfg) = planned(d.path());
+    let item = ItemRef {
+        job_id: "job2".into(),
+        kind: ItemKind::Video,
+        index: 0,
+    };
+    // A worker commits the last item and dies before sending the stitch request.
+    let Acquired::Lease(l) = local
+        .state
+        .acquire(&item, "doomed", Duration::from_secs(60))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(local.state.commit(&l, "[]", 1.0).unwrap(), Completion::Last);
+    assert_eq!(local.state.depth(Queue::Stitch).unwrap(), 0);
+    // Its message comes back (here: it was never deleted) and the next worker notices.
+    let mut w = Worker::new(
+        local.ports(),
+        cfg,
+        "w2",
+        vec![Tier::Standard],
+        Shutdown::new(),
+    );
+    assert_eq!(w.turn().unwrap(), Turn::Worked);
+    assert_eq!(
+        local.state.depth(Queue::Stitch).unwrap(),
+        1,
+        "stitch not requested again"
+    );
+    assert_eq!(local.state.depth(Queue::Work(Tier::Standard)).unwrap(), 0);
+    let _ = Message::Stitch {
+        job_id: "job2".into(),
+    };
+}
+
+#[test]
+fn a_duplicate_message_for_a_held_item_is_dropped_not_dead_lettered() {
+    use vodpipe_core::ports::{ItemKind, ItemRef, Message};
+    let d = tempfile::tempdir().unwrap();
+    let (local, cfg) = planned(d.path());
+    let item = ItemRef {
+        job_id: "job2".into(),
+        kind: ItemKind::Video,
+        index: 0,
+    };
+    // Another worker holds the item; two more copies of its message are around.
+    let _held = local
+        .state
+        .acquire(&item, "busy", Duration::from_secs(60))
+        .unwrap();
+    for _ in 0..2 {
+        local
+            .state
+            .send(Queue::Work(Tier::Standard), &Message::Item(item.clone()))
+            .unwrap();
+    }
+    let mut w = Worker::new(
+        local.ports(),
+        cfg,
+        "w2",
+        vec![Tier::Standard],
+        Shutdown::new(),
+    );
+    for _ in 0..6 {
+        w.turn().unwrap();
+    }
+    assert_eq!(
+        local.state.depth(Queue::Work(Tier::Standard)).unwrap(),
+        0,
+        "duplicates not dropped"
+    );
+    assert_eq!(
+        local.state.job("job2").unwrap().unwrap().status,
+        JobStatus::Encoding,
+        "a duplicate failed the job"
+    );
+}
