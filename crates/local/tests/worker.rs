@@ -151,9 +151,6 @@ fn a_stitch_request_lost_after_the_last_commit_is_asked_for_again() {
         "stitch not requested again"
     );
     assert_eq!(local.state.depth(Queue::Work(Tier::Standard)).unwrap(), 0);
-    let _ = Message::Stitch {
-        job_id: "job2".into(),
-    };
 }
 
 #[test]
