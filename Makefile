@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps build demo test lint fmt bench clean
+.PHONY: all deps player-deps moto-deps build demo test lint fmt bench clean
 
 all: build
 
@@ -24,6 +24,15 @@ deps:
 player-deps:
 	@bash tests/player/install.sh
 
+## moto server (a local AWS emulator) in .venv, for the AWS backend's tests.
+MOTO_VERSION := 5.2.5
+moto-deps:
+	@if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$(MOTO_VERSION)')" 2>/dev/null; then \
+	  echo "installing moto $(MOTO_VERSION) into .venv…"; \
+	  python3 -m venv .venv && .venv/bin/pip install -q "moto[server]==$(MOTO_VERSION)"; \
+	fi
+	@test -x .venv/bin/moto_server
+
 build:
 	$(CARGO) build --release -p vodpipe-cli
 
@@ -31,8 +40,9 @@ build:
 demo: deps build
 	@bash scripts/demo.sh "$(VODPIPE)" "$(DEMO_OUT)"
 
-## Every test: unit, contract, end to end with real ffmpeg, playback in hls.js and shaka.
-test: deps player-deps
+## Every test: unit, contract (embedded and AWS on moto), end to end with real ffmpeg,
+## playback in hls.js and shaka.
+test: deps player-deps moto-deps
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

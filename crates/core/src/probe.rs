@@ -81,7 +81,8 @@ pub struct VideoInfo {
     pub time_base: Rational,
     /// Whether frame durations vary (variable frame rate).
     pub vfr: bool,
-    /// Presentation timestamp of every frame, ascending, in `time_base` units.
+    /// Presentation timestamp of every frame, ascending, in `time_base` units. Used for
+    /// planning; empty in the plan stored with a job.
     pub frame_pts: Vec<i64>,
     /// Frame count the container's header declares (MP4/MOV), to detect truncation.
     #[serde(default)]

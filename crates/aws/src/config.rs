@@ -1,0 +1,131 @@
+//! Settings from the environment and the SDK clients built from them.
+//!
+//! Every resource name comes from one `VODPIPE_…` variable, printed by `vodpipe aws
+//! bootstrap`. `AWS_ENDPOINT_URL` (honoured by the SDK itself) points every client at an
+//! emulator. Timeouts and retries are set deliberately: a worker would rather fail an SDK
+//! call in seconds and retry the turn than hang for the SDK's defaults.
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use std::future::Future;
+use std::time::Duration;
+use vodpipe_core::ports::{PortError, PortResult, Queue, Tier};
+
+/// Names of everything the backend uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// Bucket sources are uploaded to.
+    pub ingest_bucket: String,
+    /// Bucket outputs are published to.
+    pub output_bucket: String,
+    /// The DynamoDB table.
+    pub table: String,
+    /// Queue name prefix: `<prefix>-premium`, `-standard`, `-bulk`, `-stitch`, each with
+    /// a `-dlq` twin.
+    pub queue_prefix: String,
+    /// Receives before a message moves to its dead-letter queue.
+    pub max_receives: u32,
+}
+
+impl AwsSettings {
+    /// The names for a deployment called `name`.
+    pub fn for_name(name: &str) -> Self {
+        AwsSettings {
+            ingest_bucket: format!("{name}-ingest"),
+            output_bucket: format!("{name}-output"),
+            table: format!("{name}-jobs"),
+            queue_prefix: name.to_string(),
+            max_receives: 5,
+        }
+    }
+
+    /// Reads `VODPIPE_INGEST_BUCKET`, `VODPIPE_OUTPUT_BUCKET`, `VODPIPE_TABLE`,
+    /// `VODPIPE_QUEUE_PREFIX` and `VODPIPE_MAX_RECEIVES`.
+    pub fn from_env() -> PortResult<Self> {
+        let var = |k: &str| {
+            std::env::var(k).map_err(|_| {
+                PortError::Backend(format!(
+                    "{k} is not set (run `vodpipe aws bootstrap` and export what it prints)"
+                ))
+            })
+        };
+        Ok(AwsSettings {
+            ingest_bucket: var("VODPIPE_INGEST_BUCKET")?,
+            output_bucket: var("VODPIPE_OUTPUT_BUCKET")?,
+            table: var("VODPIPE_TABLE")?,
+            queue_prefix: var("VODPIPE_QUEUE_PREFIX")?,
+            max_receives: std::env::var("VODPIPE_MAX_RECEIVES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5),
+        })
+    }
+
+    /// The `export` lines that configure other commands for these resources.
+    pub fn exports(&self) -> String {
+        format!(
+            "export VODPIPE_BACKEND=aws\nexport VODPIPE_INGEST_BUCKET={}\nexport VODPIPE_OUTPUT_BUCKET={}\nexport VODPIPE_TABLE={}\nexport VODPIPE_QUEUE_PREFIX={}\nexport VODPIPE_MAX_RECEIVES={}\n",
+            self.ingest_bucket, self.output_bucket, self.table, self.queue_prefix, self.max_receives
+        )
+    }
+
+    /// The name of a queue.
+    pub fn queue_name(&self, q: Queue) -> String {
+        format!("{}-{}", self.queue_prefix, q.as_str())
+    }
+
+    /// The name of a queue's dead-letter queue.
+    pub fn dlq_name(&self, q: Queue) -> String {
+        format!("{}-{}-dlq", self.queue_prefix, q.as_str())
+    }
+
+    /// Every queue, in priority order.
+    pub fn queues() -> [Queue; 4] {
+        [
+            Queue::Work(Tier::Premium),
+            Queue::Work(Tier::Standard),
+            Queue::Work(Tier::Bulk),
+            Queue::Stitch,
+        ]
+    }
+}
+
+/// A small tokio runtime that runs SDK futures for the synchronous ports. `block_on` may
+/// be called from several threads at once.
+pub struct Bridge {
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bridge {
+    /// A two-thread runtime.
+    pub fn new() -> PortResult<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| PortError::Backend(format!("starting the AWS runtime: {e}")))?;
+        Ok(Bridge { rt })
+    }
+
+    /// Runs `f` to completion.
+    pub fn run<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Loads the SDK configuration (credentials, region, endpoint) from the environment.
+    pub fn sdk_config(&self) -> SdkConfig {
+        self.run(
+            aws_config::defaults(BehaviorVersion::latest())
+                .retry_config(RetryConfig::standard().with_max_attempts(4))
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5))
+                        .operation_attempt_timeout(Duration::from_secs(30))
+                        .operation_timeout(Duration::from_secs(120))
+                        .build(),
+                )
+                .load(),
+        )
+    }
+}

@@ -1,0 +1,807 @@
+//! The job store on DynamoDB: one table, jobs and their items side by side.
+//!
+//! Keys: a job is `pk = JOB#<id>, sk = JOB`; its items are `sk = ITEM#<kind>#<index>`.
+//! A global secondary index on (`status`, `created_at`) answers "jobs in state S" and one on
+//! (`source`, `created_at`) answers "jobs for this file": queries, never scans. Every
+//! change that must not race is a conditional write: create-if-absent, leases that bump a
+//! fencing token, heartbeats and releases that require the current token. Committing an
+//! item is one transaction (item done under its token + job counter); the job then moves
+//! to STITCHING with a write conditional on `done = total`, which exactly one committer
+//! can win. Finished items carry a TTL attribute so they expire after the job is done.
+
+use crate::backend;
+use crate::config::Bridge;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+use std::time::Duration;
+use vodpipe_core::job::JobStatus;
+use vodpipe_core::ports::{
+    Acquired, Completion, ItemKind, ItemRef, ItemState, JobRecord, JobStore, Lease, PortError,
+    PortResult, Release, Tier,
+};
+use vodpipe_core::process::now_secs;
+
+/// Name of the index by state.
+pub const STATUS_INDEX: &str = "by-status";
+/// Name of the index by source.
+pub const SOURCE_INDEX: &str = "by-source";
+/// How long finished item records are kept.
+const ITEM_TTL_SECS: f64 = 30.0 * 86400.0;
+
+type Attrs = HashMap<String, AttributeValue>;
+
+/// The DynamoDB job store.
+pub struct DynamoJobs {
+    client: Client,
+    table: String,
+    bridge: std::sync::Arc<Bridge>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn job_key(id: &str) -> Attrs {
+    HashMap::from([
+        ("pk".to_string(), s(format!("JOB#{id}"))),
+        ("sk".to_string(), s("JOB")),
+    ])
+}
+
+fn item_sk(item: &ItemRef) -> String {
+    format!("ITEM#{}#{:06}", item.kind.as_str(), item.index)
+}
+
+fn item_key(item: &ItemRef) -> Attrs {
+    HashMap::from([
+        ("pk".to_string(), s(format!("JOB#{}", item.job_id))),
+        ("sk".to_string(), s(item_sk(item))),
+    ])
+}
+
+fn get_s(a: &Attrs, k: &str) -> Option<String> {
+    a.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_f(a: &Attrs, k: &str) -> Option<f64> {
+    a.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn get_u(a: &Attrs, k: &str) -> u64 {
+    get_f(a, k).unwrap_or(0.0).max(0.0) as u64
+}
+
+fn get_b(a: &Attrs, k: &str) -> bool {
+    a.get(k)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
+}
+
+fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E>,
+) -> bool {
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+fn item_ref(job_id: &str, a: &Attrs) -> Option<ItemRef> {
+    let sk = get_s(a, "sk")?;
+    let mut parts = sk.splitn(3, '#');
+    let (_, kind, index) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(ItemRef {
+        job_id: job_id.to_string(),
+        kind: ItemKind::parse(kind)?,
+        index: index.parse().ok()?,
+    })
+}
+
+fn item_state(a: &Attrs, now: f64) -> ItemState {
+    ItemState {
+        done: get_b(a, "done"),
+        attempts: get_u(a, "attempts") as u32,
+        failures: get_u(a, "failures") as u32,
+        interruptions: get_u(a, "interruptions") as u32,
+        last_error: get_s(a, "last_error"),
+        leased: get_f(a, "lease_until").unwrap_or(0.0) > now,
+    }
+}
+
+impl DynamoJobs {
+    /// The store over `table`.
+    pub fn new(bridge: std::sync::Arc<Bridge>, sdk: &aws_config::SdkConfig, table: &str) -> Self {
+        DynamoJobs {
+            client: Client::new(sdk),
+            table: table.to_string(),
+            bridge,
+        }
+    }
+
+    fn get(&self, key: Attrs) -> PortResult<Option<Attrs>> {
+        let out = self
+            .bridge
+            .run(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| backend("dynamodb get", e))?;
+        Ok(out.item().cloned())
+    }
+
+    /// Every item record of a job.
+    fn item_records(&self, id: &str) -> PortResult<Vec<Attrs>> {
+        let mut out = Vec::new();
+        let mut start: Option<Attrs> = None;
+        loop {
+            let page = self
+                .bridge
+                .run(
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :pk AND begins_with(sk, :item)")
+                        .expression_attribute_values(":pk", s(format!("JOB#{id}")))
+                        .expression_attribute_values(":item", s("ITEM#"))
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .map_err(|e| backend("dynamodb query items", e))?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn record(&self, a: &Attrs) -> PortResult<JobRecord> {
+        let id =
+            get_s(a, "id").ok_or_else(|| PortError::Backend("job record without id".into()))?;
+        let items = self.item_records(&id)?;
+        let sum = |k: &str| {
+            items
+                .iter()
+                .map(|i| get_f(i, k).unwrap_or(0.0))
+                .sum::<f64>()
+        };
+        let frames_done: u64 = items
+            .iter()
+            .filter(|i| get_s(i, "sk").is_some_and(|sk| sk.starts_with("ITEM#video")))
+            .map(|i| get_u(i, "frames_done"))
+            .sum();
+        Ok(JobRecord {
+            source: get_s(a, "source").unwrap_or_default(),
+            asset: get_s(a, "asset").unwrap_or_default(),
+            tier: get_s(a, "tier")
+                .and_then(|t| Tier::parse(&t))
+                .unwrap_or(Tier::Standard),
+            status: get_s(a, "status")
+                .and_then(|t| JobStatus::parse(&t))
+                .unwrap_or(JobStatus::Failed),
+            error: get_s(a, "error"),
+            done: get_u(a, "done") as u32,
+            total: get_u(a, "total") as u32,
+            frames_done,
+            frames_total: get_u(a, "frames_total"),
+            duration_secs: get_f(a, "duration_secs").unwrap_or(0.0),
+            rungs: get_u(a, "rungs") as u32,
+            attempts: sum("attempts") as u32,
+            failures: sum("failures") as u32,
+            interruptions: sum("interruptions") as u32,
+            encode_secs: sum("encode_secs"),
+            wasted_secs: sum("wasted_secs"),
+            created_at: get_f(a, "created_at").unwrap_or(0.0),
+            queued_at: get_f(a, "queued_at"),
+            started_at: get_f(a, "started_at"),
+            stitch_started_at: get_f(a, "stitch_started_at"),
+            finished_at: get_f(a, "finished_at"),
+            stitch_count: get_u(a, "stitch_count") as u32,
+            master_key: get_s(a, "master_key"),
+            dash_key: get_s(a, "dash_key"),
+            id,
+        })
+    }
+
+    fn query_index(
+        &self,
+        index: &str,
+        key: &str,
+        value: &str,
+        newest_first: bool,
+    ) -> PortResult<Vec<JobRecord>> {
+        let mut jobs = Vec::new();
+        let mut start: Option<Attrs> = None;
+        loop {
+            let page = self
+                .bridge
+                .run(
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .index_name(index)
+                        .key_condition_expression("#k = :v")
+                        .expression_attribute_names("#k", key)
+                        .expression_attribute_values(":v", s(value))
+                        .scan_index_forward(!newest_first)
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .map_err(|e| backend("dynamodb query index", e))?;
+            for a in page.items() {
+                // The index is eventually consistent: read the job itself.
+                // The index projects keys only: the id is in the partition key.
+                if let Some(id) =
+                    get_s(a, "pk").and_then(|pk| pk.strip_prefix("JOB#").map(str::to_string))
+                {
+                    if let Some(j) = self.job(&id)? {
+                        jobs.push(j);
+                    }
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(jobs),
+            }
+        }
+    }
+
+    /// An update of one record, conditional; returns false when the condition failed.
+    fn update(
+        &self,
+        key: Attrs,
+        set: &str,
+        cond: Option<&str>,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> PortResult<bool> {
+        let (set, mut names) = aliased(set);
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(set);
+        if let Some(c) = cond {
+            let (c, more) = aliased(c);
+            names.extend(more);
+            req = req.condition_expression(c);
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        names.sort();
+        names.dedup();
+        for (alias, name) in names {
+            req = req.expression_attribute_names(alias, name);
+        }
+        match self.bridge.run(req.send()) {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend("dynamodb update", e)),
+        }
+    }
+}
+
+/// Expressions name attributes as `@name`; this turns each into an alias `#name` (so no
+/// attribute can clash with DynamoDB's long list of reserved words) and lists the aliases.
+fn aliased(expr: &str) -> (String, Vec<(String, String)>) {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut out = String::with_capacity(expr.len());
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '@' {
+            out.push(c);
+            continue;
+        }
+        let mut name = String::new();
+        while let Some(&d) = chars.peek() {
+            if d.is_ascii_alphanumeric() || d == '_' {
+                name.push(d);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        out.push('#');
+        out.push_str(&name);
+        if !names.iter().any(|(a, _)| a == &format!("#{name}")) {
+            names.push((format!("#{name}"), name));
+        }
+    }
+    (out, names)
+}
+
+fn statuses_condition(from: &[JobStatus]) -> (String, Vec<(String, AttributeValue)>) {
+    let names: Vec<String> = (0..from.len()).map(|i| format!(":from{i}")).collect();
+    let values = from
+        .iter()
+        .zip(&names)
+        .map(|(st, k)| (k.clone(), s(st.as_str())))
+        .collect();
+    (format!("@status IN ({})", names.join(", ")), values)
+}
+
+impl JobStore for DynamoJobs {
+    fn create_job(
+        &self,
+        id: &str,
+        source: &str,
+        asset: &str,
+        tier: Tier,
+    ) -> PortResult<(JobRecord, bool)> {
+        let mut item = job_key(id);
+        item.insert("id".into(), s(id));
+        item.insert("source".into(), s(source));
+        item.insert("asset".into(), s(asset));
+        item.insert("tier".into(), s(tier.as_str()));
+        item.insert("status".into(), s(JobStatus::Queued.as_str()));
+        item.insert("created_at".into(), n(now_secs()));
+        // A nonce identifies this call's write: if the SDK retries a put whose first try
+        // landed, the retry fails its condition, and the nonce tells us the job is ours.
+        let nonce = format!(
+            "{}-{:?}-{}",
+            std::process::id(),
+            std::thread::current().id(),
+            now_secs()
+        );
+        item.insert("creator".into(), s(&nonce));
+        for k in [
+            "done",
+            "total",
+            "token_floor",
+            "attempt_floor",
+            "stitch_count",
+        ] {
+            item.insert(k.into(), n(0));
+        }
+        let created = match self.bridge.run(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send(),
+        ) {
+            Ok(_) => true,
+            Err(e) if is_condition_failed(&e) => false,
+            Err(e) => return Err(backend("dynamodb create job", e)),
+        };
+        let created = created
+            || self
+                .get(job_key(id))?
+                .and_then(|a| get_s(&a, "creator"))
+                .as_deref()
+                == Some(nonce.as_str());
+        let job = self
+            .job(id)?
+            .ok_or_else(|| PortError::NotFound(id.into()))?;
+        Ok((job, created))
+    }
+
+    fn job(&self, id: &str) -> PortResult<Option<JobRecord>> {
+        match self.get(job_key(id))? {
+            Some(a) => Ok(Some(self.record(&a)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>> {
+        self.query_index(SOURCE_INDEX, "source", source, true)
+    }
+
+    fn jobs_by_status(&self, status: Option<JobStatus>) -> PortResult<Vec<JobRecord>> {
+        match status {
+            Some(st) => self.query_index(STATUS_INDEX, "status", st.as_str(), false),
+            None => {
+                let mut all = Vec::new();
+                for st in JobStatus::ALL {
+                    all.extend(self.query_index(STATUS_INDEX, "status", st.as_str(), false)?);
+                }
+                all.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+                Ok(all)
+            }
+        }
+    }
+
+    fn transition(
+        &self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        error: Option<&str>,
+    ) -> PortResult<bool> {
+        let (cond, values) = statuses_condition(from);
+        let mut set = "SET @status = :to".to_string();
+        let mut vals: Vec<(&str, AttributeValue)> = values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        vals.push((":to", s(to.as_str())));
+        if let Some(e) = error {
+            set.push_str(", @error = :err");
+            vals.push((":err", s(e)));
+        }
+        if to.is_final() {
+            set.push_str(", @finished_at = :now");
+            vals.push((":now", n(now_secs())));
+        }
+        let moved = self.update(
+            job_key(id),
+            &set,
+            Some(&format!("attribute_exists(pk) AND {cond}")),
+            vals,
+        )?;
+        if !moved && self.get(job_key(id))?.is_none() {
+            return Err(PortError::NotFound(id.into()));
+        }
+        Ok(moved)
+    }
+
+    fn reset_failed(&self, id: &str) -> PortResult<bool> {
+        let items = self.item_records(id)?;
+        let token_floor = items.iter().map(|i| get_u(i, "token")).max().unwrap_or(0) + 1;
+        let attempt_floor = items
+            .iter()
+            .map(|i| get_u(i, "attempts"))
+            .max()
+            .unwrap_or(0);
+        let job = self.get(job_key(id))?;
+        let old_token_floor = job.as_ref().map_or(0, |j| get_u(j, "token_floor"));
+        let old_attempt_floor = job.as_ref().map_or(0, |j| get_u(j, "attempt_floor"));
+        let reset = self.update(
+            job_key(id),
+            "SET @status = :queued, @done = :zero, @total = :zero, @token_floor = :tf, @attempt_floor = :af REMOVE @error, @plan_doc, @queued_at, @started_at, @stitch_started_at, @finished_at, @master_key, @dash_key",
+            Some("@status = :failed"),
+            vec![
+                (":queued", s(JobStatus::Queued.as_str())),
+                (":failed", s(JobStatus::Failed.as_str())),
+                (":zero", n(0)),
+                (":tf", n(token_floor.max(old_token_floor))),
+                (":af", n(attempt_floor.max(old_attempt_floor))),
+            ],
+        )?;
+        if reset {
+            for i in items {
+                let key: Attrs = [("pk", i.get("pk")), ("sk", i.get("sk"))]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v?.clone())))
+                    .collect();
+                self.bridge
+                    .run(
+                        self.client
+                            .delete_item()
+                            .table_name(&self.table)
+                            .set_key(Some(key))
+                            .send(),
+                    )
+                    .map_err(|e| backend("dynamodb delete item", e))?;
+            }
+        }
+        Ok(reset)
+    }
+
+    fn save_plan(
+        &self,
+        id: &str,
+        plan_doc: &str,
+        duration_secs: f64,
+        frames_total: u64,
+        rungs: u32,
+        items: &[(ItemRef, u64)],
+    ) -> PortResult<bool> {
+        let job = self
+            .get(job_key(id))?
+            .ok_or_else(|| PortError::NotFound(id.into()))?;
+        if get_s(&job, "status").as_deref() != Some(JobStatus::Probing.as_str()) {
+            return Ok(false);
+        }
+        // Items first, then the job: an ingest that dies in between leaves the job in
+        // PROBING, which the next ingest takes over and plans again (same items).
+        let (token_floor, attempt_floor) =
+            (get_u(&job, "token_floor"), get_u(&job, "attempt_floor"));
+        for (item, frames) in items {
+            let mut rec = item_key(item);
+            rec.insert("frames".into(), n(*frames));
+            rec.insert("frames_done".into(), n(0));
+            rec.insert("done".into(), AttributeValue::Bool(false));
+            rec.insert("lease_until".into(), n(0));
+            rec.insert("token".into(), n(token_floor));
+            rec.insert("attempts".into(), n(attempt_floor));
+            for k in ["failures", "interruptions", "encode_secs", "wasted_secs"] {
+                rec.insert(k.into(), n(0));
+            }
+            self.bridge
+                .run(
+                    self.client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(rec))
+                        .send(),
+                )
+                .map_err(|e| backend("dynamodb put item", e))?;
+        }
+        self.update(
+            job_key(id),
+            "SET @status = :enc, @plan_doc = :doc, @duration_secs = :dur, @frames_total = :ft, @rungs = :r, @total = :total, @queued_at = :now",
+            Some("@status = :probing"),
+            vec![
+                (":enc", s(JobStatus::Encoding.as_str())),
+                (":probing", s(JobStatus::Probing.as_str())),
+                (":doc", s(plan_doc)),
+                (":dur", n(duration_secs)),
+                (":ft", n(frames_total)),
+                (":r", n(rungs)),
+                (":total", n(items.len())),
+                (":now", n(now_secs())),
+            ],
+        )
+    }
+
+    fn plan_doc(&self, id: &str) -> PortResult<String> {
+        self.get(job_key(id))?
+            .and_then(|a| get_s(&a, "plan_doc"))
+            .ok_or_else(|| PortError::NotFound(format!("plan of job {id}")))
+    }
+
+    fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired> {
+        let Some(job) = self.get(job_key(&item.job_id))? else {
+            return Ok(Acquired::Finished);
+        };
+        let Some(rec) = self.get(item_key(item))? else {
+            return Ok(Acquired::Finished);
+        };
+        if get_b(&rec, "done")
+            || get_s(&job, "status").as_deref() != Some(JobStatus::Encoding.as_str())
+        {
+            return Ok(Acquired::Finished);
+        }
+        let now = now_secs();
+        if get_f(&rec, "lease_until").unwrap_or(0.0) > now {
+            return Ok(Acquired::HeldByOther);
+        }
+        let seen = get_u(&rec, "token");
+        let (set, mut names) = aliased("SET @lease_until = :until, @owner = :owner, @frames_done = :zero ADD @token :one, @attempts :one");
+        let (cond, more) = aliased("@done = :false AND @token = :seen AND @lease_until <= :now");
+        names.extend(more);
+        names.sort();
+        names.dedup();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(item)))
+            .update_expression(set)
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(names.into_iter().collect()))
+            .expression_attribute_values(":until", n(now + ttl.as_secs_f64()))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(":now", n(now));
+        req = req.return_values(ReturnValue::AllNew);
+        let out = match self.bridge.run(req.send()) {
+            Ok(o) => o,
+            Err(e) if is_condition_failed(&e) => return Ok(Acquired::HeldByOther),
+            Err(e) => return Err(backend("dynamodb acquire", e)),
+        };
+        let a = out.attributes().cloned().unwrap_or_default();
+        self.update(
+            job_key(&item.job_id),
+            "SET @started_at = if_not_exists(@started_at, :now)",
+            None,
+            vec![(":now", n(now))],
+        )?;
+        Ok(Acquired::Lease(Lease {
+            item: item.clone(),
+            token: get_u(&a, "token"),
+            attempt: get_u(&a, "attempts") as u32,
+            failures: get_u(&a, "failures") as u32,
+            interruptions: get_u(&a, "interruptions") as u32,
+        }))
+    }
+
+    fn item_state(&self, item: &ItemRef) -> PortResult<Option<ItemState>> {
+        Ok(self
+            .get(item_key(item))?
+            .map(|a| item_state(&a, now_secs())))
+    }
+
+    fn heartbeat(&self, lease: &Lease, ttl: Duration, frames_done: u64) -> PortResult<()> {
+        let ok = self.update(
+            item_key(&lease.item),
+            "SET @lease_until = :until, @frames_done = :fd",
+            Some("@token = :t AND @done = :false"),
+            vec![
+                (":until", n(now_secs() + ttl.as_secs_f64())),
+                (":fd", n(frames_done)),
+                (":t", n(lease.token)),
+                (":false", AttributeValue::Bool(false)),
+            ],
+        )?;
+        if !ok {
+            return Err(PortError::Conflict(format!(
+                "lease on {} of job {} was lost",
+                lease.item.describe(),
+                lease.item.job_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn release_lease(&self, lease: &Lease, outcome: Release<'_>, secs: f64) -> PortResult<()> {
+        let (failed, interrupted, reason) = match outcome {
+            Release::Interrupted => (0, 1, None),
+            Release::Failed(r) => (1, 0, Some(r)),
+        };
+        let mut set = "SET @lease_until = :zero, @frames_done = :zero REMOVE @owner ADD @failures :f, @interruptions :i, @wasted_secs :w".to_string();
+        let mut vals = vec![
+            (":zero", n(0)),
+            (":f", n(failed)),
+            (":i", n(interrupted)),
+            (":w", n(secs)),
+            (":t", n(lease.token)),
+            (":false", AttributeValue::Bool(false)),
+        ];
+        if let Some(r) = reason {
+            set = set.replacen("SET ", "SET @last_error = :err, ", 1);
+            vals.push((":err", s(r)));
+        }
+        let (set, mut names) = aliased(&set);
+        let (cond, more) = aliased("@token = :t AND @done = :false");
+        names.extend(more);
+        names.sort();
+        names.dedup();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(&lease.item)))
+            .update_expression(set)
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(names.into_iter().collect()));
+        for (k, v) in vals {
+            req = req.expression_attribute_values(k, v);
+        }
+        match self.bridge.run(req.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(PortError::Conflict(format!(
+                "lease on {} of job {} was lost",
+                lease.item.describe(),
+                lease.item.job_id
+            ))),
+            Err(e) => Err(backend("dynamodb release", e)),
+        }
+    }
+
+    fn commit(&self, lease: &Lease, result_doc: &str, secs: f64) -> PortResult<Completion> {
+        let now = now_secs();
+        let (set, mut names) = aliased("SET @done = :true, @committed_attempt = :a, @result_doc = :doc, @frames_done = @frames, @lease_until = :zero, @expires_at = :exp ADD @encode_secs :secs");
+        let (cond, more) = aliased("@token = :t AND @done = :false");
+        names.extend(more);
+        names.sort();
+        names.dedup();
+        let item_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(item_key(&lease.item)))
+            .update_expression(set)
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(names.into_iter().collect()))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":a", n(lease.attempt))
+            .expression_attribute_values(":doc", s(result_doc))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":exp", n((now + ITEM_TTL_SECS) as u64))
+            .expression_attribute_values(":secs", n(secs))
+            .expression_attribute_values(":t", n(lease.token))
+            .build()
+            .map_err(|e| backend("building item update", e))?;
+        let job_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(job_key(&lease.item.job_id)))
+            .update_expression("ADD #done :one")
+            .expression_attribute_names("#done", "done")
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| backend("building job update", e))?;
+        let tx = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(item_update).build())
+            .transact_items(TransactWriteItem::builder().update(job_update).build());
+        if let Err(e) = self.bridge.run(tx.send()) {
+            let cancelled = e
+                .as_service_error()
+                .is_some_and(|se| se.is_transaction_canceled_exception());
+            if !cancelled {
+                return Err(backend("dynamodb commit", e));
+            }
+            // The item's condition failed: already done, or our token is stale.
+            let rec = self.get(item_key(&lease.item))?;
+            if rec.as_ref().is_some_and(|a| get_b(a, "done")) {
+                return Ok(Completion::AlreadyDone);
+            }
+            return Err(PortError::Conflict(format!(
+                "stale fencing token {} for {} of job {}",
+                lease.token,
+                lease.item.describe(),
+                lease.item.job_id
+            )));
+        }
+        // Exactly one committer sees the job complete: the write is conditional on the
+        // state still being ENCODING and every item counted.
+        let last = self.update(
+            job_key(&lease.item.job_id),
+            "SET @status = :stitching, @stitch_started_at = :now",
+            Some("@status = :encoding AND @done = @total"),
+            vec![
+                (":stitching", s(JobStatus::Stitching.as_str())),
+                (":encoding", s(JobStatus::Encoding.as_str())),
+                (":now", n(now)),
+            ],
+        )?;
+        Ok(if last {
+            Completion::Last
+        } else {
+            Completion::More
+        })
+    }
+
+    fn results(&self, id: &str) -> PortResult<Vec<(ItemRef, u32, String)>> {
+        let mut out: Vec<(ItemRef, u32, String)> = self
+            .item_records(id)?
+            .iter()
+            .filter(|a| get_b(a, "done"))
+            .filter_map(|a| {
+                Some((
+                    item_ref(id, a)?,
+                    get_u(a, "committed_attempt") as u32,
+                    get_s(a, "result_doc")?,
+                ))
+            })
+            .collect();
+        out.sort_by_key(|(i, _, _)| (i.kind == ItemKind::Audio, i.index));
+        Ok(out)
+    }
+
+    fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool> {
+        self.update(
+            job_key(id),
+            "SET @status = :published, @master_key = :m, @dash_key = :d, @finished_at = :now ADD @stitch_count :one",
+            Some("@status = :stitching"),
+            vec![
+                (":published", s(JobStatus::Published.as_str())),
+                (":stitching", s(JobStatus::Stitching.as_str())),
+                (":m", s(master_key)),
+                (":d", s(dash_key)),
+                (":now", n(now_secs())),
+                (":one", n(1)),
+            ],
+        )
+    }
+
+    fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>> {
+        let now = now_secs();
+        let mut out: Vec<(ItemRef, ItemState)> = self
+            .item_records(id)?
+            .iter()
+            .filter_map(|a| Some((item_ref(id, a)?, item_state(a, now))))
+            .collect();
+        out.sort_by_key(|(i, _)| (i.kind == ItemKind::Audio, i.index));
+        Ok(out)
+    }
+}

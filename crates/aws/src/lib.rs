@@ -1,0 +1,148 @@
+//! The AWS backend: every port on the real AWS SDKs.
+//!
+//! [`s3`] is the object store, [`sqs`] the tier, stitch and dead-letter queues, [`dynamo`]
+//! the job store (one table, an index by state, conditional writes and a transaction for
+//! exactly-once completion). [`config`] builds the clients from the environment, so the
+//! same binary talks to AWS or to a local emulator (`AWS_ENDPOINT_URL`). [`bootstrap`]
+//! creates the resources idempotently. The ports are synchronous; each adapter drives the
+//! async SDK on a small runtime of its own.
+
+pub mod bootstrap;
+pub mod config;
+pub mod dynamo;
+pub mod s3;
+pub mod sqs;
+
+use vodpipe_core::ports::PortError;
+
+/// Maps an SDK error to a backend port error, keeping the service's message.
+pub(crate) fn backend<E: std::fmt::Debug>(what: &str, e: E) -> PortError {
+    PortError::Backend(format!("{what}: {e:?}"))
+}
+
+use std::sync::Arc;
+use std::time::Duration;
+use vodpipe_core::job::JobStatus;
+use vodpipe_core::ports::{
+    Acquired, Completion, Delivery, ItemRef, ItemState, JobRecord, JobStore, Lease, Message,
+    PortResult, Queue, Release, Tier, WorkQueue,
+};
+
+/// The backend's state half (DynamoDB jobs + SQS queues) as one value, the shape the
+/// worker and the contract suite take.
+pub struct AwsState {
+    /// The job store.
+    pub jobs: dynamo::DynamoJobs,
+    /// The queues.
+    pub queues: sqs::SqsQueues,
+}
+
+impl AwsState {
+    /// Connects to the resources named in `settings`.
+    pub fn connect(
+        bridge: Arc<config::Bridge>,
+        sdk: &aws_config::SdkConfig,
+        settings: &config::AwsSettings,
+    ) -> PortResult<Self> {
+        Ok(AwsState {
+            jobs: dynamo::DynamoJobs::new(bridge.clone(), sdk, &settings.table),
+            queues: sqs::SqsQueues::new(bridge, sdk, settings)?,
+        })
+    }
+}
+
+impl JobStore for AwsState {
+    fn create_job(
+        &self,
+        id: &str,
+        source: &str,
+        asset: &str,
+        tier: Tier,
+    ) -> PortResult<(JobRecord, bool)> {
+        self.jobs.create_job(id, source, asset, tier)
+    }
+    fn job(&self, id: &str) -> PortResult<Option<JobRecord>> {
+        self.jobs.job(id)
+    }
+    fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>> {
+        self.jobs.jobs_by_source(source)
+    }
+    fn jobs_by_status(&self, status: Option<JobStatus>) -> PortResult<Vec<JobRecord>> {
+        self.jobs.jobs_by_status(status)
+    }
+    fn transition(
+        &self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        error: Option<&str>,
+    ) -> PortResult<bool> {
+        self.jobs.transition(id, from, to, error)
+    }
+    fn reset_failed(&self, id: &str) -> PortResult<bool> {
+        self.jobs.reset_failed(id)
+    }
+    fn save_plan(
+        &self,
+        id: &str,
+        plan_doc: &str,
+        duration_secs: f64,
+        frames_total: u64,
+        rungs: u32,
+        items: &[(ItemRef, u64)],
+    ) -> PortResult<bool> {
+        self.jobs
+            .save_plan(id, plan_doc, duration_secs, frames_total, rungs, items)
+    }
+    fn plan_doc(&self, id: &str) -> PortResult<String> {
+        self.jobs.plan_doc(id)
+    }
+    fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired> {
+        self.jobs.acquire(item, owner, ttl)
+    }
+    fn item_state(&self, item: &ItemRef) -> PortResult<Option<ItemState>> {
+        self.jobs.item_state(item)
+    }
+    fn heartbeat(&self, lease: &Lease, ttl: Duration, frames_done: u64) -> PortResult<()> {
+        self.jobs.heartbeat(lease, ttl, frames_done)
+    }
+    fn release_lease(&self, lease: &Lease, outcome: Release<'_>, secs: f64) -> PortResult<()> {
+        self.jobs.release_lease(lease, outcome, secs)
+    }
+    fn commit(&self, lease: &Lease, result_doc: &str, secs: f64) -> PortResult<Completion> {
+        self.jobs.commit(lease, result_doc, secs)
+    }
+    fn results(&self, id: &str) -> PortResult<Vec<(ItemRef, u32, String)>> {
+        self.jobs.results(id)
+    }
+    fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool> {
+        self.jobs.publish(id, master_key, dash_key)
+    }
+    fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>> {
+        self.jobs.items(id)
+    }
+}
+
+impl WorkQueue for AwsState {
+    fn send(&self, queue: Queue, message: &Message) -> PortResult<()> {
+        self.queues.send(queue, message)
+    }
+    fn receive(&self, queues: &[Queue], visibility: Duration) -> PortResult<Option<Delivery>> {
+        self.queues.receive(queues, visibility)
+    }
+    fn extend(&self, d: &Delivery, visibility: Duration) -> PortResult<()> {
+        self.queues.extend(d, visibility)
+    }
+    fn release(&self, d: &Delivery, delay: Duration) -> PortResult<()> {
+        self.queues.release(d, delay)
+    }
+    fn delete(&self, d: &Delivery) -> PortResult<()> {
+        self.queues.delete(d)
+    }
+    fn receive_dead(&self, visibility: Duration) -> PortResult<Option<Delivery>> {
+        self.queues.receive_dead(visibility)
+    }
+    fn depth(&self, queue: Queue) -> PortResult<u64> {
+        self.queues.depth(queue)
+    }
+}

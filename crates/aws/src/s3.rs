@@ -1,0 +1,208 @@
+//! The object store on S3: the output bucket for everything vodpipe writes, and presigned
+//! GETs so ffmpeg reads sources and segments with range requests instead of downloads.
+//!
+//! Segments and per-job manifests are immutable (`Cache-Control: max-age=31536000,
+//! immutable`); the pointer manifests live seconds in caches. Every object is written with
+//! server-side encryption.
+
+use crate::backend;
+use crate::config::Bridge;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::Client;
+use std::sync::Arc;
+use std::time::Duration;
+use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
+
+/// The S3 object store over one output bucket.
+pub struct S3Objects {
+    client: Client,
+    bridge: Arc<Bridge>,
+    bucket: String,
+}
+
+/// Content-Type by extension, as players and CDNs expect.
+pub fn content_type(key: &str) -> &'static str {
+    match key.rsplit('.').next() {
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("mpd") => "application/dash+xml",
+        Some("m4s") => "video/iso.segment",
+        Some("mp4") => "video/mp4",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Cache-Control for a cacheability class.
+pub fn cache_control(c: Cacheability) -> &'static str {
+    match c {
+        Cacheability::Immutable => "public, max-age=31536000, immutable",
+        Cacheability::ShortLived => "public, max-age=5, must-revalidate",
+    }
+}
+
+/// Splits `s3://bucket/key`.
+pub fn parse_s3_uri(uri: &str) -> Option<(&str, &str)> {
+    uri.strip_prefix("s3://")?
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+}
+
+impl S3Objects {
+    /// The store over `bucket`. Path-style addressing keeps emulators and dotted bucket
+    /// names working.
+    pub fn new(bridge: Arc<Bridge>, sdk: &aws_config::SdkConfig, bucket: &str) -> Self {
+        let conf = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build();
+        S3Objects {
+            client: Client::from_conf(conf),
+            bridge,
+            bucket: bucket.to_string(),
+        }
+    }
+
+    fn presign_in(&self, bucket: &str, key: &str, ttl: Duration) -> PortResult<String> {
+        let conf = PresigningConfig::expires_in(ttl).map_err(|e| backend("presign config", e))?;
+        let req = self
+            .bridge
+            .run(
+                self.client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .presigned(conf),
+            )
+            .map_err(|e| backend("s3 presign", e))?;
+        Ok(req.uri().to_string())
+    }
+}
+
+impl ObjectStore for S3Objects {
+    fn put(&self, key: &str, bytes: &[u8], cache: Cacheability) -> PortResult<()> {
+        self.bridge
+            .run(
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(ByteStream::from(bytes.to_vec()))
+                    .content_type(content_type(key))
+                    .cache_control(cache_control(cache))
+                    .server_side_encryption(ServerSideEncryption::Aes256)
+                    .send(),
+            )
+            .map_err(|e| backend(&format!("s3 put {key}"), e))?;
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> PortResult<Vec<u8>> {
+        let out = self
+            .bridge
+            .run(
+                self.client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|se| se.is_no_such_key()) {
+                    PortError::NotFound(key.to_string())
+                } else {
+                    backend(&format!("s3 get {key}"), e)
+                }
+            })?;
+        let body = self
+            .bridge
+            .run(out.body.collect())
+            .map_err(|e| backend("s3 read body", e))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    fn locate(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn list(&self, prefix: &str) -> PortResult<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .bridge
+                .run(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| backend("s3 list", e))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn delete(&self, key: &str) -> PortResult<()> {
+        self.bridge
+            .run(
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .map_err(|e| backend(&format!("s3 delete {key}"), e))?;
+        Ok(())
+    }
+
+    fn presign(&self, key: &str, ttl: Duration) -> PortResult<String> {
+        self.presign_in(&self.bucket, key, ttl)
+    }
+
+    fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String> {
+        let (bucket, key) = parse_s3_uri(source)
+            .ok_or_else(|| PortError::NotFound(format!("source {source} is not an s3:// URI")))?;
+        self.presign_in(bucket, key, ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_uris_split_into_bucket_and_key() {
+        assert_eq!(
+            parse_s3_uri("s3://b/dir/a b+c.mp4"),
+            Some(("b", "dir/a b+c.mp4"))
+        );
+        assert_eq!(parse_s3_uri("s3://b/"), None);
+        assert_eq!(parse_s3_uri("/local/file"), None);
+    }
+
+    #[test]
+    fn segments_are_immutable_and_pointers_short_lived() {
+        assert!(cache_control(Cacheability::Immutable).contains("immutable"));
+        assert!(cache_control(Cacheability::ShortLived).contains("max-age=5"));
+        assert_eq!(
+            content_type("a/master.m3u8"),
+            "application/vnd.apple.mpegurl"
+        );
+        assert_eq!(
+            content_type("a/j/c00001.1/720p/00004.m4s"),
+            "video/iso.segment"
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The work queues on SQS: one queue per tier and one for stitch requests, each with a
+//! dead-letter queue through its redrive policy (SQS moves a message there after
+//! `max_receives` receives; we never count receives ourselves).
+//!
+//! Receives try the queues in the order the worker asks (premium first, with its fairness
+//! turns), without waiting on the first ones and with a short long-poll on the last, so an
+//! idle worker costs one request a second, not a busy loop.
+
+use crate::backend;
+use crate::config::{AwsSettings, Bridge};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::Client;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use vodpipe_core::ports::{Delivery, Message, PortError, PortResult, Queue, WorkQueue};
+
+/// The SQS work queue.
+pub struct SqsQueues {
+    client: Client,
+    bridge: Arc<Bridge>,
+    urls: HashMap<Queue, String>,
+    dlq_urls: HashMap<Queue, String>,
+}
+
+fn is_receipt_gone<E: aws_sdk_sqs::error::ProvideErrorMetadata>(
+    e: &aws_sdk_sqs::error::SdkError<E>,
+) -> bool {
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|c| {
+            c.contains("ReceiptHandleIsInvalid")
+                || c.contains("InvalidParameterValue")
+                || c.contains("MessageNotInflight")
+        })
+}
+
+/// Visibility in whole seconds (SQS's unit), never rounding a real wait down to zero.
+fn secs(d: Duration) -> i32 {
+    let s = d.as_secs_f64().ceil() as i64;
+    s.clamp(0, 43_200) as i32
+}
+
+impl SqsQueues {
+    /// Looks up the queue URLs of `settings` (they must exist: see bootstrap).
+    pub fn new(
+        bridge: Arc<Bridge>,
+        sdk: &aws_config::SdkConfig,
+        settings: &AwsSettings,
+    ) -> PortResult<Self> {
+        let client = Client::new(sdk);
+        let mut urls = HashMap::new();
+        let mut dlq_urls = HashMap::new();
+        for q in AwsSettings::queues() {
+            for (name, map) in [
+                (settings.queue_name(q), &mut urls),
+                (settings.dlq_name(q), &mut dlq_urls),
+            ] {
+                let out = bridge
+                    .run(client.get_queue_url().queue_name(&name).send())
+                    .map_err(|e| {
+                        backend(&format!("queue {name} (run `vodpipe aws bootstrap`)"), e)
+                    })?;
+                let url = out
+                    .queue_url()
+                    .ok_or_else(|| PortError::NotFound(name.clone()))?
+                    .to_string();
+                map.insert(q, url);
+            }
+        }
+        Ok(SqsQueues {
+            client,
+            bridge,
+            urls,
+            dlq_urls,
+        })
+    }
+
+    fn url(&self, q: Queue) -> PortResult<&str> {
+        self.urls
+            .get(&q)
+            .map(String::as_str)
+            .ok_or_else(|| PortError::NotFound(format!("queue {}", q.as_str())))
+    }
+
+    fn receive_from(
+        &self,
+        url: &str,
+        queue: Queue,
+        visibility: Duration,
+        wait: i32,
+    ) -> PortResult<Option<Delivery>> {
+        let out = self
+            .bridge
+            .run(
+                self.client
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(1)
+                    .visibility_timeout(secs(visibility).max(1))
+                    .wait_time_seconds(wait)
+                    .message_system_attribute_names(
+                        MessageSystemAttributeName::ApproximateReceiveCount,
+                    )
+                    .send(),
+            )
+            .map_err(|e| backend("sqs receive", e))?;
+        let Some(m) = out.messages().first() else {
+            return Ok(None);
+        };
+        let body = m.body().unwrap_or_default();
+        let message: Message = serde_json::from_str(body)
+            .map_err(|e| PortError::Backend(format!("unreadable message {body:?}: {e}")))?;
+        let receive_count = m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let handle = m.receipt_handle().unwrap_or_default();
+        Ok(Some(Delivery {
+            receipt: format!("{url}|{handle}"),
+            queue,
+            message,
+            receive_count,
+        }))
+    }
+
+    fn split(receipt: &str) -> PortResult<(&str, &str)> {
+        receipt
+            .split_once('|')
+            .ok_or_else(|| PortError::NotFound(format!("receipt {receipt}")))
+    }
+
+    fn change_visibility(&self, d: &Delivery, visibility: Duration) -> PortResult<()> {
+        let (url, handle) = Self::split(&d.receipt)?;
+        match self.bridge.run(
+            self.client
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .visibility_timeout(secs(visibility))
+                .send(),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if is_receipt_gone(&e) => Err(PortError::Conflict(format!(
+                "message on {} was received again or deleted",
+                d.queue.as_str()
+            ))),
+            Err(e) => Err(backend("sqs change visibility", e)),
+        }
+    }
+}
+
+impl WorkQueue for SqsQueues {
+    fn send(&self, queue: Queue, message: &Message) -> PortResult<()> {
+        let body = serde_json::to_string(message).map_err(|e| PortError::Backend(e.to_string()))?;
+        self.bridge
+            .run(
+                self.client
+                    .send_message()
+                    .queue_url(self.url(queue)?)
+                    .message_body(body)
+                    .send(),
+            )
+            .map_err(|e| backend("sqs send", e))?;
+        Ok(())
+    }
+
+    fn receive(&self, queues: &[Queue], visibility: Duration) -> PortResult<Option<Delivery>> {
+        for (i, q) in queues.iter().enumerate() {
+            let wait = if i + 1 == queues.len() && *q != Queue::Stitch {
+                1
+            } else {
+                0
+            };
+            if let Some(d) = self.receive_from(self.url(*q)?, *q, visibility, wait)? {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    fn extend(&self, d: &Delivery, visibility: Duration) -> PortResult<()> {
+        self.change_visibility(d, visibility)
+    }
+
+    fn release(&self, d: &Delivery, delay: Duration) -> PortResult<()> {
+        self.change_visibility(d, delay)
+    }
+
+    fn delete(&self, d: &Delivery) -> PortResult<()> {
+        let (url, handle) = Self::split(&d.receipt)?;
+        match self.bridge.run(
+            self.client
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .send(),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if is_receipt_gone(&e) => {
+                Err(PortError::Conflict("message already gone".into()))
+            }
+            Err(e) => Err(backend("sqs delete", e)),
+        }
+    }
+
+    fn receive_dead(&self, visibility: Duration) -> PortResult<Option<Delivery>> {
+        for q in AwsSettings::queues() {
+            if let Some(url) = self.dlq_urls.get(&q) {
+                if let Some(d) = self.receive_from(url, q, visibility, 0)? {
+                    return Ok(Some(d));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn depth(&self, queue: Queue) -> PortResult<u64> {
+        let out = self
+            .bridge
+            .run(
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(self.url(queue)?)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                    .send(),
+            )
+            .map_err(|e| backend("sqs depth", e))?;
+        Ok(out
+            .attributes()
+            .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0))
+    }
+}
