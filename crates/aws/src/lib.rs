@@ -28,6 +28,82 @@ use vodpipe_core::ports::{
     PortResult, Queue, Release, Tier, WorkQueue,
 };
 
+/// Worker capacity managed outside vodpipe (workers started by hand or by the fleet
+/// function); `ensure_capacity` only reports. The ECS adapter replaces it in deployments.
+pub struct ManualFleet;
+
+impl vodpipe_core::ports::Fleet for ManualFleet {
+    fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
+        tracing::info!(%tier, workers, "capacity is managed outside this process");
+        Ok(0)
+    }
+}
+
+/// No CDN in front of the bucket: invalidations are logged only.
+pub struct NoCdn;
+
+impl vodpipe_core::ports::Cdn for NoCdn {
+    fn invalidate(&self, paths: &[String], caller_reference: &str) -> PortResult<()> {
+        tracing::info!(
+            ?paths,
+            caller_reference,
+            "no CDN configured; nothing to invalidate"
+        );
+        Ok(())
+    }
+}
+
+/// Everything the CLI and the worker need on AWS, from the environment.
+pub struct Aws {
+    /// The runtime the adapters share.
+    pub bridge: Arc<config::Bridge>,
+    /// Resource names.
+    pub settings: config::AwsSettings,
+    /// Jobs and queues.
+    pub state: AwsState,
+    /// The output bucket.
+    pub objects: s3::S3Objects,
+    /// The ingest bucket (sources, for `head` and uploads).
+    pub ingest: s3::S3Objects,
+    fleet: ManualFleet,
+    cdn: NoCdn,
+}
+
+impl Aws {
+    /// Connects with settings from `VODPIPE_…` variables and credentials, region and
+    /// endpoint from the usual AWS ones.
+    pub fn from_env() -> PortResult<Self> {
+        let settings = config::AwsSettings::from_env()?;
+        Self::connect(settings)
+    }
+
+    /// Connects to the resources named in `settings`.
+    pub fn connect(settings: config::AwsSettings) -> PortResult<Self> {
+        let bridge = Arc::new(config::Bridge::new()?);
+        let sdk = bridge.sdk_config();
+        Ok(Aws {
+            state: AwsState::connect(bridge.clone(), &sdk, &settings)?,
+            objects: s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket),
+            ingest: s3::S3Objects::new(bridge.clone(), &sdk, &settings.ingest_bucket),
+            bridge,
+            settings,
+            fleet: ManualFleet,
+            cdn: NoCdn,
+        })
+    }
+
+    /// The ports over AWS.
+    pub fn ports(&self) -> vodpipe_core::pipeline::Ports<'_> {
+        vodpipe_core::pipeline::Ports {
+            objects: &self.objects,
+            jobs: &self.state,
+            queue: &self.state,
+            fleet: &self.fleet,
+            cdn: &self.cdn,
+        }
+    }
+}
+
 /// The backend's state half (DynamoDB jobs + SQS queues) as one value, the shape the
 /// worker and the contract suite take.
 pub struct AwsState {

@@ -79,6 +79,37 @@ impl S3Objects {
     }
 }
 
+impl S3Objects {
+    /// The bucket this store writes to.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The source's version identity (version id, else ETag) and size, for job ids and the
+    /// size cap.
+    pub fn head(&self, uri: &str) -> PortResult<(String, u64)> {
+        let (bucket, key) = parse_s3_uri(uri)
+            .ok_or_else(|| PortError::NotFound(format!("{uri} is not an s3:// URI")))?;
+        let out = self
+            .bridge
+            .run(self.client.head_object().bucket(bucket).key(key).send())
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|se| se.is_not_found()) {
+                    PortError::NotFound(uri.to_string())
+                } else {
+                    backend("s3 head", e)
+                }
+            })?;
+        let version = out
+            .version_id()
+            .filter(|v| *v != "null")
+            .or(out.e_tag())
+            .unwrap_or_default()
+            .to_string();
+        Ok((version, out.content_length().unwrap_or(0).max(0) as u64))
+    }
+}
+
 impl ObjectStore for S3Objects {
     fn put(&self, key: &str, bytes: &[u8], cache: Cacheability) -> PortResult<()> {
         self.bridge

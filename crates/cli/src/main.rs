@@ -2,10 +2,12 @@
 //! backend and calls one use-case in `vodpipe-core`; nothing here decides anything about
 //! media or state.
 
+mod backend;
 mod progress;
 mod status;
 
 use anyhow::{bail, Context, Result};
+use backend::StateOpts;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,6 +45,28 @@ enum Command {
     Jobs(JobsArgs),
     /// Treat a folder as the ingest bucket: ingest each file once it stops growing.
     Watch(WatchArgs),
+    /// AWS backend administration.
+    Aws(AwsArgs),
+}
+
+#[derive(Args)]
+struct AwsArgs {
+    #[command(subcommand)]
+    command: AwsCommand,
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// Create (idempotently) the buckets, queues and table for NAME and print the
+    /// `export VODPIPE_…` lines the other commands need.
+    Bootstrap {
+        /// Deployment name: resources are called NAME-ingest, NAME-jobs, NAME-premium …
+        #[arg(long)]
+        name: String,
+        /// Receives before a message moves to its dead-letter queue.
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+    },
 }
 
 /// Options for planning new jobs.
@@ -63,17 +87,6 @@ struct MediaOpts {
     /// ffprobe binary.
     #[arg(long, env = "VODPIPE_FFPROBE", default_value = "ffprobe")]
     ffprobe: String,
-}
-
-/// Where the state lives and how workers behave.
-#[derive(Args, Clone)]
-struct StateOpts {
-    /// State directory (SQLite database, scratch space).
-    #[arg(long, env = "VODPIPE_STATE")]
-    state: PathBuf,
-    /// Receives after which a message is dead-lettered and its job fails.
-    #[arg(long, default_value_t = 5)]
-    max_receives: u32,
 }
 
 #[derive(Args)]
@@ -113,8 +126,8 @@ struct PlanArgs {
 
 #[derive(Args)]
 struct IngestArgs {
-    /// Source video file.
-    input: PathBuf,
+    /// Source video: a file, or `s3://BUCKET/KEY` with `--backend aws`.
+    input: String,
     #[command(flatten)]
     state: StateOpts,
     /// Where published assets go (fixed by the first command on a state directory;
@@ -230,8 +243,9 @@ fn main() {
         Command::Plan(a) => plan(a),
         Command::Ingest(a) => ingest_cmd(a),
         Command::Worker(a) => worker(a),
-        Command::Status(a) => status::status(a.job, &a.state.state, a.json),
-        Command::Jobs(a) => status::jobs(&a.state.state, a.status, a.json, a.watch),
+        Command::Status(a) => status::status(a.job, &a.state, a.json),
+        Command::Jobs(a) => status::jobs(&a.state, a.status, a.json, a.watch),
+        Command::Aws(a) => aws_cmd(a),
         Command::Watch(a) => watch(a),
     };
     match result {
@@ -264,18 +278,9 @@ fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
     Ok(c)
 }
 
-/// Opens the embedded backend; `workers` > 0 lets ingest start worker processes.
-pub(crate) fn open(
-    state: &Path,
-    out: Option<&Path>,
-    workers: u32,
-    max_receives: u32,
-) -> Result<Local> {
-    open_with(state, out, workers, max_receives, None)
-}
-
-/// [`open`], with the ffmpeg the fleet's workers must use.
-fn open_with(
+/// Opens the embedded backend; `workers` > 0 lets ingest start worker processes, which
+/// use `ffmpeg` when given.
+pub(crate) fn open_with(
     state: &Path,
     out: Option<&Path>,
     workers: u32,
@@ -292,19 +297,6 @@ fn open_with(
     }
     Local::open(&state, out, fleet, max_receives)
         .with_context(|| format!("opening state {}", state.display()))
-}
-
-/// Opens an existing state directory for reading (status, jobs): a mistyped `--state`
-/// is an error, not a new empty state that also fixes the output directory.
-pub(crate) fn open_existing(state: &Path) -> Result<Local> {
-    if !state.join("vodpipe.db").exists() {
-        bail!(
-            "no vodpipe state in {} (run `vodpipe ingest … --state {}` first)",
-            state.display(),
-            state.display()
-        );
-    }
-    open(state, None, 0, 5)
 }
 
 /// Starts workers (up to `max`) while jobs are unfinished, so retries and redeliveries
@@ -372,7 +364,7 @@ fn run(a: RunArgs) -> Result<i32> {
     let mut failed = 0;
     for j in &jobs {
         if a.json {
-            println!("{}", status::job_json(&local, j));
+            println!("{}", status::job_json(&local.objects, j));
         } else if let (Some(m), Some(d)) = (&j.master_key, &j.dash_key) {
             use vodpipe_core::ports::ObjectStore;
             eprintln!(
@@ -399,12 +391,15 @@ fn run(a: RunArgs) -> Result<i32> {
 }
 
 fn ingest_cmd(a: IngestArgs) -> Result<i32> {
-    let local = open(&a.state.state, a.out.as_deref(), 0, a.state.max_receives)?;
-    let cfg = config(&a.state.state.join("scratch"), &a.media)?;
-    let source = local_source(&a.input)?;
-    let ing = ingest(local.ports(), &cfg, &source, a.tier, true)?;
-    let job = local
-        .state
+    let backend = a.state.open(a.out.as_deref(), 0, None, false)?;
+    let cfg = config(&a.state.scratch()?, &a.media)?;
+    let source = match &backend {
+        backend::Backend::Aws(aws) => s3_source(aws, &a.input)?,
+        backend::Backend::Local(_) => local_source(Path::new(&a.input))?,
+    };
+    let ing = ingest(backend.ports(), &cfg, &source, a.tier, true)?;
+    let job = backend
+        .jobs()
         .job(&ing.job_id)?
         .context("job vanished after ingest")?;
     if a.json {
@@ -427,23 +422,52 @@ fn ingest_cmd(a: IngestArgs) -> Result<i32> {
     })
 }
 
+/// An S3 object's identity: bucket, key, and its version id (or ETag) as the version.
+fn s3_source(aws: &vodpipe_aws::Aws, uri: &str) -> Result<Source> {
+    let (bucket, key) = vodpipe_aws::s3::parse_s3_uri(uri)
+        .with_context(|| format!("{uri} is not an s3://BUCKET/KEY URI"))?;
+    let (version, _size) = aws
+        .ingest
+        .head(uri)
+        .with_context(|| format!("cannot read {uri}"))?;
+    Ok(Source {
+        job_id: job_id(bucket, key, &version),
+        uri: uri.to_string(),
+        key: key.to_string(),
+    })
+}
+
 fn worker(a: WorkerArgs) -> Result<i32> {
-    let local = open(&a.state.state, None, 0, a.state.max_receives)?;
+    let backend = a.state.open(None, 0, None, false)?;
     let shutdown = Shutdown::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;
     }
-    let mut cfg = Config::new(a.state.state.join("scratch"));
+    let mut cfg = Config::new(a.state.scratch()?);
     cfg.ffmpeg = a.ffmpeg;
     cfg.lease_ttl = Duration::from_secs(a.lease_seconds.max(3));
     let owner = format!("{}-{}", hostname(), std::process::id());
-    let mut w = Worker::new(local.ports(), cfg, owner, a.tiers, shutdown.clone());
+    let mut w = Worker::new(backend.ports(), cfg, owner, a.tiers, shutdown.clone());
     let started = Instant::now();
     w.run(a.idle_exit.map(Duration::from_secs))?;
     if shutdown.is_triggered() {
         tracing::warn!(after = ?started.elapsed(), "stopped by signal; work given back");
     }
     Ok(0)
+}
+
+fn aws_cmd(a: AwsArgs) -> Result<i32> {
+    match a.command {
+        AwsCommand::Bootstrap { name, max_receives } => {
+            let mut settings = vodpipe_aws::config::AwsSettings::for_name(&name);
+            settings.max_receives = max_receives;
+            let bridge = vodpipe_aws::config::Bridge::new()?;
+            let sdk = bridge.sdk_config();
+            vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings)?;
+            print!("{}", settings.exports());
+            Ok(0)
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -551,13 +575,13 @@ fn plan(a: PlanArgs) -> Result<i32> {
 
 fn watch(a: WatchArgs) -> Result<i32> {
     let local = open_with(
-        &a.state.state,
+        &a.state.state_dir()?,
         a.out.as_deref(),
         a.workers,
         a.state.max_receives,
         Some(&a.media.ffmpeg),
     )?;
-    let cfg = config(&a.state.state.join("scratch"), &a.media)?;
+    let cfg = config(&a.state.scratch()?, &a.media)?;
     let shutdown = Shutdown::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;

@@ -3,22 +3,21 @@
 //! Everything comes from the job store's indexes (by id, by source, by state), never from
 //! a scan of outputs.
 
+use crate::backend::{Backend, StateOpts};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 use vodpipe_core::cost::{compute_cost, output_minutes, WorkerSize};
 use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobRecord, JobStore, ObjectStore, Queue, Tier, WorkQueue};
-use vodpipe_local::Local;
+use vodpipe_core::ports::{JobRecord, ObjectStore, Queue, Tier};
 
 fn secs_between(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(b? - a?).map(|d| (d * 1000.0).round() / 1000.0)
 }
 
 /// The JSON view of a job: what `run --json` prints per line and `status --json` prints.
-pub fn job_json(local: &Local, j: &JobRecord) -> Value {
-    let locate = |k: &Option<String>| k.as_ref().map(|k| local.objects.locate(k));
+pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
+    let locate = |k: &Option<String>| k.as_ref().map(|k| objects.locate(k));
     let spent = j.encode_secs + j.wasted_secs;
     json!({
         "job_id": j.id,
@@ -29,6 +28,7 @@ pub fn job_json(local: &Local, j: &JobRecord) -> Value {
         "master": locate(&j.master_key),
         "dash": locate(&j.dash_key),
         "master_key": j.master_key,
+        "output_prefix": objects.locate(&format!("{}/", j.asset)),
         "dash_key": j.dash_key,
         "chunks_done": j.done,
         "chunks_total": j.total,
@@ -52,15 +52,15 @@ pub fn job_json(local: &Local, j: &JobRecord) -> Value {
 }
 
 /// Finds a job by id, or by the source it came from (the newest one).
-fn find(local: &Local, job: &str) -> Result<JobRecord> {
-    if let Some(j) = local.state.job(job)? {
+fn find(backend: &Backend, job: &str) -> Result<JobRecord> {
+    if let Some(j) = backend.jobs().job(job)? {
         return Ok(j);
     }
     let source = std::fs::canonicalize(job)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| job.to_string());
-    local
-        .state
+    backend
+        .jobs()
         .jobs_by_source(&source)?
         .into_iter()
         .next()
@@ -68,10 +68,10 @@ fn find(local: &Local, job: &str) -> Result<JobRecord> {
 }
 
 /// `vodpipe status`.
-pub fn status(job: String, state: &Path, as_json: bool) -> Result<i32> {
-    let local = crate::open_existing(state)?;
-    let j = find(&local, &job)?;
-    let v = job_json(&local, &j);
+pub fn status(job: String, state: &StateOpts, as_json: bool) -> Result<i32> {
+    let backend = state.open(None, 0, None, true)?;
+    let j = find(&backend, &job)?;
+    let v = job_json(backend.objects(), &j);
     if as_json {
         println!("{v}");
         return Ok(0);
@@ -126,12 +126,12 @@ fn column(status: JobStatus) -> &'static str {
     }
 }
 
-fn table(local: &Local, jobs: &[JobRecord]) -> Result<String> {
+fn table(backend: &Backend, jobs: &[JobRecord]) -> Result<String> {
     use std::fmt::Write as _;
     let mut out = String::new();
     let depth: Vec<String> = Tier::ALL
         .iter()
-        .map(|t| Ok(format!("{t} {}", local.state.depth(Queue::Work(*t))?)))
+        .map(|t| Ok(format!("{t} {}", backend.queue().depth(Queue::Work(*t))?)))
         .collect::<Result<_>>()?;
     let count = |c: &str| jobs.iter().filter(|j| column(j.status) == c).count();
     let _ = writeln!(
@@ -169,16 +169,21 @@ fn table(local: &Local, jobs: &[JobRecord]) -> Result<String> {
 }
 
 /// `vodpipe jobs`.
-pub fn jobs(state: &Path, status: Option<JobStatus>, as_json: bool, watch: bool) -> Result<i32> {
-    let local = crate::open_existing(state)?;
+pub fn jobs(
+    state: &StateOpts,
+    status: Option<JobStatus>,
+    as_json: bool,
+    watch: bool,
+) -> Result<i32> {
+    let backend = state.open(None, 0, None, true)?;
     loop {
-        let jobs = local.state.jobs_by_status(status)?;
+        let jobs = backend.jobs().jobs_by_status(status)?;
         if as_json {
             for j in &jobs {
-                println!("{}", job_json(&local, j));
+                println!("{}", job_json(backend.objects(), j));
             }
         } else {
-            let t = table(&local, &jobs)?;
+            let t = table(&backend, &jobs)?;
             if watch {
                 print!("\x1b[2J\x1b[H");
             }

@@ -177,28 +177,52 @@ pub struct MediaInfo {
     pub start_secs: f64,
 }
 
-/// The arguments that open an untrusted input in any ffmpeg/ffprobe run: only the file
-/// protocol, only allow-listed demuxers, and an explicit `file:` prefix so a name such as
-/// `http:…` or `concat:…` is never read as a protocol.
-pub fn input_args(path: &Path) -> Vec<String> {
-    vec![
-        "-protocol_whitelist".into(),
-        "file".into(),
+/// Whether `input` is a presigned HTTP(S) URL rather than a local file.
+pub fn is_url(input: &Path) -> bool {
+    let s = input.to_string_lossy();
+    s.starts_with("https://") || s.starts_with("http://")
+}
+
+/// The arguments that open an untrusted input in any ffmpeg/ffprobe run: only allow-listed
+/// demuxers, and only the one protocol the input needs. A local file is opened through
+/// `file` with an explicit `file:` prefix, so a name such as `http:…` or `concat:…` is never
+/// read as a protocol. A presigned URL (an S3 source) is opened through HTTP(S) only, with
+/// a read timeout; the demuxer allow-list still refuses playlists that could point
+/// elsewhere.
+pub fn input_args(input: &Path) -> Vec<String> {
+    let (protocols, target) = if is_url(input) {
+        ("https,http,tls,tcp", input.to_string_lossy().into_owned())
+    } else {
+        ("file", format!("file:{}", input.display()))
+    };
+    let mut a = vec!["-protocol_whitelist".to_string(), protocols.to_string()];
+    if is_url(input) {
+        a.extend(["-rw_timeout".into(), "30000000".into()]);
+    }
+    a.extend([
         "-format_whitelist".into(),
         ALLOWED_DEMUXERS.join(","),
         "-i".into(),
-        format!("file:{}", path.display()),
-    ]
+        target,
+    ]);
+    a
 }
 
 /// Probes `path` and checks it against `policy`. Every refusal is an [`Error::Rejected`]
 /// with a reason fit for a FAILED job.
 pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaInfo> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
-    if meta.len() == 0 {
-        return Err(Error::Rejected("source file is empty (0 bytes)".into()));
-    }
-    policy.check_size(meta.len())?;
+    // A URL's size is checked by whoever presigned it (the object's metadata).
+    let size = if is_url(path) {
+        0
+    } else {
+        let meta =
+            std::fs::metadata(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
+        if meta.len() == 0 {
+            return Err(Error::Rejected("source file is empty (0 bytes)".into()));
+        }
+        policy.check_size(meta.len())?;
+        meta.len()
+    };
     let timeout = Duration::from_secs(policy.probe_timeout_secs);
     let mut args: Vec<String> = ["-v", "error", "-hide_banner", "-of", "json"]
         .iter()
@@ -216,7 +240,7 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
         step: "probe".into(),
         detail: format!("unreadable ffprobe output: {e}"),
     })?;
-    let mut info = from_raw(raw, meta.len())?;
+    let mut info = from_raw(raw, size)?;
     policy.check(&info)?;
     if let Some(v) = info.video.as_mut() {
         v.frame_pts = frame_timestamps(ffprobe, path, v.index, timeout)?;
@@ -513,6 +537,13 @@ mod tests {
 
     #[test]
     fn inputs_are_opened_with_file_protocol_only() {
+        let u = input_args(Path::new(
+            "https://bucket.s3.amazonaws.com/k?X-Amz-Signature=1",
+        ));
+        assert!(u
+            .windows(2)
+            .any(|w| w[0] == "-protocol_whitelist" && w[1] == "https,http,tls,tcp"));
+        assert!(!u.iter().any(|a| a.starts_with("file")));
         let a = input_args(Path::new("/x/http:evil.mp4"));
         assert!(a
             .windows(2)

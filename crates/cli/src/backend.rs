@@ -1,0 +1,117 @@
+//! Which backend a command runs on: the embedded one (a state directory) or AWS (names
+//! from `VODPIPE_…` variables, credentials and endpoint from the usual AWS ones).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use vodpipe_aws::Aws;
+use vodpipe_core::pipeline::Ports;
+use vodpipe_core::ports::{JobStore, ObjectStore, WorkQueue};
+use vodpipe_local::Local;
+
+/// Backend choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// Files and SQLite on this machine.
+    Local,
+    /// S3, SQS and DynamoDB.
+    Aws,
+}
+
+/// Where the state lives.
+#[derive(Args, Clone)]
+pub struct StateOpts {
+    /// Backend: local (a state directory) or aws (see `vodpipe aws bootstrap`).
+    #[arg(long, env = "VODPIPE_BACKEND", value_enum, default_value = "local")]
+    pub backend: Kind,
+    /// State directory for the local backend (SQLite database, scratch space).
+    #[arg(long, env = "VODPIPE_STATE")]
+    pub state: Option<PathBuf>,
+    /// Receives after which a message is dead-lettered and its job fails (local backend;
+    /// on AWS the queues' redrive policy decides).
+    #[arg(long, default_value_t = 5)]
+    pub max_receives: u32,
+}
+
+impl StateOpts {
+    /// The local state directory; an error on AWS-only paths is the caller's to avoid.
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        match (&self.state, self.backend) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Kind::Aws) => Ok(std::env::temp_dir().join("vodpipe-aws")),
+            (None, Kind::Local) => {
+                bail!("--state DIR is required (or VODPIPE_STATE, or --backend aws)")
+            }
+        }
+    }
+
+    /// Scratch space for ffmpeg outputs.
+    pub fn scratch(&self) -> Result<PathBuf> {
+        Ok(self.state_dir()?.join("scratch"))
+    }
+
+    /// Opens the backend. `existing` refuses to create a new local state directory.
+    pub fn open(
+        &self,
+        out: Option<&Path>,
+        workers: u32,
+        ffmpeg: Option<&str>,
+        existing: bool,
+    ) -> Result<Backend> {
+        match self.backend {
+            Kind::Aws => Ok(Backend::Aws(Box::new(
+                Aws::from_env().context("connecting to AWS")?,
+            ))),
+            Kind::Local => {
+                let dir = self.state_dir()?;
+                if existing && !dir.join("vodpipe.db").exists() {
+                    bail!(
+                        "no vodpipe state in {} (run `vodpipe ingest … --state {}` first)",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                Ok(Backend::Local(crate::open_with(
+                    &dir,
+                    out,
+                    workers,
+                    self.max_receives,
+                    ffmpeg,
+                )?))
+            }
+        }
+    }
+}
+
+/// An open backend.
+pub enum Backend {
+    /// Embedded.
+    Local(Box<Local>),
+    /// AWS.
+    Aws(Box<Aws>),
+}
+
+impl Backend {
+    /// Its ports.
+    pub fn ports(&self) -> Ports<'_> {
+        match self {
+            Backend::Local(l) => l.ports(),
+            Backend::Aws(a) => a.ports(),
+        }
+    }
+
+    /// The job store.
+    pub fn jobs(&self) -> &dyn JobStore {
+        self.ports().jobs
+    }
+
+    /// The queues.
+    pub fn queue(&self) -> &dyn WorkQueue {
+        self.ports().queue
+    }
+
+    /// The output objects.
+    pub fn objects(&self) -> &dyn ObjectStore {
+        self.ports().objects
+    }
+}

@@ -1,0 +1,169 @@
+//! The pipeline on the AWS backend, over the real SDKs against moto server: a clip uploaded
+//! to the ingest bucket under a key with spaces, `+` and non-ASCII characters is ingested
+//! with `--backend aws`, encoded by two worker processes, and published to the output
+//! bucket; the published asset, downloaded, is frame-exact and plays in hls.js and shaka.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../aws/tests/emulator/mod.rs"]
+mod emulator;
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+use vodpipe_core::ports::{Cacheability, ObjectStore};
+
+fn vodpipe(env: &HashMap<String, String>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vodpipe"));
+    c.envs(env);
+    c
+}
+
+fn json(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
+    emulator::start();
+    let d = tempfile::tempdir().unwrap();
+    let name = emulator::unique_name("e2e");
+    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["aws", "bootstrap", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(
+        boot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&boot.stderr)
+    );
+    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("export ")?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    assert_eq!(env.get("VODPIPE_BACKEND").map(String::as_str), Some("aws"));
+    env.insert(
+        "VODPIPE_STATE".into(),
+        d.path().join("scratch").display().to_string(),
+    );
+    // Upload the source under an awkward key.
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "640x360", "30000/1001", 10, Some(440), HARD_H264);
+    let key = "uploads/My Clip +1 é.mp4";
+    let settings = vodpipe_aws::config::AwsSettings::for_name(&name);
+    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
+    aws.ingest
+        .put(key, &std::fs::read(&src).unwrap(), Cacheability::Immutable)
+        .unwrap();
+    let uri = format!("s3://{}/{key}", settings.ingest_bucket);
+    let first = json(
+        vodpipe(&env)
+            .args(["ingest", &uri, "--json", "--chunk-seconds", "4"])
+            .output()
+            .unwrap(),
+    );
+    let again = json(
+        vodpipe(&env)
+            .args(["ingest", &uri, "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        first["job_id"], again["job_id"],
+        "re-ingesting the same object version makes no new job"
+    );
+    let job_id = first["job_id"].as_str().unwrap().to_string();
+    // Two worker processes drain the queues.
+    let mut workers: Vec<_> = (0..2)
+        .map(|_| {
+            vodpipe(&env)
+                .args(["worker", "--idle-exit", "4", "--lease-seconds", "10"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    let status = loop {
+        let s = json(
+            vodpipe(&env)
+                .args(["status", &job_id, "--json"])
+                .output()
+                .unwrap(),
+        );
+        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "not published in time: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for w in &mut workers {
+        w.wait().unwrap();
+    }
+    assert_eq!(status["status"], "PUBLISHED", "{status}");
+    assert_eq!(status["stitch_count"], 1);
+    let asset = "uploads/My_Clip__1__";
+    assert_eq!(status["master_key"], format!("{asset}/master.m3u8"));
+    assert_eq!(status["dash_key"], format!("{asset}/manifest.mpd"));
+    assert_eq!(
+        status["output_prefix"],
+        format!("s3://{}/{asset}/", settings.output_bucket)
+    );
+    // Download the published asset and check it like a local one.
+    let out = d.path().join("download");
+    for k in aws.objects.list(&format!("{asset}/")).unwrap() {
+        let dest = out.join(&k);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
+    }
+    let mut local_job = status.clone();
+    local_job["master"] = out
+        .join(format!("{asset}/master.m3u8"))
+        .display()
+        .to_string()
+        .into();
+    local_job["dash"] = out
+        .join(format!("{asset}/manifest.mpd"))
+        .display()
+        .to_string()
+        .into();
+    let renditions = assert_published_correctly(&local_job, &src, d.path());
+    assert_psnr_at_least(&renditions[0], &src, 30.0);
+    // And it plays.
+    let player = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player/check.mjs");
+    let check = Command::new("node")
+        .arg(player)
+        .arg("--root")
+        .arg(&out)
+        .args([
+            "--hls",
+            &format!("{asset}/master.m3u8"),
+            "--dash",
+            &format!("{asset}/manifest.mpd"),
+            "--timeout-secs",
+            "180",
+        ])
+        .output()
+        .expect("node is required: run `make player-deps`");
+    assert!(
+        check.status.success(),
+        "playback failed:\n{}\n{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
