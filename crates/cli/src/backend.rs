@@ -71,13 +71,8 @@ impl StateOpts {
                         dir.display()
                     );
                 }
-                Ok(Backend::Local(crate::open_with(
-                    &dir,
-                    out,
-                    workers,
-                    self.max_receives,
-                    ffmpeg,
-                )?))
+                let local = crate::open_with(&dir, out, workers, self.max_receives, ffmpeg)?;
+                Ok(Backend::Local(Box::new(local)))
             }
         }
     }
