@@ -8,8 +8,10 @@
 //! async SDK on a small runtime of its own.
 
 pub mod bootstrap;
+pub mod cdn;
 pub mod config;
 pub mod dynamo;
+pub mod fleet;
 pub mod s3;
 pub mod sqs;
 
@@ -65,8 +67,18 @@ pub struct Aws {
     pub objects: s3::S3Objects,
     /// The ingest bucket (sources, for `head` and uploads).
     pub ingest: s3::S3Objects,
-    fleet: ManualFleet,
-    cdn: NoCdn,
+    fleet: Box<dyn vodpipe_core::ports::Fleet>,
+    cdn: Box<dyn vodpipe_core::ports::Cdn>,
+}
+
+fn env_list(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl Aws {
@@ -81,14 +93,43 @@ impl Aws {
     pub fn connect(settings: config::AwsSettings) -> PortResult<Self> {
         let bridge = Arc::new(config::Bridge::new()?);
         let sdk = bridge.sdk_config();
+        // Capacity and CDN are optional: without an ECS cluster workers are started by
+        // other means; without distributions there is nothing to invalidate.
+        let fleet: Box<dyn vodpipe_core::ports::Fleet> = match std::env::var("VODPIPE_ECS_CLUSTER")
+        {
+            Ok(cluster) if !cluster.is_empty() => Box::new(fleet::EcsFleet::new(
+                bridge.clone(),
+                &sdk,
+                fleet::EcsSettings {
+                    cluster,
+                    task_definition: std::env::var("VODPIPE_TASK_DEFINITION")
+                        .unwrap_or_else(|_| "vodpipe-worker".into()),
+                    container: std::env::var("VODPIPE_WORKER_CONTAINER")
+                        .unwrap_or_else(|_| "worker".into()),
+                    subnets: env_list("VODPIPE_SUBNETS"),
+                    security_groups: env_list("VODPIPE_SECURITY_GROUPS"),
+                    max_per_tier: std::env::var("VODPIPE_MAX_WORKERS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(20),
+                },
+            )),
+            _ => Box::new(ManualFleet),
+        };
+        let distributions = env_list("VODPIPE_DISTRIBUTION_IDS");
+        let cdn: Box<dyn vodpipe_core::ports::Cdn> = if distributions.is_empty() {
+            Box::new(NoCdn)
+        } else {
+            Box::new(cdn::CloudFrontCdn::new(bridge.clone(), &sdk, distributions))
+        };
         Ok(Aws {
             state: AwsState::connect(bridge.clone(), &sdk, &settings)?,
             objects: s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket),
             ingest: s3::S3Objects::new(bridge.clone(), &sdk, &settings.ingest_bucket),
             bridge,
             settings,
-            fleet: ManualFleet,
-            cdn: NoCdn,
+            fleet,
+            cdn,
         })
     }
 
@@ -98,8 +139,8 @@ impl Aws {
             objects: &self.objects,
             jobs: &self.state,
             queue: &self.state,
-            fleet: &self.fleet,
-            cdn: &self.cdn,
+            fleet: &*self.fleet,
+            cdn: &*self.cdn,
         }
     }
 }

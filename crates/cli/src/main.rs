@@ -149,7 +149,7 @@ struct WorkerArgs {
     #[command(flatten)]
     state: StateOpts,
     /// Tiers to serve, comma-separated, in any order (premium is always tried first).
-    #[arg(long, value_delimiter = ',', default_value = "premium,standard,bulk", value_parser = parse_tier)]
+    #[arg(long, env = "VODPIPE_TIERS", value_delimiter = ',', default_value = "premium,standard,bulk", value_parser = parse_tier)]
     tiers: Vec<Tier>,
     /// Exit after this many seconds without work (default: never).
     #[arg(long)]

@@ -1,0 +1,179 @@
+//! Worker capacity on ECS: Fargate tasks started with `RunTask` on a capacity-provider
+//! strategy per tier — FARGATE (on-demand) for premium, FARGATE_SPOT for standard and
+//! bulk — and counted per tier by their `startedBy` tag.
+//!
+//! `ensure_capacity` only ever adds tasks up to the cap; workers exit by themselves when
+//! idle, which is how the fleet returns to zero. `failures[]` in a RunTask answer (no
+//! Spot capacity, say) are reported, not fatal: queued work waits for the next reconcile.
+
+use crate::backend;
+use crate::config::Bridge;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
+    DesiredStatus, KeyValuePair, NetworkConfiguration, TaskOverride,
+};
+use aws_sdk_ecs::Client;
+use std::sync::Arc;
+use vodpipe_core::ports::{Fleet, PortResult, Tier};
+
+/// Where and how worker tasks run.
+#[derive(Debug, Clone)]
+pub struct EcsSettings {
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Worker task definition (family[:revision] or ARN).
+    pub task_definition: String,
+    /// Name of the worker container in the task definition.
+    pub container: String,
+    /// Subnets (at least two AZs in production).
+    pub subnets: Vec<String>,
+    /// Security groups.
+    pub security_groups: Vec<String>,
+    /// Most worker tasks per tier.
+    pub max_per_tier: u32,
+}
+
+/// The ECS fleet.
+pub struct EcsFleet {
+    client: Client,
+    bridge: Arc<Bridge>,
+    settings: EcsSettings,
+}
+
+/// The `startedBy` tag of a tier's tasks.
+pub fn started_by(tier: Tier) -> String {
+    format!("vodpipe-{}", tier.as_str())
+}
+
+/// The capacity provider a tier runs on.
+pub fn capacity_provider(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Premium => "FARGATE",
+        Tier::Standard | Tier::Bulk => "FARGATE_SPOT",
+    }
+}
+
+/// The queues a tier's worker serves: premium tasks serve premium work only (it is where
+/// escalated items go); Spot tasks serve standard and bulk.
+pub fn served_tiers(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Premium => "premium",
+        Tier::Standard | Tier::Bulk => "standard,bulk",
+    }
+}
+
+impl EcsFleet {
+    /// The fleet in `settings`.
+    pub fn new(bridge: Arc<Bridge>, sdk: &aws_config::SdkConfig, settings: EcsSettings) -> Self {
+        EcsFleet {
+            client: Client::new(sdk),
+            bridge,
+            settings,
+        }
+    }
+
+    /// Running and pending tasks of a tier.
+    pub fn count(&self, tier: Tier) -> PortResult<u32> {
+        let mut n = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .bridge
+                .run(
+                    self.client
+                        .list_tasks()
+                        .cluster(&self.settings.cluster)
+                        .started_by(started_by(tier))
+                        .desired_status(DesiredStatus::Running)
+                        .set_next_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| backend("ecs list tasks", e))?;
+            n += out.task_arns().len() as u32;
+            match out.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(n),
+            }
+        }
+    }
+}
+
+impl Fleet for EcsFleet {
+    fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
+        let have = self.count(tier)?;
+        let want = workers.min(self.settings.max_per_tier);
+        let mut started = 0;
+        while have + started < want {
+            // RunTask starts at most 10 tasks per call.
+            let count = (want - have - started).min(10);
+            let net = AwsVpcConfiguration::builder()
+                .set_subnets(Some(self.settings.subnets.clone()))
+                .set_security_groups(Some(self.settings.security_groups.clone()))
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .map_err(|e| backend("network configuration", e))?;
+            let strategy = CapacityProviderStrategyItem::builder()
+                .capacity_provider(capacity_provider(tier))
+                .weight(1)
+                .build()
+                .map_err(|e| backend("capacity provider strategy", e))?;
+            let overrides = TaskOverride::builder()
+                .container_overrides(
+                    ContainerOverride::builder()
+                        .name(&self.settings.container)
+                        .environment(
+                            KeyValuePair::builder()
+                                .name("VODPIPE_TIERS")
+                                .value(served_tiers(tier))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build();
+            let out = self
+                .bridge
+                .run(
+                    self.client
+                        .run_task()
+                        .cluster(&self.settings.cluster)
+                        .task_definition(&self.settings.task_definition)
+                        .count(count as i32)
+                        .started_by(started_by(tier))
+                        .capacity_provider_strategy(strategy)
+                        .network_configuration(
+                            NetworkConfiguration::builder()
+                                .awsvpc_configuration(net)
+                                .build(),
+                        )
+                        .overrides(overrides)
+                        .send(),
+                )
+                .map_err(|e| backend("ecs run task", e))?;
+            let ok = out.tasks().len() as u32;
+            for f in out.failures() {
+                tracing::warn!(%tier, reason = f.reason().unwrap_or("?"), detail = f.detail().unwrap_or(""), "RunTask failure");
+            }
+            started += ok;
+            if ok < count {
+                break;
+            }
+        }
+        if started > 0 {
+            tracing::info!(%tier, started, running = have, "started worker tasks");
+        }
+        Ok(have + started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn premium_runs_on_demand_and_spot_tiers_on_spot() {
+        assert_eq!(capacity_provider(Tier::Premium), "FARGATE");
+        assert_eq!(capacity_provider(Tier::Bulk), "FARGATE_SPOT");
+        assert_eq!(served_tiers(Tier::Standard), "standard,bulk");
+        assert_eq!(started_by(Tier::Bulk), "vodpipe-bulk");
+    }
+}

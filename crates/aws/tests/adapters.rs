@@ -1,0 +1,158 @@
+//! The ECS fleet and the CloudFront CDN adapters against moto server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod emulator;
+
+use std::sync::Arc;
+use vodpipe_aws::cdn::CloudFrontCdn;
+use vodpipe_aws::config::Bridge;
+use vodpipe_aws::fleet::{EcsFleet, EcsSettings};
+use vodpipe_core::ports::{Cdn, Fleet, Tier};
+
+#[test]
+fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
+    emulator::start();
+    let bridge = Arc::new(Bridge::new().unwrap());
+    let sdk = bridge.sdk_config();
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let cluster = emulator::unique_name("cluster");
+    bridge
+        .run(ecs.create_cluster().cluster_name(&cluster).send())
+        .unwrap();
+    let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+        .name("worker")
+        .image("vodpipe-worker:test")
+        .essential(true)
+        .cpu(1024)
+        .memory(2048)
+        .build();
+    bridge
+        .run(
+            ecs.register_task_definition()
+                .family("vodpipe-worker")
+                .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+                .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+                .cpu("1024")
+                .memory("2048")
+                .container_definitions(container)
+                .send(),
+        )
+        .unwrap();
+    let (subnets, security_group) = default_network();
+    assert!(subnets.len() >= 2, "two AZs: {subnets:?}");
+    let fleet = EcsFleet::new(
+        bridge.clone(),
+        &sdk,
+        EcsSettings {
+            cluster: cluster.clone(),
+            task_definition: "vodpipe-worker".into(),
+            container: "worker".into(),
+            subnets: subnets.clone(),
+            security_groups: vec![security_group],
+            max_per_tier: 4,
+        },
+    );
+    assert_eq!(fleet.ensure_capacity(Tier::Standard, 3).unwrap(), 3);
+    assert_eq!(fleet.count(Tier::Standard).unwrap(), 3);
+    assert_eq!(
+        fleet.ensure_capacity(Tier::Standard, 2).unwrap(),
+        3,
+        "capacity is only ever added"
+    );
+    assert_eq!(
+        fleet.ensure_capacity(Tier::Standard, 50).unwrap(),
+        4,
+        "capped per tier"
+    );
+    assert_eq!(
+        fleet.count(Tier::Premium).unwrap(),
+        0,
+        "tiers are counted apart"
+    );
+    assert_eq!(fleet.ensure_capacity(Tier::Premium, 1).unwrap(), 1);
+}
+
+/// The emulator's default VPC: two subnets in different AZs and its default security
+/// group, read with boto3 from the emulator's own virtualenv (test set-up only).
+fn default_network() -> (Vec<String>, String) {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let script = r#"
+import boto3, json, os
+ec2 = boto3.client("ec2", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+by_az = {}
+for s in subnets:
+    by_az.setdefault(s["AvailabilityZone"], s["SubnetId"])
+sg = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]["GroupId"]
+print(json.dumps({"subnets": sorted(by_az.values())[:2], "sg": sg}))
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let subnets = v["subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    (subnets, v["sg"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn pointer_manifests_are_invalidated_on_every_distribution() {
+    use aws_sdk_cloudfront::types::*;
+    emulator::start();
+    let bridge = Arc::new(Bridge::new().unwrap());
+    let sdk = bridge.sdk_config();
+    let cf = aws_sdk_cloudfront::Client::new(&sdk);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let origin = Origin::builder()
+            .id("output")
+            .domain_name("output.s3.amazonaws.com")
+            .s3_origin_config(S3OriginConfig::builder().origin_access_identity("").build())
+            .build()
+            .unwrap();
+        let behavior = DefaultCacheBehavior::builder()
+            .target_origin_id("output")
+            .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
+            .cache_policy_id("658327ea-f89d-4fab-a63d-7e88639e58f6")
+            .build()
+            .unwrap();
+        let config = DistributionConfig::builder()
+            .caller_reference(emulator::unique_name(&format!("dist{n}")))
+            .origins(
+                Origins::builder()
+                    .quantity(1)
+                    .items(origin)
+                    .build()
+                    .unwrap(),
+            )
+            .default_cache_behavior(behavior)
+            .comment("vodpipe test")
+            .enabled(true)
+            .build()
+            .unwrap();
+        let out = bridge
+            .run(cf.create_distribution().distribution_config(config).send())
+            .unwrap();
+        ids.push(out.distribution().unwrap().id().to_string());
+    }
+    let cdn = CloudFrontCdn::new(bridge.clone(), &sdk, ids.clone());
+    cdn.invalidate(
+        &["/film/master.m3u8".into(), "/film/manifest.mpd".into()],
+        "job123",
+    )
+    .unwrap();
+    for id in &ids {
+        assert_eq!(cdn.invalidations(id).unwrap().len(), 1, "distribution {id}");
+    }
+}
