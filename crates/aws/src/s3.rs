@@ -9,11 +9,106 @@ use crate::backend;
 use crate::config::Bridge;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use aws_sdk_s3::Client;
 use std::sync::Arc;
 use std::time::Duration;
 use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
+
+/// Objects above this size are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
+/// Part size for multipart uploads.
+const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Uploads in flight at once in `put_many`.
+const PARALLEL_UPLOADS: usize = 8;
+
+/// Uploads one object: a single PUT, or a multipart upload above the threshold (aborted
+/// on failure so no parts linger).
+async fn upload(
+    client: Client,
+    bucket: String,
+    key: String,
+    bytes: Vec<u8>,
+    cache: Cacheability,
+) -> PortResult<()> {
+    if bytes.len() <= MULTIPART_THRESHOLD {
+        client
+            .put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(ByteStream::from(bytes))
+            .content_type(content_type(&key))
+            .cache_control(cache_control(cache))
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .send()
+            .await
+            .map_err(|e| backend(&format!("s3 put {key}"), e))?;
+        return Ok(());
+    }
+    let created = client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key(&key)
+        .content_type(content_type(&key))
+        .cache_control(cache_control(cache))
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .send()
+        .await
+        .map_err(|e| backend(&format!("s3 multipart start {key}"), e))?;
+    let upload_id = created.upload_id().unwrap_or_default().to_string();
+    let result: PortResult<Vec<CompletedPart>> = async {
+        let mut parts = Vec::new();
+        for (n, chunk) in bytes.chunks(PART_SIZE).enumerate() {
+            let number = n as i32 + 1;
+            let out = client
+                .upload_part()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .body(ByteStream::from(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| backend(&format!("s3 part {number} of {key}"), e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        Ok(parts)
+    }
+    .await;
+    match result {
+        Ok(parts) => {
+            client
+                .complete_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| backend(&format!("s3 multipart complete {key}"), e))?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = client
+                .abort_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            Err(e)
+        }
+    }
+}
 
 /// The S3 object store over one output bucket.
 pub struct S3Objects {
@@ -112,20 +207,45 @@ impl S3Objects {
 
 impl ObjectStore for S3Objects {
     fn put(&self, key: &str, bytes: &[u8], cache: Cacheability) -> PortResult<()> {
-        self.bridge
-            .run(
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .body(ByteStream::from(bytes.to_vec()))
-                    .content_type(content_type(key))
-                    .cache_control(cache_control(cache))
-                    .server_side_encryption(ServerSideEncryption::Aes256)
-                    .send(),
-            )
-            .map_err(|e| backend(&format!("s3 put {key}"), e))?;
-        Ok(())
+        self.bridge.run(upload(
+            self.client.clone(),
+            self.bucket.clone(),
+            key.to_string(),
+            bytes.to_vec(),
+            cache,
+        ))
+    }
+
+    fn put_many(&self, objects: &[(String, &[u8])], cache: Cacheability) -> PortResult<()> {
+        let jobs: Vec<_> = objects
+            .iter()
+            .map(|(k, b)| (k.clone(), b.to_vec()))
+            .collect();
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        self.bridge.run(async move {
+            let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
+            let mut set = tokio::task::JoinSet::new();
+            for (key, bytes) in jobs {
+                let (client, bucket, limit) = (client.clone(), bucket.clone(), limit.clone());
+                set.spawn(async move {
+                    let _permit = limit
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| PortError::Backend(e.to_string()))?;
+                    upload(client, bucket, key, bytes, cache).await
+                });
+            }
+            let mut first_error = None;
+            while let Some(done) = set.join_next().await {
+                let r = done
+                    .map_err(|e| PortError::Backend(format!("upload task: {e}")))
+                    .and_then(|r| r);
+                if let (Err(e), None) = (r, &first_error) {
+                    first_error = Some(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
     }
 
     fn get(&self, key: &str) -> PortResult<Vec<u8>> {

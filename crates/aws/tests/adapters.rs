@@ -156,3 +156,59 @@ fn pointer_manifests_are_invalidated_on_every_distribution() {
         assert_eq!(cdn.invalidations(id).unwrap().len(), 1, "distribution {id}");
     }
 }
+
+#[test]
+fn segments_upload_in_parallel_and_large_objects_in_parts() {
+    use vodpipe_aws::config::AwsSettings;
+    use vodpipe_core::ports::{Cacheability, ObjectStore};
+    emulator::start();
+    let bridge = Arc::new(Bridge::new().unwrap());
+    let sdk = bridge.sdk_config();
+    let settings = AwsSettings::for_name(&emulator::unique_name("s3"));
+    vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings).unwrap();
+    let store = vodpipe_aws::s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket);
+    let segments: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| {
+            (
+                format!("a/j/c00000.1/360p/{i:05}.m4s"),
+                vec![i as u8; 1000 + i],
+            )
+        })
+        .collect();
+    let batch: Vec<(String, &[u8])> = segments
+        .iter()
+        .map(|(k, b)| (k.clone(), b.as_slice()))
+        .collect();
+    store.put_many(&batch, Cacheability::Immutable).unwrap();
+    assert_eq!(store.list("a/j/").unwrap().len(), 20);
+    assert_eq!(
+        store.get("a/j/c00000.1/360p/00007.m4s").unwrap(),
+        vec![7u8; 1007]
+    );
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let head = bridge
+        .run(
+            s3.head_object()
+                .bucket(&settings.output_bucket)
+                .key("a/j/c00000.1/360p/00007.m4s")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(head.content_type(), Some("video/iso.segment"));
+    assert!(head
+        .cache_control()
+        .unwrap_or_default()
+        .contains("immutable"));
+    // Above the threshold: a multipart upload, read back intact.
+    let big: Vec<u8> = (0..(vodpipe_aws::s3::MULTIPART_THRESHOLD + 5_000_000))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    store
+        .put("a/master.m3u8.big", &big, Cacheability::ShortLived)
+        .unwrap();
+    assert_eq!(store.get("a/master.m3u8.big").unwrap(), big);
+}

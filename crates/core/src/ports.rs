@@ -42,6 +42,14 @@ pub enum Cacheability {
 pub trait ObjectStore: Send + Sync {
     /// Stores `bytes` under `key` atomically (readers see all or nothing).
     fn put(&self, key: &str, bytes: &[u8], cache: Cacheability) -> PortResult<()>;
+    /// Stores several objects; a backend may upload them in parallel (S3 does). All or an
+    /// error: on error some may be stored, which is harmless under an uncommitted attempt.
+    fn put_many(&self, objects: &[(String, &[u8])], cache: Cacheability) -> PortResult<()> {
+        for (key, bytes) in objects {
+            self.put(key, bytes, cache)?;
+        }
+        Ok(())
+    }
     /// Reads `key`.
     fn get(&self, key: &str) -> PortResult<Vec<u8>>;
     /// Where `key` is for a person: a local path or an `s3://` URI.

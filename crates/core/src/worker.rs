@@ -525,26 +525,18 @@ impl<'a> Worker<'a> {
             ItemKind::Audio => 0,
         };
         let mut results = Vec::with_capacity(tracks.len());
-        for t in tracks {
+        let mut uploads: Vec<(String, &[u8])> = Vec::new();
+        for t in &tracks {
             let tdir = match item.kind {
                 ItemKind::Video => format!("{dir}/{}", t.name),
                 ItemKind::Audio => dir.clone(),
             };
-            let put = |rel: &str, bytes: &[u8]| {
-                self.ports
-                    .objects
-                    .put(&format!("{jd}/{rel}"), bytes, Cacheability::Immutable)
-                    .map_err(|e| crate::Error::Tool {
-                        step: format!("store {jd}/{rel}"),
-                        detail: e.to_string(),
-                    })
-            };
             let init_uri = format!("{tdir}/init.mp4");
-            put(&init_uri, &t.init)?;
+            uploads.push((format!("{jd}/{init_uri}"), &t.init));
             let mut segments = Vec::with_capacity(t.segments.len());
             for (i, s) in t.segments.iter().enumerate() {
                 let uri = format!("{tdir}/{:05}.m4s", first_segment as usize + i);
-                put(&uri, &s.bytes)?;
+                uploads.push((format!("{jd}/{uri}"), &s.bytes));
                 let start = (s.base_decode_time as i64 + s.first_cts_offset).max(0) as u64;
                 segments.push(SegmentRef {
                     uri,
@@ -556,12 +548,20 @@ impl<'a> Worker<'a> {
             results.push(TrackResult {
                 codec: mp4::codec_string(&t.init, &t.name)?,
                 stsd_hash: content_hash(&mp4::sample_description(&t.init, &t.name)?),
-                name: t.name,
+                name: t.name.clone(),
                 timescale: t.timescale,
                 init_uri,
                 segments,
             });
         }
+        // Every rung's segments in one batch, so a backend can upload them in parallel.
+        self.ports
+            .objects
+            .put_many(&uploads, Cacheability::Immutable)
+            .map_err(|e| crate::Error::Tool {
+                step: format!("store {jd}/{dir}"),
+                detail: e.to_string(),
+            })?;
         Ok(results)
     }
 }
