@@ -140,31 +140,37 @@ impl DynamoJobs {
         Ok(out.item().cloned())
     }
 
-    /// Every item record of a job.
-    fn item_records(&self, id: &str) -> PortResult<Vec<Attrs>> {
+    /// Every page of a query; `query` builds the request without its start key.
+    fn query_all(
+        &self,
+        query: impl Fn() -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> PortResult<Vec<Attrs>> {
         let mut out = Vec::new();
         let mut start: Option<Attrs> = None;
         loop {
             let page = self
                 .bridge
-                .run(
-                    self.client
-                        .query()
-                        .table_name(&self.table)
-                        .key_condition_expression("pk = :pk AND begins_with(sk, :item)")
-                        .expression_attribute_values(":pk", s(format!("JOB#{id}")))
-                        .expression_attribute_values(":item", s("ITEM#"))
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
-                .map_err(|e| backend("dynamodb query items", e))?;
+                .run(query().set_exclusive_start_key(start.take()).send())
+                .map_err(|e| backend("dynamodb query", e))?;
             out.extend(page.items().iter().cloned());
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Every item record of a job.
+    fn item_records(&self, id: &str) -> PortResult<Vec<Attrs>> {
+        self.query_all(|| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :item)")
+                .expression_attribute_values(":pk", s(format!("JOB#{id}")))
+                .expression_attribute_values(":item", s("ITEM#"))
+                .consistent_read(true)
+        })
     }
 
     fn record(&self, a: &Attrs) -> PortResult<JobRecord> {
@@ -222,40 +228,29 @@ impl DynamoJobs {
         value: &str,
         newest_first: bool,
     ) -> PortResult<Vec<JobRecord>> {
-        let mut jobs = Vec::new();
-        let mut start: Option<Attrs> = None;
-        loop {
-            let page = self
-                .bridge
-                .run(
-                    self.client
-                        .query()
-                        .table_name(&self.table)
-                        .index_name(index)
-                        .key_condition_expression("#k = :v")
-                        .expression_attribute_names("#k", key)
-                        .expression_attribute_values(":v", s(value))
-                        .scan_index_forward(!newest_first)
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
-                .map_err(|e| backend("dynamodb query index", e))?;
-            for a in page.items() {
-                // The index is eventually consistent: read the job itself.
-                // The index projects keys only: the id is in the partition key.
-                if let Some(id) =
-                    get_s(a, "pk").and_then(|pk| pk.strip_prefix("JOB#").map(str::to_string))
-                {
-                    if let Some(j) = self.job(&id)? {
-                        jobs.push(j);
-                    }
+        let keys = self.query_all(|| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#k = :v")
+                .expression_attribute_names("#k", key)
+                .expression_attribute_values(":v", s(value))
+                .scan_index_forward(!newest_first)
+        })?;
+        let mut jobs = Vec::with_capacity(keys.len());
+        for a in &keys {
+            // The index projects keys only (and is eventually consistent): read the job
+            // itself; its id is in the partition key.
+            if let Some(id) =
+                get_s(a, "pk").and_then(|pk| pk.strip_prefix("JOB#").map(str::to_string))
+            {
+                if let Some(j) = self.job(&id)? {
+                    jobs.push(j);
                 }
             }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(jobs),
-            }
         }
+        Ok(jobs)
     }
 
     /// An update of one record, conditional; returns false when the condition failed.

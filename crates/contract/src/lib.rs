@@ -422,3 +422,33 @@ pub fn items_report_done_and_leased(connect: Connect<'_>) {
         .collect();
     assert_eq!(states, [(true, false), (false, true), (false, false)]);
 }
+
+/// Generates one `#[test]` per contract check, each on a fresh store from `$fresh` (a
+/// function returning a connector), so every backend runs the same list.
+#[macro_export]
+macro_rules! contract_suite {
+    ($fresh:path) => {
+        $crate::contract_suite!(@each $fresh;
+            create_if_absent_is_race_free,
+            one_lease_wins_under_contention,
+            stale_fencing_tokens_are_rejected,
+            releases_are_counted,
+            last_item_done_fires_exactly_once,
+            invisible_messages_come_back_after_visibility,
+            receive_follows_the_queue_order,
+            messages_dead_letter_after_max_receives,
+            failed_jobs_hand_out_no_work,
+            a_reset_job_fences_out_its_old_workers,
+            items_report_done_and_leased,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let connect = $fresh();
+                $crate::$name(&*connect);
+            }
+        )*
+    };
+}
