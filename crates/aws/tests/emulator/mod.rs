@@ -16,7 +16,14 @@ fn moto_server() -> PathBuf {
     if let Some(p) = std::env::var_os("VODPIPE_MOTO_SERVER") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server")
+    // The workspace root (where `make` puts .venv), from whichever package runs the test.
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = here
+        .ancestors()
+        .find(|p| p.join("Cargo.lock").exists())
+        .unwrap_or(&here)
+        .to_path_buf();
+    root.join(".venv/bin/moto_server")
 }
 
 /// Starts the emulator once and sets `AWS_ENDPOINT_URL` and test credentials.

@@ -1,0 +1,66 @@
+//! The Fargate worker task: configuration from the environment, JSON logs, one worker on
+//! the AWS backend until it is idle (so the fleet scales to zero) or told to stop.
+//!
+//! Fargate Spot sends SIGTERM two minutes before reclaiming the task (`stopTimeout` 120):
+//! the worker kills ffmpeg within milliseconds, gives its lease and message back, records
+//! the interruption and exits well inside the window.
+//!
+//! Environment: the `VODPIPE_…` names printed by `vodpipe aws bootstrap`, plus
+//! `VODPIPE_TIERS` (default all), `VODPIPE_IDLE_EXIT_SECS` (default 60),
+//! `VODPIPE_LEASE_SECS` (default 30), `VODPIPE_SCRATCH` (default /tmp/vodpipe) and
+//! `VODPIPE_FFMPEG` (default `ffmpeg`).
+
+use anyhow::{Context, Result};
+use std::time::Duration;
+use vodpipe_core::pipeline::Config;
+use vodpipe_core::ports::Tier;
+use vodpipe_core::worker::{Shutdown, Worker};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VODPIPE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let shutdown = Shutdown::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;
+    }
+    let tiers: Vec<Tier> = env_or("VODPIPE_TIERS", "premium,standard,bulk")
+        .split(',')
+        .filter_map(Tier::parse)
+        .collect();
+    anyhow::ensure!(
+        !tiers.is_empty(),
+        "VODPIPE_TIERS names no tier (premium, standard, bulk)"
+    );
+    let idle = Duration::from_secs(
+        env_or("VODPIPE_IDLE_EXIT_SECS", "60")
+            .parse()
+            .context("VODPIPE_IDLE_EXIT_SECS")?,
+    );
+    let mut cfg = Config::new(env_or("VODPIPE_SCRATCH", "/tmp/vodpipe"));
+    cfg.ffmpeg = env_or("VODPIPE_FFMPEG", "ffmpeg");
+    cfg.lease_ttl = Duration::from_secs(
+        env_or("VODPIPE_LEASE_SECS", "30")
+            .parse::<u64>()
+            .context("VODPIPE_LEASE_SECS")?
+            .max(3),
+    );
+    let aws = vodpipe_aws::Aws::from_env().context("connecting to AWS")?;
+    let owner = format!("task-{}", std::process::id());
+    tracing::info!(?tiers, ?idle, "worker task starting");
+    Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone()).run(Some(idle))?;
+    tracing::info!(interrupted = shutdown.is_triggered(), "worker task exiting");
+    Ok(())
+}
