@@ -261,25 +261,19 @@ impl DynamoJobs {
         cond: Option<&str>,
         values: Vec<(&str, AttributeValue)>,
     ) -> PortResult<bool> {
-        let (set, mut names) = aliased(set);
+        let (set, cond, names) = aliased_update(set, cond.unwrap_or(""));
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key))
-            .update_expression(set);
-        if let Some(c) = cond {
-            let (c, more) = aliased(c);
-            names.extend(more);
-            req = req.condition_expression(c);
+            .update_expression(set)
+            .set_expression_attribute_names(Some(names));
+        if !cond.is_empty() {
+            req = req.condition_expression(cond);
         }
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
-        }
-        names.sort();
-        names.dedup();
-        for (alias, name) in names {
-            req = req.expression_attribute_names(alias, name);
         }
         match self.bridge.run(req.send()) {
             Ok(_) => Ok(true),
@@ -316,6 +310,14 @@ fn aliased(expr: &str) -> (String, Vec<(String, String)>) {
         }
     }
     (out, names)
+}
+
+/// An update and its condition with every `@name` aliased, and the alias map for both.
+fn aliased_update(set: &str, cond: &str) -> (String, String, HashMap<String, String>) {
+    let (set, mut names) = aliased(set);
+    let (cond, more) = aliased(cond);
+    names.extend(more);
+    (set, cond, names.into_iter().collect())
 }
 
 fn statuses_condition(from: &[JobStatus]) -> (String, Vec<(String, AttributeValue)>) {
@@ -567,11 +569,10 @@ impl JobStore for DynamoJobs {
             return Ok(Acquired::HeldByOther);
         }
         let seen = get_u(&rec, "token");
-        let (set, mut names) = aliased("SET @lease_until = :until, @owner = :owner, @frames_done = :zero ADD @token :one, @attempts :one");
-        let (cond, more) = aliased("@done = :false AND @token = :seen AND @lease_until <= :now");
-        names.extend(more);
-        names.sort();
-        names.dedup();
+        let (set, cond, names) = aliased_update(
+            "SET @lease_until = :until, @owner = :owner, @frames_done = :zero ADD @token :one, @attempts :one",
+            "@done = :false AND @token = :seen AND @lease_until <= :now",
+        );
         let mut req = self
             .client
             .update_item()
@@ -579,7 +580,7 @@ impl JobStore for DynamoJobs {
             .set_key(Some(item_key(item)))
             .update_expression(set)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(names.into_iter().collect()))
+            .set_expression_attribute_names(Some(names))
             .expression_attribute_values(":until", n(now + ttl.as_secs_f64()))
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":zero", n(0))
@@ -655,11 +656,7 @@ impl JobStore for DynamoJobs {
             set = set.replacen("SET ", "SET @last_error = :err, ", 1);
             vals.push((":err", s(r)));
         }
-        let (set, mut names) = aliased(&set);
-        let (cond, more) = aliased("@token = :t AND @done = :false");
-        names.extend(more);
-        names.sort();
-        names.dedup();
+        let (set, cond, names) = aliased_update(&set, "@token = :t AND @done = :false");
         let mut req = self
             .client
             .update_item()
@@ -667,7 +664,7 @@ impl JobStore for DynamoJobs {
             .set_key(Some(item_key(&lease.item)))
             .update_expression(set)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(names.into_iter().collect()));
+            .set_expression_attribute_names(Some(names));
         for (k, v) in vals {
             req = req.expression_attribute_values(k, v);
         }
@@ -684,17 +681,16 @@ impl JobStore for DynamoJobs {
 
     fn commit(&self, lease: &Lease, result_doc: &str, secs: f64) -> PortResult<Completion> {
         let now = now_secs();
-        let (set, mut names) = aliased("SET @done = :true, @committed_attempt = :a, @result_doc = :doc, @frames_done = @frames, @lease_until = :zero, @expires_at = :exp ADD @encode_secs :secs");
-        let (cond, more) = aliased("@token = :t AND @done = :false");
-        names.extend(more);
-        names.sort();
-        names.dedup();
+        let (set, cond, names) = aliased_update(
+            "SET @done = :true, @committed_attempt = :a, @result_doc = :doc, @frames_done = @frames, @lease_until = :zero, @expires_at = :exp ADD @encode_secs :secs",
+            "@token = :t AND @done = :false",
+        );
         let item_update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(item_key(&lease.item)))
             .update_expression(set)
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(names.into_iter().collect()))
+            .set_expression_attribute_names(Some(names))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":a", n(lease.attempt))
