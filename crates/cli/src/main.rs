@@ -360,7 +360,7 @@ fn run(a: RunArgs) -> Result<i32> {
         ids.push(ing.job_id);
     }
     let jobs = progress::follow(&local, &ids, !a.json, workers)?;
-    local.fleet.wait_all();
+    local.fleet.stop_all();
     let mut failed = 0;
     for j in &jobs {
         if a.json {

@@ -47,6 +47,23 @@ impl ProcessFleet {
         })
     }
 
+    /// Asks every worker to stop (SIGTERM: an idle worker exits at once, a busy one gives
+    /// its item back) and waits for them. Used when there is no work left, so a run does not
+    /// wait out the workers' idle timeout.
+    pub fn stop_all(&self) {
+        if let Ok(mut c) = self.children.lock() {
+            for ch in c.iter() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &ch.id().to_string()])
+                    .status();
+            }
+            for ch in c.iter_mut() {
+                let _ = ch.wait();
+            }
+            c.clear();
+        }
+    }
+
     /// Waits for every worker to exit.
     pub fn wait_all(&self) {
         if let Ok(mut c) = self.children.lock() {
