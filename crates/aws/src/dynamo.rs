@@ -629,11 +629,7 @@ impl JobStore for DynamoJobs {
             ],
         )?;
         if !ok {
-            return Err(PortError::Conflict(format!(
-                "lease on {} of job {} was lost",
-                lease.item.describe(),
-                lease.item.job_id
-            )));
+            return Err(lease.lost());
         }
         Ok(())
     }
@@ -670,11 +666,7 @@ impl JobStore for DynamoJobs {
         }
         match self.bridge.run(req.send()) {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(PortError::Conflict(format!(
-                "lease on {} of job {} was lost",
-                lease.item.describe(),
-                lease.item.job_id
-            ))),
+            Err(e) if is_condition_failed(&e) => Err(lease.lost()),
             Err(e) => Err(backend("dynamodb release", e)),
         }
     }

@@ -53,6 +53,21 @@ fn lease(a: Acquired) -> vodpipe_core::ports::Lease {
     }
 }
 
+/// The holder of `old` can neither heartbeat nor commit any more.
+fn assert_fenced_out(s: &dyn StateBackend, old: &vodpipe_core::ports::Lease, who: &str) {
+    assert!(
+        matches!(
+            s.heartbeat(old, Duration::from_secs(60), 1),
+            Err(PortError::Conflict(_))
+        ),
+        "{who} heartbeat accepted"
+    );
+    assert!(
+        matches!(s.commit(old, "{}", 1.0), Err(PortError::Conflict(_))),
+        "{who} commit accepted"
+    );
+}
+
 /// Many workers creating the same job at once: exactly one creates it.
 pub fn create_if_absent_is_race_free(connect: Connect<'_>) {
     let created: usize = std::thread::scope(|s| {
@@ -123,17 +138,7 @@ pub fn stale_fencing_tokens_are_rejected(connect: Connect<'_>) {
         new.token
     );
     assert!(new.attempt > old.attempt, "attempt did not grow");
-    assert!(
-        matches!(
-            s.heartbeat(&old, Duration::from_secs(60), 1),
-            Err(PortError::Conflict(_))
-        ),
-        "stale heartbeat accepted"
-    );
-    assert!(
-        matches!(s.commit(&old, "{}", 1.0), Err(PortError::Conflict(_))),
-        "stale commit accepted"
-    );
+    assert_fenced_out(&*s, &old, "stale");
     assert!(
         matches!(
             s.release_lease(&old, Release::Interrupted, 1.0),
@@ -379,17 +384,7 @@ pub fn a_reset_job_fences_out_its_old_workers(connect: Connect<'_>) {
     assert!(s
         .save_plan("reset", "{}", 1.0, 10, 1, &[(item("reset", 0), 10)])
         .unwrap());
-    assert!(
-        matches!(
-            s.heartbeat(&old, Duration::from_secs(60), 1),
-            Err(PortError::Conflict(_))
-        ),
-        "old worker's heartbeat accepted"
-    );
-    assert!(
-        matches!(s.commit(&old, "{}", 1.0), Err(PortError::Conflict(_))),
-        "old worker's commit accepted"
-    );
+    assert_fenced_out(&*s, &old, "old worker's");
     let new = lease(
         s.acquire(&item("reset", 0), "fresh", Duration::from_secs(60))
             .unwrap(),

@@ -299,6 +299,17 @@ pub struct Lease {
     pub interruptions: u32,
 }
 
+impl Lease {
+    /// The error every store returns when this lease's token is no longer current.
+    pub fn lost(&self) -> PortError {
+        PortError::Conflict(format!(
+            "lease on {} of job {} was lost",
+            self.item.describe(),
+            self.item.job_id
+        ))
+    }
+}
+
 /// What committing an item led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {

@@ -216,6 +216,20 @@ impl<'a> Worker<'a> {
             .map_err(|e| PortError::Backend(format!("job {job_id} plan unreadable: {e}")))
     }
 
+    /// Fails a job that is still encoding, with `reason`; a job already past that keeps its
+    /// state.
+    fn fail_job(&self, job_id: &str, reason: &str) -> PortResult<()> {
+        self.ports
+            .jobs
+            .transition(
+                job_id,
+                &[JobStatus::Encoding],
+                JobStatus::Failed,
+                Some(reason),
+            )
+            .map(|_| ())
+    }
+
     /// A message that exhausted its receives. An item that is done, or leased by a live
     /// worker (which has its own message), needs nothing; otherwise the job fails with the
     /// item's last error. A stitch request that kept failing fails its job.
@@ -235,12 +249,7 @@ impl<'a> Worker<'a> {
                         d.receive_count
                     );
                     tracing::error!(job = %item.job_id, %reason, "dead letter");
-                    self.ports.jobs.transition(
-                        &item.job_id,
-                        &[JobStatus::Encoding],
-                        JobStatus::Failed,
-                        Some(&reason),
-                    )?;
+                    self.fail_job(&item.job_id, &reason)?;
                 }
             }
             Message::Stitch { job_id } => {
@@ -341,12 +350,7 @@ impl<'a> Worker<'a> {
                     Release::Failed(&reason),
                     secs,
                 ))?;
-                self.ports.jobs.transition(
-                    &item.job_id,
-                    &[JobStatus::Encoding],
-                    JobStatus::Failed,
-                    Some(&reason),
-                )?;
+                self.fail_job(&item.job_id, &reason)?;
                 ignore_conflict(self.ports.queue.delete(d))?;
                 Ok(Turn::Worked)
             }

@@ -473,11 +473,7 @@ impl JobStore for SqliteState {
             )
         })?;
         if n == 0 {
-            return Err(PortError::Conflict(format!(
-                "lease on {} of job {} was lost",
-                i.describe(),
-                i.job_id
-            )));
+            return Err(lease.lost());
         }
         Ok(())
     }
@@ -497,11 +493,7 @@ impl JobStore for SqliteState {
             )
         })?;
         if n == 0 {
-            return Err(PortError::Conflict(format!(
-                "lease on {} of job {} was lost",
-                i.describe(),
-                i.job_id
-            )));
+            return Err(lease.lost());
         }
         Ok(())
     }
