@@ -8,7 +8,8 @@
 //! Environment: the `VODPIPE_…` names printed by `vodpipe aws bootstrap`, plus
 //! `VODPIPE_TIERS` (default all), `VODPIPE_IDLE_EXIT_SECS` (default 60),
 //! `VODPIPE_LEASE_SECS` (default 30), `VODPIPE_SCRATCH` (default /tmp/vodpipe) and
-//! `VODPIPE_FFMPEG` (default `ffmpeg`).
+//! `VODPIPE_FFMPEG` (default `ffmpeg`) and `VODPIPE_WORKER_STITCHES` (default `false`:
+//! the stitch function consumes the stitch queue; `true` where no function is deployed).
 
 use anyhow::{Context, Result};
 use std::time::Duration;
@@ -59,8 +60,17 @@ fn main() -> Result<()> {
     );
     let aws = vodpipe_aws::Aws::from_env().context("connecting to AWS")?;
     let owner = format!("task-{}", std::process::id());
-    tracing::info!(?tiers, ?idle, "worker task starting");
-    Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone()).run(Some(idle))?;
+    let stitches = match env_or("VODPIPE_WORKER_STITCHES", "false").as_str() {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        other => anyhow::bail!("VODPIPE_WORKER_STITCHES is {other:?}; use true or false"),
+    };
+    tracing::info!(?tiers, ?idle, stitches, "worker task starting");
+    let mut worker = Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone());
+    if !stitches {
+        worker = worker.without_stitching();
+    }
+    worker.run(Some(idle))?;
     tracing::info!(interrupted = shutdown.is_triggered(), "worker task exiting");
     Ok(())
 }

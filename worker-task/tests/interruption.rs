@@ -18,6 +18,8 @@ fn task(env: &[(String, String)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_worker-task"))
         .envs(env.iter().cloned())
         .env("VODPIPE_IDLE_EXIT_SECS", "3")
+        // No stitch function in this test: the task stitches too.
+        .env("VODPIPE_WORKER_STITCHES", "true")
         .env("VODPIPE_LEASE_SECS", "6")
         .env("VODPIPE_LOG", "warn")
         .stdin(Stdio::null())

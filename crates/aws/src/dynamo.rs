@@ -31,6 +31,19 @@ const ITEM_TTL_SECS: f64 = 30.0 * 86400.0;
 
 type Attrs = HashMap<String, AttributeValue>;
 
+/// A worker task ECS stopped with `stopCode: SpotInterruption`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interruption {
+    /// The stopped task.
+    pub task_arn: String,
+    /// The tier it served (from its `startedBy` tag), or empty when unknown.
+    pub tier: String,
+    /// ECS's `stoppedReason`.
+    pub reason: String,
+    /// When it was recorded (Unix seconds).
+    pub at: f64,
+}
+
 /// The DynamoDB job store.
 pub struct DynamoJobs {
     client: Client,
@@ -158,6 +171,54 @@ impl DynamoJobs {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Records that the fleet lost a task to a Spot interruption, once per task however
+    /// often EventBridge delivers the event. True when this call recorded it. The record
+    /// lives beside the jobs (`pk = FLEET`) and expires with the same TTL as they do.
+    pub fn record_interruption(&self, i: &Interruption) -> PortResult<bool> {
+        let item: Attrs = HashMap::from([
+            ("pk".to_string(), s("FLEET")),
+            ("sk".to_string(), s(format!("INTERRUPTION#{}", i.task_arn))),
+            ("task_arn".to_string(), s(&i.task_arn)),
+            ("tier".to_string(), s(&i.tier)),
+            ("reason".to_string(), s(&i.reason)),
+            ("at".to_string(), n(i.at)),
+            ("expires_at".to_string(), n((i.at + ITEM_TTL_SECS) as u64)),
+        ]);
+        match self.bridge.run(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send(),
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend("dynamodb record interruption", e)),
+        }
+    }
+
+    /// Every recorded Spot interruption (for `status` views, dashboards and tests).
+    pub fn interruptions(&self) -> PortResult<Vec<Interruption>> {
+        let rows = self.query_all(|| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :i)")
+                .expression_attribute_values(":pk", s("FLEET"))
+                .expression_attribute_values(":i", s("INTERRUPTION#"))
+        })?;
+        Ok(rows
+            .iter()
+            .map(|a| Interruption {
+                task_arn: get_s(a, "task_arn").unwrap_or_default(),
+                tier: get_s(a, "tier").unwrap_or_default(),
+                reason: get_s(a, "reason").unwrap_or_default(),
+                at: get_f(a, "at").unwrap_or(0.0),
+            })
+            .collect())
     }
 
     /// Every item record of a job.

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cdn;
 pub mod config;
 pub mod dynamo;
+pub mod events;
 pub mod fleet;
 pub mod s3;
 pub mod sqs;
@@ -41,6 +42,15 @@ impl vodpipe_core::ports::Fleet for ManualFleet {
     }
 }
 
+/// The ECS fleet shared between the ports bundle and the fleet function's reconcile.
+struct SharedFleet(Arc<fleet::EcsFleet>);
+
+impl vodpipe_core::ports::Fleet for SharedFleet {
+    fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
+        self.0.ensure_capacity(tier, workers)
+    }
+}
+
 /// No CDN in front of the bucket: invalidations are logged only.
 pub struct NoCdn;
 
@@ -67,6 +77,10 @@ pub struct Aws {
     pub objects: s3::S3Objects,
     /// The ingest bucket (sources, for `head` and uploads).
     pub ingest: s3::S3Objects,
+    /// Job-state events (`VODPIPE_EVENT_BUS`); none when unset.
+    pub events: Option<events::JobEvents>,
+    /// The ECS fleet when `VODPIPE_ECS_CLUSTER` is set (the fleet function reconciles it).
+    pub ecs: Option<Arc<fleet::EcsFleet>>,
     fleet: Box<dyn vodpipe_core::ports::Fleet>,
     cdn: Box<dyn vodpipe_core::ports::Cdn>,
 }
@@ -95,9 +109,8 @@ impl Aws {
         let sdk = bridge.sdk_config();
         // Capacity and CDN are optional: without an ECS cluster workers are started by
         // other means; without distributions there is nothing to invalidate.
-        let fleet: Box<dyn vodpipe_core::ports::Fleet> = match std::env::var("VODPIPE_ECS_CLUSTER")
-        {
-            Ok(cluster) if !cluster.is_empty() => Box::new(fleet::EcsFleet::new(
+        let ecs = match std::env::var("VODPIPE_ECS_CLUSTER") {
+            Ok(cluster) if !cluster.is_empty() => Some(Arc::new(fleet::EcsFleet::new(
                 bridge.clone(),
                 &sdk,
                 fleet::EcsSettings {
@@ -113,9 +126,17 @@ impl Aws {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(20),
                 },
-            )),
-            _ => Box::new(ManualFleet),
+            ))),
+            _ => None,
         };
+        let fleet: Box<dyn vodpipe_core::ports::Fleet> = match &ecs {
+            Some(ecs) => Box::new(SharedFleet(ecs.clone())),
+            None => Box::new(ManualFleet),
+        };
+        let events = std::env::var("VODPIPE_EVENT_BUS")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .map(|bus| events::JobEvents::new(bridge.clone(), &sdk, &bus));
         let distributions = env_list("VODPIPE_DISTRIBUTION_IDS");
         let cdn: Box<dyn vodpipe_core::ports::Cdn> = if distributions.is_empty() {
             Box::new(NoCdn)
@@ -128,9 +149,40 @@ impl Aws {
             ingest: s3::S3Objects::new(bridge.clone(), &sdk, &settings.ingest_bucket),
             bridge,
             settings,
+            events,
+            ecs,
             fleet,
             cdn,
         })
+    }
+
+    /// An S3 object's identity as a job source: its URI, its key, and a job id from bucket,
+    /// key and version id (or ETag when the bucket is not versioned). The CLI and the
+    /// ingest function derive it the same way, so both find the same job.
+    pub fn source(&self, uri: &str) -> PortResult<vodpipe_core::ingest::Source> {
+        let (bucket, key) = s3::parse_s3_uri(uri)
+            .ok_or_else(|| PortError::Backend(format!("{uri} is not an s3://BUCKET/KEY URI")))?;
+        let (version, _size) = self.ingest.head(uri)?;
+        Ok(vodpipe_core::ingest::Source {
+            job_id: vodpipe_core::job::job_id(bucket, key, &version),
+            uri: uri.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// Puts a job-state event for `job_id` if events are configured. Never fails the caller:
+    /// the table is the source of truth and an event is a notification.
+    pub fn announce(&self, job_id: &str) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let result = self.state.jobs.job(job_id).and_then(|job| match job {
+            Some(job) => events.job_changed(&job),
+            None => Ok(()),
+        });
+        if let Err(e) = result {
+            tracing::warn!(job = %job_id, error = %e, "could not put the job-state event");
+        }
     }
 
     /// The ports over AWS.

@@ -394,7 +394,9 @@ fn ingest_cmd(a: IngestArgs) -> Result<i32> {
     let backend = a.state.open(a.out.as_deref(), 0, None, false)?;
     let cfg = config(&a.state.scratch()?, &a.media)?;
     let source = match &backend {
-        backend::Backend::Aws(aws) => s3_source(aws, &a.input)?,
+        backend::Backend::Aws(aws) => aws
+            .source(&a.input)
+            .with_context(|| format!("cannot read {}", a.input))?,
         backend::Backend::Local(_) => local_source(Path::new(&a.input))?,
     };
     let ing = ingest(backend.ports(), &cfg, &source, a.tier, true)?;
@@ -419,21 +421,6 @@ fn ingest_cmd(a: IngestArgs) -> Result<i32> {
         1
     } else {
         0
-    })
-}
-
-/// An S3 object's identity: bucket, key, and its version id (or ETag) as the version.
-fn s3_source(aws: &vodpipe_aws::Aws, uri: &str) -> Result<Source> {
-    let (bucket, key) = vodpipe_aws::s3::parse_s3_uri(uri)
-        .with_context(|| format!("{uri} is not an s3://BUCKET/KEY URI"))?;
-    let (version, _size) = aws
-        .ingest
-        .head(uri)
-        .with_context(|| format!("cannot read {uri}"))?;
-    Ok(Source {
-        job_id: job_id(bucket, key, &version),
-        uri: uri.to_string(),
-        key: key.to_string(),
     })
 }
 

@@ -106,6 +106,7 @@ pub struct Worker<'a> {
     owner: String,
     picker: TierPicker,
     shutdown: Shutdown,
+    stitches: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -123,7 +124,15 @@ impl<'a> Worker<'a> {
             owner: owner.into(),
             picker: TierPicker::new(tiers, 4),
             shutdown,
+            stitches: true,
         }
+    }
+
+    /// Leaves stitch requests to someone else: on AWS the stitch function consumes the
+    /// stitch queue, and a worker task taking them too would only race it.
+    pub fn without_stitching(mut self) -> Self {
+        self.stitches = false;
+        self
     }
 
     /// Stitch requests, dead letters, then encoding work: one message at most.
@@ -132,7 +141,12 @@ impl<'a> Worker<'a> {
             return Ok(Turn::Idle);
         }
         let vis = self.visibility();
-        if let Some(d) = self.ports.queue.receive(&[Queue::Stitch], vis)? {
+        let stitch_request = if self.stitches {
+            self.ports.queue.receive(&[Queue::Stitch], vis)?
+        } else {
+            None
+        };
+        if let Some(d) = stitch_request {
             match &d.message {
                 Message::Stitch { job_id } => match stitch(self.ports, job_id) {
                     Ok(()) => self.ports.queue.delete(&d)?,

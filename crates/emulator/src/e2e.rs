@@ -1,0 +1,574 @@
+//! `vodpipe-emulator e2e`: the deployed pipeline, end to end, on the emulator.
+//!
+//! Bootstraps the resources, wires what the SAM template wires (bucket notification,
+//! queue mappings, schedule, Spot-interruption rule, job-state rule, CloudFront), runs the
+//! real function binaries under the runtime API and worker tasks as Fargate would, then
+//! uploads one object and waits for its job. The published asset is downloaded into the
+//! output directory and the job's status JSON is printed with `master` and `dash` as paths
+//! there. Exit status 0 means PUBLISHED with its pointer manifests invalidated.
+
+use crate::fargate::{sibling, Fargate, FargateStats};
+use crate::moto::Moto;
+use crate::runtime_api::FunctionHost;
+use crate::sources::{s3_to_function, schedule, sqs_to_function, SourceCtx};
+use anyhow::{bail, Context, Result};
+use aws_sdk_cloudfront::types::{
+    DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig, ViewerProtocolPolicy,
+};
+use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vodpipe_aws::config::{AwsSettings, Bridge};
+use vodpipe_core::job::JobStatus;
+use vodpipe_core::ports::{Cacheability, JobStore, ObjectStore, Queue};
+
+/// `e2e` options.
+#[derive(Debug, clap::Args)]
+pub struct E2eArgs {
+    /// The video to upload.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The object key to upload it under (spaces, `+` and non-ASCII welcome).
+    #[arg(long)]
+    pub key: String,
+    /// Where the published asset is downloaded.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Deployment name (prefix of every resource).
+    #[arg(long, default_value = "vodpipe-e2e")]
+    pub name: String,
+    /// Most worker tasks per tier.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// Deliver every S3 event twice, as S3 may.
+    #[arg(long)]
+    pub duplicate_events: bool,
+    /// Reclaim the first worker task caught running ffmpeg, as Fargate Spot does.
+    #[arg(long)]
+    pub interrupt: bool,
+    /// Chunk duration new jobs are planned with (the ingest function's
+    /// `VODPIPE_CHUNK_SECONDS`).
+    #[arg(long, default_value_t = 20.0)]
+    pub chunk_seconds: f64,
+    /// Seconds between fleet schedule ticks.
+    #[arg(long, default_value_t = 5)]
+    pub tick_secs: u64,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+    /// Directory with the function, worker-task and vodpipe binaries (default: this
+    /// executable's).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+struct Wiring {
+    settings: AwsSettings,
+    events_queue: String,
+    job_events_queue: String,
+    stitch_queue: (String, String),
+    cluster: String,
+    task_definition: String,
+    distribution: String,
+    subnets: Vec<String>,
+    security_group: String,
+}
+
+fn queue(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, String)> {
+    let url = bridge
+        .run(sqs.create_queue().queue_name(name).send())
+        .with_context(|| format!("creating queue {name}"))?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let arn = bridge
+        .run(
+            sqs.get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send(),
+        )?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    Ok((url, arn))
+}
+
+/// Creates the resources `vodpipe aws bootstrap` creates, plus what the template wires
+/// around them, on the emulator.
+fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -> Result<Wiring> {
+    let settings = AwsSettings::for_name(name);
+    vodpipe_aws::bootstrap::bootstrap(bridge, sdk, &settings).context("bootstrap")?;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    // S3 → (queue) → ingest function.
+    let (events_url, events_arn) = queue(bridge, &sqs, &format!("{name}-s3-events"))?;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    bridge
+        .run(
+            s3.put_bucket_notification_configuration()
+                .bucket(&settings.ingest_bucket)
+                .notification_configuration(
+                    NotificationConfiguration::builder()
+                        .queue_configurations(
+                            QueueConfiguration::builder()
+                                .id("vodpipe-ingest")
+                                .queue_arn(&events_arn)
+                                .events(Event::from("s3:ObjectCreated:*"))
+                                .build()?,
+                        )
+                        .build(),
+                )
+                .send(),
+        )
+        .context("configuring the ingest bucket's notifications")?;
+    // Job-state events → a queue this command reads back.
+    let (job_events_url, job_events_arn) = queue(bridge, &sqs, &format!("{name}-job-events"))?;
+    let eb = aws_sdk_eventbridge::Client::new(sdk);
+    bridge
+        .run(
+            eb.put_rule()
+                .name(format!("{name}-job-state"))
+                .event_pattern(json!({"source": [vodpipe_aws::events::SOURCE]}).to_string())
+                .send(),
+        )
+        .context("creating the job-state rule")?;
+    bridge
+        .run(
+            eb.put_targets()
+                .rule(format!("{name}-job-state"))
+                .targets(
+                    aws_sdk_eventbridge::types::Target::builder()
+                        .id("job-events")
+                        .arn(&job_events_arn)
+                        .build()?,
+                )
+                .send(),
+        )
+        .context("targeting the job-state rule")?;
+    let stitch_url = bridge
+        .run(
+            sqs.get_queue_url()
+                .queue_name(settings.queue_name(Queue::Stitch))
+                .send(),
+        )?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let stitch_arn = bridge
+        .run(
+            sqs.get_queue_attributes()
+                .queue_url(&stitch_url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send(),
+        )?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    // ECS: the cluster and the worker task definition.
+    let ecs = aws_sdk_ecs::Client::new(sdk);
+    let cluster = name.to_string();
+    bridge
+        .run(ecs.create_cluster().cluster_name(&cluster).send())
+        .context("creating the cluster")?;
+    let family = format!("{name}-worker");
+    bridge
+        .run(
+            ecs.register_task_definition()
+                .family(&family)
+                .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+                .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+                .cpu("2048")
+                .memory("4096")
+                .container_definitions(
+                    aws_sdk_ecs::types::ContainerDefinition::builder()
+                        .name("worker")
+                        .image("vodpipe-worker:latest")
+                        .essential(true)
+                        .cpu(2048)
+                        .memory(4096)
+                        .stop_timeout(120)
+                        .build(),
+                )
+                .send(),
+        )
+        .context("registering the task definition")?;
+    let (subnets, security_group) = moto.default_network()?;
+    // CloudFront in front of the output bucket.
+    let cf = aws_sdk_cloudfront::Client::new(sdk);
+    let origin_domain = format!("{}.s3.amazonaws.com", settings.output_bucket);
+    let config = DistributionConfig::builder()
+        .caller_reference(format!("{name}-{}", vodpipe_core::process::now_secs()))
+        .comment(format!("{name} outputs"))
+        .enabled(true)
+        .origins(
+            Origins::builder()
+                .quantity(1)
+                .items(
+                    Origin::builder()
+                        .id("output")
+                        .domain_name(&origin_domain)
+                        .s3_origin_config(
+                            S3OriginConfig::builder().origin_access_identity("").build(),
+                        )
+                        .build()?,
+                )
+                .build()?,
+        )
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("output")
+                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
+                .build()?,
+        )
+        .build()?;
+    let distribution = bridge
+        .run(cf.create_distribution().distribution_config(config).send())
+        .context("creating the distribution")?
+        .distribution()
+        .map(|d| d.id().to_string())
+        .context("no distribution id")?;
+    Ok(Wiring {
+        settings,
+        events_queue: events_url,
+        job_events_queue: job_events_url,
+        stitch_queue: (stitch_url, stitch_arn),
+        cluster,
+        task_definition: family,
+        distribution,
+        subnets,
+        security_group,
+    })
+}
+
+fn find_bin(dir: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let path = match dir {
+        Some(d) => d.join(name),
+        None => sibling(name)?,
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found: build every binary first (`cargo build --workspace --bins`; make e2e-aws does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn invalidated_paths(
+    bridge: &Bridge,
+    cf: &aws_sdk_cloudfront::Client,
+    distribution: &str,
+) -> Result<Vec<String>> {
+    let list = bridge.run(cf.list_invalidations().distribution_id(distribution).send())?;
+    let mut paths = Vec::new();
+    for inv in list
+        .invalidation_list()
+        .map(|l| l.items())
+        .unwrap_or_default()
+    {
+        let got = bridge.run(
+            cf.get_invalidation()
+                .distribution_id(distribution)
+                .id(inv.id())
+                .send(),
+        )?;
+        if let Some(batch) = got.invalidation().and_then(|i| i.invalidation_batch()) {
+            if let Some(p) = batch.paths() {
+                paths.extend(p.items().iter().cloned());
+            }
+        }
+    }
+    Ok(paths)
+}
+
+fn job_events(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let Ok(got) = bridge.run(
+            sqs.receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send(),
+        ) else {
+            break;
+        };
+        if got.messages().is_empty() {
+            break;
+        }
+        for m in got.messages() {
+            if let Ok(v) = serde_json::from_str::<Value>(m.body().unwrap_or_default()) {
+                out.push(v["detail"].clone());
+            }
+            let _ = bridge.run(
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send(),
+            );
+        }
+    }
+    out
+}
+
+/// Runs the whole pipeline once; returns the process exit code.
+pub fn run(a: E2eArgs) -> Result<i32> {
+    let started = Instant::now();
+    let input =
+        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let ingest_bin = find_bin(&a.bin_dir, "vodpipe-ingest")?;
+    let stitch_bin = find_bin(&a.bin_dir, "vodpipe-stitch")?;
+    let fleet_bin = find_bin(&a.bin_dir, "vodpipe-fleet")?;
+    let worker_bin = find_bin(&a.bin_dir, "worker-task")?;
+    let vodpipe_bin = find_bin(&a.bin_dir, "vodpipe")?;
+    std::fs::create_dir_all(&a.out)?;
+    let work = a.out.join(".emulator");
+    std::fs::create_dir_all(&work)?;
+
+    let moto = Moto::start_or_reuse()?;
+    eprintln!("emulator at {}", moto.endpoint);
+    let bridge = Arc::new(Bridge::new()?);
+    let sdk = bridge.sdk_config();
+    let w = wire(&bridge, &sdk, &moto, &a.name)?;
+    eprintln!(
+        "resources for {:?} ready ({:.1} s); logs in {}",
+        a.name,
+        started.elapsed().as_secs_f64(),
+        work.display()
+    );
+
+    // What the template's function and task-definition environments say.
+    let mut env = moto.env();
+    for line in w.settings.exports().lines() {
+        if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    for (k, v) in [
+        ("VODPIPE_ECS_CLUSTER", w.cluster.clone()),
+        ("VODPIPE_TASK_DEFINITION", w.task_definition.clone()),
+        ("VODPIPE_SUBNETS", w.subnets.join(",")),
+        ("VODPIPE_SECURITY_GROUPS", w.security_group.clone()),
+        ("VODPIPE_MAX_WORKERS", a.workers.to_string()),
+        ("VODPIPE_DISTRIBUTION_IDS", w.distribution.clone()),
+        ("VODPIPE_EVENT_BUS", "default".to_string()),
+        ("VODPIPE_CHUNK_SECONDS", a.chunk_seconds.to_string()),
+        (
+            "VODPIPE_SEGMENT_SECONDS",
+            a.chunk_seconds.min(4.0).to_string(),
+        ),
+        ("VODPIPE_IDLE_EXIT_SECS", "5".to_string()),
+        ("VODPIPE_LEASE_SECS", "10".to_string()),
+        (
+            "VODPIPE_SCRATCH",
+            work.join("scratch").display().to_string(),
+        ),
+        ("VODPIPE_LOG", "info".to_string()),
+    ] {
+        env.push((k.to_string(), v));
+    }
+
+    let timeout = Duration::from_secs(300);
+    let ingest = FunctionHost::new(
+        "vodpipe-ingest",
+        &ingest_bin,
+        env.clone(),
+        &work.join("ingest.log"),
+        timeout,
+    )?;
+    let stitch = FunctionHost::new(
+        "vodpipe-stitch",
+        &stitch_bin,
+        env.clone(),
+        &work.join("stitch.log"),
+        timeout,
+    )?;
+    let fleet = FunctionHost::new(
+        "vodpipe-fleet",
+        &fleet_bin,
+        env.clone(),
+        &work.join("fleet.log"),
+        Duration::from_secs(60),
+    )?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = SourceCtx {
+        bridge: bridge.clone(),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        stop: stop.clone(),
+    };
+    let fargate_stats = Arc::new(Mutex::new(FargateStats::default()));
+    let mut threads = Vec::new();
+    {
+        let (ctx, f, url, dup) = (
+            ctx.clone(),
+            ingest.clone(),
+            w.events_queue.clone(),
+            a.duplicate_events,
+        );
+        threads.push(std::thread::spawn(move || s3_to_function(ctx, url, f, dup)));
+    }
+    {
+        let (ctx, f) = (ctx.clone(), stitch.clone());
+        let (url, arn) = w.stitch_queue.clone();
+        threads.push(std::thread::spawn(move || {
+            sqs_to_function(ctx, url, arn, f, 10)
+        }));
+    }
+    {
+        let (ctx, f) = (ctx.clone(), fleet.clone());
+        let rule = format!(
+            "arn:aws:events:us-east-1:123456789012:rule/{}-fleet-tick",
+            a.name
+        );
+        let every = Duration::from_secs(a.tick_secs.max(1));
+        threads.push(std::thread::spawn(move || schedule(ctx, rule, f, every)));
+    }
+    {
+        let fargate = Fargate {
+            bridge: bridge.clone(),
+            ecs: aws_sdk_ecs::Client::new(&sdk),
+            cluster: w.cluster.clone(),
+            worker: worker_bin,
+            env: env.clone(),
+            log_dir: work.clone(),
+            fleet_function: fleet.clone(),
+            interrupt_once: a.interrupt,
+            stop: stop.clone(),
+            stats: fargate_stats.clone(),
+        };
+        threads.push(std::thread::spawn(move || fargate.run()));
+    }
+
+    // The user's one action: an upload.
+    let aws = vodpipe_aws::Aws::connect(w.settings.clone())?;
+    aws.ingest
+        .put(&a.key, &input, Cacheability::Immutable)
+        .context("uploading the input")?;
+    let uri = format!("s3://{}/{}", w.settings.ingest_bucket, a.key);
+    eprintln!("uploaded {} to {uri}", a.input.display());
+
+    let deadline = started + Duration::from_secs(a.timeout_secs);
+    let mut last = String::new();
+    let job = loop {
+        let jobs = aws.state.jobs_by_source(&uri)?;
+        if let Some(j) = jobs.first() {
+            let line = format!("{} {} {}/{}", j.id, j.status, j.done, j.total);
+            if line != last {
+                eprintln!("  {:6.1}s  {line}", started.elapsed().as_secs_f64());
+                last = line;
+            }
+            if j.status.is_final() {
+                break j.clone();
+            }
+        }
+        if Instant::now() > deadline {
+            stop.store(true, Ordering::SeqCst);
+            bail!(
+                "no final state for {uri} after {} s (logs in {})",
+                a.timeout_secs,
+                work.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Let the fleet drain: idle workers exit and nothing is started again, which is what
+    // "no crash loop" and "scales to zero" look like.
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = fargate_stats.lock().map(|s| s.running).unwrap_or(0);
+        let queued: u64 = [
+            Queue::Work(vodpipe_core::ports::Tier::Premium),
+            Queue::Work(vodpipe_core::ports::Tier::Standard),
+            Queue::Work(vodpipe_core::ports::Tier::Bulk),
+        ]
+        .into_iter()
+        .map(|q| vodpipe_core::ports::WorkQueue::depth(&aws.state, q).unwrap_or(0))
+        .sum();
+        if running == 0 && queued == 0 {
+            break;
+        }
+        if Instant::now() > drain_deadline {
+            eprintln!("the fleet did not drain within 60 s ({running} tasks, {queued} messages)");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+
+    // Download the published asset.
+    let mut downloaded = 0;
+    if job.status == JobStatus::Published {
+        for key in aws.objects.list(&format!("{}/", job.asset))? {
+            let dest = a.out.join(&key);
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&dest, aws.objects.get(&key)?)?;
+            downloaded += 1;
+        }
+    }
+    let status = std::process::Command::new(&vodpipe_bin)
+        .args(["status", &job.id, "--json"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .context("running vodpipe status")?;
+    anyhow::ensure!(
+        status.status.success(),
+        "vodpipe status failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let mut report: Value = serde_json::from_slice(&status.stdout)?;
+    let local = |k: &Value| k.as_str().map(|k| a.out.join(k).display().to_string());
+    report["master"] = json!(local(&report["master_key"]));
+    report["dash"] = json!(local(&report["dash_key"]));
+
+    let cf = aws_sdk_cloudfront::Client::new(&sdk);
+    let invalidated = invalidated_paths(&bridge, &cf, &w.distribution)?;
+    let events = job_events(&bridge, &ctx.sqs, &w.job_events_queue);
+    let interruptions = aws.state.jobs.interruptions()?;
+    let jobs_for_source = aws.state.jobs_by_source(&uri)?.len();
+    let fargate = fargate_stats.lock().map(|s| s.clone()).unwrap_or_default();
+    report["emulator"] = json!({
+        "endpoint": moto.endpoint,
+        "uri": uri,
+        "objects_downloaded": downloaded,
+        "jobs_for_source": jobs_for_source,
+        "invalidated_paths": invalidated,
+        "job_events": events,
+        "interruptions_recorded": interruptions.len(),
+        "fargate": fargate,
+        "functions": {
+            "ingest": ingest.stats(),
+            "stitch": stitch.stats(),
+            "fleet": fleet.stats(),
+        },
+        "wall_secs": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        "logs": work,
+    });
+    println!("{report}");
+    for f in [&ingest, &stitch, &fleet] {
+        f.shutdown();
+    }
+    let pointers_invalidated = [&job.master_key, &job.dash_key]
+        .into_iter()
+        .flatten()
+        .all(|k| invalidated.iter().any(|p| p == &format!("/{k}")));
+    Ok(
+        if job.status == JobStatus::Published && pointers_invalidated {
+            0
+        } else {
+            1
+        },
+    )
+}

@@ -1,0 +1,281 @@
+//! Fargate, as processes: every task the emulator's ECS has RUNNING becomes a local
+//! `worker-task` process with the task's environment overrides, and a process that exits
+//! stops its task (so `ListTasks`, which the fleet counts, stays true).
+//!
+//! A Spot interruption is what ECS does to a reclaimed task: SIGTERM, a wait for the
+//! process to exit, the task STOPPED with `stopCode: SpotInterruption`, and an ECS Task
+//! State Change event to the rule that targets the fleet function. [`Fargate`] can do that
+//! to the first task it catches running ffmpeg, which is mid-chunk by construction.
+
+use crate::runtime_api::{FunctionHost, Outcome};
+use crate::sources::eventbridge_event;
+use aws_sdk_ecs::types::DesiredStatus;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vodpipe_aws::config::Bridge;
+
+/// What happened to the tasks.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FargateStats {
+    /// Tasks started (processes spawned).
+    pub started: u32,
+    /// Tasks that ended with a non-zero exit (a crash loop shows here).
+    pub crashed: u32,
+    /// Tasks interrupted as Spot tasks are.
+    pub interrupted: u32,
+    /// SIGTERM to exit for each interrupted task, milliseconds.
+    pub interruption_exit_ms: Vec<u64>,
+    /// Tasks running now.
+    pub running: u32,
+}
+
+/// Where the tasks run.
+pub struct Fargate {
+    /// Runs SDK calls.
+    pub bridge: Arc<Bridge>,
+    /// ECS on the emulator.
+    pub ecs: aws_sdk_ecs::Client,
+    /// Cluster name.
+    pub cluster: String,
+    /// The `worker-task` binary.
+    pub worker: PathBuf,
+    /// Environment every task gets (the task definition's).
+    pub env: Vec<(String, String)>,
+    /// Task logs go here, one file per task.
+    pub log_dir: PathBuf,
+    /// The function the Spot-interruption rule targets.
+    pub fleet_function: Arc<FunctionHost>,
+    /// Interrupt the first task seen running ffmpeg.
+    pub interrupt_once: bool,
+    /// Set to end the loop (running tasks are then stopped).
+    pub stop: Arc<AtomicBool>,
+    /// Counters.
+    pub stats: Arc<Mutex<FargateStats>>,
+}
+
+struct Task {
+    child: Child,
+    started_by: String,
+    capacity_provider: String,
+    sigterm_at: Option<Instant>,
+}
+
+/// True when `pid` has an `ffmpeg` child process (Linux /proc).
+fn runs_ffmpeg(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/comm"))
+                    .map(|comm| comm.trim() == "ffmpeg")
+                    .unwrap_or(false)
+            })
+    })
+}
+
+fn sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+impl Fargate {
+    fn stats(&self) -> std::sync::MutexGuard<'_, FargateStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs tasks until stopped.
+    pub fn run(self) {
+        let mut tasks: HashMap<String, Task> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut interrupted_one = false;
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.start_new(&mut tasks, &mut seen) {
+                tracing::warn!(error = %e, "listing tasks");
+            }
+            let ended: Vec<String> = tasks
+                .iter_mut()
+                .filter_map(|(arn, t)| match t.child.try_wait() {
+                    Ok(Some(_)) => Some(arn.clone()),
+                    _ => None,
+                })
+                .collect();
+            for arn in ended {
+                if let Some(t) = tasks.remove(&arn) {
+                    self.task_ended(&arn, t);
+                }
+            }
+            if self.interrupt_once && !interrupted_one {
+                if let Some(t) = tasks.values_mut().find(|t| runs_ffmpeg(t.child.id())) {
+                    tracing::warn!(pid = t.child.id(), "reclaiming a Spot task mid-chunk");
+                    sigterm(t.child.id());
+                    t.sigterm_at = Some(Instant::now());
+                    interrupted_one = true;
+                }
+            }
+            self.stats().running = tasks.len() as u32;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for t in tasks.values() {
+            sigterm(t.child.id());
+        }
+        for (arn, mut t) in tasks {
+            let _ = t.child.wait();
+            self.stop_task(&arn, "emulator shutting down");
+        }
+        self.stats().running = 0;
+    }
+
+    fn start_new(
+        &self,
+        tasks: &mut HashMap<String, Task>,
+        seen: &mut HashSet<String>,
+    ) -> anyhow::Result<()> {
+        let listed = self.bridge.run(
+            self.ecs
+                .list_tasks()
+                .cluster(&self.cluster)
+                .desired_status(DesiredStatus::Running)
+                .send(),
+        )?;
+        let new: Vec<String> = listed
+            .task_arns()
+            .iter()
+            .filter(|a| !seen.contains(*a))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let described = self.bridge.run(
+            self.ecs
+                .describe_tasks()
+                .cluster(&self.cluster)
+                .set_tasks(Some(new.clone()))
+                .send(),
+        )?;
+        for task in described.tasks() {
+            let arn = task.task_arn().unwrap_or_default().to_string();
+            seen.insert(arn.clone());
+            let overrides: Vec<(String, String)> = task
+                .overrides()
+                .map(|o| o.container_overrides())
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|c| c.environment().iter())
+                .map(|kv| {
+                    (
+                        kv.name().unwrap_or_default().to_string(),
+                        kv.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            let short = arn.rsplit('/').next().unwrap_or("task").to_string();
+            let log = File::create(self.log_dir.join(format!("task-{short}.log")))?;
+            let child = Command::new(&self.worker)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .envs(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                // Each task has ephemeral storage of its own.
+                .env("VODPIPE_SCRATCH", self.log_dir.join("scratch").join(&short))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("starting {}: {e}", self.worker.display()))?;
+            tracing::info!(task = %short, pid = child.id(), ?overrides, "task started");
+            self.stats().started += 1;
+            tasks.insert(
+                arn,
+                Task {
+                    child,
+                    started_by: task.started_by().unwrap_or_default().to_string(),
+                    capacity_provider: task
+                        .capacity_provider_name()
+                        .unwrap_or_default()
+                        .to_string(),
+                    sigterm_at: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn task_ended(&self, arn: &str, mut t: Task) {
+        let status = t.child.wait().ok();
+        let ok = status.is_some_and(|s| s.success());
+        match t.sigterm_at {
+            Some(at) => {
+                let ms = at.elapsed().as_millis() as u64;
+                {
+                    let mut st = self.stats();
+                    st.interrupted += 1;
+                    st.interruption_exit_ms.push(ms);
+                }
+                self.stop_task(arn, "Your Spot Task was interrupted.");
+                tracing::warn!(task = %arn, ms, "Spot task stopped; telling the fleet");
+                let detail = json!({
+                    "clusterArn": format!("arn:aws:ecs:us-east-1:123456789012:cluster/{}", self.cluster),
+                    "taskArn": arn,
+                    "group": "family:vodpipe-worker",
+                    "startedBy": t.started_by,
+                    "capacityProviderName": t.capacity_provider,
+                    "launchType": "FARGATE",
+                    "lastStatus": "STOPPED",
+                    "desiredStatus": "STOPPED",
+                    "stopCode": "SpotInterruption",
+                    "stoppedReason": "Your Spot Task was interrupted.",
+                    "containers": [{"name": "worker", "lastStatus": "STOPPED", "exitCode": status.and_then(|s| s.code())}],
+                });
+                let event = eventbridge_event(
+                    "aws.ecs",
+                    "ECS Task State Change",
+                    &[arn.to_string()],
+                    detail,
+                );
+                if let Outcome::Response(r) = self.fleet_function.invoke(&event) {
+                    tracing::info!(response = %r, "fleet answered the interruption");
+                }
+            }
+            None => {
+                if !ok {
+                    self.stats().crashed += 1;
+                    tracing::warn!(task = %arn, ?status, "task exited with an error");
+                }
+                self.stop_task(arn, "Essential container in task exited");
+            }
+        }
+    }
+
+    fn stop_task(&self, arn: &str, reason: &str) {
+        if let Err(e) = self.bridge.run(
+            self.ecs
+                .stop_task()
+                .cluster(&self.cluster)
+                .task(arn)
+                .reason(reason)
+                .send(),
+        ) {
+            tracing::warn!(task = %arn, error = ?e, "stopping a task in the emulator");
+        }
+    }
+}
+
+/// The sibling binary `name` next to this executable (cargo puts every workspace binary
+/// of a profile in one directory).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", exe.display()))?;
+    Ok(dir.join(name))
+}

@@ -1,0 +1,53 @@
+//! `vodpipe-emulator`: the deployable pieces of vodpipe (the three Lambda functions and
+//! the Fargate worker task) run for real against a local AWS emulator, with this program
+//! standing in for what only AWS itself provides: the Lambda runtime API and event source
+//! mappings ([`runtime_api`], [`sources`]) and Fargate's task runner ([`fargate`]).
+//!
+//! `e2e` drives one upload through all of it; `make e2e-aws` and the end-to-end test run it.
+
+mod e2e;
+mod fargate;
+mod moto;
+mod runtime_api;
+mod sources;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "vodpipe's deployable functions and worker tasks on a local AWS emulator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Upload one video to the emulated ingest bucket and follow it to PUBLISHED through
+    /// the ingest, stitch and fleet functions and worker tasks; print its status JSON.
+    E2e(e2e::E2eArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VODPIPE_EMULATOR_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Cmd::E2e(a) => e2e::run(a),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Event sources: what turns emulator state into function invocations, as AWS would.
+//!
+//! - S3 → ingest. The emulator cannot invoke a function without Docker, so the ingest
+//!   bucket notifies an SQS queue instead, and [`s3_to_function`] invokes the function with
+//!   each notification body, which is the S3 event document S3 would have sent to Lambda
+//!   (same records, same URL-encoded keys). It can deliver every event twice, as S3 may.
+//! - SQS → stitch. [`sqs_to_function`] is Lambda's event source mapping: batches of up to
+//!   ten messages as an SQS event, and only the messages the function did not list in
+//!   `batchItemFailures` are deleted.
+//! - Schedule → fleet. [`schedule`] sends an EventBridge "Scheduled Event" every tick.
+
+use crate::runtime_api::{FunctionHost, Outcome};
+use aws_sdk_sqs::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vodpipe_aws::config::Bridge;
+
+/// What a source loop needs.
+#[derive(Clone)]
+pub struct SourceCtx {
+    /// Runs SDK calls.
+    pub bridge: Arc<Bridge>,
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+    /// Set to end the loop.
+    pub stop: Arc<AtomicBool>,
+}
+
+fn iso_now() -> String {
+    let secs = vodpipe_core::process::now_secs() as i64;
+    DateTime::from_secs(secs)
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_default()
+}
+
+/// An EventBridge event envelope.
+pub fn eventbridge_event(
+    source: &str,
+    detail_type: &str,
+    resources: &[String],
+    detail: Value,
+) -> Value {
+    json!({
+        "version": "0",
+        "id": format!("{:x}", std::process::id() as u128 * 1_000_003 + vodpipe_core::process::now_secs() as u128),
+        "detail-type": detail_type,
+        "source": source,
+        "account": "123456789012",
+        "time": iso_now(),
+        "region": "us-east-1",
+        "resources": resources,
+        "detail": detail,
+    })
+}
+
+/// Delivers the S3 notifications queued on `queue_url` to `function` until stopped.
+/// With `duplicate`, each event is delivered twice (S3 delivers at least once).
+pub fn s3_to_function(
+    ctx: SourceCtx,
+    queue_url: String,
+    function: Arc<FunctionHost>,
+    duplicate: bool,
+) {
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let received = ctx.bridge.run(
+            ctx.sqs
+                .receive_message()
+                .queue_url(&queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(30)
+                .send(),
+        );
+        let messages = match received {
+            Ok(out) => out.messages().to_vec(),
+            Err(e) => {
+                tracing::warn!(error = ?e, "receiving S3 notifications");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        for m in messages {
+            let body: Value =
+                serde_json::from_str(m.body().unwrap_or_default()).unwrap_or(Value::Null);
+            let delete = || {
+                if let Err(e) = ctx.bridge.run(
+                    ctx.sqs
+                        .delete_message()
+                        .queue_url(&queue_url)
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .send(),
+                ) {
+                    tracing::warn!(error = ?e, "deleting an S3 notification");
+                }
+            };
+            // S3 sends a test event when the notification is configured; Lambda never sees it.
+            if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent")
+                || body.get("Records").is_none()
+            {
+                delete();
+                continue;
+            }
+            let deliveries = if duplicate { 2 } else { 1 };
+            let mut ok = true;
+            for n in 0..deliveries {
+                match function.invoke(&body) {
+                    Outcome::Response(r) => {
+                        tracing::info!(delivery = n + 1, response = %r, "ingest answered")
+                    }
+                    Outcome::Error(e) => {
+                        tracing::warn!(delivery = n + 1, error = %e, "ingest failed; the event is delivered again later");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                delete();
+            }
+        }
+    }
+}
+
+/// Lambda's SQS event source mapping from `queue_url` to `function`, batches of up to
+/// `batch` messages, partial batch responses honoured.
+pub fn sqs_to_function(
+    ctx: SourceCtx,
+    queue_url: String,
+    queue_arn: String,
+    function: Arc<FunctionHost>,
+    batch: i32,
+) {
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let received = ctx.bridge.run(
+            ctx.sqs
+                .receive_message()
+                .queue_url(&queue_url)
+                .max_number_of_messages(batch)
+                .wait_time_seconds(1)
+                .visibility_timeout(60)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send(),
+        );
+        let messages = match received {
+            Ok(out) => out.messages().to_vec(),
+            Err(e) => {
+                tracing::warn!(error = ?e, "receiving from {queue_url}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: serde_json::Map<String, Value> = m
+                    .attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": queue_arn,
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let failed: Vec<String> = match function.invoke(&json!({ "Records": records })) {
+            Outcome::Response(r) => r["batchItemFailures"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            // A failed invocation returns the whole batch to the queue.
+            Outcome::Error(_) => messages
+                .iter()
+                .filter_map(|m| m.message_id().map(str::to_string))
+                .collect(),
+        };
+        for m in &messages {
+            if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                continue;
+            }
+            if let Err(e) = ctx.bridge.run(
+                ctx.sqs
+                    .delete_message()
+                    .queue_url(&queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send(),
+            ) {
+                tracing::warn!(error = ?e, "deleting a delivered message");
+            }
+        }
+    }
+}
+
+/// Invokes `function` with a Scheduled Event every `every` until stopped.
+pub fn schedule(ctx: SourceCtx, rule_arn: String, function: Arc<FunctionHost>, every: Duration) {
+    let mut next = Instant::now() + every;
+    while !ctx.stop.load(Ordering::SeqCst) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        next = Instant::now() + every;
+        let event = eventbridge_event(
+            "aws.events",
+            "Scheduled Event",
+            std::slice::from_ref(&rule_arn),
+            json!({}),
+        );
+        if let Outcome::Response(r) = function.invoke(&event) {
+            tracing::debug!(response = %r, "fleet tick");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eventbridge_envelopes_carry_an_rfc3339_time() {
+        let e = eventbridge_event("aws.events", "Scheduled Event", &[], json!({}));
+        let t = e["time"].as_str().unwrap();
+        assert!(
+            t.len() == 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{t}"
+        );
+        assert_eq!(e["detail-type"], "Scheduled Event");
+    }
+}

@@ -1,0 +1,153 @@
+//! The fleet function: worker capacity that follows the queues, and Spot interruptions.
+//!
+//! On every schedule tick each tier gets as many worker tasks as it has queued or
+//! in-flight messages, up to the per-tier cap; workers exit when idle, so with nothing
+//! queued the fleet is zero tasks and costs nothing. Ingest asks for capacity too, so the
+//! tick only repairs: tasks that failed to start (no Spot capacity), tasks that were
+//! reclaimed, work re-queued after failures.
+//!
+//! An ECS Task State Change with `stopCode: SpotInterruption` is recorded once per task
+//! (EventBridge may deliver it twice) and answered with a reconcile of the task's tier,
+//! which replaces the capacity at once instead of at the next tick. The interrupted
+//! worker has already given its lease and message back on SIGTERM.
+
+use crate::env::Shared;
+use crate::FunctionError;
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::{Deserialize, Serialize};
+use vodpipe_aws::dynamo::Interruption;
+use vodpipe_core::ports::{Queue, Tier, WorkQueue};
+use vodpipe_core::process::now_secs;
+
+/// The part of an ECS Task State Change detail the fleet reads.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TaskStateChange {
+    /// The task.
+    pub task_arn: String,
+    /// RUNNING, STOPPED, …
+    pub last_status: String,
+    /// Why ECS stopped it (`SpotInterruption`, `EssentialContainerExited`, …).
+    pub stop_code: Option<String>,
+    /// ECS's words for it.
+    pub stopped_reason: Option<String>,
+    /// The tag `RunTask` set (`vodpipe-<tier>`).
+    pub started_by: Option<String>,
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct FleetReport {
+    /// Why it ran: `schedule`, `spot-interruption`, `task-stopped`, or `ignored`.
+    pub trigger: String,
+    /// A newly recorded interruption's task ARN.
+    pub interruption: Option<String>,
+    /// Per tier: queued or in-flight messages, and tasks started now.
+    pub tiers: Vec<TierCapacity>,
+}
+
+/// One tier's reconcile.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TierCapacity {
+    /// Tier.
+    pub tier: String,
+    /// Messages visible or in flight on its queue.
+    pub depth: u64,
+    /// Tasks started by this reconcile.
+    pub started: u32,
+}
+
+/// The tier a task served, from its `startedBy` tag.
+pub fn tier_of(started_by: Option<&str>) -> Option<Tier> {
+    started_by?.strip_prefix("vodpipe-").and_then(Tier::parse)
+}
+
+/// Handles a schedule tick or an ECS task event.
+pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, FunctionError> {
+    let tiers = [Tier::Premium, Tier::Standard, Tier::Bulk];
+    if event.source == "aws.ecs" && event.detail_type == "ECS Task State Change" {
+        let change: TaskStateChange = serde_json::from_value(event.detail.clone())
+            .map_err(|e| FunctionError::Config(format!("unreadable ECS event detail: {e}")))?;
+        if change.last_status != "STOPPED" {
+            return Ok(FleetReport {
+                trigger: "ignored".into(),
+                ..Default::default()
+            });
+        }
+        let tier = tier_of(change.started_by.as_deref());
+        let mut report = FleetReport {
+            trigger: "task-stopped".into(),
+            ..Default::default()
+        };
+        if change.stop_code.as_deref() == Some("SpotInterruption") {
+            report.trigger = "spot-interruption".into();
+            let recorded = shared.aws.state.jobs.record_interruption(&Interruption {
+                task_arn: change.task_arn.clone(),
+                tier: tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
+                reason: change.stopped_reason.clone().unwrap_or_default(),
+                at: now_secs(),
+            })?;
+            tracing::warn!(task = %change.task_arn, ?tier, recorded, "Spot interruption");
+            if recorded {
+                report.interruption = Some(change.task_arn.clone());
+            }
+        }
+        // Replace the capacity of the task's tier (all tiers when the tag is unknown).
+        let only: Vec<Tier> = tier.map(|t| vec![t]).unwrap_or_else(|| tiers.to_vec());
+        report.tiers = reconcile(shared, &only)?;
+        return Ok(report);
+    }
+    Ok(FleetReport {
+        trigger: "schedule".into(),
+        interruption: None,
+        tiers: reconcile(shared, &tiers)?,
+    })
+}
+
+/// Brings each tier's tasks up to its queue depth (capped by the fleet).
+pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, FunctionError> {
+    let ports = shared.aws.ports();
+    let mut out = Vec::new();
+    for &tier in tiers {
+        let depth = shared.aws.state.depth(Queue::Work(tier))?;
+        let started = if depth > 0 {
+            ports
+                .fleet
+                .ensure_capacity(tier, depth.min(u64::from(u32::MAX)) as u32)?
+        } else {
+            0
+        };
+        if started > 0 {
+            tracing::info!(%tier, depth, started, "started worker tasks");
+        }
+        out.push(TierCapacity {
+            tier: tier.as_str().to_string(),
+            depth,
+            started,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tier_comes_from_the_started_by_tag() {
+        assert_eq!(tier_of(Some("vodpipe-bulk")), Some(Tier::Bulk));
+        assert_eq!(tier_of(Some("vodpipe-premium")), Some(Tier::Premium));
+        assert_eq!(tier_of(Some("someone-else")), None);
+        assert_eq!(tier_of(None), None);
+    }
+
+    #[test]
+    fn the_spot_interruption_payload_parses() {
+        let raw = include_str!("../../events/ecs-spot-interruption.json");
+        let event: EventBridgeEvent = serde_json::from_str(raw).unwrap();
+        let change: TaskStateChange = serde_json::from_value(event.detail).unwrap();
+        assert_eq!(change.stop_code.as_deref(), Some("SpotInterruption"));
+        assert_eq!(change.last_status, "STOPPED");
+        assert_eq!(tier_of(change.started_by.as_deref()), Some(Tier::Standard));
+    }
+}

@@ -1,0 +1,245 @@
+//! The ingest function: S3 ObjectCreated records become jobs.
+//!
+//! Each record is handled on its own: a key is URL-decoded, the object is read through
+//! `head` for its version (so the job id matches what `vodpipe ingest` derives), and the
+//! job is created idempotently: a duplicate delivery finds the job and queues nothing
+//! new. A refused source (hostile, unsupported, unreadable) becomes a FAILED job with its
+//! reason; that is a result, not an error, so it is never retried into a crash loop. Only
+//! backend failures make the invocation fail, and Lambda then retries the whole event,
+//! which the idempotent records before and after it survive unchanged.
+
+use crate::env::Shared;
+use crate::s3_keys::decode_key;
+use crate::FunctionError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vodpipe_core::ingest::ingest;
+use vodpipe_core::ports::PortError;
+
+/// What happened to one record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RecordOutcome {
+    /// A job exists for the object (created now, or found from an earlier delivery).
+    Job {
+        /// Decoded object key.
+        key: String,
+        /// Job id.
+        job_id: String,
+        /// False for a duplicate delivery.
+        created: bool,
+        /// The job's state after this record.
+        status: String,
+    },
+    /// Nothing to do: not an ObjectCreated event, another bucket, or the object is gone.
+    Skipped {
+        /// Decoded object key (raw when it did not decode).
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A backend failure; the event is retried.
+    Failed {
+        /// Decoded object key.
+        key: String,
+        /// The error.
+        error: String,
+    },
+}
+
+/// The function's answer: one outcome per record, in event order.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct IngestReport {
+    /// Outcomes.
+    pub records: Vec<RecordOutcome>,
+}
+
+impl IngestReport {
+    /// The failed records' count and first error.
+    pub fn failures(&self) -> Option<FunctionError> {
+        let failed: Vec<&String> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                RecordOutcome::Failed { error, .. } => Some(error),
+                _ => None,
+            })
+            .collect();
+        let first = failed.first()?;
+        Some(FunctionError::Records {
+            failed: failed.len(),
+            total: self.records.len(),
+            first: (*first).clone(),
+        })
+    }
+}
+
+/// The fields of an S3 event record ingest reads. Records are read one by one and only
+/// for these fields, so one odd record (or a field S3 adds or an emulator leaves out)
+/// costs that record, never the whole event.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct S3Record {
+    /// `ObjectCreated:Put`, `ObjectRemoved:Delete`, …
+    #[serde(rename = "eventName")]
+    pub event_name: String,
+    /// Bucket and object.
+    pub s3: S3Entity,
+}
+
+/// `s3` of a record.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct S3Entity {
+    /// The bucket.
+    pub bucket: S3Bucket,
+    /// The object.
+    pub object: S3Object,
+}
+
+/// `s3.bucket`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct S3Bucket {
+    /// Bucket name.
+    pub name: String,
+}
+
+/// `s3.object`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct S3Object {
+    /// The key, URL-encoded as S3 sends it.
+    pub key: String,
+}
+
+/// Handles every record of an S3 event document (`{"Records": [...]}`).
+pub fn handle(shared: &Shared, event: &Value) -> IngestReport {
+    let mut report = IngestReport::default();
+    let records = event["Records"].as_array().cloned().unwrap_or_default();
+    for raw in records {
+        let outcome = match serde_json::from_value::<S3Record>(raw) {
+            Ok(record) => handle_record(shared, &record),
+            Err(e) => RecordOutcome::Skipped {
+                key: String::new(),
+                reason: format!("not an S3 event record: {e}"),
+            },
+        };
+        match &outcome {
+            RecordOutcome::Failed { key, error } => {
+                tracing::error!(%key, %error, "record failed; the event will be retried")
+            }
+            RecordOutcome::Skipped { key, reason } => tracing::info!(%key, %reason, "skipped"),
+            RecordOutcome::Job {
+                key,
+                job_id,
+                created,
+                status,
+            } => tracing::info!(%key, job = %job_id, created, %status, "ingested"),
+        }
+        report.records.push(outcome);
+    }
+    report
+}
+
+fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
+    let raw = record.s3.object.key.clone();
+    let event_name = record.event_name.clone();
+    let skipped = |key: &str, reason: String| RecordOutcome::Skipped {
+        key: key.to_string(),
+        reason,
+    };
+    if !event_name.starts_with("ObjectCreated:") {
+        return skipped(&raw, format!("{event_name} is not an ObjectCreated event"));
+    }
+    let key = match decode_key(&raw) {
+        Ok(k) => k,
+        Err(e) => return skipped(&raw, e.to_string()),
+    };
+    if key.ends_with('/') {
+        return skipped(&key, "a folder marker, not a video".into());
+    }
+    let bucket = record.s3.bucket.name.clone();
+    if bucket != shared.aws.settings.ingest_bucket {
+        return skipped(
+            &key,
+            format!(
+                "bucket {bucket:?} is not the ingest bucket {:?}",
+                shared.aws.settings.ingest_bucket
+            ),
+        );
+    }
+    let uri = format!("s3://{bucket}/{key}");
+    let source = match shared.aws.source(&uri) {
+        Ok(s) => s,
+        // Deleted (or overwritten and deleted) before the event arrived: nothing to encode.
+        Err(PortError::NotFound(_)) => return skipped(&key, "the object no longer exists".into()),
+        Err(e) => {
+            return RecordOutcome::Failed {
+                key,
+                error: e.to_string(),
+            }
+        }
+    };
+    // A FAILED job is not retried on a duplicate delivery: the same bytes would fail the
+    // same way. Uploading the object again (a new version) makes a new job.
+    match ingest(shared.aws.ports(), &shared.cfg, &source, shared.tier, false) {
+        Ok(ing) => {
+            if ing.created {
+                shared.aws.announce(&ing.job_id);
+            }
+            RecordOutcome::Job {
+                key,
+                job_id: ing.job_id,
+                created: ing.created,
+                status: ing.status.as_str().to_string(),
+            }
+        }
+        Err(e) => RecordOutcome::Failed {
+            key,
+            error: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(path: &str) -> Vec<S3Record> {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_value(r.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_sample_events_parse_and_their_keys_decode() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/");
+        let put = records(&format!("{dir}s3-put-encoded-key.json"));
+        assert_eq!(put[0].event_name, "ObjectCreated:Put");
+        assert_eq!(
+            decode_key(&put[0].s3.object.key).unwrap(),
+            "uploads/My Clip +1 é.mp4"
+        );
+        let many = records(&format!("{dir}s3-multiple-records.json"));
+        assert_eq!(many.len(), 3);
+        assert_eq!(many[2].event_name, "ObjectRemoved:Delete");
+    }
+
+    #[test]
+    fn a_record_without_optional_sections_still_parses() {
+        // What an emulator (or a hand-written test event) may send: no userIdentity,
+        // requestParameters or responseElements.
+        let r: S3Record = serde_json::from_value(serde_json::json!({
+            "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b"}, "object": {"key": "a+b.mp4"}}
+        }))
+        .unwrap();
+        assert_eq!(r.s3.bucket.name, "b");
+        assert_eq!(decode_key(&r.s3.object.key).unwrap(), "a b.mp4");
+    }
+}

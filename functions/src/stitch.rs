@@ -1,0 +1,58 @@
+//! The stitch function: publishes the jobs named on the stitch queue.
+//!
+//! Lambda's SQS event source hands over up to a batch of messages; each is stitched on its
+//! own and only those that failed are reported back (`batchItemFailures`), so one bad job
+//! never makes a whole batch run again. Stitching is idempotent (only a STITCHING job is
+//! stitched, PUBLISHED is a conditional transition), which is what makes a redelivered
+//! message harmless. Each job that reaches PUBLISHED or FAILED is announced as a
+//! job-state event.
+
+use crate::env::Shared;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use vodpipe_core::job::JobStatus;
+use vodpipe_core::ports::{JobStore, Message};
+use vodpipe_core::stitch::stitch;
+
+/// Stitches every message of `event`; the response lists the messages to redeliver.
+pub fn handle(shared: &Shared, event: &SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in &event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.as_deref().unwrap_or_default();
+        let job_id = match serde_json::from_str::<Message>(body) {
+            Ok(Message::Stitch { job_id }) => job_id,
+            Ok(Message::Item(item)) => {
+                // Work sent to the wrong queue: it is not ours to do and nothing is lost
+                // by dropping it (ingest and the workers re-queue unfinished items).
+                tracing::warn!(message = %id, item = %item.describe(), "an item on the stitch queue; dropped");
+                continue;
+            }
+            Err(e) => {
+                // Redelivery would not make it parse; the worker re-requests the stitch of
+                // any job left STITCHING, so dropping loses nothing.
+                tracing::error!(message = %id, error = %e, "unreadable stitch message; dropped");
+                continue;
+            }
+        };
+        match stitch(shared.aws.ports(), &job_id) {
+            Ok(()) => {
+                let status = shared
+                    .aws
+                    .state
+                    .job(&job_id)
+                    .ok()
+                    .flatten()
+                    .map(|j| j.status);
+                tracing::info!(job = %job_id, status = ?status, "stitched");
+                if matches!(status, Some(JobStatus::Published | JobStatus::Failed)) {
+                    shared.aws.announce(&job_id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %job_id, error = %e, "stitch failed; the message will be redelivered");
+                response.add_failure(id);
+            }
+        }
+    }
+    response
+}
