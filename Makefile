@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps build demo test lint fmt bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps build bins demo test e2e-aws lambda lint fmt bench clean
 
 all: build
 
@@ -33,16 +33,47 @@ moto-deps:
 	fi
 	@test -x .venv/bin/moto_server
 
+## cargo-lambda (and the zig linker it cross-compiles with) from PyPI, and Rust's arm64
+## standard library: what `make lambda` and `sam build` need.
+CARGO_LAMBDA_VERSION := 1.9.2
+ZIG_VERSION := 0.17.1
+lambda-deps: moto-deps
+	@if ! .venv/bin/cargo-lambda lambda --version 2>/dev/null | grep -q "$(CARGO_LAMBDA_VERSION)"; then \
+	  echo "installing cargo-lambda $(CARGO_LAMBDA_VERSION) into .venv…"; \
+	  .venv/bin/pip install -q "cargo-lambda==$(CARGO_LAMBDA_VERSION)" "ziglang==$(ZIG_VERSION)"; \
+	fi
+	@rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+
 build:
 	$(CARGO) build --release -p vodpipe-cli
+
+## Every binary of the workspace (debug): the CLI, the functions, the worker task and the
+## emulator host the end-to-end runs use.
+bins:
+	$(CARGO) build --workspace --bins
+
+## The three Lambda functions for arm64 (Graviton), as `sam build` packages them; prints
+## their sizes.
+lambda: lambda-deps
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --arm64 -p vodpipe-functions
+	@for f in vodpipe-ingest vodpipe-stitch vodpipe-fleet; do \
+	  printf '%-16s %s\n' $$f "$$(du -h target/lambda/$$f/bootstrap | cut -f1)"; done
+
+## The deployed pipeline on the emulator: INPUT uploaded under KEY, the asset downloaded
+## into OUT, the job's status JSON printed. E2E_FLAGS adds e.g. --interrupt.
+e2e-aws: deps moto-deps bins
+	@test -n "$(INPUT)" -a -n "$(KEY)" -a -n "$(OUT)" || { \
+	  echo 'usage: make e2e-aws INPUT=<video> KEY=<object key> OUT=<dir> [E2E_FLAGS="--interrupt --duplicate-events"]'; exit 2; }
+	target/debug/vodpipe-emulator e2e --input "$(INPUT)" --key "$(KEY)" --out "$(OUT)" $(E2E_FLAGS)
 
 ## A real clip through the whole pipeline; prints where the output is and how to play it.
 demo: deps build
 	@bash scripts/demo.sh "$(VODPIPE)" "$(DEMO_OUT)"
 
 ## Every test: unit, contract (embedded and AWS on moto), end to end with real ffmpeg,
-## playback in hls.js and shaka.
-test: deps player-deps moto-deps
+## playback in hls.js and shaka, and the deployed functions and worker tasks on the
+## emulator (the same run as `make e2e-aws`, on a small clip, with its checks).
+test: deps player-deps moto-deps bins
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

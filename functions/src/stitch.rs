@@ -34,17 +34,24 @@ pub fn handle(shared: &Shared, event: &SqsEvent) -> SqsBatchResponse {
                 continue;
             }
         };
+        let status = |shared: &Shared| {
+            shared
+                .aws
+                .state
+                .job(&job_id)
+                .ok()
+                .flatten()
+                .map(|j| j.status)
+        };
+        let before = status(shared);
         match stitch(shared.aws.ports(), &job_id) {
             Ok(()) => {
-                let status = shared
-                    .aws
-                    .state
-                    .job(&job_id)
-                    .ok()
-                    .flatten()
-                    .map(|j| j.status);
-                tracing::info!(job = %job_id, status = ?status, "stitched");
-                if matches!(status, Some(JobStatus::Published | JobStatus::Failed)) {
+                let after = status(shared);
+                tracing::info!(job = %job_id, ?before, ?after, "stitch request handled");
+                // Announce the change this request made, not a redelivered request's no-op.
+                if before == Some(JobStatus::Stitching)
+                    && matches!(after, Some(JobStatus::Published | JobStatus::Failed))
+                {
                     shared.aws.announce(&job_id);
                 }
             }

@@ -145,25 +145,9 @@ fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
     let renditions = assert_published_correctly(&local_job, &src, d.path());
     assert_psnr_at_least(&renditions[0], &src, 30.0);
     // And it plays.
-    let player = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player/check.mjs");
-    let check = Command::new("node")
-        .arg(player)
-        .arg("--root")
-        .arg(&out)
-        .args([
-            "--hls",
-            &format!("{asset}/master.m3u8"),
-            "--dash",
-            &format!("{asset}/manifest.mpd"),
-            "--timeout-secs",
-            "180",
-        ])
-        .output()
-        .expect("node is required: run `make player-deps`");
-    assert!(
-        check.status.success(),
-        "playback failed:\n{}\n{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+    assert_plays(
+        &out,
+        &format!("{asset}/master.m3u8"),
+        &format!("{asset}/manifest.mpd"),
     );
 }

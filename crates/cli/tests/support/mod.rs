@@ -300,3 +300,38 @@ pub fn assert_published_correctly(job: &Value, source: &Path, scratch: &Path) ->
     }
     out
 }
+
+/// Plays `hls` and `dash` (paths under `root`) to the end in hls.js and shaka-player in
+/// headless Chromium (tests/player/check.mjs); panics with the player's report otherwise.
+pub fn assert_plays(root: &Path, hls: &str, dash: &str) {
+    let player_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player");
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        node_ok,
+        "node is required for the playback check: run `make player-deps` (make test does)"
+    );
+    assert!(
+        player_dir.join("node_modules").exists(),
+        "player libraries missing: run `make player-deps` (make test does)"
+    );
+    let check = Command::new("node")
+        .arg(player_dir.join("check.mjs"))
+        .arg("--root")
+        .arg(root)
+        .args(["--hls", hls, "--dash", dash, "--timeout-secs", "180"])
+        .output()
+        .expect("running node");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "playback check failed (exit {:?}):\n{report}\n{}",
+        check.status.code(),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let v: Value = serde_json::from_str(&report).expect("player report is JSON");
+    assert_eq!(v["ok"], true, "{report}");
+}

@@ -1,0 +1,171 @@
+//! The deployed pipeline end to end on the emulator, as `make e2e-aws` runs it: an upload
+//! to the ingest bucket reaches the ingest function through the bucket's notification and
+//! the Lambda runtime API; worker tasks (one of them reclaimed mid-chunk like a Spot task)
+//! encode; the stitch function publishes from its SQS event; the fleet function records
+//! the interruption and replaces the capacity. The published asset, downloaded, is
+//! frame-exact and plays in hls.js and shaka. A hostile upload ends FAILED once, with its
+//! reason, and starts no worker.
+//!
+//! The binaries (`vodpipe-emulator`, the three functions, `worker-task`) must be built:
+//! `make test` builds every binary before it runs the tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::*;
+
+fn emulator() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_vodpipe")).with_file_name("vodpipe-emulator");
+    for name in [
+        "vodpipe-emulator",
+        "vodpipe-ingest",
+        "vodpipe-stitch",
+        "vodpipe-fleet",
+        "worker-task",
+    ] {
+        assert!(
+            exe.with_file_name(name).exists(),
+            "{name} is not built: run `cargo build --workspace --bins` (make test does)"
+        );
+    }
+    exe
+}
+
+/// Runs `vodpipe-emulator e2e` (what `make e2e-aws` runs); its exit code and report.
+fn e2e(input: &Path, key: &str, out: &Path, name: &str, extra: &[&str]) -> (i32, Value) {
+    let run = Command::new(emulator())
+        .args(["e2e", "--input"])
+        .arg(input)
+        .args(["--key", key, "--out"])
+        .arg(out)
+        .args([
+            "--name",
+            name,
+            "--duplicate-events",
+            "--timeout-secs",
+            "600",
+        ])
+        .args(extra)
+        // Each run starts an emulator of its own.
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let report: Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}); stderr:\n{stderr}"));
+    (run.status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "640x360", "30000/1001", 12, Some(440), HARD_H264);
+    let out = d.path().join("out");
+    let key = "uploads/My Clip +1 é.mp4";
+    let (code, job) = e2e(
+        &src,
+        key,
+        &out,
+        "e2e-pub",
+        &["--interrupt", "--chunk-seconds", "4", "--workers", "2"],
+    );
+    let emu = &job["emulator"];
+    assert_eq!(code, 0, "{job:#}");
+    assert_eq!(job["status"], "PUBLISHED", "{job:#}");
+    // The S3 event, delivered twice, made one job.
+    assert_eq!(emu["functions"]["ingest"]["invocations"], 2, "{emu:#}");
+    assert_eq!(emu["functions"]["ingest"]["errors"], 0, "{emu:#}");
+    assert_eq!(emu["jobs_for_source"], 1, "{emu:#}");
+    assert_eq!(
+        job["source"],
+        format!("s3://e2e-pub-ingest/{key}"),
+        "the key was URL-decoded"
+    );
+    // A worker task was reclaimed mid-chunk; the fleet function recorded it once, the
+    // item was redone by another task, and nothing crashed.
+    assert_eq!(emu["fargate"]["interrupted"], 1, "{emu:#}");
+    assert_eq!(emu["interruptions_recorded"], 1, "{emu:#}");
+    assert!(job["interruptions"].as_u64().unwrap() >= 1, "{job:#}");
+    assert_eq!(emu["fargate"]["crashed"], 0, "{emu:#}");
+    assert_eq!(emu["fargate"]["running"], 0, "the fleet drained: {emu:#}");
+    assert_eq!(job["chunks_done"], job["chunks_total"]);
+    // Stitched once by the stitch function, pointers invalidated, state announced.
+    assert_eq!(job["stitch_count"], 1, "{job:#}");
+    assert!(emu["functions"]["stitch"]["invocations"].as_u64().unwrap() >= 1);
+    let invalidated: Vec<&str> = emu["invalidated_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let (master_key, dash_key) = (
+        job["master_key"].as_str().unwrap(),
+        job["dash_key"].as_str().unwrap(),
+    );
+    assert!(
+        invalidated.contains(&format!("/{master_key}").as_str()),
+        "{invalidated:?}"
+    );
+    assert!(
+        invalidated.contains(&format!("/{dash_key}").as_str()),
+        "{invalidated:?}"
+    );
+    let statuses: Vec<&str> = emu["job_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["ENCODING", "PUBLISHED"], "{emu:#}");
+    // Every function started once and measured its init.
+    for f in ["ingest", "stitch", "fleet"] {
+        assert_eq!(
+            emu["functions"][f]["init_ms"].as_array().unwrap().len(),
+            1,
+            "{f} cold-started more than once: {emu:#}"
+        );
+    }
+    // The downloaded asset is frame-exact, close to the source, and plays.
+    let master = PathBuf::from(job["master"].as_str().unwrap());
+    assert!(master.starts_with(&out), "{master:?} is under OUT");
+    let renditions = assert_published_correctly(&job, &src, d.path());
+    assert_psnr_at_least(&renditions[0], &src, 30.0);
+    assert_plays(&out, master_key, dash_key);
+}
+
+#[test]
+fn a_hostile_upload_fails_once_with_its_reason_and_starts_no_worker() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("evil.mp4");
+    // An HLS playlist dressed as an MP4: ffprobe would follow it to other files.
+    std::fs::write(
+        &src,
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let (code, job) = e2e(&src, "uploads/evil.mp4", &out, "e2e-bad", &[]);
+    let emu = &job["emulator"];
+    assert_eq!(code, 1, "{job:#}");
+    assert_eq!(job["status"], "FAILED", "{job:#}");
+    let reason = job["error"].as_str().unwrap_or_default();
+    assert!(!reason.is_empty(), "FAILED without a reason: {job:#}");
+    // A result, not an error: no retries, and the duplicate event changed nothing.
+    assert_eq!(emu["functions"]["ingest"]["errors"], 0, "{emu:#}");
+    assert_eq!(emu["jobs_for_source"], 1, "{emu:#}");
+    assert_eq!(emu["fargate"]["started"], 0, "{emu:#}");
+    assert_eq!(emu["fargate"]["crashed"], 0, "{emu:#}");
+    assert_eq!(emu["objects_downloaded"], 0, "{emu:#}");
+    let statuses: Vec<&str> = emu["job_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["FAILED"], "{emu:#}");
+}

@@ -1,0 +1,195 @@
+//! The functions' handlers on real event payloads (`events/`) against the emulator:
+//! ingest handles each record on its own and a duplicate delivery makes no second job;
+//! stitch reports exactly the messages that should come back; fleet records a Spot
+//! interruption once however often it is delivered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../crates/aws/tests/emulator/mod.rs"]
+mod emulator;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use vodpipe_core::ports::{Cacheability, JobStore, Message, ObjectStore, Queue, Tier, WorkQueue};
+use vodpipe_functions::env::Shared;
+
+fn event(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// One deployment for the whole test binary (the functions read it from the environment).
+fn shared() -> Arc<Shared> {
+    static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            emulator::start();
+            let name = emulator::unique_name("fn");
+            let settings = vodpipe_aws::config::AwsSettings::for_name(&name);
+            let bridge = vodpipe_aws::config::Bridge::new().unwrap();
+            vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
+            for line in settings.exports().lines() {
+                let (k, v) = line
+                    .strip_prefix("export ")
+                    .unwrap()
+                    .split_once('=')
+                    .unwrap();
+                std::env::set_var(k, v);
+            }
+            std::env::set_var("VODPIPE_CHUNK_SECONDS", "4");
+            Shared::from_env().unwrap()
+        })
+        .clone()
+}
+
+fn clip(path: &Path) {
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=25")
+        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
+        .args([
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(path)
+        .status()
+        .expect("ffmpeg is required: run `make test` (it installs it)");
+    assert!(ok.success());
+}
+
+#[test]
+fn ingest_handles_each_record_on_its_own_and_a_duplicate_makes_no_second_job() {
+    let s = shared();
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("clip.mp4");
+    clip(&src);
+    let key = "uploads/My Clip +1 é.mp4";
+    s.aws
+        .ingest
+        .put(key, &std::fs::read(&src).unwrap(), Cacheability::Immutable)
+        .unwrap();
+    let bucket = s.aws.settings.ingest_bucket.clone();
+    let mut ev = event("s3-multiple-records.json");
+    for r in ev["Records"].as_array_mut().unwrap() {
+        r["s3"]["bucket"]["name"] = json!(bucket);
+    }
+    // A fourth record from a bucket this deployment does not own.
+    let mut foreign = ev["Records"][0].clone();
+    foreign["s3"]["bucket"]["name"] = json!("someone-elses-bucket");
+    ev["Records"].as_array_mut().unwrap().push(foreign);
+
+    let first = vodpipe_functions::ingest::handle(&s, &ev);
+    let v = serde_json::to_value(&first).unwrap();
+    let outcomes: Vec<&str> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["job", "skipped", "skipped", "skipped"], "{v:#}");
+    assert_eq!(v["records"][0]["key"], key);
+    assert_eq!(v["records"][0]["created"], true);
+    assert_eq!(v["records"][0]["status"], "ENCODING");
+    assert!(v["records"][1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no longer exists"));
+    assert!(v["records"][2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not an ObjectCreated"));
+    assert!(v["records"][3]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not the ingest bucket"));
+    assert!(first.failures().is_none());
+
+    let again = serde_json::to_value(vodpipe_functions::ingest::handle(&s, &ev)).unwrap();
+    assert_eq!(again["records"][0]["created"], false, "{again:#}");
+    assert_eq!(again["records"][0]["job_id"], v["records"][0]["job_id"]);
+    let jobs = s
+        .aws
+        .state
+        .jobs_by_source(&format!("s3://{bucket}/{key}"))
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+}
+
+#[test]
+fn stitch_reports_only_the_messages_that_should_come_back() {
+    let s = shared();
+    // A job that exists but is not STITCHING: its request is a harmless no-op.
+    s.aws
+        .state
+        .create_job("probing-job", "s3://x/y.mp4", "y", Tier::Standard)
+        .unwrap();
+    let template = event("sqs-stitch.json")["Records"][0].clone();
+    let record = |id: &str, body: String| {
+        let mut r = template.clone();
+        r["messageId"] = json!(id);
+        r["body"] = json!(body);
+        r
+    };
+    let stitch =
+        |job: &str| serde_json::to_string(&Message::Stitch { job_id: job.into() }).unwrap();
+    let ev: SqsEvent = serde_json::from_value(json!({"Records": [
+        record("missing", stitch("no-such-job")),
+        record("garbage", "not json".into()),
+        record("noop", stitch("probing-job")),
+    ]}))
+    .unwrap();
+    let response = vodpipe_functions::stitch::handle(&s, &ev);
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["missing"]);
+}
+
+#[test]
+fn a_spot_interruption_is_recorded_once_and_a_tick_reports_queue_depth() {
+    let s = shared();
+    let ev: EventBridgeEvent = serde_json::from_value(event("ecs-spot-interruption.json")).unwrap();
+    let first = vodpipe_functions::fleet::handle(&s, &ev).unwrap();
+    assert_eq!(first.trigger, "spot-interruption");
+    assert!(first.interruption.is_some());
+    assert_eq!(first.tiers.len(), 1);
+    assert_eq!(first.tiers[0].tier, "standard");
+    let again = vodpipe_functions::fleet::handle(&s, &ev).unwrap();
+    assert_eq!(again.interruption, None, "recorded once");
+    let recorded = s.aws.state.jobs.interruptions().unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].tier, "standard");
+    assert_eq!(recorded[0].reason, "Your Spot Task was interrupted.");
+
+    s.aws
+        .state
+        .send(
+            Queue::Work(Tier::Bulk),
+            &Message::Stitch {
+                job_id: "depth-probe".into(),
+            },
+        )
+        .unwrap();
+    let tick: EventBridgeEvent = serde_json::from_value(event("schedule-tick.json")).unwrap();
+    let report = vodpipe_functions::fleet::handle(&s, &tick).unwrap();
+    assert_eq!(report.trigger, "schedule");
+    let bulk = report.tiers.iter().find(|t| t.tier == "bulk").unwrap();
+    assert!(bulk.depth >= 1, "{report:?}");
+    // No ECS cluster configured here: capacity is managed elsewhere and nothing starts.
+    assert_eq!(bulk.started, 0);
+}
