@@ -5,15 +5,204 @@
 use crate::backend;
 use crate::config::{AwsSettings, Bridge};
 use crate::dynamo::{SOURCE_INDEX, STATUS_INDEX};
+use crate::s3::{SUPERSEDED_EXPIRY_DAYS, SUPERSEDED_TAG};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus,
+    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+    NoncurrentVersionExpiration, PublicAccessBlockConfiguration, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tag, VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use vodpipe_core::ports::PortResult;
+use vodpipe_core::ports::{PortError, PortResult, Queue};
 
-/// SQS visibility timeout new queues get (workers set their own on every receive).
-const QUEUE_VISIBILITY_SECS: u32 = 60;
+/// SQS visibility timeout of the tier queues (workers set their own on every receive).
+pub const WORK_VISIBILITY_SECS: u32 = 60;
+/// The stitch function's timeout; Lambda wants the queue's visibility at six times it.
+pub const STITCH_TIMEOUT_SECS: u32 = 120;
+/// SQS visibility timeout of the stitch queue.
+pub const STITCH_VISIBILITY_SECS: u32 = 6 * STITCH_TIMEOUT_SECS;
+/// How long a dead letter is kept (the SQS maximum, 14 days).
+pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
+/// The attribute DynamoDB expires finished jobs by.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// Days a replaced source version is kept in the (versioned) ingest bucket.
+pub const NONCURRENT_SOURCE_DAYS: i32 = 30;
+/// Days after which an unfinished multipart upload is aborted.
+pub const ABORT_MULTIPART_DAYS: i32 = 7;
+
+/// The visibility timeout a queue is created with.
+pub fn visibility_secs(q: Queue) -> u32 {
+    match q {
+        Queue::Stitch => STITCH_VISIBILITY_SECS,
+        Queue::Work(_) => WORK_VISIBILITY_SECS,
+    }
+}
+
+/// A bucket policy that refuses every request not made over TLS.
+pub fn tls_only_policy(bucket: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TlsOnly",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+        }]
+    })
+    .to_string()
+}
+
+/// Maps an SDK error about `bucket` to a port error.
+fn fail<E: std::fmt::Debug>(bucket: &str, what: &str) -> impl FnOnce(E) -> PortError {
+    let what = format!("{what} on {bucket}");
+    move |e| backend(&what, e)
+}
+
+/// Private, encrypted, TLS-only; the ingest bucket versioned (a re-upload is a new job and
+/// the replaced version stays for a while); lifecycles that clean up after themselves.
+fn secure_bucket(
+    bridge: &Bridge,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    ingest: bool,
+    plain_http: bool,
+) -> PortResult<()> {
+    bridge
+        .run(
+            s3.put_public_access_block()
+                .bucket(bucket)
+                .public_access_block_configuration(
+                    PublicAccessBlockConfiguration::builder()
+                        .block_public_acls(true)
+                        .block_public_policy(true)
+                        .ignore_public_acls(true)
+                        .restrict_public_buckets(true)
+                        .build(),
+                )
+                .send(),
+        )
+        .map_err(fail(bucket, "blocking public access"))?;
+    bridge
+        .run(
+            s3.put_bucket_encryption()
+                .bucket(bucket)
+                .server_side_encryption_configuration(
+                    ServerSideEncryptionConfiguration::builder()
+                        .rules(
+                            ServerSideEncryptionRule::builder()
+                                .apply_server_side_encryption_by_default(
+                                    ServerSideEncryptionByDefault::builder()
+                                        .sse_algorithm(ServerSideEncryption::Aes256)
+                                        .build()
+                                        .map_err(fail(bucket, "encryption"))?,
+                                )
+                                .build(),
+                        )
+                        .build()
+                        .map_err(fail(bucket, "encryption"))?,
+                )
+                .send(),
+        )
+        .map_err(fail(bucket, "setting default encryption"))?;
+    if plain_http {
+        // An emulator on plain HTTP would refuse every request under this policy.
+        tracing::warn!(%bucket, "endpoint is plain HTTP: TLS-only bucket policy not set");
+    } else {
+        bridge
+            .run(
+                s3.put_bucket_policy()
+                    .bucket(bucket)
+                    .policy(tls_only_policy(bucket))
+                    .send(),
+            )
+            .map_err(fail(bucket, "setting the TLS-only policy"))?;
+    }
+    let abort = LifecycleRule::builder()
+        .id("abort-incomplete-uploads")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(ABORT_MULTIPART_DAYS)
+                .build(),
+        )
+        .build()
+        .map_err(fail(bucket, "lifecycle"))?;
+    let mut rules = vec![abort];
+    if ingest {
+        bridge
+            .run(
+                s3.put_bucket_versioning()
+                    .bucket(bucket)
+                    .versioning_configuration(
+                        VersioningConfiguration::builder()
+                            .status(BucketVersioningStatus::Enabled)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map_err(fail(bucket, "enabling versioning"))?;
+        rules.push(
+            LifecycleRule::builder()
+                .id("expire-replaced-sources")
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .noncurrent_version_expiration(
+                    NoncurrentVersionExpiration::builder()
+                        .noncurrent_days(NONCURRENT_SOURCE_DAYS)
+                        .build(),
+                )
+                .build()
+                .map_err(fail(bucket, "lifecycle"))?,
+        );
+    } else {
+        rules.push(
+            LifecycleRule::builder()
+                .id("expire-superseded-jobs")
+                .status(ExpirationStatus::Enabled)
+                .filter(
+                    LifecycleRuleFilter::builder()
+                        .tag(
+                            Tag::builder()
+                                .key(SUPERSEDED_TAG)
+                                .value("true")
+                                .build()
+                                .map_err(fail(bucket, "lifecycle"))?,
+                        )
+                        .build(),
+                )
+                .expiration(
+                    LifecycleExpiration::builder()
+                        .days(SUPERSEDED_EXPIRY_DAYS)
+                        .build(),
+                )
+                .build()
+                .map_err(fail(bucket, "lifecycle"))?,
+        );
+    }
+    bridge
+        .run(
+            s3.put_bucket_lifecycle_configuration()
+                .bucket(bucket)
+                .lifecycle_configuration(
+                    BucketLifecycleConfiguration::builder()
+                        .set_rules(Some(rules))
+                        .build()
+                        .map_err(fail(bucket, "lifecycle"))?,
+                )
+                .send(),
+        )
+        .map_err(fail(bucket, "setting the lifecycle"))?;
+    Ok(())
+}
 
 /// Creates (or finds) every resource of `settings`.
 pub fn bootstrap(
@@ -26,13 +215,18 @@ pub fn bootstrap(
             .force_path_style(true)
             .build(),
     );
-    for bucket in [&settings.ingest_bucket, &settings.output_bucket] {
+    let plain_http = sdk.endpoint_url().is_some_and(|u| u.starts_with("http://"));
+    for (bucket, ingest) in [
+        (&settings.ingest_bucket, true),
+        (&settings.output_bucket, false),
+    ] {
         let exists = bridge.run(s3.head_bucket().bucket(bucket).send()).is_ok();
         if !exists {
             bridge
                 .run(s3.create_bucket().bucket(bucket).send())
                 .map_err(|e| backend(&format!("creating bucket {bucket}"), e))?;
         }
+        secure_bucket(bridge, &s3, bucket, ingest, plain_http)?;
     }
     let sqs = aws_sdk_sqs::Client::new(sdk);
     for q in AwsSettings::queues() {
@@ -40,7 +234,11 @@ pub fn bootstrap(
             .run(
                 sqs.create_queue()
                     .queue_name(settings.dlq_name(q))
-                    .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+                    .attributes(
+                        QueueAttributeName::MessageRetentionPeriod,
+                        DLQ_RETENTION_SECS.to_string(),
+                    )
+                    .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
                     .send(),
             )
             .map_err(|e| backend("creating a dead-letter queue", e))?;
@@ -63,8 +261,9 @@ pub fn bootstrap(
                 .queue_name(&name)
                 .attributes(
                     QueueAttributeName::VisibilityTimeout,
-                    QUEUE_VISIBILITY_SECS.to_string(),
+                    visibility_secs(q).to_string(),
                 )
+                .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
                 .attributes(QueueAttributeName::RedrivePolicy, redrive.clone())
                 .send(),
         );
@@ -81,6 +280,10 @@ pub fn bootstrap(
                     sqs.set_queue_attributes()
                         .queue_url(url)
                         .attributes(QueueAttributeName::RedrivePolicy, redrive)
+                        .attributes(
+                            QueueAttributeName::VisibilityTimeout,
+                            visibility_secs(q).to_string(),
+                        )
                         .send(),
                 )
                 .map_err(|e| backend("updating a redrive policy", e))?;
@@ -149,7 +352,7 @@ pub fn bootstrap(
                     .time_to_live_specification(
                         TimeToLiveSpecification::builder()
                             .enabled(true)
-                            .attribute_name("expires_at")
+                            .attribute_name(TTL_ATTRIBUTE)
                             .build()
                             .map_err(|e| backend("ttl", e))?,
                     )
@@ -157,5 +360,18 @@ pub fn bootstrap(
             )
             .map_err(|e| backend("enabling TTL", e))?;
     }
+    bridge
+        .run(
+            ddb.update_continuous_backups()
+                .table_name(&settings.table)
+                .point_in_time_recovery_specification(
+                    PointInTimeRecoverySpecification::builder()
+                        .point_in_time_recovery_enabled(true)
+                        .build()
+                        .map_err(|e| backend("point-in-time recovery", e))?,
+                )
+                .send(),
+        )
+        .map_err(|e| backend("enabling point-in-time recovery", e))?;
     Ok(())
 }

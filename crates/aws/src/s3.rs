@@ -9,11 +9,20 @@ use crate::backend;
 use crate::config::Bridge;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ServerSideEncryption, Tag, Tagging,
+};
 use aws_sdk_s3::Client;
 use std::sync::Arc;
 use std::time::Duration;
 use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
+
+/// The object tag that marks a superseded job directory; the output bucket's lifecycle
+/// rule expires objects carrying it (`infra/template.yaml`, `vodpipe aws bootstrap`).
+pub const SUPERSEDED_TAG: &str = "vodpipe-superseded";
+
+/// Days a superseded job directory stays readable (players holding old manifests).
+pub const SUPERSEDED_EXPIRY_DAYS: i32 = 7;
 
 /// Objects above this size are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
@@ -303,6 +312,34 @@ impl ObjectStore for S3Objects {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    fn retire(&self, prefix: &str) -> PortResult<u32> {
+        let mut n = 0;
+        for key in self.list(prefix)? {
+            let tagging = Tagging::builder()
+                .tag_set(
+                    Tag::builder()
+                        .key(SUPERSEDED_TAG)
+                        .value("true")
+                        .build()
+                        .map_err(|e| backend("s3 tag", e))?,
+                )
+                .build()
+                .map_err(|e| backend("s3 tagging", e))?;
+            self.bridge
+                .run(
+                    self.client
+                        .put_object_tagging()
+                        .bucket(&self.bucket)
+                        .key(&key)
+                        .tagging(tagging)
+                        .send(),
+                )
+                .map_err(|e| backend("s3 put object tagging", e))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn delete(&self, key: &str) -> PortResult<()> {

@@ -212,3 +212,68 @@ fn segments_upload_in_parallel_and_large_objects_in_parts() {
         .unwrap();
     assert_eq!(store.get("a/master.m3u8.big").unwrap(), big);
 }
+
+#[test]
+fn retired_job_directories_are_tagged_for_the_lifecycle_rule() {
+    use vodpipe_aws::config::AwsSettings;
+    use vodpipe_core::ports::{Cacheability, ObjectStore};
+    emulator::start();
+    let bridge = Arc::new(Bridge::new().unwrap());
+    let sdk = bridge.sdk_config();
+    let settings = AwsSettings::for_name(&emulator::unique_name("retire"));
+    vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings).unwrap();
+    let store = vodpipe_aws::s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket);
+    for k in [
+        "a/old/master.m3u8",
+        "a/old/c00000.1/360p/00000.m4s",
+        "a/new/master.m3u8",
+    ] {
+        store.put(k, b"x", Cacheability::Immutable).unwrap();
+    }
+    assert_eq!(store.retire("a/old/").unwrap(), 2);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let tags = |key: &str| -> Vec<(String, String)> {
+        bridge
+            .run(
+                s3.get_object_tagging()
+                    .bucket(&settings.output_bucket)
+                    .key(key)
+                    .send(),
+            )
+            .unwrap()
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect()
+    };
+    let superseded = vec![(
+        vodpipe_aws::s3::SUPERSEDED_TAG.to_string(),
+        "true".to_string(),
+    )];
+    assert_eq!(tags("a/old/c00000.1/360p/00000.m4s"), superseded);
+    assert!(
+        tags("a/new/master.m3u8").is_empty(),
+        "the current job is untouched"
+    );
+    // The lifecycle rule that expires them is on the bucket.
+    let rules = bridge
+        .run(
+            s3.get_bucket_lifecycle_configuration()
+                .bucket(&settings.output_bucket)
+                .send(),
+        )
+        .unwrap();
+    let rule = rules
+        .rules()
+        .iter()
+        .find(|r| r.id() == Some("expire-superseded-jobs"))
+        .expect("superseded rule");
+    assert_eq!(
+        rule.expiration().and_then(|e| e.days()),
+        Some(vodpipe_aws::s3::SUPERSEDED_EXPIRY_DAYS)
+    );
+}

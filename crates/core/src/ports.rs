@@ -64,6 +64,14 @@ pub trait ObjectStore: Send + Sync {
     /// Something ffmpeg can open for a job's source (a local path, or a presigned URL for
     /// an object in the ingest bucket).
     fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String>;
+    /// Marks every object under `prefix` as superseded, for the store's lifecycle to remove
+    /// after a grace period: players that loaded the previous pointers keep working until
+    /// then. Returns how many objects were marked. Stores without a lifecycle keep them
+    /// (the default), and an operator removes old job directories by hand.
+    fn retire(&self, prefix: &str) -> PortResult<u32> {
+        let _ = prefix;
+        Ok(0)
+    }
 }
 
 /// The tier a job runs on. Premium runs on on-demand capacity; standard and bulk on Spot.

@@ -77,8 +77,37 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
             // Pointers are short-lived in caches anyway; the publish stands.
             tracing::warn!(job = %job_id, error = %e, "CDN invalidation failed");
         }
+        retire_superseded(ports, &job.asset, job_id);
     }
     Ok(())
+}
+
+/// Marks the asset's earlier job directories as superseded (the output bucket's lifecycle
+/// expires them). Best effort: a failure leaves old outputs in place, which costs storage
+/// and nothing else.
+fn retire_superseded(ports: Ports<'_>, asset: &str, job_id: &str) {
+    let keys = match ports.objects.list(&format!("{asset}/")) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(%asset, error = %e, "could not list earlier outputs");
+            return;
+        }
+    };
+    let mut earlier: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(&format!("{asset}/")))
+        // Job directories only: the pointers sit directly under the asset.
+        .filter_map(|rest| rest.split_once('/').map(|(job, _)| job))
+        .filter(|job| *job != job_id)
+        .map(|job| format!("{asset}/{job}/"))
+        .collect();
+    earlier.dedup();
+    for prefix in earlier {
+        match ports.objects.retire(&prefix) {
+            Ok(n) => tracing::info!(%prefix, objects = n, "superseded"),
+            Err(e) => tracing::warn!(%prefix, error = %e, "could not mark as superseded"),
+        }
+    }
 }
 
 /// Each rendition's segments across chunks, checking all chunks of a rung can share one
