@@ -10,7 +10,6 @@ mod emulator;
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
