@@ -35,6 +35,9 @@ fn int(y: &Yaml) -> i64 {
         .unwrap_or_else(|| panic!("not a number: {y:?}"))
 }
 
+/// An index: name, key schema (attribute, key type), projection.
+type Index = (String, Vec<(String, String)>, String);
+
 fn queue_logical(q: Queue) -> &'static str {
     match q {
         Queue::Work(Tier::Premium) => "Premium",
@@ -242,7 +245,7 @@ fn bootstrap_creates_what_the_template_declares() {
     attrs_created.sort();
     attrs_declared.sort();
     assert_eq!(attrs_created, attrs_declared);
-    let mut gsis_created: Vec<(String, Vec<(String, String)>, String)> = table
+    let mut gsis_created: Vec<Index> = table
         .global_secondary_indexes()
         .iter()
         .map(|g| {
@@ -256,8 +259,7 @@ fn bootstrap_creates_what_the_template_declares() {
             )
         })
         .collect();
-    let mut gsis_declared: Vec<(String, Vec<(String, String)>, String)> = declared
-        ["GlobalSecondaryIndexes"]
+    let mut gsis_declared: Vec<Index> = declared["GlobalSecondaryIndexes"]
         .as_vec()
         .unwrap()
         .iter()
