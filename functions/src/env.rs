@@ -107,6 +107,7 @@ where
     Fut: std::future::Future<Output = Result<R, FunctionError>> + Send + 'static,
 {
     init_logging();
+    vodpipe_core::metrics::enable_from_env();
     let shared = Shared::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -90,6 +90,10 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
             tracing::warn!(task = %change.task_arn, ?tier, recorded, "Spot interruption");
             if recorded {
                 report.interruption = Some(change.task_arn.clone());
+                vodpipe_core::metrics::emit(
+                    &[("SpotInterruptions", 1.0, vodpipe_core::metrics::Unit::Count)],
+                    &[],
+                );
             }
         }
         // Replace the capacity of the task's tier (all tiers when the tag is unknown).

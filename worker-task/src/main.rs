@@ -8,7 +8,8 @@
 //! Environment: the `VODPIPE_…` names printed by `vodpipe aws bootstrap`, plus
 //! `VODPIPE_TIERS` (default all), `VODPIPE_IDLE_EXIT_SECS` (default 60),
 //! `VODPIPE_LEASE_SECS` (default 30), `VODPIPE_SCRATCH` (default /tmp/vodpipe) and
-//! `VODPIPE_FFMPEG` (default `ffmpeg`) and `VODPIPE_WORKER_STITCHES` (default `false`:
+//! `VODPIPE_FFMPEG` (default `ffmpeg`), `VODPIPE_METRICS` (`emf`: CloudWatch embedded
+//! metrics on stdout) and `VODPIPE_WORKER_STITCHES` (default `false`:
 //! the stitch function consumes the stitch queue; `true` where no function is deployed).
 
 use anyhow::{Context, Result};
@@ -33,6 +34,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    vodpipe_core::metrics::enable_from_env();
     let shutdown = Shutdown::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;

@@ -122,6 +122,24 @@ fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
         .map(|e| e["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["ENCODING", "PUBLISHED"], "{emu:#}");
+    // Embedded metrics for the dashboard came out of the functions and the tasks.
+    let metrics = &emu["metrics"];
+    for name in [
+        "ChunkEncodeSeconds",
+        "RealtimeFactor",
+        "JobStateChanges:ENCODING",
+        "JobStateChanges:PUBLISHED",
+        "OutputMinutes",
+        "EstimatedCostUSD",
+        "QueueWaitSeconds",
+        "SpotInterruptions",
+    ] {
+        assert!(
+            metrics[name].as_u64().unwrap_or(0) >= 1,
+            "no {name} metric: {metrics:#}"
+        );
+    }
+    assert_eq!(metrics["JobStateChanges:PUBLISHED"], 1, "{metrics:#}");
     // Every function started once and measured its init.
     for f in ["ingest", "stitch", "fleet"] {
         assert_eq!(
@@ -168,4 +186,5 @@ fn a_hostile_upload_fails_once_with_its_reason_and_starts_no_worker() {
         .map(|e| e["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["FAILED"], "{emu:#}");
+    assert_eq!(emu["metrics"]["JobStateChanges:FAILED"], 1, "{emu:#}");
 }

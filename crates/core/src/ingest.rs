@@ -152,6 +152,7 @@ pub fn ingest(
                     tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");
                 }
                 tracing::info!(job = %job.id, chunks = jp.plan.chunks.len(), rungs = jp.rungs.len(), %tier, "planned and queued");
+                crate::metrics::job_state(JobStatus::Encoding);
             }
             Ok(Ingested {
                 job_id: job.id,
@@ -161,6 +162,7 @@ pub fn ingest(
         }
         Err(e) => {
             tracing::warn!(job = %job.id, error = %e, "ingest refused");
+            crate::metrics::job_state(JobStatus::Failed);
             ports.jobs.transition(
                 &job.id,
                 &[JobStatus::Probing],

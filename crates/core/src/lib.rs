@@ -16,6 +16,7 @@ pub mod error;
 pub mod ingest;
 pub mod job;
 pub mod ladder;
+pub mod metrics;
 pub mod mp4;
 pub mod outputs;
 pub mod package;

@@ -28,12 +28,14 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
     let tracks = match build_tracks(&doc, results) {
         Ok(t) => t,
         Err(reason) => {
-            ports.jobs.transition(
+            if ports.jobs.transition(
                 job_id,
                 &[JobStatus::Stitching],
                 JobStatus::Failed,
                 Some(&reason),
-            )?;
+            )? {
+                crate::metrics::job_state(JobStatus::Failed);
+            }
             return Ok(());
         }
     };
@@ -70,6 +72,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
     )?;
     if ports.jobs.publish(job_id, &master, &dash)? {
         tracing::info!(job = %job_id, %master, "published");
+        publish_metrics(ports, job_id);
         if let Err(e) = ports
             .cdn
             .invalidate(&[format!("/{master}"), format!("/{dash}")], job_id)
@@ -80,6 +83,36 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
         retire_superseded(ports, &job.asset, job_id);
     }
     Ok(())
+}
+
+/// What a published job adds to the dashboard: the state change, its output minutes, what
+/// it cost, and how long its work waited for a worker.
+fn publish_metrics(ports: Ports<'_>, job_id: &str) {
+    use crate::metrics::{emit, job_state, Unit};
+    job_state(JobStatus::Published);
+    if !crate::metrics::enabled() {
+        return;
+    }
+    let Ok(Some(j)) = ports.jobs.job(job_id) else {
+        return;
+    };
+    let cost = crate::cost::compute_cost(
+        j.tier,
+        j.encode_secs + j.wasted_secs,
+        crate::cost::WorkerSize::default(),
+    );
+    let mut values = vec![
+        (
+            "OutputMinutes",
+            crate::cost::output_minutes(j.duration_secs, j.rungs),
+            Unit::None,
+        ),
+        ("EstimatedCostUSD", cost, Unit::None),
+    ];
+    if let (Some(q), Some(s)) = (j.queued_at, j.started_at) {
+        values.push(("QueueWaitSeconds", (s - q).max(0.0), Unit::Seconds));
+    }
+    emit(&values, &[]);
 }
 
 /// Marks the asset's earlier job directories as superseded (the output bucket's lifecycle

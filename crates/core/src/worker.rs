@@ -233,15 +233,16 @@ impl<'a> Worker<'a> {
     /// Fails a job that is still encoding, with `reason`; a job already past that keeps its
     /// state.
     fn fail_job(&self, job_id: &str, reason: &str) -> PortResult<()> {
-        self.ports
-            .jobs
-            .transition(
-                job_id,
-                &[JobStatus::Encoding],
-                JobStatus::Failed,
-                Some(reason),
-            )
-            .map(|_| ())
+        let failed = self.ports.jobs.transition(
+            job_id,
+            &[JobStatus::Encoding],
+            JobStatus::Failed,
+            Some(reason),
+        )?;
+        if failed {
+            crate::metrics::job_state(JobStatus::Failed);
+        }
+        Ok(())
     }
 
     /// A message that exhausted its receives. An item that is done, or leased by a live
@@ -333,6 +334,18 @@ impl<'a> Worker<'a> {
             Ok(tracks) => {
                 let doc = serde_json::to_string(&tracks)
                     .map_err(|e| PortError::Backend(e.to_string()))?;
+                let media_secs = chunk_media_secs(&plan, item);
+                crate::metrics::emit(
+                    &[
+                        ("ChunkEncodeSeconds", secs, crate::metrics::Unit::Seconds),
+                        (
+                            "RealtimeFactor",
+                            if secs > 0.0 { media_secs / secs } else { 0.0 },
+                            crate::metrics::Unit::None,
+                        ),
+                    ],
+                    &[],
+                );
                 match self.ports.jobs.commit(&lease, &doc, secs) {
                     Ok(Completion::Last) => {
                         tracing::info!(job = %item.job_id, "last item committed; requesting stitch");
@@ -371,6 +384,7 @@ impl<'a> Worker<'a> {
             Err(e) => {
                 let reason = e.to_string();
                 tracing::warn!(item = %item.describe(), attempt = lease.attempt, error = %reason, "attempt failed");
+                crate::metrics::emit(&[("Retries", 1.0, crate::metrics::Unit::Count)], &[]);
                 self.give_back(d, &lease, Release::Failed(&reason), secs)?;
                 Ok(Turn::Worked)
             }
@@ -619,5 +633,23 @@ mod tests {
         assert!(!c.is_triggered());
         s.trigger();
         assert!(c.is_triggered());
+    }
+}
+
+/// Seconds of media an item covers (a video chunk, or the whole audio track).
+fn chunk_media_secs(jp: &JobPlan, item: &ItemRef) -> f64 {
+    match item.kind {
+        ItemKind::Video => {
+            let fps = jp
+                .media
+                .video
+                .as_ref()
+                .map_or(25.0, |v| v.frame_rate.as_f64().max(1.0));
+            jp.plan
+                .chunks
+                .get(item.index as usize)
+                .map_or(0.0, |c| c.frames as f64 / fps)
+        }
+        ItemKind::Audio => jp.media.duration_secs.unwrap_or(0.0),
     }
 }

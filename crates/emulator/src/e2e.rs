@@ -371,6 +371,7 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             work.join("scratch").display().to_string(),
         ),
         ("VODPIPE_LOG", "info".to_string()),
+        ("VODPIPE_METRICS", "emf".to_string()),
     ] {
         env.push((k.to_string(), v));
     }
@@ -553,6 +554,7 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             "stitch": stitch.stats(),
             "fleet": fleet.stats(),
         },
+        "metrics": emf_metrics(&work),
         "wall_secs": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "logs": work,
     });
@@ -571,4 +573,35 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             1
         },
     )
+}
+
+/// Embedded-metric documents in the function and task logs under `dir`: how many
+/// observations of each metric (with `State` appended for job-state changes), which is
+/// what CloudWatch would have extracted.
+fn emf_metrics(dir: &std::path::Path) -> std::collections::BTreeMap<String, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return counts;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("\"_aws\"")) {
+            let Ok(doc) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let name = m["Name"].as_str().unwrap_or_default();
+                let key = match doc["State"].as_str() {
+                    Some(state) => format!("{name}:{state}"),
+                    None => name.to_string(),
+                };
+                *counts.entry(key).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
 }
