@@ -609,6 +609,24 @@ fn ignore_conflict(r: PortResult<()>) -> PortResult<()> {
     }
 }
 
+/// Seconds of media an item covers (a video chunk, or the whole audio track).
+fn chunk_media_secs(jp: &JobPlan, item: &ItemRef) -> f64 {
+    match item.kind {
+        ItemKind::Video => {
+            let fps = jp
+                .media
+                .video
+                .as_ref()
+                .map_or(25.0, |v| v.frame_rate.as_f64().max(1.0));
+            jp.plan
+                .chunks
+                .get(item.index as usize)
+                .map_or(0.0, |c| c.frames as f64 / fps)
+        }
+        ItemKind::Audio => jp.media.duration_secs.unwrap_or(0.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,23 +651,5 @@ mod tests {
         assert!(!c.is_triggered());
         s.trigger();
         assert!(c.is_triggered());
-    }
-}
-
-/// Seconds of media an item covers (a video chunk, or the whole audio track).
-fn chunk_media_secs(jp: &JobPlan, item: &ItemRef) -> f64 {
-    match item.kind {
-        ItemKind::Video => {
-            let fps = jp
-                .media
-                .video
-                .as_ref()
-                .map_or(25.0, |v| v.frame_rate.as_f64().max(1.0));
-            jp.plan
-                .chunks
-                .get(item.index as usize)
-                .map_or(0.0, |c| c.frames as f64 / fps)
-        }
-        ItemKind::Audio => jp.media.duration_secs.unwrap_or(0.0),
     }
 }
