@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps build bins demo test e2e-aws lambda lint fmt bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps build bins demo test e2e-aws lambda infra-check sam-build worker-image lint fmt bench clean
 
 all: build
 
@@ -43,6 +43,40 @@ lambda-deps: moto-deps
 	  .venv/bin/pip install -q "cargo-lambda==$(CARGO_LAMBDA_VERSION)" "ziglang==$(ZIG_VERSION)"; \
 	fi
 	@rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+
+## The SAM CLI (with cfn-lint) and checkov, each in a virtualenv of its own (their pinned
+## dependencies disagree with moto's).
+SAM_VERSION := 1.170.0
+CHECKOV_VERSION := 3.3.30
+infra-deps:
+	@if ! .venv-sam/bin/sam --version 2>/dev/null | grep -q "$(SAM_VERSION)"; then \
+	  echo "installing the SAM CLI $(SAM_VERSION) into .venv-sam…"; \
+	  python3 -m venv .venv-sam && .venv-sam/bin/pip install -q "aws-sam-cli==$(SAM_VERSION)"; \
+	fi
+	@if ! .venv-checkov/bin/checkov --version 2>/dev/null | grep -q "$(CHECKOV_VERSION)"; then \
+	  echo "installing checkov $(CHECKOV_VERSION) into .venv-checkov…"; \
+	  python3 -m venv .venv-checkov && .venv-checkov/bin/pip install -q "checkov==$(CHECKOV_VERSION)"; \
+	fi
+
+## The template: `sam validate --lint` (cfn-lint) and checkov; skips are in the template,
+## each with its reason.
+infra-check: infra-deps
+	cd infra && SAM_CLI_TELEMETRY=0 ../.venv-sam/bin/sam validate --lint --region us-east-1
+	.venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation --quiet --compact --skip-download
+
+## `sam build` of the three functions (cargo-lambda, arm64) into infra/.aws-sam.
+sam-build: lambda-deps infra-deps
+	cd infra && PATH="$(CURDIR)/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 ../.venv-sam/bin/sam build --beta-features
+
+## Build the worker image for arm64 and push it to ECR (needs Docker with buildx and the
+## AWS CLI; not part of CI). WORKER_REPO is an ECR repository URI.
+WORKER_TAG ?= $(shell git rev-parse --short HEAD)
+worker-image:
+	@test -n "$(WORKER_REPO)" || { echo 'usage: make worker-image WORKER_REPO=<account>.dkr.ecr.<region>.amazonaws.com/vodpipe-worker [WORKER_TAG=…]'; exit 2; }
+	aws ecr get-login-password --region "$$(echo $(WORKER_REPO) | cut -d. -f4)" \
+	  | docker login --username AWS --password-stdin "$$(echo $(WORKER_REPO) | cut -d/ -f1)"
+	docker buildx build --platform linux/arm64 -f worker-task/Dockerfile -t "$(WORKER_REPO):$(WORKER_TAG)" --push .
+	@echo "WorkerImage=$(WORKER_REPO):$(WORKER_TAG)"
 
 build:
 	$(CARGO) build --release -p vodpipe-cli
@@ -88,4 +122,4 @@ bench: deps build
 	@bash scripts/bench.sh "$(VODPIPE)"
 
 clean:
-	rm -rf $(DEMO_OUT) bench-out
+	rm -rf $(DEMO_OUT) bench-out infra/.aws-sam
