@@ -109,6 +109,11 @@ fn names_match_for_the_same_deployment_name() {
             "worker task: {k}"
         );
     }
+    // The task is the size the cost estimate prices.
+    let size = vodpipe_core::cost::WorkerSize::default();
+    let task = resource(&t, "WorkerTaskDefinition");
+    assert_eq!(int(&task["Cpu"]) as f64 / 1024.0, size.vcpu);
+    assert_eq!(int(&task["Memory"]) as f64 / 1024.0, size.memory_gib);
     // Timeouts and visibilities agree: six times the stitch function's timeout.
     assert_eq!(
         int(&resource(&t, "StitchFunction")["Timeout"]),
