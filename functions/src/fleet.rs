@@ -6,6 +6,9 @@
 //! tick only repairs: tasks that failed to start (no Spot capacity), tasks that were
 //! reclaimed, work re-queued after failures.
 //!
+//! The tick also resumes ingests that died (a job left QUEUED or PROBING far longer than a
+//! probe takes, after S3's retries of its event ran out), so no upload is silently lost.
+//!
 //! An ECS Task State Change with `stopCode: SpotInterruption` is recorded once per task
 //! (EventBridge may deliver it twice) and answered with a reconcile of the task's tier,
 //! which replaces the capacity at once instead of at the next tick. The interrupted
@@ -16,7 +19,9 @@ use crate::FunctionError;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use vodpipe_aws::dynamo::Interruption;
-use vodpipe_core::ports::{Queue, Tier, WorkQueue};
+use vodpipe_core::ingest::{abandoned_after, ingest, Source};
+use vodpipe_core::job::JobStatus;
+use vodpipe_core::ports::{JobStore, Queue, Tier, WorkQueue};
 use vodpipe_core::process::now_secs;
 
 /// The part of an ECS Task State Change detail the fleet reads.
@@ -42,8 +47,10 @@ pub struct FleetReport {
     pub trigger: String,
     /// A newly recorded interruption's task ARN.
     pub interruption: Option<String>,
-    /// Per tier: queued or in-flight messages, and tasks started now.
+    /// Per tier: queued or in-flight messages, and the tasks it has.
     pub tiers: Vec<TierCapacity>,
+    /// Jobs an ingest abandoned (it died, its retries ran out) that this tick took over.
+    pub resumed: Vec<String>,
 }
 
 /// One tier's reconcile.
@@ -53,8 +60,9 @@ pub struct TierCapacity {
     pub tier: String,
     /// Messages visible or in flight on its queue.
     pub depth: u64,
-    /// Tasks started by this reconcile.
-    pub started: u32,
+    /// Tasks running or starting after the reconcile (0 when capacity is managed outside
+    /// vodpipe, i.e. no ECS cluster is configured).
+    pub workers: u32,
 }
 
 /// The tier a task served, from its `startedBy` tag.
@@ -101,33 +109,68 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
         report.tiers = reconcile(shared, &only)?;
         return Ok(report);
     }
+    let resumed = resume_abandoned(shared)?;
     Ok(FleetReport {
         trigger: "schedule".into(),
         interruption: None,
         tiers: reconcile(shared, &tiers)?,
+        resumed,
     })
+}
+
+/// Ingests again every job left QUEUED or PROBING for longer than a probe can take: its
+/// ingest died and S3's retries of the event are spent. `ingest` takes such a job over.
+pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
+    let cutoff = now_secs() - abandoned_after(&shared.cfg);
+    let mut resumed = Vec::new();
+    for status in [JobStatus::Queued, JobStatus::Probing] {
+        for job in shared.aws.state.jobs_by_status(Some(status))? {
+            if job.created_at > cutoff {
+                continue;
+            }
+            let key = vodpipe_aws::s3::parse_s3_uri(&job.source)
+                .map(|(_, k)| k.to_string())
+                .unwrap_or_default();
+            let source = Source {
+                uri: job.source.clone(),
+                key,
+                job_id: job.id.clone(),
+            };
+            let ing = ingest(shared.aws.ports(), &shared.cfg, &source, job.tier, false)?;
+            tracing::warn!(job = %job.id, status = %ing.status, "resumed an abandoned ingest");
+            shared.aws.announce(&job.id);
+            resumed.push(job.id);
+        }
+    }
+    Ok(resumed)
 }
 
 /// Brings each tier's tasks up to its queue depth (capped by the fleet).
 pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, FunctionError> {
     let ports = shared.aws.ports();
+    // Dead letters are drained (their jobs failed with the reason) by workers only: with
+    // any waiting and no other work, one standard (Spot) worker is wanted for them.
+    let dead = shared.aws.state.queues.dead_letters()?;
     let mut out = Vec::new();
     for &tier in tiers {
         let depth = shared.aws.state.depth(Queue::Work(tier))?;
-        let started = if depth > 0 {
+        let wanted = if tier == Tier::Standard && dead > 0 {
+            depth.max(1)
+        } else {
+            depth
+        };
+        let workers = if wanted > 0 {
             ports
                 .fleet
-                .ensure_capacity(tier, depth.min(u64::from(u32::MAX)) as u32)?
+                .ensure_capacity(tier, wanted.min(u64::from(u32::MAX)) as u32)?
         } else {
             0
         };
-        if started > 0 {
-            tracing::info!(%tier, depth, started, "started worker tasks");
-        }
+        tracing::info!(%tier, depth, dead, workers, "reconciled");
         out.push(TierCapacity {
             tier: tier.as_str().to_string(),
             depth,
-            started,
+            workers,
         });
     }
     Ok(out)

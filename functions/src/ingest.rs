@@ -14,6 +14,7 @@ use crate::FunctionError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vodpipe_core::ingest::ingest;
+use vodpipe_core::job::JobStatus;
 use vodpipe_core::ports::PortError;
 
 /// What happened to one record.
@@ -184,6 +185,15 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
     // A FAILED job is not retried on a duplicate delivery: the same bytes would fail the
     // same way. Uploading the object again (a new version) makes a new job.
     match ingest(shared.aws.ports(), &shared.cfg, &source, shared.tier, false) {
+        // Another ingest holds the job in PROBING (a concurrent delivery, or one that died).
+        // Fail the record so Lambda retries it; once the holder is presumed dead the retry
+        // takes the job over, and the fleet's sweep covers whatever retries do not.
+        Ok(ing) if matches!(ing.status, JobStatus::Queued | JobStatus::Probing) => {
+            RecordOutcome::Failed {
+                key,
+                error: format!("job {} is being probed by another ingest", ing.job_id),
+            }
+        }
         Ok(ing) => {
             if ing.created {
                 shared.aws.announce(&ing.job_id);

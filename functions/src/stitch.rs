@@ -4,13 +4,12 @@
 //! own and only those that failed are reported back (`batchItemFailures`), so one bad job
 //! never makes a whole batch run again. Stitching is idempotent (only a STITCHING job is
 //! stitched, PUBLISHED is a conditional transition), which is what makes a redelivered
-//! message harmless. Each job that reaches PUBLISHED or FAILED is announced as a
-//! job-state event.
+//! message harmless. A job this invocation moves to PUBLISHED or FAILED is announced as a
+//! job-state event, once.
 
 use crate::env::Shared;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobStore, Message};
+use vodpipe_core::ports::{Message, PortError};
 use vodpipe_core::stitch::stitch;
 
 /// Stitches every message of `event`; the response lists the messages to redeliver.
@@ -34,26 +33,17 @@ pub fn handle(shared: &Shared, event: &SqsEvent) -> SqsBatchResponse {
                 continue;
             }
         };
-        let status = |shared: &Shared| {
-            shared
-                .aws
-                .state
-                .job(&job_id)
-                .ok()
-                .flatten()
-                .map(|j| j.status)
-        };
-        let before = status(shared);
         match stitch(shared.aws.ports(), &job_id) {
-            Ok(()) => {
-                let after = status(shared);
-                tracing::info!(job = %job_id, ?before, ?after, "stitch request handled");
-                // Announce the change this request made, not a redelivered request's no-op.
-                if before == Some(JobStatus::Stitching)
-                    && matches!(after, Some(JobStatus::Published | JobStatus::Failed))
-                {
-                    shared.aws.announce(&job_id);
-                }
+            // Announce the change this request made, not a redelivered request's no-op.
+            Ok(Some(status)) => {
+                tracing::info!(job = %job_id, %status, "stitched");
+                shared.aws.announce(&job_id);
+            }
+            Ok(None) => tracing::info!(job = %job_id, "nothing to stitch (already done)"),
+            // No such job (expired by TTL, or a request for another deployment): no retry
+            // can make it exist.
+            Err(PortError::NotFound(what)) if what == job_id => {
+                tracing::warn!(job = %job_id, "stitch request for an unknown job; dropped");
             }
             Err(e) => {
                 tracing::warn!(job = %job_id, error = %e, "stitch failed; the message will be redelivered");

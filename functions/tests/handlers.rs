@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
+use vodpipe_core::job::JobStatus;
 use vodpipe_core::ports::{Cacheability, JobStore, Message, ObjectStore, Queue, Tier, WorkQueue};
 use vodpipe_functions::env::Shared;
 
@@ -136,6 +137,21 @@ fn stitch_reports_only_the_messages_that_should_come_back() {
         .state
         .create_job("probing-job", "s3://x/y.mp4", "y", Tier::Standard)
         .unwrap();
+    // A STITCHING job whose plan cannot be read: a store problem, worth another try.
+    s.aws
+        .state
+        .create_job("broken-job", "s3://x/z.mp4", "z", Tier::Standard)
+        .unwrap();
+    assert!(s
+        .aws
+        .state
+        .transition(
+            "broken-job",
+            &[JobStatus::Queued],
+            JobStatus::Stitching,
+            None
+        )
+        .unwrap());
     let template = event("sqs-stitch.json")["Records"][0].clone();
     let record = |id: &str, body: String| {
         let mut r = template.clone();
@@ -149,6 +165,7 @@ fn stitch_reports_only_the_messages_that_should_come_back() {
         record("missing", stitch("no-such-job")),
         record("garbage", "not json".into()),
         record("noop", stitch("probing-job")),
+        record("broken", stitch("broken-job")),
     ]}))
     .unwrap();
     let response = vodpipe_functions::stitch::handle(&s, &ev);
@@ -157,7 +174,9 @@ fn stitch_reports_only_the_messages_that_should_come_back() {
         .iter()
         .map(|f| f.item_identifier.as_str())
         .collect();
-    assert_eq!(failed, ["missing"]);
+    // Only the request that can succeed later comes back; a request for a job that does
+    // not exist, an unreadable body and a no-op are done with.
+    assert_eq!(failed, ["broken"]);
 }
 
 #[test]
@@ -190,6 +209,4 @@ fn a_spot_interruption_is_recorded_once_and_a_tick_reports_queue_depth() {
     assert_eq!(report.trigger, "schedule");
     let bulk = report.tiers.iter().find(|t| t.tier == "bulk").unwrap();
     assert!(bulk.depth >= 1, "{report:?}");
-    // No ECS cluster configured here: capacity is managed elsewhere and nothing starts.
-    assert_eq!(bulk.started, 0);
 }

@@ -60,6 +60,28 @@ pub fn tls_only_policy(bucket: &str) -> String {
     .to_string()
 }
 
+/// Waits (up to five minutes) for a new table to leave CREATING: DynamoDB refuses TTL and
+/// backup settings on a table that is not ACTIVE yet.
+fn wait_active(bridge: &Bridge, ddb: &aws_sdk_dynamodb::Client, table: &str) -> PortResult<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let status = bridge
+            .run(ddb.describe_table().table_name(table).send())
+            .map_err(|e| backend(&format!("describing table {table}"), e))?
+            .table()
+            .and_then(|t| t.table_status().cloned());
+        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(PortError::Backend(format!(
+                "table {table} is still {status:?} after five minutes"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 /// Maps an SDK error about `bucket` to a port error.
 fn fail<E: std::fmt::Debug>(bucket: &str, what: &str) -> impl FnOnce(E) -> PortError {
     let what = format!("{what} on {bucket}");
@@ -345,6 +367,7 @@ pub fn bootstrap(
         bridge
             .run(req.send())
             .map_err(|e| backend(&format!("creating table {}", settings.table), e))?;
+        wait_active(bridge, &ddb, &settings.table)?;
         bridge
             .run(
                 ddb.update_time_to_live()

@@ -21,7 +21,10 @@ use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
 /// rule expires objects carrying it (`infra/template.yaml`, `vodpipe aws bootstrap`).
 pub const SUPERSEDED_TAG: &str = "vodpipe-superseded";
 
-/// Days a superseded job directory stays readable (players holding old manifests).
+/// The lifecycle rule's age for superseded objects. S3 counts it from each object's
+/// creation, not from its tagging, so a job directory older than this goes at the next
+/// lifecycle run after it is superseded (within about a day), a younger one when it
+/// reaches this age.
 pub const SUPERSEDED_EXPIRY_DAYS: i32 = 7;
 
 /// Objects above this size are uploaded in parts.
@@ -315,31 +318,52 @@ impl ObjectStore for S3Objects {
     }
 
     fn retire(&self, prefix: &str) -> PortResult<u32> {
-        let mut n = 0;
-        for key in self.list(prefix)? {
-            let tagging = Tagging::builder()
-                .tag_set(
-                    Tag::builder()
+        let keys = self.list(prefix)?;
+        let n = keys.len() as u32;
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        // One tagging call per object (S3 has no prefix-wide tagging), PARALLEL_UPLOADS in
+        // flight: a feature film's ten thousand segments take seconds, not minutes.
+        self.bridge.run(async move {
+            let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
+            let mut set = tokio::task::JoinSet::new();
+            for key in keys {
+                let (client, bucket, limit) = (client.clone(), bucket.clone(), limit.clone());
+                set.spawn(async move {
+                    let _permit = limit
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| PortError::Backend(e.to_string()))?;
+                    let tag = Tag::builder()
                         .key(SUPERSEDED_TAG)
                         .value("true")
                         .build()
-                        .map_err(|e| backend("s3 tag", e))?,
-                )
-                .build()
-                .map_err(|e| backend("s3 tagging", e))?;
-            self.bridge
-                .run(
-                    self.client
+                        .map_err(|e| backend("s3 tag", e))?;
+                    let tagging = Tagging::builder()
+                        .tag_set(tag)
+                        .build()
+                        .map_err(|e| backend("s3 tagging", e))?;
+                    client
                         .put_object_tagging()
-                        .bucket(&self.bucket)
+                        .bucket(bucket)
                         .key(&key)
                         .tagging(tagging)
-                        .send(),
-                )
-                .map_err(|e| backend("s3 put object tagging", e))?;
-            n += 1;
-        }
-        Ok(n)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| backend(&format!("s3 put object tagging {key}"), e))
+                });
+            }
+            let mut first_error = None;
+            while let Some(done) = set.join_next().await {
+                let r = done
+                    .map_err(|e| PortError::Backend(format!("tagging task: {e}")))
+                    .and_then(|r| r);
+                if let (Err(e), None) = (r, &first_error) {
+                    first_error = Some(e);
+                }
+            }
+            first_error.map_or(Ok(n), Err)
+        })
     }
 
     fn delete(&self, key: &str) -> PortResult<()> {

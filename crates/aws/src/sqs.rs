@@ -76,6 +76,30 @@ impl SqsQueues {
         })
     }
 
+    /// Messages waiting in the dead-letter queues. Only a worker drains them (failing the
+    /// jobs they belong to), so the fleet starts one when this is not zero.
+    pub fn dead_letters(&self) -> PortResult<u64> {
+        let mut n = 0;
+        for url in self.dlq_urls.values() {
+            let out = self
+                .bridge
+                .run(
+                    self.client
+                        .get_queue_attributes()
+                        .queue_url(url)
+                        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                        .send(),
+                )
+                .map_err(|e| backend("sqs dead-letter depth", e))?;
+            n += out
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(n)
+    }
+
     fn url(&self, q: Queue) -> PortResult<&str> {
         self.urls
             .get(&q)

@@ -63,19 +63,42 @@ pub fn ingest(
             // Extra messages are harmless: a worker drops a message whose item is done or
             // leased by another.
             JobStatus::Encoding => {
-                requeue_unfinished(ports, &job.id, job.tier)?;
+                // Duplicates usually arrive seconds after the original, whose messages are
+                // all queued; re-queuing then would only double the queue (and the fleet).
+                let recent = job.queued_at.is_some_and(|q| {
+                    crate::process::now_secs() - q < 2.0 * cfg.lease_ttl.as_secs_f64()
+                });
+                if !recent {
+                    requeue_unfinished(ports, &job.id, job.tier)?;
+                }
                 return Ok(Ingested {
                     job_id: job.id,
                     created: false,
                     status: JobStatus::Encoding,
                 });
             }
-            // An ingest that died while probing leaves the job in PROBING; one that has been
-            // there far longer than a probe may take is taken over.
-            JobStatus::Probing
+            // An ingest that died while probing leaves the job in PROBING (or QUEUED, if it
+            // died first); one that has been there far longer than a probe may take is taken
+            // over.
+            JobStatus::Probing | JobStatus::Queued
                 if crate::process::now_secs() - job.created_at > abandoned_after(cfg) =>
             {
-                tracing::warn!(job = %job.id, "taking over an abandoned ingest");
+                tracing::warn!(job = %job.id, status = %job.status, "taking over an abandoned ingest");
+                if job.status == JobStatus::Queued
+                    && !ports.jobs.transition(
+                        &job.id,
+                        &[JobStatus::Queued],
+                        JobStatus::Probing,
+                        None,
+                    )?
+                {
+                    let status = ports.jobs.job(&job.id)?.map_or(job.status, |j| j.status);
+                    return Ok(Ingested {
+                        job_id: job.id,
+                        created: false,
+                        status,
+                    });
+                }
             }
             status => {
                 return Ok(Ingested {
@@ -162,13 +185,14 @@ pub fn ingest(
         }
         Err(e) => {
             tracing::warn!(job = %job.id, error = %e, "ingest refused");
-            crate::metrics::job_state(JobStatus::Failed);
-            ports.jobs.transition(
+            if ports.jobs.transition(
                 &job.id,
                 &[JobStatus::Probing],
                 JobStatus::Failed,
                 Some(&e.to_string()),
-            )?;
+            )? {
+                crate::metrics::job_state(JobStatus::Failed);
+            }
             Ok(Ingested {
                 job_id: job.id,
                 created: true,
@@ -178,8 +202,9 @@ pub fn ingest(
     }
 }
 
-/// How long a job may sit in PROBING before another ingest takes it over.
-fn abandoned_after(cfg: &Config) -> f64 {
+/// Seconds after which a job still PROBING is taken to be abandoned by a dead ingest (a
+/// probe has its own timeout, well inside this) and may be taken over.
+pub fn abandoned_after(cfg: &Config) -> f64 {
     (cfg.policy.probe_timeout_secs as f64) * 2.0 + 60.0
 }
 

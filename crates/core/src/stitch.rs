@@ -5,22 +5,29 @@
 //! duplicate stitch request (at-least-once delivery) rewrites identical manifests at most
 //! and publishes nothing twice. Only the two pointers ever need invalidating: everything
 //! they point to is immutable.
+//!
+//! Versions of one source are ordered by when their jobs were created: a job that finishes
+//! after a newer version of the same object was published is published at its own job
+//! directory and leaves the pointers alone. Publishing the newest version retires the
+//! earlier versions' directories (finished jobs only) for the store's lifecycle.
 
 use crate::job::JobStatus;
 use crate::outputs::{dash_pointer, job_dir, master_pointer, TrackResult};
 use crate::package::{self, Track, TrackKind};
 use crate::pipeline::{JobPlan, Ports};
-use crate::ports::{Cacheability, ItemKind, ItemRef, PortError, PortResult};
+use crate::ports::{Cacheability, ItemKind, ItemRef, JobRecord, PortError, PortResult};
 use std::collections::HashMap;
 
-/// Stitches and publishes `job_id` if it is STITCHING; a no-op otherwise.
-pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
+/// Stitches and publishes `job_id` if it is STITCHING; a no-op otherwise. Returns the state
+/// this call moved the job to (PUBLISHED, or FAILED for unusable results), or `None` when
+/// it moved nothing (a redelivered request, another stitcher won).
+pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     let Some(job) = ports.jobs.job(job_id)? else {
         return Err(PortError::NotFound(job_id.into()));
     };
     if job.status != JobStatus::Stitching {
         tracing::info!(job = %job_id, status = %job.status, "not stitching; nothing to do");
-        return Ok(());
+        return Ok(None);
     }
     // Store errors are retried (the request stays queued); content problems fail the job.
     let doc = ports.jobs.plan_doc(job_id)?;
@@ -35,8 +42,9 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
                 Some(&reason),
             )? {
                 crate::metrics::job_state(JobStatus::Failed);
+                return Ok(Some(JobStatus::Failed));
             }
-            return Ok(());
+            return Ok(None);
         }
     };
     let jd = job_dir(&job.asset, job_id);
@@ -57,6 +65,18 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
         package::mpd(&tracks, "").as_bytes(),
         Cacheability::Immutable,
     )?;
+    // A newer version of this source already holds the pointers: publish this one at its
+    // own directory and leave them alone.
+    let versions = ports.jobs.jobs_by_source(&job.source)?;
+    if let Some(newer) = newer_published(&job, &versions) {
+        tracing::warn!(job = %job_id, newer = %newer.id, "a newer version is already published; pointers left to it");
+        let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
+        if ports.jobs.publish(job_id, &master, &dash)? {
+            publish_metrics(ports, job_id);
+            return Ok(Some(JobStatus::Published));
+        }
+        return Ok(None);
+    }
     // Pointers last: until they change, players keep seeing the previous version.
     let prefix = format!("{job_id}/");
     let (master, dash) = (master_pointer(&job.asset), dash_pointer(&job.asset));
@@ -70,19 +90,59 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<()> {
         package::mpd(&tracks, &prefix).as_bytes(),
         Cacheability::ShortLived,
     )?;
-    if ports.jobs.publish(job_id, &master, &dash)? {
-        tracing::info!(job = %job_id, %master, "published");
-        publish_metrics(ports, job_id);
-        if let Err(e) = ports
-            .cdn
-            .invalidate(&[format!("/{master}"), format!("/{dash}")], job_id)
-        {
-            // Pointers are short-lived in caches anyway; the publish stands.
-            tracing::warn!(job = %job_id, error = %e, "CDN invalidation failed");
-        }
-        retire_superseded(ports, &job.asset, job_id);
+    if !ports.jobs.publish(job_id, &master, &dash)? {
+        return Ok(None);
     }
-    Ok(())
+    tracing::info!(job = %job_id, %master, "published");
+    publish_metrics(ports, job_id);
+    if let Err(e) = ports
+        .cdn
+        .invalidate(&[format!("/{master}"), format!("/{dash}")], job_id)
+    {
+        // Pointers are short-lived in caches anyway; the publish stands.
+        tracing::warn!(job = %job_id, error = %e, "CDN invalidation failed");
+    }
+    for dir in superseded_dirs(&job, &versions) {
+        // Best effort: a failure leaves old outputs in place, which costs storage only.
+        match ports.objects.retire(&dir) {
+            Ok(n) => tracing::info!(%dir, objects = n, "superseded"),
+            Err(e) => tracing::warn!(%dir, error = %e, "could not mark as superseded"),
+        }
+    }
+    Ok(Some(JobStatus::Published))
+}
+
+/// A published job of the same source and asset created after `job`, if any.
+fn newer_published<'a>(job: &JobRecord, versions: &'a [JobRecord]) -> Option<&'a JobRecord> {
+    versions.iter().find(|v| {
+        v.id != job.id
+            && v.asset == job.asset
+            && v.status == JobStatus::Published
+            && v.created_at > job.created_at
+    })
+}
+
+/// The job directories `job`'s publication supersedes: earlier versions of the same source
+/// and asset that are finished (a version still encoding keeps its files), newest first,
+/// down to and including the previously published one; anything older was retired when
+/// that one was published. Directories are named by job id, never by listing, so another
+/// asset nested under this one's prefix is never touched.
+pub fn superseded_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
+    let mut earlier: Vec<&JobRecord> = versions
+        .iter()
+        .filter(|v| v.id != job.id && v.asset == job.asset && v.created_at < job.created_at)
+        .collect();
+    earlier.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
+    let mut dirs = Vec::new();
+    for v in earlier {
+        if v.status.is_final() {
+            dirs.push(format!("{}/", job_dir(&v.asset, &v.id)));
+        }
+        if v.status == JobStatus::Published {
+            break;
+        }
+    }
+    dirs
 }
 
 /// What a published job adds to the dashboard: the state change, its output minutes, what
@@ -113,34 +173,6 @@ fn publish_metrics(ports: Ports<'_>, job_id: &str) {
         values.push(("QueueWaitSeconds", (s - q).max(0.0), Unit::Seconds));
     }
     emit(&values, &[]);
-}
-
-/// Marks the asset's earlier job directories as superseded (the output bucket's lifecycle
-/// expires them). Best effort: a failure leaves old outputs in place, which costs storage
-/// and nothing else.
-fn retire_superseded(ports: Ports<'_>, asset: &str, job_id: &str) {
-    let keys = match ports.objects.list(&format!("{asset}/")) {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::warn!(%asset, error = %e, "could not list earlier outputs");
-            return;
-        }
-    };
-    let mut earlier: Vec<String> = keys
-        .iter()
-        .filter_map(|k| k.strip_prefix(&format!("{asset}/")))
-        // Job directories only: the pointers sit directly under the asset.
-        .filter_map(|rest| rest.split_once('/').map(|(job, _)| job))
-        .filter(|job| *job != job_id)
-        .map(|job| format!("{asset}/{job}/"))
-        .collect();
-    earlier.dedup();
-    for prefix in earlier {
-        match ports.objects.retire(&prefix) {
-            Ok(n) => tracing::info!(%prefix, objects = n, "superseded"),
-            Err(e) => tracing::warn!(%prefix, error = %e, "could not mark as superseded"),
-        }
-    }
 }
 
 /// Each rendition's segments across chunks, checking all chunks of a rung can share one
@@ -220,4 +252,70 @@ fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<V
     audio.sort_by(|a, b| a.id.cmp(&b.id));
     tracks.extend(audio);
     Ok(tracks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::Tier;
+
+    fn job(id: &str, asset: &str, created_at: f64, status: JobStatus) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            source: "s3://in/show.mp4".into(),
+            asset: asset.into(),
+            tier: Tier::Standard,
+            status,
+            error: None,
+            done: 0,
+            total: 0,
+            frames_done: 0,
+            frames_total: 0,
+            duration_secs: 0.0,
+            rungs: 0,
+            attempts: 0,
+            failures: 0,
+            interruptions: 0,
+            encode_secs: 0.0,
+            wasted_secs: 0.0,
+            created_at,
+            queued_at: None,
+            started_at: None,
+            stitch_started_at: None,
+            finished_at: None,
+            stitch_count: 0,
+            master_key: None,
+            dash_key: None,
+        }
+    }
+
+    #[test]
+    fn only_finished_earlier_versions_down_to_the_last_published_are_retired() {
+        let current = job("v5", "show", 50.0, JobStatus::Stitching);
+        let versions = vec![
+            job("v6", "show", 60.0, JobStatus::Encoding), // newer: untouched
+            current.clone(),
+            job("v4", "show", 40.0, JobStatus::Encoding), // still encoding: keeps its files
+            job("v3", "show", 30.0, JobStatus::Failed),
+            job("v2", "show", 20.0, JobStatus::Published),
+            job("v1", "show", 10.0, JobStatus::Published), // retired when v2 was published
+            job("x9", "show/ep1", 5.0, JobStatus::Published), // another asset
+        ];
+        assert_eq!(
+            superseded_dirs(&current, &versions),
+            vec!["show/v3/".to_string(), "show/v2/".to_string()]
+        );
+    }
+
+    #[test]
+    fn an_older_version_finishing_late_does_not_take_the_pointers() {
+        let late = job("v1", "show", 10.0, JobStatus::Stitching);
+        let versions = vec![job("v2", "show", 20.0, JobStatus::Published), late.clone()];
+        assert_eq!(
+            newer_published(&late, &versions).map(|j| j.id.as_str()),
+            Some("v2")
+        );
+        let newest = job("v3", "show", 30.0, JobStatus::Stitching);
+        assert!(newer_published(&newest, &versions).is_none());
+    }
 }

@@ -149,7 +149,7 @@ impl<'a> Worker<'a> {
         if let Some(d) = stitch_request {
             match &d.message {
                 Message::Stitch { job_id } => match stitch(self.ports, job_id) {
-                    Ok(()) => self.ports.queue.delete(&d)?,
+                    Ok(_) => self.ports.queue.delete(&d)?,
                     Err(e) => {
                         // Try again later; a stitch that keeps failing dead-letters and
                         // fails its job (see `fail_dead_letter`).

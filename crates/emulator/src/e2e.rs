@@ -376,28 +376,29 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         env.push((k.to_string(), v));
     }
 
-    let timeout = Duration::from_secs(300);
+    // The template's timeouts.
     let ingest = FunctionHost::new(
         "vodpipe-ingest",
         &ingest_bin,
         env.clone(),
         &work.join("ingest.log"),
-        timeout,
+        Duration::from_secs(300),
     )?;
     let stitch = FunctionHost::new(
         "vodpipe-stitch",
         &stitch_bin,
         env.clone(),
         &work.join("stitch.log"),
-        timeout,
+        Duration::from_secs(u64::from(vodpipe_aws::bootstrap::STITCH_TIMEOUT_SECS)),
     )?;
     let fleet = FunctionHost::new(
         "vodpipe-fleet",
         &fleet_bin,
         env.clone(),
         &work.join("fleet.log"),
-        Duration::from_secs(60),
+        Duration::from_secs(300),
     )?;
+    let dead_lettered = Arc::new(std::sync::atomic::AtomicU32::new(0));
 
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = SourceCtx {
@@ -408,19 +409,23 @@ pub fn run(a: E2eArgs) -> Result<i32> {
     let fargate_stats = Arc::new(Mutex::new(FargateStats::default()));
     let mut threads = Vec::new();
     {
-        let (ctx, f, url, dup) = (
+        let (ctx, f, url, dup, dead) = (
             ctx.clone(),
             ingest.clone(),
             w.events_queue.clone(),
             a.duplicate_events,
+            dead_lettered.clone(),
         );
-        threads.push(std::thread::spawn(move || s3_to_function(ctx, url, f, dup)));
+        threads.push(std::thread::spawn(move || {
+            s3_to_function(ctx, url, f, dup, dead)
+        }));
     }
     {
         let (ctx, f) = (ctx.clone(), stitch.clone());
         let (url, arn) = w.stitch_queue.clone();
         threads.push(std::thread::spawn(move || {
-            sqs_to_function(ctx, url, arn, f, 10)
+            let visibility = vodpipe_aws::bootstrap::STITCH_VISIBILITY_SECS as i32;
+            sqs_to_function(ctx, url, arn, f, 10, visibility)
         }));
     }
     {
@@ -448,64 +453,17 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         threads.push(std::thread::spawn(move || fargate.run()));
     }
 
-    // The user's one action: an upload.
-    let aws = vodpipe_aws::Aws::connect(w.settings.clone())?;
-    aws.ingest
-        .put(&a.key, &input, Cacheability::Immutable)
-        .context("uploading the input")?;
-    let uri = format!("s3://{}/{}", w.settings.ingest_bucket, a.key);
-    eprintln!("uploaded {} to {uri}", a.input.display());
-
-    let deadline = started + Duration::from_secs(a.timeout_secs);
-    let mut last = String::new();
-    let job = loop {
-        let jobs = aws.state.jobs_by_source(&uri)?;
-        if let Some(j) = jobs.first() {
-            let line = format!("{} {} {}/{}", j.id, j.status, j.done, j.total);
-            if line != last {
-                eprintln!("  {:6.1}s  {line}", started.elapsed().as_secs_f64());
-                last = line;
-            }
-            if j.status.is_final() {
-                break j.clone();
-            }
-        }
-        if Instant::now() > deadline {
-            stop.store(true, Ordering::SeqCst);
-            bail!(
-                "no final state for {uri} after {} s (logs in {})",
-                a.timeout_secs,
-                work.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    // Let the fleet drain: idle workers exit and nothing is started again, which is what
-    // "no crash loop" and "scales to zero" look like.
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let running = fargate_stats.lock().map(|s| s.running).unwrap_or(0);
-        let queued: u64 = [
-            Queue::Work(vodpipe_core::ports::Tier::Premium),
-            Queue::Work(vodpipe_core::ports::Tier::Standard),
-            Queue::Work(vodpipe_core::ports::Tier::Bulk),
-        ]
-        .into_iter()
-        .map(|q| vodpipe_core::ports::WorkQueue::depth(&aws.state, q).unwrap_or(0))
-        .sum();
-        if running == 0 && queued == 0 {
-            break;
-        }
-        if Instant::now() > drain_deadline {
-            eprintln!("the fleet did not drain within 60 s ({running} tasks, {queued} messages)");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // Whatever happens from here, the sources stop and every task is stopped before this
+    // returns: nothing is left running against a dead emulator.
+    let followed = follow(&a, &w, &input, &fargate_stats, &work, started);
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         let _ = t.join();
     }
+    for f in [&ingest, &stitch, &fleet] {
+        f.shutdown();
+    }
+    let (aws, uri, job) = followed?;
 
     // Download the published asset.
     let mut downloaded = 0;
@@ -548,6 +506,7 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         "invalidated_paths": invalidated,
         "job_events": events,
         "interruptions_recorded": interruptions.len(),
+        "ingest_events_dead_lettered": dead_lettered.load(Ordering::SeqCst),
         "fargate": fargate,
         "functions": {
             "ingest": ingest.stats(),
@@ -559,9 +518,6 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         "logs": work,
     });
     println!("{report}");
-    for f in [&ingest, &stitch, &fleet] {
-        f.shutdown();
-    }
     let pointers_invalidated = [&job.master_key, &job.dash_key]
         .into_iter()
         .flatten()
@@ -604,4 +560,70 @@ fn emf_metrics(dir: &std::path::Path) -> std::collections::BTreeMap<String, u32>
         }
     }
     counts
+}
+
+/// Uploads the input and waits for its job to be final and the fleet to drain.
+fn follow(
+    a: &E2eArgs,
+    w: &Wiring,
+    input: &[u8],
+    fargate_stats: &Mutex<FargateStats>,
+    work: &std::path::Path,
+    started: Instant,
+) -> Result<(vodpipe_aws::Aws, String, vodpipe_core::ports::JobRecord)> {
+    // The user's one action: an upload.
+    let aws = vodpipe_aws::Aws::connect(w.settings.clone())?;
+    aws.ingest
+        .put(&a.key, input, Cacheability::Immutable)
+        .context("uploading the input")?;
+    let uri = format!("s3://{}/{}", w.settings.ingest_bucket, a.key);
+    eprintln!("uploaded {} to {uri}", a.input.display());
+
+    let deadline = started + Duration::from_secs(a.timeout_secs);
+    let mut last = String::new();
+    let job = loop {
+        let jobs = aws.state.jobs_by_source(&uri)?;
+        if let Some(j) = jobs.first() {
+            let line = format!("{} {} {}/{}", j.id, j.status, j.done, j.total);
+            if line != last {
+                eprintln!("  {:6.1}s  {line}", started.elapsed().as_secs_f64());
+                last = line;
+            }
+            if j.status.is_final() {
+                break j.clone();
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no final state for {uri} after {} s (logs in {})",
+                a.timeout_secs,
+                work.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Let the fleet drain: idle workers exit and nothing is started again, which is what
+    // "no crash loop" and "scales to zero" look like.
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = fargate_stats.lock().map(|s| s.running).unwrap_or(0);
+        let queued: u64 = [
+            Queue::Work(vodpipe_core::ports::Tier::Premium),
+            Queue::Work(vodpipe_core::ports::Tier::Standard),
+            Queue::Work(vodpipe_core::ports::Tier::Bulk),
+        ]
+        .into_iter()
+        .map(|q| vodpipe_core::ports::WorkQueue::depth(&aws.state, q).unwrap_or(0))
+        .sum();
+        if running == 0 && queued == 0 {
+            break;
+        }
+        if Instant::now() > drain_deadline {
+            eprintln!("the fleet did not drain within 60 s ({running} tasks, {queued} messages)");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    Ok((aws, uri, job))
 }

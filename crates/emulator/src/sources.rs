@@ -56,13 +56,19 @@ pub fn eventbridge_event(
     })
 }
 
+/// Invocations of an S3 event before it is given up, as Lambda's asynchronous invocation
+/// does (the first and two retries; then the function's dead-letter queue).
+pub const ASYNC_ATTEMPTS: u32 = 3;
+
 /// Delivers the S3 notifications queued on `queue_url` to `function` until stopped.
-/// With `duplicate`, each event is delivered twice (S3 delivers at least once).
+/// With `duplicate`, each event is delivered twice (S3 delivers at least once). An event
+/// that failed [`ASYNC_ATTEMPTS`] times is dropped and counted in `dead_lettered`.
 pub fn s3_to_function(
     ctx: SourceCtx,
     queue_url: String,
     function: Arc<FunctionHost>,
     duplicate: bool,
+    dead_lettered: Arc<std::sync::atomic::AtomicU32>,
 ) {
     while !ctx.stop.load(Ordering::SeqCst) {
         let received = ctx.bridge.run(
@@ -72,6 +78,7 @@ pub fn s3_to_function(
                 .max_number_of_messages(10)
                 .wait_time_seconds(1)
                 .visibility_timeout(30)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
                 .send(),
         );
         let messages = match received {
@@ -116,7 +123,19 @@ pub fn s3_to_function(
                     }
                 }
             }
+            let receives: u32 = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
             if ok {
+                delete();
+            } else if receives >= ASYNC_ATTEMPTS {
+                tracing::error!(
+                    receives,
+                    "ingest failed on every attempt; the event goes to the dead-letter queue"
+                );
+                dead_lettered.fetch_add(1, Ordering::SeqCst);
                 delete();
             }
         }
@@ -131,6 +150,7 @@ pub fn sqs_to_function(
     queue_arn: String,
     function: Arc<FunctionHost>,
     batch: i32,
+    visibility_secs: i32,
 ) {
     while !ctx.stop.load(Ordering::SeqCst) {
         let received = ctx.bridge.run(
@@ -139,7 +159,7 @@ pub fn sqs_to_function(
                 .queue_url(&queue_url)
                 .max_number_of_messages(batch)
                 .wait_time_seconds(1)
-                .visibility_timeout(60)
+                .visibility_timeout(visibility_secs)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .send(),
         );
@@ -178,20 +198,33 @@ pub fn sqs_to_function(
                 })
             })
             .collect();
+        let all: Vec<String> = messages
+            .iter()
+            .filter_map(|m| m.message_id().map(str::to_string))
+            .collect();
         let failed: Vec<String> = match function.invoke(&json!({ "Records": records })) {
-            Outcome::Response(r) => r["batchItemFailures"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Outcome::Response(r) => {
+                let listed: Vec<Option<String>> = r["batchItemFailures"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // Lambda treats an empty or unknown identifier as the whole batch failing.
+                if listed
+                    .iter()
+                    .all(|id| id.as_ref().is_some_and(|id| all.contains(id)))
+                {
+                    listed.into_iter().flatten().collect()
+                } else {
+                    tracing::warn!(response = %r, "malformed batchItemFailures; the whole batch comes back");
+                    all.clone()
+                }
+            }
             // A failed invocation returns the whole batch to the queue.
-            Outcome::Error(_) => messages
-                .iter()
-                .filter_map(|m| m.message_id().map(str::to_string))
-                .collect(),
+            Outcome::Error(_) => all.clone(),
         };
         for m in &messages {
             if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
