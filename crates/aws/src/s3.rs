@@ -17,6 +17,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
 
+/// Waits for every task of `set`; the first error, if any (the rest still run to the end,
+/// so no upload is left half-done in the background).
+async fn first_error(mut set: tokio::task::JoinSet<PortResult<()>>, what: &str) -> PortResult<()> {
+    let mut first = None;
+    while let Some(done) = set.join_next().await {
+        let r = done
+            .map_err(|e| PortError::Backend(format!("{what} task: {e}")))
+            .and_then(|r| r);
+        if let (Err(e), None) = (r, &first) {
+            first = Some(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// The object tag that marks a superseded job directory; the output bucket's lifecycle
 /// rule expires objects carrying it (`infra/template.yaml`, `vodpipe aws bootstrap`).
 pub const SUPERSEDED_TAG: &str = "vodpipe-superseded";
@@ -247,16 +262,7 @@ impl ObjectStore for S3Objects {
                     upload(client, bucket, key, bytes, cache).await
                 });
             }
-            let mut first_error = None;
-            while let Some(done) = set.join_next().await {
-                let r = done
-                    .map_err(|e| PortError::Backend(format!("upload task: {e}")))
-                    .and_then(|r| r);
-                if let (Err(e), None) = (r, &first_error) {
-                    first_error = Some(e);
-                }
-            }
-            first_error.map_or(Ok(()), Err)
+            first_error(set, "upload").await
         })
     }
 
@@ -353,16 +359,7 @@ impl ObjectStore for S3Objects {
                         .map_err(|e| backend(&format!("s3 put object tagging {key}"), e))
                 });
             }
-            let mut first_error = None;
-            while let Some(done) = set.join_next().await {
-                let r = done
-                    .map_err(|e| PortError::Backend(format!("tagging task: {e}")))
-                    .and_then(|r| r);
-                if let (Err(e), None) = (r, &first_error) {
-                    first_error = Some(e);
-                }
-            }
-            first_error.map_or(Ok(n), Err)
+            first_error(set, "tagging").await.map(|()| n)
         })
     }
 

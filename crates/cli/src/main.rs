@@ -160,6 +160,9 @@ struct WorkerArgs {
     /// ffmpeg binary.
     #[arg(long, env = "VODPIPE_FFMPEG", default_value = "ffmpeg")]
     ffmpeg: String,
+    /// Leave the stitch queue alone (a deployed stack's stitch function consumes it).
+    #[arg(long)]
+    no_stitch: bool,
 }
 
 #[derive(Args)]
@@ -435,6 +438,9 @@ fn worker(a: WorkerArgs) -> Result<i32> {
     cfg.lease_ttl = Duration::from_secs(a.lease_seconds.max(3));
     let owner = format!("{}-{}", hostname(), std::process::id());
     let mut w = Worker::new(backend.ports(), cfg, owner, a.tiers, shutdown.clone());
+    if a.no_stitch {
+        w = w.without_stitching();
+    }
     let started = Instant::now();
     w.run(a.idle_exit.map(Duration::from_secs))?;
     if shutdown.is_triggered() {

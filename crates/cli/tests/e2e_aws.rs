@@ -60,6 +60,16 @@ fn e2e(input: &Path, key: &str, out: &Path, name: &str, extra: &[&str]) -> (i32,
     (run.status.code().unwrap_or(-1), report)
 }
 
+/// The states the job-state events announced, in order.
+fn statuses(emu: &Value) -> Vec<&str> {
+    emu["job_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
     let d = tempfile::tempdir().unwrap();
@@ -116,13 +126,7 @@ fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
         invalidated.contains(&format!("/{dash_key}").as_str()),
         "{invalidated:?}"
     );
-    let statuses: Vec<&str> = emu["job_events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["ENCODING", "PUBLISHED"], "{emu:#}");
+    assert_eq!(statuses(emu), ["ENCODING", "PUBLISHED"], "{emu:#}");
     // Embedded metrics for the dashboard came out of the functions and the tasks.
     let metrics = &emu["metrics"];
     for name in [
@@ -180,12 +184,6 @@ fn a_hostile_upload_fails_once_with_its_reason_and_starts_no_worker() {
     assert_eq!(emu["fargate"]["started"], 0, "{emu:#}");
     assert_eq!(emu["fargate"]["crashed"], 0, "{emu:#}");
     assert_eq!(emu["objects_downloaded"], 0, "{emu:#}");
-    let statuses: Vec<&str> = emu["job_events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["FAILED"], "{emu:#}");
+    assert_eq!(statuses(emu), ["FAILED"], "{emu:#}");
     assert_eq!(emu["metrics"]["JobStateChanges:FAILED"], 1, "{emu:#}");
 }

@@ -78,13 +78,21 @@ struct Wiring {
     security_group: String,
 }
 
+/// The URL and ARN of queue `name`, created if it does not exist.
 fn queue(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, String)> {
-    let url = bridge
-        .run(sqs.create_queue().queue_name(name).send())
-        .with_context(|| format!("creating queue {name}"))?
-        .queue_url()
-        .unwrap_or_default()
-        .to_string();
+    let existing = bridge
+        .run(sqs.get_queue_url().queue_name(name).send())
+        .ok()
+        .and_then(|o| o.queue_url().map(str::to_string));
+    let url = match existing {
+        Some(url) => url,
+        None => bridge
+            .run(sqs.create_queue().queue_name(name).send())
+            .with_context(|| format!("creating queue {name}"))?
+            .queue_url()
+            .unwrap_or_default()
+            .to_string(),
+    };
     let arn = bridge
         .run(
             sqs.get_queue_attributes()
@@ -153,25 +161,7 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
                 .send(),
         )
         .context("targeting the job-state rule")?;
-    let stitch_url = bridge
-        .run(
-            sqs.get_queue_url()
-                .queue_name(settings.queue_name(Queue::Stitch))
-                .send(),
-        )?
-        .queue_url()
-        .unwrap_or_default()
-        .to_string();
-    let stitch_arn = bridge
-        .run(
-            sqs.get_queue_attributes()
-                .queue_url(&stitch_url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send(),
-        )?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
+    let (stitch_url, stitch_arn) = queue(bridge, &sqs, &settings.queue_name(Queue::Stitch))?;
     // ECS: the cluster and the worker task definition.
     let ecs = aws_sdk_ecs::Client::new(sdk);
     let cluster = name.to_string();

@@ -56,6 +56,34 @@ pub fn eventbridge_event(
     })
 }
 
+/// One long poll of `queue_url` with every system attribute; `None` after a failed receive
+/// (logged, after a pause).
+fn receive(
+    ctx: &SourceCtx,
+    queue_url: &str,
+    max: i32,
+    visibility_secs: i32,
+) -> Option<Vec<aws_sdk_sqs::types::Message>> {
+    let received = ctx.bridge.run(
+        ctx.sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(1)
+            .visibility_timeout(visibility_secs)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send(),
+    );
+    match received {
+        Ok(out) => Some(out.messages().to_vec()),
+        Err(e) => {
+            tracing::warn!(error = ?e, "receiving from {queue_url}");
+            std::thread::sleep(Duration::from_secs(1));
+            None
+        }
+    }
+}
+
 /// Invocations of an S3 event before it is given up, as Lambda's asynchronous invocation
 /// does (the first and two retries; then the function's dead-letter queue).
 pub const ASYNC_ATTEMPTS: u32 = 3;
@@ -71,23 +99,8 @@ pub fn s3_to_function(
     dead_lettered: Arc<std::sync::atomic::AtomicU32>,
 ) {
     while !ctx.stop.load(Ordering::SeqCst) {
-        let received = ctx.bridge.run(
-            ctx.sqs
-                .receive_message()
-                .queue_url(&queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .visibility_timeout(30)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .send(),
-        );
-        let messages = match received {
-            Ok(out) => out.messages().to_vec(),
-            Err(e) => {
-                tracing::warn!(error = ?e, "receiving S3 notifications");
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
+        let Some(messages) = receive(&ctx, &queue_url, 10, 30) else {
+            continue;
         };
         for m in messages {
             let body: Value =
@@ -153,23 +166,8 @@ pub fn sqs_to_function(
     visibility_secs: i32,
 ) {
     while !ctx.stop.load(Ordering::SeqCst) {
-        let received = ctx.bridge.run(
-            ctx.sqs
-                .receive_message()
-                .queue_url(&queue_url)
-                .max_number_of_messages(batch)
-                .wait_time_seconds(1)
-                .visibility_timeout(visibility_secs)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send(),
-        );
-        let messages = match received {
-            Ok(out) => out.messages().to_vec(),
-            Err(e) => {
-                tracing::warn!(error = ?e, "receiving from {queue_url}");
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
+        let Some(messages) = receive(&ctx, &queue_url, batch, visibility_secs) else {
+            continue;
         };
         if messages.is_empty() {
             continue;
