@@ -17,9 +17,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
 
-/// Waits for every task of `set`; the first error, if any (the rest still run to the end,
-/// so no upload is left half-done in the background).
-async fn first_error(mut set: tokio::task::JoinSet<PortResult<()>>, what: &str) -> PortResult<()> {
+/// Runs `op` on every item with at most `PARALLEL_UPLOADS` in flight and waits for all of
+/// them; the first error, if any (the rest still run to the end, so nothing is left
+/// half-done in the background).
+async fn bounded<T, F, Fut>(items: Vec<T>, what: &str, op: F) -> PortResult<()>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = PortResult<()>> + Send + 'static,
+{
+    let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
+    let mut set = tokio::task::JoinSet::new();
+    for item in items {
+        let (limit, fut) = (limit.clone(), op(item));
+        set.spawn(async move {
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .map_err(|e| PortError::Backend(e.to_string()))?;
+            fut.await
+        });
+    }
     let mut first = None;
     while let Some(done) = set.join_next().await {
         let r = done
@@ -249,21 +267,10 @@ impl ObjectStore for S3Objects {
             .map(|(k, b)| (k.clone(), b.to_vec()))
             .collect();
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        self.bridge.run(async move {
-            let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
-            let mut set = tokio::task::JoinSet::new();
-            for (key, bytes) in jobs {
-                let (client, bucket, limit) = (client.clone(), bucket.clone(), limit.clone());
-                set.spawn(async move {
-                    let _permit = limit
-                        .acquire_owned()
-                        .await
-                        .map_err(|e| PortError::Backend(e.to_string()))?;
-                    upload(client, bucket, key, bytes, cache).await
-                });
-            }
-            first_error(set, "upload").await
-        })
+        self.bridge
+            .run(bounded(jobs, "upload", move |(key, bytes)| {
+                upload(client.clone(), bucket.clone(), key, bytes, cache)
+            }))
     }
 
     fn get(&self, key: &str) -> PortResult<Vec<u8>> {
@@ -329,38 +336,30 @@ impl ObjectStore for S3Objects {
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
         // One tagging call per object (S3 has no prefix-wide tagging), PARALLEL_UPLOADS in
         // flight: a feature film's ten thousand segments take seconds, not minutes.
-        self.bridge.run(async move {
-            let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
-            let mut set = tokio::task::JoinSet::new();
-            for key in keys {
-                let (client, bucket, limit) = (client.clone(), bucket.clone(), limit.clone());
-                set.spawn(async move {
-                    let _permit = limit
-                        .acquire_owned()
-                        .await
-                        .map_err(|e| PortError::Backend(e.to_string()))?;
-                    let tag = Tag::builder()
-                        .key(SUPERSEDED_TAG)
-                        .value("true")
-                        .build()
-                        .map_err(|e| backend("s3 tag", e))?;
-                    let tagging = Tagging::builder()
-                        .tag_set(tag)
-                        .build()
-                        .map_err(|e| backend("s3 tagging", e))?;
-                    client
-                        .put_object_tagging()
-                        .bucket(bucket)
-                        .key(&key)
-                        .tagging(tagging)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| backend(&format!("s3 put object tagging {key}"), e))
-                });
+        let tagged = bounded(keys, "tagging", move |key| {
+            let (client, bucket) = (client.clone(), bucket.clone());
+            async move {
+                let tag = Tag::builder()
+                    .key(SUPERSEDED_TAG)
+                    .value("true")
+                    .build()
+                    .map_err(|e| backend("s3 tag", e))?;
+                let tagging = Tagging::builder()
+                    .tag_set(tag)
+                    .build()
+                    .map_err(|e| backend("s3 tagging", e))?;
+                client
+                    .put_object_tagging()
+                    .bucket(bucket)
+                    .key(&key)
+                    .tagging(tagging)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| backend(&format!("s3 put object tagging {key}"), e))
             }
-            first_error(set, "tagging").await.map(|()| n)
-        })
+        });
+        self.bridge.run(tagged).map(|()| n)
     }
 
     fn delete(&self, key: &str) -> PortResult<()> {

@@ -77,18 +77,10 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
 /// group, read with boto3 from the emulator's own virtualenv (test set-up only).
 fn default_network() -> (Vec<String>, String) {
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    let script = r#"
-import boto3, json, os
-ec2 = boto3.client("ec2", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
-subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-by_az = {}
-for s in subnets:
-    by_az.setdefault(s["AvailabilityZone"], s["SubnetId"])
-sg = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]["GroupId"]
-print(json.dumps({"subnets": sorted(by_az.values())[:2], "sg": sg}))
-"#;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/moto_default_network.py");
     let out = std::process::Command::new(&python)
-        .args(["-c", script])
+        .arg(&script)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
     assert!(

@@ -98,18 +98,12 @@ impl Moto {
                 workspace_root(&std::env::current_dir().ok()?).map(|r| r.join(".venv/bin/python"))
             })
             .context("no python next to moto_server")?;
-        let script = r#"
-import boto3, json, os
-ec2 = boto3.client("ec2", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ.get("AWS_REGION", "us-east-1"))
-subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-by_az = {}
-for s in subnets:
-    by_az.setdefault(s["AvailabilityZone"], s["SubnetId"])
-sg = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]["GroupId"]
-print(json.dumps({"subnets": sorted(by_az.values())[:2], "sg": sg}))
-"#;
+        let root = workspace_root(&std::env::current_dir()?)
+            .or_else(|| workspace_root(&std::env::current_exe().ok()?))
+            .context("no workspace root (Cargo.lock) above here")?;
+        let script = root.join("scripts/moto_default_network.py");
         let out = Command::new(&python)
-            .args(["-c", script])
+            .arg(&script)
             .envs(self.env())
             .output()
             .with_context(|| format!("running {}", python.display()))?;

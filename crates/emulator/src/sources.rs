@@ -84,6 +84,20 @@ fn receive(
     }
 }
 
+/// Deletes a delivered message (logged, not fatal: it comes back and is delivered again,
+/// which every function here tolerates).
+fn delete_message(ctx: &SourceCtx, queue_url: &str, m: &aws_sdk_sqs::types::Message) {
+    if let Err(e) = ctx.bridge.run(
+        ctx.sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(m.receipt_handle().unwrap_or_default())
+            .send(),
+    ) {
+        tracing::warn!(error = ?e, "deleting a delivered message from {queue_url}");
+    }
+}
+
 /// Invocations of an S3 event before it is given up, as Lambda's asynchronous invocation
 /// does (the first and two retries; then the function's dead-letter queue).
 pub const ASYNC_ATTEMPTS: u32 = 3;
@@ -105,17 +119,7 @@ pub fn s3_to_function(
         for m in messages {
             let body: Value =
                 serde_json::from_str(m.body().unwrap_or_default()).unwrap_or(Value::Null);
-            let delete = || {
-                if let Err(e) = ctx.bridge.run(
-                    ctx.sqs
-                        .delete_message()
-                        .queue_url(&queue_url)
-                        .receipt_handle(m.receipt_handle().unwrap_or_default())
-                        .send(),
-                ) {
-                    tracing::warn!(error = ?e, "deleting an S3 notification");
-                }
-            };
+            let delete = || delete_message(&ctx, &queue_url, &m);
             // S3 sends a test event when the notification is configured; Lambda never sees it.
             if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent")
                 || body.get("Records").is_none()
@@ -228,15 +232,7 @@ pub fn sqs_to_function(
             if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
                 continue;
             }
-            if let Err(e) = ctx.bridge.run(
-                ctx.sqs
-                    .delete_message()
-                    .queue_url(&queue_url)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send(),
-            ) {
-                tracing::warn!(error = ?e, "deleting a delivered message");
-            }
+            delete_message(&ctx, &queue_url, m);
         }
     }
 }
