@@ -186,18 +186,7 @@ impl DynamoJobs {
             ("at".to_string(), n(i.at)),
             ("expires_at".to_string(), n((i.at + ITEM_TTL_SECS) as u64)),
         ]);
-        match self.bridge.run(
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .send(),
-        ) {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend("dynamodb record interruption", e)),
-        }
+        self.put_if_absent(item, "dynamodb record interruption")
     }
 
     /// Every recorded Spot interruption (for `status` views, dashboards and tests).
@@ -219,6 +208,22 @@ impl DynamoJobs {
                 at: get_f(a, "at").unwrap_or(0.0),
             })
             .collect())
+    }
+
+    /// Writes `item` unless its key exists; true when this call wrote it.
+    fn put_if_absent(&self, item: Attrs, what: &str) -> PortResult<bool> {
+        match self.bridge.run(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send(),
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend(what, e)),
+        }
     }
 
     /// Every item record of a job.
@@ -424,18 +429,7 @@ impl JobStore for DynamoJobs {
         ] {
             item.insert(k.into(), n(0));
         }
-        let created = match self.bridge.run(
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .send(),
-        ) {
-            Ok(_) => true,
-            Err(e) if is_condition_failed(&e) => false,
-            Err(e) => return Err(backend("dynamodb create job", e)),
-        };
+        let created = self.put_if_absent(item, "dynamodb create job")?;
         let created = created
             || self
                 .get(job_key(id))?

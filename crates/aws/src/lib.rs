@@ -42,15 +42,6 @@ impl vodpipe_core::ports::Fleet for ManualFleet {
     }
 }
 
-/// The ECS fleet shared between the ports bundle and the fleet function's reconcile.
-struct SharedFleet(Arc<fleet::EcsFleet>);
-
-impl vodpipe_core::ports::Fleet for SharedFleet {
-    fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
-        self.0.ensure_capacity(tier, workers)
-    }
-}
-
 /// No CDN in front of the bucket: invalidations are logged only.
 pub struct NoCdn;
 
@@ -79,8 +70,6 @@ pub struct Aws {
     pub ingest: s3::S3Objects,
     /// Job-state events (`VODPIPE_EVENT_BUS`); none when unset.
     pub events: Option<events::JobEvents>,
-    /// The ECS fleet when `VODPIPE_ECS_CLUSTER` is set (the fleet function reconciles it).
-    pub ecs: Option<Arc<fleet::EcsFleet>>,
     fleet: Box<dyn vodpipe_core::ports::Fleet>,
     cdn: Box<dyn vodpipe_core::ports::Cdn>,
 }
@@ -109,8 +98,9 @@ impl Aws {
         let sdk = bridge.sdk_config();
         // Capacity and CDN are optional: without an ECS cluster workers are started by
         // other means; without distributions there is nothing to invalidate.
-        let ecs = match std::env::var("VODPIPE_ECS_CLUSTER") {
-            Ok(cluster) if !cluster.is_empty() => Some(Arc::new(fleet::EcsFleet::new(
+        let fleet: Box<dyn vodpipe_core::ports::Fleet> = match std::env::var("VODPIPE_ECS_CLUSTER")
+        {
+            Ok(cluster) if !cluster.is_empty() => Box::new(fleet::EcsFleet::new(
                 bridge.clone(),
                 &sdk,
                 fleet::EcsSettings {
@@ -126,12 +116,8 @@ impl Aws {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(20),
                 },
-            ))),
-            _ => None,
-        };
-        let fleet: Box<dyn vodpipe_core::ports::Fleet> = match &ecs {
-            Some(ecs) => Box::new(SharedFleet(ecs.clone())),
-            None => Box::new(ManualFleet),
+            )),
+            _ => Box::new(ManualFleet),
         };
         let events = std::env::var("VODPIPE_EVENT_BUS")
             .ok()
@@ -150,7 +136,6 @@ impl Aws {
             bridge,
             settings,
             events,
-            ecs,
             fleet,
             cdn,
         })

@@ -457,18 +457,10 @@ impl<'a> Worker<'a> {
             lease.token
         ));
         let cancel = Arc::new(AtomicBool::new(false));
-        let fps = jp
-            .media
-            .video
-            .as_ref()
-            .map_or(25.0, |v| v.frame_rate.as_f64().max(1.0));
-        let chunk_secs = jp
-            .plan
-            .chunks
-            .get(item.index as usize)
-            .map_or(jp.plan.segment_secs, |c| c.frames as f64 / fps);
         let timeout = match item.kind {
-            ItemKind::Video => Duration::from_secs_f64((chunk_secs * 30.0).max(300.0)),
+            ItemKind::Video => {
+                Duration::from_secs_f64((chunk_media_secs(jp, item) * 30.0).max(300.0))
+            }
             ItemKind::Audio => {
                 Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) * 2.0).max(600.0))
             }
@@ -621,7 +613,7 @@ fn chunk_media_secs(jp: &JobPlan, item: &ItemRef) -> f64 {
             jp.plan
                 .chunks
                 .get(item.index as usize)
-                .map_or(0.0, |c| c.frames as f64 / fps)
+                .map_or(jp.plan.segment_secs, |c| c.frames as f64 / fps)
         }
         ItemKind::Audio => jp.media.duration_secs.unwrap_or(0.0),
     }

@@ -366,28 +366,15 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         env.push((k.to_string(), v));
     }
 
-    // The template's timeouts.
-    let ingest = FunctionHost::new(
-        "vodpipe-ingest",
-        &ingest_bin,
-        env.clone(),
-        &work.join("ingest.log"),
-        Duration::from_secs(300),
-    )?;
-    let stitch = FunctionHost::new(
-        "vodpipe-stitch",
-        &stitch_bin,
-        env.clone(),
-        &work.join("stitch.log"),
-        Duration::from_secs(u64::from(vodpipe_aws::bootstrap::STITCH_TIMEOUT_SECS)),
-    )?;
-    let fleet = FunctionHost::new(
-        "vodpipe-fleet",
-        &fleet_bin,
-        env.clone(),
-        &work.join("fleet.log"),
-        Duration::from_secs(300),
-    )?;
+    // One execution environment per function, with the template's timeouts.
+    let host = |name: &str, bin: &std::path::Path, secs: u64| {
+        let log = work.join(format!("{}.log", name.trim_start_matches("vodpipe-")));
+        FunctionHost::new(name, bin, env.clone(), &log, Duration::from_secs(secs))
+    };
+    let ingest = host("vodpipe-ingest", &ingest_bin, 300)?;
+    let stitch_timeout = u64::from(vodpipe_aws::bootstrap::STITCH_TIMEOUT_SECS);
+    let stitch = host("vodpipe-stitch", &stitch_bin, stitch_timeout)?;
+    let fleet = host("vodpipe-fleet", &fleet_bin, 300)?;
     let dead_lettered = Arc::new(std::sync::atomic::AtomicU32::new(0));
 
     let stop = Arc::new(AtomicBool::new(false));
