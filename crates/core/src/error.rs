@@ -20,6 +20,22 @@ pub enum Error {
         /// Why the OS refused.
         source: std::io::Error,
     },
+    /// ffprobe/ffmpeg died of a signal (a crash, or killed for memory): a fault of the
+    /// machine or the build as often as of the input, so it is retried, never taken as a
+    /// verdict on the source.
+    #[error("{program} crashed during {step} (signal {signal}); the work will be retried")]
+    Crashed {
+        /// The program that died.
+        program: String,
+        /// Which step.
+        step: String,
+        /// The signal that ended it.
+        signal: i32,
+    },
+    /// A service the pipeline reads from did not answer (S3 while opening a source):
+    /// nothing is known about the input yet, so the work is retried.
+    #[error("{0}")]
+    Unavailable(String),
     /// A media tool ran and failed; `detail` holds the tail of its stderr.
     #[error("{step} failed: {detail}")]
     Tool {
@@ -78,6 +94,16 @@ impl Error {
     /// deterministic input are still retried once by the worker; rejections never are.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Error::Rejected(_) | Error::Config { .. })
+    }
+
+    /// Whether the failure lies with the machine, not the input: a tool that cannot start
+    /// or that crashed, a service that did not answer. Ingest leaves such a job to be
+    /// retried instead of failing it.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(
+            self,
+            Error::Spawn { .. } | Error::Crashed { .. } | Error::Unavailable(_)
+        )
     }
 }
 

@@ -77,21 +77,16 @@ pub fn ingest(
                     status: JobStatus::Encoding,
                 });
             }
-            // An ingest that died while probing leaves the job in PROBING (or QUEUED, if it
-            // died first); one that has been there far longer than a probe may take is taken
-            // over.
-            JobStatus::Probing | JobStatus::Queued
-                if crate::process::now_secs() - job.created_at > abandoned_after(cfg) =>
-            {
-                tracing::warn!(job = %job.id, status = %job.status, "taking over an abandoned ingest");
-                if job.status == JobStatus::Queued
-                    && !ports.jobs.transition(
-                        &job.id,
-                        &[JobStatus::Queued],
-                        JobStatus::Probing,
-                        None,
-                    )?
-                {
+            // QUEUED: nobody is probing it (an ingest released it after an infrastructure
+            // failure, or died before claiming it). Whoever wins the conditional move to
+            // PROBING probes it.
+            JobStatus::Queued => {
+                if !ports.jobs.transition(
+                    &job.id,
+                    &[JobStatus::Queued],
+                    JobStatus::Probing,
+                    None,
+                )? {
                     let status = ports.jobs.job(&job.id)?.map_or(job.status, |j| j.status);
                     return Ok(Ingested {
                         job_id: job.id,
@@ -99,6 +94,14 @@ pub fn ingest(
                         status,
                     });
                 }
+                tracing::info!(job = %job.id, "probing a queued job");
+            }
+            // An ingest that died while probing leaves the job in PROBING; one that has been
+            // there far longer than a probe may take is taken over.
+            JobStatus::Probing
+                if crate::process::now_secs() - job.created_at > abandoned_after(cfg) =>
+            {
+                tracing::warn!(job = %job.id, "taking over an abandoned ingest");
             }
             status => {
                 return Ok(Ingested {
@@ -183,6 +186,19 @@ pub fn ingest(
                 status: JobStatus::Encoding,
             })
         }
+        // The probe could not run (missing or crashing ffprobe, S3 not answering): nothing
+        // is known about the source. The job goes back to QUEUED, where the next attempt
+        // (the event's retry, the fleet's sweep) claims it, and the caller sees an error.
+        Err(e) if e.is_infrastructure() => {
+            tracing::error!(job = %job.id, error = %e, "ingest could not probe; left for a retry");
+            ports
+                .jobs
+                .transition(&job.id, &[JobStatus::Probing], JobStatus::Queued, None)?;
+            Err(crate::ports::PortError::Backend(format!(
+                "job {}: {e}",
+                job.id
+            )))
+        }
         Err(e) => {
             tracing::warn!(job = %job.id, error = %e, "ingest refused");
             if ports.jobs.transition(
@@ -223,7 +239,12 @@ pub fn prepare(ports: Ports<'_>, cfg: &Config, source_uri: &str) -> crate::Resul
     let input = ports
         .objects
         .open_source(source_uri, Duration::from_secs(3600))
-        .map_err(|e| crate::Error::Rejected(format!("source cannot be opened: {e}")))?;
+        .map_err(|e| match e {
+            crate::ports::PortError::NotFound(_) => {
+                crate::Error::Rejected(format!("source cannot be opened: {e}"))
+            }
+            other => crate::Error::Unavailable(format!("source cannot be opened: {other}")),
+        })?;
     prepare_local(cfg, Path::new(&input))
 }
 

@@ -190,8 +190,12 @@ pub fn is_url(input: &Path) -> bool {
 /// a read timeout; the demuxer allow-list still refuses playlists that could point
 /// elsewhere.
 pub fn input_args(input: &Path) -> Vec<String> {
-    let (protocols, target) = if is_url(input) {
-        ("https,http,tls,tcp", input.to_string_lossy().into_owned())
+    let s = input.to_string_lossy();
+    let (protocols, target) = if s.starts_with("http://") {
+        // A loopback URL (the Lambda layer's probe): plain HTTP only.
+        ("http,tcp", s.into_owned())
+    } else if is_url(input) {
+        ("https,http,tls,tcp", s.into_owned())
     } else {
         ("file", format!("file:{}", input.display()))
     };
@@ -544,6 +548,10 @@ mod tests {
             .windows(2)
             .any(|w| w[0] == "-protocol_whitelist" && w[1] == "https,http,tls,tcp"));
         assert!(!u.iter().any(|a| a.starts_with("file")));
+        let l = input_args(Path::new("http://127.0.0.1:4000/s/ab12"));
+        assert!(l
+            .windows(2)
+            .any(|w| w[0] == "-protocol_whitelist" && w[1] == "http,tcp"));
         let a = input_args(Path::new("/x/http:evil.mp4"));
         assert!(a
             .windows(2)

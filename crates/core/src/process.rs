@@ -147,6 +147,14 @@ impl<'a> ToolRun<'a> {
         });
         let status = status?;
         let stderr_tail = tail(&stderr_all, STDERR_TAIL);
+        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+            tracing::warn!(%program, %step, signal, stderr = %stderr_tail.trim(), "tool crashed");
+            return Err(Error::Crashed {
+                program,
+                step,
+                signal,
+            });
+        }
         if !status.success() {
             let detail = if stderr_tail.trim().is_empty() {
                 format!("{program} exited with {status}")
@@ -209,6 +217,15 @@ mod tests {
             .run()
             .unwrap_err();
         assert!(matches!(err, Error::Spawn { .. }));
+    }
+
+    #[test]
+    fn a_child_killed_by_a_signal_is_a_crash_not_a_verdict() {
+        let err = ToolRun::new("sh", vec!["-c".into(), "kill -SEGV $$".into()], "x")
+            .run()
+            .unwrap_err();
+        assert!(matches!(err, Error::Crashed { signal: 11, .. }), "{err:?}");
+        assert!(err.is_infrastructure() && !err.is_permanent());
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub enum Turn {
     Interrupted,
 }
 
+/// Told the id of every job this worker moved to a final state (PUBLISHED by a stitch,
+/// FAILED by a dead letter), so a deployment can announce it (EventBridge on AWS).
+pub type Announcer<'a> = Box<dyn Fn(&str) + Send + Sync + 'a>;
+
 /// A worker bound to its ports.
 pub struct Worker<'a> {
     ports: Ports<'a>,
@@ -107,6 +111,7 @@ pub struct Worker<'a> {
     picker: TierPicker,
     shutdown: Shutdown,
     stitches: bool,
+    announce: Option<Announcer<'a>>,
 }
 
 impl<'a> Worker<'a> {
@@ -125,6 +130,19 @@ impl<'a> Worker<'a> {
             picker: TierPicker::new(tiers, 4),
             shutdown,
             stitches: true,
+            announce: None,
+        }
+    }
+
+    /// Calls `announce` with each job this worker moves to a final state.
+    pub fn with_announcer(mut self, announce: Announcer<'a>) -> Self {
+        self.announce = Some(announce);
+        self
+    }
+
+    fn announce(&self, job_id: &str) {
+        if let Some(a) = &self.announce {
+            a(job_id);
         }
     }
 
@@ -149,7 +167,12 @@ impl<'a> Worker<'a> {
         if let Some(d) = stitch_request {
             match &d.message {
                 Message::Stitch { job_id } => match stitch(self.ports, job_id) {
-                    Ok(_) => self.ports.queue.delete(&d)?,
+                    Ok(changed) => {
+                        if changed.is_some() {
+                            self.announce(job_id);
+                        }
+                        self.ports.queue.delete(&d)?
+                    }
                     Err(e) => {
                         // Try again later; a stitch that keeps failing dead-letters and
                         // fails its job (see `fail_dead_letter`).
@@ -241,6 +264,7 @@ impl<'a> Worker<'a> {
         )?;
         if failed {
             crate::metrics::job_state(JobStatus::Failed);
+            self.announce(job_id);
         }
         Ok(())
     }
@@ -270,12 +294,15 @@ impl<'a> Worker<'a> {
             Message::Stitch { job_id } => {
                 let reason = format!("stitching failed {} times", d.receive_count);
                 tracing::error!(job = %job_id, %reason, "dead stitch request");
-                self.ports.jobs.transition(
+                if self.ports.jobs.transition(
                     job_id,
                     &[JobStatus::Stitching],
                     JobStatus::Failed,
                     Some(&reason),
-                )?;
+                )? {
+                    crate::metrics::job_state(JobStatus::Failed);
+                    self.announce(job_id);
+                }
             }
         }
         self.ports.queue.delete(d)

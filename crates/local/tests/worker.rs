@@ -65,13 +65,17 @@ fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
         1,
         "one chunk, no audio"
     );
+    let announced = std::sync::Mutex::new(Vec::<String>::new());
     let mut w = Worker::new(
         local.ports(),
         cfg,
         "w1",
         vec![Tier::Premium, Tier::Standard, Tier::Bulk],
         Shutdown::new(),
-    );
+    )
+    .with_announcer(Box::new(|id: &str| {
+        announced.lock().unwrap().push(id.into())
+    }));
     // Two failed attempts on bulk, then the item moves to premium.
     assert_eq!(w.turn().unwrap(), Turn::Worked);
     assert_eq!(local.state.depth(Queue::Work(Tier::Bulk)).unwrap(), 1);
@@ -99,6 +103,9 @@ fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
         "the last error should be kept: {reason}"
     );
     assert_eq!(job.failures, 5);
+    drop(w);
+    // The failure is announced once (EventBridge, on AWS).
+    assert_eq!(*announced.lock().unwrap(), ["job1"]);
 }
 
 fn planned(d: &Path) -> (Local, Config) {
