@@ -155,11 +155,38 @@ async fn upload(
     }
 }
 
+/// How ffmpeg and ffprobe are handed a source object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceAccess {
+    /// A presigned HTTPS GET: for ffmpeg builds with TLS (the workers, the CLI).
+    #[default]
+    Presigned,
+    /// A URL on 127.0.0.1 served by this process ([`crate::loopback`]): for the Lambda
+    /// layer's ffprobe, which has no TLS.
+    Loopback,
+}
+
+impl SourceAccess {
+    /// `VODPIPE_SOURCE_ACCESS`: `presigned` (the default) or `loopback`.
+    pub fn from_env() -> PortResult<Self> {
+        match std::env::var("VODPIPE_SOURCE_ACCESS").as_deref() {
+            Err(_) | Ok("") | Ok("presigned") => Ok(SourceAccess::Presigned),
+            Ok("loopback") => Ok(SourceAccess::Loopback),
+            Ok(other) => Err(PortError::Backend(format!(
+                "VODPIPE_SOURCE_ACCESS is {other:?}; use presigned or loopback"
+            ))),
+        }
+    }
+}
+
 /// The S3 object store over one output bucket.
 pub struct S3Objects {
     client: Client,
     bridge: Arc<Bridge>,
     bucket: String,
+    access: SourceAccess,
+    /// Started on the first source opened through it.
+    loopback: std::sync::Mutex<Option<Arc<crate::loopback::Loopback>>>,
 }
 
 /// Content-Type by extension, as players and CDNs expect.
@@ -200,7 +227,31 @@ impl S3Objects {
             client: Client::from_conf(conf),
             bridge,
             bucket: bucket.to_string(),
+            access: SourceAccess::Presigned,
+            loopback: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The same store, handing sources out as `access` says.
+    pub fn with_source_access(mut self, access: SourceAccess) -> Self {
+        self.access = access;
+        self
+    }
+
+    fn loopback(&self) -> PortResult<Arc<crate::loopback::Loopback>> {
+        let mut slot = self
+            .loopback
+            .lock()
+            .map_err(|_| PortError::Backend("loopback server lock poisoned".into()))?;
+        if let Some(server) = slot.as_ref() {
+            return Ok(server.clone());
+        }
+        let server = Arc::new(crate::loopback::Loopback::start(
+            self.bridge.clone(),
+            self.client.clone(),
+        )?);
+        *slot = Some(server.clone());
+        Ok(server)
     }
 
     fn presign_in(&self, bucket: &str, key: &str, ttl: Duration) -> PortResult<String> {
@@ -382,7 +433,10 @@ impl ObjectStore for S3Objects {
     fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String> {
         let (bucket, key) = parse_s3_uri(source)
             .ok_or_else(|| PortError::NotFound(format!("source {source} is not an s3:// URI")))?;
-        self.presign_in(bucket, key, ttl)
+        match self.access {
+            SourceAccess::Presigned => self.presign_in(bucket, key, ttl),
+            SourceAccess::Loopback => self.loopback()?.url(bucket, key, ttl),
+        }
     }
 }
 

@@ -1,0 +1,253 @@
+//! Sources served to ffprobe on 127.0.0.1, for a probe that has no TLS.
+//!
+//! The ingest function's ffprobe is a static build with file, HTTP and TCP only
+//! (`infra/ffprobe-layer`): carrying a TLS stack and a CA bundle into a Lambda layer buys
+//! nothing when the function itself can read the object. So the function serves each
+//! source on a loopback port, under an unguessable path that expires, and ffprobe opens
+//! `http://127.0.0.1:PORT/s/<token>`. Every request becomes a ranged S3 `GetObject`
+//! (ffprobe asks for `bytes=N-` and seeks by reconnecting), streamed through as it
+//! arrives, so nothing is downloaded whole and a dropped connection stops the transfer.
+//! Credentials never appear on a command line, and only registered objects are served.
+
+use crate::backend;
+use crate::config::Bridge;
+use aws_sdk_s3::Client;
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vodpipe_core::ports::{PortError, PortResult};
+
+/// Threads answering requests: ffprobe keeps one connection at a time per input.
+const THREADS: usize = 4;
+
+/// One object a token stands for.
+#[derive(Debug, Clone)]
+struct Entry {
+    bucket: String,
+    key: String,
+    expires: Instant,
+}
+
+/// The loopback server. Dropping it stops its threads.
+pub struct Loopback {
+    server: Arc<tiny_http::Server>,
+    port: u16,
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl std::fmt::Debug for Loopback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loopback")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+/// A range request: `bytes=N-` or `bytes=N-M` (one range; ffmpeg never asks for more).
+pub fn parse_range(header: &str) -> Option<(u64, Option<u64>)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = match b.trim() {
+        "" => None,
+        e => Some(e.parse().ok().filter(|&e: &u64| e >= start)?),
+    };
+    Some((start, end))
+}
+
+impl Loopback {
+    /// Binds 127.0.0.1 on a free port and starts answering.
+    pub fn start(bridge: Arc<Bridge>, client: Client) -> PortResult<Self> {
+        let server = tiny_http::Server::http("127.0.0.1:0")
+            .map_err(|e| PortError::Backend(format!("loopback source server: {e}")))?;
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .ok_or_else(|| PortError::Backend("loopback source server has no port".into()))?;
+        let server = Arc::new(server);
+        let entries: Arc<Mutex<HashMap<String, Entry>>> = Arc::default();
+        for _ in 0..THREADS {
+            let (server, entries, bridge, client) = (
+                server.clone(),
+                entries.clone(),
+                bridge.clone(),
+                client.clone(),
+            );
+            std::thread::spawn(move || {
+                // `recv` fails once the server is unblocked (dropped): the thread ends.
+                while let Ok(request) = server.recv() {
+                    serve(&bridge, &client, &entries, request);
+                }
+            });
+        }
+        tracing::debug!(port, "serving sources on loopback");
+        Ok(Loopback {
+            server,
+            port,
+            entries,
+        })
+    }
+
+    /// A URL that serves `s3://bucket/key` for `ttl` to anything on this machine.
+    pub fn url(&self, bucket: &str, key: &str, ttl: Duration) -> PortResult<String> {
+        let mut raw = [0u8; 16];
+        getrandom::getrandom(&mut raw).map_err(|e| backend("loopback token", e))?;
+        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let now = Instant::now();
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| PortError::Backend("loopback registry poisoned".into()))?;
+        entries.retain(|_, e| e.expires > now);
+        entries.insert(
+            token.clone(),
+            Entry {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                expires: now + ttl,
+            },
+        );
+        Ok(format!("http://127.0.0.1:{}/s/{token}", self.port))
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        for _ in 0..THREADS {
+            self.server.unblock();
+        }
+    }
+}
+
+fn header(name: &'static str, value: &str) -> Option<tiny_http::Header> {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+fn reply(request: tiny_http::Request, code: u16, headers: Vec<Option<tiny_http::Header>>) {
+    let mut response = tiny_http::Response::empty(code);
+    for h in headers.into_iter().flatten() {
+        response.add_header(h);
+    }
+    let _ = request.respond(response);
+}
+
+fn serve(
+    bridge: &Bridge,
+    client: &Client,
+    entries: &Mutex<HashMap<String, Entry>>,
+    request: tiny_http::Request,
+) {
+    let entry = request
+        .url()
+        .strip_prefix("/s/")
+        .and_then(|token| entries.lock().ok()?.get(token).cloned())
+        .filter(|e| e.expires > Instant::now());
+    let Some(entry) = entry else {
+        return reply(request, 404, vec![]);
+    };
+    let head = *request.method() == tiny_http::Method::Head;
+    if !head && *request.method() != tiny_http::Method::Get {
+        return reply(request, 405, vec![header("Allow", "GET, HEAD")]);
+    }
+    let range = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Range"))
+        .map(|h| h.value.as_str().to_string());
+    let wanted = range.as_deref().and_then(parse_range);
+    let mut get = client.get_object().bucket(&entry.bucket).key(&entry.key);
+    if let Some((start, end)) = wanted {
+        get = get.range(match end {
+            Some(e) => format!("bytes={start}-{e}"),
+            None => format!("bytes={start}-"),
+        });
+    }
+    let out = match bridge.run(get.send()) {
+        Ok(out) => out,
+        Err(e) => {
+            let code = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(502);
+            tracing::warn!(key = %entry.key, code, error = ?e, "loopback source read failed");
+            // 416 carries the size so a client can tell where the object ends.
+            let size = e
+                .raw_response()
+                .and_then(|r| r.headers().get("content-range"))
+                .map(str::to_string);
+            return reply(
+                request,
+                if code == 416 || code == 404 {
+                    code
+                } else {
+                    502
+                },
+                vec![size.and_then(|s| header("Content-Range", &s))],
+            );
+        }
+    };
+    let length = out.content_length().unwrap_or(0).max(0) as u64;
+    let mut headers = vec![
+        header("Accept-Ranges", "bytes"),
+        header("Content-Type", "application/octet-stream"),
+    ];
+    let code = match (wanted, out.content_range()) {
+        (Some(_), Some(cr)) => {
+            headers.push(header("Content-Range", cr));
+            206
+        }
+        _ => 200,
+    };
+    if head {
+        headers.push(header("Content-Length", &length.to_string()));
+        return reply(request, code, headers);
+    }
+    let body = Body {
+        bridge,
+        stream: out.body,
+        pending: bytes::Bytes::new(),
+    };
+    let mut response =
+        tiny_http::Response::new(code.into(), Vec::new(), body, Some(length as usize), None);
+    for h in headers.into_iter().flatten() {
+        response.add_header(h);
+    }
+    // A client that seeks closes the connection mid-body; the write error ends the
+    // transfer and drops the S3 stream.
+    let _ = request.respond(response);
+}
+
+/// An S3 body read synchronously, chunk by chunk, as the client takes it.
+struct Body<'a> {
+    bridge: &'a Bridge,
+    stream: aws_sdk_s3::primitives::ByteStream,
+    pending: bytes::Bytes,
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pending.is_empty() {
+            match self.bridge.run(self.stream.next()) {
+                Some(Ok(chunk)) => self.pending = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_ffmpeg_sends_parse() {
+        assert_eq!(parse_range("bytes=0-"), Some((0, None)));
+        assert_eq!(parse_range("bytes=1024-2047"), Some((1024, Some(2047))));
+        assert_eq!(parse_range("bytes=5-4"), None);
+        assert_eq!(parse_range("bytes=-500"), None);
+        assert_eq!(parse_range("items=0-1"), None);
+    }
+}
