@@ -32,7 +32,7 @@ fn shared() -> Arc<Shared> {
         .get_or_init(|| {
             emulator::start();
             let name = emulator::unique_name("fn");
-            let settings = vodpipe_aws::config::AwsSettings::for_name(&name);
+            let settings = emulator::settings(&name);
             let bridge = vodpipe_aws::config::Bridge::new().unwrap();
             vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
             for line in settings.exports().lines() {
@@ -180,20 +180,38 @@ fn stitch_reports_only_the_messages_that_should_come_back() {
 }
 
 #[test]
-fn a_spot_interruption_is_recorded_once_and_a_tick_reports_queue_depth() {
+fn a_spot_interruption_is_handled_once_at_its_warning_and_a_tick_reports_queue_depth() {
     let s = shared();
-    let ev: EventBridgeEvent = serde_json::from_value(event("ecs-spot-interruption.json")).unwrap();
-    let first = vodpipe_functions::fleet::handle(&s, &ev).unwrap();
+    // The two-minute warning (the task still RUNNING, desired STOPPED) comes first.
+    let warning: EventBridgeEvent = serde_json::from_value(event("ecs-spot-warning.json")).unwrap();
+    let first = vodpipe_functions::fleet::handle(&s, &warning).unwrap();
     assert_eq!(first.trigger, "spot-interruption");
     assert!(first.interruption.is_some());
-    assert_eq!(first.tiers.len(), 1);
+    assert_eq!(first.tiers.len(), 1, "capacity replaced at the warning");
     assert_eq!(first.tiers[0].tier, "standard");
-    let again = vodpipe_functions::fleet::handle(&s, &ev).unwrap();
-    assert_eq!(again.interruption, None, "recorded once");
+    // Then the task stops, and EventBridge may deliver either event twice: nothing more.
+    let stopped: EventBridgeEvent =
+        serde_json::from_value(event("ecs-spot-interruption.json")).unwrap();
+    for ev in [&stopped, &stopped, &warning] {
+        let again = vodpipe_functions::fleet::handle(&s, ev).unwrap();
+        assert_eq!(again.trigger, "spot-interruption");
+        assert_eq!(again.interruption, None, "recorded once");
+        assert!(again.tiers.is_empty(), "capacity replaced once: {again:?}");
+    }
     let recorded = s.aws.state.jobs.interruptions().unwrap();
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].tier, "standard");
     assert_eq!(recorded[0].reason, "Your Spot Task was interrupted.");
+    // A task that stopped for another reason is not an interruption.
+    let mut other = event("ecs-spot-interruption.json");
+    other["detail"]["stopCode"] = json!("EssentialContainerExited");
+    let other: EventBridgeEvent = serde_json::from_value(other).unwrap();
+    assert_eq!(
+        vodpipe_functions::fleet::handle(&s, &other)
+            .unwrap()
+            .trigger,
+        "ignored"
+    );
 
     s.aws
         .state

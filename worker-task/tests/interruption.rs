@@ -54,7 +54,7 @@ fn sigterm_mid_chunk_loses_no_work() {
         .status()
         .expect("ffmpeg is required: run `make deps`");
     assert!(st.success());
-    let settings = vodpipe_aws::config::AwsSettings::for_name(&emulator::unique_name("wt"));
+    let settings = emulator::settings(&emulator::unique_name("wt"));
     let bridge = vodpipe_aws::config::Bridge::new().unwrap();
     vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
     let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();

@@ -29,15 +29,25 @@ pub struct AwsSettings {
 }
 
 impl AwsSettings {
-    /// The names for a deployment called `name`.
-    pub fn for_name(name: &str) -> Self {
+    /// The names for a deployment called `name` in `account` and `region`, as the SAM
+    /// template makes them: S3 bucket names are global, so they carry the account and the
+    /// Region (`<name>-<account>-<region>-ingest`) and need no editing to be unique; the
+    /// table and queues are per account and Region already.
+    pub fn for_name(name: &str, account: &str, region: &str) -> Self {
         AwsSettings {
-            ingest_bucket: format!("{name}-ingest"),
-            output_bucket: format!("{name}-output"),
+            ingest_bucket: format!("{name}-{account}-{region}-ingest"),
+            output_bucket: format!("{name}-{account}-{region}-output"),
             table: format!("{name}-jobs"),
             queue_prefix: name.to_string(),
             max_receives: 5,
         }
+    }
+
+    /// [`AwsSettings::for_name`] in the account the credentials belong to (STS
+    /// `GetCallerIdentity`) and the configured Region.
+    pub fn resolve(bridge: &Bridge, sdk: &SdkConfig, name: &str) -> PortResult<Self> {
+        let (account, region) = caller_account(bridge, sdk)?;
+        Ok(Self::for_name(name, &account, &region))
     }
 
     /// Reads `VODPIPE_INGEST_BUCKET`, `VODPIPE_OUTPUT_BUCKET`, `VODPIPE_TABLE`,
@@ -89,6 +99,22 @@ impl AwsSettings {
             Queue::Stitch,
         ]
     }
+}
+
+/// The account id the credentials belong to and the configured Region.
+pub fn caller_account(bridge: &Bridge, sdk: &SdkConfig) -> PortResult<(String, String)> {
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .ok_or_else(|| PortError::Backend("no AWS Region configured (set AWS_REGION)".into()))?;
+    let who = bridge
+        .run(aws_sdk_sts::Client::new(sdk).get_caller_identity().send())
+        .map_err(|e| crate::backend("sts get caller identity", e))?;
+    let account = who
+        .account()
+        .ok_or_else(|| PortError::Backend("STS named no account".into()))?
+        .to_string();
+    Ok((account, region))
 }
 
 /// A small tokio runtime that runs SDK futures for the synchronous ports. `block_on` may

@@ -4,17 +4,35 @@
 //!
 //! `ensure_capacity` only ever adds tasks up to the cap; workers exit by themselves when
 //! idle, which is how the fleet returns to zero. `failures[]` in a RunTask answer (no
-//! Spot capacity, say) are reported, not fatal: queued work waits for the next reconcile.
+//! Spot capacity, a vCPU quota) are reported, not fatal: queued work waits for the next
+//! reconcile.
+//!
+//! Launches are paced below Fargate's limits (per account and Region: 20 task launches a
+//! second per pool, On-Demand and Spot separately, with a burst of 100; `RunTask` at 20
+//! calls a second and 10 tasks a call): at most [`MAX_LAUNCHES_PER_CALL`] tasks per
+//! `ensure_capacity`, in calls of 10 spaced so one caller stays under
+//! [`LAUNCHES_PER_SECOND`]. Throttled calls are retried by the SDK's standard back-off; a
+//! tier whose launches still fail reports the error and leaves the others alone (the fleet
+//! function reconciles each tier on its own).
 
 use crate::backend;
 use crate::config::Bridge;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    DesiredStatus, KeyValuePair, NetworkConfiguration, TaskOverride,
+    KeyValuePair, NetworkConfiguration, TaskOverride,
 };
 use aws_sdk_ecs::Client;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vodpipe_core::ports::{Fleet, PortResult, Tier};
+
+/// Tasks per `RunTask` call (the API's maximum).
+pub const TASKS_PER_RUN_TASK: u32 = 10;
+/// Launches one caller aims for per second, below Fargate's 20 per pool.
+pub const LAUNCHES_PER_SECOND: f64 = 15.0;
+/// Most tasks one `ensure_capacity` call launches; the next reconcile (a minute later, or
+/// the next ingest) continues, so a burst of uploads never holds a function for long.
+pub const MAX_LAUNCHES_PER_CALL: u32 = 300;
 
 /// Where and how worker tasks run.
 #[derive(Debug, Clone)]
@@ -29,6 +47,10 @@ pub struct EcsSettings {
     pub subnets: Vec<String>,
     /// Security groups.
     pub security_groups: Vec<String>,
+    /// Give tasks a public IP: in public subnets (the stack's own VPC) it is their route
+    /// to ECR, S3 and the other APIs; private subnets with a NAT gateway or endpoints
+    /// leave it off.
+    pub assign_public_ip: bool,
     /// Most worker tasks per tier.
     pub max_per_tier: u32,
 }
@@ -83,8 +105,10 @@ impl EcsFleet {
                     self.client
                         .list_tasks()
                         .cluster(&self.settings.cluster)
+                        // `startedBy` must be the only filter; the default desired
+                        // status, RUNNING, is what counts (pending tasks included, tasks
+                        // ECS is stopping, such as a warned Spot task, excluded).
                         .started_by(started_by(tier))
-                        .desired_status(DesiredStatus::Running)
                         .set_next_token(token.take())
                         .send(),
                 )
@@ -101,15 +125,26 @@ impl EcsFleet {
 impl Fleet for EcsFleet {
     fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
         let have = self.count(tier)?;
-        let want = workers.min(self.settings.max_per_tier);
+        let want = workers
+            .min(self.settings.max_per_tier)
+            .min(have.saturating_add(MAX_LAUNCHES_PER_CALL));
         let mut started = 0;
+        let pause = Duration::from_secs_f64(f64::from(TASKS_PER_RUN_TASK) / LAUNCHES_PER_SECOND);
+        let mut last_call: Option<Instant> = None;
         while have + started < want {
-            // RunTask starts at most 10 tasks per call.
-            let count = (want - have - started).min(10);
+            if let Some(wait) = last_call.and_then(|t| pause.checked_sub(t.elapsed())) {
+                std::thread::sleep(wait);
+            }
+            last_call = Some(Instant::now());
+            let count = (want - have - started).min(TASKS_PER_RUN_TASK);
             let net = AwsVpcConfiguration::builder()
                 .set_subnets(Some(self.settings.subnets.clone()))
                 .set_security_groups(Some(self.settings.security_groups.clone()))
-                .assign_public_ip(AssignPublicIp::Disabled)
+                .assign_public_ip(if self.settings.assign_public_ip {
+                    AssignPublicIp::Enabled
+                } else {
+                    AssignPublicIp::Disabled
+                })
                 .build()
                 .map_err(|e| backend("network configuration", e))?;
             let strategy = CapacityProviderStrategyItem::builder()
@@ -130,25 +165,31 @@ impl Fleet for EcsFleet {
                         .build(),
                 )
                 .build();
-            let out = self
-                .bridge
-                .run(
-                    self.client
-                        .run_task()
-                        .cluster(&self.settings.cluster)
-                        .task_definition(&self.settings.task_definition)
-                        .count(count as i32)
-                        .started_by(started_by(tier))
-                        .capacity_provider_strategy(strategy)
-                        .network_configuration(
-                            NetworkConfiguration::builder()
-                                .awsvpc_configuration(net)
-                                .build(),
-                        )
-                        .overrides(overrides)
-                        .send(),
-                )
-                .map_err(|e| backend("ecs run task", e))?;
+            let sent = self.bridge.run(
+                self.client
+                    .run_task()
+                    .cluster(&self.settings.cluster)
+                    .task_definition(&self.settings.task_definition)
+                    .count(count as i32)
+                    .started_by(started_by(tier))
+                    .capacity_provider_strategy(strategy)
+                    .network_configuration(
+                        NetworkConfiguration::builder()
+                            .awsvpc_configuration(net)
+                            .build(),
+                    )
+                    .overrides(overrides)
+                    .send(),
+            );
+            let out = match sent {
+                Ok(out) => out,
+                // Tasks already started count; the rest waits for the next reconcile.
+                Err(e) if started > 0 => {
+                    tracing::warn!(%tier, started, error = ?e, "RunTask failed part-way");
+                    break;
+                }
+                Err(e) => return Err(backend("ecs run task", e)),
+            };
             let ok = out.tasks().len() as u32;
             for f in out.failures() {
                 tracing::warn!(%tier, reason = f.reason().unwrap_or("?"), detail = f.detail().unwrap_or(""), "RunTask failure");

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dynamo;
 pub mod events;
 pub mod fleet;
+pub mod loopback;
 pub mod s3;
 pub mod sqs;
 
@@ -111,6 +112,8 @@ impl Aws {
                         .unwrap_or_else(|_| "worker".into()),
                     subnets: env_list("VODPIPE_SUBNETS"),
                     security_groups: env_list("VODPIPE_SECURITY_GROUPS"),
+                    assign_public_ip: std::env::var("VODPIPE_ASSIGN_PUBLIC_IP")
+                        .is_ok_and(|v| v.eq_ignore_ascii_case("enabled")),
                     max_per_tier: std::env::var("VODPIPE_MAX_WORKERS")
                         .ok()
                         .and_then(|v| v.parse().ok())
@@ -131,7 +134,8 @@ impl Aws {
         };
         Ok(Aws {
             state: AwsState::connect(bridge.clone(), &sdk, &settings)?,
-            objects: s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket),
+            objects: s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket)
+                .with_source_access(s3::SourceAccess::from_env()?),
             ingest: s3::S3Objects::new(bridge.clone(), &sdk, &settings.ingest_bucket),
             bridge,
             settings,

@@ -49,7 +49,8 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
             task_definition: "vodpipe-worker".into(),
             container: "worker".into(),
             subnets: subnets.clone(),
-            security_groups: vec![security_group],
+            security_groups: vec![security_group.clone()],
+            assign_public_ip: true,
             max_per_tier: 4,
         },
     );
@@ -71,6 +72,23 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
         "tiers are counted apart"
     );
     assert_eq!(fleet.ensure_capacity(Tier::Premium, 1).unwrap(), 1);
+
+    // A burst larger than one RunTask call (10 tasks) is launched in paced calls.
+    let wide = EcsFleet::new(
+        bridge.clone(),
+        &sdk,
+        EcsSettings {
+            cluster: cluster.clone(),
+            task_definition: "vodpipe-worker".into(),
+            container: "worker".into(),
+            subnets,
+            security_groups: vec![security_group],
+            assign_public_ip: false,
+            max_per_tier: 40,
+        },
+    );
+    assert_eq!(wide.ensure_capacity(Tier::Bulk, 25).unwrap(), 25);
+    assert_eq!(wide.count(Tier::Bulk).unwrap(), 25);
 }
 
 /// The emulator's default VPC: two subnets in different AZs and its default security
@@ -151,12 +169,11 @@ fn pointer_manifests_are_invalidated_on_every_distribution() {
 
 #[test]
 fn segments_upload_in_parallel_and_large_objects_in_parts() {
-    use vodpipe_aws::config::AwsSettings;
     use vodpipe_core::ports::{Cacheability, ObjectStore};
     emulator::start();
     let bridge = Arc::new(Bridge::new().unwrap());
     let sdk = bridge.sdk_config();
-    let settings = AwsSettings::for_name(&emulator::unique_name("s3"));
+    let settings = emulator::settings(&emulator::unique_name("s3"));
     vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings).unwrap();
     let store = vodpipe_aws::s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket);
     let segments: Vec<(String, Vec<u8>)> = (0..20)
@@ -207,12 +224,11 @@ fn segments_upload_in_parallel_and_large_objects_in_parts() {
 
 #[test]
 fn retired_job_directories_are_tagged_for_the_lifecycle_rule() {
-    use vodpipe_aws::config::AwsSettings;
     use vodpipe_core::ports::{Cacheability, ObjectStore};
     emulator::start();
     let bridge = Arc::new(Bridge::new().unwrap());
     let sdk = bridge.sdk_config();
-    let settings = AwsSettings::for_name(&emulator::unique_name("retire"));
+    let settings = emulator::settings(&emulator::unique_name("retire"));
     vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings).unwrap();
     let store = vodpipe_aws::s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket);
     for k in [

@@ -7,7 +7,7 @@
 mod emulator;
 
 use std::sync::Arc;
-use vodpipe_aws::config::{AwsSettings, Bridge};
+use vodpipe_aws::config::Bridge;
 use vodpipe_aws::AwsState;
 use vodpipe_contract::{StateBackend, MAX_RECEIVES};
 
@@ -15,7 +15,7 @@ fn fresh() -> Box<dyn Fn() -> Box<dyn StateBackend> + Sync> {
     emulator::start();
     let bridge = Arc::new(Bridge::new().unwrap());
     let sdk = bridge.sdk_config();
-    let mut settings = AwsSettings::for_name(&emulator::unique_name("contract"));
+    let mut settings = emulator::settings(&emulator::unique_name("contract"));
     settings.max_receives = MAX_RECEIVES;
     vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings).unwrap();
     Box::new(move || {

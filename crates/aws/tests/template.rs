@@ -13,13 +13,16 @@ use vodpipe_aws::config::{AwsSettings, Bridge};
 use vodpipe_core::ports::{Queue, Tier};
 use yaml_rust2::{Yaml, YamlLoader};
 
-/// The template with `${Name}` (and `!Ref Name`) standing for `name`. Short-form tags
-/// (`!Sub`, `!GetAtt`) are dropped by the loader, leaving their argument.
+/// The template with `${Name}` (and `!Ref Name`) standing for `name`, deployed in the
+/// emulator's account and Region. Short-form tags (`!Sub`, `!GetAtt`) are dropped by the
+/// loader, leaving their argument.
 fn template(name: &str) -> Yaml {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
     let text = std::fs::read_to_string(path)
         .unwrap()
-        .replace("${Name}", name);
+        .replace("${Name}", name)
+        .replace("${AWS::AccountId}", emulator::ACCOUNT)
+        .replace("${AWS::Region}", emulator::REGION);
     YamlLoader::load_from_str(&text).unwrap().remove(0)
 }
 
@@ -51,7 +54,7 @@ fn queue_logical(q: Queue) -> &'static str {
 fn names_match_for_the_same_deployment_name() {
     let name = "acme-vod";
     let t = template(name);
-    let s = AwsSettings::for_name(name);
+    let s = emulator::settings(name);
     assert_eq!(
         resource(&t, "IngestBucket")["BucketName"].as_str(),
         Some(s.ingest_bucket.as_str())
@@ -130,7 +133,7 @@ fn bootstrap_creates_what_the_template_declares() {
     emulator::start();
     let name = emulator::unique_name("tmpl");
     let t = template(&name);
-    let s = AwsSettings::for_name(&name);
+    let s = emulator::settings(&name);
     let bridge = Bridge::new().unwrap();
     let sdk = bridge.sdk_config();
     bootstrap::bootstrap(&bridge, &sdk, &s).unwrap();
@@ -453,5 +456,113 @@ fn bootstrap_creates_what_the_template_declares() {
     assert_eq!(
         superseded["TagFilters"][0]["Key"].as_str(),
         Some(vodpipe_aws::s3::SUPERSEDED_TAG)
+    );
+}
+
+#[test]
+fn the_template_deploys_from_the_root_with_no_parameter_given() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let t = template("vodpipe");
+    // Every parameter has a default, and the default name passes its own pattern.
+    let params = t["Parameters"].as_hash().unwrap();
+    for (k, v) in params {
+        assert!(
+            !v["Default"].is_badvalue(),
+            "parameter {} has no default",
+            k.as_str().unwrap()
+        );
+    }
+    let name = &t["Parameters"]["Name"];
+    let default_name = name["Default"].as_str().unwrap();
+    let pattern = name["AllowedPattern"].as_str().unwrap();
+    assert_eq!(pattern, "^[a-z0-9][a-z0-9-]{0,22}[a-z0-9]$");
+    assert!(
+        default_name.len() <= 24
+            && default_name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    );
+    // The longest allowed name in the longest Region name still makes a valid bucket name.
+    let longest = vodpipe_aws::config::AwsSettings::for_name(
+        &"n".repeat(24),
+        "123456789012",
+        "ap-southeast-3",
+    );
+    assert!(
+        longest.output_bucket.len() <= 63,
+        "{}",
+        longest.output_bucket
+    );
+    // samconfig.toml at the root builds and validates infra/template.yaml.
+    let samconfig = std::fs::read_to_string(root.join("samconfig.toml")).unwrap();
+    assert!(
+        samconfig.contains("[default.build.parameters]\ntemplate_file = \"infra/template.yaml\"")
+    );
+    assert!(!root.join("infra/samconfig.toml").exists());
+    // The probe layer is built by `sam build` and attached where probing happens; its
+    // binary is where the functions look for it.
+    let layer = &t["Resources"]["ProbeLayer"];
+    assert_eq!(layer["Metadata"]["BuildMethod"].as_str(), Some("makefile"));
+    assert_eq!(
+        layer["Metadata"]["BuildArchitecture"].as_str(),
+        Some("arm64")
+    );
+    let makefile = std::fs::read_to_string(root.join("infra/ffprobe-layer/Makefile")).unwrap();
+    assert!(makefile.contains("build-ProbeLayer:"));
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["VODPIPE_FFPROBE"].as_str(),
+        Some("/opt/bin/ffprobe"),
+        "Lambda mounts a layer at /opt; build.sh puts the binary in bin/"
+    );
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["VODPIPE_SOURCE_ACCESS"].as_str(),
+        Some("loopback"),
+        "the layer's ffprobe has no TLS"
+    );
+    for f in ["IngestFunction", "FleetFunction"] {
+        assert_eq!(
+            resource(&t, f)["Layers"][0].as_str(),
+            Some("ProbeLayer"),
+            "{f} probes"
+        );
+    }
+    // The worker image comes from the stack's own repository by default.
+    assert_eq!(
+        resource(&t, "WorkerRepository")["RepositoryName"].as_str(),
+        Some("vodpipe-worker")
+    );
+    // The Spot rule sees the two-minute warning, not only the final STOPPED.
+    let rule = &resource(&t, "FleetFunction")["Events"]["SpotInterruption"]["Properties"]
+        ["Pattern"]["detail"];
+    assert!(rule["lastStatus"].is_badvalue(), "{rule:?}");
+    assert_eq!(rule["stopCode"][0].as_str(), Some("SpotInterruption"));
+    // Workers announce the jobs they fail: the bus in their environment, the right to use it.
+    let task_env = resource(&t, "WorkerTaskDefinition")["ContainerDefinitions"][0]["Environment"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .any(|kv| kv["Name"].as_str() == Some("VODPIPE_EVENT_BUS"));
+    assert!(task_env);
+    let task_role = resource(&t, "WorkerTaskRole")["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .any(|s| s["Action"].as_str() == Some("events:PutEvents"));
+    assert!(task_role);
+    // The stack's own network: public subnets with an internet route and the free gateway
+    // endpoints, which the functions hand to RunTask with public IPs on.
+    for r in [
+        "Vpc",
+        "PublicSubnetA",
+        "PublicSubnetB",
+        "InternetRoute",
+        "S3Endpoint",
+        "DynamoDbEndpoint",
+    ] {
+        assert!(!t["Resources"][r].is_badvalue(), "no {r}");
+    }
+    assert_eq!(
+        resource(&t, "InternetRoute")["DestinationCidrBlock"].as_str(),
+        Some("0.0.0.0/0")
     );
 }

@@ -61,7 +61,7 @@ fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
     let src = d.path().join("src.mp4");
     make_clip(&src, "640x360", "30000/1001", 10, Some(440), HARD_H264);
     let key = "uploads/My Clip +1 é.mp4";
-    let settings = vodpipe_aws::config::AwsSettings::for_name(&name);
+    let settings = emulator::settings(&name);
     let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
     aws.ingest
         .put(key, &std::fs::read(&src).unwrap(), Cacheability::Immutable)

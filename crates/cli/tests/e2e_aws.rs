@@ -94,7 +94,7 @@ fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
     assert_eq!(emu["ingest_events_dead_lettered"], 0, "{emu:#}");
     assert_eq!(
         job["source"],
-        format!("s3://e2e-pub-ingest/{key}"),
+        format!("s3://e2e-pub-123456789012-us-east-1-ingest/{key}"),
         "the key was URL-decoded"
     );
     // A worker task was reclaimed mid-chunk; the fleet function recorded it once, the

@@ -66,3 +66,14 @@ pub fn unique_name(prefix: &str) -> String {
         N.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// The emulator's account and Region (moto's defaults; `vodpipe aws bootstrap` reads them
+/// through STS like any account's).
+pub const ACCOUNT: &str = "123456789012";
+/// See [`ACCOUNT`].
+pub const REGION: &str = "us-east-1";
+
+/// The names of deployment `name` on the emulator.
+pub fn settings(name: &str) -> vodpipe_aws::config::AwsSettings {
+    vodpipe_aws::config::AwsSettings::for_name(name, ACCOUNT, REGION)
+}
