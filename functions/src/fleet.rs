@@ -9,10 +9,17 @@
 //! The tick also resumes ingests that died (a job left QUEUED or PROBING far longer than a
 //! probe takes, after S3's retries of its event ran out), so no upload is silently lost.
 //!
-//! An ECS Task State Change with `stopCode: SpotInterruption` is recorded once per task
-//! (EventBridge may deliver it twice) and answered with a reconcile of the task's tier,
-//! which replaces the capacity at once instead of at the next tick. The interrupted
-//! worker has already given its lease and message back on SIGTERM.
+//! Fargate Spot warns two minutes ahead: an ECS Task State Change with
+//! `stopCode: SpotInterruption` while the task still runs (`desiredStatus: STOPPED`), then
+//! another when it has stopped. Whichever arrives first records the interruption (once per
+//! task; EventBridge may also deliver either twice) and replaces the tier's capacity at
+//! once, instead of at the next tick: a task ECS is stopping no longer counts as running.
+//! Later deliveries for the same task change nothing. The interrupted worker has already
+//! given its lease and message back on SIGTERM.
+//!
+//! Each tier is reconciled on its own: one tier's throttled or failing `RunTask` is
+//! reported in that tier's line and never stops the others, and capacity is repaired before
+//! the slower sweep of abandoned ingests runs.
 
 use crate::env::Shared;
 use crate::FunctionError;
@@ -21,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use vodpipe_aws::dynamo::Interruption;
 use vodpipe_core::ingest::{abandoned_after, ingest, Source};
 use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobStore, Queue, Tier, WorkQueue};
+use vodpipe_core::ports::{JobStore, PortResult, Queue, Tier, WorkQueue};
 use vodpipe_core::process::now_secs;
 
 /// The part of an ECS Task State Change detail the fleet reads.
@@ -43,7 +50,8 @@ pub struct TaskStateChange {
 /// What one invocation did.
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct FleetReport {
-    /// Why it ran: `schedule`, `spot-interruption`, `task-stopped`, or `ignored`.
+    /// Why it ran: `schedule`, `spot-interruption`, or `ignored` (an ECS event that is not
+    /// a Spot interruption).
     pub trigger: String,
     /// A newly recorded interruption's task ARN.
     pub interruption: Option<String>,
@@ -63,6 +71,9 @@ pub struct TierCapacity {
     /// Tasks running or starting after the reconcile (0 when capacity is managed outside
     /// vodpipe, i.e. no ECS cluster is configured).
     pub workers: u32,
+    /// Why the tier could not be reconciled (throttling, a quota, an ECS error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The tier a task served, from its `startedBy` tag.
@@ -76,44 +87,45 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
     if event.source == "aws.ecs" && event.detail_type == "ECS Task State Change" {
         let change: TaskStateChange = serde_json::from_value(event.detail.clone())
             .map_err(|e| FunctionError::Config(format!("unreadable ECS event detail: {e}")))?;
-        if change.last_status != "STOPPED" {
+        // Only Spot interruptions matter here; the rule forwards nothing else, but a
+        // broader rule someone adds must not start tasks on every task stop.
+        if change.stop_code.as_deref() != Some("SpotInterruption") {
             return Ok(FleetReport {
                 trigger: "ignored".into(),
                 ..Default::default()
             });
         }
         let tier = tier_of(change.started_by.as_deref());
+        let recorded = shared.aws.state.jobs.record_interruption(&Interruption {
+            task_arn: change.task_arn.clone(),
+            tier: tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
+            reason: change.stopped_reason.clone().unwrap_or_default(),
+            at: now_secs(),
+        })?;
+        tracing::warn!(task = %change.task_arn, ?tier, last_status = %change.last_status, recorded, "Spot interruption");
         let mut report = FleetReport {
-            trigger: "task-stopped".into(),
+            trigger: "spot-interruption".into(),
             ..Default::default()
         };
-        if change.stop_code.as_deref() == Some("SpotInterruption") {
-            report.trigger = "spot-interruption".into();
-            let recorded = shared.aws.state.jobs.record_interruption(&Interruption {
-                task_arn: change.task_arn.clone(),
-                tier: tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
-                reason: change.stopped_reason.clone().unwrap_or_default(),
-                at: now_secs(),
-            })?;
-            tracing::warn!(task = %change.task_arn, ?tier, recorded, "Spot interruption");
-            if recorded {
-                report.interruption = Some(change.task_arn.clone());
-                vodpipe_core::metrics::emit(
-                    &[("SpotInterruptions", 1.0, vodpipe_core::metrics::Unit::Count)],
-                    &[],
-                );
-            }
+        if recorded {
+            report.interruption = Some(change.task_arn.clone());
+            vodpipe_core::metrics::emit(
+                &[("SpotInterruptions", 1.0, vodpipe_core::metrics::Unit::Count)],
+                &[],
+            );
+            // Replace the capacity of the task's tier (all tiers when the tag is unknown).
+            let only: Vec<Tier> = tier.map(|t| vec![t]).unwrap_or_else(|| tiers.to_vec());
+            report.tiers = reconcile(shared, &only)?;
         }
-        // Replace the capacity of the task's tier (all tiers when the tag is unknown).
-        let only: Vec<Tier> = tier.map(|t| vec![t]).unwrap_or_else(|| tiers.to_vec());
-        report.tiers = reconcile(shared, &only)?;
         return Ok(report);
     }
+    // Capacity first: the sweep below may probe for minutes.
+    let capacity = reconcile(shared, &tiers)?;
     let resumed = resume_abandoned(shared)?;
     Ok(FleetReport {
         trigger: "schedule".into(),
         interruption: None,
-        tiers: reconcile(shared, &tiers)?,
+        tiers: capacity,
         resumed,
     })
 }
@@ -148,37 +160,65 @@ pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
 /// Brings each tier's tasks up to its queue depth (capped by the fleet).
 pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, FunctionError> {
     let ports = shared.aws.ports();
-    // Dead letters are drained (their jobs failed with the reason) by workers only: with
-    // any waiting and no other work, one standard (Spot) worker is wanted for them.
     let dead = shared.aws.state.queues.dead_letters()?;
+    Ok(reconcile_tiers(
+        tiers,
+        dead,
+        |tier| shared.aws.state.depth(Queue::Work(tier)),
+        |tier, n| ports.fleet.ensure_capacity(tier, n),
+    ))
+}
+
+/// The reconcile of each tier, on its own: a tier whose depth cannot be read or whose
+/// tasks cannot be started (throttled past the SDK's retries, a quota, an ECS error) is
+/// reported with its error, and the others are still reconciled. With `dead` letters
+/// waiting, the standard tier keeps one (Spot) worker: only workers drain them, failing
+/// their jobs with the reason.
+pub fn reconcile_tiers(
+    tiers: &[Tier],
+    dead: u64,
+    depth: impl Fn(Tier) -> PortResult<u64>,
+    ensure: impl Fn(Tier, u32) -> PortResult<u32>,
+) -> Vec<TierCapacity> {
     let mut out = Vec::new();
     for &tier in tiers {
-        let depth = shared.aws.state.depth(Queue::Work(tier))?;
-        let wanted = if tier == Tier::Standard && dead > 0 {
-            depth.max(1)
-        } else {
-            depth
-        };
-        let workers = if wanted > 0 {
-            ports
-                .fleet
-                .ensure_capacity(tier, wanted.min(u64::from(u32::MAX)) as u32)?
-        } else {
-            0
-        };
-        tracing::info!(%tier, depth, dead, workers, "reconciled");
-        out.push(TierCapacity {
+        let mut line = TierCapacity {
             tier: tier.as_str().to_string(),
-            depth,
-            workers,
+            depth: 0,
+            workers: 0,
+            error: None,
+        };
+        let result = depth(tier).and_then(|d| {
+            line.depth = d;
+            let wanted = if tier == Tier::Standard && dead > 0 {
+                d.max(1)
+            } else {
+                d
+            };
+            if wanted == 0 {
+                return Ok(0);
+            }
+            ensure(tier, wanted.min(u64::from(u32::MAX)) as u32)
         });
+        match result {
+            Ok(workers) => {
+                line.workers = workers;
+                tracing::info!(%tier, depth = line.depth, dead, workers, "reconciled");
+            }
+            Err(e) => {
+                tracing::error!(%tier, depth = line.depth, error = %e, "could not reconcile the tier");
+                line.error = Some(e.to_string());
+            }
+        }
+        out.push(line);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vodpipe_core::ports::PortError;
 
     #[test]
     fn the_tier_comes_from_the_started_by_tag() {
@@ -186,6 +226,40 @@ mod tests {
         assert_eq!(tier_of(Some("vodpipe-premium")), Some(Tier::Premium));
         assert_eq!(tier_of(Some("someone-else")), None);
         assert_eq!(tier_of(None), None);
+    }
+
+    #[test]
+    fn a_throttled_tier_is_reported_and_the_others_still_get_workers() {
+        let lines = reconcile_tiers(
+            &[Tier::Premium, Tier::Standard, Tier::Bulk],
+            0,
+            |_| Ok(3),
+            |tier, n| match tier {
+                Tier::Standard => Err(PortError::Backend(
+                    "ecs run task: ThrottlingException: Rate exceeded".into(),
+                )),
+                _ => Ok(n),
+            },
+        );
+        let by: Vec<(&str, u32, bool)> = lines
+            .iter()
+            .map(|l| (l.tier.as_str(), l.workers, l.error.is_some()))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                ("premium", 3, false),
+                ("standard", 0, true),
+                ("bulk", 3, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn dead_letters_keep_one_standard_worker() {
+        let lines = reconcile_tiers(&[Tier::Standard, Tier::Bulk], 2, |_| Ok(0), |_, n| Ok(n));
+        assert_eq!(lines[0].workers, 1);
+        assert_eq!(lines[1].workers, 0);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! `VODPIPE_TIERS` (default all), `VODPIPE_IDLE_EXIT_SECS` (default 60),
 //! `VODPIPE_LEASE_SECS` (default 30), `VODPIPE_SCRATCH` (default /tmp/vodpipe) and
 //! `VODPIPE_FFMPEG` (default `ffmpeg`), `VODPIPE_METRICS` (`emf`: CloudWatch embedded
-//! metrics on stdout) and `VODPIPE_WORKER_STITCHES` (default `false`:
-//! the stitch function consumes the stitch queue; `true` where no function is deployed).
+//! metrics on stdout), `VODPIPE_EVENT_BUS` (job-state events for the jobs this task fails)
+//! and `VODPIPE_WORKER_STITCHES` (default `false`: the stitch function consumes the stitch
+//! queue; `true` where no function is deployed).
 
 use anyhow::{Context, Result};
 use std::time::Duration;
@@ -68,7 +69,10 @@ fn main() -> Result<()> {
         other => anyhow::bail!("VODPIPE_WORKER_STITCHES is {other:?}; use true or false"),
     };
     tracing::info!(?tiers, ?idle, stitches, "worker task starting");
-    let mut worker = Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone());
+    // Jobs this task fails (or publishes, where it stitches) are announced on EventBridge
+    // (`VODPIPE_EVENT_BUS`) like the functions' changes.
+    let mut worker = Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone())
+        .with_announcer(Box::new(|job_id: &str| aws.announce(job_id)));
     if !stitches {
         worker = worker.without_stitching();
     }

@@ -109,7 +109,7 @@ fn queue(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(Stri
 /// Creates the resources `vodpipe aws bootstrap` creates, plus what the template wires
 /// around them, on the emulator.
 fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -> Result<Wiring> {
-    let settings = AwsSettings::for_name(name);
+    let settings = AwsSettings::resolve(bridge, sdk, name).context("naming the deployment")?;
     vodpipe_aws::bootstrap::bootstrap(bridge, sdk, &settings).context("bootstrap")?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
     // S3 → (queue) → ingest function.
@@ -308,6 +308,90 @@ fn job_events(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Valu
     out
 }
 
+/// The resources the deployment's environments name.
+pub struct EnvNames {
+    /// Buckets, table, queues.
+    pub settings: AwsSettings,
+    /// ECS cluster.
+    pub cluster: String,
+    /// Worker task definition family.
+    pub task_definition: String,
+    /// Comma-separated subnets.
+    pub subnets: String,
+    /// The workers' security group.
+    pub security_group: String,
+    /// CloudFront distribution id.
+    pub distribution: String,
+}
+
+/// What the emulator runs faster or smaller than a deployment does.
+pub struct TestKnobs {
+    /// Most worker tasks per tier.
+    pub workers: u32,
+    /// Chunk duration new jobs are planned with.
+    pub chunk_seconds: f64,
+    /// Scratch space (functions and tasks keep out of /tmp/vodpipe).
+    pub scratch: PathBuf,
+}
+
+fn exported(settings: &AwsSettings) -> Vec<(String, String)> {
+    settings
+        .exports()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The functions' environment: the template's `Globals` and per-function variables (the
+/// template test in this crate compares the names), with the emulator's values.
+pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
+    let mut env = exported(&n.settings);
+    for (key, v) in [
+        ("VODPIPE_EVENT_BUS", "default".to_string()),
+        ("VODPIPE_ECS_CLUSTER", n.cluster.clone()),
+        ("VODPIPE_TASK_DEFINITION", n.task_definition.clone()),
+        ("VODPIPE_WORKER_CONTAINER", "worker".to_string()),
+        ("VODPIPE_SUBNETS", n.subnets.clone()),
+        ("VODPIPE_SECURITY_GROUPS", n.security_group.clone()),
+        ("VODPIPE_ASSIGN_PUBLIC_IP", "ENABLED".to_string()),
+        ("VODPIPE_MAX_WORKERS", k.workers.to_string()),
+        ("VODPIPE_DEFAULT_TIER", "standard".to_string()),
+        ("VODPIPE_METRICS", "emf".to_string()),
+        // The host's ffprobe, fed through the loopback server exactly as the layer's is.
+        ("VODPIPE_FFPROBE", "ffprobe".to_string()),
+        ("VODPIPE_SOURCE_ACCESS", "loopback".to_string()),
+        ("VODPIPE_DISTRIBUTION_IDS", n.distribution.clone()),
+        ("VODPIPE_CHUNK_SECONDS", k.chunk_seconds.to_string()),
+        (
+            "VODPIPE_SEGMENT_SECONDS",
+            k.chunk_seconds.min(4.0).to_string(),
+        ),
+        ("VODPIPE_LOG", "info".to_string()),
+        ("VODPIPE_SCRATCH", k.scratch.display().to_string()),
+    ] {
+        env.push((key.to_string(), v));
+    }
+    env
+}
+
+/// The worker task definition's environment, with the emulator's values (shorter idle
+/// exit and leases than a deployment's, so runs end quickly).
+pub fn task_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
+    let mut env = exported(&n.settings);
+    for (key, v) in [
+        ("VODPIPE_IDLE_EXIT_SECS", "5".to_string()),
+        ("VODPIPE_LEASE_SECS", "10".to_string()),
+        ("VODPIPE_SCRATCH", k.scratch.display().to_string()),
+        ("VODPIPE_METRICS", "emf".to_string()),
+        ("VODPIPE_EVENT_BUS", "default".to_string()),
+        ("VODPIPE_LOG", "info".to_string()),
+    ] {
+        env.push((key.to_string(), v));
+    }
+    env
+}
+
 /// Runs the whole pipeline once; returns the process exit code.
 pub fn run(a: E2eArgs) -> Result<i32> {
     let started = Instant::now();
@@ -334,37 +418,29 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         work.display()
     );
 
-    // What the template's function and task-definition environments say.
-    let mut env = moto.env();
-    for line in w.settings.exports().lines() {
-        if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-            env.push((k.to_string(), v.to_string()));
-        }
-    }
-    for (k, v) in [
-        ("VODPIPE_ECS_CLUSTER", w.cluster.clone()),
-        ("VODPIPE_TASK_DEFINITION", w.task_definition.clone()),
-        ("VODPIPE_SUBNETS", w.subnets.join(",")),
-        ("VODPIPE_SECURITY_GROUPS", w.security_group.clone()),
-        ("VODPIPE_MAX_WORKERS", a.workers.to_string()),
-        ("VODPIPE_DISTRIBUTION_IDS", w.distribution.clone()),
-        ("VODPIPE_EVENT_BUS", "default".to_string()),
-        ("VODPIPE_CHUNK_SECONDS", a.chunk_seconds.to_string()),
-        (
-            "VODPIPE_SEGMENT_SECONDS",
-            a.chunk_seconds.min(4.0).to_string(),
-        ),
-        ("VODPIPE_IDLE_EXIT_SECS", "5".to_string()),
-        ("VODPIPE_LEASE_SECS", "10".to_string()),
-        (
-            "VODPIPE_SCRATCH",
-            work.join("scratch").display().to_string(),
-        ),
-        ("VODPIPE_LOG", "info".to_string()),
-        ("VODPIPE_METRICS", "emf".to_string()),
-    ] {
-        env.push((k.to_string(), v));
-    }
+    let names = EnvNames {
+        settings: w.settings.clone(),
+        cluster: w.cluster.clone(),
+        task_definition: w.task_definition.clone(),
+        subnets: w.subnets.join(","),
+        security_group: w.security_group.clone(),
+        distribution: w.distribution.clone(),
+    };
+    let knobs = TestKnobs {
+        workers: a.workers,
+        chunk_seconds: a.chunk_seconds,
+        scratch: work.join("scratch"),
+    };
+    let env: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .chain(function_env(&names, &knobs))
+        .collect();
+    let task_env: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .chain(task_env(&names, &knobs))
+        .collect();
 
     // One execution environment per function, with the template's timeouts.
     let host = |name: &str, bin: &std::path::Path, secs: u64| {
@@ -420,7 +496,7 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             ecs: aws_sdk_ecs::Client::new(&sdk),
             cluster: w.cluster.clone(),
             worker: worker_bin,
-            env: env.clone(),
+            env: task_env,
             log_dir: work.clone(),
             fleet_function: fleet.clone(),
             interrupt_once: a.interrupt,
@@ -603,4 +679,90 @@ fn follow(
     }
 
     Ok((aws, uri, job))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::BTreeSet;
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    /// Variables the emulator sets that the template leaves to their defaults: planning
+    /// and logging knobs for short test clips.
+    const EMULATOR_ONLY_ENV: &[&str] = &[
+        "VODPIPE_CHUNK_SECONDS",
+        "VODPIPE_SEGMENT_SECONDS",
+        "VODPIPE_LOG",
+    ];
+
+    fn template() -> Yaml {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        YamlLoader::load_from_str(&std::fs::read_to_string(path).unwrap())
+            .unwrap()
+            .remove(0)
+    }
+
+    fn keys(map: &Yaml) -> BTreeSet<String> {
+        map.as_hash()
+            .map(|h| {
+                h.keys()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn names() -> (EnvNames, TestKnobs) {
+        (
+            EnvNames {
+                settings: AwsSettings::for_name("n", "123456789012", "us-east-1"),
+                cluster: "c".into(),
+                task_definition: "t".into(),
+                subnets: "s1,s2".into(),
+                security_group: "sg".into(),
+                distribution: "d".into(),
+            },
+            TestKnobs {
+                workers: 2,
+                chunk_seconds: 4.0,
+                scratch: PathBuf::from("/tmp/x"),
+            },
+        )
+    }
+
+    fn without_emulator_only(env: Vec<(String, String)>) -> BTreeSet<String> {
+        env.into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !EMULATOR_ONLY_ENV.contains(&k.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn functions_get_the_variables_the_template_sets() {
+        let t = template();
+        let mut declared = keys(&t["Globals"]["Function"]["Environment"]["Variables"]);
+        for f in ["IngestFunction", "StitchFunction", "FleetFunction"] {
+            declared.extend(keys(
+                &t["Resources"][f]["Properties"]["Environment"]["Variables"],
+            ));
+        }
+        let (n, k) = names();
+        assert_eq!(without_emulator_only(function_env(&n, &k)), declared);
+    }
+
+    #[test]
+    fn tasks_get_the_variables_the_task_definition_sets() {
+        let t = template();
+        let declared: BTreeSet<String> = t["Resources"]["WorkerTaskDefinition"]["Properties"]
+            ["ContainerDefinitions"][0]["Environment"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|kv| kv["Name"].as_str().unwrap().to_string())
+            .collect();
+        let (n, k) = names();
+        assert_eq!(without_emulator_only(task_env(&n, &k)), declared);
+    }
 }

@@ -2,10 +2,12 @@
 //! `worker-task` process with the task's environment overrides, and a process that exits
 //! stops its task (so `ListTasks`, which the fleet counts, stays true).
 //!
-//! A Spot interruption is what ECS does to a reclaimed task: SIGTERM, a wait for the
-//! process to exit, the task STOPPED with `stopCode: SpotInterruption`, and an ECS Task
-//! State Change event to the rule that targets the fleet function. [`Fargate`] can do that
-//! to the first task it catches running ffmpeg, which is mid-chunk by construction.
+//! A Spot interruption is what ECS does to a reclaimed task: the task's desired status
+//! becomes STOPPED, an ECS Task State Change with `stopCode: SpotInterruption` and
+//! `lastStatus: RUNNING` (the two-minute warning) goes to the rule that targets the fleet
+//! function together with SIGTERM to the process, and once the process has exited the task
+//! is STOPPED and a second event says so. [`Fargate`] can do that to the first task it
+//! catches running ffmpeg, which is mid-chunk by construction.
 
 use crate::runtime_api::{FunctionHost, Outcome};
 use crate::sources::eventbridge_event;
@@ -19,6 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vodpipe_aws::config::Bridge;
+
+/// What ECS says of a reclaimed Spot task.
+const SPOT_REASON: &str = "Your Spot Task was interrupted.";
 
 /// What happened to the tasks.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -116,10 +121,13 @@ impl Fargate {
                 }
             }
             if self.interrupt_once && !interrupted_one {
-                if let Some(t) = tasks.values_mut().find(|t| runs_ffmpeg(t.child.id())) {
+                if let Some((arn, t)) = tasks.iter_mut().find(|(_, t)| runs_ffmpeg(t.child.id())) {
                     tracing::warn!(pid = t.child.id(), "reclaiming a Spot task mid-chunk");
+                    // ECS stops counting the task as wanted, warns, and signals it.
+                    self.stop_task(arn, SPOT_REASON);
                     sigterm(t.child.id());
                     t.sigterm_at = Some(Instant::now());
+                    self.tell_fleet(arn, t, "RUNNING", None);
                     interrupted_one = true;
                 }
             }
@@ -221,30 +229,9 @@ impl Fargate {
                     st.interrupted += 1;
                     st.interruption_exit_ms.push(ms);
                 }
-                self.stop_task(arn, "Your Spot Task was interrupted.");
+                self.stop_task(arn, SPOT_REASON);
                 tracing::warn!(task = %arn, ms, "Spot task stopped; telling the fleet");
-                let detail = json!({
-                    "clusterArn": format!("arn:aws:ecs:us-east-1:123456789012:cluster/{}", self.cluster),
-                    "taskArn": arn,
-                    "group": "family:vodpipe-worker",
-                    "startedBy": t.started_by,
-                    "capacityProviderName": t.capacity_provider,
-                    "launchType": "FARGATE",
-                    "lastStatus": "STOPPED",
-                    "desiredStatus": "STOPPED",
-                    "stopCode": "SpotInterruption",
-                    "stoppedReason": "Your Spot Task was interrupted.",
-                    "containers": [{"name": "worker", "lastStatus": "STOPPED", "exitCode": status.and_then(|s| s.code())}],
-                });
-                let event = eventbridge_event(
-                    "aws.ecs",
-                    "ECS Task State Change",
-                    &[arn.to_string()],
-                    detail,
-                );
-                if let Outcome::Response(r) = self.fleet_function.invoke(&event) {
-                    tracing::info!(response = %r, "fleet answered the interruption");
-                }
+                self.tell_fleet(arn, &t, "STOPPED", status.and_then(|s| s.code()));
             }
             None => {
                 if !ok {
@@ -253,6 +240,32 @@ impl Fargate {
                 }
                 self.stop_task(arn, "Essential container in task exited");
             }
+        }
+    }
+
+    /// The ECS Task State Change of a Spot interruption, sent to the fleet function.
+    fn tell_fleet(&self, arn: &str, t: &Task, last_status: &str, exit_code: Option<i32>) {
+        let detail = json!({
+            "clusterArn": format!("arn:aws:ecs:us-east-1:123456789012:cluster/{}", self.cluster),
+            "taskArn": arn,
+            "group": "family:vodpipe-worker",
+            "startedBy": t.started_by,
+            "capacityProviderName": t.capacity_provider,
+            "launchType": "FARGATE",
+            "lastStatus": last_status,
+            "desiredStatus": "STOPPED",
+            "stopCode": "SpotInterruption",
+            "stoppedReason": SPOT_REASON,
+            "containers": [{"name": "worker", "lastStatus": last_status, "exitCode": exit_code}],
+        });
+        let event = eventbridge_event(
+            "aws.ecs",
+            "ECS Task State Change",
+            &[arn.to_string()],
+            detail,
+        );
+        if let Outcome::Response(r) = self.fleet_function.invoke(&event) {
+            tracing::info!(%last_status, response = %r, "fleet answered the interruption");
         }
     }
 
