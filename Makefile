@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps build bins demo test e2e-aws lambda infra-check sam-build worker-image lint fmt bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws lambda infra-check sam-build worker-image doctor lint fmt bench clean
 
 all: build
 
@@ -61,22 +61,51 @@ infra-deps:
 ## The template: `sam validate --lint` (cfn-lint) and checkov; skips are in the template,
 ## each with its reason.
 infra-check: infra-deps
-	cd infra && SAM_CLI_TELEMETRY=0 ../.venv-sam/bin/sam validate --lint --region us-east-1
+	SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam validate --lint --region us-east-1
 	.venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation --quiet --compact --skip-download
 
-## `sam build` of the three functions (cargo-lambda, arm64) into infra/.aws-sam.
-sam-build: lambda-deps infra-deps
-	cd infra && PATH="$(CURDIR)/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 ../.venv-sam/bin/sam build --beta-features
+## What the ffprobe layer's build needs (infra/ffprobe-layer/build.sh): apt's source
+## tools and Debian's archive key (the source package is fetched and verified by apt),
+## and QEMU to run the arm64 result in the tests.
+layer-deps:
+	@missing=""; for p in dpkg-dev debian-archive-keyring qemu-user-static; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing…"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
-## Build the worker image for arm64 and push it to ECR (needs Docker with buildx and the
-## AWS CLI; not part of CI). WORKER_REPO is an ECR repository URI.
-WORKER_TAG ?= $(shell git rev-parse --short HEAD)
-worker-image:
-	@test -n "$(WORKER_REPO)" || { echo 'usage: make worker-image WORKER_REPO=<account>.dkr.ecr.<region>.amazonaws.com/vodpipe-worker [WORKER_TAG=…]'; exit 2; }
-	aws ecr get-login-password --region "$$(echo $(WORKER_REPO) | cut -d. -f4)" \
-	  | docker login --username AWS --password-stdin "$$(echo $(WORKER_REPO) | cut -d/ -f1)"
-	docker buildx build --platform linux/arm64 -f worker-task/Dockerfile -t "$(WORKER_REPO):$(WORKER_TAG)" --push .
-	@echo "WorkerImage=$(WORKER_REPO):$(WORKER_TAG)"
+## What the worker image's build needs: mmdebstrap (the root file system), buildah (the
+## OCI image, no daemon) and QEMU (an arm64 root file system on another machine).
+image-deps:
+	@missing=""; for p in buildah mmdebstrap qemu-user-static; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing…"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+## `sam build` from the repository root (samconfig.toml): the three functions for arm64
+## (cargo-lambda) and the ffprobe layer (a static arm64 build of Debian's FFmpeg source,
+## cached under ~/.cache/vodpipe) into .aws-sam/build.
+sam-build: lambda-deps infra-deps layer-deps
+	PATH="$(CURDIR)/.venv/bin:$$PATH" ZIG_PYTHON="$(CURDIR)/.venv/bin/python" SAM_CLI_TELEMETRY=0 \
+	  .venv-sam/bin/sam build
+	@du -sh .aws-sam/build/*Function/bootstrap .aws-sam/build/ProbeLayer/bin/ffprobe
+
+## The worker image for arm64, built without Docker (scripts/worker-image.sh), pushed to
+## the stack's ECR repository (the WorkerRepositoryUri output of STACK, or WORKER_REPO) as
+## the commit's tag and `latest`. Needs root (or user namespaces) and the AWS CLI.
+STACK ?= vodpipe
+worker-image: lambda-deps image-deps
+	@repo="$(WORKER_REPO)"; \
+	if [ -z "$$repo" ]; then \
+	  repo=$$(aws cloudformation describe-stacks --stack-name "$(STACK)" \
+	    --query "Stacks[0].Outputs[?OutputKey=='WorkerRepositoryUri'].OutputValue" --output text) || { \
+	    echo "deploy the stack first (sam deploy), or set WORKER_REPO=<account>.dkr.ecr.<region>.amazonaws.com/<name>-worker"; exit 2; }; \
+	fi; \
+	bash scripts/worker-image.sh --arch arm64 --push "$$repo"
+
+## Read-only preflight of an account and a deployed stack (quotas, roles, image, network,
+## functions); every line says what to do about it.
+doctor: build
+	$(VODPIPE) aws doctor --stack "$(STACK)"
 
 build:
 	$(CARGO) build --release -p vodpipe-cli
@@ -105,9 +134,11 @@ demo: deps build
 	@bash scripts/demo.sh "$(VODPIPE)" "$(DEMO_OUT)"
 
 ## Every test: unit, contract (embedded and AWS on moto), end to end with real ffmpeg,
-## playback in hls.js and shaka, and the deployed functions and worker tasks on the
-## emulator (the same run as `make e2e-aws`, on a small clip, with its checks).
-test: deps player-deps moto-deps bins
+## playback in hls.js and shaka, the deployed functions and worker tasks on the emulator
+## (the same run as `make e2e-aws`, on a small clip, with its checks), the `sam build`
+## artefacts (the layer's arm64 ffprobe under QEMU) and the worker image (built without
+## Docker, with the worker run inside it).
+test: deps player-deps moto-deps image-deps sam-build bins
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:
@@ -122,4 +153,4 @@ bench: deps build
 	@bash scripts/bench.sh "$(VODPIPE)"
 
 clean:
-	rm -rf $(DEMO_OUT) bench-out infra/.aws-sam
+	rm -rf $(DEMO_OUT) bench-out .aws-sam target/buildah
