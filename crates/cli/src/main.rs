@@ -60,12 +60,29 @@ enum AwsCommand {
     /// Create (idempotently) the buckets, queues and table for NAME and print the
     /// `export VODPIPE_…` lines the other commands need.
     Bootstrap {
-        /// Deployment name: resources are called NAME-ingest, NAME-jobs, NAME-premium …
+        /// Deployment name: the table is NAME-jobs, the queues NAME-premium …, the buckets
+        /// NAME-ACCOUNT-REGION-ingest and -output (as the SAM template names them).
         #[arg(long)]
         name: String,
         /// Receives before a message moves to its dead-letter queue.
         #[arg(long, default_value_t = 5)]
         max_receives: u32,
+    },
+    /// Read-only preflight of the account and the deployed stack: Fargate vCPU quotas
+    /// against MaxWorkersPerTier, the ECS service-linked role, Lambda concurrency, the
+    /// worker image, the workers' network, the probe layer. One line per check with OK,
+    /// WARN or FAIL and the command that fixes it; exits 1 if anything FAILs.
+    Doctor {
+        /// The CloudFormation stack (`sam deploy`'s stack name).
+        #[arg(long, default_value = "vodpipe")]
+        stack: String,
+        /// Worker tasks per tier to size the quota checks for (default: the stack's
+        /// MaxWorkersPerTier, or 20).
+        #[arg(long)]
+        max_workers: Option<u32>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -452,13 +469,32 @@ fn worker(a: WorkerArgs) -> Result<i32> {
 fn aws_cmd(a: AwsArgs) -> Result<i32> {
     match a.command {
         AwsCommand::Bootstrap { name, max_receives } => {
-            let mut settings = vodpipe_aws::config::AwsSettings::for_name(&name);
-            settings.max_receives = max_receives;
             let bridge = vodpipe_aws::config::Bridge::new()?;
             let sdk = bridge.sdk_config();
+            let mut settings = vodpipe_aws::config::AwsSettings::resolve(&bridge, &sdk, &name)?;
+            settings.max_receives = max_receives;
             vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings)?;
             print!("{}", settings.exports());
             Ok(0)
+        }
+        AwsCommand::Doctor {
+            stack,
+            max_workers,
+            json,
+        } => {
+            let bridge = vodpipe_aws::config::Bridge::new()?;
+            let sdk = bridge.sdk_config();
+            let report = vodpipe_doctor::run(
+                &bridge,
+                &sdk,
+                &vodpipe_doctor::Options { stack, max_workers },
+            );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(i32::from(report.worst() == vodpipe_doctor::Level::Fail))
         }
     }
 }
