@@ -35,12 +35,7 @@ fn shared() -> Arc<Shared> {
             let settings = emulator::settings(&name);
             let bridge = vodpipe_aws::config::Bridge::new().unwrap();
             vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
-            for line in settings.exports().lines() {
-                let (k, v) = line
-                    .strip_prefix("export ")
-                    .unwrap()
-                    .split_once('=')
-                    .unwrap();
+            for (k, v) in settings.env() {
                 std::env::set_var(k, v);
             }
             std::env::set_var("VODPIPE_CHUNK_SECONDS", "4");

@@ -147,11 +147,7 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn deployment() -> vodpipe_aws::Aws {
-    emulator::start();
-    let settings = emulator::settings(&emulator::unique_name("layer"));
-    let bridge = vodpipe_aws::config::Bridge::new().unwrap();
-    vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
-    vodpipe_aws::Aws::connect(settings).unwrap()
+    emulator::deploy(&emulator::unique_name("layer"))
 }
 
 #[test]
@@ -199,12 +195,7 @@ fn the_ingest_function_probes_with_the_layer_and_retries_a_probe_that_cannot_run
     let dir = tempfile::tempdir().unwrap();
     let probe_cmd = layer_ffprobe(dir.path());
     let aws = deployment();
-    for line in aws.settings.exports().lines() {
-        let (k, v) = line
-            .strip_prefix("export ")
-            .unwrap()
-            .split_once('=')
-            .unwrap();
+    for (k, v) in aws.settings.env() {
         std::env::set_var(k, v);
     }
     std::env::set_var("VODPIPE_SOURCE_ACCESS", "loopback");

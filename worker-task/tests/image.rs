@@ -10,10 +10,8 @@ mod emulator;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use vodpipe_core::ingest::{ingest, Source};
 use vodpipe_core::job::JobStatus;
-use vodpipe_core::pipeline::Config;
-use vodpipe_core::ports::{Cacheability, JobStore, ObjectStore, Tier};
+use vodpipe_core::ports::{JobStore, ObjectStore};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -90,26 +88,9 @@ fn the_worker_publishes_a_job_from_inside_its_image() {
         .status()
         .expect("ffmpeg is required: run `make deps`")
         .success());
-    let settings = emulator::settings(&emulator::unique_name("img"));
-    let bridge = vodpipe_aws::config::Bridge::new().unwrap();
-    vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
-    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
-    aws.ingest
-        .put(
-            "in/clip.mp4",
-            &std::fs::read(&src).unwrap(),
-            Cacheability::Immutable,
-        )
-        .unwrap();
-    let source = Source {
-        uri: format!("s3://{}/in/clip.mp4", settings.ingest_bucket),
-        key: "in/clip.mp4".into(),
-        job_id: "image-job".into(),
-    };
-    let mut cfg = Config::new(d.join("scratch"));
-    cfg.plan.chunk_secs = 4.0;
-    let ing = ingest(aws.ports(), &cfg, &source, Tier::Standard, false).unwrap();
-    assert_eq!(ing.status, JobStatus::Encoding);
+    let aws = emulator::deploy(&emulator::unique_name("img"));
+    let settings = aws.settings.clone();
+    emulator::queued_job(&aws, &src, "image-job", 4.0, &d.join("scratch"));
 
     // The worker in the image, on the host's network (the emulator is on 127.0.0.1), with
     // a scratch volume its user owns, as Fargate mounts one.
@@ -142,12 +123,7 @@ fn the_worker_publishes_a_job_from_inside_its_image() {
         "--volume",
     ])
     .arg(format!("{}:/tmp/vodpipe", scratch.display()));
-    let mut env: Vec<(String, String)> = settings
-        .exports()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut env = settings.env();
     for k in [
         "AWS_ENDPOINT_URL",
         "AWS_ACCESS_KEY_ID",

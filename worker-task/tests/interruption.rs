@@ -9,10 +9,8 @@ mod emulator;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vodpipe_core::ingest::{ingest, Source};
 use vodpipe_core::job::JobStatus;
-use vodpipe_core::pipeline::Config;
-use vodpipe_core::ports::{Cacheability, JobStore, ObjectStore, Tier};
+use vodpipe_core::ports::{JobStore, ObjectStore};
 
 fn task(env: &[(String, String)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_worker-task"))
@@ -54,35 +52,10 @@ fn sigterm_mid_chunk_loses_no_work() {
         .status()
         .expect("ffmpeg is required: run `make deps`");
     assert!(st.success());
-    let settings = emulator::settings(&emulator::unique_name("wt"));
-    let bridge = vodpipe_aws::config::Bridge::new().unwrap();
-    vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
-    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
-    aws.ingest
-        .put(
-            "in/clip.mp4",
-            &std::fs::read(&src).unwrap(),
-            Cacheability::Immutable,
-        )
-        .unwrap();
-    let source = Source {
-        uri: format!("s3://{}/in/clip.mp4", settings.ingest_bucket),
-        key: "in/clip.mp4".into(),
-        job_id: "wt-job".into(),
-    };
-    let mut cfg = Config::new(d.join("scratch"));
-    cfg.plan.chunk_secs = 8.0;
-    let ing = ingest(aws.ports(), &cfg, &source, Tier::Standard, false).unwrap();
-    assert_eq!(ing.status, JobStatus::Encoding);
-    let mut env: Vec<(String, String)> = settings
-        .exports()
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("export ")?
-                .split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
+    let aws = emulator::deploy(&emulator::unique_name("wt"));
+    let settings = aws.settings.clone();
+    emulator::queued_job(&aws, &src, "wt-job", 8.0, &d.join("scratch"));
+    let mut env = settings.env();
     env.push((
         "VODPIPE_SCRATCH".into(),
         d.join("task-scratch").display().to_string(),

@@ -60,6 +60,21 @@ pub fn tls_only_policy(bucket: &str) -> String {
     .to_string()
 }
 
+/// S3's rules for a bucket name, checked before anything is created so a long deployment
+/// name fails with a reason instead of half a deployment.
+pub fn check_bucket_name(bucket: &str) -> PortResult<()> {
+    let chars_ok = bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if (3..=63).contains(&bucket.len()) && chars_ok {
+        return Ok(());
+    }
+    Err(PortError::Backend(format!(
+        "bucket name {bucket:?} is not valid for S3 (3-63 lower-case letters, digits, dashes): \
+         use a deployment name of at most 24 such characters"
+    )))
+}
+
 /// Waits (up to five minutes) for a new table to leave CREATING: DynamoDB refuses TTL and
 /// backup settings on a table that is not ACTIVE yet.
 fn wait_active(bridge: &Bridge, ddb: &aws_sdk_dynamodb::Client, table: &str) -> PortResult<()> {
@@ -232,6 +247,9 @@ pub fn bootstrap(
     sdk: &aws_config::SdkConfig,
     settings: &AwsSettings,
 ) -> PortResult<()> {
+    for bucket in [&settings.ingest_bucket, &settings.output_bucket] {
+        check_bucket_name(bucket)?;
+    }
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(true)
@@ -397,4 +415,19 @@ pub fn bootstrap(
         )
         .map_err(|e| backend("enabling point-in-time recovery", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_name_too_long_for_a_bucket_is_refused_before_anything_is_made() {
+        let ok = AwsSettings::for_name(&"a".repeat(24), "123456789012", "ap-southeast-3");
+        assert!(check_bucket_name(&ok.output_bucket).is_ok());
+        let long = AwsSettings::for_name(&"a".repeat(30), "123456789012", "ap-southeast-3");
+        let e = check_bucket_name(&long.output_bucket).unwrap_err();
+        assert!(e.to_string().contains("at most 24"), "{e}");
+        assert!(check_bucket_name("Upper-Case").is_err());
+    }
 }

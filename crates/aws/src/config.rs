@@ -72,12 +72,28 @@ impl AwsSettings {
         })
     }
 
-    /// The `export` lines that configure other commands for these resources.
+    /// The environment that configures other processes (commands, functions, tasks) for
+    /// these resources.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("VODPIPE_BACKEND", "aws".to_string()),
+            ("VODPIPE_INGEST_BUCKET", self.ingest_bucket.clone()),
+            ("VODPIPE_OUTPUT_BUCKET", self.output_bucket.clone()),
+            ("VODPIPE_TABLE", self.table.clone()),
+            ("VODPIPE_QUEUE_PREFIX", self.queue_prefix.clone()),
+            ("VODPIPE_MAX_RECEIVES", self.max_receives.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// [`AwsSettings::env`] as `export` lines for a shell.
     pub fn exports(&self) -> String {
-        format!(
-            "export VODPIPE_BACKEND=aws\nexport VODPIPE_INGEST_BUCKET={}\nexport VODPIPE_OUTPUT_BUCKET={}\nexport VODPIPE_TABLE={}\nexport VODPIPE_QUEUE_PREFIX={}\nexport VODPIPE_MAX_RECEIVES={}\n",
-            self.ingest_bucket, self.output_bucket, self.table, self.queue_prefix, self.max_receives
-        )
+        self.env()
+            .iter()
+            .map(|(k, v)| format!("export {k}={v}\n"))
+            .collect()
     }
 
     /// The name of a queue.

@@ -41,19 +41,22 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
         .unwrap();
     let (subnets, security_group) = default_network();
     assert!(subnets.len() >= 2, "two AZs: {subnets:?}");
-    let fleet = EcsFleet::new(
-        bridge.clone(),
-        &sdk,
-        EcsSettings {
-            cluster: cluster.clone(),
-            task_definition: "vodpipe-worker".into(),
-            container: "worker".into(),
-            subnets: subnets.clone(),
-            security_groups: vec![security_group.clone()],
-            assign_public_ip: true,
-            max_per_tier: 4,
-        },
-    );
+    let fleet_capped_at = |max_per_tier: u32| {
+        EcsFleet::new(
+            bridge.clone(),
+            &sdk,
+            EcsSettings {
+                cluster: cluster.clone(),
+                task_definition: "vodpipe-worker".into(),
+                container: "worker".into(),
+                subnets: subnets.clone(),
+                security_groups: vec![security_group.clone()],
+                assign_public_ip: true,
+                max_per_tier,
+            },
+        )
+    };
+    let fleet = fleet_capped_at(4);
     assert_eq!(fleet.ensure_capacity(Tier::Standard, 3).unwrap(), 3);
     assert_eq!(fleet.count(Tier::Standard).unwrap(), 3);
     assert_eq!(
@@ -74,19 +77,7 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
     assert_eq!(fleet.ensure_capacity(Tier::Premium, 1).unwrap(), 1);
 
     // A burst larger than one RunTask call (10 tasks) is launched in paced calls.
-    let wide = EcsFleet::new(
-        bridge.clone(),
-        &sdk,
-        EcsSettings {
-            cluster: cluster.clone(),
-            task_definition: "vodpipe-worker".into(),
-            container: "worker".into(),
-            subnets,
-            security_groups: vec![security_group],
-            assign_public_ip: false,
-            max_per_tier: 40,
-        },
-    );
+    let wide = fleet_capped_at(40);
     assert_eq!(wide.ensure_capacity(Tier::Bulk, 25).unwrap(), 25);
     assert_eq!(wide.count(Tier::Bulk).unwrap(), 25);
 }

@@ -79,12 +79,7 @@ fn names_match_for_the_same_deployment_name() {
         );
     }
     // The functions and the worker task are configured with exactly what bootstrap prints.
-    let exports: BTreeMap<String, String> = s
-        .exports()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let exports: BTreeMap<String, String> = s.env().into_iter().collect();
     let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
     let worker: BTreeMap<String, String> = resource(&t, "WorkerTaskDefinition")
         ["ContainerDefinitions"][0]["Environment"]

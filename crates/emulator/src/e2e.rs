@@ -334,19 +334,10 @@ pub struct TestKnobs {
     pub scratch: PathBuf,
 }
 
-fn exported(settings: &AwsSettings) -> Vec<(String, String)> {
-    settings
-        .exports()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// The functions' environment: the template's `Globals` and per-function variables (the
 /// template test in this crate compares the names), with the emulator's values.
 pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
-    let mut env = exported(&n.settings);
+    let mut env = n.settings.env();
     for (key, v) in [
         ("VODPIPE_EVENT_BUS", "default".to_string()),
         ("VODPIPE_ECS_CLUSTER", n.cluster.clone()),
@@ -378,7 +369,7 @@ pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
 /// The worker task definition's environment, with the emulator's values (shorter idle
 /// exit and leases than a deployment's, so runs end quickly).
 pub fn task_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
-    let mut env = exported(&n.settings);
+    let mut env = n.settings.env();
     for (key, v) in [
         ("VODPIPE_IDLE_EXIT_SECS", "5".to_string()),
         ("VODPIPE_LEASE_SECS", "10".to_string()),

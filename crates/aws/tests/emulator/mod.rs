@@ -77,3 +77,47 @@ pub const REGION: &str = "us-east-1";
 pub fn settings(name: &str) -> vodpipe_aws::config::AwsSettings {
     vodpipe_aws::config::AwsSettings::for_name(name, ACCOUNT, REGION)
 }
+
+/// Deployment `name` on the emulator: bootstrapped and connected.
+pub fn deploy(name: &str) -> vodpipe_aws::Aws {
+    start();
+    let settings = settings(name);
+    let bridge = vodpipe_aws::config::Bridge::new().unwrap();
+    vodpipe_aws::bootstrap::bootstrap(&bridge, &bridge.sdk_config(), &settings).unwrap();
+    vodpipe_aws::Aws::connect(settings).unwrap()
+}
+
+/// `src` uploaded to the ingest bucket as `in/clip.mp4` and ingested (probed on this
+/// machine) as job `job_id` in chunks of `chunk_secs`: work queued on the standard tier.
+pub fn queued_job(
+    aws: &vodpipe_aws::Aws,
+    src: &std::path::Path,
+    job_id: &str,
+    chunk_secs: f64,
+    scratch: &std::path::Path,
+) {
+    use vodpipe_core::ports::ObjectStore;
+    aws.ingest
+        .put(
+            "in/clip.mp4",
+            &std::fs::read(src).unwrap(),
+            vodpipe_core::ports::Cacheability::Immutable,
+        )
+        .unwrap();
+    let source = vodpipe_core::ingest::Source {
+        uri: format!("s3://{}/in/clip.mp4", aws.settings.ingest_bucket),
+        key: "in/clip.mp4".into(),
+        job_id: job_id.into(),
+    };
+    let mut cfg = vodpipe_core::pipeline::Config::new(scratch);
+    cfg.plan.chunk_secs = chunk_secs;
+    let ing = vodpipe_core::ingest::ingest(
+        aws.ports(),
+        &cfg,
+        &source,
+        vodpipe_core::ports::Tier::Standard,
+        false,
+    )
+    .unwrap();
+    assert_eq!(ing.status, vodpipe_core::job::JobStatus::Encoding);
+}
