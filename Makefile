@@ -76,7 +76,7 @@ layer-deps:
 ## What the worker image's build needs: mmdebstrap (the root file system), buildah (the
 ## OCI image, no daemon), QEMU and arch-test (an arm64 root file system on another machine).
 image-deps:
-	@missing=""; for p in buildah mmdebstrap qemu-user-static arch-test; do \
+	@missing=""; for p in buildah mmdebstrap qemu-user-static arch-test zstd; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing…"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi

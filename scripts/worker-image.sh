@@ -106,6 +106,8 @@ base=$(dpkg-query -W -f='${Package} ${Essential} ${Priority} ${Protected}\n' |
 deps=$(apt-cache depends --recurse --installed --no-recommends --no-suggests --no-conflicts \
   --no-breaks --no-replaces --no-enhances $base | grep -v -e '^ ' -e '^<')
 keep=" $(printf '%s\n' $(owners) $deps ffmpeg ca-certificates | sort -u | tr '\n' ' ') "
+installed_mb() { dpkg-query -W -f='${Installed-Size}\n' | awk '{s += $1} END {printf "%d", s / 1024}'; }
+before=$(installed_mb)
 purge=""
 for p in $(dpkg-query -W -f='${Package}\n'); do
   case "$keep" in *" $p "*) ;; *) purge="$purge $p" ;; esac
@@ -122,7 +124,7 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/* /var/log/* /us
 for b in $bins; do
   if ldd "$b" | grep -q "not found"; then echo "prune broke $b:"; ldd "$b" | grep "not found"; exit 1; fi
 done
-echo "kept $(dpkg-query -W | wc -l) packages, purged $(echo $purge | wc -w)"
+echo "[worker-image] kept $(dpkg-query -W | wc -l) packages, purged $(echo $purge | wc -w): $(installed_mb) MB of the $before MB ffmpeg and its dependencies install (dpkg's sizes)"
 EOF
 if [ "$(id -u)" = 0 ]; then mode=root; else mode=unshare; fi
 log "building a bookworm $arch root file system with ffmpeg ($mode mode)"
@@ -132,7 +134,6 @@ mmdebstrap --quiet --mode="$mode" --variant=apt --arch="$arch" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --customize-hook="copy-in $work/bin/worker-task /usr/local/bin" \
-  --customize-hook='du -sk --exclude="*/var/lib/apt/lists" --exclude="*/var/cache/apt" "$1" | cut -f1 >'"$work/size-before" \
   --customize-hook="copy-in $work/prune.sh /tmp" \
   --customize-hook='chroot "$1" sh /tmp/prune.sh && rm -f "$1/tmp/prune.sh"' \
   --customize-hook='chroot "$1" useradd --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vodpipe' \
@@ -153,10 +154,9 @@ buildah "${storage[@]}" config --arch "$arch" --os linux --user 10001 \
   --label org.opencontainers.image.title=vodpipe-worker \
   --label org.opencontainers.image.revision="$tag" "$ctr"
 buildah "${storage[@]}" commit --quiet --format oci "$ctr" "$name" >/dev/null
-before_mb=$(($(cat "$work/size-before") / 1024))
-after_mb=$(($(stat -c %s "$work/rootfs.tar") / 1024 / 1024))
-gzip_mb=$(($(gzip -1 -c "$work/rootfs.tar" | wc -c) / 1024 / 1024))
-log "image $name: $after_mb MB unpacked (ffmpeg's full dependency set: $before_mb MB), ~$gzip_mb MB as a gzip layer"
+tar_mb=$(($(stat -c %s "$work/rootfs.tar") / 1024 / 1024))
+zstd_mb=$(($(zstd -q -3 -c "$work/rootfs.tar" | wc -c) / 1024 / 1024))
+log "image $name: $tar_mb MB unpacked, $zstd_mb MB as the zstd layer Fargate pulls"
 
 # ---------------------------------------------------------------- 4. push
 if [ -n "$push" ]; then
