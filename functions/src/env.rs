@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use vodpipe_core::pipeline::Config;
 use vodpipe_core::ports::Tier;
+use vodpipe_core::settings::SettingsPolicy;
 
 /// Logs as JSON lines (what CloudWatch Logs Insights queries), level from `VODPIPE_LOG`
 /// (default `info`).
@@ -29,10 +30,9 @@ pub fn init_logging() {
 pub struct Shared {
     /// The AWS ports and settings.
     pub aws: vodpipe_aws::Aws,
-    /// Pipeline knobs (ffprobe path, policy, plan options).
+    /// Pipeline knobs (ffprobe path, policy, plan options, per-upload settings policy:
+    /// `VODPIPE_DEFAULT_TIER`, `VODPIPE_PREFIX_TIERS`, `VODPIPE_SETTINGS_WAIT_SECONDS`).
     pub cfg: Config,
-    /// The tier new jobs are queued on (`VODPIPE_DEFAULT_TIER`, default standard).
-    pub tier: Tier,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -76,12 +76,28 @@ impl Shared {
             ));
         }
         let tier_name = env_or("VODPIPE_DEFAULT_TIER", "standard");
-        let tier = Tier::parse(&tier_name).ok_or_else(|| {
+        cfg.settings.default_tier = Tier::parse(&tier_name).ok_or_else(|| {
             FunctionError::Config(format!(
                 "VODPIPE_DEFAULT_TIER is {tier_name:?}; use premium, standard or bulk"
             ))
         })?;
-        Ok(Arc::new(Shared { aws, cfg, tier }))
+        cfg.settings.prefix_tiers =
+            SettingsPolicy::parse_prefix_tiers(&env_or("VODPIPE_PREFIX_TIERS", ""))
+                .map_err(|e| FunctionError::Config(format!("VODPIPE_PREFIX_TIERS: {e}")))?;
+        let wait = match std::env::var("VODPIPE_SETTINGS_WAIT_SECONDS") {
+            Ok(v) if !v.is_empty() => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| (0.0..=120.0).contains(s))
+                .ok_or_else(|| {
+                    FunctionError::Config(format!(
+                        "VODPIPE_SETTINGS_WAIT_SECONDS is {v:?}; use 0 to 120 seconds"
+                    ))
+                })?,
+            _ => 0.0,
+        };
+        cfg.settings.settings_wait = std::time::Duration::from_secs_f64(wait);
+        Ok(Arc::new(Shared { aws, cfg }))
     }
 
     /// Runs a synchronous use-case on the blocking pool.

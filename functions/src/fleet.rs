@@ -148,7 +148,7 @@ pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
                 key,
                 job_id: job.id.clone(),
             };
-            let ing = ingest(shared.aws.ports(), &shared.cfg, &source, job.tier, false)?;
+            let ing = ingest(shared.aws.ports(), &shared.cfg, &source, false)?;
             tracing::warn!(job = %job.id, status = %ing.status, "resumed an abandoned ingest");
             shared.aws.announce(&job.id);
             resumed.push(job.id);

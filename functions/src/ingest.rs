@@ -3,7 +3,9 @@
 //! Each record is handled on its own: a key is URL-decoded, the object is read through
 //! `head` for its version (so the job id matches what `vodpipe ingest` derives), and the
 //! job is created idempotently: a duplicate delivery finds the job and queues nothing
-//! new. A refused source (hostile, unsupported, unreadable) becomes a FAILED job with its
+//! new. The upload's own settings (metadata, a `<key>.vodpipe.json` beside it, the prefix
+//! map) choose its tier and ladder ([`vodpipe_core::settings`]); settings files and
+//! profiles are vodpipe's, not videos, and their events are skipped. A refused source (hostile, unsupported, unreadable) becomes a FAILED job with its
 //! reason; that is a result, not an error, so it is never retried into a crash loop. Only
 //! backend failures make the invocation fail, and Lambda then retries the whole event,
 //! which the idempotent records before and after it survive unchanged.
@@ -160,6 +162,13 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
     if key.ends_with('/') {
         return skipped(&key, "a folder marker, not a video".into());
     }
+    if vodpipe_core::settings::is_settings_key(&key) {
+        // Read by the ingest of the video it belongs to (which waits a while for it).
+        return skipped(
+            &key,
+            "a vodpipe settings file or profile, not a video".into(),
+        );
+    }
     let bucket = record.s3.bucket.name.clone();
     if bucket != shared.aws.settings.ingest_bucket {
         return skipped(
@@ -184,7 +193,7 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
     };
     // A FAILED job is not retried on a duplicate delivery: the same bytes would fail the
     // same way. Uploading the object again (a new version) makes a new job.
-    match ingest(shared.aws.ports(), &shared.cfg, &source, shared.tier, false) {
+    match ingest(shared.aws.ports(), &shared.cfg, &source, false) {
         // Another ingest holds the job in PROBING (a concurrent delivery, or one that died).
         // Fail the record so Lambda retries it; once the holder is presumed dead the retry
         // takes the job over, and the fleet's sweep covers whatever retries do not.

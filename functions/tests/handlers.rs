@@ -44,6 +44,11 @@ fn shared() -> Arc<Shared> {
         .clone()
 }
 
+/// What a job for `key` records when nothing chose otherwise.
+fn defaults(key: &str) -> vodpipe_core::settings::JobSettings {
+    vodpipe_core::settings::fallback(key, &Default::default(), 4.0)
+}
+
 fn clip(path: &Path) {
     let ok = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
@@ -130,12 +135,24 @@ fn stitch_reports_only_the_messages_that_should_come_back() {
     // A job that exists but is not STITCHING: its request is a harmless no-op.
     s.aws
         .state
-        .create_job("probing-job", "s3://x/y.mp4", "y", Tier::Standard)
+        .create_job(
+            "probing-job",
+            "s3://x/y.mp4",
+            "y",
+            Tier::Standard,
+            &defaults("y.mp4"),
+        )
         .unwrap();
     // A STITCHING job whose plan cannot be read: a store problem, worth another try.
     s.aws
         .state
-        .create_job("broken-job", "s3://x/z.mp4", "z", Tier::Standard)
+        .create_job(
+            "broken-job",
+            "s3://x/z.mp4",
+            "z",
+            Tier::Standard,
+            &defaults("z.mp4"),
+        )
         .unwrap();
     assert!(s
         .aws

@@ -282,6 +282,7 @@ impl DynamoJobs {
             finished_at: get_f(a, "finished_at"),
             stitch_count: get_u(a, "stitch_count") as u32,
             master_key: get_s(a, "master_key"),
+            settings: get_s(a, "settings").and_then(|doc| serde_json::from_str(&doc).ok()),
             dash_key: get_s(a, "dash_key"),
             id,
         })
@@ -403,12 +404,18 @@ impl JobStore for DynamoJobs {
         source: &str,
         asset: &str,
         tier: Tier,
+        settings: &vodpipe_core::settings::JobSettings,
     ) -> PortResult<(JobRecord, bool)> {
         let mut item = job_key(id);
         item.insert("id".into(), s(id));
         item.insert("source".into(), s(source));
         item.insert("asset".into(), s(asset));
         item.insert("tier".into(), s(tier.as_str()));
+        item.insert(
+            "settings".into(),
+            s(&serde_json::to_string(settings)
+                .map_err(|e| PortError::Backend(format!("job settings: {e}")))?),
+        );
         item.insert("status".into(), s(JobStatus::Queued.as_str()));
         item.insert("created_at".into(), n(now_secs()));
         // A nonce identifies this call's write: if the SDK retries a put whose first try

@@ -32,6 +32,7 @@ pub fn detail(job: &JobRecord) -> serde_json::Value {
         "source": job.source,
         "asset": job.asset,
         "tier": job.tier.as_str(),
+        "settings": job.settings,
         "error": job.error,
         "master_key": job.master_key,
         "dash_key": job.dash_key,

@@ -135,7 +135,8 @@ impl Aws {
         Ok(Aws {
             state: AwsState::connect(bridge.clone(), &sdk, &settings)?,
             objects: s3::S3Objects::new(bridge.clone(), &sdk, &settings.output_bucket)
-                .with_source_access(s3::SourceAccess::from_env()?),
+                .with_source_access(s3::SourceAccess::from_env()?)
+                .with_profiles_in(&settings.ingest_bucket),
             ingest: s3::S3Objects::new(bridge.clone(), &sdk, &settings.ingest_bucket),
             bridge,
             settings,
@@ -216,8 +217,9 @@ impl JobStore for AwsState {
         source: &str,
         asset: &str,
         tier: Tier,
+        settings: &vodpipe_core::settings::JobSettings,
     ) -> PortResult<(JobRecord, bool)> {
-        self.jobs.create_job(id, source, asset, tier)
+        self.jobs.create_job(id, source, asset, tier, settings)
     }
     fn job(&self, id: &str) -> PortResult<Option<JobRecord>> {
         self.jobs.job(id)

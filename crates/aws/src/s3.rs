@@ -187,6 +187,8 @@ pub struct S3Objects {
     access: SourceAccess,
     /// Started on the first source opened through it.
     loopback: std::sync::Mutex<Option<Arc<crate::loopback::Loopback>>>,
+    /// The bucket the deployment's ladder profiles live in (the ingest bucket).
+    profiles_bucket: Option<String>,
 }
 
 /// Content-Type by extension, as players and CDNs expect.
@@ -229,7 +231,52 @@ impl S3Objects {
             bucket: bucket.to_string(),
             access: SourceAccess::Presigned,
             loopback: std::sync::Mutex::new(None),
+            profiles_bucket: None,
         }
+    }
+
+    /// The same store, reading ladder profiles from `bucket`
+    /// (`_vodpipe/profiles/<name>.json`).
+    pub fn with_profiles_in(mut self, bucket: &str) -> Self {
+        self.profiles_bucket = Some(bucket.to_string());
+        self
+    }
+
+    /// `HEAD` of an `s3://` URI; a missing object is `NotFound`.
+    fn head_object(
+        &self,
+        uri: &str,
+    ) -> PortResult<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
+        let (bucket, key) = parse_s3_uri(uri)
+            .ok_or_else(|| PortError::NotFound(format!("{uri} is not an s3:// URI")))?;
+        self.bridge
+            .run(self.client.head_object().bucket(bucket).key(key).send())
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|se| se.is_not_found()) {
+                    PortError::NotFound(uri.to_string())
+                } else {
+                    backend("s3 head", e)
+                }
+            })
+    }
+
+    /// An object's bytes, or `None` when it does not exist.
+    fn get_optional(&self, bucket: &str, key: &str) -> PortResult<Option<Vec<u8>>> {
+        let out = match self
+            .bridge
+            .run(self.client.get_object().bucket(bucket).key(key).send())
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(backend(&format!("s3 get {key}"), e)),
+        };
+        let body = self
+            .bridge
+            .run(out.body.collect())
+            .map_err(|e| backend("s3 read body", e))?;
+        Ok(Some(body.into_bytes().to_vec()))
     }
 
     /// The same store, handing sources out as `access` says.
@@ -279,18 +326,7 @@ impl S3Objects {
     /// The source's version identity (version id, else ETag) and size, for job ids and the
     /// size cap.
     pub fn head(&self, uri: &str) -> PortResult<(String, u64)> {
-        let (bucket, key) = parse_s3_uri(uri)
-            .ok_or_else(|| PortError::NotFound(format!("{uri} is not an s3:// URI")))?;
-        let out = self
-            .bridge
-            .run(self.client.head_object().bucket(bucket).key(key).send())
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|se| se.is_not_found()) {
-                    PortError::NotFound(uri.to_string())
-                } else {
-                    backend("s3 head", e)
-                }
-            })?;
+        let out = self.head_object(uri)?;
         let version = out
             .version_id()
             .filter(|v| *v != "null")
@@ -325,27 +361,8 @@ impl ObjectStore for S3Objects {
     }
 
     fn get(&self, key: &str) -> PortResult<Vec<u8>> {
-        let out = self
-            .bridge
-            .run(
-                self.client
-                    .get_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send(),
-            )
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|se| se.is_no_such_key()) {
-                    PortError::NotFound(key.to_string())
-                } else {
-                    backend(&format!("s3 get {key}"), e)
-                }
-            })?;
-        let body = self
-            .bridge
-            .run(out.body.collect())
-            .map_err(|e| backend("s3 read body", e))?;
-        Ok(body.into_bytes().to_vec())
+        self.get_optional(&self.bucket, key)?
+            .ok_or_else(|| PortError::NotFound(key.to_string()))
     }
 
     fn locate(&self, key: &str) -> String {
@@ -428,6 +445,34 @@ impl ObjectStore for S3Objects {
 
     fn presign(&self, key: &str, ttl: Duration) -> PortResult<String> {
         self.presign_in(&self.bucket, key, ttl)
+    }
+
+    fn source_metadata(
+        &self,
+        source: &str,
+    ) -> PortResult<std::collections::BTreeMap<String, String>> {
+        Ok(self
+            .head_object(source)?
+            .metadata()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
+        let (bucket, key) = parse_s3_uri(source)
+            .ok_or_else(|| PortError::NotFound(format!("source {source} is not an s3:// URI")))?;
+        self.get_optional(bucket, &vodpipe_core::settings::settings_key(key))
+    }
+
+    fn profile(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
+        match &self.profiles_bucket {
+            Some(bucket) => self.get_optional(bucket, &vodpipe_core::settings::profile_key(name)),
+            None => Ok(None),
+        }
     }
 
     fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String> {

@@ -96,8 +96,13 @@ struct MediaOpts {
     #[arg(long, default_value_t = 20.0)]
     chunk_seconds: f64,
     /// Ladder and encoder settings as JSON (see README); defaults to the built-in ladder.
+    /// Given here, it beats whatever an upload's settings say.
     #[arg(long)]
     ladder: Option<PathBuf>,
+    /// Directory of named ladders (`<name>.json`) uploads may choose with a settings file
+    /// (`"ladder": "<name>"`); `watch` defaults to DIR/_vodpipe/profiles.
+    #[arg(long, env = "VODPIPE_PROFILES")]
+    profiles: Option<PathBuf>,
     /// ffmpeg binary.
     #[arg(long, env = "VODPIPE_FFMPEG", default_value = "ffmpeg")]
     ffmpeg: String,
@@ -117,9 +122,10 @@ struct RunArgs {
     /// Worker processes (default: one per two cores, at least one).
     #[arg(long)]
     workers: Option<u32>,
-    /// Tier for the jobs.
-    #[arg(long, default_value = "standard", value_parser = parse_tier)]
-    tier: Tier,
+    /// Tier for the jobs; beats a settings file beside an input (default: the settings
+    /// file's, else standard).
+    #[arg(long, value_parser = parse_tier)]
+    tier: Option<Tier>,
     /// Print one JSON object per job on stdout instead of progress bars.
     #[arg(long)]
     json: bool,
@@ -151,9 +157,10 @@ struct IngestArgs {
     /// default STATE/out).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Tier: premium (on-demand capacity, first), standard, bulk.
-    #[arg(long, default_value = "standard", value_parser = parse_tier)]
-    tier: Tier,
+    /// Tier: premium (on-demand capacity, first), standard, bulk. Beats the upload's own
+    /// settings (metadata, settings file); default: those, else standard.
+    #[arg(long, value_parser = parse_tier)]
+    tier: Option<Tier>,
     /// Print `{"job_id": …}`.
     #[arg(long)]
     json: bool,
@@ -217,9 +224,15 @@ struct WatchArgs {
     /// Where published assets go (default STATE/out).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Tier for new jobs.
+    /// Tier for new jobs that choose none (by a settings file or a prefix directory).
     #[arg(long, default_value = "standard", value_parser = parse_tier)]
     tier: Tier,
+    /// Sub-directories that choose a tier, PREFIX=TIER, comma-separated ("" for none).
+    #[arg(long, default_value = "premium/=premium,archive/=bulk")]
+    prefix_tiers: String,
+    /// How long a stable file without a settings file waits for one, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    settings_wait: f64,
     /// A file is ingested once its size and mtime are unchanged for this long.
     #[arg(long, default_value_t = 2)]
     stable_seconds: u64,
@@ -294,8 +307,17 @@ fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
     };
     if let Some(p) = &m.ladder {
         c.ladder = LadderConfig::from_file(p)?;
+        c.settings.command_ladder = true;
     }
     Ok(c)
+}
+
+/// The embedded backend reading ladder profiles from `dir`, if one is given.
+fn with_profiles(mut local: Local, dir: Option<&Path>) -> Local {
+    if let Some(d) = dir {
+        local.objects = local.objects.clone().with_profiles(d);
+    }
+    local
 }
 
 /// Opens the embedded backend; `workers` > 0 lets ingest start worker processes, which
@@ -340,8 +362,10 @@ fn reconcile(local: &Local, max: u32) -> Result<()> {
     Ok(())
 }
 
-/// A local file's identity: directory, name, and size + mtime as its version.
-fn local_source(path: &Path) -> Result<Source> {
+/// A local file's identity: directory, name, and size + mtime as its version. Its key
+/// (what prefix maps and asset names read) is its name, or its path under `root` (a
+/// watched directory, the local stand-in for a bucket).
+fn local_source(path: &Path, root: Option<&Path>) -> Result<Source> {
     let abs =
         std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
     let meta = std::fs::metadata(&abs).with_context(|| format!("cannot read {}", abs.display()))?;
@@ -358,10 +382,18 @@ fn local_source(path: &Path) -> Result<Source> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let key = root
+        .and_then(|r| std::fs::canonicalize(r).ok())
+        .and_then(|r| {
+            abs.strip_prefix(r)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| name.clone());
     Ok(Source {
         job_id: job_id(&dir, &name, &format!("{}:{mtime}", meta.len())),
         uri: abs.display().to_string(),
-        key: name,
+        key,
     })
 }
 
@@ -371,12 +403,16 @@ fn run(a: RunArgs) -> Result<i32> {
     let workers = a.workers.unwrap_or_else(|| {
         (std::thread::available_parallelism().map_or(2, |n| n.get() as u32) / 2).max(1)
     });
-    let local = open_with(&state, Some(&a.out), workers, 5, Some(&a.media.ffmpeg))?;
-    let cfg = config(&state.join("scratch"), &a.media)?;
+    let local = with_profiles(
+        open_with(&state, Some(&a.out), workers, 5, Some(&a.media.ffmpeg))?,
+        a.media.profiles.as_deref(),
+    );
+    let mut cfg = config(&state.join("scratch"), &a.media)?;
+    cfg.settings.command_tier = a.tier;
     let mut ids = Vec::new();
     for input in &a.inputs {
-        let source = local_source(input)?;
-        let ing = ingest(local.ports(), &cfg, &source, a.tier, true)?;
+        let source = local_source(input, None)?;
+        let ing = ingest(local.ports(), &cfg, &source, true)?;
         ids.push(ing.job_id);
     }
     let jobs = progress::follow(&local, &ids, !a.json, workers)?;
@@ -411,15 +447,21 @@ fn run(a: RunArgs) -> Result<i32> {
 }
 
 fn ingest_cmd(a: IngestArgs) -> Result<i32> {
-    let backend = a.state.open(a.out.as_deref(), 0, None, false)?;
-    let cfg = config(&a.state.scratch()?, &a.media)?;
+    let backend = match a.state.open(a.out.as_deref(), 0, None, false)? {
+        backend::Backend::Local(l) => {
+            backend::Backend::Local(Box::new(with_profiles(*l, a.media.profiles.as_deref())))
+        }
+        aws => aws,
+    };
+    let mut cfg = config(&a.state.scratch()?, &a.media)?;
+    cfg.settings.command_tier = a.tier;
     let source = match &backend {
         backend::Backend::Aws(aws) => aws
             .source(&a.input)
             .with_context(|| format!("cannot read {}", a.input))?,
-        backend::Backend::Local(_) => local_source(Path::new(&a.input))?,
+        backend::Backend::Local(_) => local_source(Path::new(&a.input), None)?,
     };
-    let ing = ingest(backend.ports(), &cfg, &source, a.tier, true)?;
+    let ing = ingest(backend.ports(), &cfg, &source, true)?;
     let job = backend
         .jobs()
         .job(&ing.job_id)?
@@ -603,14 +645,30 @@ fn plan(a: PlanArgs) -> Result<i32> {
 }
 
 fn watch(a: WatchArgs) -> Result<i32> {
-    let local = open_with(
-        &a.state.state_dir()?,
-        a.out.as_deref(),
-        a.workers,
-        a.state.max_receives,
-        Some(&a.media.ffmpeg),
-    )?;
-    let cfg = config(&a.state.scratch()?, &a.media)?;
+    let profiles = a
+        .media
+        .profiles
+        .clone()
+        .unwrap_or_else(|| a.dir.join(vodpipe_core::settings::PROFILES_PREFIX));
+    let local = with_profiles(
+        open_with(
+            &a.state.state_dir()?,
+            a.out.as_deref(),
+            a.workers,
+            a.state.max_receives,
+            Some(&a.media.ffmpeg),
+        )?,
+        Some(&profiles),
+    );
+    let mut cfg = config(&a.state.scratch()?, &a.media)?;
+    cfg.settings.default_tier = a.tier;
+    cfg.settings.prefix_tiers =
+        vodpipe_core::settings::SettingsPolicy::parse_prefix_tiers(&a.prefix_tiers)
+            .map_err(|e| anyhow::anyhow!("--prefix-tiers: {e}"))?;
+    if !(0.0..=120.0).contains(&a.settings_wait) {
+        bail!("--settings-wait must be between 0 and 120 seconds");
+    }
+    cfg.settings.settings_wait = Duration::from_secs_f64(a.settings_wait);
     let shutdown = Shutdown::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;
@@ -622,18 +680,7 @@ fn watch(a: WatchArgs) -> Result<i32> {
         Default::default();
     let mut done: std::collections::HashSet<String> = Default::default();
     while !shutdown.is_triggered() {
-        for entry in std::fs::read_dir(&a.dir)
-            .with_context(|| format!("reading {}", a.dir.display()))?
-            .flatten()
-        {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            let hidden = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if !meta.is_file() || hidden {
-                continue;
-            }
+        for (path, meta) in uploads_under(&a.dir)? {
             let (size, mtime) = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
             let e = seen
                 .entry(path.clone())
@@ -646,7 +693,7 @@ fn watch(a: WatchArgs) -> Result<i32> {
                 continue;
             }
             // One unreadable or vanished file must not stop the watcher.
-            let source = match local_source(&path) {
+            let source = match local_source(&path, Some(&a.dir)) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("skipping {}: {e:#}", path.display());
@@ -656,7 +703,7 @@ fn watch(a: WatchArgs) -> Result<i32> {
             if !done.insert(source.job_id.clone()) {
                 continue;
             }
-            match ingest(local.ports(), &cfg, &source, a.tier, false) {
+            match ingest(local.ports(), &cfg, &source, false) {
                 Ok(ing) => eprintln!("{} {} {}", ing.job_id, ing.status, path.display()),
                 Err(e) => {
                     eprintln!("ingesting {} failed, will retry: {e}", path.display());
@@ -669,4 +716,35 @@ fn watch(a: WatchArgs) -> Result<i32> {
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(0)
+}
+
+/// Every file under `dir` that is an upload: sub-directories (prefixes) included; hidden
+/// files, settings files and `_vodpipe/` (profiles) left out.
+fn uploads_under(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if d != dir => {
+                eprintln!("skipping {}: {e}", d.display());
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", d.display())),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            if name.starts_with('.') || (d == dir && name == "_vodpipe") {
+                continue;
+            }
+            if meta.is_dir() {
+                todo.push(path);
+            } else if meta.is_file() && !vodpipe_core::settings::is_settings_key(&name) {
+                out.push((path, meta));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -24,6 +24,7 @@ pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
         "source": j.source,
         "status": j.status.as_str(),
         "tier": j.tier.as_str(),
+        "settings": j.settings,
         "error": j.error,
         "master": locate(&j.master_key),
         "dash": locate(&j.dash_key),
@@ -86,7 +87,20 @@ pub fn status(job: String, state: &StateOpts, as_json: bool) -> Result<i32> {
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
     );
-    println!("tier      {}", j.tier);
+    println!("tier      {}{}", j.tier, from(&j, |s| s.tier.from));
+    if let Some(s) = &j.settings {
+        println!(
+            "settings  ladder {} ({}), segments {} s ({}), codecs {} ({}), asset {} ({})",
+            s.ladder.value,
+            origin(s.ladder.from),
+            s.segment_seconds.value,
+            origin(s.segment_seconds.from),
+            s.codecs.value.join(","),
+            origin(s.codecs.from),
+            s.asset.value,
+            origin(s.asset.from)
+        );
+    }
     println!(
         "progress  {}/{} items, {}/{} frames",
         j.done, j.total, j.frames_done, j.frames_total
@@ -105,6 +119,24 @@ pub fn status(job: String, state: &StateOpts, as_json: bool) -> Result<i32> {
         println!("HLS       {m}\nDASH      {d}");
     }
     Ok(0)
+}
+
+fn origin(o: vodpipe_core::settings::Origin) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// " (from metadata)": where one of a job's settings came from, if it recorded them.
+fn from(
+    j: &JobRecord,
+    which: impl Fn(&vodpipe_core::settings::JobSettings) -> vodpipe_core::settings::Origin,
+) -> String {
+    j.settings
+        .as_ref()
+        .map(|s| format!(" (from {})", origin(which(s))))
+        .unwrap_or_default()
 }
 
 fn bar(done: u64, total: u64, width: usize) -> String {
@@ -145,16 +177,20 @@ fn table(backend: &Backend, jobs: &[JobRecord]) -> Result<String> {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:<10} {:<9} {:<22} {:>7} {:>5}  SOURCE",
-        "JOB", "STATE", "TIER", "PROGRESS", "ITEMS", "INT"
+        "{:<16} {:<10} {:<9} {:<13} {:<22} {:>7} {:>5}  SOURCE",
+        "JOB", "STATE", "TIER", "TIER FROM", "PROGRESS", "ITEMS", "INT"
     );
     for j in jobs {
         let _ = writeln!(
             out,
-            "{:<16} {:<10} {:<9} {:<22} {:>7} {:>5}  {}{}",
+            "{:<16} {:<10} {:<9} {:<13} {:<22} {:>7} {:>5}  {}{}",
             j.id,
             j.status.as_str(),
             j.tier.as_str(),
+            j.settings
+                .as_ref()
+                .map(|s| origin(s.tier.from))
+                .unwrap_or_else(|| "-".into()),
             bar(j.frames_done, j.frames_total, 20),
             format!("{}/{}", j.done, j.total),
             j.interruptions,

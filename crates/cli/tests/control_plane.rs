@@ -35,6 +35,20 @@ fn vodpipe(args: &[&str], state: &Path) -> serde_json::Value {
     }
 }
 
+/// `vodpipe jobs --json` on `state`, one value per job.
+fn jobs_json(state: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["jobs", "--json", "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn ingest_worker_status_and_jobs_work_across_processes() {
     let d = tempfile::tempdir().unwrap();
@@ -133,17 +147,7 @@ fn a_watched_folder_ingests_a_file_once_it_stops_growing() {
     }
     let started = Instant::now();
     let job = loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
-            .args(["jobs", "--json", "--state"])
-            .arg(&state)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let jobs: Vec<serde_json::Value> = text
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let jobs = jobs_json(&state);
         if let Some(j) = jobs
             .iter()
             .find(|j| j["status"] == "PUBLISHED" || j["status"] == "FAILED")
@@ -166,4 +170,106 @@ fn a_watched_folder_ingests_a_file_once_it_stops_growing() {
         "a half-written upload was ingested: {job}"
     );
     assert_published_correctly(&job, &dest, d.path());
+}
+
+#[test]
+fn a_watched_folder_honours_prefix_directories_settings_files_and_profiles() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let inbox = d.path().join("inbox");
+    for dir in ["archive", "_vodpipe/profiles"] {
+        std::fs::create_dir_all(inbox.join(dir)).unwrap();
+    }
+    let src = d.path().join("clip.mp4");
+    make_clip(&src, "320x180", "25", 2, None, FAST_H264);
+    std::fs::write(
+        inbox.join("_vodpipe/profiles/small.json"),
+        r#"{"rungs": [{"name": "144p", "short_side": 144, "max_kbps": 300}]}"#,
+    )
+    .unwrap();
+    // Settings files first, as a tool that writes them before the video would.
+    std::fs::write(
+        inbox.join("chosen.mp4.vodpipe.json"),
+        r#"{"tier": "premium", "ladder": "small"}"#,
+    )
+    .unwrap();
+    std::fs::write(inbox.join("wrong.mp4.vodpipe.json"), r#"{"tier": "gold"}"#).unwrap();
+    for name in ["archive/old.mp4", "chosen.mp4", "wrong.mp4"] {
+        std::fs::copy(&src, inbox.join(name)).unwrap();
+    }
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["watch"])
+        .arg(&inbox)
+        .args(["--stable-seconds", "1", "--workers", "1", "--state"])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let jobs = loop {
+        let jobs = jobs_json(&state);
+        if jobs.len() == 3
+            && jobs
+                .iter()
+                .all(|j| j["status"] == "PUBLISHED" || j["status"] == "FAILED")
+        {
+            break jobs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "watched uploads never finished: {jobs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status();
+    watch.wait().unwrap();
+    let by_name = |name: &str| {
+        jobs.iter()
+            .find(|j| j["source"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("no job for {name}: {jobs:?}"))
+    };
+    let old = by_name("archive/old.mp4");
+    assert_eq!(old["status"], "PUBLISHED", "{old}");
+    assert_eq!(
+        (
+            old["tier"].as_str(),
+            old["settings"]["tier"]["from"].as_str()
+        ),
+        (Some("bulk"), Some("prefix"))
+    );
+    assert!(
+        old["master_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("archive/old/"),
+        "{old}"
+    );
+    let chosen = by_name("chosen.mp4");
+    assert_eq!(chosen["status"], "PUBLISHED", "{chosen}");
+    assert_eq!(chosen["tier"], "premium");
+    assert_eq!(chosen["settings"]["tier"]["from"], "settings-file");
+    assert_eq!(chosen["settings"]["ladder"]["value"], "small");
+    let master = std::fs::read_to_string(
+        state
+            .join("out")
+            .join(chosen["master_key"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        master.contains("RESOLUTION=256x144"),
+        "the profile's one rung: {master}"
+    );
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 1, "{master}");
+    let wrong = by_name("wrong.mp4");
+    assert_eq!(wrong["status"], "FAILED", "{wrong}");
+    assert!(
+        wrong["error"]
+            .as_str()
+            .unwrap()
+            .contains("use premium, standard or bulk"),
+        "{wrong}"
+    );
 }

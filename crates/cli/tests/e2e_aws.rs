@@ -187,3 +187,50 @@ fn a_hostile_upload_fails_once_with_its_reason_and_starts_no_worker() {
     assert_eq!(statuses(emu), ["FAILED"], "{emu:#}");
     assert_eq!(emu["metrics"]["JobStateChanges:FAILED"], 1, "{emu:#}");
 }
+
+#[test]
+fn two_uploads_choose_their_tiers_by_metadata_and_by_prefix() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "320x180", "25", 6, Some(440), FAST_H264);
+    let out = d.path().join("out");
+    let (code, report) = e2e(
+        &src,
+        "uploads/paid.mp4",
+        &out,
+        "e2e-tiers",
+        &[
+            "--metadata",
+            "vodpipe-tier=premium",
+            "--also",
+            "archive/old.mp4",
+            "--chunk-seconds",
+            "4",
+        ],
+    );
+    let emu = &report["emulator"];
+    assert_eq!(code, 0, "{report:#}");
+    let jobs = emu["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    let (paid, old) = (&jobs[0], &jobs[1]);
+    for j in [paid, old] {
+        assert_eq!(j["status"], "PUBLISHED", "{j:#}");
+    }
+    // `vodpipe status --json` says which tier and why.
+    assert_eq!(paid["tier"], "premium", "{paid:#}");
+    assert_eq!(paid["settings"]["tier"]["from"], "metadata", "{paid:#}");
+    assert_eq!(old["tier"], "bulk", "{old:#}");
+    assert_eq!(old["settings"]["tier"]["from"], "prefix", "{old:#}");
+    // Each was encoded by its own tier's capacity: premium tasks serve only the premium
+    // queue, Spot tasks (started for bulk) the standard and bulk queues.
+    let started = &emu["fargate"]["started_by"];
+    assert!(
+        started["vodpipe-premium"].as_u64().unwrap_or(0) >= 1,
+        "{emu:#}"
+    );
+    assert!(
+        started["vodpipe-bulk"].as_u64().unwrap_or(0) >= 1,
+        "{emu:#}"
+    );
+    assert_eq!(emu["metrics"]["JobsIngested"], 2, "{emu:#}");
+}

@@ -13,6 +13,7 @@ use vodpipe_core::ports::{
     Acquired, Completion, ItemKind, ItemRef, JobStore, Message, PortError, Queue, Release, Tier,
     WorkQueue,
 };
+use vodpipe_core::settings::{JobSettings, SettingsPolicy};
 
 /// A backend's state half: jobs, leases and queues.
 pub trait StateBackend: JobStore + WorkQueue {}
@@ -32,10 +33,26 @@ fn item(job: &str, index: u32) -> ItemRef {
     }
 }
 
+/// The settings a job for `key` on `tier` records (the deployment's defaults).
+fn chosen(key: &str, tier: Tier) -> JobSettings {
+    let policy = SettingsPolicy {
+        default_tier: tier,
+        ..SettingsPolicy::default()
+    };
+    vodpipe_core::settings::fallback(key, &policy, 4.0)
+}
+
 /// A job in ENCODING with `n` video items.
 fn encoding_job(s: &dyn StateBackend, id: &str, n: u32) -> Vec<ItemRef> {
-    s.create_job(id, &format!("src/{id}.mp4"), id, Tier::Standard)
-        .unwrap();
+    let source = format!("src/{id}.mp4");
+    s.create_job(
+        id,
+        &source,
+        id,
+        Tier::Standard,
+        &chosen(&source, Tier::Standard),
+    )
+    .unwrap();
     assert!(s
         .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
         .unwrap());
@@ -76,7 +93,13 @@ pub fn create_if_absent_is_race_free(connect: Connect<'_>) {
                 s.spawn(|| {
                     usize::from(
                         connect()
-                            .create_job("race", "src.mp4", "src", Tier::Bulk)
+                            .create_job(
+                                "race",
+                                "src.mp4",
+                                "src",
+                                Tier::Bulk,
+                                &chosen("src.mp4", Tier::Bulk),
+                            )
                             .unwrap()
                             .1,
                     )
@@ -418,6 +441,39 @@ pub fn items_report_done_and_leased(connect: Connect<'_>) {
     assert_eq!(states, [(true, false), (false, true), (false, false)]);
 }
 
+/// What an upload chose (and where each setting came from) is stored with its job, and a
+/// second create (a duplicate event) neither changes nor loses it.
+pub fn a_job_keeps_the_settings_it_was_created_with(connect: Connect<'_>) {
+    let s = connect();
+    let mut settings = chosen("premium/film.mov", Tier::Premium);
+    settings.tier.from = vodpipe_core::settings::Origin::Metadata;
+    settings.segment_seconds.value = 6.0;
+    let (job, created) = s
+        .create_job(
+            "with-settings",
+            "premium/film.mov",
+            "premium/film",
+            Tier::Premium,
+            &settings,
+        )
+        .unwrap();
+    assert!(created);
+    assert_eq!(job.settings.as_ref(), Some(&settings));
+    let other = chosen("premium/film.mov", Tier::Bulk);
+    let (again, created) = s
+        .create_job(
+            "with-settings",
+            "premium/film.mov",
+            "premium/film",
+            Tier::Bulk,
+            &other,
+        )
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.tier, Tier::Premium);
+    assert_eq!(again.settings, Some(settings));
+}
+
 /// Generates one `#[test]` per contract check, each on a fresh store from `$fresh` (a
 /// function returning a connector), so every backend runs the same list.
 #[macro_export]
@@ -435,6 +491,7 @@ macro_rules! contract_suite {
             failed_jobs_hand_out_no_work,
             a_reset_job_fences_out_its_old_workers,
             items_report_done_and_leased,
+            a_job_keeps_the_settings_it_was_created_with,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

@@ -4,11 +4,11 @@
 //! at least once) finds the job already there and queues nothing. A source the input
 //! policy refuses, or that cannot be read, ends as a FAILED job with the reason.
 
-use crate::job::{asset_name, JobStatus};
+use crate::job::JobStatus;
 use crate::ladder::ladder_for;
 use crate::pipeline::{Config, JobPlan, Ports};
 use crate::plan::plan;
-use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue, Tier};
+use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
 use crate::probe::probe;
 use std::path::Path;
 use std::time::Duration;
@@ -35,19 +35,55 @@ pub struct Ingested {
     pub status: JobStatus,
 }
 
-/// Probes, plans and queues `source` on `tier`. With `retry_failed`, a job that already
-/// FAILED for this exact source starts over.
+/// Probes, plans and queues `source` with the settings its upload chose (see
+/// [`crate::settings`]; the deployment's side is `cfg.settings`). With `retry_failed`, a
+/// job that already FAILED for this exact source starts over.
 pub fn ingest(
     ports: Ports<'_>,
     cfg: &Config,
     source: &Source,
-    tier: Tier,
     retry_failed: bool,
 ) -> PortResult<Ingested> {
-    let (job, mut created) =
-        ports
-            .jobs
-            .create_job(&source.job_id, &source.uri, &asset_name(&source.key), tier)?;
+    // Settings are read before the job exists: they decide its tier and asset name. A new
+    // upload without a settings file waits a bounded time for one (a tool that uploads it
+    // just after the video); a duplicate event does not wait.
+    let wait = if ports.jobs.job(&source.job_id)?.is_none() {
+        cfg.settings.settings_wait
+    } else {
+        Duration::ZERO
+    };
+    let upload = upload_settings(ports, source, wait)?;
+    let (settings, ladder, refused) = match crate::settings::resolve(
+        &upload,
+        &cfg.settings,
+        &cfg.ladder,
+        cfg.plan.segment_secs,
+        &|name| {
+            ports
+                .objects
+                .profile(name)
+                .map_err(|e| crate::Error::Unavailable(format!("reading profile {name}: {e}")))
+        },
+    ) {
+        Ok((s, l)) => (s, l, None),
+        Err(e) if e.is_infrastructure() => {
+            return Err(crate::ports::PortError::Backend(e.to_string()))
+        }
+        // The upload's settings are wrong: the job is filed where it would have gone by
+        // default and fails with the reason below.
+        Err(e) => (
+            crate::settings::fallback(&source.key, &cfg.settings, cfg.plan.segment_secs),
+            cfg.ladder.clone(),
+            Some(e),
+        ),
+    };
+    let (job, mut created) = ports.jobs.create_job(
+        &source.job_id,
+        &source.uri,
+        &settings.asset.value,
+        settings.tier.value,
+        &settings,
+    )?;
     if !created
         && retry_failed
         && job.status == JobStatus::Failed
@@ -122,7 +158,16 @@ pub fn ingest(
             status,
         });
     }
-    match prepare(ports, cfg, &source.uri) {
+    let mut job_cfg = cfg.clone();
+    job_cfg.ladder = ladder;
+    job_cfg.plan.segment_secs = settings.segment_seconds.value;
+    job_cfg.plan.chunk_secs = job_cfg.plan.chunk_secs.max(job_cfg.plan.segment_secs);
+    let prepared = match refused {
+        Some(e) => Err(e),
+        None => prepare(ports, &job_cfg, &source.uri),
+    };
+    let tier = job.tier;
+    match prepared {
         Ok(mut jp) => {
             let items: Vec<(ItemRef, u64)> = jp
                 .plan
@@ -179,6 +224,7 @@ pub fn ingest(
                 }
                 tracing::info!(job = %job.id, chunks = jp.plan.chunks.len(), rungs = jp.rungs.len(), %tier, "planned and queued");
                 crate::metrics::job_state(JobStatus::Encoding);
+                crate::metrics::job_ingested(&settings);
             }
             Ok(Ingested {
                 job_id: job.id,
@@ -208,6 +254,7 @@ pub fn ingest(
                 Some(&e.to_string()),
             )? {
                 crate::metrics::job_state(JobStatus::Failed);
+                crate::metrics::job_ingested(&settings);
             }
             Ok(Ingested {
                 job_id: job.id,
@@ -218,6 +265,31 @@ pub fn ingest(
     }
 }
 
+/// What the upload says about its job: the source's metadata and its settings file,
+/// waiting up to `wait` for the file to arrive.
+fn upload_settings(
+    ports: Ports<'_>,
+    source: &Source,
+    wait: Duration,
+) -> PortResult<crate::settings::UploadSettings> {
+    let metadata = ports.objects.source_metadata(&source.uri)?;
+    let deadline = std::time::Instant::now() + wait;
+    let settings_file = loop {
+        match ports.objects.source_settings_file(&source.uri)? {
+            Some(f) => break Some(f),
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500))
+            }
+            None => break None,
+        }
+    };
+    Ok(crate::settings::UploadSettings {
+        key: source.key.clone(),
+        metadata,
+        settings_file,
+    })
+}
+
 /// Seconds after which a job still PROBING is taken to be abandoned by a dead ingest (a
 /// probe has its own timeout, well inside this) and may be taken over.
 pub fn abandoned_after(cfg: &Config) -> f64 {
@@ -225,7 +297,7 @@ pub fn abandoned_after(cfg: &Config) -> f64 {
 }
 
 /// Sends a message for every item of the job that is neither done nor leased.
-fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: Tier) -> PortResult<()> {
+fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: crate::ports::Tier) -> PortResult<()> {
     for (item, state) in ports.jobs.items(job_id)? {
         if !state.done && !state.leased {
             ports.queue.send(Queue::Work(tier), &Message::Item(item))?;

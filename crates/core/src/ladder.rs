@@ -69,19 +69,52 @@ impl LadderConfig {
             path: path.into(),
             reason: e.to_string(),
         })?;
-        if cfg.rungs.is_empty()
-            || cfg
+        cfg.validate().map_err(|reason| Error::Config {
+            path: path.into(),
+            reason,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks what a file or a profile could get wrong; the reason names the rule.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.rungs.is_empty()
+            || self
                 .rungs
                 .iter()
-                .any(|r| r.short_side < 16 || r.max_kbps == 0)
+                .any(|r| r.short_side < 16 || r.max_kbps == 0 || r.name.trim().is_empty())
         {
-            return Err(Error::Config {
-                path: path.into(),
-                reason: "needs at least one rung, each with short_side >= 16 and max_kbps > 0"
+            return Err(
+                "needs at least one rung, each with a name, short_side >= 16 and max_kbps > 0"
                     .into(),
-            });
+            );
         }
-        Ok(cfg)
+        if !(0..=51).contains(&self.crf) {
+            return Err(format!("crf is {}; x264 takes 0 to 51", self.crf));
+        }
+        const PRESETS: &[&str] = &[
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+            "placebo",
+        ];
+        if !PRESETS.contains(&self.preset.as_str()) {
+            return Err(format!(
+                "preset is {:?}; use one of {}",
+                self.preset,
+                PRESETS.join(", ")
+            ));
+        }
+        if !(16..=512).contains(&self.audio_kbps) {
+            return Err(format!("audio_kbps is {}; use 16 to 512", self.audio_kbps));
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@
 //! DASH manifests) → [`job`] (identity and state of a job).
 //!
 //! The use-cases run on [`ports`] (object store, job store, work queue, fleet, CDN):
-//! [`ingest`] (a source becomes a planned, queued job), [`worker`] (lease, encode, commit)
+//! [`ingest`] (a source, with the [`settings`] its upload chose, becomes a planned, queued
+//! job), [`worker`] (lease, encode, commit)
 //! and [`stitch`] (manifests, pointers, publish). [`cost`] estimates what a job cost.
 
 pub mod cost;
@@ -26,6 +27,7 @@ pub mod policy;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod settings;
 pub mod stitch;
 pub mod worker;
 

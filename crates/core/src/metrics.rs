@@ -107,6 +107,19 @@ pub fn job_state(state: crate::job::JobStatus) {
     );
 }
 
+/// A job planned (or refused) at ingest, by its tier and where the tier came from: what the
+/// dashboard's "uploads by tier" widget sums.
+pub fn job_ingested(settings: &crate::settings::JobSettings) {
+    let from = serde_json::to_value(settings.tier.from)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    emit(
+        &[("JobsIngested", 1.0, Unit::Count)],
+        &[("Tier", settings.tier.value.as_str()), ("TierFrom", &from)],
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

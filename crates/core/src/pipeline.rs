@@ -46,6 +46,9 @@ pub struct Config {
     pub retry_delay: Duration,
     /// Scratch directory for ffmpeg outputs.
     pub scratch: PathBuf,
+    /// The deployment's side of per-upload settings: default tier, prefix map, how long
+    /// to wait for a settings file, command-line choices.
+    pub settings: crate::settings::SettingsPolicy,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             escalate_after: 2,
             retry_delay: Duration::from_secs(2),
             scratch: scratch.into(),
+            settings: crate::settings::SettingsPolicy::default(),
         }
     }
 }

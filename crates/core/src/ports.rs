@@ -64,6 +64,26 @@ pub trait ObjectStore: Send + Sync {
     /// Something ffmpeg can open for a job's source (a local path, or a presigned URL for
     /// an object in the ingest bucket).
     fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String>;
+    /// The source's user metadata, names lower-cased without `x-amz-meta-`: settings an
+    /// uploader set in the same PUT ([`crate::settings`]). Stores without metadata have
+    /// none (the default).
+    fn source_metadata(
+        &self,
+        source: &str,
+    ) -> PortResult<std::collections::BTreeMap<String, String>> {
+        let _ = source;
+        Ok(std::collections::BTreeMap::new())
+    }
+    /// The settings file beside a source (`<source>.vodpipe.json`), if there is one.
+    fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
+        let _ = source;
+        Ok(None)
+    }
+    /// The deployment's ladder profile `name` (a JSON ladder file), if it has one.
+    fn profile(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
+        let _ = name;
+        Ok(None)
+    }
     /// Marks every object under `prefix` as superseded, for the store's lifecycle to remove
     /// after a grace period: players that loaded the previous pointers keep working until
     /// then. Returns how many objects were marked. Stores without a lifecycle keep them
@@ -290,6 +310,9 @@ pub struct JobRecord {
     pub master_key: Option<String>,
     /// MPD key, once published.
     pub dash_key: Option<String>,
+    /// What the upload chose (tier, ladder, segments, codecs, asset) and where each came
+    /// from; none for jobs made before settings were recorded.
+    pub settings: Option<crate::settings::JobSettings>,
 }
 
 /// A lease on one item: who may work it, until when, under which fencing token.
@@ -331,14 +354,15 @@ pub enum Completion {
 
 /// Job, item and lease state (DynamoDB, SQLite).
 pub trait JobStore: Send + Sync {
-    /// Creates the job in QUEUED unless it exists; returns the stored job and whether this
-    /// call created it.
+    /// Creates the job in QUEUED unless it exists, with the settings its upload chose;
+    /// returns the stored job and whether this call created it.
     fn create_job(
         &self,
         id: &str,
         source: &str,
         asset: &str,
         tier: Tier,
+        settings: &crate::settings::JobSettings,
     ) -> PortResult<(JobRecord, bool)>;
     /// The job, if any.
     fn job(&self, id: &str) -> PortResult<Option<JobRecord>>;

@@ -286,6 +286,7 @@ mod tests {
             stitch_count: 0,
             master_key: None,
             dash_key: None,
+            settings: None,
         }
     }
 

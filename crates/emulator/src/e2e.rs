@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vodpipe_aws::config::{AwsSettings, Bridge};
 use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{Cacheability, JobStore, ObjectStore, Queue};
+use vodpipe_core::ports::{JobStore, ObjectStore, Queue};
 
 /// `e2e` options.
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,20 @@ pub struct E2eArgs {
     /// The object key to upload it under (spaces, `+` and non-ASCII welcome).
     #[arg(long)]
     pub key: String,
+    /// User metadata on that upload, NAME=VALUE (`vodpipe-tier=premium`), repeatable.
+    #[arg(long = "metadata", value_name = "NAME=VALUE")]
+    pub metadata: Vec<String>,
+    /// Upload the input again under this key too (no metadata), repeatable: several jobs
+    /// in one run, e.g. one under a prefix the prefix map sends to another tier.
+    #[arg(long = "also", value_name = "KEY")]
+    pub also: Vec<String>,
+    /// The stack's key-prefix map (the template's default).
+    #[arg(long, default_value = "premium/=premium,archive/=bulk")]
+    pub prefix_tiers: String,
+    /// How long ingest waits for a settings file, seconds (the template's default is 10;
+    /// test uploads that have one send it first).
+    #[arg(long, default_value_t = 0.0)]
+    pub settings_wait: f64,
     /// Where the published asset is downloaded.
     #[arg(long)]
     pub out: PathBuf,
@@ -332,6 +346,10 @@ pub struct TestKnobs {
     pub chunk_seconds: f64,
     /// Scratch space (functions and tasks keep out of /tmp/vodpipe).
     pub scratch: PathBuf,
+    /// The prefix map (the template's default unless a test says otherwise).
+    pub prefix_tiers: String,
+    /// How long ingest waits for a settings file (short: test uploads send it at once).
+    pub settings_wait: f64,
 }
 
 /// The functions' environment: the template's `Globals` and per-function variables (the
@@ -348,6 +366,8 @@ pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
         ("VODPIPE_ASSIGN_PUBLIC_IP", "ENABLED".to_string()),
         ("VODPIPE_MAX_WORKERS", k.workers.to_string()),
         ("VODPIPE_DEFAULT_TIER", "standard".to_string()),
+        ("VODPIPE_PREFIX_TIERS", k.prefix_tiers.clone()),
+        ("VODPIPE_SETTINGS_WAIT_SECONDS", k.settings_wait.to_string()),
         ("VODPIPE_METRICS", "emf".to_string()),
         // The host's ffprobe, fed through the loopback server exactly as the layer's is.
         ("VODPIPE_FFPROBE", "ffprobe".to_string()),
@@ -421,6 +441,8 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         workers: a.workers,
         chunk_seconds: a.chunk_seconds,
         scratch: work.join("scratch"),
+        prefix_tiers: a.prefix_tiers.clone(),
+        settings_wait: a.settings_wait,
     };
     let env: Vec<(String, String)> = moto
         .env()
@@ -507,34 +529,40 @@ pub fn run(a: E2eArgs) -> Result<i32> {
     for f in [&ingest, &stitch, &fleet] {
         f.shutdown();
     }
-    let (aws, uri, job) = followed?;
+    let (aws, uploads) = followed?;
+    let uri = uploads[0].0.clone();
 
-    // Download the published asset.
+    // Download the published assets; each job's status as `vodpipe status --json` says it.
     let mut downloaded = 0;
-    if job.status == JobStatus::Published {
-        for key in aws.objects.list(&format!("{}/", job.asset))? {
-            let dest = a.out.join(&key);
-            if let Some(dir) = dest.parent() {
-                std::fs::create_dir_all(dir)?;
+    let mut statuses = Vec::new();
+    for (_, j) in &uploads {
+        if j.status == JobStatus::Published {
+            for key in aws.objects.list(&format!("{}/", j.asset))? {
+                let dest = a.out.join(&key);
+                if let Some(dir) = dest.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&dest, aws.objects.get(&key)?)?;
+                downloaded += 1;
             }
-            std::fs::write(&dest, aws.objects.get(&key)?)?;
-            downloaded += 1;
         }
+        let status = std::process::Command::new(&vodpipe_bin)
+            .args(["status", &j.id, "--json"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .context("running vodpipe status")?;
+        anyhow::ensure!(
+            status.status.success(),
+            "vodpipe status failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let mut v: Value = serde_json::from_slice(&status.stdout)?;
+        let local = |k: &Value| k.as_str().map(|k| a.out.join(k).display().to_string());
+        v["master"] = json!(local(&v["master_key"]));
+        v["dash"] = json!(local(&v["dash_key"]));
+        statuses.push(v);
     }
-    let status = std::process::Command::new(&vodpipe_bin)
-        .args(["status", &job.id, "--json"])
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .context("running vodpipe status")?;
-    anyhow::ensure!(
-        status.status.success(),
-        "vodpipe status failed: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let mut report: Value = serde_json::from_slice(&status.stdout)?;
-    let local = |k: &Value| k.as_str().map(|k| a.out.join(k).display().to_string());
-    report["master"] = json!(local(&report["master_key"]));
-    report["dash"] = json!(local(&report["dash_key"]));
+    let mut report = statuses[0].clone();
 
     let cf = aws_sdk_cloudfront::Client::new(&sdk);
     let invalidated = invalidated_paths(&bridge, &cf, &w.distribution)?;
@@ -558,21 +586,19 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             "fleet": fleet.stats(),
         },
         "metrics": emf_metrics(&work),
+        "jobs": statuses,
         "wall_secs": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "logs": work,
     });
     println!("{report}");
-    let pointers_invalidated = [&job.master_key, &job.dash_key]
-        .into_iter()
-        .flatten()
-        .all(|k| invalidated.iter().any(|p| p == &format!("/{k}")));
-    Ok(
-        if job.status == JobStatus::Published && pointers_invalidated {
-            0
-        } else {
-            1
-        },
-    )
+    let published = uploads.iter().all(|(_, j)| {
+        j.status == JobStatus::Published
+            && [&j.master_key, &j.dash_key]
+                .into_iter()
+                .flatten()
+                .all(|k| invalidated.iter().any(|p| p == &format!("/{k}")))
+    });
+    Ok(if published { 0 } else { 1 })
 }
 
 /// Embedded-metric documents in the function and task logs under `dir`: how many
@@ -606,7 +632,9 @@ fn emf_metrics(dir: &std::path::Path) -> std::collections::BTreeMap<String, u32>
     counts
 }
 
-/// Uploads the input and waits for its job to be final and the fleet to drain.
+/// Uploads the input (under `--key` with its metadata, then under each `--also` key) and
+/// waits for every job to be final and the fleet to drain. Returns each upload's URI and
+/// job, in upload order.
 fn follow(
     a: &E2eArgs,
     w: &Wiring,
@@ -614,32 +642,66 @@ fn follow(
     fargate_stats: &Mutex<FargateStats>,
     work: &std::path::Path,
     started: Instant,
-) -> Result<(vodpipe_aws::Aws, String, vodpipe_core::ports::JobRecord)> {
-    // The user's one action: an upload.
+) -> Result<(
+    vodpipe_aws::Aws,
+    Vec<(String, vodpipe_core::ports::JobRecord)>,
+)> {
+    // The user's one action: an upload (with metadata, as `aws s3 cp --metadata` sends it).
     let aws = vodpipe_aws::Aws::connect(w.settings.clone())?;
-    aws.ingest
-        .put(&a.key, input, Cacheability::Immutable)
-        .context("uploading the input")?;
-    let uri = format!("s3://{}/{}", w.settings.ingest_bucket, a.key);
-    eprintln!("uploaded {} to {uri}", a.input.display());
+    let bridge = Bridge::new()?;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&bridge.sdk_config())
+            .force_path_style(true)
+            .build(),
+    );
+    let mut metadata = std::collections::HashMap::new();
+    for pair in &a.metadata {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--metadata {pair:?} is not NAME=VALUE"))?;
+        metadata.insert(k.to_string(), v.to_string());
+    }
+    let mut uris = Vec::new();
+    for (i, key) in std::iter::once(&a.key).chain(&a.also).enumerate() {
+        bridge
+            .run(
+                s3.put_object()
+                    .bucket(&w.settings.ingest_bucket)
+                    .key(key)
+                    .body(input.to_vec().into())
+                    .set_metadata((i == 0 && !metadata.is_empty()).then(|| metadata.clone()))
+                    .send(),
+            )
+            .with_context(|| format!("uploading the input as {key}"))?;
+        let uri = format!("s3://{}/{key}", w.settings.ingest_bucket);
+        eprintln!("uploaded {} to {uri}", a.input.display());
+        uris.push(uri);
+    }
 
     let deadline = started + Duration::from_secs(a.timeout_secs);
     let mut last = String::new();
-    let job = loop {
-        let jobs = aws.state.jobs_by_source(&uri)?;
-        if let Some(j) = jobs.first() {
-            let line = format!("{} {} {}/{}", j.id, j.status, j.done, j.total);
-            if line != last {
-                eprintln!("  {:6.1}s  {line}", started.elapsed().as_secs_f64());
-                last = line;
+    let jobs = loop {
+        let mut found = Vec::new();
+        for uri in &uris {
+            if let Some(j) = aws.state.jobs_by_source(uri)?.into_iter().next() {
+                found.push((uri.clone(), j));
             }
-            if j.status.is_final() {
-                break j.clone();
-            }
+        }
+        let line = found
+            .iter()
+            .map(|(_, j)| format!("{} {} {} {}/{}", j.id, j.tier, j.status, j.done, j.total))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if line != last {
+            eprintln!("  {:6.1}s  {line}", started.elapsed().as_secs_f64());
+            last = line;
+        }
+        if found.len() == uris.len() && found.iter().all(|(_, j)| j.status.is_final()) {
+            break found;
         }
         if Instant::now() > deadline {
             bail!(
-                "no final state for {uri} after {} s (logs in {})",
+                "no final state for every upload after {} s (logs in {})",
                 a.timeout_secs,
                 work.display()
             );
@@ -669,7 +731,7 @@ fn follow(
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    Ok((aws, uri, job))
+    Ok((aws, jobs))
 }
 
 #[cfg(test)]
@@ -719,6 +781,8 @@ mod tests {
                 workers: 2,
                 chunk_seconds: 4.0,
                 scratch: PathBuf::from("/tmp/x"),
+                prefix_tiers: String::new(),
+                settings_wait: 0.0,
             },
         )
     }

@@ -30,6 +30,8 @@ const SPOT_REASON: &str = "Your Spot Task was interrupted.";
 pub struct FargateStats {
     /// Tasks started (processes spawned).
     pub started: u32,
+    /// Tasks started, by `startedBy` (`vodpipe-<tier>`): which tiers got capacity.
+    pub started_by: std::collections::BTreeMap<String, u32>,
     /// Tasks that ended with a non-zero exit (a crash loop shows here).
     pub crashed: u32,
     /// Tasks interrupted as Spot tasks are.
@@ -201,7 +203,13 @@ impl Fargate {
                 .spawn()
                 .map_err(|e| anyhow::anyhow!("starting {}: {e}", self.worker.display()))?;
             tracing::info!(task = %short, pid = child.id(), ?overrides, "task started");
-            self.stats().started += 1;
+            {
+                let mut st = self.stats();
+                st.started += 1;
+                *st.started_by
+                    .entry(task.started_by().unwrap_or_default().to_string())
+                    .or_insert(0) += 1;
+            }
             tasks.insert(
                 arn,
                 Task {

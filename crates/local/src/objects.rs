@@ -13,12 +13,22 @@ use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
 #[derive(Debug, Clone)]
 pub struct Objects {
     root: PathBuf,
+    profiles: Option<PathBuf>,
 }
 
 impl Objects {
     /// Uses `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Objects { root: root.into() }
+        Objects {
+            root: root.into(),
+            profiles: None,
+        }
+    }
+
+    /// The same store, with ladder profiles read from `dir` (`<name>.json`).
+    pub fn with_profiles(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.profiles = Some(dir.into());
+        self
     }
 
     /// The directory objects live in.
@@ -122,6 +132,17 @@ impl ObjectStore for Objects {
             .to_string())
     }
 
+    fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
+        read_optional(&vodpipe_core::settings::settings_key(source))
+    }
+
+    fn profile(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
+        match &self.profiles {
+            Some(dir) => read_optional(&dir.join(format!("{name}.json")).display().to_string()),
+            None => Ok(None),
+        }
+    }
+
     fn open_source(&self, source: &str, _ttl: Duration) -> PortResult<String> {
         // Embedded sources are files on this machine, stored as absolute paths at ingest.
         if Path::new(source).is_absolute() {
@@ -131,6 +152,15 @@ impl ObjectStore for Objects {
                 "source {source} is not a local absolute path"
             )))
         }
+    }
+}
+
+/// A file's bytes, or `None` when it does not exist.
+fn read_optional(path: &str) -> PortResult<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, e)),
     }
 }
 

@@ -19,6 +19,7 @@ use vodpipe_core::ports::{
     Acquired, Completion, Delivery, ItemKind, ItemRef, ItemState, JobRecord, JobStore, Lease,
     Message, PortError, PortResult, Queue, Release, Tier, WorkQueue,
 };
+use vodpipe_core::settings::JobSettings;
 
 /// Seconds since the epoch (sub-second precision).
 pub fn now() -> f64 {
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     token_floor INTEGER NOT NULL DEFAULT 0,
     attempt_floor INTEGER NOT NULL DEFAULT 0,
     master_key TEXT,
-    dash_key TEXT
+    dash_key TEXT,
+    settings TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs(source, created_at);
@@ -119,7 +121,17 @@ impl SqliteState {
         let init = |c: &Connection| -> rusqlite::Result<()> {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.execute_batch(SCHEMA)
+            c.execute_batch(SCHEMA)?;
+            // State directories made before jobs recorded their settings.
+            let has_settings: bool = c.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'settings'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )?;
+            if !has_settings {
+                c.execute_batch("ALTER TABLE jobs ADD COLUMN settings TEXT")?;
+            }
+            Ok(())
         };
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(5);
@@ -222,7 +234,7 @@ const JOB_COLUMNS: &str = "j.id, j.source, j.asset, j.tier, j.status, j.error, j
     COALESCE((SELECT SUM(i.interruptions) FROM items i WHERE i.job_id = j.id), 0),
     COALESCE((SELECT SUM(i.encode_secs) FROM items i WHERE i.job_id = j.id), 0),
     COALESCE((SELECT SUM(i.wasted_secs) FROM items i WHERE i.job_id = j.id), 0),
-    j.created_at, j.queued_at, j.started_at, j.stitch_started_at, j.finished_at, j.stitch_count, j.master_key, j.dash_key";
+    j.created_at, j.queued_at, j.started_at, j.stitch_started_at, j.finished_at, j.stitch_count, j.master_key, j.dash_key, j.settings";
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     let tier: String = r.get(3)?;
@@ -253,6 +265,9 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         stitch_count: r.get(22)?,
         master_key: r.get(23)?,
         dash_key: r.get(24)?,
+        settings: r
+            .get::<_, Option<String>>(25)?
+            .and_then(|doc| serde_json::from_str(&doc).ok()),
     })
 }
 
@@ -272,12 +287,15 @@ impl JobStore for SqliteState {
         source: &str,
         asset: &str,
         tier: Tier,
+        settings: &JobSettings,
     ) -> PortResult<(JobRecord, bool)> {
+        let settings = serde_json::to_string(settings)
+            .map_err(|e| PortError::Backend(format!("job settings: {e}")))?;
         self.tx(|tx| {
             let n = tx
                 .execute(
-                    "INSERT OR IGNORE INTO jobs (id, source, asset, tier, status, created_at) VALUES (?1, ?2, ?3, ?4, 'QUEUED', ?5)",
-                    params![id, source, asset, tier.as_str(), now()],
+                    "INSERT OR IGNORE INTO jobs (id, source, asset, tier, status, created_at, settings) VALUES (?1, ?2, ?3, ?4, 'QUEUED', ?5, ?6)",
+                    params![id, source, asset, tier.as_str(), now(), settings],
                 )
                 .map_err(backend)?;
             let job = get_job(tx, id).map_err(backend)?.ok_or_else(|| PortError::NotFound(id.into()))?;

@@ -58,7 +58,8 @@ fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
         key: "clip.mp4".into(),
         job_id: "job1".into(),
     };
-    let ing = ingest(local.ports(), &cfg, &source, Tier::Bulk, false).unwrap();
+    cfg.settings.default_tier = Tier::Bulk;
+    let ing = ingest(local.ports(), &cfg, &source, false).unwrap();
     assert_eq!(ing.status, JobStatus::Encoding);
     assert_eq!(
         local.state.depth(Queue::Work(Tier::Bulk)).unwrap(),
@@ -119,7 +120,7 @@ fn planned(d: &Path) -> (Local, Config) {
         key: "clip.mp4".into(),
         job_id: "job2".into(),
     };
-    ingest(local.ports(), &cfg, &source, Tier::Standard, false).unwrap();
+    ingest(local.ports(), &cfg, &source, false).unwrap();
     (local, cfg)
 }
 

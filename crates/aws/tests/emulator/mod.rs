@@ -111,13 +111,6 @@ pub fn queued_job(
     };
     let mut cfg = vodpipe_core::pipeline::Config::new(scratch);
     cfg.plan.chunk_secs = chunk_secs;
-    let ing = vodpipe_core::ingest::ingest(
-        aws.ports(),
-        &cfg,
-        &source,
-        vodpipe_core::ports::Tier::Standard,
-        false,
-    )
-    .unwrap();
+    let ing = vodpipe_core::ingest::ingest(aws.ports(), &cfg, &source, false).unwrap();
     assert_eq!(ing.status, vodpipe_core::job::JobStatus::Encoding);
 }

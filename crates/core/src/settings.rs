@@ -1,0 +1,600 @@
+//! Per-upload job settings: the tier, ladder, segment duration, codecs and asset name an
+//! upload gets, chosen by whoever uploads it.
+//!
+//! An upload is the product's main interface, so its settings travel with it. Each setting
+//! is resolved on its own; the first place that names it wins:
+//!
+//! 1. an explicit choice on the command line (`vodpipe ingest --tier`, `--ladder`);
+//! 2. the object's metadata, set in the same PUT (`x-amz-meta-vodpipe-tier`, `-ladder`,
+//!    `-codecs`, `-segment-seconds`, `-asset`);
+//! 3. a settings file beside the source (`<key>.vodpipe.json`: the ladder file's fields
+//!    plus `tier`, `ladder`, `codecs`, `segment_seconds`, `asset`), for tools that cannot
+//!    set metadata;
+//! 4. the deployment's key-prefix map (`premium/` → premium, `archive/` → bulk);
+//! 5. the deployment's default.
+//!
+//! Named ladders ("profiles": `mobile`, `archive`, …) are JSON ladder files the deployment
+//! keeps under [`PROFILES_PREFIX`], so an operator adds one without a redeploy. A job keeps
+//! every value with where it came from, so anyone can see why a job went where it went. A
+//! value that does not parse or is out of range is a verdict on the upload: the job fails
+//! with the reason and is never retried.
+
+use crate::error::{Error, Result};
+use crate::ladder::LadderConfig;
+use crate::ports::Tier;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A settings file's name is its source's key plus this.
+pub const SETTINGS_SUFFIX: &str = ".vodpipe.json";
+/// Metadata keys vodpipe reads start with this (S3 lower-cases user metadata names).
+pub const METADATA_PREFIX: &str = "vodpipe-";
+/// Where the deployment keeps its named ladders, `<name>.json`, beside the uploads (in the
+/// ingest bucket, or the watched directory).
+pub const PROFILES_PREFIX: &str = "_vodpipe/profiles/";
+/// The codecs vodpipe encodes.
+pub const CODECS: &[&str] = &["h264"];
+/// Shortest and longest segment duration an upload may ask for, in seconds.
+pub const SEGMENT_SECONDS: (f64, f64) = (1.0, 30.0);
+/// The ladder name that means the deployment's own default.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// Where a setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// A command-line flag.
+    Command,
+    /// The object's `x-amz-meta-vodpipe-*` metadata.
+    Metadata,
+    /// The `<key>.vodpipe.json` settings file.
+    SettingsFile,
+    /// The deployment's key-prefix map.
+    Prefix,
+    /// The deployment's default.
+    Default,
+}
+
+/// One resolved setting and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setting<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was set.
+    pub from: Origin,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, from: Origin) -> Self {
+        Setting { value, from }
+    }
+}
+
+/// Everything an upload chose, as recorded on its job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSettings {
+    /// The tier (queue and capacity) the job runs on.
+    pub tier: Setting<Tier>,
+    /// The ladder: a profile name, or `inline` for rungs written in the settings file.
+    pub ladder: Setting<String>,
+    /// Segment duration, seconds.
+    pub segment_seconds: Setting<f64>,
+    /// Video codecs.
+    pub codecs: Setting<Vec<String>>,
+    /// The asset name outputs are published under.
+    pub asset: Setting<String>,
+}
+
+/// The deployment's side of the resolution.
+#[derive(Debug, Clone)]
+pub struct SettingsPolicy {
+    /// The tier when nothing else names one.
+    pub default_tier: Tier,
+    /// Key prefixes and the tier uploads under them get, longest match first.
+    pub prefix_tiers: Vec<(String, Tier)>,
+    /// How long an upload without a settings file waits for one to arrive (a tool that
+    /// uploads the file after the video); zero does not wait.
+    pub settings_wait: Duration,
+    /// A tier given on the command line: beats everything else.
+    pub command_tier: Option<Tier>,
+    /// A ladder file given on the command line: beats everything else.
+    pub command_ladder: bool,
+}
+
+impl Default for SettingsPolicy {
+    fn default() -> Self {
+        SettingsPolicy {
+            default_tier: Tier::Standard,
+            prefix_tiers: Vec::new(),
+            settings_wait: Duration::ZERO,
+            command_tier: None,
+            command_ladder: false,
+        }
+    }
+}
+
+impl SettingsPolicy {
+    /// Parses a prefix map, `premium/=premium,archive/=bulk` (empty: none).
+    pub fn parse_prefix_tiers(spec: &str) -> std::result::Result<Vec<(String, Tier)>, String> {
+        let mut out = Vec::new();
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (prefix, tier) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not PREFIX=TIER"))?;
+            let tier = Tier::parse(tier)
+                .ok_or_else(|| format!("{tier:?} is not a tier (premium, standard, bulk)"))?;
+            if prefix.trim().is_empty() {
+                return Err(format!("{pair:?} has an empty prefix"));
+            }
+            out.push((prefix.trim().to_string(), tier));
+        }
+        out.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        Ok(out)
+    }
+
+    /// The tier the prefix map gives `key`, if any.
+    fn prefix_tier(&self, key: &str) -> Option<Tier> {
+        self.prefix_tiers
+            .iter()
+            .find(|(p, _)| key.starts_with(p.as_str()))
+            .map(|(_, t)| *t)
+    }
+}
+
+/// What an upload brings with it, as the backend read it.
+#[derive(Debug, Clone, Default)]
+pub struct UploadSettings {
+    /// The source's key (relative path for a watched directory).
+    pub key: String,
+    /// User metadata, names lower-cased without `x-amz-meta-`.
+    pub metadata: BTreeMap<String, String>,
+    /// The settings file's bytes, when there is one.
+    pub settings_file: Option<Vec<u8>>,
+}
+
+/// The settings file: the ladder file's fields, plus what metadata can say.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    tier: Option<String>,
+    ladder: Option<String>,
+    codecs: Option<Vec<String>>,
+    segment_seconds: Option<f64>,
+    asset: Option<String>,
+    rungs: Option<Vec<crate::ladder::RungSpec>>,
+    preset: Option<String>,
+    crf: Option<u32>,
+    audio_kbps: Option<u32>,
+}
+
+/// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
+/// an upload?
+pub fn is_settings_key(key: &str) -> bool {
+    key.ends_with(SETTINGS_SUFFIX) || key.starts_with("_vodpipe/")
+}
+
+/// The settings file that goes with a source key.
+pub fn settings_key(source_key: &str) -> String {
+    format!("{source_key}{SETTINGS_SUFFIX}")
+}
+
+/// The key a profile is stored under.
+pub fn profile_key(name: &str) -> String {
+    format!("{PROFILES_PREFIX}{name}.json")
+}
+
+fn reject(msg: String) -> Error {
+    Error::Rejected(msg)
+}
+
+fn parse_tier(value: &str, what: &str) -> Result<Tier> {
+    Tier::parse(value).ok_or_else(|| {
+        reject(format!(
+            "{what} is {value:?}; use premium, standard or bulk"
+        ))
+    })
+}
+
+fn parse_segment(value: f64, what: &str) -> Result<f64> {
+    let (lo, hi) = SEGMENT_SECONDS;
+    if value.is_finite() && (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        Err(reject(format!(
+            "{what} is {value}; segments last {lo} to {hi} seconds"
+        )))
+    }
+}
+
+fn parse_codecs(values: &[String], what: &str) -> Result<Vec<String>> {
+    let codecs: Vec<String> = values
+        .iter()
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if codecs.is_empty() {
+        return Err(reject(format!("{what} names no codec")));
+    }
+    if let Some(bad) = codecs.iter().find(|c| !CODECS.contains(&c.as_str())) {
+        return Err(reject(format!(
+            "{what} asks for {bad:?}; this deployment encodes {}",
+            CODECS.join(", ")
+        )));
+    }
+    Ok(codecs)
+}
+
+fn parse_asset(value: &str, what: &str) -> Result<String> {
+    let clean = crate::job::asset_name(&format!("{value}.x"));
+    let ok = !value.trim().is_empty()
+        && value.len() <= 200
+        && value
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
+        && clean == value;
+    if ok {
+        Ok(clean)
+    } else {
+        Err(reject(format!(
+            "{what} is {value:?}; an asset name is letters, digits, '.', '_', '-' and '/' between non-empty parts"
+        )))
+    }
+}
+
+fn parse_profile_name(value: &str, what: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(reject(format!(
+            "{what} is {value:?}; a ladder name is letters, digits, '-' and '_'"
+        )))
+    }
+}
+
+/// Resolves an upload's settings under `policy`. `base` is the deployment's default ladder
+/// (or the command line's); `profile` reads a stored profile by name (`Ok(None)`: there
+/// is none). Returns the settings to record and the ladder to plan with.
+pub fn resolve(
+    upload: &UploadSettings,
+    policy: &SettingsPolicy,
+    base: &LadderConfig,
+    base_segment_seconds: f64,
+    profile: &dyn Fn(&str) -> Result<Option<Vec<u8>>>,
+) -> Result<(JobSettings, LadderConfig)> {
+    let meta = |name: &str| {
+        upload
+            .metadata
+            .get(&format!("{METADATA_PREFIX}{name}"))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let file: SettingsFile = match &upload.settings_file {
+        None => SettingsFile::default(),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+            reject(format!(
+                "settings file {} is not valid: {e}",
+                settings_key(&upload.key)
+            ))
+        })?,
+    };
+    let file_name = settings_key(&upload.key);
+
+    let tier = if let Some(t) = policy.command_tier {
+        Setting::new(t, Origin::Command)
+    } else if let Some(v) = meta("tier") {
+        Setting::new(parse_tier(&v, "x-amz-meta-vodpipe-tier")?, Origin::Metadata)
+    } else if let Some(v) = &file.tier {
+        Setting::new(
+            parse_tier(v, &format!("\"tier\" in {file_name}"))?,
+            Origin::SettingsFile,
+        )
+    } else if let Some(t) = policy.prefix_tier(&upload.key) {
+        Setting::new(t, Origin::Prefix)
+    } else {
+        Setting::new(policy.default_tier, Origin::Default)
+    };
+
+    let inline = file.rungs.is_some()
+        || file.preset.is_some()
+        || file.crf.is_some()
+        || file.audio_kbps.is_some();
+    if inline && file.ladder.is_some() {
+        return Err(reject(format!(
+            "{file_name} names a ladder and also gives rungs or encoder settings; use one or the other"
+        )));
+    }
+    let load_profile = |name: &str, what: &str| -> Result<LadderConfig> {
+        let name = parse_profile_name(name, what)?;
+        match profile(&name)? {
+            Some(bytes) => {
+                let cfg: LadderConfig = serde_json::from_slice(&bytes).map_err(|e| {
+                    reject(format!("profile {} is not valid: {e}", profile_key(&name)))
+                })?;
+                cfg.validate()
+                    .map_err(|e| reject(format!("profile {}: {e}", profile_key(&name))))?;
+                Ok(cfg)
+            }
+            None if name == DEFAULT_PROFILE => Ok(base.clone()),
+            None => Err(reject(format!(
+                "{what} is {name:?}, and there is no such profile ({} does not exist)",
+                profile_key(&name)
+            ))),
+        }
+    };
+    let (ladder, ladder_cfg) = if policy.command_ladder {
+        (
+            Setting::new("command-line".to_string(), Origin::Command),
+            base.clone(),
+        )
+    } else if let Some(name) = meta("ladder") {
+        let cfg = load_profile(&name, "x-amz-meta-vodpipe-ladder")?;
+        (Setting::new(name, Origin::Metadata), cfg)
+    } else if let Some(name) = &file.ladder {
+        let cfg = load_profile(name, &format!("\"ladder\" in {file_name}"))?;
+        (Setting::new(name.clone(), Origin::SettingsFile), cfg)
+    } else if inline {
+        let d = LadderConfig::default();
+        let cfg = LadderConfig {
+            rungs: file.rungs.clone().unwrap_or(base.rungs.clone()),
+            preset: file.preset.clone().unwrap_or(d.preset),
+            crf: file.crf.unwrap_or(d.crf),
+            audio_kbps: file.audio_kbps.unwrap_or(d.audio_kbps),
+        };
+        cfg.validate()
+            .map_err(|e| reject(format!("{file_name}: {e}")))?;
+        (
+            Setting::new("inline".to_string(), Origin::SettingsFile),
+            cfg,
+        )
+    } else {
+        let cfg = load_profile(DEFAULT_PROFILE, "the default ladder")?;
+        (
+            Setting::new(DEFAULT_PROFILE.to_string(), Origin::Default),
+            cfg,
+        )
+    };
+
+    let segment_seconds = if let Some(v) = meta("segment-seconds") {
+        let n: f64 = v.parse().map_err(|_| {
+            reject(format!(
+                "x-amz-meta-vodpipe-segment-seconds is {v:?}; use a number of seconds, e.g. 4"
+            ))
+        })?;
+        Setting::new(
+            parse_segment(n, "x-amz-meta-vodpipe-segment-seconds")?,
+            Origin::Metadata,
+        )
+    } else if let Some(n) = file.segment_seconds {
+        Setting::new(
+            parse_segment(n, &format!("\"segment_seconds\" in {file_name}"))?,
+            Origin::SettingsFile,
+        )
+    } else {
+        Setting::new(base_segment_seconds, Origin::Default)
+    };
+
+    let codecs = if let Some(v) = meta("codecs") {
+        let list: Vec<String> = v.split(',').map(str::to_string).collect();
+        Setting::new(
+            parse_codecs(&list, "x-amz-meta-vodpipe-codecs")?,
+            Origin::Metadata,
+        )
+    } else if let Some(list) = &file.codecs {
+        Setting::new(
+            parse_codecs(list, &format!("\"codecs\" in {file_name}"))?,
+            Origin::SettingsFile,
+        )
+    } else {
+        Setting::new(vec![CODECS[0].to_string()], Origin::Default)
+    };
+
+    let asset = if let Some(v) = meta("asset") {
+        Setting::new(
+            parse_asset(&v, "x-amz-meta-vodpipe-asset")?,
+            Origin::Metadata,
+        )
+    } else if let Some(v) = &file.asset {
+        Setting::new(
+            parse_asset(v, &format!("\"asset\" in {file_name}"))?,
+            Origin::SettingsFile,
+        )
+    } else {
+        Setting::new(crate::job::asset_name(&upload.key), Origin::Default)
+    };
+
+    Ok((
+        JobSettings {
+            tier,
+            ladder,
+            segment_seconds,
+            codecs,
+            asset,
+        },
+        ladder_cfg,
+    ))
+}
+
+/// The settings a job gets when its upload's own could not be used (they are invalid):
+/// the deployment's choices, so the FAILED job is filed where the upload would have gone
+/// by default.
+pub fn fallback(key: &str, policy: &SettingsPolicy, segment_seconds: f64) -> JobSettings {
+    let tier = match (policy.command_tier, policy.prefix_tier(key)) {
+        (Some(t), _) => Setting::new(t, Origin::Command),
+        (None, Some(t)) => Setting::new(t, Origin::Prefix),
+        (None, None) => Setting::new(policy.default_tier, Origin::Default),
+    };
+    JobSettings {
+        tier,
+        ladder: Setting::new(DEFAULT_PROFILE.to_string(), Origin::Default),
+        segment_seconds: Setting::new(segment_seconds, Origin::Default),
+        codecs: Setting::new(vec![CODECS[0].to_string()], Origin::Default),
+        asset: Setting::new(crate::job::asset_name(key), Origin::Default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(key: &str, meta: &[(&str, &str)], file: Option<&str>) -> UploadSettings {
+        UploadSettings {
+            key: key.into(),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            settings_file: file.map(|f| f.as_bytes().to_vec()),
+        }
+    }
+
+    fn policy() -> SettingsPolicy {
+        SettingsPolicy {
+            prefix_tiers: SettingsPolicy::parse_prefix_tiers("premium/=premium, archive/=bulk")
+                .unwrap(),
+            ..SettingsPolicy::default()
+        }
+    }
+
+    fn mobile(name: &str) -> Result<Option<Vec<u8>>> {
+        Ok((name == "mobile").then(|| {
+            br#"{"rungs":[{"name":"360p","short_side":360,"max_kbps":700}],"crf":24}"#.to_vec()
+        }))
+    }
+
+    fn resolved(u: &UploadSettings) -> Result<(JobSettings, LadderConfig)> {
+        resolve(u, &policy(), &LadderConfig::default(), 4.0, &mobile)
+    }
+
+    #[test]
+    fn metadata_beats_the_settings_file_which_beats_the_prefix_map() {
+        let file = r#"{"tier": "bulk", "segment_seconds": 6}"#;
+        let (s, _) = resolved(&upload(
+            "premium/a.mov",
+            &[("vodpipe-tier", "standard")],
+            Some(file),
+        ))
+        .unwrap();
+        assert_eq!(s.tier, Setting::new(Tier::Standard, Origin::Metadata));
+        assert_eq!(s.segment_seconds, Setting::new(6.0, Origin::SettingsFile));
+        let (s, _) = resolved(&upload("premium/a.mov", &[], Some(file))).unwrap();
+        assert_eq!(s.tier, Setting::new(Tier::Bulk, Origin::SettingsFile));
+        let (s, _) = resolved(&upload("premium/a.mov", &[], None)).unwrap();
+        assert_eq!(s.tier, Setting::new(Tier::Premium, Origin::Prefix));
+        let (s, _) = resolved(&upload("other/a.mov", &[], None)).unwrap();
+        assert_eq!(s.tier, Setting::new(Tier::Standard, Origin::Default));
+        assert_eq!(
+            s.asset,
+            Setting::new("other/a".to_string(), Origin::Default)
+        );
+    }
+
+    #[test]
+    fn the_command_line_beats_everything() {
+        let p = SettingsPolicy {
+            command_tier: Some(Tier::Bulk),
+            ..policy()
+        };
+        let u = upload("premium/a.mov", &[("vodpipe-tier", "premium")], None);
+        let (s, _) = resolve(&u, &p, &LadderConfig::default(), 4.0, &mobile).unwrap();
+        assert_eq!(s.tier, Setting::new(Tier::Bulk, Origin::Command));
+    }
+
+    #[test]
+    fn a_named_ladder_comes_from_the_stored_profiles() {
+        let (s, cfg) = resolved(&upload("a.mov", &[("vodpipe-ladder", "mobile")], None)).unwrap();
+        assert_eq!(
+            s.ladder,
+            Setting::new("mobile".to_string(), Origin::Metadata)
+        );
+        assert_eq!(cfg.rungs.len(), 1);
+        assert_eq!(cfg.crf, 24);
+        // "default" without a stored profile is the deployment's own ladder.
+        let (s, cfg) = resolved(&upload("a.mov", &[], None)).unwrap();
+        assert_eq!(s.ladder.value, "default");
+        assert_eq!(cfg, LadderConfig::default());
+    }
+
+    #[test]
+    fn inline_rungs_in_the_settings_file_make_the_ladder() {
+        let file =
+            r#"{"rungs":[{"name":"480p","short_side":480,"max_kbps":1200}],"preset":"faster"}"#;
+        let (s, cfg) = resolved(&upload("a.mov", &[], Some(file))).unwrap();
+        assert_eq!(
+            s.ladder,
+            Setting::new("inline".to_string(), Origin::SettingsFile)
+        );
+        assert_eq!(cfg.rungs[0].name, "480p");
+        assert_eq!(cfg.preset, "faster");
+    }
+
+    #[test]
+    fn bad_settings_are_rejected_with_the_reason() {
+        // (metadata, settings file, what the reason must say)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[("vodpipe-tier", "gold")],
+                None,
+                "use premium, standard or bulk",
+            ),
+            (&[("vodpipe-ladder", "cinema")], None, "no such profile"),
+            (&[("vodpipe-ladder", "../etc")], None, "a ladder name is"),
+            (
+                &[("vodpipe-segment-seconds", "0.2")],
+                None,
+                "segments last 1 to 30 seconds",
+            ),
+            (
+                &[("vodpipe-segment-seconds", "four")],
+                None,
+                "use a number of seconds",
+            ),
+            (
+                &[("vodpipe-codecs", "h264,av1")],
+                None,
+                "this deployment encodes h264",
+            ),
+            (&[("vodpipe-asset", "../up")], None, "an asset name is"),
+            (&[], Some("{not json"), "is not valid"),
+            (&[], Some(r#"{"teir": "premium"}"#), "unknown field"),
+            (
+                &[],
+                Some(r#"{"ladder": "mobile", "crf": 20}"#),
+                "use one or the other",
+            ),
+            (&[], Some(r#"{"rungs": []}"#), "at least one rung"),
+        ];
+        for (meta, file, want) in cases {
+            let e = resolved(&upload("a.mov", meta, *file)).unwrap_err();
+            assert!(matches!(e, Error::Rejected(_)), "{e}");
+            assert!(e.to_string().contains(want), "{meta:?} {file:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn prefix_maps_parse_and_prefer_the_longest_prefix() {
+        let p = SettingsPolicy {
+            prefix_tiers: SettingsPolicy::parse_prefix_tiers("a/=bulk,a/b/=premium").unwrap(),
+            ..SettingsPolicy::default()
+        };
+        assert_eq!(p.prefix_tier("a/b/c.mp4"), Some(Tier::Premium));
+        assert_eq!(p.prefix_tier("a/c.mp4"), Some(Tier::Bulk));
+        assert!(SettingsPolicy::parse_prefix_tiers("x/=gold").is_err());
+        assert!(SettingsPolicy::parse_prefix_tiers("nonsense").is_err());
+        assert!(SettingsPolicy::parse_prefix_tiers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn vodpipes_own_files_are_not_uploads() {
+        assert!(is_settings_key("uploads/a.mov.vodpipe.json"));
+        assert!(is_settings_key("_vodpipe/profiles/mobile.json"));
+        assert!(!is_settings_key("uploads/a.mov"));
+        assert_eq!(settings_key("a/b.mov"), "a/b.mov.vodpipe.json");
+    }
+}
