@@ -68,7 +68,7 @@ infra-check: infra-deps
 ## tools and Debian's archive key (the source package is fetched and verified by apt),
 ## and QEMU to run the arm64 result in the tests.
 layer-deps:
-	@missing=""; for p in dpkg-dev debian-archive-keyring qemu-user-static; do \
+	@missing=""; for p in dpkg-dev debian-archive-keyring python3-venv qemu-user-static; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing…"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi

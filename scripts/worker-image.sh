@@ -50,7 +50,7 @@ esac
 host_arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
 [ -n "$tag" ] || tag=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || date +%Y%m%d%H%M%S)
 [ -n "$name" ] || name=localhost/vodpipe-worker:$tag-$arch
-for tool in mmdebstrap buildah; do
+for tool in mmdebstrap buildah zstd; do
   command -v "$tool" >/dev/null || { echo "$tool is missing: make image-deps (apt install $tool)" >&2; exit 1; }
 done
 storage=(--storage-driver vfs)
@@ -163,10 +163,14 @@ if [ -n "$push" ]; then
   registry=${push%%/*}
   region=$(echo "$registry" | cut -d. -f4)
   command -v aws >/dev/null || { echo "the AWS CLI is needed to log in to ECR" >&2; exit 1; }
-  password=$(aws ecr get-login-password --region "$region")
+  # The token goes through a pipe into an auth file of this run's own, never onto a
+  # command line (where ps would show it).
+  auth=$work/auth.json
+  aws ecr get-login-password --region "$region" |
+    buildah login --authfile "$auth" --username AWS --password-stdin "$registry" >&2
   for t in "$tag" latest; do
     log "pushing $push:$t"
-    buildah "${storage[@]}" push --quiet --creds "AWS:$password" --compression-format zstd \
+    buildah "${storage[@]}" push --quiet --authfile "$auth" --compression-format zstd \
       "$name" "docker://$push:$t" >&2
   done
 fi

@@ -85,13 +85,14 @@ impl Shared {
             SettingsPolicy::parse_prefix_tiers(&env_or("VODPIPE_PREFIX_TIERS", ""))
                 .map_err(|e| FunctionError::Config(format!("VODPIPE_PREFIX_TIERS: {e}")))?;
         let wait = match std::env::var("VODPIPE_SETTINGS_WAIT_SECONDS") {
+            // Within the ingest function's 300 s, beside two probes of up to 120 s each.
             Ok(v) if !v.is_empty() => v
                 .parse::<f64>()
                 .ok()
-                .filter(|s| (0.0..=120.0).contains(s))
+                .filter(|s| (0.0..=30.0).contains(s))
                 .ok_or_else(|| {
                     FunctionError::Config(format!(
-                        "VODPIPE_SETTINGS_WAIT_SECONDS is {v:?}; use 0 to 120 seconds"
+                        "VODPIPE_SETTINGS_WAIT_SECONDS is {v:?}; use 0 to 30 seconds"
                     ))
                 })?,
             _ => 0.0,

@@ -130,15 +130,26 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
     })
 }
 
+/// How long one tick spends resuming abandoned ingests: each probes (up to minutes), and
+/// the tick must end well inside the function's timeout; the rest waits for the next tick.
+const RESUME_BUDGET: std::time::Duration = std::time::Duration::from_secs(150);
+
 /// Ingests again every job left QUEUED or PROBING for longer than a probe can take: its
-/// ingest died and S3's retries of the event are spent. `ingest` takes such a job over.
+/// ingest died and S3's retries of the event are spent. `ingest` takes such a job over. A
+/// job that fails to resume is logged and left for the next tick; it never stops the
+/// others (and `ingest` fails a job whose probe keeps failing for long).
 pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
+    let started = std::time::Instant::now();
     let cutoff = now_secs() - abandoned_after(&shared.cfg);
     let mut resumed = Vec::new();
     for status in [JobStatus::Queued, JobStatus::Probing] {
         for job in shared.aws.state.jobs_by_status(Some(status))? {
             if job.created_at > cutoff {
                 continue;
+            }
+            if started.elapsed() > RESUME_BUDGET {
+                tracing::info!(job = %job.id, "the tick's time for resuming is spent; next tick");
+                return Ok(resumed);
             }
             let key = vodpipe_aws::s3::parse_s3_uri(&job.source)
                 .map(|(_, k)| k.to_string())
@@ -148,10 +159,16 @@ pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
                 key,
                 job_id: job.id.clone(),
             };
-            let ing = ingest(shared.aws.ports(), &shared.cfg, &source, false)?;
-            tracing::warn!(job = %job.id, status = %ing.status, "resumed an abandoned ingest");
-            shared.aws.announce(&job.id);
-            resumed.push(job.id);
+            match ingest(shared.aws.ports(), &shared.cfg, &source, false) {
+                Ok(ing) => {
+                    tracing::warn!(job = %job.id, status = %ing.status, "resumed an abandoned ingest");
+                    shared.aws.announce(&job.id);
+                    resumed.push(job.id);
+                }
+                Err(e) => {
+                    tracing::error!(job = %job.id, error = %e, "could not resume an abandoned ingest; next tick")
+                }
+            }
         }
     }
     Ok(resumed)
@@ -160,7 +177,11 @@ pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
 /// Brings each tier's tasks up to its queue depth (capped by the fleet).
 pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, FunctionError> {
     let ports = shared.aws.ports();
-    let dead = shared.aws.state.queues.dead_letters()?;
+    // An unreadable dead-letter depth must not cost the tiers their capacity: count none.
+    let dead = shared.aws.state.queues.dead_letters().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read the dead-letter queues");
+        0
+    });
     Ok(reconcile_tiers(
         tiers,
         dead,

@@ -46,7 +46,7 @@ fn shared() -> Arc<Shared> {
 
 /// What a job for `key` records when nothing chose otherwise.
 fn defaults(key: &str) -> vodpipe_core::settings::JobSettings {
-    vodpipe_core::settings::fallback(key, &Default::default(), 4.0)
+    vodpipe_core::settings::fallback(key, &Default::default(), 4.0, &Default::default(), None)
 }
 
 fn clip(path: &Path) {

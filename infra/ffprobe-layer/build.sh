@@ -40,13 +40,14 @@ case "$arch" in
 esac
 
 # ---------------------------------------------------------------- zig
-if [ -n "${ZIG_PYTHON:-}" ] && "$ZIG_PYTHON" -m ziglang version >/dev/null 2>&1; then
+if [ -n "${ZIG_PYTHON:-}" ] && "$ZIG_PYTHON" -m ziglang version 2>/dev/null | grep -qx "$zig_version"; then
   py=$ZIG_PYTHON
 else
   py=$cache/venv/bin/python
   if ! "$py" -m ziglang version 2>/dev/null | grep -qx "$zig_version"; then
     log "installing zig $zig_version (PyPI ziglang) into $cache/venv"
-    python3 -m venv "$cache/venv"
+    python3 -m venv "$cache/venv" ||
+      { echo "python3 -m venv failed: apt install python3-venv (make layer-deps)" >&2; exit 1; }
     "$cache/venv/bin/pip" install -q "ziglang==$zig_version"
   fi
 fi
@@ -84,12 +85,29 @@ command -v apt-get >/dev/null && command -v dpkg-source >/dev/null ||
   { echo "the ffprobe layer builds on a Debian-family host (apt-get and dpkg-source; apt install dpkg-dev)" >&2; exit 1; }
 test -r /usr/share/keyrings/debian-archive-keyring.gpg ||
   { echo "missing /usr/share/keyrings/debian-archive-keyring.gpg (apt install debian-archive-keyring)" >&2; exit 1; }
+# The newest version of a source package in the index, by Debian's own ordering.
+newest() {
+  local best="" v
+  for v in $(apt-cache "${apt_opts[@]}" showsrc "$1" | awk '/^Version:/ {print $2}'); do
+    if [ -z "$best" ] || dpkg --compare-versions "$v" gt "$best"; then best=$v; fi
+  done
+  echo "$best"
+}
 log "reading bookworm's source index"
-apt-get "${apt_opts[@]}" -qq update
-ff_version=$(apt-cache "${apt_opts[@]}" showsrc ffmpeg | awk '/^Version:/ {print $2}' | sort -V | tail -n 1)
-zlib_version=$(apt-cache "${apt_opts[@]}" showsrc zlib | awk '/^Version:/ {print $2}' | sort -V | tail -n 1)
-key=$( (echo "$ff_version $zlib_version $arch $zig_version"; cat "$0") | sha256sum | cut -c1-16)
-built=$cache/built-$key
+if apt-get "${apt_opts[@]}" -qq update; then
+  ff_version=$(newest ffmpeg)
+  zlib_version=$(newest zlib)
+  key=$( (echo "$ff_version $zlib_version $arch $zig_version"; cat "$0") | sha256sum | cut -c1-16)
+  built=$cache/built-$key
+else
+  # Offline: the newest build this script made for this architecture, if any.
+  built=""
+  for d in $(ls -dt "$cache"/built-* 2>/dev/null || true); do
+    if grep -q "for $arch," "$d/share/doc/ffprobe/SOURCE" 2>/dev/null; then built=$d; break; fi
+  done
+  [ -n "$built" ] || { echo "cannot reach deb.debian.org and nothing is cached in $cache" >&2; exit 1; }
+  log "offline: using the cached $built"
+fi
 if [ ! -x "$built/bin/ffprobe" ]; then
   src=$cache/src-$key
   rm -rf "$src" && mkdir -p "$src"
@@ -126,7 +144,7 @@ if [ ! -x "$built/bin/ffprobe" ]; then
   cp "$src/ffmpeg/COPYING.LGPLv2.1" "$src/ffmpeg/LICENSE.md" "$built.tmp/share/doc/ffprobe/"
   cp "$src/zlib/README" "$built.tmp/share/doc/ffprobe/zlib-README"
   {
-    echo "ffprobe from FFmpeg $ff_version (Debian bookworm source package 'ffmpeg'),"
+    echo "ffprobe from FFmpeg $ff_version (Debian bookworm source package 'ffmpeg'), for $arch,"
     echo "statically linked with musl (zig $zig_version) and zlib $zlib_version (Debian 'zlib')."
     echo "Licence: LGPL 2.1 or later (COPYING.LGPLv2.1); zlib under the zlib licence."
     echo "Source: apt-get source ffmpeg=$ff_version zlib=$zlib_version (deb.debian.org)."

@@ -34,6 +34,9 @@ pub struct Loopback {
     server: Arc<tiny_http::Server>,
     port: u16,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
+    /// Threads still answering; tiny_http ends them all when accepting fails (too many
+    /// open files, say), and a server without threads is replaced.
+    threads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Loopback {
@@ -68,18 +71,22 @@ impl Loopback {
             .ok_or_else(|| PortError::Backend("loopback source server has no port".into()))?;
         let server = Arc::new(server);
         let entries: Arc<Mutex<HashMap<String, Entry>>> = Arc::default();
+        let threads = Arc::new(std::sync::atomic::AtomicUsize::new(THREADS));
         for _ in 0..THREADS {
-            let (server, entries, bridge, client) = (
+            let (server, entries, bridge, client, threads) = (
                 server.clone(),
                 entries.clone(),
                 bridge.clone(),
                 client.clone(),
+                threads.clone(),
             );
             std::thread::spawn(move || {
-                // `recv` fails once the server is unblocked (dropped): the thread ends.
+                // `recv` fails once the server is unblocked (dropped) or cannot accept any
+                // more: the thread ends.
                 while let Ok(request) = server.recv() {
                     serve(&bridge, &client, &entries, request);
                 }
+                threads.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
         tracing::debug!(port, "serving sources on loopback");
@@ -87,7 +94,13 @@ impl Loopback {
             server,
             port,
             entries,
+            threads,
         })
+    }
+
+    /// Whether it still answers (else the caller starts another).
+    pub fn is_alive(&self) -> bool {
+        self.threads.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// A URL that serves `s3://bucket/key` for `ttl` to anything on this machine.
@@ -125,11 +138,23 @@ fn header(name: &'static str, value: &str) -> Option<tiny_http::Header> {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-fn reply(request: tiny_http::Request, code: u16, headers: Vec<Option<tiny_http::Header>>) {
-    let mut response = tiny_http::Response::empty(code);
+/// Answers `request` with `code`, `headers` and `body` of `length` bytes. The length is
+/// always sent as `Content-Length` (never chunked), so a client knows the size of what it
+/// asked for; HEAD gets the headers only.
+fn respond<R: Read>(
+    request: tiny_http::Request,
+    code: u16,
+    headers: Vec<Option<tiny_http::Header>>,
+    body: R,
+    length: usize,
+) {
+    let mut response = tiny_http::Response::new(code.into(), Vec::new(), body, Some(length), None)
+        .with_chunked_threshold(usize::MAX);
     for h in headers.into_iter().flatten() {
         response.add_header(h);
     }
+    // A client that seeks closes the connection mid-body; the write error ends the
+    // transfer and drops the S3 stream.
     let _ = request.respond(response);
 }
 
@@ -145,18 +170,43 @@ fn serve(
         .and_then(|token| entries.lock().ok()?.get(token).cloned())
         .filter(|e| e.expires > Instant::now());
     let Some(entry) = entry else {
-        return reply(request, 404, vec![]);
+        return respond(request, 404, vec![], std::io::empty(), 0);
     };
     let head = *request.method() == tiny_http::Method::Head;
     if !head && *request.method() != tiny_http::Method::Get {
-        return reply(request, 405, vec![header("Allow", "GET, HEAD")]);
+        return respond(
+            request,
+            405,
+            vec![header("Allow", "GET, HEAD")],
+            std::io::empty(),
+            0,
+        );
     }
-    let range = request
+    let mut headers = vec![
+        header("Accept-Ranges", "bytes"),
+        header("Content-Type", "application/octet-stream"),
+    ];
+    if head {
+        let size = bridge
+            .run(
+                client
+                    .head_object()
+                    .bucket(&entry.bucket)
+                    .key(&entry.key)
+                    .send(),
+            )
+            .ok()
+            .and_then(|o| o.content_length());
+        return match size {
+            Some(n) => respond(request, 200, headers, std::io::empty(), n.max(0) as usize),
+            None => respond(request, 502, vec![], std::io::empty(), 0),
+        };
+    }
+    let wanted = request
         .headers()
         .iter()
         .find(|h| h.field.equiv("Range"))
-        .map(|h| h.value.as_str().to_string());
-    let wanted = range.as_deref().and_then(parse_range);
+        .and_then(|h| parse_range(h.value.as_str()));
     let mut get = client.get_object().bucket(&entry.bucket).key(&entry.key);
     if let Some((start, end)) = wanted {
         get = get.range(match end {
@@ -169,27 +219,30 @@ fn serve(
         Err(e) => {
             let code = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(502);
             tracing::warn!(key = %entry.key, code, error = ?e, "loopback source read failed");
-            // 416 carries the size so a client can tell where the object ends.
+            // 416 carries the size so a client can tell where the object ends; anything
+            // but a missing object is the upstream's failure (5xx), which the probe treats
+            // as a reason to retry, never as a verdict on the file.
             let size = e
                 .raw_response()
                 .and_then(|r| r.headers().get("content-range"))
                 .map(str::to_string);
-            return reply(
+            let code = if code == 416 || code == 404 {
+                code
+            } else {
+                502
+            };
+            return respond(
                 request,
-                if code == 416 || code == 404 {
-                    code
-                } else {
-                    502
-                },
+                code,
                 vec![size.and_then(|s| header("Content-Range", &s))],
+                std::io::empty(),
+                0,
             );
         }
     };
-    let length = out.content_length().unwrap_or(0).max(0) as u64;
-    let mut headers = vec![
-        header("Accept-Ranges", "bytes"),
-        header("Content-Type", "application/octet-stream"),
-    ];
+    let Some(length) = out.content_length().map(|n| n.max(0) as usize) else {
+        return respond(request, 502, vec![], std::io::empty(), 0);
+    };
     let code = match (wanted, out.content_range()) {
         (Some(_), Some(cr)) => {
             headers.push(header("Content-Range", cr));
@@ -197,23 +250,12 @@ fn serve(
         }
         _ => 200,
     };
-    if head {
-        headers.push(header("Content-Length", &length.to_string()));
-        return reply(request, code, headers);
-    }
     let body = Body {
         bridge,
         stream: out.body,
         pending: bytes::Bytes::new(),
     };
-    let mut response =
-        tiny_http::Response::new(code.into(), Vec::new(), body, Some(length as usize), None);
-    for h in headers.into_iter().flatten() {
-        response.add_header(h);
-    }
-    // A client that seeks closes the connection mid-body; the write error ends the
-    // transfer and drops the S3 stream.
-    let _ = request.respond(response);
+    respond(request, code, headers, body, length);
 }
 
 /// An S3 body read synchronously, chunk by chunk, as the client takes it.

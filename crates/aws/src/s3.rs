@@ -290,7 +290,7 @@ impl S3Objects {
             .loopback
             .lock()
             .map_err(|_| PortError::Backend("loopback server lock poisoned".into()))?;
-        if let Some(server) = slot.as_ref() {
+        if let Some(server) = slot.as_ref().filter(|s| s.is_alive()) {
             return Ok(server.clone());
         }
         let server = Arc::new(crate::loopback::Loopback::start(

@@ -39,7 +39,13 @@ fn chosen(key: &str, tier: Tier) -> JobSettings {
         default_tier: tier,
         ..SettingsPolicy::default()
     };
-    vodpipe_core::settings::fallback(key, &policy, 4.0)
+    vodpipe_core::settings::fallback(
+        key,
+        &policy,
+        4.0,
+        &vodpipe_core::ladder::LadderConfig::default(),
+        None,
+    )
 }
 
 /// A job in ENCODING with `n` video items.

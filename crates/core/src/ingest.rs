@@ -44,38 +44,16 @@ pub fn ingest(
     source: &Source,
     retry_failed: bool,
 ) -> PortResult<Ingested> {
-    // Settings are read before the job exists: they decide its tier and asset name. A new
-    // upload without a settings file waits a bounded time for one (a tool that uploads it
-    // just after the video); a duplicate event does not wait.
-    let wait = if ports.jobs.job(&source.job_id)?.is_none() {
-        cfg.settings.settings_wait
-    } else {
-        Duration::ZERO
-    };
-    let upload = upload_settings(ports, source, wait)?;
-    let (settings, ladder, refused) = match crate::settings::resolve(
-        &upload,
-        &cfg.settings,
-        &cfg.ladder,
-        cfg.plan.segment_secs,
-        &|name| {
-            ports
-                .objects
-                .profile(name)
-                .map_err(|e| crate::Error::Unavailable(format!("reading profile {name}: {e}")))
-        },
-    ) {
-        Ok((s, l)) => (s, l, None),
-        Err(e) if e.is_infrastructure() => {
-            return Err(crate::ports::PortError::Backend(e.to_string()))
-        }
-        // The upload's settings are wrong: the job is filed where it would have gone by
-        // default and fails with the reason below.
-        Err(e) => (
-            crate::settings::fallback(&source.key, &cfg.settings, cfg.plan.segment_secs),
-            cfg.ladder.clone(),
-            Some(e),
-        ),
+    // A job's settings are decided once, when it is made, and every later attempt (a
+    // retry, a duplicate event, the fleet's sweep) plans with what was recorded: a settings
+    // file that arrives or changes later cannot split one job across two ladders.
+    let existing = ports.jobs.job(&source.job_id)?;
+    let settings = match existing.as_ref().and_then(|j| j.settings.clone()) {
+        Some(recorded) => recorded,
+        // A new upload without a settings file waits a bounded time for one (a tool that
+        // uploads it just after the video).
+        None if existing.is_none() => settings_for(ports, cfg, source, cfg.settings.settings_wait)?,
+        None => settings_for(ports, cfg, source, Duration::ZERO)?,
     };
     let (job, mut created) = ports.jobs.create_job(
         &source.job_id,
@@ -159,11 +137,11 @@ pub fn ingest(
         });
     }
     let mut job_cfg = cfg.clone();
-    job_cfg.ladder = ladder;
+    job_cfg.ladder = settings.ladder_config.clone();
     job_cfg.plan.segment_secs = settings.segment_seconds.value;
     job_cfg.plan.chunk_secs = job_cfg.plan.chunk_secs.max(job_cfg.plan.segment_secs);
-    let prepared = match refused {
-        Some(e) => Err(e),
+    let prepared = match &settings.refusal {
+        Some(reason) => Err(crate::Error::Rejected(reason.clone())),
         None => prepare(ports, &job_cfg, &source.uri),
     };
     let tier = job.tier;
@@ -235,7 +213,12 @@ pub fn ingest(
         // The probe could not run (missing or crashing ffprobe, S3 not answering): nothing
         // is known about the source. The job goes back to QUEUED, where the next attempt
         // (the event's retry, the fleet's sweep) claims it, and the caller sees an error.
-        Err(e) if e.is_infrastructure() => {
+        // A fault that outlasts every retry (a probe that crashes on this very file, say)
+        // ends the job instead of looping: after `give_up_after`, it fails with the fault.
+        Err(e)
+            if e.is_infrastructure()
+                && crate::process::now_secs() - job.created_at < give_up_after(cfg) =>
+        {
             tracing::error!(job = %job.id, error = %e, "ingest could not probe; left for a retry");
             ports
                 .jobs
@@ -246,6 +229,14 @@ pub fn ingest(
             )))
         }
         Err(e) => {
+            let e = if e.is_infrastructure() {
+                crate::Error::Rejected(format!(
+                    "the source could not be probed for {:.0} minutes: {e}",
+                    give_up_after(cfg) / 60.0
+                ))
+            } else {
+                e
+            };
             tracing::warn!(job = %job.id, error = %e, "ingest refused");
             if ports.jobs.transition(
                 &job.id,
@@ -262,6 +253,60 @@ pub fn ingest(
                 status: JobStatus::Failed,
             })
         }
+    }
+}
+
+/// Seconds after its upload past which a job whose probe keeps failing for reasons not
+/// its own (ffprobe crashing or missing, S3 not answering) fails instead of being retried:
+/// Lambda's retries and the fleet's sweeps get several tries, and a file that crashes the
+/// probe every time does not loop forever.
+pub fn give_up_after(cfg: &Config) -> f64 {
+    cfg.policy.probe_timeout_secs as f64 * 10.0
+}
+
+/// The settings a new job gets from its upload, resolved under `cfg`. A refusal (bad
+/// settings, or the source gone) is kept in the settings, for the job to fail with;
+/// infrastructure errors are errors.
+fn settings_for(
+    ports: Ports<'_>,
+    cfg: &Config,
+    source: &Source,
+    wait: Duration,
+) -> PortResult<crate::settings::JobSettings> {
+    let refused = |e: String| {
+        crate::settings::fallback(
+            &source.key,
+            &cfg.settings,
+            cfg.plan.segment_secs,
+            &cfg.ladder,
+            Some(e),
+        )
+    };
+    let upload = match upload_settings(ports, source, wait) {
+        Ok(u) => u,
+        Err(crate::ports::PortError::NotFound(_)) => {
+            return Ok(refused("the source no longer exists".into()))
+        }
+        Err(e) => return Err(e),
+    };
+    match crate::settings::resolve(
+        &upload,
+        &cfg.settings,
+        &cfg.ladder,
+        cfg.plan.segment_secs,
+        &|name| {
+            ports
+                .objects
+                .profile(name)
+                .map_err(|e| crate::Error::Unavailable(format!("reading profile {name}: {e}")))
+        },
+    ) {
+        Ok(s) => Ok(s),
+        Err(e) if e.is_infrastructure() => Err(crate::ports::PortError::Backend(e.to_string())),
+        // The upload's settings are wrong: the job is filed where it would have gone by
+        // default and fails with the reason.
+        Err(crate::Error::Rejected(reason)) => Ok(refused(reason)),
+        Err(e) => Ok(refused(e.to_string())),
     }
 }
 

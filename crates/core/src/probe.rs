@@ -239,7 +239,7 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
     let out = ToolRun::new(ffprobe, args, "probe")
         .timeout(timeout)
         .run()
-        .map_err(reject_unreadable)?;
+        .map_err(|e| reject_unreadable(e, is_url(path)))?;
     let raw: RawProbe = serde_json::from_str(&out.stdout).map_err(|e| Error::Tool {
         step: "probe".into(),
         detail: format!("unreadable ffprobe output: {e}"),
@@ -266,9 +266,27 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
     Ok(info)
 }
 
-/// ffprobe refusing a file is a property of the file, not a transient failure.
-fn reject_unreadable(e: Error) -> Error {
+/// What ffmpeg's HTTP client prints when the server or the network failed, not the file:
+/// a 5xx answer, a refused or dropped connection, a body cut short.
+const TRANSPORT_FAILURES: &[&str] = &[
+    "Server returned 5",
+    "Connection refused",
+    "Connection reset",
+    "Connection timed out",
+    "Network is unreachable",
+    "Stream ends prematurely",
+];
+
+/// ffprobe refusing a file is a property of the file, not a transient failure; but for a
+/// source read over HTTP (`url`), a failing server or network says nothing about the file
+/// and is retried.
+fn reject_unreadable(e: Error, url: bool) -> Error {
     match e {
+        Error::Tool { detail, .. }
+            if url && TRANSPORT_FAILURES.iter().any(|m| detail.contains(m)) =>
+        {
+            Error::Unavailable(format!("reading the source failed: {}", last_line(&detail)))
+        }
         Error::Tool { detail, .. } => {
             // EINVAL is what ffmpeg says when the file *is* recognised, as a demuxer that
             // the allow-list refuses (playlists, concat scripts, images).
@@ -317,7 +335,7 @@ fn frame_timestamps(ffprobe: &str, path: &Path, index: u32, timeout: Duration) -
     let out = ToolRun::new(ffprobe, args, "probe frames")
         .timeout(timeout)
         .run()
-        .map_err(reject_unreadable)?;
+        .map_err(|e| reject_unreadable(e, is_url(path)))?;
     let mut pts = Vec::new();
     for line in out.stdout.lines() {
         let mut parts = line.split(',');
@@ -537,6 +555,26 @@ mod tests {
     fn vfr_is_detected_from_uneven_frame_durations() {
         assert!(!is_vfr(&[0, 1001, 2002, 3003, 4004]));
         assert!(is_vfr(&[0, 33, 66, 133, 166, 300]));
+    }
+
+    #[test]
+    fn a_failing_server_is_retried_but_a_bad_file_over_http_is_refused() {
+        let tool = |detail: &str| Error::Tool {
+            step: "probe".into(),
+            detail: detail.into(),
+        };
+        let e = reject_unreadable(
+            tool("http://127.0.0.1:9/s/x: Server returned 5XX Server Error reply"),
+            true,
+        );
+        assert!(e.is_infrastructure(), "{e}");
+        let e = reject_unreadable(tool("x: Connection refused"), true);
+        assert!(e.is_infrastructure(), "{e}");
+        let e = reject_unreadable(tool("x: Invalid data found when processing input"), true);
+        assert!(e.is_permanent(), "{e}");
+        // A local file cannot have a server failing.
+        let e = reject_unreadable(tool("x: Connection refused"), false);
+        assert!(e.is_permanent(), "{e}");
     }
 
     #[test]

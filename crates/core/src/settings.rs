@@ -26,6 +26,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The largest settings file read, in bytes: settings are a few lines, and an upload must
+/// not make ingest read an arbitrarily large object into memory.
+pub const MAX_SETTINGS_FILE_BYTES: usize = 64 * 1024;
+
 /// A settings file's name is its source's key plus this.
 pub const SETTINGS_SUFFIX: &str = ".vodpipe.json";
 /// Metadata keys vodpipe reads start with this (S3 lower-cases user metadata names).
@@ -84,6 +88,13 @@ pub struct JobSettings {
     pub codecs: Setting<Vec<String>>,
     /// The asset name outputs are published under.
     pub asset: Setting<String>,
+    /// The ladder itself, as it was when the job was made (a profile may change later;
+    /// the job keeps what it was planned with).
+    #[serde(default)]
+    pub ladder_config: LadderConfig,
+    /// Why the upload's own settings could not be used: the job fails with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 /// The deployment's side of the resolution.
@@ -259,14 +270,14 @@ fn parse_profile_name(value: &str, what: &str) -> Result<String> {
 
 /// Resolves an upload's settings under `policy`. `base` is the deployment's default ladder
 /// (or the command line's); `profile` reads a stored profile by name (`Ok(None)`: there
-/// is none). Returns the settings to record and the ladder to plan with.
+/// is none). Returns the settings to record, the ladder to plan with among them.
 pub fn resolve(
     upload: &UploadSettings,
     policy: &SettingsPolicy,
     base: &LadderConfig,
     base_segment_seconds: f64,
     profile: &dyn Fn(&str) -> Result<Option<Vec<u8>>>,
-) -> Result<(JobSettings, LadderConfig)> {
+) -> Result<JobSettings> {
     let meta = |name: &str| {
         upload
             .metadata
@@ -276,6 +287,13 @@ pub fn resolve(
     };
     let file: SettingsFile = match &upload.settings_file {
         None => SettingsFile::default(),
+        Some(bytes) if bytes.len() > MAX_SETTINGS_FILE_BYTES => {
+            return Err(reject(format!(
+                "settings file {} is larger than {} KiB",
+                settings_key(&upload.key),
+                MAX_SETTINGS_FILE_BYTES / 1024
+            )))
+        }
         Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
             reject(format!(
                 "settings file {} is not valid: {e}",
@@ -339,12 +357,12 @@ pub fn resolve(
         let cfg = load_profile(name, &format!("\"ladder\" in {file_name}"))?;
         (Setting::new(name.clone(), Origin::SettingsFile), cfg)
     } else if inline {
-        let d = LadderConfig::default();
+        // What the file leaves out is the deployment's (or the command line's).
         let cfg = LadderConfig {
-            rungs: file.rungs.clone().unwrap_or(base.rungs.clone()),
-            preset: file.preset.clone().unwrap_or(d.preset),
-            crf: file.crf.unwrap_or(d.crf),
-            audio_kbps: file.audio_kbps.unwrap_or(d.audio_kbps),
+            rungs: file.rungs.clone().unwrap_or_else(|| base.rungs.clone()),
+            preset: file.preset.clone().unwrap_or_else(|| base.preset.clone()),
+            crf: file.crf.unwrap_or(base.crf),
+            audio_kbps: file.audio_kbps.unwrap_or(base.audio_kbps),
         };
         cfg.validate()
             .map_err(|e| reject(format!("{file_name}: {e}")))?;
@@ -408,22 +426,27 @@ pub fn resolve(
         Setting::new(crate::job::asset_name(&upload.key), Origin::Default)
     };
 
-    Ok((
-        JobSettings {
-            tier,
-            ladder,
-            segment_seconds,
-            codecs,
-            asset,
-        },
-        ladder_cfg,
-    ))
+    Ok(JobSettings {
+        tier,
+        ladder,
+        segment_seconds,
+        codecs,
+        asset,
+        ladder_config: ladder_cfg,
+        refusal: None,
+    })
 }
 
-/// The settings a job gets when its upload's own could not be used (they are invalid):
-/// the deployment's choices, so the FAILED job is filed where the upload would have gone
-/// by default.
-pub fn fallback(key: &str, policy: &SettingsPolicy, segment_seconds: f64) -> JobSettings {
+/// The settings a job gets when its upload's own could not be used (they are invalid, or
+/// the source is gone): the deployment's choices, so the job is filed where the upload
+/// would have gone by default, with `refusal` saying why it fails.
+pub fn fallback(
+    key: &str,
+    policy: &SettingsPolicy,
+    segment_seconds: f64,
+    ladder: &LadderConfig,
+    refusal: Option<String>,
+) -> JobSettings {
     let tier = match (policy.command_tier, policy.prefix_tier(key)) {
         (Some(t), _) => Setting::new(t, Origin::Command),
         (None, Some(t)) => Setting::new(t, Origin::Prefix),
@@ -435,6 +458,8 @@ pub fn fallback(key: &str, policy: &SettingsPolicy, segment_seconds: f64) -> Job
         segment_seconds: Setting::new(segment_seconds, Origin::Default),
         codecs: Setting::new(vec![CODECS[0].to_string()], Origin::Default),
         asset: Setting::new(crate::job::asset_name(key), Origin::Default),
+        ladder_config: ladder.clone(),
+        refusal,
     }
 }
 
@@ -468,7 +493,10 @@ mod tests {
     }
 
     fn resolved(u: &UploadSettings) -> Result<(JobSettings, LadderConfig)> {
-        resolve(u, &policy(), &LadderConfig::default(), 4.0, &mobile)
+        resolve(u, &policy(), &LadderConfig::default(), 4.0, &mobile).map(|s| {
+            let l = s.ladder_config.clone();
+            (s, l)
+        })
     }
 
     #[test]
@@ -501,7 +529,7 @@ mod tests {
             ..policy()
         };
         let u = upload("premium/a.mov", &[("vodpipe-tier", "premium")], None);
-        let (s, _) = resolve(&u, &p, &LadderConfig::default(), 4.0, &mobile).unwrap();
+        let s = resolve(&u, &p, &LadderConfig::default(), 4.0, &mobile).unwrap();
         assert_eq!(s.tier, Setting::new(Tier::Bulk, Origin::Command));
     }
 
@@ -518,6 +546,31 @@ mod tests {
         let (s, cfg) = resolved(&upload("a.mov", &[], None)).unwrap();
         assert_eq!(s.ladder.value, "default");
         assert_eq!(cfg, LadderConfig::default());
+    }
+
+    #[test]
+    fn inline_rungs_keep_the_deployments_encoder_settings_they_leave_out() {
+        let base = LadderConfig {
+            preset: "medium".into(),
+            crf: 19,
+            ..LadderConfig::default()
+        };
+        let file = r#"{"rungs":[{"name":"480p","short_side":480,"max_kbps":1200}]}"#;
+        let s = resolve(
+            &upload("a.mov", &[], Some(file)),
+            &policy(),
+            &base,
+            4.0,
+            &mobile,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.ladder_config.preset.as_str(), s.ladder_config.crf),
+            ("medium", 19)
+        );
+        let big = format!(r#"{{"tier": "bulk", "asset": "{}"}}"#, "a".repeat(70_000));
+        let e = resolved(&upload("a.mov", &[], Some(&big))).unwrap_err();
+        assert!(e.to_string().contains("larger than 64 KiB"), "{e}");
     }
 
     #[test]

@@ -168,9 +168,10 @@ pub fn run(bridge: &Bridge, sdk: &SdkConfig, opts: &Options) -> Report {
             .unwrap_or_else(|| opts.stack.clone());
         r.findings.push(worker_image(bridge, sdk, stack));
         let ingest_env = probe_layer(bridge, sdk, &name, &mut r);
-        let public_ip = ingest_env
-            .get("VODPIPE_ASSIGN_PUBLIC_IP")
-            .is_some_and(|v| v.eq_ignore_ascii_case("enabled"));
+        let public_ip = ingest_env.map(|env| {
+            env.get("VODPIPE_ASSIGN_PUBLIC_IP")
+                .is_some_and(|v| v.eq_ignore_ascii_case("enabled"))
+        });
         match stack.outputs.get("WorkerSubnets") {
             Some(subnets) => r.findings.extend(subnets_reach(
                 bridge,
@@ -294,15 +295,15 @@ fn missing_image(uri: &str, tag: &str) -> Finding {
 }
 
 /// Checks the ingest and fleet functions carry the probe layer; returns the ingest
-/// function's environment (the fleet settings it launches tasks with).
+/// function's environment (the fleet settings it launches tasks with), if it was read.
 fn probe_layer(
     bridge: &Bridge,
     sdk: &SdkConfig,
     name: &str,
     r: &mut Report,
-) -> HashMap<String, String> {
+) -> Option<HashMap<String, String>> {
     let lambda = aws_sdk_lambda::Client::new(sdk);
-    let mut ingest_env = HashMap::new();
+    let mut ingest_env = None;
     for function in [format!("{name}-ingest"), format!("{name}-fleet")] {
         let check = format!("probe-layer {function}");
         match bridge.run(lambda.get_function().function_name(&function).send()) {
@@ -337,7 +338,7 @@ fn probe_layer(
                     )
                     });
                 if function.ends_with("-ingest") {
-                    ingest_env = env;
+                    ingest_env = Some(env);
                 }
             }
             Err(e) => r.findings.push(Finding::fail(
@@ -354,7 +355,7 @@ fn subnets_reach(
     bridge: &Bridge,
     sdk: &SdkConfig,
     subnets: &[String],
-    public_ip: bool,
+    public_ip: Option<bool>,
     region: &str,
 ) -> Vec<Finding> {
     let ec2 = Ec2::new(bridge, sdk);
@@ -367,6 +368,14 @@ fn subnets_reach(
     };
     let found = match ec2.subnets(subnets) {
         Ok(f) => f,
+        // EC2 refuses the whole call when any subnet is gone.
+        Err(e) if e.contains("InvalidSubnetID.NotFound") => {
+            return vec![Finding::fail(
+                "network",
+                format!("the stack's subnets do not all exist ({e})"),
+                "sam deploy with existing SubnetIds, or VpcId empty for the stack's own VPC",
+            )]
+        }
         Err(e) => return fail_read(e),
     };
     let mut out = Vec::new();

@@ -131,15 +131,19 @@ impl<'a> Ec2<'a> {
             Ok(resp) => resp.into_string().map_err(|e| e.to_string()),
             Err(ureq::Error::Status(code, resp)) => {
                 let body = resp.into_string().unwrap_or_default();
-                let message = roxmltree::Document::parse(&body)
-                    .ok()
-                    .and_then(|d| {
+                let doc = roxmltree::Document::parse(&body).ok();
+                let text = |tag: &str| {
+                    doc.as_ref().and_then(|d| {
                         d.descendants()
-                            .find(|n| n.has_tag_name("Message"))
+                            .find(|n| n.has_tag_name(tag))
                             .and_then(|n| n.text().map(str::to_string))
                     })
-                    .unwrap_or(body);
-                Err(format!("EC2 {action}: HTTP {code}: {message}"))
+                };
+                Err(format!(
+                    "EC2 {action}: HTTP {code}: {}: {}",
+                    text("Code").unwrap_or_default(),
+                    text("Message").unwrap_or(body.clone())
+                ))
             }
             Err(e) => Err(format!("EC2 {action}: {e}")),
         }
@@ -160,15 +164,9 @@ impl<'a> Ec2<'a> {
         parse_route_tables(&self.call("DescribeRouteTables", &by_vpc(vpc))?)
     }
 
-    /// The service names of `vpc`'s endpoints (`com.amazonaws.<region>.s3`, …).
+    /// The service names of `vpc`'s working endpoints (`com.amazonaws.<region>.s3`, …).
     pub fn endpoint_services(&self, vpc: &str) -> Result<Vec<String>, String> {
-        let doc = self.call("DescribeVpcEndpoints", &by_vpc(vpc))?;
-        let doc = roxmltree::Document::parse(&doc).map_err(|e| e.to_string())?;
-        Ok(doc
-            .descendants()
-            .filter(|n| n.has_tag_name("serviceName"))
-            .filter_map(|n| n.text().map(str::to_string))
-            .collect())
+        parse_endpoint_services(&self.call("DescribeVpcEndpoints", &by_vpc(vpc))?)
     }
 }
 
@@ -212,6 +210,25 @@ pub fn parse_subnets(xml: &str) -> Result<Vec<Subnet>, String> {
         .collect())
 }
 
+/// `DescribeVpcEndpoints` → the services of the endpoints that work for a task: available,
+/// and for interface endpoints with private DNS (so the service's usual host name reaches
+/// it).
+pub fn parse_endpoint_services(xml: &str) -> Result<Vec<String>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| e.to_string())?;
+    Ok(items(root(&doc), "vpcEndpointSet")
+        .into_iter()
+        .filter(|e| {
+            let state = child_text(*e, "state")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let interface = child_text(*e, "vpcEndpointType").as_deref() == Some("Interface");
+            let dns = child_text(*e, "privateDnsEnabled").as_deref() == Some("true");
+            state == "available" && (!interface || dns)
+        })
+        .filter_map(|e| child_text(e, "serviceName"))
+        .collect())
+}
+
 /// `DescribeRouteTables` → route tables.
 pub fn parse_route_tables(xml: &str) -> Result<Vec<RouteTable>, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| e.to_string())?;
@@ -229,6 +246,8 @@ pub fn parse_route_tables(xml: &str) -> Result<Vec<RouteTable>, String> {
                     .any(|a| child_text(*a, "main").as_deref() == Some("true")),
                 routes: items(t, "routeSet")
                     .into_iter()
+                    // A blackhole route (its NAT gateway deleted, say) carries nothing.
+                    .filter(|r| child_text(*r, "state").as_deref() != Some("blackhole"))
                     .map(|r| Route {
                         destination: child_text(r, "destinationCidrBlock")
                             .or_else(|| child_text(r, "destinationPrefixListId"))
@@ -261,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn only_working_endpoints_count() {
+        let xml = r#"<DescribeVpcEndpointsResponse><vpcEndpointSet>
+          <item><serviceName>com.amazonaws.r.s3</serviceName><vpcEndpointType>Gateway</vpcEndpointType><state>available</state></item>
+          <item><serviceName>com.amazonaws.r.sqs</serviceName><vpcEndpointType>Interface</vpcEndpointType><state>available</state><privateDnsEnabled>false</privateDnsEnabled></item>
+          <item><serviceName>com.amazonaws.r.logs</serviceName><vpcEndpointType>Interface</vpcEndpointType><state>available</state><privateDnsEnabled>true</privateDnsEnabled></item>
+          <item><serviceName>com.amazonaws.r.events</serviceName><vpcEndpointType>Interface</vpcEndpointType><state>pending</state><privateDnsEnabled>true</privateDnsEnabled></item>
+        </vpcEndpointSet></DescribeVpcEndpointsResponse>"#;
+        assert_eq!(
+            parse_endpoint_services(xml).unwrap(),
+            ["com.amazonaws.r.s3", "com.amazonaws.r.logs"]
+        );
+    }
+
+    #[test]
     fn route_tables_parse_from_the_query_answer() {
         let xml = r#"<DescribeRouteTablesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
           <routeTableSet><item><routeTableId>rtb-1</routeTableId>
@@ -268,6 +301,7 @@ mod tests {
               <item><subnetId>subnet-a</subnetId><main>false</main></item></associationSet>
             <routeSet><item><destinationCidrBlock>10.0.0.0/16</destinationCidrBlock><gatewayId>local</gatewayId></item>
               <item><destinationCidrBlock>0.0.0.0/0</destinationCidrBlock><natGatewayId>nat-9</natGatewayId></item>
+              <item><destinationCidrBlock>0.0.0.0/0</destinationCidrBlock><natGatewayId>nat-8</natGatewayId><state>blackhole</state></item>
               <item><destinationPrefixListId>pl-63a5400a</destinationPrefixListId><gatewayId>vpce-1</gatewayId></item></routeSet>
           </item></routeTableSet></DescribeRouteTablesResponse>"#;
         let t = parse_route_tables(xml).unwrap();

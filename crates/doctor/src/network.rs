@@ -36,20 +36,25 @@ fn missing<'a>(wanted: &[&'a str], endpoints: &[String], region: &str) -> Vec<&'
 }
 
 /// Whether tasks in `subnet` reach AWS, given its routes, the VPC's endpoints and whether
-/// tasks get a public IP.
+/// tasks get a public IP (`None`: it could not be read).
 pub fn subnet_reach(
     subnet: &str,
     routes: &[Route],
     endpoints: &[String],
-    public_ip: bool,
+    public_ip: Option<bool>,
     region: &str,
 ) -> Finding {
     let check = format!("subnet {subnet}");
     let default = routes.iter().find(|r| r.destination == "0.0.0.0/0");
     match default.map(|r| r.target.as_str()) {
-        Some(t) if t.starts_with("igw-") && public_ip => Finding::ok(
+        Some(t) if t.starts_with("igw-") && public_ip == Some(true) => Finding::ok(
             &check,
             format!("public: tasks get public IPs and route through {t}"),
+        ),
+        Some(t) if t.starts_with("igw-") && public_ip.is_none() => Finding::warn(
+            &check,
+            format!("routes through the internet gateway {t}; whether tasks get public IPs could not be read (the ingest function's VODPIPE_ASSIGN_PUBLIC_IP)"),
+            "aws lambda get-function-configuration --function-name <Name>-ingest",
         ),
         Some(t) if t.starts_with("igw-") => Finding::fail(
             &check,
@@ -113,10 +118,10 @@ mod tests {
     fn a_public_subnet_needs_public_ips() {
         let routes = [route("10.0.0.0/16", "local"), route("0.0.0.0/0", "igw-1")];
         assert_eq!(
-            subnet_reach("s", &routes, &[], true, "us-east-1").level,
+            subnet_reach("s", &routes, &[], Some(true), "us-east-1").level,
             Level::Ok
         );
-        let f = subnet_reach("s", &routes, &[], false, "us-east-1");
+        let f = subnet_reach("s", &routes, &[], Some(false), "us-east-1");
         assert_eq!(f.level, Level::Fail);
         assert!(f.fix.unwrap().contains("AssignPublicIp=ENABLED"));
     }
@@ -125,7 +130,7 @@ mod tests {
     fn a_nat_gateway_is_enough() {
         let routes = [route("0.0.0.0/0", "nat-1")];
         assert_eq!(
-            subnet_reach("s", &routes, &[], false, "eu-west-1").level,
+            subnet_reach("s", &routes, &[], Some(false), "eu-west-1").level,
             Level::Ok
         );
     }
@@ -138,13 +143,16 @@ mod tests {
             .chain(GATEWAY_ENDPOINTS)
             .map(|s| format!("com.amazonaws.{region}.{s}"))
             .collect();
-        assert_eq!(subnet_reach("s", &[], &all, false, region).level, Level::Ok);
+        assert_eq!(
+            subnet_reach("s", &[], &all, Some(false), region).level,
+            Level::Ok
+        );
         let some: Vec<String> = all
             .iter()
             .filter(|e| !e.ends_with(".ecr.dkr"))
             .cloned()
             .collect();
-        let f = subnet_reach("s", &[], &some, false, region);
+        let f = subnet_reach("s", &[], &some, Some(false), region);
         assert_eq!(f.level, Level::Fail);
         assert!(f.detail.contains("ecr.dkr"), "{}", f.detail);
     }
