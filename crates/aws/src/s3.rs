@@ -260,15 +260,28 @@ impl S3Objects {
             })
     }
 
-    /// An object's bytes, or `None` when it does not exist.
-    fn get_optional(&self, bucket: &str, key: &str) -> PortResult<Option<Vec<u8>>> {
-        let out = match self
-            .bridge
-            .run(self.client.get_object().bucket(bucket).key(key).send())
-        {
+    /// An object's bytes (at most the first `limit`), or `None` when it does not exist.
+    fn get_optional(
+        &self,
+        bucket: &str,
+        key: &str,
+        limit: Option<usize>,
+    ) -> PortResult<Option<Vec<u8>>> {
+        let mut get = self.client.get_object().bucket(bucket).key(key);
+        if let Some(n) = limit {
+            get = get.range(format!("bytes=0-{}", n.saturating_sub(1)));
+        }
+        let out = match self.bridge.run(get.send()) {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
                 return Ok(None)
+            }
+            // No range of an empty object is satisfiable: the object is empty.
+            Err(e)
+                if limit.is_some()
+                    && e.raw_response().is_some_and(|r| r.status().as_u16() == 416) =>
+            {
+                return Ok(Some(Vec::new()))
             }
             Err(e) => return Err(backend(&format!("s3 get {key}"), e)),
         };
@@ -361,7 +374,7 @@ impl ObjectStore for S3Objects {
     }
 
     fn get(&self, key: &str) -> PortResult<Vec<u8>> {
-        self.get_optional(&self.bucket, key)?
+        self.get_optional(&self.bucket, key, None)?
             .ok_or_else(|| PortError::NotFound(key.to_string()))
     }
 
@@ -465,12 +478,19 @@ impl ObjectStore for S3Objects {
     fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
         let (bucket, key) = parse_s3_uri(source)
             .ok_or_else(|| PortError::NotFound(format!("source {source} is not an s3:// URI")))?;
-        self.get_optional(bucket, &vodpipe_core::settings::settings_key(key))
+        // One byte past the limit, so a file too large is seen to be and refused.
+        self.get_optional(
+            bucket,
+            &vodpipe_core::settings::settings_key(key),
+            Some(vodpipe_core::settings::MAX_SETTINGS_FILE_BYTES + 1),
+        )
     }
 
     fn profile(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
         match &self.profiles_bucket {
-            Some(bucket) => self.get_optional(bucket, &vodpipe_core::settings::profile_key(name)),
+            Some(bucket) => {
+                self.get_optional(bucket, &vodpipe_core::settings::profile_key(name), None)
+            }
             None => Ok(None),
         }
     }

@@ -48,12 +48,13 @@ pub fn ingest(
     // retry, a duplicate event, the fleet's sweep) plans with what was recorded: a settings
     // file that arrives or changes later cannot split one job across two ladders.
     let existing = ports.jobs.job(&source.job_id)?;
-    let settings = match existing.as_ref().and_then(|j| j.settings.clone()) {
-        Some(recorded) => recorded,
+    let settings = match existing.as_ref().map(|j| j.settings.clone()) {
+        Some(Some(recorded)) => recorded,
+        // A job from before settings were recorded: resolved now, without waiting.
+        Some(None) => settings_for(ports, cfg, source, Duration::ZERO)?,
         // A new upload without a settings file waits a bounded time for one (a tool that
         // uploads it just after the video).
-        None if existing.is_none() => settings_for(ports, cfg, source, cfg.settings.settings_wait)?,
-        None => settings_for(ports, cfg, source, Duration::ZERO)?,
+        None => settings_for(ports, cfg, source, cfg.settings.settings_wait)?,
     };
     let (job, mut created) = ports.jobs.create_job(
         &source.job_id,

@@ -133,12 +133,19 @@ impl ObjectStore for Objects {
     }
 
     fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
-        read_optional(&vodpipe_core::settings::settings_key(source))
+        // One byte past the limit, so a file too large is seen to be and refused.
+        read_optional(
+            &vodpipe_core::settings::settings_key(source),
+            vodpipe_core::settings::MAX_SETTINGS_FILE_BYTES as u64 + 1,
+        )
     }
 
     fn profile(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
         match &self.profiles {
-            Some(dir) => read_optional(&dir.join(format!("{name}.json")).display().to_string()),
+            Some(dir) => read_optional(
+                &dir.join(format!("{name}.json")).display().to_string(),
+                u64::MAX,
+            ),
             None => Ok(None),
         }
     }
@@ -155,13 +162,19 @@ impl ObjectStore for Objects {
     }
 }
 
-/// A file's bytes, or `None` when it does not exist.
-fn read_optional(path: &str) -> PortResult<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(path, e)),
-    }
+/// A file's bytes (at most the first `limit`), or `None` when it does not exist.
+fn read_optional(path: &str, limit: u64) -> PortResult<Option<Vec<u8>>> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io(path, e))?;
+    Ok(Some(bytes))
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {

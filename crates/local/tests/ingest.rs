@@ -4,41 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::backend;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use vodpipe_core::ingest::{ingest, Source};
 use vodpipe_core::job::JobStatus;
 use vodpipe_core::pipeline::{Config, JobPlan};
 use vodpipe_core::ports::{JobStore, Tier};
 use vodpipe_core::settings::Origin;
-use vodpipe_local::fleet::ProcessFleet;
 use vodpipe_local::Local;
 
-fn clip(dir: &Path) -> PathBuf {
-    let p = dir.join("clip.mp4");
-    let ok = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=160x90:rate=25", "-t", "3"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(&p)
-        .status()
-        .expect("ffmpeg is required for this test: run `make deps`")
-        .success();
-    assert!(ok);
-    p
-}
-
 fn setup(d: &Path) -> (Local, Config, Source, PathBuf) {
-    let src = clip(d);
-    let state = d.join("state");
-    let fleet = ProcessFleet::new("/nonexistent".into(), state.clone(), 0, 1);
-    let local = Local::open(&state, Some(&d.join("out")), fleet, 3).unwrap();
-    let cfg = Config::new(state.join("scratch"));
-    let source = Source {
-        uri: src.canonicalize().unwrap().display().to_string(),
-        key: "clip.mp4".into(),
-        job_id: "job1".into(),
-    };
+    let (local, cfg, source) = backend(d, 3, "job1");
     let sidecar = PathBuf::from(format!("{}.vodpipe.json", source.uri));
     (local, cfg, source, sidecar)
 }

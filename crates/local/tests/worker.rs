@@ -5,59 +5,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::backend;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-use vodpipe_core::ingest::{ingest, Source};
+use vodpipe_core::ingest::ingest;
 use vodpipe_core::job::JobStatus;
 use vodpipe_core::pipeline::Config;
 use vodpipe_core::ports::{JobStore, Queue, Tier, WorkQueue};
 use vodpipe_core::worker::{Shutdown, Turn, Worker};
-use vodpipe_local::fleet::ProcessFleet;
 use vodpipe_local::Local;
-
-fn clip(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("clip.mp4");
-    let st = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x90:rate=25",
-            "-t",
-            "1",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .arg(&p)
-        .status()
-        .expect("ffmpeg is required for this test: run `make deps`");
-    assert!(st.success());
-    p
-}
 
 #[test]
 fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
     let d = tempfile::tempdir().unwrap();
-    let src = clip(d.path());
-    let state = d.path().join("state");
-    let fleet = ProcessFleet::new("/nonexistent".into(), state.clone(), 0, 1);
-    let local = Local::open(&state, Some(&d.path().join("out")), fleet, 3).unwrap();
-    let mut cfg = Config::new(state.join("scratch"));
+    let (local, mut cfg, source) = backend(d.path(), 1, "job1");
     cfg.ffmpeg = "false".into();
     cfg.retry_delay = Duration::ZERO;
     cfg.escalate_after = 2;
-    let source = Source {
-        uri: src.canonicalize().unwrap().display().to_string(),
-        key: "clip.mp4".into(),
-        job_id: "job1".into(),
-    };
     cfg.settings.default_tier = Tier::Bulk;
     let ing = ingest(local.ports(), &cfg, &source, false).unwrap();
     assert_eq!(ing.status, JobStatus::Encoding);
@@ -110,16 +76,7 @@ fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
 }
 
 fn planned(d: &Path) -> (Local, Config) {
-    let src = clip(d);
-    let state = d.join("state");
-    let fleet = ProcessFleet::new("/nonexistent".into(), state.clone(), 0, 1);
-    let local = Local::open(&state, Some(&d.join("out")), fleet, 3).unwrap();
-    let cfg = Config::new(state.join("scratch"));
-    let source = Source {
-        uri: src.canonicalize().unwrap().display().to_string(),
-        key: "clip.mp4".into(),
-        job_id: "job2".into(),
-    };
+    let (local, cfg, source) = backend(d, 1, "job2");
     ingest(local.ports(), &cfg, &source, false).unwrap();
     (local, cfg)
 }
