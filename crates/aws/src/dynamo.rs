@@ -5,9 +5,16 @@
 //! (`source`, `created_at`) answers "jobs for this file": queries, never scans. Every
 //! change that must not race is a conditional write: create-if-absent, leases that bump a
 //! fencing token, heartbeats and releases that require the current token. Committing an
-//! item is one transaction (item done under its token + job counter); the job then moves
-//! to STITCHING with a write conditional on `done = total`, which exactly one committer
-//! can win. Finished items carry a TTL attribute so they expire after the job is done.
+//! item is one transaction: the item done under its token, and the job's counter, which
+//! the last committer moves to STITCHING in the same write (conditional on the count), so
+//! no crash or throttle can leave a job with every item done and still ENCODING.
+//!
+//! Large documents (the plan of a feature-length source, an audio track's segment table)
+//! never live in the job item or an item record: they are split into page records
+//! (`sk = PLAN#<plan id>#<page>`, `RESULT#<item>#<attempt>#<page>`) of at most
+//! [`PAGE_BYTES`], so every record stays far below DynamoDB's 400 KB item limit at any
+//! length the input policy allows, and the job item a worker reads per item stays small.
+//! Finished items carry a TTL attribute so they expire after the job is done.
 
 use crate::backend;
 use crate::config::Bridge;
@@ -28,6 +35,42 @@ pub const STATUS_INDEX: &str = "by-status";
 pub const SOURCE_INDEX: &str = "by-source";
 /// How long finished item records are kept.
 const ITEM_TTL_SECS: f64 = 30.0 * 86400.0;
+/// The most of a document one record carries. DynamoDB refuses items over 400 KB and bills
+/// by the KB; a longer document is stored as several page records of this size.
+pub const PAGE_BYTES: usize = 48 * 1024;
+/// How often a commit retries its transaction when other commits of the same job win the
+/// race for the job's counter first.
+const COMMIT_ROUNDS: u32 = 16;
+
+/// `doc` cut into pages of at most [`PAGE_BYTES`] bytes, on character boundaries.
+fn split_pages(doc: &str) -> Vec<&str> {
+    let mut pages = Vec::new();
+    let mut rest = doc;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(PAGE_BYTES);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (page, tail) = rest.split_at(end);
+        pages.push(page);
+        rest = tail;
+    }
+    pages
+}
+
+/// A random byte (for jitter); zero if the system has no randomness to give.
+fn getrandom_byte() -> u8 {
+    let mut b = [0u8; 1];
+    getrandom::getrandom(&mut b).map_or(0, |_| b[0])
+}
+
+/// A random id for one saved plan, so two ingests planning the same job concurrently never
+/// mix their pages: only the one whose plan is recorded on the job is ever read.
+fn plan_nonce() -> PortResult<String> {
+    let mut raw = [0u8; 8];
+    getrandom::getrandom(&mut raw).map_err(|e| backend("plan id", e))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 type Attrs = HashMap<String, AttributeValue>;
 
@@ -243,51 +286,158 @@ impl DynamoJobs {
         let id =
             get_s(a, "id").ok_or_else(|| PortError::Backend("job record without id".into()))?;
         let items = self.item_records(&id)?;
-        let sum = |k: &str| {
-            items
-                .iter()
-                .map(|i| get_f(i, k).unwrap_or(0.0))
-                .sum::<f64>()
-        };
-        let frames_done: u64 = items
-            .iter()
-            .filter(|i| get_s(i, "sk").is_some_and(|sk| sk.starts_with("ITEM#video")))
-            .map(|i| get_u(i, "frames_done"))
-            .sum();
-        Ok(JobRecord {
-            source: get_s(a, "source").unwrap_or_default(),
-            asset: get_s(a, "asset").unwrap_or_default(),
-            tier: get_s(a, "tier")
-                .and_then(|t| Tier::parse(&t))
-                .unwrap_or(Tier::Standard),
-            status: get_s(a, "status")
-                .and_then(|t| JobStatus::parse(&t))
-                .unwrap_or(JobStatus::Failed),
-            error: get_s(a, "error"),
-            done: get_u(a, "done") as u32,
-            total: get_u(a, "total") as u32,
-            frames_done,
-            frames_total: get_u(a, "frames_total"),
-            duration_secs: get_f(a, "duration_secs").unwrap_or(0.0),
-            rungs: get_u(a, "rungs") as u32,
-            attempts: sum("attempts") as u32,
-            failures: sum("failures") as u32,
-            interruptions: sum("interruptions") as u32,
-            encode_secs: sum("encode_secs"),
-            wasted_secs: sum("wasted_secs"),
-            created_at: get_f(a, "created_at").unwrap_or(0.0),
-            queued_at: get_f(a, "queued_at"),
-            started_at: get_f(a, "started_at"),
-            stitch_started_at: get_f(a, "stitch_started_at"),
-            finished_at: get_f(a, "finished_at"),
-            stitch_count: get_u(a, "stitch_count") as u32,
-            master_key: get_s(a, "master_key"),
-            settings: get_s(a, "settings").and_then(|doc| serde_json::from_str(&doc).ok()),
-            dash_key: get_s(a, "dash_key"),
-            id,
-        })
+        record_with(a, id, &items)
     }
 
+    /// Writes `doc` as page records `<prefix>0000`, `<prefix>0001` … under job `id`;
+    /// returns how many. Pages expire with the job's items.
+    fn put_pages(&self, id: &str, prefix: &str, doc: &str) -> PortResult<u32> {
+        let expires = (now_secs() + ITEM_TTL_SECS) as u64;
+        let pages = split_pages(doc);
+        for (i, page) in pages.iter().enumerate() {
+            let rec: Attrs = HashMap::from([
+                ("pk".to_string(), s(format!("JOB#{id}"))),
+                ("sk".to_string(), s(format!("{prefix}{i:04}"))),
+                ("doc".to_string(), s(*page)),
+                ("expires_at".to_string(), n(expires)),
+            ]);
+            self.bridge
+                .run(
+                    self.client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(rec))
+                        .send(),
+                )
+                .map_err(|e| backend("dynamodb put page", e))?;
+        }
+        Ok(pages.len() as u32)
+    }
+
+    /// The document written by [`Self::put_pages`], whole; an error if a page is missing.
+    fn read_pages(&self, id: &str, prefix: &str, count: u32) -> PortResult<String> {
+        let rows = self.query_all(|| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(format!("JOB#{id}")))
+                .expression_attribute_values(":p", s(prefix))
+                .consistent_read(true)
+        })?;
+        if rows.len() != count as usize {
+            return Err(PortError::Backend(format!(
+                "job {id}: document {prefix} has {} of its {count} pages",
+                rows.len()
+            )));
+        }
+        // A query returns its rows in sort-key order: the pages in order.
+        Ok(rows.iter().filter_map(|r| get_s(r, "doc")).collect())
+    }
+
+    /// Deletes every record of job `id` whose sort key starts with `prefix`.
+    fn delete_prefixed(&self, id: &str, prefix: &str) -> PortResult<()> {
+        let rows = self.query_all(|| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(format!("JOB#{id}")))
+                .expression_attribute_values(":p", s(prefix))
+                .projection_expression("pk, sk")
+        })?;
+        for key in rows {
+            self.bridge
+                .run(
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key))
+                        .send(),
+                )
+                .map_err(|e| backend("dynamodb delete", e))?;
+        }
+        Ok(())
+    }
+
+    /// The job item's counters and state, read for a commit (a small projection).
+    fn job_counts(&self, id: &str) -> PortResult<(u64, u64, String)> {
+        let out = self
+            .bridge
+            .run(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(job_key(id)))
+                    .consistent_read(true)
+                    .projection_expression("#d, #t, #s")
+                    .expression_attribute_names("#d", "done")
+                    .expression_attribute_names("#t", "total")
+                    .expression_attribute_names("#s", "status")
+                    .send(),
+            )
+            .map_err(|e| backend("dynamodb get", e))?;
+        let a = out
+            .item()
+            .ok_or_else(|| PortError::NotFound(id.to_string()))?;
+        Ok((
+            get_u(a, "done"),
+            get_u(a, "total"),
+            get_s(a, "status").unwrap_or_default(),
+        ))
+    }
+}
+
+/// A job record from its item and its item records (none for a brief record, whose sums
+/// are left at zero).
+fn record_with(a: &Attrs, id: String, items: &[Attrs]) -> PortResult<JobRecord> {
+    let sum = |k: &str| {
+        items
+            .iter()
+            .map(|i| get_f(i, k).unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let frames_done: u64 = items
+        .iter()
+        .filter(|i| get_s(i, "sk").is_some_and(|sk| sk.starts_with("ITEM#video")))
+        .map(|i| get_u(i, "frames_done"))
+        .sum();
+    Ok(JobRecord {
+        source: get_s(a, "source").unwrap_or_default(),
+        asset: get_s(a, "asset").unwrap_or_default(),
+        tier: get_s(a, "tier")
+            .and_then(|t| Tier::parse(&t))
+            .unwrap_or(Tier::Standard),
+        status: get_s(a, "status")
+            .and_then(|t| JobStatus::parse(&t))
+            .unwrap_or(JobStatus::Failed),
+        error: get_s(a, "error"),
+        done: get_u(a, "done") as u32,
+        total: get_u(a, "total") as u32,
+        frames_done,
+        frames_total: get_u(a, "frames_total"),
+        duration_secs: get_f(a, "duration_secs").unwrap_or(0.0),
+        rungs: get_u(a, "rungs") as u32,
+        attempts: sum("attempts") as u32,
+        failures: sum("failures") as u32,
+        interruptions: sum("interruptions") as u32,
+        encode_secs: sum("encode_secs"),
+        wasted_secs: sum("wasted_secs"),
+        created_at: get_f(a, "created_at").unwrap_or(0.0),
+        queued_at: get_f(a, "queued_at"),
+        started_at: get_f(a, "started_at"),
+        stitch_started_at: get_f(a, "stitch_started_at"),
+        finished_at: get_f(a, "finished_at"),
+        stitch_count: get_u(a, "stitch_count") as u32,
+        master_key: get_s(a, "master_key"),
+        settings: get_s(a, "settings").and_then(|doc| serde_json::from_str(&doc).ok()),
+        dash_key: get_s(a, "dash_key"),
+        plan_id: get_s(a, "plan_ref"),
+        id,
+    })
+}
+
+impl DynamoJobs {
     fn query_index(
         &self,
         index: &str,
@@ -456,6 +606,12 @@ impl JobStore for DynamoJobs {
         }
     }
 
+    fn job_brief(&self, id: &str) -> PortResult<Option<JobRecord>> {
+        self.get(job_key(id))?
+            .map(|a| record_with(&a, id.to_string(), &[]))
+            .transpose()
+    }
+
     fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>> {
         self.query_index(SOURCE_INDEX, "source", source, true)
     }
@@ -496,6 +652,10 @@ impl JobStore for DynamoJobs {
             set.push_str(", @finished_at = :now");
             vals.push((":now", n(now_secs())));
         }
+        if to == JobStatus::Probing {
+            set.push_str(", @probing_since = :since");
+            vals.push((":since", n(now_secs())));
+        }
         let moved = self.update(
             job_key(id),
             &set,
@@ -506,6 +666,20 @@ impl JobStore for DynamoJobs {
             return Err(PortError::NotFound(id.into()));
         }
         Ok(moved)
+    }
+
+    fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
+        let now = now_secs();
+        self.update(
+            job_key(id),
+            "SET @probing_since = :now",
+            Some("@status = :probing AND (@probing_since < :cut OR (attribute_not_exists(@probing_since) AND @created_at < :cut))"),
+            vec![
+                (":now", n(now)),
+                (":cut", n(now - stale_secs)),
+                (":probing", s(JobStatus::Probing.as_str())),
+            ],
+        )
     }
 
     fn reset_failed(&self, id: &str) -> PortResult<bool> {
@@ -521,12 +695,15 @@ impl JobStore for DynamoJobs {
         let old_attempt_floor = job.as_ref().map_or(0, |j| get_u(j, "attempt_floor"));
         let reset = self.update(
             job_key(id),
-            "SET @status = :queued, @done = :zero, @total = :zero, @token_floor = :tf, @attempt_floor = :af REMOVE @error, @plan_doc, @queued_at, @started_at, @stitch_started_at, @finished_at, @master_key, @dash_key",
+            "SET @status = :queued, @done = :zero, @total = :zero, @token_floor = :tf, @attempt_floor = :af, @created_at = :now REMOVE @error, @plan_doc, @plan_ref, @plan_pages, @queued_at, @started_at, @stitch_started_at, @finished_at, @master_key, @dash_key",
             Some("@status = :failed"),
             vec![
                 (":queued", s(JobStatus::Queued.as_str())),
                 (":failed", s(JobStatus::Failed.as_str())),
                 (":zero", n(0)),
+                // A reset job starts its life again: with its old creation time it would
+                // look abandoned at once and be taken over while its ingest still runs.
+                (":now", n(now_secs())),
                 (":tf", n(token_floor.max(old_token_floor))),
                 (":af", n(attempt_floor.max(old_attempt_floor))),
             ],
@@ -547,6 +724,8 @@ impl JobStore for DynamoJobs {
                     )
                     .map_err(|e| backend("dynamodb delete item", e))?;
             }
+            self.delete_prefixed(id, "PLAN#")?;
+            self.delete_prefixed(id, "RESULT#")?;
         }
         Ok(reset)
     }
@@ -566,10 +745,15 @@ impl JobStore for DynamoJobs {
         if get_s(&job, "status").as_deref() != Some(JobStatus::Probing.as_str()) {
             return Ok(false);
         }
-        // Items first, then the job: an ingest that dies in between leaves the job in
-        // PROBING, which the next ingest takes over and plans again (same items).
+        // Items and plan pages first, then the job: an ingest that dies in between leaves
+        // the job in PROBING, which the next ingest takes over and plans again. Items are
+        // created only where absent, so a second planner racing the first can never reset
+        // an item a worker already holds; its plan pages, under their own id, are read only
+        // if its write of the job wins.
         let (token_floor, attempt_floor) =
             (get_u(&job, "token_floor"), get_u(&job, "attempt_floor"));
+        let plan_ref = plan_nonce()?;
+        let plan_pages = self.put_pages(id, &format!("PLAN#{plan_ref}#"), plan_doc)?;
         for (item, frames) in items {
             let mut rec = item_key(item);
             rec.insert("frames".into(), n(*frames));
@@ -581,24 +765,17 @@ impl JobStore for DynamoJobs {
             for k in ["failures", "interruptions", "encode_secs", "wasted_secs"] {
                 rec.insert(k.into(), n(0));
             }
-            self.bridge
-                .run(
-                    self.client
-                        .put_item()
-                        .table_name(&self.table)
-                        .set_item(Some(rec))
-                        .send(),
-                )
-                .map_err(|e| backend("dynamodb put item", e))?;
+            self.put_if_absent(rec, "dynamodb put item")?;
         }
         self.update(
             job_key(id),
-            "SET @status = :enc, @plan_doc = :doc, @duration_secs = :dur, @frames_total = :ft, @rungs = :r, @total = :total, @queued_at = :now",
+            "SET @status = :enc, @plan_ref = :pref, @plan_pages = :pages, @duration_secs = :dur, @frames_total = :ft, @rungs = :r, @total = :total, @queued_at = :now REMOVE @plan_doc",
             Some("@status = :probing"),
             vec![
                 (":enc", s(JobStatus::Encoding.as_str())),
                 (":probing", s(JobStatus::Probing.as_str())),
-                (":doc", s(plan_doc)),
+                (":pref", s(&plan_ref)),
+                (":pages", n(plan_pages)),
                 (":dur", n(duration_secs)),
                 (":ft", n(frames_total)),
                 (":r", n(rungs)),
@@ -609,9 +786,19 @@ impl JobStore for DynamoJobs {
     }
 
     fn plan_doc(&self, id: &str) -> PortResult<String> {
-        self.get(job_key(id))?
-            .and_then(|a| get_s(&a, "plan_doc"))
-            .ok_or_else(|| PortError::NotFound(format!("plan of job {id}")))
+        let job = self
+            .get(job_key(id))?
+            .ok_or_else(|| PortError::NotFound(format!("plan of job {id}")))?;
+        match (get_s(&job, "plan_ref"), get_s(&job, "plan_doc")) {
+            (Some(plan_ref), _) => self.read_pages(
+                id,
+                &format!("PLAN#{plan_ref}#"),
+                get_u(&job, "plan_pages") as u32,
+            ),
+            // A job planned before plans moved to pages.
+            (None, Some(doc)) => Ok(doc),
+            (None, None) => Err(PortError::NotFound(format!("plan of job {id}"))),
+        }
     }
 
     fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired> {
@@ -657,12 +844,16 @@ impl JobStore for DynamoJobs {
             Err(e) => return Err(backend("dynamodb acquire", e)),
         };
         let a = out.attributes().cloned().unwrap_or_default();
-        self.update(
-            job_key(&item.job_id),
-            "SET @started_at = if_not_exists(@started_at, :now)",
-            None,
-            vec![(":now", n(now))],
-        )?;
+        // Only the first lease of a job writes the job item: hundreds of workers on one
+        // film must not all write one key per acquisition.
+        if get_f(&job, "started_at").is_none() {
+            self.update(
+                job_key(&item.job_id),
+                "SET @started_at = :now",
+                Some("attribute_not_exists(@started_at)"),
+                vec![(":now", n(now))],
+            )?;
+        }
         Ok(Acquired::Lease(Lease {
             item: item.clone(),
             token: get_u(&a, "token"),
@@ -735,8 +926,18 @@ impl JobStore for DynamoJobs {
 
     fn commit(&self, lease: &Lease, result_doc: &str, secs: f64) -> PortResult<Completion> {
         let now = now_secs();
+        let job_id = &lease.item.job_id;
+        // A result too large for one record goes to pages under this attempt first; only
+        // the commit below makes them count (a lost commit leaves pages nobody reads).
+        let (doc_set, doc_value) = if result_doc.len() > PAGE_BYTES {
+            let prefix = format!("RESULT#{}#{:06}#", item_sk(&lease.item), lease.attempt);
+            let pages = self.put_pages(job_id, &prefix, result_doc)?;
+            ("@result_pages = :doc REMOVE @result_doc", n(pages))
+        } else {
+            ("@result_doc = :doc REMOVE @result_pages", s(result_doc))
+        };
         let (set, cond, names) = aliased_update(
-            "SET @done = :true, @committed_attempt = :a, @result_doc = :doc, @frames_done = @frames, @lease_until = :zero, @expires_at = :exp ADD @encode_secs :secs",
+            &format!("SET @done = :true, @committed_attempt = :a, @frames_done = @frames, @lease_until = :zero, @expires_at = :exp, {doc_set} ADD @encode_secs :secs"),
             "@token = :t AND @done = :false",
         );
         let item_update = Update::builder()
@@ -748,77 +949,111 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":a", n(lease.attempt))
-            .expression_attribute_values(":doc", s(result_doc))
+            .expression_attribute_values(":doc", doc_value)
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":exp", n((now + ITEM_TTL_SECS) as u64))
             .expression_attribute_values(":secs", n(secs))
             .expression_attribute_values(":t", n(lease.token))
             .build()
             .map_err(|e| backend("building item update", e))?;
-        let job_update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(job_key(&lease.item.job_id)))
-            .update_expression("ADD #done :one")
-            .expression_attribute_names("#done", "done")
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(|e| backend("building job update", e))?;
-        let tx = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(item_update).build())
-            .transact_items(TransactWriteItem::builder().update(job_update).build());
-        if let Err(e) = self.bridge.run(tx.send()) {
-            let cancelled = e
-                .as_service_error()
-                .is_some_and(|se| se.is_transaction_canceled_exception());
-            if !cancelled {
-                return Err(backend("dynamodb commit", e));
+        // The job's counter and, for the last item, the move to STITCHING go in the same
+        // transaction as the item: each round guesses which case applies from a read of
+        // the job and makes the write conditional on the guess; a commit of another item
+        // in between fails the condition, and the next round reads again.
+        let (mut done, mut total, mut status) = self.job_counts(job_id)?;
+        for _ in 0..COMMIT_ROUNDS {
+            let encoding = status == JobStatus::Encoding.as_str();
+            let last = encoding && done + 1 >= total;
+            let (set, cond) = match (encoding, last) {
+                (true, true) => (
+                    "SET @status = :stitching, @stitch_started_at = :now ADD @done :one",
+                    "@status = :encoding AND @done = :before",
+                ),
+                (true, false) => ("ADD @done :one", "@status = :encoding AND @done = :before"),
+                // The job failed or moved on: the item still counts, nothing else moves.
+                (false, _) => ("ADD @done :one", "@status <> :encoding"),
+            };
+            let (set, cond, names) = aliased_update(set, cond);
+            let mut job_update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(job_key(job_id)))
+                .update_expression(set)
+                .condition_expression(cond)
+                .set_expression_attribute_names(Some(names))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":encoding", s(JobStatus::Encoding.as_str()));
+            if encoding {
+                job_update = job_update.expression_attribute_values(":before", n(done));
             }
-            // The item's condition failed: already done, or our token is stale.
-            let rec = self.get(item_key(&lease.item))?;
-            if rec.as_ref().is_some_and(|a| get_b(a, "done")) {
+            if last {
+                job_update = job_update
+                    .expression_attribute_values(":stitching", s(JobStatus::Stitching.as_str()))
+                    .expression_attribute_values(":now", n(now));
+            }
+            let job_update = job_update
+                .build()
+                .map_err(|e| backend("building job update", e))?;
+            let tx = self
+                .client
+                .transact_write_items()
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(item_update.clone())
+                        .build(),
+                )
+                .transact_items(TransactWriteItem::builder().update(job_update).build());
+            match self.bridge.run(tx.send()) {
+                Ok(_) if last => return Ok(Completion::Last),
+                Ok(_) => return Ok(Completion::More),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_transaction_canceled_exception()) => {}
+                Err(e) => return Err(backend("dynamodb commit", e)),
+            }
+            // Cancelled: the item's condition (done already, or a stale token) or the
+            // job's (another item committed since the read).
+            let rec = self
+                .get(item_key(&lease.item))?
+                .ok_or_else(|| PortError::NotFound(lease.item.describe()))?;
+            if get_b(&rec, "done") {
                 return Ok(Completion::AlreadyDone);
             }
-            return Err(PortError::Conflict(format!(
-                "stale fencing token {} for {} of job {}",
-                lease.token,
-                lease.item.describe(),
-                lease.item.job_id
-            )));
+            if get_u(&rec, "token") != lease.token {
+                return Err(PortError::Conflict(format!(
+                    "stale fencing token {} for {} of job {}",
+                    lease.token,
+                    lease.item.describe(),
+                    job_id
+                )));
+            }
+            // Many workers finishing one job at once: spread the next tries out.
+            std::thread::sleep(Duration::from_millis(5 + u64::from(getrandom_byte()) / 4));
+            (done, total, status) = self.job_counts(job_id)?;
         }
-        // Exactly one committer sees the job complete: the write is conditional on the
-        // state still being ENCODING and every item counted.
-        let last = self.update(
-            job_key(&lease.item.job_id),
-            "SET @status = :stitching, @stitch_started_at = :now",
-            Some("@status = :encoding AND @done = @total"),
-            vec![
-                (":stitching", s(JobStatus::Stitching.as_str())),
-                (":encoding", s(JobStatus::Encoding.as_str())),
-                (":now", n(now)),
-            ],
-        )?;
-        Ok(if last {
-            Completion::Last
-        } else {
-            Completion::More
-        })
+        Err(PortError::Backend(format!(
+            "committing {} of job {job_id}: the job's counter kept moving for {COMMIT_ROUNDS} rounds",
+            lease.item.describe()
+        )))
     }
 
     fn results(&self, id: &str) -> PortResult<Vec<(ItemRef, u32, String)>> {
-        let mut out: Vec<(ItemRef, u32, String)> = self
-            .item_records(id)?
-            .iter()
-            .filter(|a| get_b(a, "done"))
-            .filter_map(|a| {
-                Some((
-                    item_ref(id, a)?,
-                    get_u(a, "committed_attempt") as u32,
-                    get_s(a, "result_doc")?,
-                ))
-            })
-            .collect();
+        let mut out = Vec::new();
+        for a in self.item_records(id)?.iter().filter(|a| get_b(a, "done")) {
+            let Some(item) = item_ref(id, a) else {
+                continue;
+            };
+            let attempt = get_u(a, "committed_attempt") as u32;
+            let doc = match (get_s(a, "result_doc"), a.get("result_pages")) {
+                (Some(doc), _) => doc,
+                (None, Some(_)) => self.read_pages(
+                    id,
+                    &format!("RESULT#{}#{attempt:06}#", item_sk(&item)),
+                    get_u(a, "result_pages") as u32,
+                )?,
+                (None, None) => continue,
+            };
+            out.push((item, attempt, doc));
+        }
         out.sort_by_key(|(i, _, _)| (i.kind == ItemKind::Audio, i.index));
         Ok(out)
     }

@@ -239,8 +239,14 @@ impl JobStore for AwsState {
     ) -> PortResult<bool> {
         self.jobs.transition(id, from, to, error)
     }
+    fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
+        self.jobs.claim_probe(id, stale_secs)
+    }
     fn reset_failed(&self, id: &str) -> PortResult<bool> {
         self.jobs.reset_failed(id)
+    }
+    fn job_brief(&self, id: &str) -> PortResult<Option<JobRecord>> {
+        self.jobs.job_brief(id)
     }
     fn save_plan(
         &self,

@@ -480,6 +480,149 @@ pub fn a_job_keeps_the_settings_it_was_created_with(connect: Connect<'_>) {
     assert_eq!(again.settings, Some(settings));
 }
 
+/// A document of `bytes` bytes that reads as JSON and differs at every position, so a page
+/// lost, repeated or reordered shows.
+fn big_doc(bytes: usize, tag: &str) -> String {
+    let mut doc = format!("{{\"{tag}\":[");
+    let mut i = 0u64;
+    while doc.len() < bytes {
+        doc.push_str(&format!("{{\"i\":{i},\"t\":\"ünïcødé {tag}\"}},"));
+        i += 1;
+    }
+    doc.push_str("0]}");
+    doc
+}
+
+/// A feature-length job keeps its plan (hundreds of KB at six hours) and its largest
+/// results (an audio track's table) exactly, whatever the store's record size limit; a
+/// worker reads the job brief with the same plan id each time and needs no sums for it.
+pub fn feature_length_documents_round_trip(connect: Connect<'_>) {
+    let s = connect();
+    let id = "feature";
+    let source = "src/feature.mov";
+    s.create_job(
+        id,
+        source,
+        id,
+        Tier::Standard,
+        &chosen(source, Tier::Standard),
+    )
+    .unwrap();
+    assert!(s
+        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
+        .unwrap());
+    // What the plan of a 6-hour source weighs (every segment, twice).
+    let plan = big_doc(700 * 1024, "plan");
+    let mut items: Vec<(ItemRef, u64)> = (0..3).map(|i| (item(id, i), 500)).collect();
+    items.push((
+        ItemRef {
+            job_id: id.into(),
+            kind: ItemKind::Audio,
+            index: 0,
+        },
+        0,
+    ));
+    assert!(s
+        .save_plan(id, &plan, 6.0 * 3600.0, 1500, 4, &items)
+        .unwrap());
+    assert!(
+        s.plan_doc(id).unwrap() == plan,
+        "the plan came back changed"
+    );
+    let brief = s.job_brief(id).unwrap().unwrap();
+    assert_eq!((brief.status, brief.total), (JobStatus::Encoding, 4));
+    assert_eq!(s.job_brief(id).unwrap().unwrap().plan_id, brief.plan_id);
+    let audio = big_doc(300 * 1024, "audio");
+    let mut docs = Vec::new();
+    for (i, (it, _)) in items.iter().enumerate() {
+        let l = lease(s.acquire(it, "w", Duration::from_secs(60)).unwrap());
+        let doc = if it.kind == ItemKind::Audio {
+            audio.clone()
+        } else {
+            format!("{{\"chunk\":{i}}}")
+        };
+        let done = s.commit(&l, &doc, 1.0).unwrap();
+        assert_eq!(
+            done == Completion::Last,
+            i == items.len() - 1,
+            "commit {i} said {done:?}"
+        );
+        docs.push((it.clone(), doc));
+    }
+    let results = s.results(id).unwrap();
+    assert_eq!(results.len(), docs.len());
+    for (it, doc) in &docs {
+        let (_, _, got) = results
+            .iter()
+            .find(|(r, _, _)| r == it)
+            .unwrap_or_else(|| panic!("no result for {}", it.describe()));
+        assert!(got == doc, "{} result came back changed", it.describe());
+    }
+}
+
+/// A reset job starts over in time too: it must not look abandoned (and be taken over) the
+/// moment it is queued again.
+pub fn a_reset_job_is_new_again(connect: Connect<'_>) {
+    let s = connect();
+    encoding_job(&*s, "again", 1);
+    let before = s.job("again").unwrap().unwrap().created_at;
+    assert!(s
+        .transition(
+            "again",
+            &[JobStatus::Encoding],
+            JobStatus::Failed,
+            Some("x")
+        )
+        .unwrap());
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(s.reset_failed("again").unwrap());
+    let after = s.job("again").unwrap().unwrap();
+    assert_eq!(after.status, JobStatus::Queued);
+    assert!(
+        after.created_at >= before + 1.0,
+        "created {before}, reset job still says {}",
+        after.created_at
+    );
+}
+
+/// A job just claimed for probing cannot be taken over; one left longer than the stale
+/// time is taken over by exactly one of many callers, which renews the claim.
+pub fn an_abandoned_probe_is_taken_over_once(connect: Connect<'_>) {
+    let s = connect();
+    let source = "src/claim.mp4";
+    s.create_job(
+        "claim",
+        source,
+        "claim",
+        Tier::Standard,
+        &chosen(source, Tier::Standard),
+    )
+    .unwrap();
+    assert!(
+        !s.claim_probe("claim", 0.0).unwrap(),
+        "a QUEUED job is not claimed"
+    );
+    assert!(s
+        .transition("claim", &[JobStatus::Queued], JobStatus::Probing, None)
+        .unwrap());
+    assert!(
+        !s.claim_probe("claim", 60.0).unwrap(),
+        "a job probing for less than the stale time was taken over"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let winners: usize = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..6)
+            .map(|_| sc.spawn(|| usize::from(connect().claim_probe("claim", 1.0).unwrap())))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(winners, 1, "{winners} callers took the probe over");
+    assert!(
+        !s.claim_probe("claim", 1.0).unwrap(),
+        "the claim was not renewed"
+    );
+}
+
 /// Generates one `#[test]` per contract check, each on a fresh store from `$fresh` (a
 /// function returning a connector), so every backend runs the same list.
 #[macro_export]
@@ -498,6 +641,9 @@ macro_rules! contract_suite {
             a_reset_job_fences_out_its_old_workers,
             items_report_done_and_leased,
             a_job_keeps_the_settings_it_was_created_with,
+            feature_length_documents_round_trip,
+            a_reset_job_is_new_again,
+            an_abandoned_probe_is_taken_over_once,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

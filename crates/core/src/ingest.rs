@@ -112,10 +112,8 @@ pub fn ingest(
                 tracing::info!(job = %job.id, "probing a queued job");
             }
             // An ingest that died while probing leaves the job in PROBING; one that has been
-            // there far longer than a probe may take is taken over.
-            JobStatus::Probing
-                if crate::process::now_secs() - job.created_at > abandoned_after(cfg) =>
-            {
+            // there far longer than a probe may take is taken over, by one caller only.
+            JobStatus::Probing if ports.jobs.claim_probe(&job.id, abandoned_after(cfg))? => {
                 tracing::warn!(job = %job.id, "taking over an abandoned ingest");
             }
             status => {

@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod job;
 pub mod ladder;
 pub mod metrics;
+pub mod moov;
 pub mod mp4;
 pub mod outputs;
 pub mod package;

@@ -38,15 +38,15 @@ pub struct Fragment {
 
 /// A box header located in a buffer.
 #[derive(Debug, Clone, Copy)]
-struct BoxRef {
-    kind: [u8; 4],
+pub(crate) struct BoxRef {
+    pub(crate) kind: [u8; 4],
     start: usize,
     header: usize,
     end: usize,
 }
 
 impl BoxRef {
-    fn body(&self) -> std::ops::Range<usize> {
+    pub(crate) fn body(&self) -> std::ops::Range<usize> {
         self.start + self.header..self.end
     }
 }
@@ -58,19 +58,19 @@ fn err(context: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn be_u32(d: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn be_u32(d: &[u8], at: usize) -> Option<u32> {
     d.get(at..at + 4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn be_u64(d: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn be_u64(d: &[u8], at: usize) -> Option<u64> {
     d.get(at..at + 8)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
 }
 
 /// Lists the boxes in `d[range]`.
-fn boxes(d: &[u8], range: std::ops::Range<usize>, ctx: &str) -> Result<Vec<BoxRef>> {
+pub(crate) fn boxes(d: &[u8], range: std::ops::Range<usize>, ctx: &str) -> Result<Vec<BoxRef>> {
     let mut out = Vec::new();
     let mut at = range.start;
     while at + 8 <= range.end {
@@ -105,7 +105,7 @@ fn boxes(d: &[u8], range: std::ops::Range<usize>, ctx: &str) -> Result<Vec<BoxRe
     Ok(out)
 }
 
-fn child(
+pub(crate) fn child(
     d: &[u8],
     parent: std::ops::Range<usize>,
     kind: &[u8; 4],

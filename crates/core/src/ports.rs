@@ -313,6 +313,11 @@ pub struct JobRecord {
     /// What the upload chose (tier, ladder, segments, codecs, asset) and where each came
     /// from; none for jobs made before settings were recorded.
     pub settings: Option<crate::settings::JobSettings>,
+    /// Names the saved plan: a new plan (after a reset) gets a new id, so a worker may keep
+    /// a plan it read under its id instead of reading it again for every item. None where
+    /// reading the plan costs nothing worth saving (SQLite) or before the plan exists.
+    #[serde(default)]
+    pub plan_id: Option<String>,
 }
 
 /// A lease on one item: who may work it, until when, under which fencing token.
@@ -364,8 +369,15 @@ pub trait JobStore: Send + Sync {
         tier: Tier,
         settings: &crate::settings::JobSettings,
     ) -> PortResult<(JobRecord, bool)>;
-    /// The job, if any.
+    /// The job, if any, with its sums over items (attempts, failures, frames in flight).
     fn job(&self, id: &str) -> PortResult<Option<JobRecord>>;
+    /// The job without the sums over its items (attempts, failures, interruptions, encode
+    /// and wasted seconds, frames in flight are left at zero; `done` and `total` are kept):
+    /// what workers and the stitch need per item, in one read whatever the job's length.
+    /// Stores whose sums are cheap return the whole job (the default).
+    fn job_brief(&self, id: &str) -> PortResult<Option<JobRecord>> {
+        self.job(id)
+    }
     /// Jobs for a source, newest first.
     fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>>;
     /// Jobs in a state (an index, never a scan), oldest first; all jobs when `None`.
@@ -378,6 +390,12 @@ pub trait JobStore: Send + Sync {
         to: JobStatus,
         error: Option<&str>,
     ) -> PortResult<bool>;
+    /// Takes over a job left in PROBING by an ingest that died: true for exactly one of
+    /// several callers, and only when the job entered PROBING (or was last taken over) more
+    /// than `stale_secs` ago. Entering PROBING through [`JobStore::transition`] records the
+    /// time this compares with, and a successful claim renews it, so two sweeps that
+    /// overlap never probe and plan the same job at once.
+    fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool>;
     /// Puts a FAILED job back to QUEUED with no items; returns whether it was FAILED. The
     /// next plan's fencing tokens and attempt numbers continue above the old ones, so a
     /// worker still busy with the failed plan can neither commit nor share a directory.

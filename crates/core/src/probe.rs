@@ -6,9 +6,10 @@
 //! is refused before it can make ffmpeg read other files or fetch URLs. The same
 //! restrictions are passed to every later ffmpeg run by [`input_args`].
 //!
-//! Planning needs every video frame's timestamp (frame-exact chunks), so probing also
-//! reads the packet table of the chosen video stream. That reads the container's index and
-//! packet headers only; nothing is decoded.
+//! Planning needs every video frame's timestamp (frame-exact chunks). For MP4 and MOV
+//! sources the table comes from the sample tables in `moov`, read with a few range
+//! requests ([`crate::moov`]); for other containers probing reads the packet table of the
+//! chosen video stream, which reads every packet (nothing is decoded).
 
 use crate::error::{Error, Result};
 use crate::policy::{InputPolicy, ALLOWED_DEMUXERS};
@@ -244,10 +245,15 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
         step: "probe".into(),
         detail: format!("unreadable ffprobe output: {e}"),
     })?;
+    let declared_start = video_start_pts(&raw);
     let mut info = from_raw(raw, size)?;
     policy.check(&info)?;
+    let format_name = info.format_name.clone();
     if let Some(v) = info.video.as_mut() {
-        v.frame_pts = frame_timestamps(ffprobe, path, v.index, timeout)?;
+        v.frame_pts = match table_from_moov(path, &format_name, v, declared_start) {
+            Some(pts) => pts,
+            None => frame_timestamps(ffprobe, path, v.index, timeout)?,
+        };
         if v.frame_pts.is_empty() {
             return Err(Error::Rejected("video stream has no frames".into()));
         }
@@ -264,6 +270,71 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
         policy.check_duration(v.duration_secs())?;
     }
     Ok(info)
+}
+
+/// The video stream's first timestamp as ffprobe reports it, to check a frame table
+/// read from the sample tables against.
+fn video_start_pts(raw: &RawProbe) -> Option<i64> {
+    raw.streams
+        .iter()
+        .find(|s| s.codec_type == "video" && s.disposition.get("attached_pic") != Some(&1))
+        .and_then(|s| s.start_pts)
+}
+
+/// The frame table from an MP4/MOV's sample tables, read in a few ranged reads instead of
+/// a scan of every packet ([`crate::moov`]); `None` sends the caller to the packet scan:
+/// another container, a layout the sample tables do not settle, a read that failed, or a
+/// table that disagrees with what ffprobe said about the stream (its time base, its frame
+/// count, its first timestamp).
+fn table_from_moov(
+    path: &Path,
+    format_name: &str,
+    v: &VideoInfo,
+    start_pts: Option<i64>,
+) -> Option<Vec<i64>> {
+    if !format_name.split(',').any(|f| f == "mov" || f == "mp4") {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let attempt = || -> Result<Option<Vec<i64>>> {
+        let src = crate::moov::RangeSource::open(path)?;
+        let Some(moov) = crate::moov::read_moov(&src)? else {
+            return Ok(None);
+        };
+        let Some(t) = crate::moov::frame_table(&moov, v.index as usize, src.size())? else {
+            return Ok(None);
+        };
+        let agrees = v.time_base
+            == (Rational {
+                num: 1,
+                den: i64::from(t.timescale),
+            })
+            && v.declared_frames.is_none_or(|n| n == t.declared)
+            && start_pts.is_none_or(|s| t.pts.first() == Some(&s));
+        if !agrees {
+            tracing::warn!(
+                source = %path.display(),
+                "the sample tables disagree with ffprobe; scanning packets instead"
+            );
+            return Ok(None);
+        }
+        tracing::info!(
+            frames = t.pts.len(),
+            bytes_read = src.bytes_read(),
+            reads = src.reads(),
+            size = src.size(),
+            secs = started.elapsed().as_secs_f64(),
+            "frame table read from the sample tables"
+        );
+        Ok(Some(t.pts))
+    };
+    match attempt() {
+        Ok(pts) => pts,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the sample tables; scanning packets instead");
+            None
+        }
+    }
 }
 
 /// What ffmpeg's HTTP client prints when the server or the network failed, not the file:
@@ -400,6 +471,7 @@ struct RawStream {
     sample_rate: Option<String>,
     channels: Option<u32>,
     nb_frames: Option<String>,
+    start_pts: Option<i64>,
     tags: std::collections::HashMap<String, String>,
     side_data_list: Vec<serde_json::Value>,
     disposition: std::collections::HashMap<String, i64>,

@@ -287,6 +287,7 @@ mod tests {
             master_key: None,
             dash_key: None,
             settings: None,
+            plan_id: None,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::mp4;
 use crate::outputs::{attempt_dir, job_dir, TrackResult};
 use crate::package::SegmentRef;
 use crate::pipeline::{Config, JobPlan, Ports};
+use crate::ports::JobRecord;
 use crate::ports::{
     Acquired, Cacheability, Completion, Delivery, ItemKind, ItemRef, Lease, Message, PortError,
     PortResult, Queue, Release, Tier,
@@ -112,6 +113,9 @@ pub struct Worker<'a> {
     shutdown: Shutdown,
     stitches: bool,
     announce: Option<Announcer<'a>>,
+    /// The last plan read, under its job and plan id: a worker draining one film's chunks
+    /// reads its plan (hundreds of KB for a feature) once, not once per chunk.
+    plan_cache: Option<(String, String, Arc<JobPlan>)>,
 }
 
 impl<'a> Worker<'a> {
@@ -131,6 +135,7 @@ impl<'a> Worker<'a> {
             shutdown,
             stitches: true,
             announce: None,
+            plan_cache: None,
         }
     }
 
@@ -246,11 +251,25 @@ impl<'a> Worker<'a> {
         self.cfg.lease_ttl + self.cfg.lease_ttl / 2
     }
 
-    /// The job's plan, read afresh for every item: a retried job may have a new plan.
-    fn plan(&self, job_id: &str) -> PortResult<JobPlan> {
-        let doc = self.ports.jobs.plan_doc(job_id)?;
-        serde_json::from_str(&doc)
-            .map_err(|e| PortError::Backend(format!("job {job_id} plan unreadable: {e}")))
+    /// The job's plan: the cached one when `job` names the same plan (a retried job gets a
+    /// new plan id), else read afresh.
+    fn plan(&mut self, job: &JobRecord) -> PortResult<Arc<JobPlan>> {
+        if let (Some((cached_job, cached_plan, plan)), Some(plan_id)) =
+            (&self.plan_cache, &job.plan_id)
+        {
+            if *cached_job == job.id && cached_plan == plan_id {
+                return Ok(plan.clone());
+            }
+        }
+        let doc = self.ports.jobs.plan_doc(&job.id)?;
+        let plan: Arc<JobPlan> = Arc::new(
+            serde_json::from_str(&doc)
+                .map_err(|e| PortError::Backend(format!("job {} plan unreadable: {e}", job.id)))?,
+        );
+        if let Some(plan_id) = &job.plan_id {
+            self.plan_cache = Some((job.id.clone(), plan_id.clone(), plan.clone()));
+        }
+        Ok(plan)
     }
 
     /// Fails a job that is still encoding, with `reason`; a job already past that keeps its
@@ -321,7 +340,7 @@ impl<'a> Worker<'a> {
                 if self
                     .ports
                     .jobs
-                    .job(&item.job_id)?
+                    .job_brief(&item.job_id)?
                     .is_some_and(|j| j.status == JobStatus::Stitching)
                 {
                     self.ports.queue.send(
@@ -344,9 +363,10 @@ impl<'a> Worker<'a> {
         let prepared = self
             .ports
             .jobs
-            .job(&item.job_id)
+            .job_brief(&item.job_id)
             .and_then(|j| j.ok_or_else(|| PortError::NotFound(item.job_id.clone())))
-            .and_then(|j| Ok((j, self.plan(&item.job_id)?)));
+            .and_then(|j| Ok((self.plan(&j)?, j)))
+            .map(|(p, j)| (j, p));
         let (job, plan) = match prepared {
             Ok(x) => x,
             Err(e) => {

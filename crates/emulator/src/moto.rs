@@ -48,7 +48,17 @@ impl Moto {
                 exe.display()
             );
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let child = Command::new(&exe)
+            // moto_server's own Python, running it through the project's launcher, which
+            // keeps DynamoDB's write isolation under concurrent requests.
+            let python = exe
+                .parent()
+                .map(|d| d.join("python"))
+                .context("moto_server has no directory")?;
+            let root = workspace_root(&std::env::current_dir()?)
+                .or_else(|| workspace_root(&std::env::current_exe().ok()?))
+                .context("no workspace root (Cargo.lock) above here")?;
+            let child = Command::new(&python)
+                .arg(root.join("scripts/moto_server.py"))
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

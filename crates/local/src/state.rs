@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt_floor INTEGER NOT NULL DEFAULT 0,
     master_key TEXT,
     dash_key TEXT,
-    settings TEXT
+    settings TEXT,
+    probing_since REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs(source, created_at);
@@ -99,6 +100,25 @@ CREATE TABLE IF NOT EXISTS invalidations (
 );
 "#;
 
+/// Adds `column` to `table` unless it is there (several processes may race to add it:
+/// the losers see SQLite's "duplicate column" and have nothing to do).
+fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let has: bool = c.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if has {
+        return Ok(());
+    }
+    match c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")) {
+        Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("duplicate column") => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// The embedded job store and queues.
 pub struct SqliteState {
     conn: Mutex<Connection>,
@@ -122,15 +142,10 @@ impl SqliteState {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.execute_batch(SCHEMA)?;
-            // State directories made before jobs recorded their settings.
-            let has_settings: bool = c.query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'settings'",
-                [],
-                |r| r.get::<_, i64>(0).map(|n| n > 0),
-            )?;
-            if !has_settings {
-                c.execute_batch("ALTER TABLE jobs ADD COLUMN settings TEXT")?;
-            }
+            // State directories made before jobs recorded their settings, and before
+            // ingests recorded when they claimed a job for probing.
+            add_column(c, "jobs", "settings", "TEXT")?;
+            add_column(c, "jobs", "probing_since", "REAL")?;
             Ok(())
         };
         let started = std::time::Instant::now();
@@ -268,6 +283,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         settings: r
             .get::<_, Option<String>>(25)?
             .and_then(|doc| serde_json::from_str(&doc).ok()),
+        plan_id: None,
     })
 }
 
@@ -352,7 +368,8 @@ impl JobStore for SqliteState {
             let t = now();
             tx.execute(
                 "UPDATE jobs SET status = ?2, error = COALESCE(?3, error),
-                   finished_at = CASE WHEN ?2 IN ('PUBLISHED', 'FAILED') THEN ?4 ELSE finished_at END
+                   finished_at = CASE WHEN ?2 IN ('PUBLISHED', 'FAILED') THEN ?4 ELSE finished_at END,
+                   probing_since = CASE WHEN ?2 = 'PROBING' THEN ?4 ELSE probing_since END
                  WHERE id = ?1",
                 params![id, to.as_str(), error, t],
             )
@@ -361,13 +378,24 @@ impl JobStore for SqliteState {
         })
     }
 
+    fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
+        let t = now();
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET probing_since = ?2 WHERE id = ?1 AND status = 'PROBING' AND COALESCE(probing_since, created_at) < ?3",
+                params![id, t, t - stale_secs],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
     fn reset_failed(&self, id: &str) -> PortResult<bool> {
         self.tx(|tx| {
             let n = tx
                 .execute(
                     "UPDATE jobs SET status = 'QUEUED', error = NULL, done = 0, total = 0, plan_doc = NULL, queued_at = NULL, started_at = NULL,
-                       stitch_started_at = NULL, finished_at = NULL, master_key = NULL, dash_key = NULL WHERE id = ?1 AND status = 'FAILED'",
-                    [id],
+                       stitch_started_at = NULL, finished_at = NULL, master_key = NULL, dash_key = NULL, created_at = ?2 WHERE id = ?1 AND status = 'FAILED'",
+                    params![id, now()],
                 )
                 .map_err(backend)?;
             if n == 1 {

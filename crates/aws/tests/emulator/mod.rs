@@ -32,7 +32,15 @@ pub fn start() {
         let exe = moto_server();
         assert!(exe.exists(), "moto_server not found at {} — run `make test` (it installs moto into .venv) or set VODPIPE_MOTO_SERVER", exe.display());
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&exe)
+        // moto_server's own Python, through the project's launcher (DynamoDB's write
+        // isolation kept under concurrent requests).
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .find(|p| p.join("Cargo.lock").exists())
+            .map(PathBuf::from)
+            .unwrap();
+        let child = Command::new(exe.parent().unwrap().join("python"))
+            .arg(root.join("scripts/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
