@@ -158,6 +158,8 @@ pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
                 uri: job.source.clone(),
                 key,
                 job_id: job.id.clone(),
+                // The version the job was made for is in its recorded settings.
+                version: None,
             };
             match ingest(shared.aws.ports(), &shared.cfg, &source, false) {
                 Ok(ing) => {

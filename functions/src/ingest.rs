@@ -114,6 +114,10 @@ pub struct S3Bucket {
 pub struct S3Object {
     /// The key, URL-encoded as S3 sends it.
     pub key: String,
+    /// The version the event is about (versioned buckets): the job is made for, and
+    /// reads, exactly this version.
+    #[serde(rename = "versionId")]
+    pub version_id: Option<String>,
 }
 
 /// Handles every record of an S3 event document (`{"Records": [...]}`).
@@ -180,7 +184,13 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
         );
     }
     let uri = format!("s3://{bucket}/{key}");
-    let source = match shared.aws.source(&uri) {
+    let version = record
+        .s3
+        .object
+        .version_id
+        .as_deref()
+        .filter(|v| !v.is_empty() && *v != "null");
+    let source = match shared.aws.source_at(&uri, version) {
         Ok(s) => s,
         // Deleted (or overwritten and deleted) before the event arrived: nothing to encode.
         Err(PortError::NotFound(_)) => return skipped(&key, "the object no longer exists".into()),

@@ -170,6 +170,7 @@ fn the_layer_probe_sees_what_the_host_ffprobe_sees_over_localhost() {
         let url = store
             .open_source(
                 &format!("s3://{}/{key}", aws.settings.ingest_bucket),
+                None,
                 Duration::from_secs(60),
             )
             .unwrap();

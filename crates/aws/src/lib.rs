@@ -150,13 +150,24 @@ impl Aws {
     /// key and version id (or ETag when the bucket is not versioned). The CLI and the
     /// ingest function derive it the same way, so both find the same job.
     pub fn source(&self, uri: &str) -> PortResult<vodpipe_core::ingest::Source> {
+        self.source_at(uri, None)
+    }
+
+    /// [`Self::source`] for one version of the object (the one an S3 event names), so an
+    /// overwrite between the upload and its event cannot swap the bytes a job is made of.
+    pub fn source_at(
+        &self,
+        uri: &str,
+        version: Option<&str>,
+    ) -> PortResult<vodpipe_core::ingest::Source> {
         let (bucket, key) = s3::parse_s3_uri(uri)
             .ok_or_else(|| PortError::Backend(format!("{uri} is not an s3://BUCKET/KEY URI")))?;
-        let (version, _size) = self.ingest.head(uri)?;
+        let (identity, _size, version) = self.ingest.head_at(uri, version)?;
         Ok(vodpipe_core::ingest::Source {
-            job_id: vodpipe_core::job::job_id(bucket, key, &version),
+            job_id: vodpipe_core::job::job_id(bucket, key, &identity),
             uri: uri.to_string(),
             key: key.to_string(),
+            version,
         })
     }
 

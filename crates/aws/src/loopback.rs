@@ -26,6 +26,8 @@ const THREADS: usize = 4;
 struct Entry {
     bucket: String,
     key: String,
+    /// The object version every read pins, when the job has one.
+    version: Option<String>,
     expires: Instant,
 }
 
@@ -103,8 +105,15 @@ impl Loopback {
         self.threads.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
-    /// A URL that serves `s3://bucket/key` for `ttl` to anything on this machine.
-    pub fn url(&self, bucket: &str, key: &str, ttl: Duration) -> PortResult<String> {
+    /// A URL that serves `s3://bucket/key` (at `version`, when given) for `ttl` to anything
+    /// on this machine.
+    pub fn url(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        ttl: Duration,
+    ) -> PortResult<String> {
         let mut raw = [0u8; 16];
         getrandom::getrandom(&mut raw).map_err(|e| backend("loopback token", e))?;
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
@@ -119,6 +128,7 @@ impl Loopback {
             Entry {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
+                version: version.map(str::to_string),
                 expires: now + ttl,
             },
         );
@@ -193,6 +203,7 @@ fn serve(
                     .head_object()
                     .bucket(&entry.bucket)
                     .key(&entry.key)
+                    .set_version_id(entry.version.clone())
                     .send(),
             )
             .ok()
@@ -207,7 +218,11 @@ fn serve(
         .iter()
         .find(|h| h.field.equiv("Range"))
         .and_then(|h| parse_range(h.value.as_str()));
-    let mut get = client.get_object().bucket(&entry.bucket).key(&entry.key);
+    let mut get = client
+        .get_object()
+        .bucket(&entry.bucket)
+        .key(&entry.key)
+        .set_version_id(entry.version.clone());
     if let Some((start, end)) = wanted {
         get = get.range(match end {
             Some(e) => format!("bytes={start}-{e}"),

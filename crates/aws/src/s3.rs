@@ -246,11 +246,19 @@ impl S3Objects {
     fn head_object(
         &self,
         uri: &str,
+        version: Option<&str>,
     ) -> PortResult<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
         let (bucket, key) = parse_s3_uri(uri)
             .ok_or_else(|| PortError::NotFound(format!("{uri} is not an s3:// URI")))?;
         self.bridge
-            .run(self.client.head_object().bucket(bucket).key(key).send())
+            .run(
+                self.client
+                    .head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_version_id(version.map(str::to_string))
+                    .send(),
+            )
             .map_err(|e| {
                 if e.as_service_error().is_some_and(|se| se.is_not_found()) {
                     PortError::NotFound(uri.to_string())
@@ -314,7 +322,13 @@ impl S3Objects {
         Ok(server)
     }
 
-    fn presign_in(&self, bucket: &str, key: &str, ttl: Duration) -> PortResult<String> {
+    fn presign_in(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        ttl: Duration,
+    ) -> PortResult<String> {
         let conf = PresigningConfig::expires_in(ttl).map_err(|e| backend("presign config", e))?;
         let req = self
             .bridge
@@ -323,6 +337,7 @@ impl S3Objects {
                     .get_object()
                     .bucket(bucket)
                     .key(key)
+                    .set_version_id(version.map(str::to_string))
                     .presigned(conf),
             )
             .map_err(|e| backend("s3 presign", e))?;
@@ -336,17 +351,32 @@ impl S3Objects {
         &self.bucket
     }
 
-    /// The source's version identity (version id, else ETag) and size, for job ids and the
-    /// size cap.
-    pub fn head(&self, uri: &str) -> PortResult<(String, u64)> {
-        let out = self.head_object(uri)?;
-        let version = out
+    /// The source's identity (version id, else ETag) for job ids, its size for the size
+    /// cap, and its version id when the bucket keeps versions (for reads to pin).
+    pub fn head(&self, uri: &str) -> PortResult<(String, u64, Option<String>)> {
+        self.head_at(uri, None)
+    }
+
+    /// [`Self::head`] of one version (the latest when `None`).
+    pub fn head_at(
+        &self,
+        uri: &str,
+        version: Option<&str>,
+    ) -> PortResult<(String, u64, Option<String>)> {
+        let out = self.head_object(uri, version)?;
+        let version_id = out
             .version_id()
             .filter(|v| *v != "null")
-            .or(out.e_tag())
-            .unwrap_or_default()
-            .to_string();
-        Ok((version, out.content_length().unwrap_or(0).max(0) as u64))
+            .map(str::to_string);
+        let identity = version_id
+            .clone()
+            .or(out.e_tag().map(str::to_string))
+            .unwrap_or_default();
+        Ok((
+            identity,
+            out.content_length().unwrap_or(0).max(0) as u64,
+            version_id,
+        ))
     }
 }
 
@@ -457,15 +487,16 @@ impl ObjectStore for S3Objects {
     }
 
     fn presign(&self, key: &str, ttl: Duration) -> PortResult<String> {
-        self.presign_in(&self.bucket, key, ttl)
+        self.presign_in(&self.bucket, key, None, ttl)
     }
 
     fn source_metadata(
         &self,
         source: &str,
+        version: Option<&str>,
     ) -> PortResult<std::collections::BTreeMap<String, String>> {
         Ok(self
-            .head_object(source)?
+            .head_object(source, version)?
             .metadata()
             .map(|m| {
                 m.iter()
@@ -495,12 +526,17 @@ impl ObjectStore for S3Objects {
         }
     }
 
-    fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String> {
+    fn open_source(
+        &self,
+        source: &str,
+        version: Option<&str>,
+        ttl: Duration,
+    ) -> PortResult<String> {
         let (bucket, key) = parse_s3_uri(source)
             .ok_or_else(|| PortError::NotFound(format!("source {source} is not an s3:// URI")))?;
         match self.access {
-            SourceAccess::Presigned => self.presign_in(bucket, key, ttl),
-            SourceAccess::Loopback => self.loopback()?.url(bucket, key, ttl),
+            SourceAccess::Presigned => self.presign_in(bucket, key, version, ttl),
+            SourceAccess::Loopback => self.loopback()?.url(bucket, key, version, ttl),
         }
     }
 }

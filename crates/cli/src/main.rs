@@ -392,6 +392,7 @@ fn local_source(path: &Path, root: Option<&Path>) -> Result<Source> {
         .unwrap_or_else(|| name.clone());
     Ok(Source {
         job_id: job_id(&dir, &name, &format!("{}:{mtime}", meta.len())),
+        version: None,
         uri: abs.display().to_string(),
         key,
     })

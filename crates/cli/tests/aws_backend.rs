@@ -150,3 +150,99 @@ fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
         &format!("{asset}/manifest.mpd"),
     );
 }
+
+/// An upload that overwrites the key while the job made from the first version is still
+/// encoding makes its own job; the first job reads only its own version's bytes, and
+/// publishes exactly those.
+#[test]
+fn an_overwrite_mid_encode_does_not_change_the_bytes_a_job_encodes() {
+    emulator::start();
+    let d = tempfile::tempdir().unwrap();
+    let name = emulator::unique_name("pin");
+    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["aws", "bootstrap", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(boot.status.success());
+    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("export ")?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    env.insert(
+        "VODPIPE_STATE".into(),
+        d.path().join("scratch").display().to_string(),
+    );
+    let (first, second) = (d.path().join("v1.mp4"), d.path().join("v2.mp4"));
+    make_clip(&first, "320x180", "25", 6, Some(440), FAST_H264);
+    make_clip(&second, "320x180", "30", 3, None, FAST_H264);
+    let settings = emulator::settings(&name);
+    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
+    let key = "pinned/show.mp4";
+    let uri = format!("s3://{}/{key}", settings.ingest_bucket);
+    aws.ingest
+        .put(
+            key,
+            &std::fs::read(&first).unwrap(),
+            Cacheability::Immutable,
+        )
+        .unwrap();
+    let job = json(
+        vodpipe(&env)
+            .args(["ingest", &uri, "--json", "--chunk-seconds", "4"])
+            .output()
+            .unwrap(),
+    );
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    // The key is overwritten before any worker has read a byte.
+    aws.ingest
+        .put(
+            key,
+            &std::fs::read(&second).unwrap(),
+            Cacheability::Immutable,
+        )
+        .unwrap();
+    let mut worker = vodpipe(&env)
+        .args(["worker", "--idle-exit", "4", "--lease-seconds", "10"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        let s = json(
+            vodpipe(&env)
+                .args(["status", &job_id, "--json"])
+                .output()
+                .unwrap(),
+        );
+        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{s}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    worker.wait().unwrap();
+    assert_eq!(status["status"], "PUBLISHED", "{status}");
+    let out = d.path().join("download");
+    for k in aws.objects.list("pinned/show/").unwrap() {
+        let dest = out.join(&k);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
+    }
+    let mut local_job = status.clone();
+    local_job["master"] = out
+        .join("pinned/show/master.m3u8")
+        .display()
+        .to_string()
+        .into();
+    local_job["dash"] = out
+        .join("pinned/show/manifest.mpd")
+        .display()
+        .to_string()
+        .into();
+    // Frame-exact against the first version (150 frames), not the second (90).
+    assert_published_correctly(&local_job, &first, d.path());
+}

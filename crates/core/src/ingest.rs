@@ -22,6 +22,9 @@ pub struct Source {
     pub key: String,
     /// The job id (from location, key and version).
     pub job_id: String,
+    /// The object version (an S3 version id) every read of the job pins, when the store
+    /// keeps versions.
+    pub version: Option<String>,
 }
 
 /// The outcome of an ingest.
@@ -56,6 +59,12 @@ pub fn ingest(
         // uploads it just after the video).
         None => settings_for(ports, cfg, source, cfg.settings.settings_wait)?,
     };
+    // The version is recorded with the settings, once: a resumed ingest (which knows only
+    // the key) probes the same bytes the job was made for.
+    let mut settings = settings;
+    if settings.source_version.is_none() && existing.is_none() {
+        settings.source_version = source.version.clone();
+    }
     let (job, mut created) = ports.jobs.create_job(
         &source.job_id,
         &source.uri,
@@ -141,7 +150,12 @@ pub fn ingest(
     job_cfg.plan.chunk_secs = job_cfg.plan.chunk_secs.max(job_cfg.plan.segment_secs);
     let prepared = match &settings.refusal {
         Some(reason) => Err(crate::Error::Rejected(reason.clone())),
-        None => prepare(ports, &job_cfg, &source.uri),
+        None => prepare(
+            ports,
+            &job_cfg,
+            &source.uri,
+            settings.source_version.as_deref(),
+        ),
     };
     let tier = job.tier;
     match prepared {
@@ -316,7 +330,9 @@ fn upload_settings(
     source: &Source,
     wait: Duration,
 ) -> PortResult<crate::settings::UploadSettings> {
-    let metadata = ports.objects.source_metadata(&source.uri)?;
+    let metadata = ports
+        .objects
+        .source_metadata(&source.uri, source.version.as_deref())?;
     let deadline = std::time::Instant::now() + wait;
     let settings_file = loop {
         match ports.objects.source_settings_file(&source.uri)? {
@@ -350,11 +366,17 @@ fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: crate::ports::Tier) 
     Ok(())
 }
 
-/// Probe + ladder + plan of a source, with no state touched (what `vodpipe plan` shows).
-pub fn prepare(ports: Ports<'_>, cfg: &Config, source_uri: &str) -> crate::Result<JobPlan> {
+/// Probe + ladder + plan of a source (at `version`, when pinned), with no state touched
+/// (what `vodpipe plan` shows).
+pub fn prepare(
+    ports: Ports<'_>,
+    cfg: &Config,
+    source_uri: &str,
+    version: Option<&str>,
+) -> crate::Result<JobPlan> {
     let input = ports
         .objects
-        .open_source(source_uri, Duration::from_secs(3600))
+        .open_source(source_uri, version, Duration::from_secs(3600))
         .map_err(|e| match e {
             crate::ports::PortError::NotFound(_) => {
                 crate::Error::Rejected(format!("source cannot be opened: {e}"))

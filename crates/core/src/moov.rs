@@ -561,7 +561,9 @@ mod tests {
     fn an_empty_edit_delays_the_track_by_its_duration_in_the_track_timescale() {
         // 10 ms empty (movie timescale 1000) = 128 ticks at 12800.
         let delayed = [2, 10, u32::MAX, 0x0001_0000, 160, 1024, 0x0001_0000];
-        let t = frame_table(&moov(Some(&delayed)), 0, 1000).unwrap().unwrap();
+        let t = frame_table(&moov(Some(&delayed)), 0, 1000)
+            .unwrap()
+            .unwrap();
         assert_eq!(t.pts, vec![128, 640, 1152, 1664]);
     }
 

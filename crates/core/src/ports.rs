@@ -62,16 +62,19 @@ pub trait ObjectStore: Send + Sync {
     /// `ttl` (reads use ranges; nothing is downloaded whole).
     fn presign(&self, key: &str, ttl: Duration) -> PortResult<String>;
     /// Something ffmpeg can open for a job's source (a local path, or a presigned URL for
-    /// an object in the ingest bucket).
-    fn open_source(&self, source: &str, ttl: Duration) -> PortResult<String>;
-    /// The source's user metadata, names lower-cased without `x-amz-meta-`: settings an
-    /// uploader set in the same PUT ([`crate::settings`]). Stores without metadata have
-    /// none (the default).
+    /// an object in the ingest bucket), at `version` when given: the version the job was
+    /// made from, whatever was uploaded under the key since.
+    fn open_source(&self, source: &str, version: Option<&str>, ttl: Duration)
+        -> PortResult<String>;
+    /// The source's user metadata (at `version` when given), names lower-cased without
+    /// `x-amz-meta-`: settings an uploader set in the same PUT ([`crate::settings`]).
+    /// Stores without metadata have none (the default).
     fn source_metadata(
         &self,
         source: &str,
+        version: Option<&str>,
     ) -> PortResult<std::collections::BTreeMap<String, String>> {
-        let _ = source;
+        let _ = (source, version);
         Ok(std::collections::BTreeMap::new())
     }
     /// The settings file beside a source (`<source>.vodpipe.json`), if there is one.

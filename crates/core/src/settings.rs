@@ -95,6 +95,11 @@ pub struct JobSettings {
     /// Why the upload's own settings could not be used: the job fails with this reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// The exact version of the source the job was made from (an S3 version id), read by
+    /// every later step: an upload that overwrites the key mid-encode makes its own job and
+    /// never feeds new bytes to this job's plan. None where sources have no versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
 }
 
 /// The deployment's side of the resolution.
@@ -434,6 +439,7 @@ pub fn resolve(
         asset,
         ladder_config: ladder_cfg,
         refusal: None,
+        source_version: None,
     })
 }
 
@@ -460,6 +466,7 @@ pub fn fallback(
         asset: Setting::new(crate::job::asset_name(key), Origin::Default),
         ladder_config: ladder.clone(),
         refusal,
+        source_version: None,
     }
 }
 

@@ -295,8 +295,21 @@ impl<'a> Worker<'a> {
         match &d.message {
             Message::Item(item) => {
                 let state = self.ports.jobs.item_state(item)?;
-                if state.as_ref().is_some_and(|s| s.done || s.leased) {
-                    tracing::info!(item = %item.describe(), job = %item.job_id, "dead letter for an item done or in progress; dropped");
+                if state.as_ref().is_some_and(|s| s.done) {
+                    tracing::info!(item = %item.describe(), job = %item.job_id, "dead letter for an item done; dropped");
+                } else if state.as_ref().is_some_and(|s| s.leased) {
+                    // Received often while another worker held the item (a long audio
+                    // track, a duplicate): it may be the only message left for the item,
+                    // so it goes back to work, fresh, instead of being dropped.
+                    let tier = self
+                        .ports
+                        .jobs
+                        .job_brief(&item.job_id)?
+                        .map_or(crate::ports::Tier::Standard, |j| j.tier);
+                    tracing::info!(item = %item.describe(), job = %item.job_id, "dead letter for an item in progress; queued again");
+                    self.ports
+                        .queue
+                        .send(Queue::Work(tier), &Message::Item(item.clone()))?;
                 } else {
                     let last = state.and_then(|s| s.last_error).unwrap_or_else(|| {
                         "no error recorded (the worker died or was stopped each time)".into()
@@ -354,8 +367,11 @@ impl<'a> Worker<'a> {
                 return Ok(Turn::Worked);
             }
             Acquired::HeldByOther => {
-                // A duplicate: the holder has its own message, which reappears if it dies.
-                self.ports.queue.delete(d)?;
+                // Another worker holds the item. This may be a duplicate, or the holder's
+                // own message (its visibility extension failed and it came back): deleting
+                // it could leave no message at all if the holder then dies. So it waits
+                // until the lease would have run out, and is dropped once the item is done.
+                ignore_conflict(self.ports.queue.release(d, self.cfg.lease_ttl * 2))?;
                 return Ok(Turn::Worked);
             }
         };
@@ -375,7 +391,7 @@ impl<'a> Worker<'a> {
                 return Ok(Turn::Worked);
             }
         };
-        let result = self.encode_and_store(d, &lease, &job.source, &job.asset, &plan);
+        let result = self.encode_and_store(d, &lease, &job, &plan);
         let secs = started.elapsed().as_secs_f64();
         match result {
             Ok(tracks) => {
@@ -482,15 +498,19 @@ impl<'a> Worker<'a> {
         &self,
         d: &Delivery,
         lease: &Lease,
-        source: &str,
-        asset: &str,
+        job: &JobRecord,
         jp: &JobPlan,
     ) -> crate::Result<Vec<TrackResult>> {
+        let (source, asset) = (job.source.as_str(), job.asset.as_str());
+        let version = job
+            .settings
+            .as_ref()
+            .and_then(|s| s.source_version.as_deref());
         let item = &lease.item;
         let input = self
             .ports
             .objects
-            .open_source(source, Duration::from_secs(6 * 3600))
+            .open_source(source, version, Duration::from_secs(6 * 3600))
             .map_err(|e| crate::Error::Tool {
                 step: "open source".into(),
                 detail: e.to_string(),

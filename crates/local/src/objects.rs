@@ -150,7 +150,12 @@ impl ObjectStore for Objects {
         }
     }
 
-    fn open_source(&self, source: &str, _ttl: Duration) -> PortResult<String> {
+    fn open_source(
+        &self,
+        source: &str,
+        _version: Option<&str>,
+        _ttl: Duration,
+    ) -> PortResult<String> {
         // Embedded sources are files on this machine, stored as absolute paths at ingest.
         if Path::new(source).is_absolute() {
             Ok(source.to_string())

@@ -116,6 +116,7 @@ pub fn queued_job(
         uri: format!("s3://{}/in/clip.mp4", aws.settings.ingest_bucket),
         key: "in/clip.mp4".into(),
         job_id: job_id.into(),
+        version: None,
     };
     let mut cfg = vodpipe_core::pipeline::Config::new(scratch);
     cfg.plan.chunk_secs = chunk_secs;

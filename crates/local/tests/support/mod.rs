@@ -42,6 +42,7 @@ pub fn backend(dir: &Path, secs: u32, job_id: &str) -> (Local, Config, Source) {
         uri: src.canonicalize().unwrap().display().to_string(),
         key: "clip.mp4".into(),
         job_id: job_id.into(),
+        version: None,
     };
     (local, cfg, source)
 }
