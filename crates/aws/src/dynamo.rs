@@ -668,6 +668,20 @@ impl JobStore for DynamoJobs {
         Ok(moved)
     }
 
+    fn claim_asset(&self, asset: &str, source: &str) -> PortResult<String> {
+        let key: Attrs = HashMap::from([
+            ("pk".to_string(), s(format!("ASSET#{asset}"))),
+            ("sk".to_string(), s("ASSET")),
+        ]);
+        let mut item = key.clone();
+        item.insert("source".into(), s(source));
+        item.insert("created_at".into(), n(now_secs()));
+        self.put_if_absent(item, "dynamodb claim asset")?;
+        self.get(key)?
+            .and_then(|a| get_s(&a, "source"))
+            .ok_or_else(|| PortError::Backend(format!("asset {asset} claimed by nobody")))
+    }
+
     fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
         let now = now_secs();
         self.update(
@@ -695,15 +709,12 @@ impl JobStore for DynamoJobs {
         let old_attempt_floor = job.as_ref().map_or(0, |j| get_u(j, "attempt_floor"));
         let reset = self.update(
             job_key(id),
-            "SET @status = :queued, @done = :zero, @total = :zero, @token_floor = :tf, @attempt_floor = :af, @created_at = :now REMOVE @error, @plan_doc, @plan_ref, @plan_pages, @queued_at, @started_at, @stitch_started_at, @finished_at, @master_key, @dash_key",
+            "SET @status = :queued, @done = :zero, @total = :zero, @token_floor = :tf, @attempt_floor = :af REMOVE @error, @plan_doc, @plan_ref, @plan_pages, @queued_at, @started_at, @stitch_started_at, @finished_at, @master_key, @dash_key",
             Some("@status = :failed"),
             vec![
                 (":queued", s(JobStatus::Queued.as_str())),
                 (":failed", s(JobStatus::Failed.as_str())),
                 (":zero", n(0)),
-                // A reset job starts its life again: with its old creation time it would
-                // look abandoned at once and be taken over while its ingest still runs.
-                (":now", n(now_secs())),
                 (":tf", n(token_floor.max(old_token_floor))),
                 (":af", n(attempt_floor.max(old_attempt_floor))),
             ],

@@ -253,6 +253,9 @@ impl JobStore for AwsState {
     fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
         self.jobs.claim_probe(id, stale_secs)
     }
+    fn claim_asset(&self, asset: &str, source: &str) -> PortResult<String> {
+        self.jobs.claim_asset(asset, source)
+    }
     fn reset_failed(&self, id: &str) -> PortResult<bool> {
         self.jobs.reset_failed(id)
     }

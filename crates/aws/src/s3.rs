@@ -381,6 +381,63 @@ impl S3Objects {
 }
 
 impl ObjectStore for S3Objects {
+    fn get_tagged(&self, key: &str) -> PortResult<Option<(Vec<u8>, String)>> {
+        let out = match self.bridge.run(
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        ) {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(backend(&format!("s3 get {key}"), e)),
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let bytes = self
+            .bridge
+            .run(out.body.collect())
+            .map_err(|e| backend(&format!("s3 read {key}"), e))?
+            .into_bytes()
+            .to_vec();
+        Ok(Some((bytes, etag)))
+    }
+
+    fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        cache: Cacheability,
+        expected: Option<&str>,
+    ) -> PortResult<bool> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.to_vec()))
+            .content_type(content_type(key))
+            .cache_control(cache_control(cache))
+            .server_side_encryption(ServerSideEncryption::Aes256);
+        req = match expected {
+            Some(etag) => req.if_match(etag),
+            None => req.if_none_match("*"),
+        };
+        match self.bridge.run(req.send()) {
+            Ok(_) => Ok(true),
+            // 412: the object changed (or appeared); 409: a concurrent conditional write.
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(backend(&format!("s3 conditional put {key}"), e)),
+        }
+    }
+
     fn put(&self, key: &str, bytes: &[u8], cache: Cacheability) -> PortResult<()> {
         self.bridge.run(upload(
             self.client.clone(),

@@ -41,6 +41,37 @@ fn chunk_joins_are_frame_exact_at_29_97_with_open_gops_and_b_frames() {
     assert_psnr_at_least(&renditions[1], &src, 25.0);
 }
 
+/// `a b.mp4` and `a_b.mov` clean to the same asset name; the second gets a name of its
+/// own, and each published master plays its own source.
+#[test]
+fn two_files_with_one_asset_name_never_publish_over_each_other() {
+    let d = tmp();
+    let (a, b) = (d.path().join("a b.mp4"), d.path().join("a_b.mov"));
+    make_clip(&a, "320x180", "25", 2, None, FAST_H264);
+    make_clip(&b, "320x180", "25", 3, None, FAST_H264);
+    let r = vodpipe_run(&[&a, &b], &d.path().join("out"), &["--workers", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let job = |src: &Path| {
+        r.jobs
+            .iter()
+            .find(|j| {
+                j["source"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&*src.file_name().unwrap().to_string_lossy())
+            })
+            .unwrap()
+            .clone()
+    };
+    let (ja, jb) = (job(&a), job(&b));
+    assert_ne!(ja["master_key"], jb["master_key"], "{ja}\n{jb}");
+    for (j, src, scratch) in [(&ja, &a, "ra"), (&jb, &b, "rb")] {
+        let scratch = d.path().join(scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        assert_published_correctly(j, src, &scratch);
+    }
+}
+
 #[test]
 fn running_the_same_file_twice_reuses_the_job() {
     let d = tmp();

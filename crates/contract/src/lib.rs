@@ -560,31 +560,6 @@ pub fn feature_length_documents_round_trip(connect: Connect<'_>) {
     }
 }
 
-/// A reset job starts over in time too: it must not look abandoned (and be taken over) the
-/// moment it is queued again.
-pub fn a_reset_job_is_new_again(connect: Connect<'_>) {
-    let s = connect();
-    encoding_job(&*s, "again", 1);
-    let before = s.job("again").unwrap().unwrap().created_at;
-    assert!(s
-        .transition(
-            "again",
-            &[JobStatus::Encoding],
-            JobStatus::Failed,
-            Some("x")
-        )
-        .unwrap());
-    std::thread::sleep(Duration::from_millis(1100));
-    assert!(s.reset_failed("again").unwrap());
-    let after = s.job("again").unwrap().unwrap();
-    assert_eq!(after.status, JobStatus::Queued);
-    assert!(
-        after.created_at >= before + 1.0,
-        "created {before}, reset job still says {}",
-        after.created_at
-    );
-}
-
 /// A job just claimed for probing cannot be taken over; one left longer than the stale
 /// time is taken over by exactly one of many callers, which renews the claim.
 pub fn an_abandoned_probe_is_taken_over_once(connect: Connect<'_>) {
@@ -623,6 +598,33 @@ pub fn an_abandoned_probe_is_taken_over_once(connect: Connect<'_>) {
     );
 }
 
+/// One output name, one source: the first source to claim a name keeps it, every other
+/// source is told who holds it, and a source asking again (a new version) still has it.
+pub fn an_asset_name_belongs_to_one_source(connect: Connect<'_>) {
+    let holders: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                sc.spawn(move || {
+                    connect()
+                        .claim_asset("shows/a_b", &format!("src/{i}/a b.mp4"))
+                        .unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        holders.windows(2).all(|w| w[0] == w[1]),
+        "the name went to several sources: {holders:?}"
+    );
+    let s = connect();
+    assert_eq!(s.claim_asset("shows/a_b", &holders[0]).unwrap(), holders[0]);
+    assert_eq!(
+        s.claim_asset("shows/other", "src/x.mov").unwrap(),
+        "src/x.mov"
+    );
+}
+
 /// Generates one `#[test]` per contract check, each on a fresh store from `$fresh` (a
 /// function returning a connector), so every backend runs the same list.
 #[macro_export]
@@ -642,8 +644,8 @@ macro_rules! contract_suite {
             items_report_done_and_leased,
             a_job_keeps_the_settings_it_was_created_with,
             feature_length_documents_round_trip,
-            a_reset_job_is_new_again,
             an_abandoned_probe_is_taken_over_once,
+            an_asset_name_belongs_to_one_source,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

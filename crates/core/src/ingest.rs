@@ -62,8 +62,9 @@ pub fn ingest(
     // The version is recorded with the settings, once: a resumed ingest (which knows only
     // the key) probes the same bytes the job was made for.
     let mut settings = settings;
-    if settings.source_version.is_none() && existing.is_none() {
+    if existing.is_none() {
         settings.source_version = source.version.clone();
+        settings.asset.value = unique_asset(ports, &settings.asset.value, &source.uri)?;
     }
     let (job, mut created) = ports.jobs.create_job(
         &source.job_id,
@@ -267,6 +268,25 @@ pub fn ingest(
             })
         }
     }
+}
+
+/// `asset`, or, when another source already publishes under that name, the name with a
+/// short hash of this source added: a collision is never an overwrite.
+fn unique_asset(ports: Ports<'_>, asset: &str, source: &str) -> PortResult<String> {
+    if ports.jobs.claim_asset(asset, source)? == source {
+        return Ok(asset.to_string());
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(source.as_bytes()));
+    let alt = format!("{asset}-{}", &digest[..8]);
+    let holder = ports.jobs.claim_asset(&alt, source)?;
+    if holder != source {
+        return Err(crate::ports::PortError::Conflict(format!(
+            "output names {asset} and {alt} both belong to other sources ({holder})"
+        )));
+    }
+    tracing::warn!(%asset, %alt, %source, "the asset name belongs to another source; publishing under another");
+    Ok(alt)
 }
 
 /// Seconds after its upload past which a job whose probe keeps failing for reasons not

@@ -52,6 +52,19 @@ pub trait ObjectStore: Send + Sync {
     }
     /// Reads `key`.
     fn get(&self, key: &str) -> PortResult<Vec<u8>>;
+    /// Reads `key` with a tag naming exactly this content (an ETag), or `None` when it
+    /// does not exist: what [`ObjectStore::put_if`] compares against.
+    fn get_tagged(&self, key: &str) -> PortResult<Option<(Vec<u8>, String)>>;
+    /// Stores `bytes` under `key` only if the object is still the one `expected` tagged
+    /// (`None`: only if there is none); false when another writer replaced it first. This
+    /// is how pointers move: a publisher that lost the race reads again and decides again.
+    fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        cache: Cacheability,
+        expected: Option<&str>,
+    ) -> PortResult<bool>;
     /// Where `key` is for a person: a local path or an `s3://` URI.
     fn locate(&self, key: &str) -> String;
     /// Keys under `prefix`, sorted.
@@ -372,6 +385,11 @@ pub trait JobStore: Send + Sync {
         tier: Tier,
         settings: &crate::settings::JobSettings,
     ) -> PortResult<(JobRecord, bool)>;
+    /// Claims the output name `asset` for `source` (every version of one source shares its
+    /// name) unless another source holds it; returns the source holding it now. Two keys
+    /// that clean to the same name (`a b.mp4`, `a_b.mov`) thus never publish over each
+    /// other's pointers.
+    fn claim_asset(&self, asset: &str, source: &str) -> PortResult<String>;
     /// The job, if any, with its sums over items (attempts, failures, frames in flight).
     fn job(&self, id: &str) -> PortResult<Option<JobRecord>>;
     /// The job without the sums over its items (attempts, failures, interruptions, encode

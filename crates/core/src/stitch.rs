@@ -77,19 +77,27 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
         }
         return Ok(None);
     }
-    // Pointers last: until they change, players keep seeing the previous version.
+    // Pointers last: until they change, players keep seeing the previous version. Each
+    // moves by a conditional replace, so two versions stitching at once cannot leave the
+    // older one in place (the check above alone could be overtaken).
     let prefix = format!("{job_id}/");
     let (master, dash) = (master_pointer(&job.asset), dash_pointer(&job.asset));
-    ports.objects.put(
+    let took_master = move_pointer(
+        ports,
+        &job,
         &master,
-        package::master_playlist(&tracks, &prefix).as_bytes(),
-        Cacheability::ShortLived,
+        &package::master_playlist(&tracks, &prefix),
     )?;
-    ports.objects.put(
-        &dash,
-        package::mpd(&tracks, &prefix).as_bytes(),
-        Cacheability::ShortLived,
-    )?;
+    let took_dash = move_pointer(ports, &job, &dash, &package::mpd(&tracks, &prefix))?;
+    if !(took_master && took_dash) {
+        tracing::warn!(job = %job_id, "a newer version took the pointers meanwhile; published at its own directory");
+        let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
+        if ports.jobs.publish(job_id, &master, &dash)? {
+            publish_metrics(ports, job_id);
+            return Ok(Some(JobStatus::Published));
+        }
+        return Ok(None);
+    }
     if !ports.jobs.publish(job_id, &master, &dash)? {
         return Ok(None);
     }
@@ -110,6 +118,59 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
         }
     }
     Ok(Some(JobStatus::Published))
+}
+
+/// How often a pointer is read and replaced again when other publishers keep replacing
+/// it in between.
+const POINTER_ROUNDS: u32 = 8;
+
+/// Points `key` at `job` (writes `body`) unless it already points at a newer version of
+/// the asset; true when it points at `job` now. The replace is conditional on the pointer
+/// read, so a publisher that lost a race reads the winner and decides again.
+fn move_pointer(ports: Ports<'_>, job: &JobRecord, key: &str, body: &str) -> PortResult<bool> {
+    for _ in 0..POINTER_ROUNDS {
+        let current = ports.objects.get_tagged(key)?;
+        if let Some(holder) = current
+            .as_ref()
+            .and_then(|(bytes, _)| pointed_job(&String::from_utf8_lossy(bytes)))
+            .filter(|h| *h != job.id)
+        {
+            let newer = ports
+                .jobs
+                .job_brief(&holder)?
+                .is_some_and(|h| h.created_at > job.created_at);
+            if newer {
+                return Ok(false);
+            }
+        }
+        let expected = current.as_ref().map(|(_, tag)| tag.as_str());
+        if ports
+            .objects
+            .put_if(key, body.as_bytes(), Cacheability::ShortLived, expected)?
+        {
+            return Ok(true);
+        }
+    }
+    Err(PortError::Conflict(format!(
+        "pointer {key} kept changing for {POINTER_ROUNDS} rounds"
+    )))
+}
+
+/// The job a pointer document points at: the job directory every URI in it starts with
+/// (a job id is 16 hex digits), as [`package::master_playlist`] and [`package::mpd`] write
+/// them with the job's prefix.
+fn pointed_job(doc: &str) -> Option<String> {
+    let bytes = doc.as_bytes();
+    (0..bytes.len().saturating_sub(16)).find_map(|i| {
+        let starts = i == 0 || matches!(bytes[i - 1], b'"' | b'\n');
+        let id = &bytes[i..i + 16];
+        (starts
+            && bytes.get(i + 16) == Some(&b'/')
+            && id
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| String::from_utf8_lossy(id).into_owned())
+    })
 }
 
 /// A published job of the same source and asset created after `job`, if any.

@@ -74,9 +74,57 @@ fn io(key: &str, e: std::io::Error) -> PortError {
     }
 }
 
+/// The tag of a local object: a digest of its bytes.
+fn tag(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 impl ObjectStore for Objects {
     fn put(&self, key: &str, bytes: &[u8], _cache: Cacheability) -> PortResult<()> {
         Objects::put(self, key, bytes).map_err(|e| io(key, e))
+    }
+
+    fn get_tagged(&self, key: &str) -> PortResult<Option<(Vec<u8>, String)>> {
+        match Objects::get(self, key) {
+            Ok(b) => {
+                let t = tag(&b);
+                Ok(Some((b, t)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        _cache: Cacheability,
+        expected: Option<&str>,
+    ) -> PortResult<bool> {
+        let path = self.path(key).map_err(|e| io(key, e))?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io(key, e))?;
+        // Worker processes share the directory: compare and replace under a file lock
+        // (hidden from listings like every temporary file).
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".tmp.pointers.lock"))
+            .map_err(|e| io(key, e))?;
+        lock.lock().map_err(|e| io(key, e))?;
+        let current = match std::fs::read(&path) {
+            Ok(b) => Some(tag(&b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(key, e)),
+        };
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        Objects::put(self, key, bytes).map_err(|e| io(key, e))?;
+        Ok(true)
     }
 
     fn get(&self, key: &str) -> PortResult<Vec<u8>> {

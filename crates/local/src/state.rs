@@ -93,6 +93,11 @@ CREATE TABLE IF NOT EXISTS messages (
     dead INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(dead, queue, visible_at, id);
+CREATE TABLE IF NOT EXISTS assets (
+    name TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS invalidations (
     caller_reference TEXT PRIMARY KEY,
     paths TEXT NOT NULL,
@@ -378,6 +383,20 @@ impl JobStore for SqliteState {
         })
     }
 
+    fn claim_asset(&self, asset: &str, source: &str) -> PortResult<String> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO assets (name, source, created_at) VALUES (?1, ?2, ?3)",
+                params![asset, source, now()],
+            )
+            .map_err(backend)?;
+            tx.query_row("SELECT source FROM assets WHERE name = ?1", [asset], |r| {
+                r.get(0)
+            })
+            .map_err(backend)
+        })
+    }
+
     fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
         let t = now();
         let n = self.with(|c| {
@@ -394,8 +413,8 @@ impl JobStore for SqliteState {
             let n = tx
                 .execute(
                     "UPDATE jobs SET status = 'QUEUED', error = NULL, done = 0, total = 0, plan_doc = NULL, queued_at = NULL, started_at = NULL,
-                       stitch_started_at = NULL, finished_at = NULL, master_key = NULL, dash_key = NULL, created_at = ?2 WHERE id = ?1 AND status = 'FAILED'",
-                    params![id, now()],
+                       stitch_started_at = NULL, finished_at = NULL, master_key = NULL, dash_key = NULL WHERE id = ?1 AND status = 'FAILED'",
+                    [id],
                 )
                 .map_err(backend)?;
             if n == 1 {

@@ -172,3 +172,61 @@ fn a_message_for_a_held_item_waits_and_takes_the_item_over_when_its_holder_dies(
     }
     assert_eq!(local.state.depth(Queue::Work(Tier::Standard)).unwrap(), 0);
 }
+
+/// Two versions of one source stitching at once: the newer one has written its pointers
+/// but is not PUBLISHED yet when the older one publishes. The older one must not take the
+/// pointers back (a check of "a newer version is published" would pass here).
+#[test]
+fn an_older_version_never_takes_the_pointers_from_a_newer_one_mid_publish() {
+    use vodpipe_core::ingest::Source;
+    use vodpipe_core::outputs::{dash_pointer, master_pointer};
+    let d = tempfile::tempdir().unwrap();
+    let (older, newer) = ("00000000000000a1", "00000000000000b2");
+    let (local, cfg, source) = backend(d.path(), 1, older);
+    ingest(local.ports(), &cfg, &source, false).unwrap();
+    let mut w = Worker::new(
+        local.ports(),
+        cfg.clone(),
+        "w",
+        vec![Tier::Standard],
+        Shutdown::new(),
+    )
+    .without_stitching();
+    for _ in 0..5 {
+        w.turn().unwrap();
+    }
+    let job = local.state.job(older).unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Stitching, "{job:?}");
+    // A newer version of the same source, in the middle of publishing: its pointers are
+    // written, its job not yet PUBLISHED.
+    std::thread::sleep(Duration::from_millis(20));
+    let v2 = Source {
+        job_id: newer.into(),
+        ..source.clone()
+    };
+    ingest(local.ports(), &cfg, &v2, false).unwrap();
+    let (master, dash) = (master_pointer(&job.asset), dash_pointer(&job.asset));
+    let theirs = format!("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n{newer}/v0.m3u8\n");
+    let theirs_mpd = format!("<MPD><SegmentURL media=\"{newer}/v0/0.m4s\"/></MPD>");
+    local.objects.put(&master, theirs.as_bytes()).unwrap();
+    local.objects.put(&dash, theirs_mpd.as_bytes()).unwrap();
+    assert_eq!(
+        vodpipe_core::stitch::stitch(local.ports(), older).unwrap(),
+        Some(JobStatus::Published)
+    );
+    assert_eq!(
+        String::from_utf8(local.objects.get(&master).unwrap()).unwrap(),
+        theirs,
+        "the older version took the master pointer"
+    );
+    assert_eq!(
+        String::from_utf8(local.objects.get(&dash).unwrap()).unwrap(),
+        theirs_mpd
+    );
+    let published = local.state.job(older).unwrap().unwrap();
+    assert_eq!(
+        published.master_key.as_deref(),
+        Some(format!("{}/{older}/master.m3u8", job.asset).as_str()),
+        "the older version is published at its own directory"
+    );
+}
