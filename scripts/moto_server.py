@@ -8,13 +8,22 @@ transactions serializably, and vodpipe's control plane relies on exactly that (t
 commit moving a job to STITCHING, leases, fencing tokens). So every DynamoDB operation
 here runs under one lock; the other services are untouched.
 
+It also counts the requests it serves, by service and operation, with the bytes each
+carried: `GET /_vodpipe/requests` returns the counts as JSON, `DELETE` resets them. The
+control-plane load test (`make load`) reads its AWS calls per item from there, so calls
+made by processes it kills are counted too.
+
 Usage: python moto_server.py [moto_server's arguments]
 """
 
+import collections
 import functools
+import json
 import threading
+import urllib.parse
 
 from moto.dynamodb.models import DynamoDBBackend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
 
 _LOCK = threading.RLock()
@@ -44,6 +53,61 @@ def _serialised(operation):
 for _name in _OPERATIONS:
     if hasattr(DynamoDBBackend, _name):
         setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
+
+_COUNTS_LOCK = threading.Lock()
+_COUNTS: dict = collections.defaultdict(lambda: {"requests": 0, "bytes_in": 0, "bytes_out": 0})
+
+
+def _service(environ):
+    """The signing scope's service (`.../us-east-1/dynamodb/aws4_request`), from the
+    Authorization header or a presigned URL's X-Amz-Credential."""
+    credential = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" in credential:
+        credential = credential.split("Credential=", 1)[1].split(",", 1)[0]
+    else:
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        credential = (query.get("X-Amz-Credential") or [""])[0]
+    parts = credential.split("/")
+    return parts[3] if len(parts) >= 5 else "unsigned"
+
+
+def _operation(environ, service):
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    if service == "s3":
+        return environ.get("REQUEST_METHOD", "?")
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    return (query.get("Action") or [environ.get("REQUEST_METHOD", "?")])[0]
+
+
+_ORIGINAL_CALL = DomainDispatcherApplication.__call__
+
+
+def _counting_call(self, environ, start_response):
+    if environ.get("PATH_INFO") == "/_vodpipe/requests":
+        with _COUNTS_LOCK:
+            if environ.get("REQUEST_METHOD") == "DELETE":
+                _COUNTS.clear()
+            body = json.dumps(_COUNTS).encode()
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+    service = _service(environ)
+    key = f"{service}:{_operation(environ, service)}"
+    size_in = int(environ.get("CONTENT_LENGTH") or 0)
+    chunks = list(_ORIGINAL_CALL(self, environ, start_response))
+    with _COUNTS_LOCK:
+        entry = _COUNTS[key]
+        entry["requests"] += 1
+        entry["bytes_in"] += size_in
+        entry["bytes_out"] += sum(len(c) for c in chunks)
+    return chunks
+
+
+DomainDispatcherApplication.__call__ = _counting_call
 
 if __name__ == "__main__":
     main()

@@ -84,8 +84,11 @@ fn ingest_handles_each_record_on_its_own_and_a_duplicate_makes_no_second_job() {
         .unwrap();
     let bucket = s.aws.settings.ingest_bucket.clone();
     let mut ev = event("s3-multiple-records.json");
+    // The sample's version id stands for the one S3 would send: the upload's.
+    let (_, _, version) = s.aws.ingest.head(&format!("s3://{bucket}/{key}")).unwrap();
     for r in ev["Records"].as_array_mut().unwrap() {
         r["s3"]["bucket"]["name"] = json!(bucket);
+        r["s3"]["object"]["versionId"] = json!(version);
     }
     // A fourth record from a bucket this deployment does not own.
     let mut foreign = ev["Records"][0].clone();

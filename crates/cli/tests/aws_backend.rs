@@ -246,3 +246,169 @@ fn an_overwrite_mid_encode_does_not_change_the_bytes_a_job_encodes() {
     // Frame-exact against the first version (150 frames), not the second (90).
     assert_published_correctly(&local_job, &first, d.path());
 }
+
+/// An item's size as DynamoDB counts it (names plus values; numbers about a byte per two
+/// digits).
+fn item_size(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    V::S(s) => s.len(),
+                    V::N(n) => n.len() / 2 + 1,
+                    _ => 1,
+                }
+        })
+        .sum()
+}
+
+/// A feature-length source near the input policy's six-hour limit goes through S3, SQS
+/// and DynamoDB and publishes frame-exact; no record in the table comes near DynamoDB's
+/// item limit on the way. (160x90 at 2 fps, looped with `-c copy`, so it is cheap.)
+#[test]
+fn a_five_and_a_half_hour_source_publishes_frame_exact_on_the_aws_backend() {
+    emulator::start();
+    let d = tempfile::tempdir().unwrap();
+    let clip = d.path().join("minute.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x90:rate=2",
+        "-t",
+        "60",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "8",
+        clip.to_str().unwrap(),
+    ]);
+    let list = d.path().join("list.txt");
+    let line = format!("file '{}'\n", clip.display());
+    std::fs::write(&list, line.repeat(330)).unwrap();
+    let src = d.path().join("feature.mp4");
+    ffmpeg(&[
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        list.to_str().unwrap(),
+        "-c",
+        "copy",
+        src.to_str().unwrap(),
+    ]);
+    let name = emulator::unique_name("long");
+    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["aws", "bootstrap", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(boot.status.success());
+    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("export ")?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    env.insert(
+        "VODPIPE_STATE".into(),
+        d.path().join("scratch").display().to_string(),
+    );
+    let settings = emulator::settings(&name);
+    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
+    let key = "features/long.mp4";
+    aws.ingest
+        .put(key, &std::fs::read(&src).unwrap(), Cacheability::Immutable)
+        .unwrap();
+    let uri = format!("s3://{}/{key}", settings.ingest_bucket);
+    let job = json(
+        vodpipe(&env)
+            .args(["ingest", &uri, "--json", "--chunk-seconds", "120"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(job["status"], "ENCODING", "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    let mut workers: Vec<_> = (0..2)
+        .map(|_| {
+            vodpipe(&env)
+                .args(["worker", "--idle-exit", "6", "--lease-seconds", "30"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    let status = loop {
+        let s = json(
+            vodpipe(&env)
+                .args(["status", &job_id, "--json"])
+                .output()
+                .unwrap(),
+        );
+        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1500),
+            "not published in time: {s}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    for w in &mut workers {
+        w.wait().unwrap();
+    }
+    assert_eq!(status["status"], "PUBLISHED", "{status}");
+    assert!(
+        (status["duration_secs"].as_f64().unwrap() - 19800.0).abs() < 1.0,
+        "{status}"
+    );
+    assert_eq!(status["chunks_total"], 165, "{status}");
+    // No record near the item limit: plans and results are paged.
+    let db = aws_sdk_dynamodb::Client::new(&aws.bridge.sdk_config());
+    let mut largest = 0;
+    let mut start = None;
+    loop {
+        let page = aws
+            .bridge
+            .run(
+                db.scan()
+                    .table_name(&settings.table)
+                    .set_exclusive_start_key(start.take())
+                    .send(),
+            )
+            .unwrap();
+        largest = page.items().iter().map(item_size).fold(largest, usize::max);
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    assert!(largest < 64 * 1024, "a record of {largest} bytes");
+    let asset = "features/long";
+    let out = d.path().join("download");
+    for k in aws.objects.list(&format!("{asset}/")).unwrap() {
+        let dest = out.join(&k);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
+    }
+    let mut local_job = status.clone();
+    local_job["master"] = out
+        .join(format!("{asset}/master.m3u8"))
+        .display()
+        .to_string()
+        .into();
+    local_job["dash"] = out
+        .join(format!("{asset}/manifest.mpd"))
+        .display()
+        .to_string()
+        .into();
+    assert_published_correctly(&local_job, &src, d.path());
+}

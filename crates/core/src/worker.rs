@@ -104,6 +104,42 @@ pub enum Turn {
 /// FAILED by a dead letter), so a deployment can announce it (EventBridge on AWS).
 pub type Announcer<'a> = Box<dyn Fn(&str) + Send + Sync + 'a>;
 
+/// Turns one item into encoded tracks. The worker's own runs ffmpeg ([`encode`]); a load
+/// test of the control plane swaps in one that makes no media, so everything else the
+/// worker does (leases, heartbeats, uploads, commits, retries) runs for real without it.
+pub trait ItemEncoder: Send + Sync {
+    /// Encodes `item` of the plan in `ctx`, reporting frames done through `on_frames`.
+    fn encode(
+        &self,
+        ctx: &EncodeContext<'_>,
+        item: &ItemRef,
+        on_frames: &(dyn Fn(u64) + Sync),
+    ) -> crate::Result<Vec<TrackOutput>>;
+}
+
+/// The encoder workers use: ffmpeg, one process per chunk or audio track.
+pub struct FfmpegEncoder;
+
+impl ItemEncoder for FfmpegEncoder {
+    fn encode(
+        &self,
+        ctx: &EncodeContext<'_>,
+        item: &ItemRef,
+        on_frames: &(dyn Fn(u64) + Sync),
+    ) -> crate::Result<Vec<TrackOutput>> {
+        match item.kind {
+            ItemKind::Video => match ctx.plan.chunks.get(item.index as usize) {
+                Some(chunk) => encode::encode_chunk(ctx, chunk, on_frames),
+                None => Err(crate::Error::PlanMismatch(format!(
+                    "no chunk {}",
+                    item.index
+                ))),
+            },
+            ItemKind::Audio => encode::encode_audio(ctx, item.index as usize).map(|t| vec![t]),
+        }
+    }
+}
+
 /// A worker bound to its ports.
 pub struct Worker<'a> {
     ports: Ports<'a>,
@@ -116,6 +152,7 @@ pub struct Worker<'a> {
     /// The last plan read, under its job and plan id: a worker draining one film's chunks
     /// reads its plan (hundreds of KB for a feature) once, not once per chunk.
     plan_cache: Option<(String, String, Arc<JobPlan>)>,
+    encoder: Box<dyn ItemEncoder + 'a>,
 }
 
 impl<'a> Worker<'a> {
@@ -136,7 +173,14 @@ impl<'a> Worker<'a> {
             stitches: true,
             announce: None,
             plan_cache: None,
+            encoder: Box::new(FfmpegEncoder),
         }
+    }
+
+    /// Encodes with `encoder` instead of ffmpeg (a load test of the control plane).
+    pub fn with_encoder(mut self, encoder: Box<dyn ItemEncoder + 'a>) -> Self {
+        self.encoder = encoder;
+        self
     }
 
     /// Calls `announce` with each job this worker moves to a final state.
@@ -570,16 +614,7 @@ impl<'a> Worker<'a> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             });
-            let encoded = match item.kind {
-                ItemKind::Video => match jp.plan.chunks.get(item.index as usize) {
-                    Some(chunk) => encode::encode_chunk(&ctx, chunk, on_frames),
-                    None => Err(crate::Error::PlanMismatch(format!(
-                        "no chunk {}",
-                        item.index
-                    ))),
-                },
-                ItemKind::Audio => encode::encode_audio(&ctx, item.index as usize).map(|t| vec![t]),
-            };
+            let encoded = self.encoder.encode(&ctx, item, &on_frames);
             let _ = std::fs::remove_dir_all(&scratch);
             let stored = encoded.and_then(|tracks| {
                 if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {

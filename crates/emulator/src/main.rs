@@ -7,6 +7,7 @@
 
 mod e2e;
 mod fargate;
+mod load;
 mod moto;
 mod runtime_api;
 mod sources;
@@ -28,6 +29,13 @@ enum Cmd {
     /// Upload one video to the emulated ingest bucket and follow it to PUBLISHED through
     /// the ingest, stitch and fleet functions and worker tasks; print its status JSON.
     E2e(e2e::E2eArgs),
+    /// The control plane alone under load: many jobs through the real worker and stitch
+    /// with a stand-in encoder, worker processes killed and duplicates injected; prints
+    /// throughput, AWS calls per item and what they cost (`make load`).
+    Load(load::LoadArgs),
+    /// A worker process of `load` (started by it).
+    #[command(hide = true)]
+    LoadWorker(load::LoadWorkerArgs),
 }
 
 fn main() {
@@ -42,6 +50,8 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Cmd::E2e(a) => e2e::run(a),
+        Cmd::Load(a) => load::run(a),
+        Cmd::LoadWorker(a) => load::worker(a),
     };
     match code {
         Ok(c) => std::process::exit(c),
