@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws lambda infra-check sam-build worker-image doctor lint fmt bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench clean
 
 all: build
 
@@ -128,6 +128,17 @@ e2e-aws: deps moto-deps bins
 	@test -n "$(INPUT)" -a -n "$(KEY)" -a -n "$(OUT)" || { \
 	  echo 'usage: make e2e-aws INPUT=<video> KEY=<object key> OUT=<dir> [E2E_FLAGS="--interrupt --duplicate-events"]'; exit 2; }
 	target/debug/vodpipe-emulator e2e --input "$(INPUT)" --key "$(KEY)" --out "$(OUT)" $(E2E_FLAGS)
+
+## The control plane alone under load on the emulator (500 jobs × 20 items, 8 worker
+## processes, kills and duplicates); prints throughput, AWS calls per item and their cost.
+## LOAD_FLAGS="--jobs 100" and the like change the size.
+load: deps moto-deps
+	$(CARGO) build --release -p vodpipe-emulator
+	target/release/vodpipe-emulator load $(LOAD_FLAGS)
+
+## What probing a 2-hour 1080p MP4 reads, against ffprobe's packet scan.
+probe-bench: deps build
+	@bash scripts/probe-bench.sh "$(VODPIPE)"
 
 ## A real clip through the whole pipeline; prints where the output is and how to play it.
 demo: deps build

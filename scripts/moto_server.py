@@ -17,12 +17,17 @@ Usage: python moto_server.py [moto_server's arguments]
 """
 
 import collections
+import copy
 import functools
 import json
+import os
 import threading
+import time
 import urllib.parse
 
+import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
 
@@ -50,9 +55,71 @@ def _serialised(operation):
     return run
 
 
+class _TablesNotCopied:
+    """`copy` as moto's transactions see it: a table is not copied (see below); anything
+    else is."""
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        if isinstance(value, Table):
+            return value
+        return copy.deepcopy(value, memo)
+
+
+_ORIGINAL_TRANSACT = DynamoDBBackend.transact_write_items
+
+
+def _transact_write_items(self, transact_items):
+    """moto's transaction, rolled back item by item: moto copies every table a transaction
+    touches before it starts, which costs time in proportion to the table and makes a load
+    test quadratic. Only the items the transaction names can change, so only those are
+    kept and put back if it is cancelled."""
+    kept = []
+    for entry in transact_items:
+        op_type, op = next(iter(entry.items()))
+        table = self.get_table(op["TableName"])
+        if op_type == "Put":
+            attrs = op["Item"]
+            key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = attrs[table.range_key_attr]
+        else:
+            key = op["Key"]
+        hash_key, range_key = self.get_keys_value(table, key)
+        kept.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
+    dynamodb_models.copy = _TablesNotCopied
+    try:
+        return _ORIGINAL_TRANSACT(self, transact_items)
+    except Exception:
+        for table, hash_key, range_key, item in reversed(kept):
+            if item is None:
+                table.delete_item(hash_key, range_key)
+            elif range_key is not None:
+                table.items[hash_key][range_key] = item
+            else:
+                table.items[hash_key] = item
+        raise
+    finally:
+        dynamodb_models.copy = copy
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items
+
 for _name in _OPERATIONS:
     if hasattr(DynamoDBBackend, _name):
         setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
+
+
+def _exit_with_parent():
+    """A test starts the emulator and may exit without stopping it: the emulator ends
+    when the process that started it does."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+
+
+threading.Thread(target=_exit_with_parent, daemon=True).start()
 
 _COUNTS_LOCK = threading.Lock()
 _COUNTS: dict = collections.defaultdict(lambda: {"requests": 0, "bytes_in": 0, "bytes_out": 0})

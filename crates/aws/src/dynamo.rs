@@ -780,7 +780,7 @@ impl JobStore for DynamoJobs {
         }
         self.update(
             job_key(id),
-            "SET @status = :enc, @plan_ref = :pref, @plan_pages = :pages, @duration_secs = :dur, @frames_total = :ft, @rungs = :r, @total = :total, @queued_at = :now REMOVE @plan_doc",
+            "SET @status = :enc, @plan_ref = :pref, @plan_pages = :pages, @duration_secs = :dur, @frames_total = :ft, @rungs = :r, @total = :total, @last_index = :last, @queued_at = :now REMOVE @plan_doc",
             Some("@status = :probing"),
             vec![
                 (":enc", s(JobStatus::Encoding.as_str())),
@@ -791,6 +791,9 @@ impl JobStore for DynamoJobs {
                 (":ft", n(frames_total)),
                 (":r", n(rungs)),
                 (":total", n(items.len())),
+                // What a commit compares `done` with to know, without reading the job,
+                // that it is not the last.
+                (":last", n(items.len().saturating_sub(1))),
                 (":now", n(now_secs())),
             ],
         )
@@ -816,22 +819,16 @@ impl JobStore for DynamoJobs {
         let Some(job) = self.get(job_key(&item.job_id))? else {
             return Ok(Acquired::Finished);
         };
-        let Some(rec) = self.get(item_key(item))? else {
-            return Ok(Acquired::Finished);
-        };
-        if get_b(&rec, "done")
-            || get_s(&job, "status").as_deref() != Some(JobStatus::Encoding.as_str())
-        {
+        if get_s(&job, "status").as_deref() != Some(JobStatus::Encoding.as_str()) {
             return Ok(Acquired::Finished);
         }
+        // The lease is taken by one conditional write (a single item's writes are atomic,
+        // so of two racing workers one finds the lease live); the item is read only when
+        // the write is refused, to say why.
         let now = now_secs();
-        if get_f(&rec, "lease_until").unwrap_or(0.0) > now {
-            return Ok(Acquired::HeldByOther);
-        }
-        let seen = get_u(&rec, "token");
         let (set, cond, names) = aliased_update(
             "SET @lease_until = :until, @owner = :owner, @frames_done = :zero ADD @token :one, @attempts :one",
-            "@done = :false AND @token = :seen AND @lease_until <= :now",
+            "attribute_exists(@pk) AND @done = :false AND @lease_until <= :now",
         );
         let mut req = self
             .client
@@ -846,12 +843,17 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":seen", n(seen))
             .expression_attribute_values(":now", n(now));
         req = req.return_values(ReturnValue::AllNew);
         let out = match self.bridge.run(req.send()) {
             Ok(o) => o,
-            Err(e) if is_condition_failed(&e) => return Ok(Acquired::HeldByOther),
+            Err(e) if is_condition_failed(&e) => {
+                return Ok(match self.get(item_key(item))? {
+                    None => Acquired::Finished,
+                    Some(rec) if get_b(&rec, "done") => Acquired::Finished,
+                    Some(_) => Acquired::HeldByOther,
+                })
+            }
             Err(e) => return Err(backend("dynamodb acquire", e)),
         };
         let a = out.attributes().cloned().unwrap_or_default();
@@ -968,21 +970,34 @@ impl JobStore for DynamoJobs {
             .build()
             .map_err(|e| backend("building item update", e))?;
         // The job's counter and, for the last item, the move to STITCHING go in the same
-        // transaction as the item: each round guesses which case applies from a read of
-        // the job and makes the write conditional on the guess; a commit of another item
-        // in between fails the condition, and the next round reads again.
-        let (mut done, mut total, mut status) = self.job_counts(job_id)?;
+        // transaction as the item. The first round assumes the common case, not the last
+        // item (`done < last_index`, compared in the write itself, no read); every later
+        // round guesses from a read of the job and makes the write conditional on the
+        // guess; a commit of another item in between fails the condition, and the next
+        // round reads again.
+        let mut counts: Option<(u64, u64, String)> = None;
         for _ in 0..COMMIT_ROUNDS {
-            let encoding = status == JobStatus::Encoding.as_str();
-            let last = encoding && done + 1 >= total;
-            let (set, cond) = match (encoding, last) {
-                (true, true) => (
+            let (encoding, last, before) = match &counts {
+                None => (true, false, None),
+                Some((done, total, status)) => {
+                    let encoding = status == JobStatus::Encoding.as_str();
+                    (encoding, encoding && done + 1 >= *total, Some(*done))
+                }
+            };
+            let (set, cond) = match (encoding, last, before) {
+                (true, _, None) => (
+                    "ADD @done :one",
+                    "@status = :encoding AND @done < @last_index",
+                ),
+                (true, true, Some(_)) => (
                     "SET @status = :stitching, @stitch_started_at = :now ADD @done :one",
                     "@status = :encoding AND @done = :before",
                 ),
-                (true, false) => ("ADD @done :one", "@status = :encoding AND @done = :before"),
+                (true, false, Some(_)) => {
+                    ("ADD @done :one", "@status = :encoding AND @done = :before")
+                }
                 // The job failed or moved on: the item still counts, nothing else moves.
-                (false, _) => ("ADD @done :one", "@status <> :encoding"),
+                (false, _, _) => ("ADD @done :one", "@status <> :encoding"),
             };
             let (set, cond, names) = aliased_update(set, cond);
             let mut job_update = Update::builder()
@@ -993,7 +1008,7 @@ impl JobStore for DynamoJobs {
                 .set_expression_attribute_names(Some(names))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":encoding", s(JobStatus::Encoding.as_str()));
-            if encoding {
+            if let (true, Some(done)) = (encoding, before) {
                 job_update = job_update.expression_attribute_values(":before", n(done));
             }
             if last {
@@ -1037,9 +1052,12 @@ impl JobStore for DynamoJobs {
                     job_id
                 )));
             }
-            // Many workers finishing one job at once: spread the next tries out.
-            std::thread::sleep(Duration::from_millis(5 + u64::from(getrandom_byte()) / 4));
-            (done, total, status) = self.job_counts(job_id)?;
+            // After a first guess that missed (the last item, most often) the next round
+            // reads at once; after that, many workers finish one job together: spread out.
+            if counts.is_some() {
+                std::thread::sleep(Duration::from_millis(5 + u64::from(getrandom_byte()) / 4));
+            }
+            counts = Some(self.job_counts(job_id)?);
         }
         Err(PortError::Backend(format!(
             "committing {} of job {job_id}: the job's counter kept moving for {COMMIT_ROUNDS} rounds",

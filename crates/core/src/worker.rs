@@ -153,7 +153,14 @@ pub struct Worker<'a> {
     /// reads its plan (hundreds of KB for a feature) once, not once per chunk.
     plan_cache: Option<(String, String, Arc<JobPlan>)>,
     encoder: Box<dyn ItemEncoder + 'a>,
+    /// Turns since the dead-letter queues were last looked at.
+    turns_since_dead: u32,
 }
+
+/// A busy worker looks at the dead-letter queues every this many turns (an idle one on
+/// every turn): dead letters are rare, and polling every queue on every turn was most of
+/// the queue requests per item.
+const DEAD_LETTER_EVERY: u32 = 16;
 
 impl<'a> Worker<'a> {
     /// A worker named `owner` (shows in leases) serving `tiers`.
@@ -174,6 +181,7 @@ impl<'a> Worker<'a> {
             announce: None,
             plan_cache: None,
             encoder: Box::new(FfmpegEncoder),
+            turns_since_dead: DEAD_LETTER_EVERY,
         }
     }
 
@@ -202,7 +210,8 @@ impl<'a> Worker<'a> {
         self
     }
 
-    /// Stitch requests, dead letters, then encoding work: one message at most.
+    /// Stitch requests, encoding work, then dead letters (at once when there is no work,
+    /// else every [`DEAD_LETTER_EVERY`] turns): one message at most.
     pub fn turn(&mut self) -> PortResult<Turn> {
         if self.shutdown.is_triggered() {
             return Ok(Turn::Idle);
@@ -233,12 +242,21 @@ impl<'a> Worker<'a> {
             }
             return Ok(Turn::Worked);
         }
-        if let Some(d) = self.ports.queue.receive_dead(vis)? {
-            self.fail_dead_letter(&d)?;
-            return Ok(Turn::Worked);
+        self.turns_since_dead += 1;
+        if self.turns_since_dead >= DEAD_LETTER_EVERY {
+            self.turns_since_dead = 0;
+            if let Some(d) = self.ports.queue.receive_dead(vis)? {
+                self.fail_dead_letter(&d)?;
+                return Ok(Turn::Worked);
+            }
         }
         let order = self.picker.next_order();
         let Some(d) = self.ports.queue.receive(&order, vis)? else {
+            self.turns_since_dead = 0;
+            if let Some(d) = self.ports.queue.receive_dead(vis)? {
+                self.fail_dead_letter(&d)?;
+                return Ok(Turn::Worked);
+            }
             return Ok(Turn::Idle);
         };
         if self.shutdown.is_triggered() {

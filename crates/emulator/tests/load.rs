@@ -1,0 +1,48 @@
+//! The control plane under load, small enough for every test run: jobs through the real
+//! worker and stitch on moto with a stand-in encoder, worker processes killed mid-item and
+//! duplicate messages injected; nothing may be lost or published twice. (`make load` runs
+//! the full size and prints the figures the README quotes.) Needs moto (`make test`
+//! installs it) and ffmpeg for one template segment; fails loudly without them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+#[test]
+fn killed_workers_and_duplicates_lose_nothing_and_publish_nothing_twice() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vodpipe-emulator"))
+        .args(["load", "--jobs", "24", "--items", "5", "--workers", "4"])
+        .args([
+            "--kill-every",
+            "1.5",
+            "--duplicates",
+            "0.2",
+            "--lease-seconds",
+            "3",
+        ])
+        .args(["--timeout", "600", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no report; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(out.status.success(), "{r}");
+    assert_eq!(r["published"], 24, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["published_twice"], 0, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert!(r["kills"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["duplicates"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["largest_item_bytes"].as_u64().unwrap() < 64 * 1024, "{r}");
+    for service in ["s3", "sqs", "dynamodb"] {
+        assert!(
+            r["calls_per_item_by_service"][service].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+    }
+}
