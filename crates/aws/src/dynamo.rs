@@ -780,7 +780,7 @@ impl JobStore for DynamoJobs {
         }
         self.update(
             job_key(id),
-            "SET @status = :enc, @plan_ref = :pref, @plan_pages = :pages, @duration_secs = :dur, @frames_total = :ft, @rungs = :r, @total = :total, @last_index = :last, @queued_at = :now REMOVE @plan_doc",
+            "SET @status = :enc, @plan_ref = :pref, @plan_pages = :pages, @duration_secs = :dur, @frames_total = :ft, @rungs = :r, @total = :total, @last_index = :last REMOVE @plan_doc, @queued_at",
             Some("@status = :probing"),
             vec![
                 (":enc", s(JobStatus::Encoding.as_str())),
@@ -794,9 +794,18 @@ impl JobStore for DynamoJobs {
                 // What a commit compares `done` with to know, without reading the job,
                 // that it is not the last.
                 (":last", n(items.len().saturating_sub(1))),
-                (":now", n(now_secs())),
             ],
         )
+    }
+
+    fn all_queued(&self, id: &str) -> PortResult<()> {
+        self.update(
+            job_key(id),
+            "SET @queued_at = if_not_exists(@queued_at, :now)",
+            Some("attribute_exists(@pk)"),
+            vec![(":now", n(now_secs()))],
+        )?;
+        Ok(())
     }
 
     fn plan_doc(&self, id: &str) -> PortResult<String> {

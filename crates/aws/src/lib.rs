@@ -277,6 +277,9 @@ impl JobStore for AwsState {
     fn plan_doc(&self, id: &str) -> PortResult<String> {
         self.jobs.plan_doc(id)
     }
+    fn all_queued(&self, id: &str) -> PortResult<()> {
+        self.jobs.all_queued(id)
+    }
     fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired> {
         self.jobs.acquire(item, owner, ttl)
     }

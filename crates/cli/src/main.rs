@@ -254,6 +254,9 @@ fn parse_status(s: &str) -> Result<JobStatus, String> {
 }
 
 fn main() {
+    // Fail points named in FAILPOINTS; they exist only in test builds (the crash-window
+    // tests), and this does nothing elsewhere.
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let json_logs =
         matches!(cli.command, Command::Worker(_)) && std::env::var_os("VODPIPE_LOG_JSON").is_some();

@@ -41,7 +41,8 @@ pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
         "duration_secs": j.duration_secs,
         "output_minutes": (output_minutes(j.duration_secs, j.rungs) * 1000.0).round() / 1000.0,
         "timings": {
-            "queue_wait_secs": secs_between(j.queued_at, j.started_at),
+            // A worker may start before the last message is sent: a wait is never negative.
+            "queue_wait_secs": secs_between(j.queued_at, j.started_at).map(|w| w.max(0.0)),
             "encode_secs": (j.encode_secs * 1000.0).round() / 1000.0,
             "wasted_secs": (j.wasted_secs * 1000.0).round() / 1000.0,
             "stitch_secs": secs_between(j.stitch_started_at, j.finished_at).filter(|_| j.status == JobStatus::Published),

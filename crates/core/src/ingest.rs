@@ -73,6 +73,7 @@ pub fn ingest(
         settings.tier.value,
         &settings,
     )?;
+    fail::fail_point!("ingest-after-create");
     if !created
         && retry_failed
         && job.status == JobStatus::Failed
@@ -90,6 +91,8 @@ pub fn ingest(
             JobStatus::Encoding => {
                 // Duplicates usually arrive seconds after the original, whose messages are
                 // all queued; re-queuing then would only double the queue (and the fleet).
+                // `queued_at` is only set once every message was sent: without it the ingest
+                // that planned the job died part-way, and its items are queued again now.
                 let recent = job.queued_at.is_some_and(|q| {
                     crate::process::now_secs() - q < 2.0 * cfg.lease_ttl.as_secs_f64()
                 });
@@ -202,14 +205,19 @@ pub fn ingest(
                 jp.rungs.len() as u32,
                 &items,
             )? {
+                fail::fail_point!("ingest-after-plan");
                 // Audio first: a track takes as long as several chunks, so start it early.
                 let mut order: Vec<&ItemRef> = items.iter().map(|(i, _)| i).collect();
                 order.sort_by_key(|i| i.kind == ItemKind::Video);
-                for item in order {
+                for (n, item) in order.into_iter().enumerate() {
                     ports
                         .queue
                         .send(Queue::Work(tier), &Message::Item(item.clone()))?;
+                    if n == 0 {
+                        fail::fail_point!("ingest-mid-send");
+                    }
                 }
+                ports.jobs.all_queued(&job.id)?;
                 let wanted = items.len().min(u32::MAX as usize) as u32;
                 if let Err(e) = ports.fleet.ensure_capacity(tier, wanted) {
                     tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");

@@ -312,7 +312,7 @@ pub struct JobRecord {
     pub wasted_secs: f64,
     /// Created (seconds since the epoch).
     pub created_at: f64,
-    /// Work queued (ENCODING entered).
+    /// Every item's message sent (just after ENCODING is entered).
     pub queued_at: Option<f64>,
     /// First item leased.
     pub started_at: Option<f64>,
@@ -432,6 +432,10 @@ pub trait JobStore: Send + Sync {
         rungs: u32,
         items: &[(ItemRef, u64)],
     ) -> PortResult<bool>;
+    /// Records that every item of the job has its message on the queue (`queued_at`): a
+    /// duplicate ingest of a job without it re-queues the items, since the ingest that
+    /// planned it died before sending them all.
+    fn all_queued(&self, id: &str) -> PortResult<()>;
     /// The plan document saved with the job.
     fn plan_doc(&self, id: &str) -> PortResult<String>;
     /// Takes the item's lease for `ttl` if it is free or its lease expired, incrementing the

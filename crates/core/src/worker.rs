@@ -408,7 +408,10 @@ impl<'a> Worker<'a> {
             .jobs
             .acquire(item, &self.owner, self.cfg.lease_ttl)?
         {
-            Acquired::Lease(l) => l,
+            Acquired::Lease(l) => {
+                fail::fail_point!("worker-after-lease");
+                l
+            }
             Acquired::Finished => {
                 // A job waiting to be stitched may have lost its stitch request with the
                 // worker that committed last: ask again (stitching is idempotent).
@@ -471,7 +474,10 @@ impl<'a> Worker<'a> {
                     ],
                     &[],
                 );
-                match self.ports.jobs.commit(&lease, &doc, secs) {
+                fail::fail_point!("worker-before-commit");
+                let committed = self.ports.jobs.commit(&lease, &doc, secs);
+                fail::fail_point!("worker-after-commit");
+                match committed {
                     Ok(Completion::Last) => {
                         tracing::info!(job = %item.job_id, "last item committed; requesting stitch");
                         self.ports.queue.send(

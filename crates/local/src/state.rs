@@ -447,9 +447,9 @@ impl JobStore for SqliteState {
         self.tx(|tx| {
             let n = tx
                 .execute(
-                    "UPDATE jobs SET status = 'ENCODING', plan_doc = ?2, duration_secs = ?3, frames_total = ?4, rungs = ?5, total = ?6, queued_at = ?7
+                    "UPDATE jobs SET status = 'ENCODING', plan_doc = ?2, duration_secs = ?3, frames_total = ?4, rungs = ?5, total = ?6
                      WHERE id = ?1 AND status = 'PROBING'",
-                    params![id, plan_doc, duration_secs, frames_total as i64, rungs, items.len() as i64, now()],
+                    params![id, plan_doc, duration_secs, frames_total as i64, rungs, items.len() as i64],
                 )
                 .map_err(backend)?;
             if n == 1 {
@@ -464,6 +464,16 @@ impl JobStore for SqliteState {
             }
             Ok(n == 1)
         })
+    }
+
+    fn all_queued(&self, id: &str) -> PortResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET queued_at = COALESCE(queued_at, ?2) WHERE id = ?1",
+                params![id, now()],
+            )
+        })?;
+        Ok(())
     }
 
     fn plan_doc(&self, id: &str) -> PortResult<String> {

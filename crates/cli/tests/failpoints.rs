@@ -1,0 +1,180 @@
+//! Crash windows, proved: the `vodpipe` binary is crashed (a panic, the process ends) at
+//! each fail point of ingest, the worker and the stitch, on both backends; a retried
+//! ingest and a healthy worker then finish the job, which must be PUBLISHED exactly once
+//! and frame-exact. The test build of the binary has the fail points compiled in (the
+//! `failpoints` feature of `vodpipe-core`, enabled by this crate's dev-dependencies); a
+//! point that did not fire fails the test.
+//!
+//! Not here: a crash while a job is PROBING is taken over only after the probe would have
+//! timed out (minutes); the port contract suite proves that claim with a short stale time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../aws/tests/emulator/mod.rs"]
+mod emulator;
+mod support;
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+use vodpipe_core::ports::{Cacheability, ObjectStore};
+
+/// Every fail point in the order a job meets them.
+const POINTS: &[&str] = &[
+    "ingest-after-create",
+    "ingest-after-plan",
+    "ingest-mid-send",
+    "worker-after-lease",
+    "worker-before-commit",
+    "worker-after-commit",
+    "stitch-after-playlists",
+    "stitch-after-pointers",
+    "stitch-after-publish",
+];
+
+fn vodpipe(env: &HashMap<String, String>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vodpipe"));
+    c.envs(env).env_remove("FAILPOINTS").stdin(Stdio::null());
+    c
+}
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Crashes at `point` once, recovers as the deployment would (the event's retry ingests
+/// again; another worker takes over), and returns the job's final status.
+fn crash_and_recover(env: &HashMap<String, String>, point: &str, source: &str) -> Value {
+    let crash = format!("{point}=1*panic");
+    let ingest = |fail: bool| {
+        let mut c = vodpipe(env);
+        c.args(["ingest", source, "--json", "--chunk-seconds", "4"]);
+        if fail {
+            c.env("FAILPOINTS", &crash);
+        }
+        c.output().unwrap()
+    };
+    if point.starts_with("ingest-") {
+        let crashed = ingest(true);
+        assert!(
+            !crashed.status.success(),
+            "{point}: the fail point did not fire"
+        );
+    }
+    let job = json(&ingest(false));
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    if !point.starts_with("ingest-") {
+        let crashed = vodpipe(env)
+            .env("FAILPOINTS", &crash)
+            .args(["worker", "--idle-exit", "3", "--lease-seconds", "2"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!crashed.success(), "{point}: the fail point did not fire");
+    }
+    let mut worker = vodpipe(env)
+        .args(["worker", "--idle-exit", "10", "--lease-seconds", "2"])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        let s = json(
+            &vodpipe(env)
+                .args(["status", &job_id, "--json"])
+                .output()
+                .unwrap(),
+        );
+        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{point}: not published: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(status["status"], "PUBLISHED", "{point}: {status}");
+    assert_eq!(status["stitch_count"], 1, "{point}: {status}");
+    status
+}
+
+#[test]
+fn a_crash_at_any_fail_point_still_publishes_once_on_the_embedded_backend() {
+    let d = tempfile::tempdir().unwrap();
+    let clip = d.path().join("clip.mp4");
+    make_clip(&clip, "320x180", "25", 6, None, FAST_H264);
+    let env = HashMap::from([(
+        "VODPIPE_STATE".to_string(),
+        d.path().join("state").display().to_string(),
+    )]);
+    for point in POINTS {
+        let src = d.path().join(format!("{point}.mp4"));
+        std::fs::copy(&clip, &src).unwrap();
+        let status = crash_and_recover(&env, point, src.to_str().unwrap());
+        let scratch = d.path().join(format!("check-{point}"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        assert_published_correctly(&status, &src, &scratch);
+    }
+}
+
+#[test]
+fn a_crash_at_any_fail_point_still_publishes_once_on_the_aws_backend() {
+    emulator::start();
+    let d = tempfile::tempdir().unwrap();
+    let clip = d.path().join("clip.mp4");
+    make_clip(&clip, "320x180", "25", 6, None, FAST_H264);
+    let name = emulator::unique_name("fp");
+    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["aws", "bootstrap", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(boot.status.success());
+    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("export ")?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    env.insert(
+        "VODPIPE_STATE".into(),
+        d.path().join("scratch").display().to_string(),
+    );
+    let settings = emulator::settings(&name);
+    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
+    let bytes = std::fs::read(&clip).unwrap();
+    for point in POINTS {
+        let key = format!("fp/{point}.mp4");
+        aws.ingest
+            .put(&key, &bytes, Cacheability::Immutable)
+            .unwrap();
+        let uri = format!("s3://{}/{key}", settings.ingest_bucket);
+        let status = crash_and_recover(&env, point, &uri);
+        let asset = format!("fp/{point}");
+        let out = d.path().join(format!("download-{point}"));
+        for k in aws.objects.list(&format!("{asset}/")).unwrap() {
+            let dest = out.join(&k);
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
+        }
+        let mut local = status.clone();
+        for (field, key) in [("master", "master_key"), ("dash", "dash_key")] {
+            local[field] = out
+                .join(status[key].as_str().unwrap())
+                .display()
+                .to_string()
+                .into();
+        }
+        assert_published_correctly(&local, &clip, &out);
+    }
+}
