@@ -229,6 +229,17 @@ fn plan_job(aws: &Aws, id: &str, doc: &str, jp: &JobPlan) -> Result<Vec<ItemRef>
     Ok(items.into_iter().map(|(i, _)| i).collect())
 }
 
+/// Ingests planning jobs at once.
+const PLANNERS: u32 = 4;
+
+/// The id of the load's `j`-th job (16 hex digits, like a real job id).
+fn load_job_id(j: u32) -> String {
+    format!(
+        "{:016x}",
+        0x1_0000_0000u64 * u64::from(std::process::id()) + u64::from(j)
+    )
+}
+
 /// A small deterministic generator for picking victims and duplicates.
 struct Dice(u64);
 
@@ -471,7 +482,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         .map(|_| spawn_worker(&env, &a, &init))
         .collect::<Result<_>>()?;
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
-    let (mut kills, mut duplicates) = (0u32, 0u32);
+    let mut kills = 0u32;
     let mut last_kill = Instant::now();
     let mut polls = 0u64;
     let mut chaos = |workers: &mut Vec<Child>, dice: &mut Dice, kills: &mut u32| -> Result<()> {
@@ -485,21 +496,50 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         }
         Ok(())
     };
-    for j in 0..a.jobs {
-        let id = format!(
-            "{:016x}",
-            0x1_0000_0000u64 * u64::from(std::process::id()) + u64::from(j)
-        );
-        let items = plan_job(&aws, &id, &doc, &jp)?;
-        for item in items {
-            if dice.chance(a.duplicates) {
-                aws.state
-                    .send(Queue::Work(Tier::Standard), &Message::Item(item))?;
-                duplicates += 1;
-            }
+    // Uploads arrive from several ingests at once, as S3 events do; the main thread kills
+    // and restarts workers meanwhile.
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let dup_count = std::sync::atomic::AtomicU32::new(0);
+    let planners_done = std::sync::atomic::AtomicU32::new(0);
+    let planned: Result<()> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..PLANNERS)
+            .map(|p| {
+                let (aws, doc, jp, next, dup_count, planners_done) =
+                    (&aws, &doc, &jp, &next, &dup_count, &planners_done);
+                scope.spawn(move || -> Result<()> {
+                    let mut dice = Dice(0x2545_f491_4f6c_dd1d ^ ((u64::from(p) + 1) * 0x9e37));
+                    let result = (|| -> Result<()> {
+                        loop {
+                            let j = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            if j >= a.jobs {
+                                return Ok(());
+                            }
+                            for item in plan_job(aws, &load_job_id(j), doc, jp)? {
+                                if dice.chance(a.duplicates) {
+                                    aws.state
+                                        .send(Queue::Work(Tier::Standard), &Message::Item(item))?;
+                                    dup_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                }
+                            }
+                        }
+                    })();
+                    planners_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    result
+                })
+            })
+            .collect();
+        while planners_done.load(std::sync::atomic::Ordering::SeqCst) < PLANNERS {
+            chaos(&mut workers, &mut dice, &mut kills)?;
+            std::thread::sleep(Duration::from_millis(200));
         }
-        chaos(&mut workers, &mut dice, &mut kills)?;
-    }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a planner panicked"))??;
+        }
+        Ok(())
+    });
+    planned?;
+    let duplicates = dup_count.load(std::sync::atomic::Ordering::SeqCst);
     let planned = started.elapsed().as_secs_f64();
     say(format!(
         "planned and queued in {planned:.1} s; waiting for PUBLISHED"
@@ -538,10 +578,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     let mut twice = Vec::new();
     let mut output_minutes = 0.0;
     for j in 0..a.jobs {
-        let id = format!(
-            "{:016x}",
-            0x1_0000_0000u64 * u64::from(std::process::id()) + u64::from(j)
-        );
+        let id = load_job_id(j);
         match aws.state.job_brief(&id)? {
             Some(job) if job.status == JobStatus::Published && job.done == job.total => {
                 output_minutes += vodpipe_core::cost::output_minutes(job.duration_secs, job.rungs);
