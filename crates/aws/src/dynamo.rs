@@ -42,6 +42,23 @@ pub const PAGE_BYTES: usize = 48 * 1024;
 /// race for the job's counter first.
 const COMMIT_ROUNDS: u32 = 16;
 
+/// An item's size as DynamoDB counts it toward its 400 KB limit: attribute names plus
+/// values, numbers at about a byte per two digits. Tests and the load report check every
+/// record against a bound with it.
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::N(n) => n.len() / 2 + 1,
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 1,
+                }
+        })
+        .sum()
+}
+
 /// `doc` cut into pages of at most [`PAGE_BYTES`] bytes, on character boundaries.
 fn split_pages(doc: &str) -> Vec<&str> {
     let mut pages = Vec::new();
@@ -251,6 +268,35 @@ impl DynamoJobs {
                 at: get_f(a, "at").unwrap_or(0.0),
             })
             .collect())
+    }
+
+    /// The largest record in the table, with its sort key. A full scan: for tests and the
+    /// load report, never for the pipeline.
+    pub fn largest_record(&self) -> PortResult<(usize, String)> {
+        let mut largest = (0, String::new());
+        let mut start: Option<Attrs> = None;
+        loop {
+            let page = self
+                .bridge
+                .run(
+                    self.client
+                        .scan()
+                        .table_name(&self.table)
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .map_err(|e| backend("dynamodb scan", e))?;
+            for item in page.items() {
+                let size = item_size(item);
+                if size > largest.0 {
+                    largest = (size, get_s(item, "sk").unwrap_or_default());
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(largest),
+            }
+        }
     }
 
     /// Writes `item` unless its key exists; true when this call wrote it.

@@ -247,24 +247,6 @@ fn an_overwrite_mid_encode_does_not_change_the_bytes_a_job_encodes() {
     assert_published_correctly(&local_job, &first, d.path());
 }
 
-/// An item's size as DynamoDB counts it (names plus values; numbers about a byte per two
-/// digits).
-fn item_size(
-    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-) -> usize {
-    use aws_sdk_dynamodb::types::AttributeValue as V;
-    item.iter()
-        .map(|(k, v)| {
-            k.len()
-                + match v {
-                    V::S(s) => s.len(),
-                    V::N(n) => n.len() / 2 + 1,
-                    _ => 1,
-                }
-        })
-        .sum()
-}
-
 /// A feature-length source near the input policy's six-hour limit goes through S3, SQS
 /// and DynamoDB and publishes frame-exact; no record in the table comes near DynamoDB's
 /// item limit on the way. (160x90 at 2 fps, looped with `-c copy`, so it is cheap.)
@@ -372,25 +354,7 @@ fn a_five_and_a_half_hour_source_publishes_frame_exact_on_the_aws_backend() {
     );
     assert_eq!(status["chunks_total"], 165, "{status}");
     // No record near the item limit: plans and results are paged.
-    let db = aws_sdk_dynamodb::Client::new(&aws.bridge.sdk_config());
-    let mut largest = 0;
-    let mut start = None;
-    loop {
-        let page = aws
-            .bridge
-            .run(
-                db.scan()
-                    .table_name(&settings.table)
-                    .set_exclusive_start_key(start.take())
-                    .send(),
-            )
-            .unwrap();
-        largest = page.items().iter().map(item_size).fold(largest, usize::max);
-        match page.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => break,
-        }
-    }
+    let (largest, _) = aws.state.jobs.largest_record().unwrap();
     assert!(largest < 64 * 1024, "a record of {largest} bytes");
     let asset = "features/long";
     let out = d.path().join("download");

@@ -356,45 +356,6 @@ fn count_in(aws: &Aws, db: &aws_sdk_dynamodb::Client, status: JobStatus) -> Resu
     }
 }
 
-/// The largest record in the table, in bytes as DynamoDB counts them (approximately).
-fn largest_record(aws: &Aws, db: &aws_sdk_dynamodb::Client) -> Result<(usize, String)> {
-    use aws_sdk_dynamodb::types::AttributeValue as V;
-    let mut largest = (0, String::new());
-    let mut start = None;
-    loop {
-        let page = aws
-            .bridge
-            .run(
-                db.scan()
-                    .table_name(&aws.settings.table)
-                    .set_exclusive_start_key(start.take())
-                    .send(),
-            )
-            .context("scanning the table")?;
-        for item in page.items() {
-            let size: usize = item
-                .iter()
-                .map(|(k, v)| {
-                    k.len()
-                        + match v {
-                            V::S(s) => s.len(),
-                            V::N(n) => n.len() / 2 + 1,
-                            _ => 1,
-                        }
-                })
-                .sum();
-            if size > largest.0 {
-                let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned();
-                largest = (size, sk.unwrap_or_default());
-            }
-        }
-        match page.last_evaluated_key() {
-            Some(k) if !k.is_empty() => start = Some(k.clone()),
-            _ => return Ok(largest),
-        }
-    }
-}
-
 /// An init segment made once with ffmpeg (the only media the run needs).
 fn template_init(dir: &Path) -> Result<PathBuf> {
     let clip = dir.join("template.mp4");
@@ -589,7 +550,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
             _ => lost.push(id),
         }
     }
-    let (largest, largest_key) = largest_record(&aws, &db)?;
+    let (largest, largest_key) = aws.state.jobs.largest_record()?;
     let items_total = f64::from(a.jobs) * f64::from(a.items);
     let mut by_service: BTreeMap<String, (u64, f64)> = BTreeMap::new();
     let mut by_operation = serde_json::Map::new();
