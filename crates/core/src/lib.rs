@@ -1,7 +1,8 @@
 //! vodpipe's domain: everything that decides how a video becomes an HLS/DASH rendition
 //! set, independent of where objects and state live.
 //!
-//! Read it in pipeline order: [`probe`] (what is this file, is it allowed) → [`ladder`]
+//! Read it in pipeline order: [`probe`] (what is this file, is it allowed; [`moov`] reads
+//! an MP4's frame table from its sample tables) → [`ladder`]
 //! (which renditions) → [`plan`] (frame-exact chunks) → [`encode`] (one ffmpeg per chunk,
 //! audio once per track) → [`mp4`] (segments onto one timeline) → [`package`] (HLS and
 //! DASH manifests) → [`job`] (identity and state of a job).
