@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 use vodpipe_core::ports::{Cacheability, ObjectStore};
 
@@ -35,28 +35,7 @@ fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
     emulator::start();
     let d = tempfile::tempdir().unwrap();
     let name = emulator::unique_name("e2e");
-    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
-        .args(["aws", "bootstrap", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(
-        boot.status.success(),
-        "{}",
-        String::from_utf8_lossy(&boot.stderr)
-    );
-    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("export ")?
-                .split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    assert_eq!(env.get("VODPIPE_BACKEND").map(String::as_str), Some("aws"));
-    env.insert(
-        "VODPIPE_STATE".into(),
-        d.path().join("scratch").display().to_string(),
-    );
+    let env = aws_env(&name, &d.path().join("scratch"));
     // Upload the source under an awkward key.
     let src = d.path().join("src.mp4");
     make_clip(&src, "640x360", "30000/1001", 10, Some(440), HARD_H264);
@@ -94,23 +73,7 @@ fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
                 .unwrap()
         })
         .collect();
-    let started = Instant::now();
-    let status = loop {
-        let s = json(
-            vodpipe(&env)
-                .args(["status", &job_id, "--json"])
-                .output()
-                .unwrap(),
-        );
-        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "not published in time: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let status = wait_for_final(&env, &job_id, Duration::from_secs(300));
     for w in &mut workers {
         w.wait().unwrap();
     }
@@ -125,22 +88,7 @@ fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
     );
     // Download the published asset and check it like a local one.
     let out = d.path().join("download");
-    for k in aws.objects.list(&format!("{asset}/")).unwrap() {
-        let dest = out.join(&k);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
-    }
-    let mut local_job = status.clone();
-    local_job["master"] = out
-        .join(format!("{asset}/master.m3u8"))
-        .display()
-        .to_string()
-        .into();
-    local_job["dash"] = out
-        .join(format!("{asset}/manifest.mpd"))
-        .display()
-        .to_string()
-        .into();
+    let local_job = download_published(&aws, &status, &out);
     let renditions = assert_published_correctly(&local_job, &src, d.path());
     assert_psnr_at_least(&renditions[0], &src, 30.0);
     // And it plays.
@@ -159,23 +107,7 @@ fn an_overwrite_mid_encode_does_not_change_the_bytes_a_job_encodes() {
     emulator::start();
     let d = tempfile::tempdir().unwrap();
     let name = emulator::unique_name("pin");
-    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
-        .args(["aws", "bootstrap", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(boot.status.success());
-    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("export ")?
-                .split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    env.insert(
-        "VODPIPE_STATE".into(),
-        d.path().join("scratch").display().to_string(),
-    );
+    let env = aws_env(&name, &d.path().join("scratch"));
     let (first, second) = (d.path().join("v1.mp4"), d.path().join("v2.mp4"));
     make_clip(&first, "320x180", "25", 6, Some(440), FAST_H264);
     make_clip(&second, "320x180", "30", 3, None, FAST_H264);
@@ -210,39 +142,11 @@ fn an_overwrite_mid_encode_does_not_change_the_bytes_a_job_encodes() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        let s = json(
-            vodpipe(&env)
-                .args(["status", &job_id, "--json"])
-                .output()
-                .unwrap(),
-        );
-        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "{s}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let status = wait_for_final(&env, &job_id, Duration::from_secs(300));
     worker.wait().unwrap();
     assert_eq!(status["status"], "PUBLISHED", "{status}");
     let out = d.path().join("download");
-    for k in aws.objects.list("pinned/show/").unwrap() {
-        let dest = out.join(&k);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
-    }
-    let mut local_job = status.clone();
-    local_job["master"] = out
-        .join("pinned/show/master.m3u8")
-        .display()
-        .to_string()
-        .into();
-    local_job["dash"] = out
-        .join("pinned/show/manifest.mpd")
-        .display()
-        .to_string()
-        .into();
+    let local_job = download_published(&aws, &status, &out);
     // Frame-exact against the first version (150 frames), not the second (90).
     assert_published_correctly(&local_job, &first, d.path());
 }
@@ -286,23 +190,7 @@ fn a_five_and_a_half_hour_source_publishes_frame_exact_on_the_aws_backend() {
         src.to_str().unwrap(),
     ]);
     let name = emulator::unique_name("long");
-    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
-        .args(["aws", "bootstrap", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(boot.status.success());
-    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("export ")?
-                .split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    env.insert(
-        "VODPIPE_STATE".into(),
-        d.path().join("scratch").display().to_string(),
-    );
+    let env = aws_env(&name, &d.path().join("scratch"));
     let settings = emulator::settings(&name);
     let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
     let key = "features/long.mp4";
@@ -327,23 +215,7 @@ fn a_five_and_a_half_hour_source_publishes_frame_exact_on_the_aws_backend() {
                 .unwrap()
         })
         .collect();
-    let started = Instant::now();
-    let status = loop {
-        let s = json(
-            vodpipe(&env)
-                .args(["status", &job_id, "--json"])
-                .output()
-                .unwrap(),
-        );
-        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1500),
-            "not published in time: {s}"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    };
+    let status = wait_for_final(&env, &job_id, Duration::from_secs(1500));
     for w in &mut workers {
         w.wait().unwrap();
     }
@@ -356,23 +228,7 @@ fn a_five_and_a_half_hour_source_publishes_frame_exact_on_the_aws_backend() {
     // No record near the item limit: plans and results are paged.
     let (largest, _) = aws.state.jobs.largest_record().unwrap();
     assert!(largest < 64 * 1024, "a record of {largest} bytes");
-    let asset = "features/long";
     let out = d.path().join("download");
-    for k in aws.objects.list(&format!("{asset}/")).unwrap() {
-        let dest = out.join(&k);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
-    }
-    let mut local_job = status.clone();
-    local_job["master"] = out
-        .join(format!("{asset}/master.m3u8"))
-        .display()
-        .to_string()
-        .into();
-    local_job["dash"] = out
-        .join(format!("{asset}/manifest.mpd"))
-        .display()
-        .to_string()
-        .into();
+    let local_job = download_published(&aws, &status, &out);
     assert_published_correctly(&local_job, &src, d.path());
 }

@@ -17,7 +17,7 @@ mod support;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 use vodpipe_core::ports::{Cacheability, ObjectStore};
 
@@ -83,23 +83,7 @@ fn crash_and_recover(env: &HashMap<String, String>, point: &str, source: &str) -
         .args(["worker", "--idle-exit", "10", "--lease-seconds", "2"])
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        let s = json(
-            &vodpipe(env)
-                .args(["status", &job_id, "--json"])
-                .output()
-                .unwrap(),
-        );
-        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{point}: not published: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let status = wait_for_final(env, &job_id, Duration::from_secs(120));
     let _ = worker.kill();
     let _ = worker.wait();
     assert_eq!(status["status"], "PUBLISHED", "{point}: {status}");
@@ -133,23 +117,7 @@ fn a_crash_at_any_fail_point_still_publishes_once_on_the_aws_backend() {
     let clip = d.path().join("clip.mp4");
     make_clip(&clip, "320x180", "25", 6, None, FAST_H264);
     let name = emulator::unique_name("fp");
-    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
-        .args(["aws", "bootstrap", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(boot.status.success());
-    let mut env: HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("export ")?
-                .split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    env.insert(
-        "VODPIPE_STATE".into(),
-        d.path().join("scratch").display().to_string(),
-    );
+    let env = aws_env(&name, &d.path().join("scratch"));
     let settings = emulator::settings(&name);
     let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
     let bytes = std::fs::read(&clip).unwrap();
@@ -160,21 +128,8 @@ fn a_crash_at_any_fail_point_still_publishes_once_on_the_aws_backend() {
             .unwrap();
         let uri = format!("s3://{}/{key}", settings.ingest_bucket);
         let status = crash_and_recover(&env, point, &uri);
-        let asset = format!("fp/{point}");
         let out = d.path().join(format!("download-{point}"));
-        for k in aws.objects.list(&format!("{asset}/")).unwrap() {
-            let dest = out.join(&k);
-            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
-        }
-        let mut local = status.clone();
-        for (field, key) in [("master", "master_key"), ("dash", "dash_key")] {
-            local[field] = out
-                .join(status[key].as_str().unwrap())
-                .display()
-                .to_string()
-                .into();
-        }
+        let local = download_published(&aws, &status, &out);
         assert_published_correctly(&local, &clip, &out);
     }
 }

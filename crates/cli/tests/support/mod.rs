@@ -335,3 +335,80 @@ pub fn assert_plays(root: &Path, hls: &str, dash: &str) {
     let v: Value = serde_json::from_str(&report).expect("player report is JSON");
     assert_eq!(v["ok"], true, "{report}");
 }
+
+/// `vodpipe aws bootstrap --name NAME` against the emulator (already started): the
+/// environment it exports, plus a scratch state directory, for a test's `vodpipe` commands.
+pub fn aws_env(name: &str, scratch: &Path) -> std::collections::HashMap<String, String> {
+    let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["aws", "bootstrap", "--name", name])
+        .output()
+        .unwrap();
+    assert!(
+        boot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&boot.stderr)
+    );
+    let mut env: std::collections::HashMap<String, String> = String::from_utf8_lossy(&boot.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("export ")?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    assert_eq!(env.get("VODPIPE_BACKEND").map(String::as_str), Some("aws"));
+    env.insert("VODPIPE_STATE".into(), scratch.display().to_string());
+    env
+}
+
+/// Polls `vodpipe status JOB --json` (with `env`) until the job is PUBLISHED or FAILED;
+/// panics after `limit`.
+pub fn wait_for_final(
+    env: &std::collections::HashMap<String, String>,
+    job_id: &str,
+    limit: std::time::Duration,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+            .envs(env)
+            .env_remove("FAILPOINTS")
+            .args(["status", job_id, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if s["status"] == "PUBLISHED" || s["status"] == "FAILED" {
+            return s;
+        }
+        assert!(started.elapsed() < limit, "not published in time: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// Downloads what a job published on AWS (everything under its master's directory) into
+/// `out`, and returns its status with `master` and `dash` at the local copies, ready for
+/// [`assert_published_correctly`].
+pub fn download_published(aws: &vodpipe_aws::Aws, status: &Value, out: &Path) -> Value {
+    use vodpipe_core::ports::ObjectStore;
+    let master = status["master_key"].as_str().unwrap();
+    let prefix = format!("{}/", master.rsplit_once('/').unwrap().0);
+    for k in aws.objects.list(&prefix).unwrap() {
+        let dest = out.join(&k);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, aws.objects.get(&k).unwrap()).unwrap();
+    }
+    let mut local = status.clone();
+    for (field, key) in [("master", "master_key"), ("dash", "dash_key")] {
+        local[field] = out
+            .join(status[key].as_str().unwrap())
+            .display()
+            .to_string()
+            .into();
+    }
+    local
+}
