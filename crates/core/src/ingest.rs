@@ -164,31 +164,7 @@ pub fn ingest(
     let tier = job.tier;
     match prepared {
         Ok(mut jp) => {
-            let items: Vec<(ItemRef, u64)> = jp
-                .plan
-                .chunks
-                .iter()
-                .map(|c| {
-                    (
-                        ItemRef {
-                            job_id: job.id.clone(),
-                            kind: ItemKind::Video,
-                            index: c.index,
-                        },
-                        c.frames,
-                    )
-                })
-                .chain((0..jp.media.audio.len() as u32).map(|t| {
-                    (
-                        ItemRef {
-                            job_id: job.id.clone(),
-                            kind: ItemKind::Audio,
-                            index: t,
-                        },
-                        0,
-                    )
-                }))
-                .collect();
+            let items = work_items(&job.id, &jp);
             let duration = jp.media.video.as_ref().map_or(0.0, |v| v.duration_secs());
             // The frame table was for planning only; a long film's would make the stored
             // plan megabytes (too big for a DynamoDB item) and no worker needs it.
@@ -276,6 +252,22 @@ pub fn ingest(
             })
         }
     }
+}
+
+/// The work items of a plan, with the frames each covers: every video chunk, then every
+/// audio track (encoded once, whole).
+pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
+    let item = |kind, index| ItemRef {
+        job_id: job_id.to_string(),
+        kind,
+        index,
+    };
+    jp.plan
+        .chunks
+        .iter()
+        .map(|c| (item(ItemKind::Video, c.index), c.frames))
+        .chain((0..jp.media.audio.len() as u32).map(|t| (item(ItemKind::Audio, t), 0)))
+        .collect()
 }
 
 /// `asset`, or, when another source already publishes under that name, the name with a

@@ -198,21 +198,7 @@ fn plan_job(aws: &Aws, id: &str, doc: &str, jp: &JobPlan) -> Result<Vec<ItemRef>
     ports
         .jobs
         .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)?;
-    let items: Vec<(ItemRef, u64)> = jp
-        .plan
-        .chunks
-        .iter()
-        .map(|c| {
-            (
-                ItemRef {
-                    job_id: id.to_string(),
-                    kind: ItemKind::Video,
-                    index: c.index,
-                },
-                c.frames,
-            )
-        })
-        .collect();
+    let items = vodpipe_core::ingest::work_items(id, jp);
     ports.jobs.save_plan(
         id,
         doc,
