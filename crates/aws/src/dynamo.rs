@@ -317,15 +317,41 @@ impl DynamoJobs {
 
     /// Every item record of a job.
     fn item_records(&self, id: &str) -> PortResult<Vec<Attrs>> {
+        self.prefixed(id, "ITEM#")
+    }
+
+    /// Every record of job `id` whose sort key starts with `prefix`, in sort-key order
+    /// (a consistent query of the job's partition).
+    fn prefixed(&self, id: &str, prefix: &str) -> PortResult<Vec<Attrs>> {
         self.query_all(|| {
             self.client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :item)")
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
                 .expression_attribute_values(":pk", s(format!("JOB#{id}")))
-                .expression_attribute_values(":item", s("ITEM#"))
+                .expression_attribute_values(":p", s(prefix))
                 .consistent_read(true)
         })
+    }
+
+    /// Deletes `records` (by their keys).
+    fn delete_records(&self, records: &[Attrs]) -> PortResult<()> {
+        for r in records {
+            let key: Attrs = [("pk", r.get("pk")), ("sk", r.get("sk"))]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?.clone())))
+                .collect();
+            self.bridge
+                .run(
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key))
+                        .send(),
+                )
+                .map_err(|e| backend("dynamodb delete", e))?;
+        }
+        Ok(())
     }
 
     fn record(&self, a: &Attrs) -> PortResult<JobRecord> {
@@ -362,15 +388,7 @@ impl DynamoJobs {
 
     /// The document written by [`Self::put_pages`], whole; an error if a page is missing.
     fn read_pages(&self, id: &str, prefix: &str, count: u32) -> PortResult<String> {
-        let rows = self.query_all(|| {
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(format!("JOB#{id}")))
-                .expression_attribute_values(":p", s(prefix))
-                .consistent_read(true)
-        })?;
+        let rows = self.prefixed(id, prefix)?;
         if rows.len() != count as usize {
             return Err(PortError::Backend(format!(
                 "job {id}: document {prefix} has {} of its {count} pages",
@@ -379,31 +397,6 @@ impl DynamoJobs {
         }
         // A query returns its rows in sort-key order: the pages in order.
         Ok(rows.iter().filter_map(|r| get_s(r, "doc")).collect())
-    }
-
-    /// Deletes every record of job `id` whose sort key starts with `prefix`.
-    fn delete_prefixed(&self, id: &str, prefix: &str) -> PortResult<()> {
-        let rows = self.query_all(|| {
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(format!("JOB#{id}")))
-                .expression_attribute_values(":p", s(prefix))
-                .projection_expression("pk, sk")
-        })?;
-        for key in rows {
-            self.bridge
-                .run(
-                    self.client
-                        .delete_item()
-                        .table_name(&self.table)
-                        .set_key(Some(key))
-                        .send(),
-                )
-                .map_err(|e| backend("dynamodb delete", e))?;
-        }
-        Ok(())
     }
 
     /// The job item's counters and state, read for a commit (a small projection).
@@ -766,23 +759,9 @@ impl JobStore for DynamoJobs {
             ],
         )?;
         if reset {
-            for i in items {
-                let key: Attrs = [("pk", i.get("pk")), ("sk", i.get("sk"))]
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.to_string(), v?.clone())))
-                    .collect();
-                self.bridge
-                    .run(
-                        self.client
-                            .delete_item()
-                            .table_name(&self.table)
-                            .set_key(Some(key))
-                            .send(),
-                    )
-                    .map_err(|e| backend("dynamodb delete item", e))?;
-            }
-            self.delete_prefixed(id, "PLAN#")?;
-            self.delete_prefixed(id, "RESULT#")?;
+            self.delete_records(&items)?;
+            self.delete_records(&self.prefixed(id, "PLAN#")?)?;
+            self.delete_records(&self.prefixed(id, "RESULT#")?)?;
         }
         Ok(reset)
     }

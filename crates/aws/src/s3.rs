@@ -69,6 +69,25 @@ const PARALLEL_UPLOADS: usize = 8;
 
 /// Uploads one object: a single PUT, or a multipart upload above the threshold (aborted
 /// on failure so no parts linger).
+/// A single-request PUT of `key` with the headers every object gets: its content type,
+/// `Cache-Control` for `cache`, and SSE.
+fn put_request(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    bytes: Vec<u8>,
+    cache: Cacheability,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(bytes))
+        .content_type(content_type(key))
+        .cache_control(cache_control(cache))
+        .server_side_encryption(ServerSideEncryption::Aes256)
+}
+
 async fn upload(
     client: Client,
     bucket: String,
@@ -77,14 +96,7 @@ async fn upload(
     cache: Cacheability,
 ) -> PortResult<()> {
     if bytes.len() <= MULTIPART_THRESHOLD {
-        client
-            .put_object()
-            .bucket(&bucket)
-            .key(&key)
-            .body(ByteStream::from(bytes))
-            .content_type(content_type(&key))
-            .cache_control(cache_control(cache))
-            .server_side_encryption(ServerSideEncryption::Aes256)
+        put_request(&client, &bucket, &key, bytes, cache)
             .send()
             .await
             .map_err(|e| backend(&format!("s3 put {key}"), e))?;
@@ -412,15 +424,7 @@ impl ObjectStore for S3Objects {
         cache: Cacheability,
         expected: Option<&str>,
     ) -> PortResult<bool> {
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(bytes.to_vec()))
-            .content_type(content_type(key))
-            .cache_control(cache_control(cache))
-            .server_side_encryption(ServerSideEncryption::Aes256);
+        let mut req = put_request(&self.client, &self.bucket, key, bytes.to_vec(), cache);
         req = match expected {
             Some(etag) => req.if_match(etag),
             None => req.if_none_match("*"),
