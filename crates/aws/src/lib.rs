@@ -26,11 +26,8 @@ pub(crate) fn backend<E: std::fmt::Debug>(what: &str, e: E) -> PortError {
 
 use std::sync::Arc;
 use std::time::Duration;
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{
-    Acquired, Completion, Delivery, ItemRef, ItemState, JobRecord, JobStore, Lease, Message,
-    PortResult, Queue, Release, Tier, WorkQueue,
-};
+use vodpipe_core::ports::{Delivery, JobStore, Message, PortResult, Queue, Tier, WorkQueue};
+use vodpipe_core::records::{Fields, Index, Key, RecordStore, Write};
 
 /// Worker capacity managed outside vodpipe (workers started by hand or by the fleet
 /// function); `ensure_capacity` only reports. The ECS adapter replaces it in deployments.
@@ -221,88 +218,32 @@ impl AwsState {
     }
 }
 
-impl JobStore for AwsState {
-    fn create_job(
-        &self,
-        id: &str,
-        source: &str,
-        asset: &str,
-        tier: Tier,
-        settings: &vodpipe_core::settings::JobSettings,
-    ) -> PortResult<(JobRecord, bool)> {
-        self.jobs.create_job(id, source, asset, tier, settings)
+/// The lifecycle runs on the table: `AwsState` is a job store through
+/// [`vodpipe_core::lifecycle`], like every record store.
+impl RecordStore for AwsState {
+    fn get(&self, key: &Key) -> PortResult<Option<Fields>> {
+        self.jobs.get(key)
     }
-    fn job(&self, id: &str) -> PortResult<Option<JobRecord>> {
-        self.jobs.job(id)
+    fn create(&self, key: &Key, fields: &Fields) -> PortResult<bool> {
+        self.jobs.create(key, fields)
     }
-    fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>> {
-        self.jobs.jobs_by_source(source)
+    fn put(&self, key: &Key, fields: &Fields) -> PortResult<()> {
+        self.jobs.put(key, fields)
     }
-    fn jobs_by_status(&self, status: Option<JobStatus>) -> PortResult<Vec<JobRecord>> {
-        self.jobs.jobs_by_status(status)
+    fn update(&self, w: &Write) -> PortResult<Option<Fields>> {
+        self.jobs.update(w)
     }
-    fn transition(
-        &self,
-        id: &str,
-        from: &[JobStatus],
-        to: JobStatus,
-        error: Option<&str>,
-    ) -> PortResult<bool> {
-        self.jobs.transition(id, from, to, error)
+    fn transact(&self, writes: &[Write]) -> PortResult<bool> {
+        self.jobs.transact(writes)
     }
-    fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
-        self.jobs.claim_probe(id, stale_secs)
+    fn query(&self, pk: &str, prefix: &str) -> PortResult<Vec<(String, Fields)>> {
+        self.jobs.query(pk, prefix)
     }
-    fn claim_asset(&self, asset: &str, source: &str) -> PortResult<String> {
-        self.jobs.claim_asset(asset, source)
+    fn index(&self, index: Index, value: &str, newest_first: bool) -> PortResult<Vec<String>> {
+        self.jobs.index(index, value, newest_first)
     }
-    fn reset_failed(&self, id: &str) -> PortResult<bool> {
-        self.jobs.reset_failed(id)
-    }
-    fn job_brief(&self, id: &str) -> PortResult<Option<JobRecord>> {
-        self.jobs.job_brief(id)
-    }
-    fn save_plan(
-        &self,
-        id: &str,
-        plan_doc: &str,
-        duration_secs: f64,
-        frames_total: u64,
-        rungs: u32,
-        items: &[(ItemRef, u64)],
-    ) -> PortResult<bool> {
-        self.jobs
-            .save_plan(id, plan_doc, duration_secs, frames_total, rungs, items)
-    }
-    fn plan_doc(&self, id: &str) -> PortResult<String> {
-        self.jobs.plan_doc(id)
-    }
-    fn all_queued(&self, id: &str) -> PortResult<()> {
-        self.jobs.all_queued(id)
-    }
-    fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired> {
-        self.jobs.acquire(item, owner, ttl)
-    }
-    fn item_state(&self, item: &ItemRef) -> PortResult<Option<ItemState>> {
-        self.jobs.item_state(item)
-    }
-    fn heartbeat(&self, lease: &Lease, ttl: Duration, frames_done: u64) -> PortResult<()> {
-        self.jobs.heartbeat(lease, ttl, frames_done)
-    }
-    fn release_lease(&self, lease: &Lease, outcome: Release<'_>, secs: f64) -> PortResult<()> {
-        self.jobs.release_lease(lease, outcome, secs)
-    }
-    fn commit(&self, lease: &Lease, result_doc: &str, secs: f64) -> PortResult<Completion> {
-        self.jobs.commit(lease, result_doc, secs)
-    }
-    fn results(&self, id: &str) -> PortResult<Vec<(ItemRef, u32, String)>> {
-        self.jobs.results(id)
-    }
-    fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool> {
-        self.jobs.publish(id, master_key, dash_key)
-    }
-    fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>> {
-        self.jobs.items(id)
+    fn remove(&self, key: &Key) -> PortResult<()> {
+        self.jobs.remove(key)
     }
 }
 

@@ -13,11 +13,12 @@ use vodpipe_core::ports::{
     Acquired, Completion, ItemKind, ItemRef, JobStore, Message, PortError, Queue, Release, Tier,
     WorkQueue,
 };
+use vodpipe_core::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 use vodpipe_core::settings::{JobSettings, SettingsPolicy};
 
-/// A backend's state half: jobs, leases and queues.
-pub trait StateBackend: JobStore + WorkQueue {}
-impl<T: JobStore + WorkQueue> StateBackend for T {}
+/// A backend's state half: records (and through them jobs and leases) and queues.
+pub trait StateBackend: RecordStore + WorkQueue {}
+impl<T: RecordStore + WorkQueue> StateBackend for T {}
 
 /// Opens another handle on the store under test.
 pub type Connect<'a> = &'a (dyn Fn() -> Box<dyn StateBackend> + Sync);
@@ -625,6 +626,250 @@ pub fn an_asset_name_belongs_to_one_source(connect: Connect<'_>) {
     );
 }
 
+fn fields(pairs: &[(&str, Value)]) -> Fields {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect()
+}
+
+/// Every kind of condition, on records with and without the attributes it names, decided
+/// by the backend exactly as [`Cond::holds`] decides it: the one definition the lifecycle
+/// is written against.
+pub fn conditions_mean_what_the_lifecycle_says(connect: Connect<'_>) {
+    let s = connect();
+    let record = fields(&[
+        ("status", Value::str("ENCODING")),
+        ("done", Value::num(3)),
+        ("last_index", Value::num(4)),
+        ("flag", Value::Bool(false)),
+        ("at", Value::num(10.5)),
+    ]);
+    let conds = vec![
+        Cond::Exists,
+        Cond::Eq("status", Value::str("ENCODING")),
+        Cond::Eq("status", Value::str("FAILED")),
+        Cond::Eq("flag", Value::Bool(false)),
+        Cond::Eq("flag", Value::Bool(true)),
+        Cond::Eq("nothing", Value::num(0)),
+        Cond::Ne("status", Value::str("ENCODING")),
+        Cond::Ne("status", Value::str("FAILED")),
+        Cond::Ne("nothing", Value::str("FAILED")),
+        Cond::In("status", vec![Value::str("QUEUED"), Value::str("ENCODING")]),
+        Cond::In("status", vec![Value::str("QUEUED")]),
+        Cond::In("status", vec![]),
+        Cond::Lt("at", Value::num(11)),
+        Cond::Lt("at", Value::num(10.5)),
+        Cond::Le("at", Value::num(10.5)),
+        Cond::Lt("nothing", Value::num(11)),
+        Cond::LtAttr("done", "last_index"),
+        Cond::LtAttr("last_index", "done"),
+        Cond::LtAttr("done", "nothing"),
+        Cond::Missing("nothing"),
+        Cond::Missing("done"),
+        Cond::All(vec![]),
+        Cond::Any(vec![]),
+        Cond::All(vec![Cond::Exists, Cond::Missing("nothing")]),
+        Cond::All(vec![Cond::Exists, Cond::Missing("done")]),
+        Cond::Any(vec![Cond::Missing("done"), Cond::Lt("at", Value::num(11))]),
+        Cond::Any(vec![
+            Cond::Lt("since", Value::num(5)),
+            Cond::All(vec![Cond::Missing("since"), Cond::Lt("at", Value::num(20))]),
+        ]),
+    ];
+    for (i, cond) in conds.iter().enumerate() {
+        let key = Key::new("CONTRACT#cond", format!("R#{i:03}"));
+        assert!(s.create(&key, &record).unwrap());
+        let expected = cond.holds(Some(&record));
+        let written = s
+            .update(&Write {
+                key: key.clone(),
+                when: cond.clone(),
+                changes: vec![Change::Set("touched", Value::Bool(true))],
+            })
+            .unwrap_or_else(|e| panic!("{cond:?}: {e}"));
+        assert_eq!(
+            written.is_some(),
+            expected,
+            "the backend decided {cond:?} differently from the lifecycle"
+        );
+        let stored = s.get(&key).unwrap().unwrap();
+        assert_eq!(
+            stored.contains_key("touched"),
+            expected,
+            "{cond:?}: the record does not show the decision"
+        );
+        // No write ever creates a record, whatever its condition.
+        let absent = Key::new("CONTRACT#cond", format!("ABSENT#{i:03}"));
+        assert!(s
+            .update(&Write {
+                key: absent.clone(),
+                when: cond.clone(),
+                changes: vec![Change::Set("touched", Value::Bool(true))],
+            })
+            .unwrap()
+            .is_none());
+        assert!(
+            s.get(&absent).unwrap().is_none(),
+            "{cond:?} created a record"
+        );
+    }
+    assert!(
+        !s.create(&Key::new("CONTRACT#cond", "R#000"), &record)
+            .unwrap(),
+        "create replaced an existing record"
+    );
+}
+
+/// Every kind of change has the effect [`Change::apply`] gives it, and an update returns
+/// the record as written.
+pub fn changes_mean_what_the_lifecycle_says(connect: Connect<'_>) {
+    let s = connect();
+    let key = Key::new("CONTRACT#change", "R");
+    let mut record = fields(&[
+        ("frames", Value::num(250)),
+        ("token", Value::num(7)),
+        ("since", Value::num(1)),
+        ("owner", Value::str("w1")),
+        ("secs", Value::num(1.25)),
+    ]);
+    assert!(s.create(&key, &record).unwrap());
+    let changes = vec![
+        Change::Set("status", Value::str("STITCHING")),
+        Change::Set("done", Value::Bool(true)),
+        Change::Add("token", 1.0),
+        Change::Add("fresh", 2.0),
+        Change::Add("secs", 0.5),
+        Change::SetIfMissing("since", Value::num(9)),
+        Change::SetIfMissing("queued_at", Value::num(9)),
+        Change::Remove("owner"),
+        Change::Remove("nothing"),
+        Change::Copy("frames_done", "frames"),
+    ];
+    for c in &changes {
+        c.apply(&mut record);
+    }
+    let written = s
+        .update(&Write {
+            key: key.clone(),
+            when: Cond::Exists,
+            changes,
+        })
+        .unwrap()
+        .expect("the update applies");
+    assert_eq!(written, record, "the update returned another record");
+    assert_eq!(
+        s.get(&key).unwrap().unwrap(),
+        record,
+        "the stored record differs"
+    );
+}
+
+/// A transaction whose last write's condition fails changes nothing; one whose every
+/// condition holds changes every record.
+pub fn a_transaction_is_all_or_nothing(connect: Connect<'_>) {
+    let s = connect();
+    let a = Key::new("CONTRACT#tx", "A");
+    let b = Key::new("CONTRACT#tx", "B");
+    for k in [&a, &b] {
+        assert!(s.create(k, &fields(&[("n", Value::num(0))])).unwrap());
+    }
+    let bump = |k: &Key, when: Cond| Write {
+        key: k.clone(),
+        when,
+        changes: vec![Change::Add("n", 1.0)],
+    };
+    assert!(!s
+        .transact(&[
+            bump(&a, Cond::Eq("n", Value::num(0))),
+            bump(&b, Cond::Eq("n", Value::num(5))),
+        ])
+        .unwrap());
+    for k in [&a, &b] {
+        assert_eq!(
+            s.get(k).unwrap().unwrap().get("n"),
+            Some(&Value::num(0)),
+            "a refused transaction wrote {k:?}"
+        );
+    }
+    assert!(s
+        .transact(&[
+            bump(&a, Cond::Eq("n", Value::num(0))),
+            bump(&b, Cond::Eq("n", Value::num(0))),
+        ])
+        .unwrap());
+    for k in [&a, &b] {
+        assert_eq!(s.get(k).unwrap().unwrap().get("n"), Some(&Value::num(1)));
+    }
+    // A write to a record that does not exist refuses the whole transaction.
+    assert!(!s
+        .transact(&[
+            bump(&a, Cond::Exists),
+            bump(&Key::new("CONTRACT#tx", "C"), Cond::Exists)
+        ])
+        .unwrap());
+    assert_eq!(s.get(&a).unwrap().unwrap().get("n"), Some(&Value::num(1)));
+}
+
+/// A partition's records by sort-key prefix come back in sort-key order; job records are
+/// found by state and by source in creation order; a deleted record is gone.
+pub fn records_are_found_by_prefix_and_index(connect: Connect<'_>) {
+    let s = connect();
+    for sk in [
+        "ITEM#video#000002",
+        "ITEM#audio#000000",
+        "ITEM#video#000000",
+        "PLAN#x#0000",
+        "JOB",
+    ] {
+        s.put(&Key::new("JOB#q1", sk), &fields(&[("n", Value::num(1))]))
+            .unwrap();
+    }
+    let found: Vec<String> = s
+        .query("JOB#q1", "ITEM#")
+        .unwrap()
+        .into_iter()
+        .map(|(sk, _)| sk)
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "ITEM#audio#000000",
+            "ITEM#video#000000",
+            "ITEM#video#000002"
+        ]
+    );
+    assert_eq!(s.query("JOB#q1", "").unwrap().len(), 5);
+    s.remove(&Key::new("JOB#q1", "PLAN#x#0000")).unwrap();
+    s.remove(&Key::new("JOB#q1", "PLAN#x#0000")).unwrap();
+    assert!(s.query("JOB#q1", "PLAN#").unwrap().is_empty());
+    for (id, at) in [("i2", 20), ("i1", 10), ("i3", 30)] {
+        s.put(
+            &Key::new(format!("JOB#{id}"), "JOB"),
+            &fields(&[
+                ("status", Value::str("INDEXED")),
+                ("source", Value::str("src/indexed.mp4")),
+                ("created_at", Value::num(at)),
+            ]),
+        )
+        .unwrap();
+    }
+    // An index may lag its table by moments (DynamoDB's does).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let by_status = s.index(Index::Status, "INDEXED", false).unwrap();
+        if by_status.len() == 3 || std::time::Instant::now() > deadline {
+            assert_eq!(by_status, ["JOB#i1", "JOB#i2", "JOB#i3"]);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.index(Index::Source, "src/indexed.mp4", true).unwrap(),
+        ["JOB#i3", "JOB#i2", "JOB#i1"]
+    );
+}
+
 /// Generates one `#[test]` per contract check, each on a fresh store from `$fresh` (a
 /// function returning a connector), so every backend runs the same list.
 #[macro_export]
@@ -646,6 +891,10 @@ macro_rules! contract_suite {
             feature_length_documents_round_trip,
             an_abandoned_probe_is_taken_over_once,
             an_asset_name_belongs_to_one_source,
+            conditions_mean_what_the_lifecycle_says,
+            changes_mean_what_the_lifecycle_says,
+            a_transaction_is_all_or_nothing,
+            records_are_found_by_prefix_and_index,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
