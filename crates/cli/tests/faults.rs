@@ -173,17 +173,25 @@ fn workers_killed_every_few_seconds_lose_no_work_and_publish_frame_exact() {
         assert_published_correctly(&s, src, &scratch);
         // No manifest references an attempt that was not the committed one.
         let committed: HashMap<String, i64> = db
-            .prepare("SELECT kind, idx, committed_attempt FROM items WHERE job_id = ?1")
+            .prepare(
+                "SELECT sk, CAST(json_extract(doc, '$.committed_attempt') AS INTEGER) FROM records
+                 WHERE pk = 'JOB#' || ?1 AND sk LIKE 'ITEM#%' AND json_extract(doc, '$.done')",
+            )
             .unwrap()
             .query_map([job], |r| {
-                let kind: String = r.get(0)?;
-                let idx: i64 = r.get(1)?;
+                let sk: String = r.get(0)?;
+                let mut parts = sk.split('#').skip(1);
+                let (kind, idx) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                let idx: i64 = idx.parse().unwrap_or(-1);
                 let dir = if kind == "video" {
                     format!("c{idx:05}")
                 } else {
                     format!("a{idx}")
                 };
-                Ok((dir, r.get(2)?))
+                Ok((dir, r.get(1)?))
             })
             .unwrap()
             .map(Result::unwrap)

@@ -233,15 +233,18 @@ fn job_record(r: &Fields, id: String, items: &[(String, Fields)]) -> JobRecord {
     }
 }
 
-/// The jobs named by index entries, read one by one (an index may lag a delete: entries
-/// whose job is gone are skipped).
-fn jobs_at<S: RecordStore + ?Sized>(s: &S, pks: Vec<String>) -> PortResult<Vec<JobRecord>> {
+/// The jobs named by index entries, read one by one, whole or brief (an index may lag a
+/// delete: entries whose job is gone are skipped).
+fn jobs_at<S: RecordStore + ?Sized>(
+    s: &S,
+    pks: Vec<String>,
+    brief: bool,
+) -> PortResult<Vec<JobRecord>> {
     let mut jobs = Vec::with_capacity(pks.len());
     for pk in pks {
         if let Some(id) = pk.strip_prefix("JOB#") {
-            if let Some(j) = s.job(id)? {
-                jobs.push(j);
-            }
+            let job = if brief { s.job_brief(id)? } else { s.job(id)? };
+            jobs.extend(job);
         }
     }
     Ok(jobs)
@@ -320,24 +323,33 @@ impl<S: RecordStore + ?Sized> JobStore for S {
     }
 
     fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>> {
-        jobs_at(self, self.index(Index::Source, source, true)?)
+        jobs_at(self, self.index(Index::Source, source, true)?, false)
     }
 
     fn jobs_by_status(&self, status: Option<JobStatus>) -> PortResult<Vec<JobRecord>> {
         match status {
-            Some(s) => jobs_at(self, self.index(Index::Status, s.as_str(), false)?),
+            Some(s) => jobs_at(self, self.index(Index::Status, s.as_str(), false)?, false),
             None => {
                 let mut all = Vec::new();
                 for s in JobStatus::ALL {
                     all.extend(jobs_at(
                         self,
                         self.index(Index::Status, s.as_str(), false)?,
+                        false,
                     )?);
                 }
                 all.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
                 Ok(all)
             }
         }
+    }
+
+    fn brief_jobs_by_status(&self, status: JobStatus) -> PortResult<Vec<JobRecord>> {
+        jobs_at(
+            self,
+            self.index(Index::Status, status.as_str(), false)?,
+            true,
+        )
     }
 
     fn transition(

@@ -373,7 +373,9 @@ pub enum Completion {
     AlreadyDone,
 }
 
-/// Job, item and lease state (DynamoDB, SQLite).
+/// Job, item and lease state: the use-cases' view of the lifecycle. Implemented once, in
+/// [`crate::lifecycle`], for every [`crate::records::RecordStore`]; backends provide records,
+/// never rules.
 pub trait JobStore: Send + Sync {
     /// Creates the job in QUEUED unless it exists, with the settings its upload chose;
     /// returns the stored job and whether this call created it.
@@ -403,6 +405,9 @@ pub trait JobStore: Send + Sync {
     fn jobs_by_source(&self, source: &str) -> PortResult<Vec<JobRecord>>;
     /// Jobs in a state (an index, never a scan), oldest first; all jobs when `None`.
     fn jobs_by_status(&self, status: Option<JobStatus>) -> PortResult<Vec<JobRecord>>;
+    /// Jobs in a state without their sums over items (as [`JobStore::job_brief`]), oldest
+    /// first: what sweeps read on every tick, one read per job whatever its length.
+    fn brief_jobs_by_status(&self, status: JobStatus) -> PortResult<Vec<JobRecord>>;
     /// Moves a job from one of `from` to `to` (conditional); returns whether it moved.
     fn transition(
         &self,
