@@ -22,7 +22,7 @@ fi
 size=$(stat -c %s "$long")
 echo "source: $long ($((size / 1048576)) MiB, ${hours} h 1080p25)"
 start=$(date +%s.%N)
-log=$(VODPIPE_LOG=vodpipe_core=info "$vodpipe" plan "$long" --json 2>&1 >/dev/null | grep "frame table read" || true)
+log=$(VODPIPE_LOG=vodpipe_control=info,vodpipe_media=info "$vodpipe" plan "$long" --json 2>&1 >/dev/null | grep "frame table read" || true)
 end=$(date +%s.%N)
 echo "vodpipe plan (sample tables): $(python3 -c "print(f'{$end - $start:.2f}')") s; $log" | sed 's/\x1b\[[0-9;]*m//g'
 start=$(date +%s.%N)

@@ -8,9 +8,9 @@
 use crate::FunctionError;
 use std::path::Path;
 use std::sync::Arc;
-use vodpipe_core::pipeline::Config;
-use vodpipe_core::ports::Tier;
-use vodpipe_core::settings::SettingsPolicy;
+use vodpipe_control::pipeline::Config;
+use vodpipe_control::ports::Tier;
+use vodpipe_control::settings::SettingsPolicy;
 
 /// Logs as JSON lines (what CloudWatch Logs Insights queries), level from `VODPIPE_LOG`
 /// (default `info`).
@@ -124,7 +124,7 @@ where
     Fut: std::future::Future<Output = Result<R, FunctionError>> + Send + 'static,
 {
     init_logging();
-    vodpipe_core::metrics::enable_from_env();
+    vodpipe_control::metrics::enable_from_env();
     let shared = Shared::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,8 +6,10 @@
 //! tick only repairs: tasks that failed to start (no Spot capacity), tasks that were
 //! reclaimed, work re-queued after failures.
 //!
-//! The tick also resumes ingests that died (a job left QUEUED or PROBING far longer than a
-//! probe takes, after S3's retries of its event ran out), so no upload is silently lost.
+//! The tick also runs the control plane's sweeps (`vodpipe_control::sweep`): ingests that
+//! died (a job left QUEUED or PROBING far longer than a probe takes, after S3's retries of
+//! its event ran out) are resumed, and jobs stranded in STITCHING get their stitch
+//! requested again, so no upload is silently lost.
 //!
 //! Fargate Spot warns two minutes ahead: an ECS Task State Change with
 //! `stopCode: SpotInterruption` while the task still runs (`desiredStatus: STOPPED`), then
@@ -26,10 +28,10 @@ use crate::FunctionError;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use vodpipe_aws::dynamo::Interruption;
-use vodpipe_core::ingest::{abandoned_after, ingest, Source};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobStore, PortResult, Queue, Tier, WorkQueue};
-use vodpipe_core::process::now_secs;
+use vodpipe_control::ingest::Source;
+use vodpipe_control::ports::{Queue, Tier, WorkQueue};
+pub use vodpipe_control::sweep::{self, TierCapacity};
+use vodpipe_media::process::now_secs;
 
 /// The part of an ECS Task State Change detail the fleet reads.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -59,21 +61,8 @@ pub struct FleetReport {
     pub tiers: Vec<TierCapacity>,
     /// Jobs an ingest abandoned (it died, its retries ran out) that this tick took over.
     pub resumed: Vec<String>,
-}
-
-/// One tier's reconcile.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TierCapacity {
-    /// Tier.
-    pub tier: String,
-    /// Messages visible or in flight on its queue.
-    pub depth: u64,
-    /// Tasks running or starting after the reconcile (0 when capacity is managed outside
-    /// vodpipe, i.e. no ECS cluster is configured).
-    pub workers: u32,
-    /// Why the tier could not be reconciled (throttling, a quota, an ECS error).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// Jobs stranded in STITCHING whose stitch this tick requested again.
+    pub restitched: Vec<String>,
 }
 
 /// The tier a task served, from its `startedBy` tag.
@@ -109,8 +98,12 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
         };
         if recorded {
             report.interruption = Some(change.task_arn.clone());
-            vodpipe_core::metrics::emit(
-                &[("SpotInterruptions", 1.0, vodpipe_core::metrics::Unit::Count)],
+            vodpipe_control::metrics::emit(
+                &[(
+                    "SpotInterruptions",
+                    1.0,
+                    vodpipe_control::metrics::Unit::Count,
+                )],
                 &[],
             );
             // Replace the capacity of the task's tier (all tiers when the tag is unknown).
@@ -121,12 +114,13 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
     }
     // Capacity first: the sweep below may probe for minutes.
     let capacity = reconcile(shared, &tiers)?;
-    let resumed = resume_abandoned(shared)?;
+    let (resumed, restitched) = sweep_stranded(shared)?;
     Ok(FleetReport {
         trigger: "schedule".into(),
         interruption: None,
         tiers: capacity,
         resumed,
+        restitched,
     })
 }
 
@@ -134,49 +128,29 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
 /// the tick must end well inside the function's timeout; the rest waits for the next tick.
 const RESUME_BUDGET: std::time::Duration = std::time::Duration::from_secs(150);
 
-/// Ingests again every job left QUEUED or PROBING for longer than a probe can take: its
-/// ingest died and S3's retries of the event are spent. `ingest` takes such a job over. A
-/// job that fails to resume is logged and left for the next tick; it never stops the
-/// others (and `ingest` fails a job whose probe keeps failing for long).
-pub fn resume_abandoned(shared: &Shared) -> Result<Vec<String>, FunctionError> {
-    let started = std::time::Instant::now();
-    let cutoff = now_secs() - abandoned_after(&shared.cfg);
-    let mut resumed = Vec::new();
-    for status in [JobStatus::Queued, JobStatus::Probing] {
-        for job in shared.aws.state.jobs_by_status(Some(status))? {
-            if job.created_at > cutoff {
-                continue;
-            }
-            if started.elapsed() > RESUME_BUDGET {
-                tracing::info!(job = %job.id, "the tick's time for resuming is spent; next tick");
-                return Ok(resumed);
-            }
-            let key = vodpipe_aws::s3::parse_s3_uri(&job.source)
-                .map(|(_, k)| k.to_string())
-                .unwrap_or_default();
-            let source = Source {
-                uri: job.source.clone(),
-                key,
-                job_id: job.id.clone(),
-                // The version the job was made for is in its recorded settings.
-                version: None,
-            };
-            match ingest(shared.aws.ports(), &shared.cfg, &source, false) {
-                Ok(ing) => {
-                    tracing::warn!(job = %job.id, status = %ing.status, "resumed an abandoned ingest");
-                    shared.aws.announce(&job.id);
-                    resumed.push(job.id);
-                }
-                Err(e) => {
-                    tracing::error!(job = %job.id, error = %e, "could not resume an abandoned ingest; next tick")
-                }
-            }
-        }
+/// The control plane's sweeps on this deployment: abandoned ingests taken over (the job's
+/// source rebuilt from its record, at the version its settings pinned) and stitches
+/// requested again for jobs stranded in STITCHING. Each resumed job's state is announced.
+pub fn sweep_stranded(shared: &Shared) -> Result<(Vec<String>, Vec<String>), FunctionError> {
+    let ports = shared.aws.ports();
+    let resumed = sweep::resume_abandoned(ports, &shared.cfg, RESUME_BUDGET, |job| Source {
+        uri: job.source.clone(),
+        key: vodpipe_aws::s3::parse_s3_uri(&job.source)
+            .map(|(_, k)| k.to_string())
+            .unwrap_or_default(),
+        job_id: job.id.clone(),
+        // The version the job was made for is in its recorded settings.
+        version: None,
+    })?;
+    for id in &resumed {
+        shared.aws.announce(id);
     }
-    Ok(resumed)
+    let restitched = sweep::restitch_stranded(ports.jobs, ports.queue, sweep::STITCH_STALE_SECS)?;
+    Ok((resumed, restitched))
 }
 
-/// Brings each tier's tasks up to its queue depth (capped by the fleet).
+/// Brings each tier's tasks up to its queue depth (capped by the fleet), each tier on its
+/// own ([`sweep::reconcile_tiers`]).
 pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, FunctionError> {
     let ports = shared.aws.ports();
     // An unreadable dead-letter depth must not cost the tiers their capacity: count none.
@@ -184,7 +158,7 @@ pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, F
         tracing::warn!(error = %e, "could not read the dead-letter queues");
         0
     });
-    Ok(reconcile_tiers(
+    Ok(sweep::reconcile_tiers(
         tiers,
         dead,
         |tier| shared.aws.state.depth(Queue::Work(tier)),
@@ -192,56 +166,9 @@ pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, F
     ))
 }
 
-/// The reconcile of each tier, on its own: a tier whose depth cannot be read or whose
-/// tasks cannot be started (throttled past the SDK's retries, a quota, an ECS error) is
-/// reported with its error, and the others are still reconciled. With `dead` letters
-/// waiting, the standard tier keeps one (Spot) worker: only workers drain them, failing
-/// their jobs with the reason.
-pub fn reconcile_tiers(
-    tiers: &[Tier],
-    dead: u64,
-    depth: impl Fn(Tier) -> PortResult<u64>,
-    ensure: impl Fn(Tier, u32) -> PortResult<u32>,
-) -> Vec<TierCapacity> {
-    let mut out = Vec::new();
-    for &tier in tiers {
-        let mut line = TierCapacity {
-            tier: tier.as_str().to_string(),
-            depth: 0,
-            workers: 0,
-            error: None,
-        };
-        let result = depth(tier).and_then(|d| {
-            line.depth = d;
-            let wanted = if tier == Tier::Standard && dead > 0 {
-                d.max(1)
-            } else {
-                d
-            };
-            if wanted == 0 {
-                return Ok(0);
-            }
-            ensure(tier, wanted.min(u64::from(u32::MAX)) as u32)
-        });
-        match result {
-            Ok(workers) => {
-                line.workers = workers;
-                tracing::info!(%tier, depth = line.depth, dead, workers, "reconciled");
-            }
-            Err(e) => {
-                tracing::error!(%tier, depth = line.depth, error = %e, "could not reconcile the tier");
-                line.error = Some(e.to_string());
-            }
-        }
-        out.push(line);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vodpipe_core::ports::PortError;
 
     #[test]
     fn the_tier_comes_from_the_started_by_tag() {
@@ -249,40 +176,6 @@ mod tests {
         assert_eq!(tier_of(Some("vodpipe-premium")), Some(Tier::Premium));
         assert_eq!(tier_of(Some("someone-else")), None);
         assert_eq!(tier_of(None), None);
-    }
-
-    #[test]
-    fn a_throttled_tier_is_reported_and_the_others_still_get_workers() {
-        let lines = reconcile_tiers(
-            &[Tier::Premium, Tier::Standard, Tier::Bulk],
-            0,
-            |_| Ok(3),
-            |tier, n| match tier {
-                Tier::Standard => Err(PortError::Backend(
-                    "ecs run task: ThrottlingException: Rate exceeded".into(),
-                )),
-                _ => Ok(n),
-            },
-        );
-        let by: Vec<(&str, u32, bool)> = lines
-            .iter()
-            .map(|l| (l.tier.as_str(), l.workers, l.error.is_some()))
-            .collect();
-        assert_eq!(
-            by,
-            [
-                ("premium", 3, false),
-                ("standard", 0, true),
-                ("bulk", 3, false)
-            ]
-        );
-    }
-
-    #[test]
-    fn dead_letters_keep_one_standard_worker() {
-        let lines = reconcile_tiers(&[Tier::Standard, Tier::Bulk], 2, |_| Ok(0), |_, n| Ok(n));
-        assert_eq!(lines[0].workers, 1);
-        assert_eq!(lines[1].workers, 0);
     }
 
     #[test]

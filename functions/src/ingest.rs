@@ -4,7 +4,7 @@
 //! `head` for its version (so the job id matches what `vodpipe ingest` derives), and the
 //! job is created idempotently: a duplicate delivery finds the job and queues nothing
 //! new. The upload's own settings (metadata, a `<key>.vodpipe.json` beside it, the prefix
-//! map) choose its tier and ladder ([`vodpipe_core::settings`]); settings files and
+//! map) choose its tier and ladder ([`vodpipe_control::settings`]); settings files and
 //! profiles are vodpipe's, not videos, and their events are skipped. A refused source (hostile, unsupported, unreadable) becomes a FAILED job with its
 //! reason; that is a result, not an error, so it is never retried into a crash loop. Only
 //! backend failures make the invocation fail, and Lambda then retries the whole event,
@@ -15,9 +15,9 @@ use crate::s3_keys::decode_key;
 use crate::FunctionError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use vodpipe_core::ingest::ingest;
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::PortError;
+use vodpipe_control::ingest::ingest;
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::PortError;
 
 /// What happened to one record.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -166,7 +166,7 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
     if key.ends_with('/') {
         return skipped(&key, "a folder marker, not a video".into());
     }
-    if vodpipe_core::settings::is_settings_key(&key) {
+    if vodpipe_control::settings::is_settings_key(&key) {
         // Read by the ingest of the video it belongs to (which waits a while for it).
         return skipped(
             &key,

@@ -18,7 +18,7 @@ pub mod stitch;
 pub enum FunctionError {
     /// The backend (S3, SQS, DynamoDB, ECS, CloudFront) failed; the event is retried.
     #[error(transparent)]
-    Port(#[from] vodpipe_core::ports::PortError),
+    Port(#[from] vodpipe_control::ports::PortError),
     /// Set-up is wrong (missing variable, bad value); no retry will help.
     #[error("configuration: {0}")]
     Config(String),

@@ -9,8 +9,8 @@
 
 use crate::env::Shared;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use vodpipe_core::ports::{Message, PortError};
-use vodpipe_core::stitch::stitch;
+use vodpipe_control::ports::{Message, PortError};
+use vodpipe_control::stitch::stitch;
 
 /// Stitches every message of `event`; the response lists the messages to redeliver.
 pub fn handle(shared: &Shared, event: &SqsEvent) -> SqsBatchResponse {

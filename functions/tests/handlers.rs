@@ -14,8 +14,10 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{Cacheability, JobStore, Message, ObjectStore, Queue, Tier, WorkQueue};
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{
+    Cacheability, JobStore, Message, ObjectStore, Queue, Tier, WorkQueue,
+};
 use vodpipe_functions::env::Shared;
 
 fn event(name: &str) -> Value {
@@ -45,8 +47,8 @@ fn shared() -> Arc<Shared> {
 }
 
 /// What a job for `key` records when nothing chose otherwise.
-fn defaults(key: &str) -> vodpipe_core::settings::JobSettings {
-    vodpipe_core::settings::fallback(key, &Default::default(), 4.0, &Default::default(), None)
+fn defaults(key: &str) -> vodpipe_control::settings::JobSettings {
+    vodpipe_control::settings::fallback(key, &Default::default(), 4.0, &Default::default(), None)
 }
 
 fn clip(path: &Path) {

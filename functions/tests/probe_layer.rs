@@ -17,10 +17,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use vodpipe_aws::s3::SourceAccess;
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::policy::InputPolicy;
-use vodpipe_core::ports::{Cacheability, JobStore, ObjectStore, Tier};
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{Cacheability, JobStore, ObjectStore, Tier};
 use vodpipe_functions::env::Shared;
+use vodpipe_media::policy::InputPolicy;
 
 fn built() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.aws-sam/build")
@@ -176,8 +176,8 @@ fn the_layer_probe_sees_what_the_host_ffprobe_sees_over_localhost() {
             .unwrap();
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         let by_name = url.replace("127.0.0.1", "localhost");
-        let host = vodpipe_core::probe::probe("ffprobe", &src, &policy).unwrap();
-        let layer = vodpipe_core::probe::probe(&probe_cmd, Path::new(&by_name), &policy)
+        let host = vodpipe_media::probe::probe("ffprobe", &src, &policy).unwrap();
+        let layer = vodpipe_media::probe::probe(&probe_cmd, Path::new(&by_name), &policy)
             .unwrap_or_else(|e| panic!("the layer's ffprobe on {key}: {e}"));
         let mut host = serde_json::to_value(&host).unwrap();
         let layer = serde_json::to_value(&layer).unwrap();

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobRecord, JobStore, Queue, Tier, WorkQueue};
-use vodpipe_core::settings::Origin;
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{JobRecord, JobStore, Queue, Tier, WorkQueue};
+use vodpipe_control::settings::Origin;
 use vodpipe_functions::env::Shared;
 
 struct Fixture {

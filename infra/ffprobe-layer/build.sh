@@ -9,7 +9,7 @@
 # line): the layout of a Lambda layer, which Lambda mounts at /opt.
 #
 # What is built in, and why:
-#   - demuxers: exactly vodpipe's allow-list (crates/core/src/policy.rs). Playlist and
+#   - demuxers: exactly vodpipe's allow-list (crates/media/src/policy.rs). Playlist and
 #     script demuxers (hls, dash, concat, image2…) are not compiled in at all.
 #   - every parser and decoder, so stream facts (pixel format, field order, frame rate)
 #     match what the workers' ffmpeg sees; zlib for compressed MKV/MOV headers.

@@ -15,9 +15,9 @@
 
 use anyhow::{Context, Result};
 use std::time::Duration;
-use vodpipe_core::pipeline::Config;
-use vodpipe_core::ports::Tier;
-use vodpipe_core::worker::{Shutdown, Worker};
+use vodpipe_control::pipeline::Config;
+use vodpipe_control::ports::Tier;
+use vodpipe_control::worker::{Shutdown, Worker};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -35,7 +35,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    vodpipe_core::metrics::enable_from_env();
+    vodpipe_control::metrics::enable_from_env();
     let shutdown = Shutdown::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;

@@ -10,8 +10,8 @@ mod emulator;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobStore, ObjectStore};
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{JobStore, ObjectStore};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

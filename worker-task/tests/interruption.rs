@@ -9,8 +9,8 @@ mod emulator;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobStore, ObjectStore};
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{JobStore, ObjectStore};
 
 fn task(env: &[(String, String)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_worker-task"))

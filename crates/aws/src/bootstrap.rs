@@ -19,7 +19,7 @@ use aws_sdk_s3::types::{
     Tag, VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use vodpipe_core::ports::{PortError, PortResult, Queue};
+use vodpipe_control::ports::{PortError, PortResult, Queue};
 
 /// SQS visibility timeout of the tier queues (workers set their own on every receive).
 pub const WORK_VISIBILITY_SECS: u32 = 60;

@@ -11,7 +11,7 @@ use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 use std::sync::Arc;
 use std::time::Duration;
-use vodpipe_core::ports::{Cdn, PortResult};
+use vodpipe_control::ports::{Cdn, PortResult};
 
 /// Paths per invalidation request.
 const BATCH: usize = 1000;

@@ -10,7 +10,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use std::future::Future;
 use std::time::Duration;
-use vodpipe_core::ports::{PortError, PortResult, Queue, Tier};
+use vodpipe_control::ports::{PortError, PortResult, Queue, Tier};
 
 /// Names of everything the backend uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

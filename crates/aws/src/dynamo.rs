@@ -1,5 +1,5 @@
 //! The record store on DynamoDB: one table, jobs and their items side by side, and
-//! through it the job lifecycle (`vodpipe_core::lifecycle`), which decides every write.
+//! through it the job lifecycle (`vodpipe_control::lifecycle`), which decides every write.
 //!
 //! Keys: a job is `pk = JOB#<id>, sk = JOB`; its items are `sk = ITEM#<kind>#<index>`,
 //! its documents' pages `sk = PLAN#<plan id>#<page>` and `RESULT#<item>#<attempt>#<page>`
@@ -18,8 +18,8 @@ use crate::config::Bridge;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
-use vodpipe_core::ports::PortResult;
-use vodpipe_core::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
+use vodpipe_control::ports::PortResult;
+use vodpipe_control::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 
 /// Name of the index by state.
 pub const STATUS_INDEX: &str = "by-status";
@@ -27,7 +27,7 @@ pub const STATUS_INDEX: &str = "by-status";
 pub const SOURCE_INDEX: &str = "by-source";
 /// How long finished item records are kept.
 const ITEM_TTL_SECS: f64 = 30.0 * 86400.0;
-pub use vodpipe_core::lifecycle::PAGE_BYTES;
+pub use vodpipe_control::lifecycle::PAGE_BYTES;
 
 /// An item's size as DynamoDB counts it toward its 400 KB limit: attribute names plus
 /// values, numbers at about a byte per two digits. Tests and the load report check every

@@ -10,7 +10,7 @@ use crate::config::Bridge;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
 use std::sync::Arc;
-use vodpipe_core::ports::{JobRecord, PortError, PortResult};
+use vodpipe_control::ports::{JobRecord, PortError, PortResult};
 
 /// The `source` of every event vodpipe puts.
 pub const SOURCE: &str = "vodpipe";

@@ -24,7 +24,7 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ecs::Client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vodpipe_core::ports::{Fleet, PortResult, Tier};
+use vodpipe_control::ports::{Fleet, PortResult, Tier};
 
 /// Tasks per `RunTask` call (the API's maximum).
 pub const TASKS_PER_RUN_TASK: u32 = 10;

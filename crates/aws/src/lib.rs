@@ -17,7 +17,7 @@ pub mod loopback;
 pub mod s3;
 pub mod sqs;
 
-use vodpipe_core::ports::PortError;
+use vodpipe_control::ports::PortError;
 
 /// Maps an SDK error to a backend port error, keeping the service's message.
 pub(crate) fn backend<E: std::fmt::Debug>(what: &str, e: E) -> PortError {
@@ -26,14 +26,14 @@ pub(crate) fn backend<E: std::fmt::Debug>(what: &str, e: E) -> PortError {
 
 use std::sync::Arc;
 use std::time::Duration;
-use vodpipe_core::ports::{Delivery, JobStore, Message, PortResult, Queue, Tier, WorkQueue};
-use vodpipe_core::records::{Fields, Index, Key, RecordStore, Write};
+use vodpipe_control::ports::{Delivery, JobStore, Message, PortResult, Queue, Tier, WorkQueue};
+use vodpipe_control::records::{Fields, Index, Key, RecordStore, Write};
 
 /// Worker capacity managed outside vodpipe (workers started by hand or by the fleet
 /// function); `ensure_capacity` only reports. The ECS adapter replaces it in deployments.
 pub struct ManualFleet;
 
-impl vodpipe_core::ports::Fleet for ManualFleet {
+impl vodpipe_control::ports::Fleet for ManualFleet {
     fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
         tracing::info!(%tier, workers, "capacity is managed outside this process");
         Ok(0)
@@ -43,7 +43,7 @@ impl vodpipe_core::ports::Fleet for ManualFleet {
 /// No CDN in front of the bucket: invalidations are logged only.
 pub struct NoCdn;
 
-impl vodpipe_core::ports::Cdn for NoCdn {
+impl vodpipe_control::ports::Cdn for NoCdn {
     fn invalidate(&self, paths: &[String], caller_reference: &str) -> PortResult<()> {
         tracing::info!(
             ?paths,
@@ -68,8 +68,8 @@ pub struct Aws {
     pub ingest: s3::S3Objects,
     /// Job-state events (`VODPIPE_EVENT_BUS`); none when unset.
     pub events: Option<events::JobEvents>,
-    fleet: Box<dyn vodpipe_core::ports::Fleet>,
-    cdn: Box<dyn vodpipe_core::ports::Cdn>,
+    fleet: Box<dyn vodpipe_control::ports::Fleet>,
+    cdn: Box<dyn vodpipe_control::ports::Cdn>,
 }
 
 fn env_list(name: &str) -> Vec<String> {
@@ -96,35 +96,35 @@ impl Aws {
         let sdk = bridge.sdk_config();
         // Capacity and CDN are optional: without an ECS cluster workers are started by
         // other means; without distributions there is nothing to invalidate.
-        let fleet: Box<dyn vodpipe_core::ports::Fleet> = match std::env::var("VODPIPE_ECS_CLUSTER")
-        {
-            Ok(cluster) if !cluster.is_empty() => Box::new(fleet::EcsFleet::new(
-                bridge.clone(),
-                &sdk,
-                fleet::EcsSettings {
-                    cluster,
-                    task_definition: std::env::var("VODPIPE_TASK_DEFINITION")
-                        .unwrap_or_else(|_| "vodpipe-worker".into()),
-                    container: std::env::var("VODPIPE_WORKER_CONTAINER")
-                        .unwrap_or_else(|_| "worker".into()),
-                    subnets: env_list("VODPIPE_SUBNETS"),
-                    security_groups: env_list("VODPIPE_SECURITY_GROUPS"),
-                    assign_public_ip: std::env::var("VODPIPE_ASSIGN_PUBLIC_IP")
-                        .is_ok_and(|v| v.eq_ignore_ascii_case("enabled")),
-                    max_per_tier: std::env::var("VODPIPE_MAX_WORKERS")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(20),
-                },
-            )),
-            _ => Box::new(ManualFleet),
-        };
+        let fleet: Box<dyn vodpipe_control::ports::Fleet> =
+            match std::env::var("VODPIPE_ECS_CLUSTER") {
+                Ok(cluster) if !cluster.is_empty() => Box::new(fleet::EcsFleet::new(
+                    bridge.clone(),
+                    &sdk,
+                    fleet::EcsSettings {
+                        cluster,
+                        task_definition: std::env::var("VODPIPE_TASK_DEFINITION")
+                            .unwrap_or_else(|_| "vodpipe-worker".into()),
+                        container: std::env::var("VODPIPE_WORKER_CONTAINER")
+                            .unwrap_or_else(|_| "worker".into()),
+                        subnets: env_list("VODPIPE_SUBNETS"),
+                        security_groups: env_list("VODPIPE_SECURITY_GROUPS"),
+                        assign_public_ip: std::env::var("VODPIPE_ASSIGN_PUBLIC_IP")
+                            .is_ok_and(|v| v.eq_ignore_ascii_case("enabled")),
+                        max_per_tier: std::env::var("VODPIPE_MAX_WORKERS")
+                            .ok()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(20),
+                    },
+                )),
+                _ => Box::new(ManualFleet),
+            };
         let events = std::env::var("VODPIPE_EVENT_BUS")
             .ok()
             .filter(|b| !b.is_empty())
             .map(|bus| events::JobEvents::new(bridge.clone(), &sdk, &bus));
         let distributions = env_list("VODPIPE_DISTRIBUTION_IDS");
-        let cdn: Box<dyn vodpipe_core::ports::Cdn> = if distributions.is_empty() {
+        let cdn: Box<dyn vodpipe_control::ports::Cdn> = if distributions.is_empty() {
             Box::new(NoCdn)
         } else {
             Box::new(cdn::CloudFrontCdn::new(bridge.clone(), &sdk, distributions))
@@ -146,7 +146,7 @@ impl Aws {
     /// An S3 object's identity as a job source: its URI, its key, and a job id from bucket,
     /// key and version id (or ETag when the bucket is not versioned). The CLI and the
     /// ingest function derive it the same way, so both find the same job.
-    pub fn source(&self, uri: &str) -> PortResult<vodpipe_core::ingest::Source> {
+    pub fn source(&self, uri: &str) -> PortResult<vodpipe_control::ingest::Source> {
         self.source_at(uri, None)
     }
 
@@ -156,12 +156,12 @@ impl Aws {
         &self,
         uri: &str,
         version: Option<&str>,
-    ) -> PortResult<vodpipe_core::ingest::Source> {
+    ) -> PortResult<vodpipe_control::ingest::Source> {
         let (bucket, key) = s3::parse_s3_uri(uri)
             .ok_or_else(|| PortError::Backend(format!("{uri} is not an s3://BUCKET/KEY URI")))?;
         let (identity, _size, version) = self.ingest.head_at(uri, version)?;
-        Ok(vodpipe_core::ingest::Source {
-            job_id: vodpipe_core::job::job_id(bucket, key, &identity),
+        Ok(vodpipe_control::ingest::Source {
+            job_id: vodpipe_control::job::job_id(bucket, key, &identity),
             uri: uri.to_string(),
             key: key.to_string(),
             version,
@@ -184,8 +184,8 @@ impl Aws {
     }
 
     /// The ports over AWS.
-    pub fn ports(&self) -> vodpipe_core::pipeline::Ports<'_> {
-        vodpipe_core::pipeline::Ports {
+    pub fn ports(&self) -> vodpipe_control::pipeline::Ports<'_> {
+        vodpipe_control::pipeline::Ports {
             objects: &self.objects,
             jobs: &self.state,
             queue: &self.state,
@@ -219,7 +219,7 @@ impl AwsState {
 }
 
 /// The lifecycle runs on the table: `AwsState` is a job store through
-/// [`vodpipe_core::lifecycle`], like every record store.
+/// [`vodpipe_control::lifecycle`], like every record store.
 impl RecordStore for AwsState {
     fn get(&self, key: &Key) -> PortResult<Option<Fields>> {
         self.jobs.get(key)

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vodpipe_core::ports::{PortError, PortResult};
+use vodpipe_control::ports::{PortError, PortResult};
 
 /// Threads answering requests: ffprobe keeps one connection at a time per input.
 const THREADS: usize = 4;

@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use std::sync::Arc;
 use std::time::Duration;
-use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
+use vodpipe_control::ports::{Cacheability, ObjectStore, PortError, PortResult};
 
 /// Runs `op` on every item with at most `PARALLEL_UPLOADS` in flight and waits for all of
 /// them; the first error, if any (the rest still run to the end, so nothing is left
@@ -573,15 +573,15 @@ impl ObjectStore for S3Objects {
         // One byte past the limit, so a file too large is seen to be and refused.
         self.get_optional(
             bucket,
-            &vodpipe_core::settings::settings_key(key),
-            Some(vodpipe_core::settings::MAX_SETTINGS_FILE_BYTES + 1),
+            &vodpipe_control::settings::settings_key(key),
+            Some(vodpipe_control::settings::MAX_SETTINGS_FILE_BYTES + 1),
         )
     }
 
     fn profile(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
         match &self.profiles_bucket {
             Some(bucket) => {
-                self.get_optional(bucket, &vodpipe_core::settings::profile_key(name), None)
+                self.get_optional(bucket, &vodpipe_control::settings::profile_key(name), None)
             }
             None => Ok(None),
         }

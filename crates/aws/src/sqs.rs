@@ -13,7 +13,7 @@ use aws_sdk_sqs::Client;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use vodpipe_core::ports::{Delivery, Message, PortError, PortResult, Queue, WorkQueue};
+use vodpipe_control::ports::{Delivery, Message, PortError, PortResult, Queue, WorkQueue};
 
 /// The SQS work queue.
 pub struct SqsQueues {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vodpipe_aws::cdn::CloudFrontCdn;
 use vodpipe_aws::config::Bridge;
 use vodpipe_aws::fleet::{EcsFleet, EcsSettings};
-use vodpipe_core::ports::{Cdn, Fleet, Tier};
+use vodpipe_control::ports::{Cdn, Fleet, Tier};
 
 #[test]
 fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
@@ -160,7 +160,7 @@ fn pointer_manifests_are_invalidated_on_every_distribution() {
 
 #[test]
 fn segments_upload_in_parallel_and_large_objects_in_parts() {
-    use vodpipe_core::ports::{Cacheability, ObjectStore};
+    use vodpipe_control::ports::{Cacheability, ObjectStore};
     emulator::start();
     let bridge = Arc::new(Bridge::new().unwrap());
     let sdk = bridge.sdk_config();
@@ -215,7 +215,7 @@ fn segments_upload_in_parallel_and_large_objects_in_parts() {
 
 #[test]
 fn retired_job_directories_are_tagged_for_the_lifecycle_rule() {
-    use vodpipe_core::ports::{Cacheability, ObjectStore};
+    use vodpipe_control::ports::{Cacheability, ObjectStore};
     emulator::start();
     let bridge = Arc::new(Bridge::new().unwrap());
     let sdk = bridge.sdk_config();

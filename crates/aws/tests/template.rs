@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use vodpipe_aws::bootstrap;
 use vodpipe_aws::config::{AwsSettings, Bridge};
-use vodpipe_core::ports::{Queue, Tier};
+use vodpipe_control::ports::{Queue, Tier};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The template with `${Name}` (and `!Ref Name`) standing for `name`, deployed in the
@@ -108,7 +108,7 @@ fn names_match_for_the_same_deployment_name() {
         );
     }
     // The task is the size the cost estimate prices.
-    let size = vodpipe_core::cost::WorkerSize::default();
+    let size = vodpipe_control::cost::WorkerSize::default();
     let task = resource(&t, "WorkerTaskDefinition");
     assert_eq!(int(&task["Cpu"]) as f64 / 1024.0, size.vcpu);
     assert_eq!(int(&task["Memory"]) as f64 / 1024.0, size.memory_gib);

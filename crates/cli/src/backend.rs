@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use vodpipe_aws::Aws;
-use vodpipe_core::pipeline::Ports;
-use vodpipe_core::ports::{JobStore, ObjectStore, WorkQueue};
+use vodpipe_control::pipeline::Ports;
+use vodpipe_control::ports::{JobStore, ObjectStore, WorkQueue};
 use vodpipe_local::Local;
 
 /// Backend choice.

@@ -1,5 +1,5 @@
 //! `vodpipe`: the command-line face of the pipeline. Parses arguments, opens the embedded
-//! backend and calls one use-case in `vodpipe-core`; nothing here decides anything about
+//! backend and calls one use-case in `vodpipe-control`; nothing here decides anything about
 //! media or state.
 
 mod backend;
@@ -11,15 +11,16 @@ use backend::StateOpts;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use vodpipe_core::ingest::{ingest, prepare_local, Source};
-use vodpipe_core::job::{job_id, JobStatus};
-use vodpipe_core::ladder::LadderConfig;
-use vodpipe_core::pipeline::Config;
-use vodpipe_core::plan::PlanOptions;
-use vodpipe_core::ports::{JobStore, Tier};
-use vodpipe_core::worker::{Shutdown, Worker};
+use vodpipe_control::ingest::{ingest, prepare_local, Source};
+use vodpipe_control::job::{job_id, JobStatus};
+use vodpipe_control::pipeline::Config;
+use vodpipe_control::ports::Tier;
+use vodpipe_control::sweep;
+use vodpipe_control::worker::{Shutdown, Worker};
 use vodpipe_local::fleet::ProcessFleet;
 use vodpipe_local::Local;
+use vodpipe_media::ladder::LadderConfig;
+use vodpipe_media::plan::PlanOptions;
 
 /// Video-on-demand transcoding: a source video in, an HLS + DASH ladder out.
 #[derive(Parser)]
@@ -345,21 +346,14 @@ pub(crate) fn open_with(
 }
 
 /// Starts workers (up to `max`) while jobs are unfinished, so retries and redeliveries
-/// that become visible after the last worker went idle are still picked up.
+/// that become visible after the last worker went idle are still picked up: the control
+/// plane's sweep for a fleet sized by outstanding work ([`sweep::outstanding_work`]).
 fn reconcile(local: &Local, max: u32) -> Result<()> {
-    use vodpipe_core::ports::Fleet;
+    use vodpipe_control::ports::Fleet;
     if max == 0 {
         return Ok(());
     }
-    let mut work = 0u32;
-    let mut tier = Tier::Standard;
-    for status in [JobStatus::Encoding, JobStatus::Stitching] {
-        for j in local.state.jobs_by_status(Some(status))? {
-            work += j.total.saturating_sub(j.done).max(1);
-            tier = j.tier;
-        }
-    }
-    if work > 0 {
+    if let Some((tier, work)) = sweep::outstanding_work(&local.state)? {
         local.fleet.ensure_capacity(tier, work.min(max))?;
     }
     Ok(())
@@ -426,7 +420,7 @@ fn run(a: RunArgs) -> Result<i32> {
         if a.json {
             println!("{}", status::job_json(&local.objects, j));
         } else if let (Some(m), Some(d)) = (&j.master_key, &j.dash_key) {
-            use vodpipe_core::ports::ObjectStore;
+            use vodpipe_control::ports::ObjectStore;
             eprintln!(
                 "{} PUBLISHED {}\n  HLS:  {}\n  DASH: {}",
                 j.id,
@@ -601,7 +595,7 @@ fn plan(a: PlanArgs) -> Result<i32> {
         v.pix_fmt,
         v.frame_rate.as_f64(),
         if v.vfr { " VFR" } else { "" },
-        if v.field_order == vodpipe_core::probe::FieldOrder::Interlaced {
+        if v.field_order == vodpipe_media::probe::FieldOrder::Interlaced {
             " interlaced"
         } else {
             ""
@@ -653,7 +647,7 @@ fn watch(a: WatchArgs) -> Result<i32> {
         .media
         .profiles
         .clone()
-        .unwrap_or_else(|| a.dir.join(vodpipe_core::settings::PROFILES_PREFIX));
+        .unwrap_or_else(|| a.dir.join(vodpipe_control::settings::PROFILES_PREFIX));
     let local = with_profiles(
         open_with(
             &a.state.state_dir()?,
@@ -667,7 +661,7 @@ fn watch(a: WatchArgs) -> Result<i32> {
     let mut cfg = config(&a.state.scratch()?, &a.media)?;
     cfg.settings.default_tier = a.tier;
     cfg.settings.prefix_tiers =
-        vodpipe_core::settings::SettingsPolicy::parse_prefix_tiers(&a.prefix_tiers)
+        vodpipe_control::settings::SettingsPolicy::parse_prefix_tiers(&a.prefix_tiers)
             .map_err(|e| anyhow::anyhow!("--prefix-tiers: {e}"))?;
     if !(0.0..=120.0).contains(&a.settings_wait) {
         bail!("--settings-wait must be between 0 and 120 seconds");
@@ -683,7 +677,18 @@ fn watch(a: WatchArgs) -> Result<i32> {
     let mut seen: std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, Instant)> =
         Default::default();
     let mut done: std::collections::HashSet<String> = Default::default();
+    let mut last_sweep: Option<Instant> = None;
     while !shutdown.is_triggered() {
+        // Once a minute, the sweep for stitches lost with the worker that should have
+        // requested them (a job stranded in STITCHING).
+        if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            last_sweep = Some(Instant::now());
+            if let Err(e) =
+                sweep::restitch_stranded(&local.state, &local.state, sweep::STITCH_STALE_SECS)
+            {
+                eprintln!("sweeping stranded jobs failed, will retry: {e}");
+            }
+        }
         for (path, meta) in uploads_under(&a.dir)? {
             let (size, mtime) = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
             let e = seen
@@ -745,7 +750,7 @@ fn uploads_under(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
             }
             if meta.is_dir() {
                 todo.push(path);
-            } else if meta.is_file() && !vodpipe_core::settings::is_settings_key(&name) {
+            } else if meta.is_file() && !vodpipe_control::settings::is_settings_key(&name) {
                 out.push((path, meta));
             }
         }

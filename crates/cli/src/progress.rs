@@ -7,7 +7,7 @@
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::{Duration, Instant};
-use vodpipe_core::ports::{Fleet, JobRecord, JobStore};
+use vodpipe_control::ports::{Fleet, JobRecord, JobStore};
 use vodpipe_local::Local;
 
 /// Polls `ids` until every job is final, drawing one bar per job when `bars` is set, and

@@ -7,9 +7,9 @@ use crate::backend::{Backend, StateOpts};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::time::Duration;
-use vodpipe_core::cost::{compute_cost, output_minutes, WorkerSize};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobRecord, ObjectStore, Queue, Tier};
+use vodpipe_control::cost::{compute_cost, output_minutes, WorkerSize};
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{JobRecord, ObjectStore, Queue, Tier};
 
 fn secs_between(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(b? - a?).map(|d| (d * 1000.0).round() / 1000.0)
@@ -122,7 +122,7 @@ pub fn status(job: String, state: &StateOpts, as_json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn origin(o: vodpipe_core::settings::Origin) -> String {
+fn origin(o: vodpipe_control::settings::Origin) -> String {
     serde_json::to_value(o)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -132,7 +132,7 @@ fn origin(o: vodpipe_core::settings::Origin) -> String {
 /// " (from metadata)": where one of a job's settings came from, if it recorded them.
 fn from(
     j: &JobRecord,
-    which: impl Fn(&vodpipe_core::settings::JobSettings) -> vodpipe_core::settings::Origin,
+    which: impl Fn(&vodpipe_control::settings::JobSettings) -> vodpipe_control::settings::Origin,
 ) -> String {
     j.settings
         .as_ref()

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
-use vodpipe_core::ports::{Cacheability, ObjectStore};
+use vodpipe_control::ports::{Cacheability, ObjectStore};
 
 fn vodpipe(env: &HashMap<String, String>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vodpipe"));

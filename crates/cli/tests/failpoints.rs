@@ -2,7 +2,7 @@
 //! each fail point of ingest, the worker and the stitch, on both backends; a retried
 //! ingest and a healthy worker then finish the job, which must be PUBLISHED exactly once
 //! and frame-exact. The test build of the binary has the fail points compiled in (the
-//! `failpoints` feature of `vodpipe-core`, enabled by this crate's dev-dependencies); a
+//! `failpoints` feature of `vodpipe-control`, enabled by this crate's dev-dependencies); a
 //! point that did not fire fails the test.
 //!
 //! Not here: a crash while a job is PROBING is taken over only after the probe would have
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
-use vodpipe_core::ports::{Cacheability, ObjectStore};
+use vodpipe_control::ports::{Cacheability, ObjectStore};
 
 /// Every fail point in the order a job meets them.
 const POINTS: &[&str] = &[

@@ -8,13 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{
     Acquired, Completion, ItemKind, ItemRef, JobStore, Message, PortError, Queue, Release, Tier,
     WorkQueue,
 };
-use vodpipe_core::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
-use vodpipe_core::settings::{JobSettings, SettingsPolicy};
+use vodpipe_control::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
+use vodpipe_control::settings::{JobSettings, SettingsPolicy};
 
 /// A backend's state half: records (and through them jobs and leases) and queues.
 pub trait StateBackend: RecordStore + WorkQueue {}
@@ -40,11 +40,11 @@ fn chosen(key: &str, tier: Tier) -> JobSettings {
         default_tier: tier,
         ..SettingsPolicy::default()
     };
-    vodpipe_core::settings::fallback(
+    vodpipe_control::settings::fallback(
         key,
         &policy,
         4.0,
-        &vodpipe_core::ladder::LadderConfig::default(),
+        &vodpipe_media::ladder::LadderConfig::default(),
         None,
     )
 }
@@ -70,7 +70,7 @@ fn encoding_job(s: &dyn StateBackend, id: &str, n: u32) -> Vec<ItemRef> {
     items.into_iter().map(|(i, _)| i).collect()
 }
 
-fn lease(a: Acquired) -> vodpipe_core::ports::Lease {
+fn lease(a: Acquired) -> vodpipe_control::ports::Lease {
     match a {
         Acquired::Lease(l) => l,
         other => panic!("expected a lease, got {other:?}"),
@@ -78,7 +78,7 @@ fn lease(a: Acquired) -> vodpipe_core::ports::Lease {
 }
 
 /// The holder of `old` can neither heartbeat nor commit any more.
-fn assert_fenced_out(s: &dyn StateBackend, old: &vodpipe_core::ports::Lease, who: &str) {
+fn assert_fenced_out(s: &dyn StateBackend, old: &vodpipe_control::ports::Lease, who: &str) {
     assert!(
         matches!(
             s.heartbeat(old, Duration::from_secs(60), 1),
@@ -453,7 +453,7 @@ pub fn items_report_done_and_leased(connect: Connect<'_>) {
 pub fn a_job_keeps_the_settings_it_was_created_with(connect: Connect<'_>) {
     let s = connect();
     let mut settings = chosen("premium/film.mov", Tier::Premium);
-    settings.tier.from = vodpipe_core::settings::Origin::Metadata;
+    settings.tier.from = vodpipe_control::settings::Origin::Metadata;
     settings.segment_seconds.value = 6.0;
     let (job, created) = s
         .create_job(
@@ -623,6 +623,42 @@ pub fn an_asset_name_belongs_to_one_source(connect: Connect<'_>) {
     assert_eq!(
         s.claim_asset("shows/other", "src/x.mov").unwrap(),
         "src/x.mov"
+    );
+}
+
+/// A job whose last commit moved it to STITCHING, but whose stitch request was never sent
+/// (the worker died in between), gets it from the sweep once it is stale, and not before.
+pub fn a_job_stranded_in_stitching_is_stitched_again(connect: Connect<'_>) {
+    let s = connect();
+    let items = encoding_job(&*s, "stranded", 2);
+    for (n, i) in items.iter().enumerate() {
+        let l = lease(s.acquire(i, "w", Duration::from_secs(60)).unwrap());
+        let expected = if n == 1 {
+            Completion::Last
+        } else {
+            Completion::More
+        };
+        assert_eq!(s.commit(&l, "{}", 1.0).unwrap(), expected);
+    }
+    assert_eq!(
+        s.job("stranded").unwrap().unwrap().status,
+        JobStatus::Stitching
+    );
+    let sweep = vodpipe_control::sweep::restitch_stranded;
+    assert!(
+        sweep(&*s, &*s, 3600.0).unwrap().is_empty(),
+        "a fresh STITCHING job was stitched again"
+    );
+    assert_eq!(sweep(&*s, &*s, 0.0).unwrap(), ["stranded"]);
+    let d = s
+        .receive(&[Queue::Stitch], Duration::from_secs(30))
+        .unwrap()
+        .expect("the stitch request is on the queue");
+    assert_eq!(
+        d.message,
+        Message::Stitch {
+            job_id: "stranded".into()
+        }
     );
 }
 
@@ -895,6 +931,7 @@ macro_rules! contract_suite {
             changes_mean_what_the_lifecycle_says,
             a_transaction_is_all_or_nothing,
             records_are_found_by_prefix_and_index,
+            a_job_stranded_in_stitching_is_stitched_again,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

@@ -130,7 +130,7 @@ pub fn run(bridge: &Bridge, sdk: &SdkConfig, opts: &Options) -> Report {
         .unwrap_or(DEFAULT_MAX_WORKERS);
 
     r.findings.push(ecs_role(bridge, sdk));
-    let vcpu = vodpipe_core::cost::WorkerSize::default().vcpu;
+    let vcpu = vodpipe_control::cost::WorkerSize::default().vcpu;
     let sq = aws_sdk_servicequotas::Client::new(sdk);
     for pool in [Pool::OnDemand, Pool::Spot] {
         let value = bridge

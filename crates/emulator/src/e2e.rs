@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vodpipe_aws::config::{AwsSettings, Bridge};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ports::{JobStore, ObjectStore, Queue};
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::ports::{JobStore, ObjectStore, Queue};
 
 /// `e2e` options.
 #[derive(Debug, clap::Args)]
@@ -209,7 +209,7 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
     let cf = aws_sdk_cloudfront::Client::new(sdk);
     let origin_domain = format!("{}.s3.amazonaws.com", settings.output_bucket);
     let config = DistributionConfig::builder()
-        .caller_reference(format!("{name}-{}", vodpipe_core::process::now_secs()))
+        .caller_reference(format!("{name}-{}", vodpipe_media::process::now_secs()))
         .comment(format!("{name} outputs"))
         .enabled(true)
         .origins(
@@ -644,7 +644,7 @@ fn follow(
     started: Instant,
 ) -> Result<(
     vodpipe_aws::Aws,
-    Vec<(String, vodpipe_core::ports::JobRecord)>,
+    Vec<(String, vodpipe_control::ports::JobRecord)>,
 )> {
     // The user's one action: an upload (with metadata, as `aws s3 cp --metadata` sends it).
     let aws = vodpipe_aws::Aws::connect(w.settings.clone())?;
@@ -714,12 +714,12 @@ fn follow(
     loop {
         let running = fargate_stats.lock().map(|s| s.running).unwrap_or(0);
         let queued: u64 = [
-            Queue::Work(vodpipe_core::ports::Tier::Premium),
-            Queue::Work(vodpipe_core::ports::Tier::Standard),
-            Queue::Work(vodpipe_core::ports::Tier::Bulk),
+            Queue::Work(vodpipe_control::ports::Tier::Premium),
+            Queue::Work(vodpipe_control::ports::Tier::Standard),
+            Queue::Work(vodpipe_control::ports::Tier::Bulk),
         ]
         .into_iter()
-        .map(|q| vodpipe_core::ports::WorkQueue::depth(&aws.state, q).unwrap_or(0))
+        .map(|q| vodpipe_control::ports::WorkQueue::depth(&aws.state, q).unwrap_or(0))
         .sum();
         if running == 0 && queued == 0 {
             break;

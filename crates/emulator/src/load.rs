@@ -20,17 +20,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vodpipe_aws::config::{AwsSettings, Bridge};
 use vodpipe_aws::Aws;
-use vodpipe_core::encode::{EncodeContext, TrackOutput};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::ladder::{ladder_for, LadderConfig};
-use vodpipe_core::mp4::Fragment;
-use vodpipe_core::pipeline::{Config, JobPlan};
-use vodpipe_core::plan::{plan, PlanOptions};
-use vodpipe_core::ports::{
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::pipeline::{Config, JobPlan};
+use vodpipe_control::ports::{
     ItemKind, ItemRef, JobStore, Message, PortError, Queue, Tier, WorkQueue,
 };
-use vodpipe_core::probe::{FieldOrder, MediaInfo, Rational, VideoInfo};
-use vodpipe_core::worker::{ItemEncoder, Shutdown, Worker};
+use vodpipe_control::worker::{ItemEncoder, Shutdown, Worker};
+use vodpipe_media::encode::{EncodeContext, TrackOutput};
+use vodpipe_media::ladder::{ladder_for, LadderConfig};
+use vodpipe_media::mp4::Fragment;
+use vodpipe_media::plan::{plan, PlanOptions};
+use vodpipe_media::probe::{FieldOrder, MediaInfo, Rational, VideoInfo};
 
 /// Arguments of `load`.
 #[derive(clap::Args, Debug, Clone)]
@@ -94,17 +94,17 @@ impl ItemEncoder for StandInEncoder {
         ctx: &EncodeContext<'_>,
         item: &ItemRef,
         on_frames: &(dyn Fn(u64) + Sync),
-    ) -> vodpipe_core::Result<Vec<TrackOutput>> {
+    ) -> vodpipe_media::Result<Vec<TrackOutput>> {
         std::thread::sleep(self.delay);
         let video = ctx.media.video.as_ref().ok_or_else(|| {
-            vodpipe_core::Error::PlanMismatch("the load's plan has no video".into())
+            vodpipe_media::Error::PlanMismatch("the load's plan has no video".into())
         })?;
         let chunk = ctx
             .plan
             .chunks
             .get(item.index as usize)
             .filter(|_| item.kind == ItemKind::Video)
-            .ok_or_else(|| vodpipe_core::Error::PlanMismatch(format!("no {}", item.describe())))?;
+            .ok_or_else(|| vodpipe_media::Error::PlanMismatch(format!("no {}", item.describe())))?;
         let ticks = (video.time_base.den * video.frame_rate.den / video.frame_rate.num) as u64;
         on_frames(chunk.frames);
         Ok(ctx
@@ -184,9 +184,9 @@ fn plan_job(aws: &Aws, id: &str, doc: &str, jp: &JobPlan) -> Result<Vec<ItemRef>
     let ports = aws.ports();
     let key = format!("load/{id}.mp4");
     let uri = format!("s3://{}/{key}", aws.settings.ingest_bucket);
-    let settings = vodpipe_core::settings::fallback(
+    let settings = vodpipe_control::settings::fallback(
         &key,
-        &vodpipe_core::settings::SettingsPolicy::default(),
+        &vodpipe_control::settings::SettingsPolicy::default(),
         4.0,
         &jp.config,
         None,
@@ -198,7 +198,7 @@ fn plan_job(aws: &Aws, id: &str, doc: &str, jp: &JobPlan) -> Result<Vec<ItemRef>
     ports
         .jobs
         .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)?;
-    let items = vodpipe_core::ingest::work_items(id, jp);
+    let items = vodpipe_control::ingest::work_items(id, jp);
     ports.jobs.save_plan(
         id,
         doc,
@@ -363,7 +363,7 @@ fn template_init(dir: &Path) -> Result<PathBuf> {
     if !ok.success() {
         bail!("ffmpeg could not make the template segment");
     }
-    let split = vodpipe_core::mp4::split(&std::fs::read(&clip)?, "template")?;
+    let split = vodpipe_media::mp4::split(&std::fs::read(&clip)?, "template")?;
     let init = dir.join("init.mp4");
     std::fs::write(&init, split.init)?;
     Ok(init)
@@ -528,7 +528,8 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         let id = load_job_id(j);
         match aws.state.job_brief(&id)? {
             Some(job) if job.status == JobStatus::Published && job.done == job.total => {
-                output_minutes += vodpipe_core::cost::output_minutes(job.duration_secs, job.rungs);
+                output_minutes +=
+                    vodpipe_control::cost::output_minutes(job.duration_secs, job.rungs);
                 if job.stitch_count != 1 {
                     twice.push(id);
                 }

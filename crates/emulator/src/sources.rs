@@ -30,7 +30,7 @@ pub struct SourceCtx {
 }
 
 fn iso_now() -> String {
-    let secs = vodpipe_core::process::now_secs() as i64;
+    let secs = vodpipe_media::process::now_secs() as i64;
     DateTime::from_secs(secs)
         .fmt(DateTimeFormat::DateTime)
         .unwrap_or_default()
@@ -45,7 +45,7 @@ pub fn eventbridge_event(
 ) -> Value {
     json!({
         "version": "0",
-        "id": format!("{:x}", std::process::id() as u128 * 1_000_003 + vodpipe_core::process::now_secs() as u128),
+        "id": format!("{:x}", std::process::id() as u128 * 1_000_003 + vodpipe_media::process::now_secs() as u128),
         "detail-type": detail_type,
         "source": source,
         "account": "123456789012",

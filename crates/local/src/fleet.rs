@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use vodpipe_core::ports::{Cdn, Fleet, PortError, PortResult, Tier};
+use vodpipe_control::ports::{Cdn, Fleet, PortError, PortResult, Tier};
 
 /// Spawns worker processes; `max` caps the total alive (0: never spawn, workers are
 /// started by hand with `vodpipe worker`).

@@ -3,15 +3,15 @@
 //! Objects live in a directory ([`objects`]); jobs, items, leases and queues in one SQLite
 //! database ([`state`]); worker capacity is processes of this binary ([`fleet`]); the CDN
 //! records its invalidations in the database. [`Local`] bundles them into the core's
-//! [`Ports`](vodpipe_core::pipeline::Ports).
+//! [`Ports`](vodpipe_control::pipeline::Ports).
 
 pub mod fleet;
 pub mod objects;
 pub mod state;
 
 use std::path::{Path, PathBuf};
-use vodpipe_core::pipeline::Ports;
-use vodpipe_core::ports::PortResult;
+use vodpipe_control::pipeline::Ports;
+use vodpipe_control::ports::PortResult;
 
 /// The setting that records where published objects go, so every process agrees.
 const OUT_SETTING: &str = "object_root";
@@ -43,7 +43,7 @@ impl Local {
         let root = state.setting_or_init(OUT_SETTING, &wanted.display().to_string())?;
         if let Some(o) = out {
             if Path::new(&root) != absolute(o) {
-                return Err(vodpipe_core::ports::PortError::Conflict(format!(
+                return Err(vodpipe_control::ports::PortError::Conflict(format!(
                     "state {} publishes to {root}, not {}; use another --state for another output directory",
                     state_dir.display(),
                     o.display()

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
-use vodpipe_core::ports::{Cacheability, ObjectStore, PortError, PortResult};
+use vodpipe_control::ports::{Cacheability, ObjectStore, PortError, PortResult};
 
 /// A directory used as a bucket.
 #[derive(Debug, Clone)]
@@ -183,8 +183,8 @@ impl ObjectStore for Objects {
     fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
         // One byte past the limit, so a file too large is seen to be and refused.
         read_optional(
-            &vodpipe_core::settings::settings_key(source),
-            vodpipe_core::settings::MAX_SETTINGS_FILE_BYTES as u64 + 1,
+            &vodpipe_control::settings::settings_key(source),
+            vodpipe_control::settings::MAX_SETTINGS_FILE_BYTES as u64 + 1,
         )
     }
 

@@ -1,9 +1,9 @@
 //! Records and queues in one SQLite database: the embedded backend's [`RecordStore`] (and
-//! through it the job lifecycle, decided in `vodpipe_core::lifecycle`) and [`WorkQueue`].
+//! through it the job lifecycle, decided in `vodpipe_control::lifecycle`) and [`WorkQueue`].
 //!
 //! The file lives in the state directory, in WAL mode, and is opened by every worker
 //! process. Every conditional write is one `BEGIN IMMEDIATE` transaction that reads the
-//! record, decides the condition with the lifecycle's own [`vodpipe_core::records::Cond`]
+//! record, decides the condition with the lifecycle's own [`vodpipe_control::records::Cond`]
 //! evaluator and writes the result, so concurrent workers serialise on the write lock
 //! instead of racing. Records are JSON documents keyed like DynamoDB's (partition and sort
 //! key), with the two indexed attributes of job records in their own columns. Queues mimic SQS: a receive hides the message for a visibility
@@ -14,8 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vodpipe_core::ports::{Delivery, Message, PortError, PortResult, Queue, WorkQueue};
-use vodpipe_core::records::{Fields, Index, Key, RecordStore, Value, Write};
+use vodpipe_control::ports::{Delivery, Message, PortError, PortResult, Queue, WorkQueue};
+use vodpipe_control::records::{Fields, Index, Key, RecordStore, Value, Write};
 
 /// Seconds since the epoch (sub-second precision).
 pub fn now() -> f64 {

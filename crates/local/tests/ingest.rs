@@ -8,11 +8,11 @@ mod support;
 use support::backend;
 
 use std::path::{Path, PathBuf};
-use vodpipe_core::ingest::{ingest, Source};
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::pipeline::{Config, JobPlan};
-use vodpipe_core::ports::{JobStore, Tier};
-use vodpipe_core::settings::Origin;
+use vodpipe_control::ingest::{ingest, Source};
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::pipeline::{Config, JobPlan};
+use vodpipe_control::ports::{JobStore, Tier};
+use vodpipe_control::settings::Origin;
 use vodpipe_local::Local;
 
 fn setup(d: &Path) -> (Local, Config, Source, PathBuf) {

@@ -10,11 +10,11 @@ use support::backend;
 
 use std::path::Path;
 use std::time::Duration;
-use vodpipe_core::ingest::ingest;
-use vodpipe_core::job::JobStatus;
-use vodpipe_core::pipeline::Config;
-use vodpipe_core::ports::{JobStore, Queue, Tier, WorkQueue};
-use vodpipe_core::worker::{Shutdown, Turn, Worker};
+use vodpipe_control::ingest::ingest;
+use vodpipe_control::job::JobStatus;
+use vodpipe_control::pipeline::Config;
+use vodpipe_control::ports::{JobStore, Queue, Tier, WorkQueue};
+use vodpipe_control::worker::{Shutdown, Turn, Worker};
 use vodpipe_local::Local;
 
 #[test]
@@ -83,7 +83,7 @@ fn planned(d: &Path) -> (Local, Config) {
 
 #[test]
 fn a_stitch_request_lost_after_the_last_commit_is_asked_for_again() {
-    use vodpipe_core::ports::{Acquired, Completion, ItemKind, ItemRef};
+    use vodpipe_control::ports::{Acquired, Completion, ItemKind, ItemRef};
     let d = tempfile::tempdir().unwrap();
     let (local, cfg) = planned(d.path());
     let item = ItemRef {
@@ -120,7 +120,7 @@ fn a_stitch_request_lost_after_the_last_commit_is_asked_for_again() {
 
 #[test]
 fn a_message_for_a_held_item_waits_and_takes_the_item_over_when_its_holder_dies() {
-    use vodpipe_core::ports::{ItemKind, ItemRef, Message};
+    use vodpipe_control::ports::{ItemKind, ItemRef, Message};
     let d = tempfile::tempdir().unwrap();
     let (local, mut cfg) = planned(d.path());
     cfg.lease_ttl = Duration::from_secs(1);
@@ -178,8 +178,8 @@ fn a_message_for_a_held_item_waits_and_takes_the_item_over_when_its_holder_dies(
 /// pointers back (a check of "a newer version is published" would pass here).
 #[test]
 fn an_older_version_never_takes_the_pointers_from_a_newer_one_mid_publish() {
-    use vodpipe_core::ingest::Source;
-    use vodpipe_core::outputs::{dash_pointer, master_pointer};
+    use vodpipe_control::ingest::Source;
+    use vodpipe_control::outputs::{dash_pointer, master_pointer};
     let d = tempfile::tempdir().unwrap();
     let (older, newer) = ("00000000000000a1", "00000000000000b2");
     let (local, cfg, source) = backend(d.path(), 1, older);
@@ -211,7 +211,7 @@ fn an_older_version_never_takes_the_pointers_from_a_newer_one_mid_publish() {
     local.objects.put(&master, theirs.as_bytes()).unwrap();
     local.objects.put(&dash, theirs_mpd.as_bytes()).unwrap();
     assert_eq!(
-        vodpipe_core::stitch::stitch(local.ports(), older).unwrap(),
+        vodpipe_control::stitch::stitch(local.ports(), older).unwrap(),
         Some(JobStatus::Published)
     );
     assert_eq!(

@@ -104,22 +104,22 @@ pub fn queued_job(
     chunk_secs: f64,
     scratch: &std::path::Path,
 ) {
-    use vodpipe_core::ports::ObjectStore;
+    use vodpipe_control::ports::ObjectStore;
     aws.ingest
         .put(
             "in/clip.mp4",
             &std::fs::read(src).unwrap(),
-            vodpipe_core::ports::Cacheability::Immutable,
+            vodpipe_control::ports::Cacheability::Immutable,
         )
         .unwrap();
-    let source = vodpipe_core::ingest::Source {
+    let source = vodpipe_control::ingest::Source {
         uri: format!("s3://{}/in/clip.mp4", aws.settings.ingest_bucket),
         key: "in/clip.mp4".into(),
         job_id: job_id.into(),
         version: None,
     };
-    let mut cfg = vodpipe_core::pipeline::Config::new(scratch);
+    let mut cfg = vodpipe_control::pipeline::Config::new(scratch);
     cfg.plan.chunk_secs = chunk_secs;
-    let ing = vodpipe_core::ingest::ingest(aws.ports(), &cfg, &source, false).unwrap();
-    assert_eq!(ing.status, vodpipe_core::job::JobStatus::Encoding);
+    let ing = vodpipe_control::ingest::ingest(aws.ports(), &cfg, &source, false).unwrap();
+    assert_eq!(ing.status, vodpipe_control::job::JobStatus::Encoding);
 }

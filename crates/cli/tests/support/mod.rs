@@ -394,7 +394,7 @@ pub fn wait_for_final(
 /// `out`, and returns its status with `master` and `dash` at the local copies, ready for
 /// [`assert_published_correctly`].
 pub fn download_published(aws: &vodpipe_aws::Aws, status: &Value, out: &Path) -> Value {
-    use vodpipe_core::ports::ObjectStore;
+    use vodpipe_control::ports::ObjectStore;
     let master = status["master_key"].as_str().unwrap();
     let prefix = format!("{}/", master.rsplit_once('/').unwrap().0);
     for k in aws.objects.list(&prefix).unwrap() {

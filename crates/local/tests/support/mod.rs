@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vodpipe_core::ingest::Source;
-use vodpipe_core::pipeline::Config;
+use vodpipe_control::ingest::Source;
+use vodpipe_control::pipeline::Config;
 use vodpipe_local::fleet::ProcessFleet;
 use vodpipe_local::Local;
 

@@ -1,4 +1,4 @@
-//! The one error type of `vodpipe-core`.
+//! The one error type of `vodpipe-media` (and of the use-cases in `vodpipe-control`, which run media work).
 //!
 //! Messages are written for the person whose job failed: they say what was wrong with the
 //! input or which step broke, in words they can act on, because they end up verbatim in a

@@ -5,9 +5,9 @@
 //! job store has committed that attempt under the lease's token, so a zombie worker's late
 //! upload lands in a directory nothing references.
 
-use crate::package::SegmentRef;
 use crate::ports::{ItemKind, ItemRef};
 use serde::{Deserialize, Serialize};
+use vodpipe_media::package::SegmentRef;
 
 /// The job directory: rendition playlists and the per-job MPD live here; segment URIs in
 /// results are relative to it.

@@ -12,11 +12,8 @@
 //! A lost stitch request is asked for again by the next message that finds its job
 //! waiting to be stitched.
 
-use crate::encode::{self, EncodeContext, TrackOutput};
 use crate::job::{content_hash, JobStatus};
-use crate::mp4;
 use crate::outputs::{attempt_dir, job_dir, TrackResult};
-use crate::package::SegmentRef;
 use crate::pipeline::{Config, JobPlan, Ports};
 use crate::ports::JobRecord;
 use crate::ports::{
@@ -28,6 +25,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vodpipe_media::encode::{self, EncodeContext, TrackOutput};
+use vodpipe_media::mp4;
+use vodpipe_media::package::SegmentRef;
 
 /// A shutdown signal every long-running piece holds: set once (SIGTERM, SIGINT), seen by
 /// the receive loop and by the running ffmpeg, which is killed within milliseconds.
@@ -114,7 +114,7 @@ pub trait ItemEncoder: Send + Sync {
         ctx: &EncodeContext<'_>,
         item: &ItemRef,
         on_frames: &(dyn Fn(u64) + Sync),
-    ) -> crate::Result<Vec<TrackOutput>>;
+    ) -> vodpipe_media::Result<Vec<TrackOutput>>;
 }
 
 /// The encoder workers use: ffmpeg, one process per chunk or audio track.
@@ -126,11 +126,11 @@ impl ItemEncoder for FfmpegEncoder {
         ctx: &EncodeContext<'_>,
         item: &ItemRef,
         on_frames: &(dyn Fn(u64) + Sync),
-    ) -> crate::Result<Vec<TrackOutput>> {
+    ) -> vodpipe_media::Result<Vec<TrackOutput>> {
         match item.kind {
             ItemKind::Video => match ctx.plan.chunks.get(item.index as usize) {
                 Some(chunk) => encode::encode_chunk(ctx, chunk, on_frames),
-                None => Err(crate::Error::PlanMismatch(format!(
+                None => Err(vodpipe_media::Error::PlanMismatch(format!(
                     "no chunk {}",
                     item.index
                 ))),
@@ -568,7 +568,7 @@ impl<'a> Worker<'a> {
         lease: &Lease,
         job: &JobRecord,
         jp: &JobPlan,
-    ) -> crate::Result<Vec<TrackResult>> {
+    ) -> vodpipe_media::Result<Vec<TrackResult>> {
         let (source, asset) = (job.source.as_str(), job.asset.as_str());
         let version = job
             .settings
@@ -579,7 +579,7 @@ impl<'a> Worker<'a> {
             .ports
             .objects
             .open_source(source, version, Duration::from_secs(6 * 3600))
-            .map_err(|e| crate::Error::Tool {
+            .map_err(|e| vodpipe_media::Error::Tool {
                 step: "open source".into(),
                 detail: e.to_string(),
             })?;
@@ -642,7 +642,7 @@ impl<'a> Worker<'a> {
             let _ = std::fs::remove_dir_all(&scratch);
             let stored = encoded.and_then(|tracks| {
                 if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
-                    return Err(crate::Error::Tool {
+                    return Err(vodpipe_media::Error::Tool {
                         step: format!("store {}", item.describe()),
                         detail: "cancelled".into(),
                     });
@@ -662,7 +662,7 @@ impl<'a> Worker<'a> {
         asset: &str,
         jp: &JobPlan,
         tracks: Vec<TrackOutput>,
-    ) -> crate::Result<Vec<TrackResult>> {
+    ) -> vodpipe_media::Result<Vec<TrackResult>> {
         let dir = attempt_dir(item, attempt);
         let jd = job_dir(asset, &item.job_id);
         let first_segment = match item.kind {
@@ -708,7 +708,7 @@ impl<'a> Worker<'a> {
         self.ports
             .objects
             .put_many(&uploads, Cacheability::Immutable)
-            .map_err(|e| crate::Error::Tool {
+            .map_err(|e| vodpipe_media::Error::Tool {
                 step: format!("store {jd}/{dir}"),
                 detail: e.to_string(),
             })?;

@@ -5,13 +5,13 @@
 //! policy refuses, or that cannot be read, ends as a FAILED job with the reason.
 
 use crate::job::JobStatus;
-use crate::ladder::ladder_for;
 use crate::pipeline::{Config, JobPlan, Ports};
-use crate::plan::plan;
 use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
-use crate::probe::probe;
 use std::path::Path;
 use std::time::Duration;
+use vodpipe_media::ladder::ladder_for;
+use vodpipe_media::plan::plan;
+use vodpipe_media::probe::probe;
 
 /// Where a source is and which version of it.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub fn ingest(
                 // `queued_at` is only set once every message was sent: without it the ingest
                 // that planned the job died part-way, and its items are queued again now.
                 let recent = job.queued_at.is_some_and(|q| {
-                    crate::process::now_secs() - q < 2.0 * cfg.lease_ttl.as_secs_f64()
+                    vodpipe_media::process::now_secs() - q < 2.0 * cfg.lease_ttl.as_secs_f64()
                 });
                 if !recent {
                     requeue_unfinished(ports, &job.id, job.tier)?;
@@ -153,7 +153,7 @@ pub fn ingest(
     job_cfg.plan.segment_secs = settings.segment_seconds.value;
     job_cfg.plan.chunk_secs = job_cfg.plan.chunk_secs.max(job_cfg.plan.segment_secs);
     let prepared = match &settings.refusal {
-        Some(reason) => Err(crate::Error::Rejected(reason.clone())),
+        Some(reason) => Err(vodpipe_media::Error::Rejected(reason.clone())),
         None => prepare(
             ports,
             &job_cfg,
@@ -215,7 +215,7 @@ pub fn ingest(
         // ends the job instead of looping: after `give_up_after`, it fails with the fault.
         Err(e)
             if e.is_infrastructure()
-                && crate::process::now_secs() - job.created_at < give_up_after(cfg) =>
+                && vodpipe_media::process::now_secs() - job.created_at < give_up_after(cfg) =>
         {
             tracing::error!(job = %job.id, error = %e, "ingest could not probe; left for a retry");
             ports
@@ -228,7 +228,7 @@ pub fn ingest(
         }
         Err(e) => {
             let e = if e.is_infrastructure() {
-                crate::Error::Rejected(format!(
+                vodpipe_media::Error::Rejected(format!(
                     "the source could not be probed for {:.0} minutes: {e}",
                     give_up_after(cfg) / 60.0
                 ))
@@ -328,17 +328,16 @@ fn settings_for(
         &cfg.ladder,
         cfg.plan.segment_secs,
         &|name| {
-            ports
-                .objects
-                .profile(name)
-                .map_err(|e| crate::Error::Unavailable(format!("reading profile {name}: {e}")))
+            ports.objects.profile(name).map_err(|e| {
+                vodpipe_media::Error::Unavailable(format!("reading profile {name}: {e}"))
+            })
         },
     ) {
         Ok(s) => Ok(s),
         Err(e) if e.is_infrastructure() => Err(crate::ports::PortError::Backend(e.to_string())),
         // The upload's settings are wrong: the job is filed where it would have gone by
         // default and fails with the reason.
-        Err(crate::Error::Rejected(reason)) => Ok(refused(reason)),
+        Err(vodpipe_media::Error::Rejected(reason)) => Ok(refused(reason)),
         Err(e) => Ok(refused(e.to_string())),
     }
 }
@@ -393,26 +392,26 @@ pub fn prepare(
     cfg: &Config,
     source_uri: &str,
     version: Option<&str>,
-) -> crate::Result<JobPlan> {
+) -> vodpipe_media::Result<JobPlan> {
     let input = ports
         .objects
         .open_source(source_uri, version, Duration::from_secs(3600))
         .map_err(|e| match e {
             crate::ports::PortError::NotFound(_) => {
-                crate::Error::Rejected(format!("source cannot be opened: {e}"))
+                vodpipe_media::Error::Rejected(format!("source cannot be opened: {e}"))
             }
-            other => crate::Error::Unavailable(format!("source cannot be opened: {other}")),
+            other => vodpipe_media::Error::Unavailable(format!("source cannot be opened: {other}")),
         })?;
     prepare_local(cfg, Path::new(&input))
 }
 
 /// [`prepare`] for a file on this machine.
-pub fn prepare_local(cfg: &Config, path: &Path) -> crate::Result<JobPlan> {
+pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan> {
     let media = probe(&cfg.ffprobe, path, &cfg.policy)?;
     let video = media
         .video
         .as_ref()
-        .ok_or_else(|| crate::Error::Rejected("source has no video stream".into()))?;
+        .ok_or_else(|| vodpipe_media::Error::Rejected("source has no video stream".into()))?;
     let rungs = ladder_for(video, &cfg.ladder);
     let plan = plan(
         &video.frame_pts,

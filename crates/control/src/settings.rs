@@ -19,12 +19,12 @@
 //! value that does not parse or is out of range is a verdict on the upload: the job fails
 //! with the reason and is never retried.
 
-use crate::error::{Error, Result};
-use crate::ladder::LadderConfig;
 use crate::ports::Tier;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use vodpipe_media::error::{Error, Result};
+use vodpipe_media::ladder::LadderConfig;
 
 /// The largest settings file read, in bytes: settings are a few lines, and an upload must
 /// not make ingest read an arbitrarily large object into memory.
@@ -178,7 +178,7 @@ struct SettingsFile {
     codecs: Option<Vec<String>>,
     segment_seconds: Option<f64>,
     asset: Option<String>,
-    rungs: Option<Vec<crate::ladder::RungSpec>>,
+    rungs: Option<Vec<vodpipe_media::ladder::RungSpec>>,
     preset: Option<String>,
     crf: Option<u32>,
     audio_kbps: Option<u32>,

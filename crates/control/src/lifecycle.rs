@@ -21,9 +21,9 @@ use crate::ports::{
     Acquired, Completion, ItemKind, ItemRef, ItemState, JobRecord, JobStore, Lease, PortError,
     PortResult, Release, Tier,
 };
-use crate::process::now_secs;
 use crate::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 use std::time::Duration;
+use vodpipe_media::process::now_secs;
 
 /// The most of a document one record carries. DynamoDB refuses items over 400 KB and bills
 /// by the KB; a longer document is stored as several page records of this size.

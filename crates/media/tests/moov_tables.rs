@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vodpipe_core::moov::{frame_table, read_moov, FrameTable, RangeSource};
+use vodpipe_media::moov::{frame_table, read_moov, FrameTable, RangeSource};
 
 fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")

@@ -1,14 +1,14 @@
 //! The pipeline's shared configuration and the bundle of ports the use-cases run on.
 
-use crate::ladder::LadderConfig;
-use crate::ladder::Rung;
-use crate::plan::{Plan, PlanOptions};
-use crate::policy::InputPolicy;
 use crate::ports::{Cdn, Fleet, JobStore, ObjectStore, WorkQueue};
-use crate::probe::MediaInfo;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
+use vodpipe_media::ladder::LadderConfig;
+use vodpipe_media::ladder::Rung;
+use vodpipe_media::plan::{Plan, PlanOptions};
+use vodpipe_media::policy::InputPolicy;
+use vodpipe_media::probe::MediaInfo;
 
 /// The five ports, borrowed for one use-case call.
 #[derive(Clone, Copy)]

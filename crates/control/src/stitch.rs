@@ -13,10 +13,10 @@
 
 use crate::job::JobStatus;
 use crate::outputs::{dash_pointer, job_dir, master_pointer, TrackResult};
-use crate::package::{self, Track, TrackKind};
 use crate::pipeline::{JobPlan, Ports};
 use crate::ports::{Cacheability, ItemKind, ItemRef, JobRecord, PortError, PortResult};
 use std::collections::HashMap;
+use vodpipe_media::package::{self, Track, TrackKind};
 
 /// Stitches and publishes `job_id` if it is STITCHING; a no-op otherwise. Returns the state
 /// this call moved the job to (PUBLISHED, or FAILED for unusable results), or `None` when

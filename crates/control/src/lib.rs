@@ -1,0 +1,30 @@
+//! vodpipe's control plane: the job lifecycle and the use-cases that drive it, over ports,
+//! independent of where objects and state live. The media work they run is in
+//! `vodpipe-media`.
+//!
+//! The lifecycle is decided once, in [`lifecycle`]: every transition, lease, commit and
+//! fencing rule is a conditional write on a [`records::RecordStore`], the only thing a
+//! backend's state must provide (with a [`ports::WorkQueue`], an [`ports::ObjectStore`], a
+//! [`ports::Fleet`] and a [`ports::Cdn`]).
+//!
+//! The use-cases: [`ingest`] (a source, with the [`settings`] its upload chose, becomes a
+//! planned, queued job), [`worker`] (lease, encode, commit), [`stitch`] (manifests,
+//! pointers, publish) and [`sweep`] (what no event will ever finish: abandoned ingests,
+//! stranded jobs, and the capacity each tier needs). [`job`] is a job's identity and
+//! states; [`cost`] estimates what a job cost; [`metrics`] reports to CloudWatch.
+
+pub mod cost;
+pub mod ingest;
+pub mod job;
+pub mod lifecycle;
+pub mod metrics;
+pub mod outputs;
+pub mod pipeline;
+pub mod ports;
+pub mod records;
+pub mod settings;
+pub mod stitch;
+pub mod sweep;
+pub mod worker;
+
+pub use vodpipe_media::{Error, Result};

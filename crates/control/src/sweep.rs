@@ -1,0 +1,221 @@
+//! Sweeps: what no event will ever finish, and the capacity each tier needs.
+//!
+//! Events drive the pipeline (an upload, a message, a commit), and each handler is
+//! idempotent, so a redelivery repairs most crashes. What remains is work whose every event
+//! is spent: an ingest that died after S3's retries ran out (a job left QUEUED or PROBING),
+//! a stitch request lost with the worker that should have sent it (a job left STITCHING),
+//! and workers that never started (capacity). A periodic tick runs these sweeps: the fleet
+//! function on AWS, the `run`/`watch` loop on one machine. They live here, beside the
+//! lifecycle, so both backends repair the same way.
+//!
+//! Order matters: capacity first, since an abandoned ingest may probe for minutes; each
+//! job and each tier on its own, so one failure never stops the repair of the others.
+
+use crate::ingest::{abandoned_after, ingest, Source};
+use crate::job::JobStatus;
+use crate::pipeline::{Config, Ports};
+use crate::ports::{JobRecord, JobStore, Message, PortResult, Queue, Tier, WorkQueue};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use vodpipe_media::process::now_secs;
+
+/// How long a job may stay STITCHING before its stitch is requested again: far longer than
+/// a stitch of a feature-length job takes, so a second request is a repair, not a race (a
+/// duplicate stitch is harmless anyway: publication is conditional).
+pub const STITCH_STALE_SECS: f64 = 900.0;
+
+/// Ingests again every job left QUEUED or PROBING for longer than a probe can take: its
+/// ingest died and the event's retries are spent. `ingest` takes such a job over, by one
+/// caller only (a conditional claim), so overlapping ticks never probe one job twice.
+/// Stops when `budget` is spent (each resume may probe for minutes); the rest waits for the
+/// next tick. A job that fails to resume is logged and left; it never stops the others.
+pub fn resume_abandoned(
+    ports: Ports<'_>,
+    cfg: &Config,
+    budget: Duration,
+    source_of: impl Fn(&JobRecord) -> Source,
+) -> PortResult<Vec<String>> {
+    let started = Instant::now();
+    let cutoff = now_secs() - abandoned_after(cfg);
+    let mut resumed = Vec::new();
+    for status in [JobStatus::Queued, JobStatus::Probing] {
+        for job in ports.jobs.brief_jobs_by_status(status)? {
+            if job.created_at > cutoff {
+                continue;
+            }
+            if started.elapsed() > budget {
+                tracing::info!(job = %job.id, "the sweep's time for resuming is spent; next tick");
+                return Ok(resumed);
+            }
+            match ingest(ports, cfg, &source_of(&job), false) {
+                Ok(ing) => {
+                    tracing::warn!(job = %job.id, status = %ing.status, "resumed an abandoned ingest");
+                    resumed.push(job.id);
+                }
+                Err(e) => {
+                    tracing::error!(job = %job.id, error = %e, "could not resume an abandoned ingest; next tick")
+                }
+            }
+        }
+    }
+    Ok(resumed)
+}
+
+/// Requests the stitch again for every job STITCHING for longer than `stale_secs`: the
+/// worker whose commit moved it there died before sending the request, and the item's
+/// redelivery (which would send it too) was deleted or dead-lettered. Returns the jobs.
+pub fn restitch_stranded<J, Q>(jobs: &J, queue: &Q, stale_secs: f64) -> PortResult<Vec<String>>
+where
+    J: JobStore + ?Sized,
+    Q: WorkQueue + ?Sized,
+{
+    let cutoff = now_secs() - stale_secs;
+    let mut sent = Vec::new();
+    for job in jobs.brief_jobs_by_status(JobStatus::Stitching)? {
+        if job.stitch_started_at.unwrap_or(job.created_at) > cutoff {
+            continue;
+        }
+        let request = Message::Stitch {
+            job_id: job.id.clone(),
+        };
+        match queue.send(Queue::Stitch, &request) {
+            Ok(()) => {
+                tracing::warn!(job = %job.id, "stitch requested again for a job stranded in STITCHING");
+                sent.push(job.id);
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "could not request the stitch again")
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// One tier's reconcile.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TierCapacity {
+    /// Tier.
+    pub tier: String,
+    /// Messages visible or in flight on its queue.
+    pub depth: u64,
+    /// Workers running or starting after the reconcile (0 when capacity is managed outside
+    /// vodpipe).
+    pub workers: u32,
+    /// Why the tier could not be reconciled (throttling, a quota, an ECS error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The workers a tier needs: one per queued or in-flight message (workers exit when idle,
+/// so an empty queue costs nothing). With `dead` letters waiting the standard tier keeps
+/// one: only workers drain them, failing their jobs with the reason.
+pub fn wanted_workers(tier: Tier, depth: u64, dead: u64) -> u32 {
+    let wanted = if tier == Tier::Standard && dead > 0 {
+        depth.max(1)
+    } else {
+        depth
+    };
+    wanted.min(u64::from(u32::MAX)) as u32
+}
+
+/// Brings each tier up to [`wanted_workers`], each on its own: a tier whose depth cannot
+/// be read or whose workers cannot be started (throttled past the SDK's retries, a quota,
+/// an ECS error) is reported with its error, and the others are still reconciled.
+pub fn reconcile_tiers(
+    tiers: &[Tier],
+    dead: u64,
+    depth: impl Fn(Tier) -> PortResult<u64>,
+    ensure: impl Fn(Tier, u32) -> PortResult<u32>,
+) -> Vec<TierCapacity> {
+    let mut out = Vec::new();
+    for &tier in tiers {
+        let mut line = TierCapacity {
+            tier: tier.as_str().to_string(),
+            depth: 0,
+            workers: 0,
+            error: None,
+        };
+        let result = depth(tier).and_then(|d| {
+            line.depth = d;
+            match wanted_workers(tier, d, dead) {
+                0 => Ok(0),
+                n => ensure(tier, n),
+            }
+        });
+        match result {
+            Ok(workers) => {
+                line.workers = workers;
+                tracing::info!(%tier, depth = line.depth, dead, workers, "reconciled");
+            }
+            Err(e) => {
+                tracing::error!(%tier, depth = line.depth, error = %e, "could not reconcile the tier");
+                line.error = Some(e.to_string());
+            }
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// The work left in unfinished jobs, for a fleet that sizes itself by jobs rather than
+/// queue depth (local worker processes, which share one pool): items not yet done, at
+/// least one per job (its stitch), and the tier of the most recent such job.
+pub fn outstanding_work<J: JobStore + ?Sized>(jobs: &J) -> PortResult<Option<(Tier, u32)>> {
+    let mut work = 0u32;
+    let mut tier = None;
+    for status in [JobStatus::Encoding, JobStatus::Stitching] {
+        for j in jobs.brief_jobs_by_status(status)? {
+            work = work.saturating_add(j.total.saturating_sub(j.done).max(1));
+            tier = Some(j.tier);
+        }
+    }
+    Ok(tier.map(|t| (t, work)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::PortError;
+
+    #[test]
+    fn a_throttled_tier_is_reported_and_the_others_still_get_workers() {
+        let lines = reconcile_tiers(
+            &[Tier::Premium, Tier::Standard, Tier::Bulk],
+            0,
+            |_| Ok(3),
+            |tier, n| match tier {
+                Tier::Standard => Err(PortError::Backend(
+                    "ecs run task: ThrottlingException: Rate exceeded".into(),
+                )),
+                _ => Ok(n),
+            },
+        );
+        let by: Vec<(&str, u32, bool)> = lines
+            .iter()
+            .map(|l| (l.tier.as_str(), l.workers, l.error.is_some()))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                ("premium", 3, false),
+                ("standard", 0, true),
+                ("bulk", 3, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn dead_letters_keep_one_standard_worker_through_the_reconcile() {
+        let lines = reconcile_tiers(&[Tier::Standard, Tier::Bulk], 2, |_| Ok(0), |_, n| Ok(n));
+        assert_eq!(lines[0].workers, 1);
+        assert_eq!(lines[1].workers, 0);
+    }
+
+    #[test]
+    fn dead_letters_keep_one_standard_worker() {
+        assert_eq!(wanted_workers(Tier::Standard, 0, 2), 1);
+        assert_eq!(wanted_workers(Tier::Bulk, 0, 2), 0);
+        assert_eq!(wanted_workers(Tier::Standard, 5, 2), 5);
+        assert_eq!(wanted_workers(Tier::Standard, 0, 0), 0);
+    }
+}

@@ -1,0 +1,23 @@
+//! vodpipe's media work: everything that decides how a video becomes an HLS/DASH rendition
+//! set, with no ports and no state, so it runs the same in a worker, a Lambda function or
+//! a test.
+//!
+//! Read it in pipeline order: [`probe`] (what is this file, is it allowed; [`moov`] reads
+//! an MP4's frame table from its sample tables) → [`policy`] (what the pipeline accepts)
+//! → [`ladder`] (which renditions) → [`plan`] (frame-exact chunks) → [`encode`] (one
+//! ffmpeg per chunk, audio once per track) → [`mp4`] (segments onto one timeline) →
+//! [`package`] (HLS and DASH manifests). [`process`] runs ffmpeg and ffprobe with
+//! deadlines. The control plane (`vodpipe-control`) decides when and where each runs.
+
+pub mod encode;
+pub mod error;
+pub mod ladder;
+pub mod moov;
+pub mod mp4;
+pub mod package;
+pub mod plan;
+pub mod policy;
+pub mod probe;
+pub mod process;
+
+pub use error::{Error, Result};
