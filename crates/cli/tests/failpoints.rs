@@ -1,7 +1,8 @@
 //! Crash windows, proved: the `vodpipe` binary is crashed (a panic, the process ends) at
-//! each fail point of ingest, the worker and the stitch, on both backends; a retried
-//! ingest and a healthy worker then finish the job, which must be PUBLISHED exactly once
-//! and frame-exact. The test build of the binary has the fail points compiled in (the
+//! each fail point of ingest, the worker and the stitch, and then, in a second round, made
+//! to fail there with a backend error and carry on, on both backends; a retried ingest and
+//! a healthy worker then finish the job, which must be PUBLISHED exactly once and
+//! frame-exact. The test build of the binary has the fail points compiled in (the
 //! `failpoints` feature of `vodpipe-control`, enabled by this crate's dev-dependencies); a
 //! point that did not fire fails the test.
 //!
@@ -49,35 +50,70 @@ fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Crashes at `point` once, recovers as the deployment would (the event's retry ingests
+/// What happens at the fail point.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// The process ends there (a panic): a crash, a SIGKILL, a lost machine.
+    Crash,
+    /// The call there fails with a backend error (throttling, a network fault) and the
+    /// process carries on: the same handler must neither lose nor repeat work.
+    Error,
+}
+
+/// Faults at `point` once, recovers as the deployment would (the event's retry ingests
 /// again; another worker takes over), and returns the job's final status.
-fn crash_and_recover(env: &HashMap<String, String>, point: &str, source: &str) -> Value {
-    let crash = format!("{point}=1*panic");
+fn fault_and_recover(
+    env: &HashMap<String, String>,
+    point: &str,
+    source: &str,
+    fault: Fault,
+) -> Value {
+    let action = match fault {
+        Fault::Crash => format!("{point}=1*panic"),
+        Fault::Error => format!("{point}=1*return"),
+    };
+    let injected = format!("injected fault at {point}");
     let ingest = |fail: bool| {
         let mut c = vodpipe(env);
         c.args(["ingest", source, "--json", "--chunk-seconds", "4"]);
         if fail {
-            c.env("FAILPOINTS", &crash);
+            c.env("FAILPOINTS", &action);
         }
         c.output().unwrap()
     };
     if point.starts_with("ingest-") {
-        let crashed = ingest(true);
+        let faulted = ingest(true);
         assert!(
-            !crashed.status.success(),
-            "{point}: the fail point did not fire"
+            !faulted.status.success(),
+            "{point} ({fault:?}): the fail point did not fire"
         );
+        if fault == Fault::Error {
+            let stderr = String::from_utf8_lossy(&faulted.stderr);
+            assert!(stderr.contains(&injected), "{point}: {stderr}");
+        }
     }
     let job = json(&ingest(false));
     let job_id = job["job_id"].as_str().unwrap().to_string();
     if !point.starts_with("ingest-") {
-        let crashed = vodpipe(env)
-            .env("FAILPOINTS", &crash)
+        let faulted = vodpipe(env)
+            .env("FAILPOINTS", &action)
             .args(["worker", "--idle-exit", "3", "--lease-seconds", "2"])
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .unwrap();
-        assert!(!crashed.success(), "{point}: the fail point did not fire");
+        match fault {
+            Fault::Crash => assert!(
+                !faulted.status.success(),
+                "{point}: the fail point did not fire"
+            ),
+            // The worker logs the failed turn and carries on with the job.
+            Fault::Error => {
+                let stderr = String::from_utf8_lossy(&faulted.stderr);
+                assert!(
+                    stderr.contains(&injected),
+                    "{point}: the fail point did not fire: {stderr}"
+                );
+            }
+        }
     }
     let mut worker = vodpipe(env)
         .args(["worker", "--idle-exit", "10", "--lease-seconds", "2"])
@@ -86,13 +122,16 @@ fn crash_and_recover(env: &HashMap<String, String>, point: &str, source: &str) -
     let status = wait_for_final(env, &job_id, Duration::from_secs(120));
     let _ = worker.kill();
     let _ = worker.wait();
-    assert_eq!(status["status"], "PUBLISHED", "{point}: {status}");
-    assert_eq!(status["stitch_count"], 1, "{point}: {status}");
+    assert_eq!(
+        status["status"], "PUBLISHED",
+        "{point} ({fault:?}): {status}"
+    );
+    assert_eq!(status["stitch_count"], 1, "{point} ({fault:?}): {status}");
     status
 }
 
 #[test]
-fn a_crash_at_any_fail_point_still_publishes_once_on_the_embedded_backend() {
+fn a_crash_or_an_error_at_any_fail_point_still_publishes_once_on_the_embedded_backend() {
     let d = tempfile::tempdir().unwrap();
     let clip = d.path().join("clip.mp4");
     make_clip(&clip, "320x180", "25", 6, None, FAST_H264);
@@ -100,18 +139,20 @@ fn a_crash_at_any_fail_point_still_publishes_once_on_the_embedded_backend() {
         "VODPIPE_STATE".to_string(),
         d.path().join("state").display().to_string(),
     )]);
-    for point in POINTS {
-        let src = d.path().join(format!("{point}.mp4"));
-        std::fs::copy(&clip, &src).unwrap();
-        let status = crash_and_recover(&env, point, src.to_str().unwrap());
-        let scratch = d.path().join(format!("check-{point}"));
-        std::fs::create_dir_all(&scratch).unwrap();
-        assert_published_correctly(&status, &src, &scratch);
+    for fault in [Fault::Crash, Fault::Error] {
+        for point in POINTS {
+            let src = d.path().join(format!("{point}-{fault:?}.mp4"));
+            std::fs::copy(&clip, &src).unwrap();
+            let status = fault_and_recover(&env, point, src.to_str().unwrap(), fault);
+            let scratch = d.path().join(format!("check-{point}-{fault:?}"));
+            std::fs::create_dir_all(&scratch).unwrap();
+            assert_published_correctly(&status, &src, &scratch);
+        }
     }
 }
 
 #[test]
-fn a_crash_at_any_fail_point_still_publishes_once_on_the_aws_backend() {
+fn a_crash_or_an_error_at_any_fail_point_still_publishes_once_on_the_aws_backend() {
     emulator::start();
     let d = tempfile::tempdir().unwrap();
     let clip = d.path().join("clip.mp4");
@@ -121,15 +162,17 @@ fn a_crash_at_any_fail_point_still_publishes_once_on_the_aws_backend() {
     let settings = emulator::settings(&name);
     let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
     let bytes = std::fs::read(&clip).unwrap();
-    for point in POINTS {
-        let key = format!("fp/{point}.mp4");
-        aws.ingest
-            .put(&key, &bytes, Cacheability::Immutable)
-            .unwrap();
-        let uri = format!("s3://{}/{key}", settings.ingest_bucket);
-        let status = crash_and_recover(&env, point, &uri);
-        let out = d.path().join(format!("download-{point}"));
-        let local = download_published(&aws, &status, &out);
-        assert_published_correctly(&local, &clip, &out);
+    for fault in [Fault::Crash, Fault::Error] {
+        for point in POINTS {
+            let key = format!("fp/{point}-{fault:?}.mp4");
+            aws.ingest
+                .put(&key, &bytes, Cacheability::Immutable)
+                .unwrap();
+            let uri = format!("s3://{}/{key}", settings.ingest_bucket);
+            let status = fault_and_recover(&env, point, &uri, fault);
+            let out = d.path().join(format!("download-{point}-{fault:?}"));
+            let local = download_published(&aws, &status, &out);
+            assert_published_correctly(&local, &clip, &out);
+        }
     }
 }

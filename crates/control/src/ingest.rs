@@ -73,7 +73,9 @@ pub fn ingest(
         settings.tier.value,
         &settings,
     )?;
-    fail::fail_point!("ingest-after-create");
+    fail::fail_point!("ingest-after-create", |_| Err(crate::ports::injected(
+        "ingest-after-create"
+    )));
     if !created
         && retry_failed
         && job.status == JobStatus::Failed
@@ -181,7 +183,9 @@ pub fn ingest(
                 jp.rungs.len() as u32,
                 &items,
             )? {
-                fail::fail_point!("ingest-after-plan");
+                fail::fail_point!("ingest-after-plan", |_| Err(crate::ports::injected(
+                    "ingest-after-plan"
+                )));
                 // Audio first: a track takes as long as several chunks, so start it early.
                 let mut order: Vec<&ItemRef> = items.iter().map(|(i, _)| i).collect();
                 order.sort_by_key(|i| i.kind == ItemKind::Video);
@@ -190,7 +194,9 @@ pub fn ingest(
                         .queue
                         .send(Queue::Work(tier), &Message::Item(item.clone()))?;
                     if n == 0 {
-                        fail::fail_point!("ingest-mid-send");
+                        fail::fail_point!("ingest-mid-send", |_| Err(crate::ports::injected(
+                            "ingest-mid-send"
+                        )));
                     }
                 }
                 ports.jobs.all_queued(&job.id)?;

@@ -1,9 +1,11 @@
 //! The ports: the few capabilities the pipeline needs from the outside world, named for
 //! what the pipeline does with them, not for AWS or SQLite.
 //!
-//! Every backend implements all five ([`ObjectStore`], [`JobStore`], [`WorkQueue`],
-//! [`Fleet`], [`Cdn`]) and one contract test suite runs against each implementation, so a
-//! use-case proven on the embedded backend behaves the same on AWS. The traits are
+//! Every backend implements five ([`ObjectStore`], [`crate::records::RecordStore`],
+//! [`WorkQueue`], [`Fleet`], [`Cdn`]) and one contract test suite runs against each
+//! implementation, so a use-case proven on the embedded backend behaves the same on AWS.
+//! The use-cases see jobs through [`JobStore`], which [`crate::lifecycle`] implements once
+//! for every record store: no backend decides a rule of the job's life. The traits are
 //! synchronous: the worker's real work is a blocking ffmpeg process, and async adapters
 //! bridge with their runtime's `block_on`.
 
@@ -24,6 +26,13 @@ pub enum PortError {
     /// The backend failed (I/O, network, throttling past retries). Retry later.
     #[error("backend: {0}")]
     Backend(String),
+}
+
+/// The error a fail point returns when a test injects a fault there (`FAILPOINTS=point=return`)
+/// instead of a crash (`…=panic`): what a throttled or failing backend call at that step
+/// would return. Fail points exist only in builds with the `failpoints` feature.
+pub fn injected(point: &str) -> PortError {
+    PortError::Backend(format!("injected fault at {point}"))
 }
 
 /// Result alias for port calls.
@@ -337,7 +346,7 @@ pub struct JobRecord {
 }
 
 /// A lease on one item: who may work it, until when, under which fencing token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
     /// The item.
     pub item: ItemRef,
@@ -349,6 +358,9 @@ pub struct Lease {
     pub failures: u32,
     /// Interrupted attempts so far (for escalation).
     pub interruptions: u32,
+    /// The job as the acquisition read it (brief: no sums over items), so the worker need
+    /// not read it again: one store call fewer per item.
+    pub job: Option<JobRecord>,
 }
 
 impl Lease {
@@ -465,7 +477,7 @@ pub trait JobStore: Send + Sync {
 }
 
 /// The outcome of asking for a lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Acquired {
     /// Ours until the lease expires or is lost.
     Lease(Lease),

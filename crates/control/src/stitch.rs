@@ -65,7 +65,9 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
         package::mpd(&tracks, "").as_bytes(),
         Cacheability::Immutable,
     )?;
-    fail::fail_point!("stitch-after-playlists");
+    fail::fail_point!("stitch-after-playlists", |_| Err(crate::ports::injected(
+        "stitch-after-playlists"
+    )));
     // A newer version of this source already holds the pointers: publish this one at its
     // own directory and leave them alone.
     let versions = ports.jobs.jobs_by_source(&job.source)?;
@@ -99,11 +101,15 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
         }
         return Ok(None);
     }
-    fail::fail_point!("stitch-after-pointers");
+    fail::fail_point!("stitch-after-pointers", |_| Err(crate::ports::injected(
+        "stitch-after-pointers"
+    )));
     if !ports.jobs.publish(job_id, &master, &dash)? {
         return Ok(None);
     }
-    fail::fail_point!("stitch-after-publish");
+    fail::fail_point!("stitch-after-publish", |_| Err(crate::ports::injected(
+        "stitch-after-publish"
+    )));
     tracing::info!(job = %job_id, %master, "published");
     publish_metrics(ports, job_id);
     if let Err(e) = ports

@@ -8,6 +8,11 @@
 //! function on AWS, the `run`/`watch` loop on one machine. They live here, beside the
 //! lifecycle, so both backends repair the same way.
 //!
+//! No sweep looks for a job left ENCODING with every item done: the last commit moves the
+//! job to STITCHING in the same transaction as the item (the contract suite's
+//! `last_item_done_fires_exactly_once`), so that state cannot be reached, and a sweep over
+//! every encoding job would cost a read per job per tick at volume.
+//!
 //! Order matters: capacity first, since an abandoned ingest may probe for minutes; each
 //! job and each tier on its own, so one failure never stops the repair of the others.
 

@@ -409,7 +409,9 @@ impl<'a> Worker<'a> {
             .acquire(item, &self.owner, self.cfg.lease_ttl)?
         {
             Acquired::Lease(l) => {
-                fail::fail_point!("worker-after-lease");
+                fail::fail_point!("worker-after-lease", |_| Err(crate::ports::injected(
+                    "worker-after-lease"
+                )));
                 l
             }
             Acquired::Finished => {
@@ -441,10 +443,12 @@ impl<'a> Worker<'a> {
             }
         };
         let started = Instant::now();
-        let prepared = self
-            .ports
-            .jobs
-            .job_brief(&item.job_id)
+        // The job as the lease read it; a store that did not say reads it now.
+        let job = match lease.job.clone() {
+            Some(j) => Ok(Some(j)),
+            None => self.ports.jobs.job_brief(&item.job_id),
+        };
+        let prepared = job
             .and_then(|j| j.ok_or_else(|| PortError::NotFound(item.job_id.clone())))
             .and_then(|j| Ok((self.plan(&j)?, j)))
             .map(|(p, j)| (j, p));
@@ -474,9 +478,13 @@ impl<'a> Worker<'a> {
                     ],
                     &[],
                 );
-                fail::fail_point!("worker-before-commit");
+                fail::fail_point!("worker-before-commit", |_| Err(crate::ports::injected(
+                    "worker-before-commit"
+                )));
                 let committed = self.ports.jobs.commit(&lease, &doc, secs);
-                fail::fail_point!("worker-after-commit");
+                fail::fail_point!("worker-after-commit", |_| Err(crate::ports::injected(
+                    "worker-after-commit"
+                )));
                 match committed {
                     Ok(Completion::Last) => {
                         tracing::info!(job = %item.job_id, "last item committed; requesting stitch");
