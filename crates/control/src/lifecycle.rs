@@ -603,7 +603,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             attempt: get_u(&r, "attempts") as u32,
             failures: get_u(&r, "failures") as u32,
             interruptions: get_u(&r, "interruptions") as u32,
-            job: Some(job_record(&job, item.job_id.clone(), &[])),
+            job: Some(Box::new(job_record(&job, item.job_id.clone(), &[]))),
         }))
     }
 

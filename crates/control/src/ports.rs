@@ -360,7 +360,7 @@ pub struct Lease {
     pub interruptions: u32,
     /// The job as the acquisition read it (brief: no sums over items), so the worker need
     /// not read it again: one store call fewer per item.
-    pub job: Option<JobRecord>,
+    pub job: Option<Box<JobRecord>>,
 }
 
 impl Lease {

@@ -445,7 +445,7 @@ impl<'a> Worker<'a> {
         let started = Instant::now();
         // The job as the lease read it; a store that did not say reads it now.
         let job = match lease.job.clone() {
-            Some(j) => Ok(Some(j)),
+            Some(j) => Ok(Some(*j)),
             None => self.ports.jobs.job_brief(&item.job_id),
         };
         let prepared = job
