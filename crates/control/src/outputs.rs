@@ -42,7 +42,8 @@ pub struct TrackResult {
     pub codec: String,
     /// Ticks per second.
     pub timescale: u32,
-    /// Init segment key, relative to the job directory.
+    /// Init segment key, relative to the job directory; empty for a video chunk other than
+    /// the first, which shares the first chunk's init segment.
     pub init_uri: String,
     /// Hash of the sample description: chunks may share one init only if these agree.
     pub stsd_hash: String,

@@ -289,6 +289,13 @@ fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<V
                 .iter()
                 .find(|r| r.name == t.name)
                 .ok_or_else(|| format!("unknown rung {}", t.name))?;
+            if !by_rung.contains_key(&t.name) && t.init_uri.is_empty() {
+                return Err(format!(
+                    "{} of rung {} comes first but stored no init segment",
+                    item.describe(),
+                    t.name
+                ));
+            }
             let entry = by_rung.entry(t.name.clone()).or_insert_with(|| Track {
                 id: t.name.clone(),
                 kind: TrackKind::Video {

@@ -689,8 +689,16 @@ impl<'a> Worker<'a> {
                 ItemKind::Video => format!("{dir}/{}", t.name),
                 ItemKind::Audio => dir.clone(),
             };
-            let init_uri = format!("{tdir}/init.mp4");
-            uploads.push((format!("{jd}/{init_uri}"), &t.init));
+            // Every chunk of a rung shares chunk 0's init segment (the stitch checks that
+            // their sample descriptions agree, from the hash below), so only chunk 0 and the
+            // audio tracks store one: a PUT per rung per chunk saved.
+            let init_uri = if item.kind == ItemKind::Video && item.index > 0 {
+                String::new()
+            } else {
+                let uri = format!("{tdir}/init.mp4");
+                uploads.push((format!("{jd}/{uri}"), &t.init));
+                uri
+            };
             let mut segments = Vec::with_capacity(t.segments.len());
             for (i, s) in t.segments.iter().enumerate() {
                 let uri = format!("{tdir}/{:05}.m4s", first_segment as usize + i);
