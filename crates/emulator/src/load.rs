@@ -58,6 +58,11 @@ pub struct LoadArgs {
     /// after about 1.5 times this).
     #[arg(long, default_value_t = 6)]
     pub lease_seconds: u64,
+    /// Most jobs planned and not yet finished at once (0: no bound). Uploads arrive over
+    /// time, not in one second, and a bounded backlog keeps the emulator's queues short:
+    /// moto scans a queue's every message on each receive.
+    #[arg(long, default_value_t = 50)]
+    pub in_flight: u32,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
@@ -415,10 +420,11 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         }
     };
     say(format!(
-        "load: {} jobs × {} items ({} rungs), {} workers, a kill every {} s, {:.0} % duplicates",
+        "load: {} jobs × {} items ({} rungs), at most {} in flight, {} workers, a kill every {} s, {:.0} % duplicates",
         a.jobs,
         a.items,
         jp.rungs.len(),
+        a.in_flight,
         a.workers,
         a.kill_every,
         a.duplicates * 100.0
@@ -448,11 +454,20 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     let next = std::sync::atomic::AtomicU32::new(0);
     let dup_count = std::sync::atomic::AtomicU32::new(0);
     let planners_done = std::sync::atomic::AtomicU32::new(0);
+    // Jobs finished (published or failed), as the main thread last counted them.
+    let finished = std::sync::atomic::AtomicU64::new(0);
     let planned: Result<()> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..PLANNERS)
             .map(|p| {
-                let (aws, doc, jp, next, dup_count, planners_done) =
-                    (&aws, &doc, &jp, &next, &dup_count, &planners_done);
+                let (aws, doc, jp, next, dup_count, planners_done, finished) = (
+                    &aws,
+                    &doc,
+                    &jp,
+                    &next,
+                    &dup_count,
+                    &planners_done,
+                    &finished,
+                );
                 scope.spawn(move || -> Result<()> {
                     let mut dice = Dice(0x2545_f491_4f6c_dd1d ^ ((u64::from(p) + 1) * 0x9e37));
                     let result = (|| -> Result<()> {
@@ -460,6 +475,13 @@ pub fn run(a: LoadArgs) -> Result<i32> {
                             let j = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             if j >= a.jobs {
                                 return Ok(());
+                            }
+                            while a.in_flight > 0
+                                && u64::from(j)
+                                    >= finished.load(std::sync::atomic::Ordering::SeqCst)
+                                        + u64::from(a.in_flight)
+                            {
+                                std::thread::sleep(Duration::from_millis(200));
                             }
                             for item in plan_job(aws, &load_job_id(j), doc, jp)? {
                                 if dice.chance(a.duplicates) {
@@ -475,8 +497,16 @@ pub fn run(a: LoadArgs) -> Result<i32> {
                 })
             })
             .collect();
+        let mut last_count = Instant::now();
         while planners_done.load(std::sync::atomic::Ordering::SeqCst) < PLANNERS {
             chaos(&mut workers, &mut dice, &mut kills)?;
+            if a.in_flight > 0 && last_count.elapsed() >= Duration::from_secs(1) {
+                last_count = Instant::now();
+                let done = count_in(&aws, &db, JobStatus::Published)?
+                    + count_in(&aws, &db, JobStatus::Failed)?;
+                polls += 2;
+                finished.store(done, std::sync::atomic::Ordering::SeqCst);
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
         for h in handles {
@@ -574,6 +604,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     let report = serde_json::json!({
         "jobs": a.jobs,
         "items": a.jobs * a.items,
+        "in_flight": a.in_flight,
         "workers": a.workers,
         "kills": kills,
         "duplicates": duplicates,
