@@ -36,6 +36,7 @@ fn chunk_joins_are_frame_exact_at_29_97_with_open_gops_and_b_frames() {
         "want ≥4 chunks + audio: {job}"
     );
     let renditions = assert_published_correctly(job, &src, d.path());
+    assert_trick_play(Path::new(job["master"].as_str().unwrap()), d.path());
     // The top rung is at source size: every frame must be the source's frame.
     assert_psnr_at_least(&renditions[0], &src, 30.0);
     assert_psnr_at_least(&renditions[1], &src, 25.0);

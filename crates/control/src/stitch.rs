@@ -48,13 +48,23 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
         }
     };
     let jd = job_dir(&job.asset, job_id);
+    // Each rendition's playlist, and for each video rung its I-frame playlist (trick
+    // play: byte ranges into the same segments), in one batch.
+    let mut playlists: Vec<(String, String)> = Vec::new();
     for t in &tracks {
-        ports.objects.put(
-            &format!("{jd}/{}", package::media_playlist_name(t)),
-            package::media_playlist(t).as_bytes(),
-            Cacheability::Immutable,
-        )?;
+        playlists.push((
+            format!("{jd}/{}", package::media_playlist_name(t)),
+            package::media_playlist(t),
+        ));
+        if let Some(p) = package::iframe_playlist(t) {
+            playlists.push((format!("{jd}/{}", package::iframe_playlist_name(t)), p));
+        }
     }
+    let batch: Vec<(String, &[u8])> = playlists
+        .iter()
+        .map(|(k, p)| (k.clone(), p.as_bytes()))
+        .collect();
+    ports.objects.put_many(&batch, Cacheability::Immutable)?;
     ports.objects.put(
         &format!("{jd}/master.m3u8"),
         package::master_playlist(&tracks, "").as_bytes(),

@@ -709,6 +709,10 @@ impl<'a> Worker<'a> {
                     start,
                     duration: s.duration,
                     bytes: s.bytes.len() as u64,
+                    key_frame_bytes: match item.kind {
+                        ItemKind::Video => s.key_frame_end,
+                        ItemKind::Audio => None,
+                    },
                 });
             }
             results.push(TrackResult {

@@ -128,6 +128,7 @@ impl ItemEncoder for StandInEncoder {
                         duration: s.frames * ticks,
                         first_cts_offset: 0,
                         starts_with_sync: true,
+                        key_frame_end: Some(1024),
                     })
                     .collect(),
                 timescale: video.time_base.den as u32,

@@ -34,6 +34,10 @@ pub struct Fragment {
     pub first_cts_offset: i64,
     /// Whether the first sample is a sync sample (keyframe).
     pub starts_with_sync: bool,
+    /// Where the first sample's data ends, from the start of the fragment, when it is a
+    /// keyframe: the bytes `0..key_frame_end` (`moof`, the `mdat` header and the keyframe)
+    /// are what an HLS I-frame playlist points a player at for trick play.
+    pub key_frame_end: Option<u64>,
 }
 
 /// A box header located in a buffer.
@@ -175,6 +179,8 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
     let mut first_cts_offset = 0i64;
     let mut starts_with_sync = false;
     let mut default_flags = 0u32;
+    let mut default_size = None;
+    let mut first_sample_data: Option<(i64, u32)> = None;
     let mut first_trun = true;
     for b in boxes(d, traf.body(), ctx)? {
         let body = b.body();
@@ -194,6 +200,7 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
                     at += 4;
                 }
                 if flags & 0x10 != 0 {
+                    default_size = be_u32(d, at);
                     at += 4;
                 }
                 if flags & 0x20 != 0 {
@@ -213,7 +220,11 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
             b"trun" => {
                 let count = be_u32(d, body.start + 4).ok_or_else(|| err(ctx, "short trun"))?;
                 let mut at = body.start + 8;
+                // The data offset counts from the moof (default-base-is-moof, which is
+                // how vodpipe's fragments are written).
+                let mut data_offset = None;
                 if flags & 0x1 != 0 {
+                    data_offset = be_u32(d, at).map(|o| i64::from(o as i32));
                     at += 4;
                 }
                 let mut first_flags = None;
@@ -232,8 +243,13 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
                         dur = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
                         at += 4;
                     }
+                    let mut size = default_size;
                     if flags & 0x200 != 0 {
+                        size = be_u32(d, at);
                         at += 4;
+                    }
+                    if first_trun && i == 0 {
+                        first_sample_data = data_offset.zip(size);
                     }
                     if flags & 0x400 != 0 {
                         sflags = be_u32(d, at).ok_or_else(|| err(ctx, "short trun"))?;
@@ -269,6 +285,10 @@ fn read_fragment(d: &[u8], trex_duration: u32, ctx: &str) -> Result<Fragment> {
         duration,
         first_cts_offset,
         starts_with_sync,
+        key_frame_end: first_sample_data
+            .filter(|_| starts_with_sync)
+            .and_then(|(offset, size)| u64::try_from(offset + i64::from(size)).ok())
+            .filter(|&end| end <= d.len() as u64),
     })
 }
 

@@ -8,8 +8,8 @@
 //! segment sizes, not copied from the ladder.
 
 use m3u8_rs::{
-    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
-    MediaSegment, Resolution, VariantStream,
+    AlternativeMedia, AlternativeMediaType, ByteRange, Map, MasterPlaylist, MediaPlaylist,
+    MediaPlaylistType, MediaSegment, Resolution, VariantStream,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -25,6 +25,11 @@ pub struct SegmentRef {
     pub duration: u64,
     /// Size in bytes.
     pub bytes: u64,
+    /// How many bytes from the segment's start hold its keyframe (`moof`, `mdat` header,
+    /// first sample): the byte range an I-frame playlist lists. None for audio, and for
+    /// segments stored before trick play existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_frame_bytes: Option<u64>,
 }
 
 /// What kind of rendition a track is.
@@ -106,6 +111,79 @@ fn bits_per_second(bytes: u64, ticks: u64, timescale: u32) -> u64 {
 /// directory as `<id>.m3u8`.
 pub fn media_playlist_name(track: &Track) -> String {
     format!("{}.m3u8", track.id)
+}
+
+/// Where a video track's I-frame playlist is named.
+pub fn iframe_playlist_name(track: &Track) -> String {
+    format!("{}_iframes.m3u8", track.id)
+}
+
+/// Whether the track can be listed for trick play: a video track whose every segment
+/// knows its keyframe's byte range.
+pub fn has_iframes(track: &Track) -> bool {
+    matches!(track.kind, TrackKind::Video { .. })
+        && !track.segments.is_empty()
+        && track.segments.iter().all(|s| s.key_frame_bytes.is_some())
+}
+
+/// The I-frame playlist of a video track (`EXT-X-I-FRAMES-ONLY`): each segment's keyframe
+/// as a byte range of the segment itself, so trick play (scrubbing previews, fast
+/// forward) costs no extra encode and no extra object. Every segment starts with an IDR
+/// and holds no other, so each keyframe stands for its whole segment. None when the track
+/// cannot be listed ([`has_iframes`]).
+pub fn iframe_playlist(track: &Track) -> Option<String> {
+    if !has_iframes(track) {
+        return None;
+    }
+    m3u8_rs::WRITE_OPT_FLOAT_PRECISION.store(6, std::sync::atomic::Ordering::Relaxed);
+    let target = track
+        .segments
+        .iter()
+        .map(|s| track.secs(s.duration))
+        .fold(0.0, f64::max)
+        .round()
+        .max(1.0) as u64;
+    let segments = track
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| MediaSegment {
+            uri: s.uri.clone(),
+            duration: track.secs(s.duration) as f32,
+            byte_range: s.key_frame_bytes.map(|length| ByteRange {
+                length,
+                offset: Some(0),
+            }),
+            map: (i == 0).then(|| Map {
+                uri: track.init_uri.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let pl = MediaPlaylist {
+        version: Some(7),
+        target_duration: target,
+        media_sequence: 0,
+        segments,
+        end_list: true,
+        playlist_type: Some(MediaPlaylistType::Vod),
+        i_frames_only: true,
+        independent_segments: true,
+        ..Default::default()
+    };
+    Some(write_playlist(|w| pl.write_to(w)))
+}
+
+/// The I-frame stream's peak bitrate: the largest keyframe over its segment's duration.
+fn iframe_peak_bps(track: &Track) -> u64 {
+    track
+        .segments
+        .iter()
+        .filter(|s| s.duration > 0)
+        .map(|s| bits_per_second(s.key_frame_bytes.unwrap_or(0), s.duration, track.timescale))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The media playlist of one track.
@@ -210,6 +288,22 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
             }),
             TrackKind::Audio { .. } => None,
         })
+        .chain(tracks.iter().filter(|t| has_iframes(t)).filter_map(|t| {
+            let TrackKind::Video { width, height, .. } = t.kind else {
+                return None;
+            };
+            Some(VariantStream {
+                is_i_frame: true,
+                uri: format!("{prefix}{}", iframe_playlist_name(t)),
+                bandwidth: iframe_peak_bps(t),
+                codecs: Some(t.codec.clone()),
+                resolution: Some(Resolution {
+                    width: u64::from(width),
+                    height: u64::from(height),
+                }),
+                ..Default::default()
+            })
+        }))
         .collect();
     let pl = MasterPlaylist {
         version: Some(7),
@@ -361,12 +455,14 @@ mod tests {
                     start: 2002,
                     duration: 120120,
                     bytes: 500_500,
+                    key_frame_bytes: Some(40_040),
                 },
                 SegmentRef {
                     uri: "c00001.1/360p/00001.m4s".into(),
                     start: 122122,
                     duration: 60060,
                     bytes: 100_000,
+                    key_frame_bytes: Some(30_000),
                 },
             ],
         }
@@ -387,6 +483,7 @@ mod tests {
                 start: 0,
                 duration: 288000,
                 bytes: 96000,
+                key_frame_bytes: None,
             }],
         }
     }
@@ -419,6 +516,33 @@ mod tests {
         assert!(p.contains("#EXT-X-TARGETDURATION:4"), "{p}");
         assert!(p.contains("#EXTINF:4.004000,"), "{p}");
         assert!(p.trim_end().ends_with("#EXT-X-ENDLIST"), "{p}");
+    }
+
+    #[test]
+    fn iframe_playlists_list_each_keyframe_as_a_byte_range_of_its_segment() {
+        let p = iframe_playlist(&video()).expect("a video track with keyframes");
+        assert!(p.contains("#EXT-X-I-FRAMES-ONLY"), "{p}");
+        assert_eq!(p.matches("#EXT-X-MAP").count(), 1, "{p}");
+        assert!(
+            p.contains("#EXT-X-BYTERANGE:40040@0\n#EXTINF:4.004000,\nc00000.1/360p/00000.m4s"),
+            "{p}"
+        );
+        assert!(
+            p.contains("#EXT-X-BYTERANGE:30000@0\n#EXTINF:2.002000,\nc00001.1/360p/00001.m4s"),
+            "{p}"
+        );
+        assert!(iframe_playlist(&audio()).is_none());
+        let m = master_playlist(&[video(), audio()], "job/");
+        // 30 000 bytes over 2.002 s (119 881 b/s, rounded up) is the peak; 40 040 over
+        // 4.004 s is 80 000.
+        assert!(
+            m.contains(r#"#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=119881,CODECS="avc1.64001E",RESOLUTION=640x360,URI="job/360p_iframes.m3u8""#),
+            "{m}"
+        );
+        let mut old = video();
+        old.segments[1].key_frame_bytes = None;
+        assert!(iframe_playlist(&old).is_none());
+        assert!(!master_playlist(&[old], "").contains("I-FRAME"));
     }
 
     #[test]

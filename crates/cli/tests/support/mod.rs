@@ -274,6 +274,72 @@ pub fn assert_psnr_at_least(rendition: &Path, source: &Path, min_db: f64) {
     );
 }
 
+/// Checks trick play: the master lists an I-frame playlist for every video variant, each
+/// lists one byte range per segment of its rendition, and each range (after the init
+/// segment) decodes to exactly one frame, a keyframe, at its segment's start: what a player
+/// scrubbing with `#EXT-X-I-FRAME-STREAM-INF` fetches.
+pub fn assert_trick_play(master: &Path, scratch: &Path) {
+    let dir = master.parent().unwrap();
+    let text = std::fs::read_to_string(master).unwrap();
+    let (video, _) = master_entries(master);
+    let iframe_uris: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-I-FRAME-STREAM-INF:"))
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        iframe_uris.len(),
+        video.len(),
+        "one I-frame playlist per variant: {text}"
+    );
+    for (n, uri) in iframe_uris.iter().enumerate() {
+        let pl = dir.join(uri);
+        let body = std::fs::read_to_string(&pl).unwrap();
+        assert!(body.contains("#EXT-X-I-FRAMES-ONLY"), "{body}");
+        let pl_dir = pl.parent().unwrap();
+        let init_uri = body
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+            .and_then(|r| r.split('"').next())
+            .unwrap();
+        let init = std::fs::read(pl_dir.join(init_uri)).unwrap();
+        let mut length = None;
+        let mut entries = 0;
+        for line in body.lines() {
+            if let Some(r) = line.strip_prefix("#EXT-X-BYTERANGE:") {
+                let (len, offset) = r.split_once('@').unwrap();
+                assert_eq!(offset, "0", "{body}");
+                length = Some(len.parse::<usize>().unwrap());
+            } else if !line.starts_with('#') && !line.trim().is_empty() {
+                let segment = std::fs::read(pl_dir.join(line.trim())).unwrap();
+                let len = length.take().expect("a byte range before each segment");
+                assert!(
+                    len < segment.len(),
+                    "the range is the whole segment: {line}"
+                );
+                let mut bytes = init.clone();
+                bytes.extend_from_slice(&segment[..len]);
+                let file = scratch.join(format!("iframe{n}-{entries}.mp4"));
+                std::fs::write(&file, bytes).unwrap();
+                let frames = ffprobe_json(
+                    &["-show_frames", "-show_entries", "frame=key_frame,pict_type"],
+                    &file,
+                );
+                let frames = frames["frames"].as_array().cloned().unwrap_or_default();
+                assert_eq!(frames.len(), 1, "{line}: {frames:?}");
+                assert_eq!(frames[0]["key_frame"], 1, "{line}: {frames:?}");
+                entries += 1;
+            }
+        }
+        let segments = std::fs::read_to_string(&video[n])
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .count();
+        assert_eq!(entries, segments, "{uri}: an I-frame per segment");
+    }
+}
+
 /// Checks a published job: every video rung has exactly the source's frame count and one
 /// continuous timeline; audio renditions decode with a continuous timeline. Returns the
 /// reassembled renditions (video first).
