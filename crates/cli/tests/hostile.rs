@@ -211,24 +211,6 @@ fn a_huge_still_image_fails_with_a_reason() {
     assert_rejected(d.path(), &mov, "9000x9000");
 }
 
-#[test]
-fn an_audio_only_file_fails_clearly() {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("song.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440",
-        "-t",
-        "2",
-        "-c:a",
-        "aac",
-        p.to_str().unwrap(),
-    ]);
-    assert_rejected(d.path(), &p, "no video stream");
-}
-
 /// Makes `path` a FIFO; the returned closure says whether anyone opened it for reading.
 #[cfg(unix)]
 fn fifo_canary(path: &Path) -> impl Fn() -> bool {

@@ -44,9 +44,11 @@ pub fn compute_cost(tier: Tier, secs: f64, size: WorkerSize) -> f64 {
     secs.max(0.0) / 3600.0 * hourly * factor
 }
 
-/// Output minutes: minutes of source times video renditions (what managed services bill).
+/// Output minutes: minutes of source times video renditions (what managed services bill),
+/// or the minutes of an audio-only source.
 pub fn output_minutes(duration_secs: f64, rungs: u32) -> f64 {
-    duration_secs / 60.0 * f64::from(rungs)
+    // An audio-only job (no rung) publishes one output: its audio.
+    duration_secs / 60.0 * f64::from(rungs.max(1))
 }
 
 #[cfg(test)]
@@ -71,5 +73,6 @@ mod tests {
     #[test]
     fn output_minutes_count_every_rendition() {
         assert_eq!(output_minutes(120.0, 5), 10.0);
+        assert_eq!(output_minutes(120.0, 0), 2.0);
     }
 }

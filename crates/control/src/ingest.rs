@@ -167,7 +167,12 @@ pub fn ingest(
     match prepared {
         Ok(mut jp) => {
             let items = work_items(&job.id, &jp);
-            let duration = jp.media.video.as_ref().map_or(0.0, |v| v.duration_secs());
+            // An audio-only source lasts as long as its container says.
+            let duration = jp
+                .media
+                .video
+                .as_ref()
+                .map_or(jp.media.duration_secs.unwrap_or(0.0), |v| v.duration_secs());
             // The frame table was for planning only; a long film's would make the stored
             // plan megabytes (too big for a DynamoDB item) and no worker needs it.
             if let Some(v) = jp.media.video.as_mut() {
@@ -414,10 +419,15 @@ pub fn prepare(
 /// [`prepare`] for a file on this machine.
 pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan> {
     let media = probe(&cfg.ffprobe, path, &cfg.policy)?;
-    let video = media
-        .video
-        .as_ref()
-        .ok_or_else(|| vodpipe_media::Error::Rejected("source has no video stream".into()))?;
+    let Some(video) = media.video.as_ref() else {
+        // Audio only: no ladder and no chunks; each track is one work item, as always.
+        return Ok(JobPlan {
+            plan: vodpipe_media::plan::audio_only(cfg.plan),
+            media,
+            rungs: Vec::new(),
+            config: cfg.ladder.clone(),
+        });
+    };
     let rungs = ladder_for(video, &cfg.ladder);
     let plan = plan(
         &video.frame_pts,

@@ -259,11 +259,11 @@ fn publish_metrics(ports: Ports<'_>, job_id: &str) {
 /// init segment (same sample description).
 fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<Vec<Track>, String> {
     let jp: JobPlan = serde_json::from_str(doc).map_err(|e| e.to_string())?;
-    let video = jp
+    let frame_rate = jp
         .media
         .video
         .as_ref()
-        .ok_or("source has no video stream")?;
+        .map_or((0, 1), |v| (v.frame_rate.num, v.frame_rate.den));
     results.sort_by_key(|(item, _, _)| (item.kind == ItemKind::Audio, item.index));
     let mut by_rung: HashMap<String, Track> = HashMap::new();
     let mut stsd: HashMap<String, String> = HashMap::new();
@@ -311,7 +311,7 @@ fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<V
                 kind: TrackKind::Video {
                     width: rung.width,
                     height: rung.height,
-                    frame_rate: (video.frame_rate.num, video.frame_rate.den),
+                    frame_rate,
                 },
                 codec: t.codec.clone(),
                 timescale: t.timescale,
@@ -337,6 +337,9 @@ fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<V
         tracks.push(t);
     }
     audio.sort_by(|a, b| a.id.cmp(&b.id));
+    if tracks.is_empty() && audio.is_empty() {
+        return Err("the job published nothing: no video rung and no audio track".into());
+    }
     tracks.extend(audio);
     Ok(tracks)
 }

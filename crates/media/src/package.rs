@@ -237,6 +237,12 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
         .iter()
         .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
         .collect();
+    if !tracks
+        .iter()
+        .any(|t| matches!(t.kind, TrackKind::Video { .. }))
+    {
+        return audio_only_master(&audio, prefix);
+    }
     let alternatives = audio
         .iter()
         .enumerate()
@@ -309,6 +315,56 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
         version: Some(7),
         independent_segments: true,
         variants,
+        alternatives,
+        ..Default::default()
+    };
+    write_playlist(|w| pl.write_to(w))
+}
+
+/// The master of a source without video: one variant, the first audio track's playlist,
+/// and the other tracks as renditions of its audio group (the first one's rendition has no
+/// URI: its audio is the variant itself, as HLS specifies for audio in the main playlist).
+fn audio_only_master(audio: &[&Track], prefix: &str) -> String {
+    let Some(first) = audio.first() else {
+        return write_playlist(|w| MasterPlaylist::default().write_to(w));
+    };
+    let group = (audio.len() > 1).then(|| "audio".to_string());
+    let alternatives = if group.is_some() {
+        audio
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let (language, name) = match &t.kind {
+                    TrackKind::Audio { language, name } => (language.clone(), name.clone()),
+                    TrackKind::Video { .. } => (None, t.id.clone()),
+                };
+                AlternativeMedia {
+                    media_type: AlternativeMediaType::Audio,
+                    uri: (i > 0).then(|| format!("{prefix}{}", media_playlist_name(t))),
+                    group_id: "audio".into(),
+                    language,
+                    name,
+                    default: i == 0,
+                    autoselect: true,
+                    channels: Some("2".into()),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let pl = MasterPlaylist {
+        version: Some(7),
+        independent_segments: true,
+        variants: vec![VariantStream {
+            uri: format!("{prefix}{}", media_playlist_name(first)),
+            bandwidth: audio.iter().map(|t| t.peak_bps()).max().unwrap_or(0),
+            average_bandwidth: Some(audio.iter().map(|t| t.average_bps()).max().unwrap_or(0)),
+            codecs: Some(first.codec.clone()),
+            audio: group,
+            ..Default::default()
+        }],
         alternatives,
         ..Default::default()
     };
@@ -543,6 +599,43 @@ mod tests {
         old.segments[1].key_frame_bytes = None;
         assert!(iframe_playlist(&old).is_none());
         assert!(!master_playlist(&[old], "").contains("I-FRAME"));
+    }
+
+    #[test]
+    fn an_audio_only_master_has_one_variant_and_the_other_tracks_as_renditions() {
+        let one = master_playlist(&[audio()], "job/");
+        assert!(
+            one.contains("#EXT-X-STREAM-INF:BANDWIDTH=") && one.contains("job/audio_0.m3u8"),
+            "{one}"
+        );
+        assert!(one.contains(r#"CODECS="mp4a.40.2""#), "{one}");
+        assert!(
+            !one.contains("#EXT-X-MEDIA") && !one.contains("RESOLUTION"),
+            "{one}"
+        );
+        let mut second = audio();
+        second.id = "audio_1".into();
+        second.kind = TrackKind::Audio {
+            language: Some("eng".into()),
+            name: "English".into(),
+        };
+        let two = master_playlist(&[audio(), second], "");
+        assert_eq!(two.matches("#EXT-X-STREAM-INF").count(), 1, "{two}");
+        assert!(two.contains(r#"AUDIO="audio""#), "{two}");
+        // The first track is the variant's own audio: its rendition names no URI.
+        let media: Vec<&str> = two
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-MEDIA"))
+            .collect();
+        assert_eq!(media.len(), 2, "{two}");
+        assert!(
+            !media[0].contains("URI=") && media[0].contains("DEFAULT=YES"),
+            "{two}"
+        );
+        assert!(media[1].contains(r#"URI="audio_1.m3u8""#), "{two}");
+        let m = mpd(&[audio()], "");
+        assert!(!m.contains("contentType=\"video\""), "{m}");
+        assert!(m.contains("contentType=\"audio\""), "{m}");
     }
 
     #[test]

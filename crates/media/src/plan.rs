@@ -84,6 +84,22 @@ impl Default for PlanOptions {
     }
 }
 
+/// The plan of a source without video: no segments and no chunks to cut (its audio tracks
+/// are encoded whole and fragmented at the segment duration, as every audio track is).
+pub fn audio_only(opts: PlanOptions) -> Plan {
+    Plan {
+        segment_secs: if opts.segment_secs > 0.0 {
+            opts.segment_secs
+        } else {
+            4.0
+        },
+        total_frames: 0,
+        time_base: Rational { num: 1, den: 1000 },
+        segments: Vec::new(),
+        chunks: Vec::new(),
+    }
+}
+
 /// Plans segments and chunks over `frame_pts` (ascending presentation timestamps in
 /// `time_base`). `file_start_secs` is the container's start time, which ffmpeg's `-ss`
 /// is relative to.

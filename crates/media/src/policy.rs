@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// ffconcat, image2 sequences, …) are deliberately absent: they open other files or URLs.
 pub const ALLOWED_DEMUXERS: &[&str] = &[
     "mov", "matroska", "webm", "mpegts", "avi", "flv", "mxf", "mpeg", "asf", "ogg", "ivf",
-    // audio-only containers are recognised so their rejection can say why
+    // audio-only containers: a podcast or a song publishes as audio-only HLS and DASH
     "wav", "mp3", "aac", "flac",
 ];
 
@@ -73,12 +73,14 @@ impl InputPolicy {
     /// Stream checks on the probe result.
     pub fn check(&self, info: &MediaInfo) -> Result<()> {
         let Some(v) = &info.video else {
-            let what = if info.audio.is_empty() {
-                "source has no video or audio stream"
-            } else {
-                "source has no video stream (audio-only files are not published)"
-            };
-            return Err(Error::Rejected(what.into()));
+            // An audio-only source (a podcast, a song) publishes as audio-only HLS and
+            // DASH; its length is all there is to check.
+            if info.audio.is_empty() {
+                return Err(Error::Rejected(
+                    "source has no video or audio stream".into(),
+                ));
+            }
+            return self.check_duration(info.duration_secs.unwrap_or(0.0));
         };
         let (w, h) = v.display_size();
         if w.max(h) > self.max_dimension || u64::from(w) * u64::from(h) > self.max_pixels {
@@ -141,9 +143,11 @@ mod tests {
     }
 
     #[test]
-    fn audio_only_sources_are_rejected_clearly() {
+    fn audio_only_sources_pass_within_the_length_limit_and_empty_ones_do_not() {
         let mut m = media(10, 10);
         m.video = None;
+        let err = InputPolicy::default().check(&m).unwrap_err();
+        assert!(err.to_string().contains("no video or audio"), "{err}");
         m.audio.push(crate::probe::AudioInfo {
             index: 0,
             codec: "aac".into(),
@@ -153,8 +157,11 @@ mod tests {
             title: None,
             start_secs: 0.0,
         });
+        m.duration_secs = Some(60.0);
+        assert!(InputPolicy::default().check(&m).is_ok());
+        m.duration_secs = Some(1e6);
         let err = InputPolicy::default().check(&m).unwrap_err();
-        assert!(err.to_string().contains("no video stream"), "{err}");
+        assert!(err.to_string().contains("the limit is"), "{err}");
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub struct MediaInfo {
     pub duration_secs: Option<f64>,
     /// File size in bytes.
     pub size_bytes: u64,
-    /// The video stream (None for audio-only files, which the policy rejects).
+    /// The video stream (None for an audio-only source, which publishes its audio alone).
     pub video: Option<VideoInfo>,
     /// Audio tracks in container order.
     pub audio: Vec<AudioInfo>,
@@ -268,6 +268,14 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
             info.video_start_secs = first as f64 * v.time_base.as_f64();
         }
         policy.check_duration(v.duration_secs())?;
+    } else if let Some(first) = info
+        .audio
+        .iter()
+        .map(|a| a.start_secs)
+        .min_by(f64::total_cmp)
+    {
+        // Without video, the timeline starts at the first audio sample.
+        info.video_start_secs = first;
     }
     Ok(info)
 }
