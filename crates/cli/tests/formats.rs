@@ -319,3 +319,116 @@ fn a_source_without_audio_publishes_video_only() {
     let m = master_text(&job);
     assert!(!m.contains("TYPE=AUDIO") && !m.contains("mp4a"), "{m}");
 }
+
+/// Per-channel RMS levels (dB) of `path`'s first audio stream, from ffmpeg's `astats`.
+fn channel_rms_db(path: &Path) -> Vec<f64> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(path)
+        .args([
+            "-map",
+            "0:a:0",
+            "-af",
+            "astats=measure_overall=none",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.split("RMS level dB:").nth(1))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+/// Integrated loudness (LUFS) of `path`, from ffmpeg's `ebur128`.
+fn integrated_lufs(path: &Path) -> f64 {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(path)
+        .args(["-map", "0:a:0", "-af", "ebur128", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("I:"))
+        .and_then(|v| v.trim().trim_end_matches("LUFS").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no integrated loudness in: {text}"))
+}
+
+#[test]
+fn a_five_one_source_gets_a_stereo_downmix_and_a_surround_rendition_at_the_chosen_loudness() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("surround.mp4");
+    // A tone in the centre channel only (5.1: FL FR FC LFE BL BR): a downmix that drops
+    // the centre would be silent.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "aevalsrc=0|0|0.05*sin(440*2*PI*t)|0|0|0:c=5.1:s=48000",
+        "-t",
+        "8",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "384k",
+        "-shortest",
+        src.to_str().unwrap(),
+    ]);
+    let ladder = d.path().join("ladder.json");
+    std::fs::write(&ladder, r#"{"surround": true, "loudness_lufs": -16}"#).unwrap();
+    let r = vodpipe_run(
+        &[&src],
+        &d.path().join("out"),
+        &["--ladder", ladder.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let job = &r.jobs[0];
+    let renditions = assert_published_correctly(job, &src, d.path());
+    let m = master_text(job);
+    let media: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-MEDIA:TYPE=AUDIO"))
+        .collect();
+    assert_eq!(media.len(), 2, "{m}");
+    assert!(
+        media[0].contains(r#"CHANNELS="2""#) && media[0].contains("DEFAULT=YES"),
+        "the stereo downmix is the default: {m}"
+    );
+    assert!(media[1].contains(r#"CHANNELS="6""#), "{m}");
+    let mpd = std::fs::read_to_string(job["dash"].as_str().unwrap()).unwrap();
+    assert!(
+        mpd.contains(r#"audio_channel_configuration:2011" value="6""#)
+            && mpd.contains(r#"audio_channel_configuration:2011" value="2""#),
+        "{mpd}"
+    );
+    // The renditions after the video rungs: the stereo downmix, then 5.1.
+    let (stereo, surround) = (
+        &renditions[renditions.len() - 2],
+        &renditions[renditions.len() - 1],
+    );
+    let levels = channel_rms_db(stereo);
+    assert_eq!(levels.len(), 2, "stereo: {levels:?}");
+    assert!(
+        levels.iter().all(|&db| db > -40.0),
+        "the centre channel is in both sides of the downmix: {levels:?}"
+    );
+    assert_eq!(channel_rms_db(surround).len(), 6, "5.1 keeps six channels");
+    let lufs = integrated_lufs(stereo);
+    assert!(
+        (lufs + 16.0).abs() < 2.0,
+        "normalised to -16 LUFS, measured {lufs}"
+    );
+}

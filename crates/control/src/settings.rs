@@ -182,6 +182,8 @@ struct SettingsFile {
     preset: Option<String>,
     crf: Option<u32>,
     audio_kbps: Option<u32>,
+    surround: Option<bool>,
+    loudness_lufs: Option<f64>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -326,7 +328,9 @@ pub fn resolve(
     let inline = file.rungs.is_some()
         || file.preset.is_some()
         || file.crf.is_some()
-        || file.audio_kbps.is_some();
+        || file.audio_kbps.is_some()
+        || file.surround.is_some()
+        || file.loudness_lufs.is_some();
     if inline && file.ladder.is_some() {
         return Err(reject(format!(
             "{file_name} names a ladder and also gives rungs or encoder settings; use one or the other"
@@ -368,6 +372,8 @@ pub fn resolve(
             preset: file.preset.clone().unwrap_or_else(|| base.preset.clone()),
             crf: file.crf.unwrap_or(base.crf),
             audio_kbps: file.audio_kbps.unwrap_or(base.audio_kbps),
+            surround: file.surround.unwrap_or(base.surround),
+            loudness_lufs: file.loudness_lufs.or(base.loudness_lufs),
         };
         cfg.validate()
             .map_err(|e| reject(format!("{file_name}: {e}")))?;

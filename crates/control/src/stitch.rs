@@ -274,13 +274,22 @@ fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<V
             if item.kind == ItemKind::Audio {
                 let info = jp.media.audio.get(item.index as usize);
                 let language = info.and_then(|a| a.language.clone());
-                let name = info
+                let mut name = info
                     .and_then(|a| a.title.clone())
                     .or_else(|| language.clone())
                     .unwrap_or_else(|| format!("Audio {}", item.index + 1));
+                let surround =
+                    t.name == vodpipe_media::encode::audio_rendition_name(item.index as usize, 6);
+                if surround {
+                    name.push_str(" 5.1");
+                }
                 audio.push(Track {
                     id: t.name,
-                    kind: TrackKind::Audio { language, name },
+                    kind: TrackKind::Audio {
+                        language,
+                        name,
+                        channels: if surround { 6 } else { 2 },
+                    },
                     codec: t.codec,
                     timescale: t.timescale,
                     init_uri: t.init_uri,

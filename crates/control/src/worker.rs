@@ -135,7 +135,7 @@ impl ItemEncoder for FfmpegEncoder {
                     item.index
                 ))),
             },
-            ItemKind::Audio => encode::encode_audio(ctx, item.index as usize).map(|t| vec![t]),
+            ItemKind::Audio => encode::encode_audio(ctx, item.index as usize),
         }
     }
 }
@@ -685,8 +685,16 @@ impl<'a> Worker<'a> {
         let mut results = Vec::with_capacity(tracks.len());
         let mut uploads: Vec<(String, &[u8])> = Vec::new();
         for t in &tracks {
+            // The stereo rendition of a track sits in its attempt directory, any other
+            // rendition of it (5.1) in a directory of its own below.
             let tdir = match item.kind {
                 ItemKind::Video => format!("{dir}/{}", t.name),
+                ItemKind::Audio
+                    if t.name
+                        != vodpipe_media::encode::audio_rendition_name(item.index as usize, 2) =>
+                {
+                    format!("{dir}/{}", t.name)
+                }
                 ItemKind::Audio => dir.clone(),
             };
             // Every chunk of a rung shares chunk 0's init segment (the stitch checks that

@@ -264,9 +264,15 @@ pub fn verify_chunk(fragments: &[Fragment], chunk: &Chunk, what: &str) -> Result
     Ok(())
 }
 
-/// ffmpeg arguments for audio track `track` (index into `media.audio`), plus the number of
-/// leading samples trimmed and the tfdt offset to apply, both at [`AUDIO_RATE`].
-pub fn audio_args(ctx: &EncodeContext<'_>, track: usize, out: &Path) -> Result<(Vec<String>, u64)> {
+/// ffmpeg arguments for audio track `track` (index into `media.audio`) as a `channels`
+/// rendition (2: the stereo downmix; 6: 5.1), plus the tfdt offset to apply, at
+/// [`AUDIO_RATE`].
+pub fn audio_args(
+    ctx: &EncodeContext<'_>,
+    track: usize,
+    channels: u32,
+    out: &Path,
+) -> Result<(Vec<String>, u64)> {
     let audio = ctx
         .media
         .audio
@@ -293,6 +299,21 @@ pub fn audio_args(ctx: &EncodeContext<'_>, track: usize, out: &Path) -> Result<(
     if trim > 0 {
         filter.push_str(&format!(",atrim=start_sample={trim},asetpts=PTS-STARTPTS"));
     }
+    if let Some(lufs) = ctx.config.loudness_lufs {
+        // loudnorm works at 192 kHz; back to the output rate after it.
+        filter.push_str(&format!(
+            ",loudnorm=I={lufs}:TP=-1.5:LRA=11,aresample={AUDIO_RATE}"
+        ));
+    }
+    if channels == 6 {
+        // 5.1(side) and 5.1 both become the layout AAC signals for six channels.
+        filter.push_str(",aformat=channel_layouts=5.1");
+    }
+    let kbps = if channels == 6 {
+        ctx.config.audio_kbps * 3
+    } else {
+        ctx.config.audio_kbps
+    };
     a.extend([
         "-map".into(),
         format!("0:{}", audio.index),
@@ -303,9 +324,9 @@ pub fn audio_args(ctx: &EncodeContext<'_>, track: usize, out: &Path) -> Result<(
         "-profile:a".into(),
         "aac_low".into(),
         "-b:a".into(),
-        format!("{}k", ctx.config.audio_kbps),
+        format!("{kbps}k"),
         "-ac".into(),
-        "2".into(),
+        channels.to_string(),
         "-ar".into(),
         AUDIO_RATE.to_string(),
         "-vn".into(),
@@ -325,13 +346,33 @@ pub fn audio_args(ctx: &EncodeContext<'_>, track: usize, out: &Path) -> Result<(
     Ok((a, offset))
 }
 
-/// Encodes audio track `track` of the source once, fragmented at the segment duration, and places
-/// it on the video's timeline.
-pub fn encode_audio(ctx: &EncodeContext<'_>, track: usize) -> Result<TrackOutput> {
+/// Encodes audio track `track` of the source once per rendition, fragmented at the segment
+/// duration, and places it on the video's timeline: the stereo downmix (`audio_<n>`)
+/// always, and a 5.1 rendition (`audio_<n>_51`) when the ladder asks for surround and the
+/// track has six or more channels.
+pub fn encode_audio(ctx: &EncodeContext<'_>, track: usize) -> Result<Vec<TrackOutput>> {
+    let channels = ctx.media.audio.get(track).map_or(2, |a| a.channels);
+    let mut out = vec![encode_audio_as(ctx, track, 2)?];
+    if ctx.config.surround && channels >= 6 {
+        out.push(encode_audio_as(ctx, track, 6)?);
+    }
+    Ok(out)
+}
+
+/// The name of track `track`'s rendition with `channels` channels.
+pub fn audio_rendition_name(track: usize, channels: u32) -> String {
+    match channels {
+        6 => format!("audio_{track}_51"),
+        _ => format!("audio_{track}"),
+    }
+}
+
+fn encode_audio_as(ctx: &EncodeContext<'_>, track: usize, channels: u32) -> Result<TrackOutput> {
     std::fs::create_dir_all(ctx.scratch).map_err(|e| Error::io("creating scratch dir", e))?;
-    let out = ctx.scratch.join(format!("audio{track}.mp4"));
-    let (args, offset) = audio_args(ctx, track, &out)?;
-    let what = format!("audio track {track}");
+    let name = audio_rendition_name(track, channels);
+    let out = ctx.scratch.join(format!("{name}.mp4"));
+    let (args, offset) = audio_args(ctx, track, channels, &out)?;
+    let what = format!("audio track {track} ({channels} channels)");
     ToolRun::new(ctx.ffmpeg, args, what.clone())
         .timeout(ctx.timeout)
         .cancel_on(ctx.cancel.clone())
@@ -350,7 +391,7 @@ pub fn encode_audio(ctx: &EncodeContext<'_>, track: usize) -> Result<TrackOutput
         mp4::shift_decode_time(frag, offset, &what)?;
     }
     Ok(TrackOutput {
-        name: format!("audio_{track}"),
+        name,
         timescale: mp4::timescale(&f.init, &what)?,
         init: f.init,
         segments: f.fragments,

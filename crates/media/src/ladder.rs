@@ -31,8 +31,15 @@ pub struct LadderConfig {
     pub preset: String,
     /// Constant-rate-factor, capped by each rung's `max_kbps` (capped CRF).
     pub crf: u32,
-    /// AAC bitrate per audio track, in kb/s.
+    /// AAC bitrate per audio track, in kb/s (stereo; a 5.1 rendition gets three times it).
     pub audio_kbps: u32,
+    /// Also publish a 5.1 AAC rendition of every track with six or more channels. The
+    /// stereo downmix (ffmpeg's ITU-R BS.775 matrix: centre and surrounds at -3 dB, LFE
+    /// dropped) is always published, and is the default rendition.
+    pub surround: bool,
+    /// Normalise every audio rendition to this integrated loudness (EBU R128, in LUFS:
+    /// -23 for broadcast, -16 for streaming), with ffmpeg's `loudnorm`; none by default.
+    pub loudness_lufs: Option<f64>,
 }
 
 impl Default for LadderConfig {
@@ -54,6 +61,8 @@ impl Default for LadderConfig {
             preset: "veryfast".into(),
             crf: 21,
             audio_kbps: 128,
+            surround: false,
+            loudness_lufs: None,
         }
     }
 }
@@ -113,6 +122,13 @@ impl LadderConfig {
         }
         if !(16..=512).contains(&self.audio_kbps) {
             return Err(format!("audio_kbps is {}; use 16 to 512", self.audio_kbps));
+        }
+        if let Some(l) = self.loudness_lufs {
+            if !(-70.0..=-5.0).contains(&l) {
+                return Err(format!(
+                    "loudness_lufs is {l}; loudnorm takes -70 to -5 (-23 broadcast, -16 streaming)"
+                ));
+            }
         }
         Ok(())
     }

@@ -50,7 +50,14 @@ pub enum TrackKind {
         language: Option<String>,
         /// Display name.
         name: String,
+        /// Channels: 2 (the stereo downmix every track gets) or 6 (a 5.1 rendition).
+        #[serde(default = "stereo")]
+        channels: u32,
     },
+}
+
+fn stereo() -> u32 {
+    2
 }
 
 /// One rendition ready to be listed.
@@ -247,9 +254,13 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let (language, name) = match &t.kind {
-                TrackKind::Audio { language, name } => (language.clone(), name.clone()),
-                TrackKind::Video { .. } => (None, t.id.clone()),
+            let (language, name, channels) = match &t.kind {
+                TrackKind::Audio {
+                    language,
+                    name,
+                    channels,
+                } => (language.clone(), name.clone(), *channels),
+                TrackKind::Video { .. } => (None, t.id.clone(), 2),
             };
             AlternativeMedia {
                 media_type: AlternativeMediaType::Audio,
@@ -259,7 +270,7 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
                 name,
                 default: i == 0,
                 autoselect: true,
-                channels: Some("2".into()),
+                channels: Some(channels.to_string()),
                 ..Default::default()
             }
         })
@@ -334,9 +345,13 @@ fn audio_only_master(audio: &[&Track], prefix: &str) -> String {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let (language, name) = match &t.kind {
-                    TrackKind::Audio { language, name } => (language.clone(), name.clone()),
-                    TrackKind::Video { .. } => (None, t.id.clone()),
+                let (language, name, channels) = match &t.kind {
+                    TrackKind::Audio {
+                        language,
+                        name,
+                        channels,
+                    } => (language.clone(), name.clone(), *channels),
+                    TrackKind::Video { .. } => (None, t.id.clone(), 2),
                 };
                 AlternativeMedia {
                     media_type: AlternativeMediaType::Audio,
@@ -346,7 +361,7 @@ fn audio_only_master(audio: &[&Track], prefix: &str) -> String {
                     name,
                     default: i == 0,
                     autoselect: true,
-                    channels: Some("2".into()),
+                    channels: Some(channels.to_string()),
                     ..Default::default()
                 }
             })
@@ -456,9 +471,13 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
             t.peak_bps(),
             t.timescale
         );
+        let channels = match t.kind {
+            TrackKind::Audio { channels, .. } => channels,
+            TrackKind::Video { .. } => 2,
+        };
         let _ = writeln!(
             x,
-            r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>"#
+            r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="{channels}"/>"#
         );
         segment_list(&mut x, t, prefix);
         let _ = writeln!(x, "      </Representation>");
@@ -530,6 +549,7 @@ mod tests {
             kind: TrackKind::Audio {
                 language: Some("fra".into()),
                 name: "Français".into(),
+                channels: 2,
             },
             codec: "mp4a.40.2".into(),
             timescale: 48000,
@@ -618,6 +638,7 @@ mod tests {
         second.kind = TrackKind::Audio {
             language: Some("eng".into()),
             name: "English".into(),
+            channels: 6,
         };
         let two = master_playlist(&[audio(), second], "");
         assert_eq!(two.matches("#EXT-X-STREAM-INF").count(), 1, "{two}");
@@ -633,6 +654,7 @@ mod tests {
             "{two}"
         );
         assert!(media[1].contains(r#"URI="audio_1.m3u8""#), "{two}");
+        assert!(media[1].contains(r#"CHANNELS="6""#), "{two}");
         let m = mpd(&[audio()], "");
         assert!(!m.contains("contentType=\"video\""), "{m}");
         assert!(m.contains("contentType=\"audio\""), "{m}");
