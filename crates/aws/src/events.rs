@@ -37,6 +37,7 @@ pub fn detail(job: &JobRecord) -> serde_json::Value {
         "master_key": job.master_key,
         "dash_key": job.dash_key,
         "duration_secs": job.duration_secs,
+        "renditions": job.renditions,
     })
 }
 

@@ -31,6 +31,7 @@ pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
         "master_key": j.master_key,
         "output_prefix": objects.locate(&format!("{}/", j.asset)),
         "dash_key": j.dash_key,
+        "renditions": j.renditions,
         "chunks_done": j.done,
         "chunks_total": j.total,
         "progress": if j.frames_total > 0 { (j.frames_done as f64 / j.frames_total as f64 * 1000.0).round() / 1000.0 } else { 0.0 },

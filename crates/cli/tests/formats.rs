@@ -426,6 +426,21 @@ fn a_five_one_source_gets_a_stereo_downmix_and_a_surround_rendition_at_the_chose
         "the centre channel is in both sides of the downmix: {levels:?}"
     );
     assert_eq!(channel_rms_db(surround).len(), 6, "5.1 keeps six channels");
+    // Status lists what was published.
+    let listed = job["renditions"].as_array().unwrap();
+    let audio: Vec<(&str, i64)> = listed
+        .iter()
+        .filter(|r| r["kind"] == "audio")
+        .map(|r| (r["id"].as_str().unwrap(), r["channels"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(audio, [("audio_0", 2), ("audio_0_51", 6)], "{job}");
+    assert!(
+        listed
+            .iter()
+            .filter(|r| r["kind"] == "video")
+            .all(|r| r["trick_play"] == true && r["width"].as_i64().unwrap() > 0),
+        "{job}"
+    );
     let lufs = integrated_lufs(stereo);
     assert!(
         (lufs + 16.0).abs() < 2.0,

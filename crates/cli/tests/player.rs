@@ -69,6 +69,11 @@ fn audio_only_uploads_publish_audio_hls_and_dash_that_play_to_the_end() {
             mpd.contains(r#"contentType="audio""#) && !mpd.contains(r#"contentType="video""#),
             "{src:?}: {mpd}"
         );
+        let listed = job["renditions"].as_array().unwrap();
+        assert!(
+            !listed.is_empty() && listed.iter().all(|r| r["kind"] == "audio"),
+            "{job}"
+        );
         let (variants, _) = master_entries(master);
         assert_eq!(variants.len(), 1, "{text}");
         let stem = src.file_stem().unwrap().to_str().unwrap();

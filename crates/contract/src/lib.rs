@@ -251,10 +251,10 @@ pub fn last_item_done_fires_exactly_once(connect: Connect<'_>) {
     assert_eq!((j.status, j.done, j.total), (JobStatus::Stitching, 24, 24));
     let s = connect();
     assert!(s
-        .publish("last", "a/master.m3u8", "a/manifest.mpd")
+        .publish("last", "a/master.m3u8", "a/manifest.mpd", &[])
         .unwrap());
     assert!(
-        !s.publish("last", "a/master.m3u8", "a/manifest.mpd")
+        !s.publish("last", "a/master.m3u8", "a/manifest.mpd", &[])
             .unwrap(),
         "publishing twice must be refused"
     );

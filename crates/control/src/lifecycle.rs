@@ -228,6 +228,9 @@ fn job_record(r: &Fields, id: String, items: &[(String, Fields)]) -> JobRecord {
         master_key: get_s(r, "master_key"),
         dash_key: get_s(r, "dash_key"),
         settings: get_s(r, "settings").and_then(|doc| serde_json::from_str(&doc).ok()),
+        renditions: get_s(r, "renditions")
+            .and_then(|doc| serde_json::from_str(&doc).ok())
+            .unwrap_or_default(),
         plan_id: get_s(r, "plan_ref"),
         id,
     }
@@ -788,7 +791,15 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(out)
     }
 
-    fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool> {
+    fn publish(
+        &self,
+        id: &str,
+        master_key: &str,
+        dash_key: &str,
+        renditions: &[crate::outputs::Rendition],
+    ) -> PortResult<bool> {
+        let renditions = serde_json::to_string(renditions)
+            .map_err(|e| PortError::Backend(format!("renditions: {e}")))?;
         Ok(self
             .update(&Write {
                 key: job_key(id),
@@ -797,6 +808,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                     Change::Set("status", st(JobStatus::Published)),
                     Change::Set("master_key", Value::str(master_key)),
                     Change::Set("dash_key", Value::str(dash_key)),
+                    Change::Set("renditions", Value::str(renditions)),
                     Change::Set("finished_at", Value::num(now_secs())),
                     Change::Add("stitch_count", 1.0),
                 ],

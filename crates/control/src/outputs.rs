@@ -51,6 +51,69 @@ pub struct TrackResult {
     pub segments: Vec<SegmentRef>,
 }
 
+/// One published rendition, as status, the job record and job events list it: what a
+/// person checking an upload wants to know without reading the manifests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    /// Rendition id (`720p`, `audio_0`, `audio_0_51`).
+    pub id: String,
+    /// `video` or `audio`.
+    pub kind: String,
+    /// RFC 6381 codec string.
+    pub codec: String,
+    /// Average bitrate measured from the segments, bits per second.
+    pub average_bps: u64,
+    /// Picture size, for video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Picture size, for video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Channels, for audio (2, or 6 for 5.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
+    /// Language, for audio, when the source names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Whether an I-frame playlist lists it for trick play.
+    #[serde(default)]
+    pub trick_play: bool,
+}
+
+/// The renditions of `tracks`, in manifest order.
+pub fn renditions(tracks: &[vodpipe_media::package::Track]) -> Vec<Rendition> {
+    use vodpipe_media::package::{has_iframes, TrackKind};
+    tracks
+        .iter()
+        .map(|t| {
+            let mut r = Rendition {
+                id: t.id.clone(),
+                kind: "video".into(),
+                codec: t.codec.clone(),
+                average_bps: t.average_bps(),
+                width: None,
+                height: None,
+                channels: None,
+                language: None,
+                trick_play: has_iframes(t),
+            };
+            match &t.kind {
+                TrackKind::Video { width, height, .. } => {
+                    (r.width, r.height) = (Some(*width), Some(*height));
+                }
+                TrackKind::Audio {
+                    language, channels, ..
+                } => {
+                    r.kind = "audio".into();
+                    r.channels = Some(*channels);
+                    r.language = language.clone();
+                }
+            }
+            r
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -335,6 +335,10 @@ pub struct JobRecord {
     pub master_key: Option<String>,
     /// MPD key, once published.
     pub dash_key: Option<String>,
+    /// What was published, once PUBLISHED (empty before, and for jobs published before it
+    /// was recorded).
+    #[serde(default)]
+    pub renditions: Vec<crate::outputs::Rendition>,
     /// What the upload chose (tier, ladder, segments, codecs, asset) and where each came
     /// from; none for jobs made before settings were recorded.
     pub settings: Option<crate::settings::JobSettings>,
@@ -470,8 +474,15 @@ pub trait JobStore: Send + Sync {
     fn commit(&self, lease: &Lease, result_doc: &str, secs: f64) -> PortResult<Completion>;
     /// Committed results of a job: (item, attempt, result document).
     fn results(&self, id: &str) -> PortResult<Vec<(ItemRef, u32, String)>>;
-    /// STITCHING → PUBLISHED with the manifest keys; false if it was not STITCHING.
-    fn publish(&self, id: &str, master_key: &str, dash_key: &str) -> PortResult<bool>;
+    /// STITCHING → PUBLISHED with the manifest keys and what was published; false if it
+    /// was not STITCHING.
+    fn publish(
+        &self,
+        id: &str,
+        master_key: &str,
+        dash_key: &str,
+        renditions: &[crate::outputs::Rendition],
+    ) -> PortResult<bool>;
     /// Every item of a job with its state (to re-queue after an interrupted ingest).
     fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>>;
 }

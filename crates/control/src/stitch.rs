@@ -48,6 +48,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
         }
     };
     let jd = job_dir(&job.asset, job_id);
+    let published = crate::outputs::renditions(&tracks);
     // Each rendition's playlist, and for each video rung its I-frame playlist (trick
     // play: byte ranges into the same segments), in one batch.
     let mut playlists: Vec<(String, String)> = Vec::new();
@@ -84,7 +85,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     if let Some(newer) = newer_published(&job, &versions) {
         tracing::warn!(job = %job_id, newer = %newer.id, "a newer version is already published; pointers left to it");
         let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
-        if ports.jobs.publish(job_id, &master, &dash)? {
+        if ports.jobs.publish(job_id, &master, &dash, &published)? {
             publish_metrics(ports, job_id);
             return Ok(Some(JobStatus::Published));
         }
@@ -105,7 +106,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     if !(took_master && took_dash) {
         tracing::warn!(job = %job_id, "a newer version took the pointers meanwhile; published at its own directory");
         let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
-        if ports.jobs.publish(job_id, &master, &dash)? {
+        if ports.jobs.publish(job_id, &master, &dash, &published)? {
             publish_metrics(ports, job_id);
             return Ok(Some(JobStatus::Published));
         }
@@ -114,7 +115,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     fail::fail_point!("stitch-after-pointers", |_| Err(crate::ports::injected(
         "stitch-after-pointers"
     )));
-    if !ports.jobs.publish(job_id, &master, &dash)? {
+    if !ports.jobs.publish(job_id, &master, &dash, &published)? {
         return Ok(None);
     }
     fail::fail_point!("stitch-after-publish", |_| Err(crate::ports::injected(
@@ -386,6 +387,7 @@ mod tests {
             master_key: None,
             dash_key: None,
             settings: None,
+            renditions: Vec::new(),
             plan_id: None,
         }
     }
