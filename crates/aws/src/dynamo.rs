@@ -15,10 +15,13 @@
 
 use crate::backend;
 use crate::config::Bridge;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, ReturnValue, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
-use vodpipe_control::ports::PortResult;
+use vodpipe_control::ports::{PortError, PortResult};
 use vodpipe_control::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 
 /// Name of the index by state.
@@ -222,6 +225,18 @@ impl DynamoJobs {
     }
 }
 
+/// A random idempotency token for one transaction (32 hex digits).
+fn random_token() -> String {
+    let mut raw = [0u8; 16];
+    if getrandom::getrandom(&mut raw).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        raw.copy_from_slice(&nanos.to_le_bytes());
+    }
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn to_attr(v: &Value) -> AttributeValue {
     match v {
         Value::Bool(b) => AttributeValue::Bool(*b),
@@ -392,10 +407,10 @@ impl RecordStore for DynamoJobs {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_attrs(&w.key)))
-            .update_expression(update)
+            .set_update_expression((!update.is_empty()).then_some(update))
             .condition_expression(cond)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+            .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .return_values(ReturnValue::AllNew);
         match self.bridge.run(req.send()) {
             Ok(out) => Ok(Some(out.attributes().map(fields_of).unwrap_or_default())),
@@ -408,27 +423,72 @@ impl RecordStore for DynamoJobs {
         let mut tx = self.client.transact_write_items();
         for w in writes {
             let (update, cond, e) = update_parts(w);
-            let u = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key_attrs(&w.key)))
-                .update_expression(update)
-                .condition_expression(cond)
-                .set_expression_attribute_names(Some(e.names))
-                .set_expression_attribute_values(Some(e.values))
-                .build()
-                .map_err(|e| backend("building a transaction", e))?;
-            tx = tx.transact_items(TransactWriteItem::builder().update(u).build());
+            let item = if update.is_empty() {
+                // Nothing to change: the write is its condition alone.
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key_attrs(&w.key)))
+                            .condition_expression(cond)
+                            .set_expression_attribute_names(
+                                (!e.names.is_empty()).then_some(e.names),
+                            )
+                            .set_expression_attribute_values(
+                                (!e.values.is_empty()).then_some(e.values),
+                            )
+                            .build()
+                            .map_err(|e| backend("building a transaction", e))?,
+                    )
+                    .build()
+            } else {
+                let u = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key_attrs(&w.key)))
+                    .update_expression(update)
+                    .condition_expression(cond)
+                    .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
+                    .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
+                    .build()
+                    .map_err(|e| backend("building a transaction", e))?;
+                TransactWriteItem::builder().update(u).build()
+            };
+            tx = tx.transact_items(item);
         }
+        // The token makes the SDK's retry of a transaction whose first try landed (its
+        // response lost) succeed as that same transaction, instead of failing its own
+        // conditions and being taken for a lost race.
+        let tx = tx.client_request_token(random_token());
         match self.bridge.run(tx.send()) {
             Ok(_) => Ok(true),
-            // A condition failed, or a concurrent transaction on the same records won.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend("dynamodb transaction", e)),
+            Err(e) => match e.as_service_error() {
+                // Refused: a condition failed, or a concurrent transaction on the same
+                // records won (the caller reads again and decides again). Any other reason
+                // (throttling, a malformed write) is the backend's error, not a lost race.
+                Some(se) if se.is_transaction_canceled_exception() => {
+                    let reasons: Vec<&str> = match se {
+                        TransactWriteItemsError::TransactionCanceledException(c) => c
+                            .cancellation_reasons()
+                            .iter()
+                            .filter_map(|r| r.code())
+                            .filter(|c| *c != "None")
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    if reasons
+                        .iter()
+                        .all(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict")
+                    {
+                        Ok(false)
+                    } else {
+                        Err(PortError::Backend(format!(
+                            "dynamodb transaction cancelled: {}",
+                            reasons.join(", ")
+                        )))
+                    }
+                }
+                _ => Err(backend("dynamodb transaction", e)),
+            },
         }
     }
 

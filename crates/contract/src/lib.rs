@@ -757,8 +757,8 @@ pub fn conditions_mean_what_the_lifecycle_says(connect: Connect<'_>) {
     );
 }
 
-/// Every kind of change has the effect [`Change::apply`] gives it, and an update returns
-/// the record as written.
+/// Every kind of change has the effect [`Change::apply_all`] gives it (values read from the
+/// record as it was before the write), and an update returns the record as written.
 pub fn changes_mean_what_the_lifecycle_says(connect: Connect<'_>) {
     let s = connect();
     let key = Key::new("CONTRACT#change", "R");
@@ -781,10 +781,10 @@ pub fn changes_mean_what_the_lifecycle_says(connect: Connect<'_>) {
         Change::Remove("owner"),
         Change::Remove("nothing"),
         Change::Copy("frames_done", "frames"),
+        // Changed in the same write as the copy above reads it: the copy sees 250.
+        Change::Set("frames", Value::num(300)),
     ];
-    for c in &changes {
-        c.apply(&mut record);
-    }
+    Change::apply_all(&changes, &mut record).unwrap();
     let written = s
         .update(&Write {
             key: key.clone(),

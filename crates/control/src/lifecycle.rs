@@ -408,29 +408,58 @@ impl<S: RecordStore + ?Sized> JobStore for S {
     }
 
     fn reset_failed(&self, id: &str) -> PortResult<bool> {
+        let Some(job) = self.get(&job_key(id))? else {
+            return Ok(false);
+        };
+        if status_of(&job) != Some(JobStatus::Failed) {
+            return Ok(false);
+        }
         let items = self.query(&job_pk(id), "ITEM#")?;
-        let job = self.get(&job_key(id))?;
         let floor = |item_attr: &str, job_attr: &str, plus: u64| {
             let used = items
                 .iter()
                 .map(|(_, i)| get_u(i, item_attr))
                 .max()
                 .map_or(0, |m| m + plus);
-            used.max(job.as_ref().map_or(0, |j| get_u(j, job_attr)))
+            used.max(get_u(&job, job_attr))
         };
         // The next plan's tokens start above every token handed out, and its attempts
         // above every attempt, so a worker still busy with the failed plan can neither
-        // commit nor write into the directory of a new attempt.
+        // commit nor write into the directory of a new attempt. One more of each than was
+        // read: a worker that saw the job ENCODING just before it failed may still land one
+        // lease (a token and an attempt) after the read.
         let (token_floor, attempt_floor) = (
-            floor("token", "token_floor", 1),
-            floor("attempts", "attempt_floor", 0),
+            floor("token", "token_floor", 2),
+            floor("attempts", "attempt_floor", 1),
         );
+        // Three steps, each safe to repeat after a crash: the floors are recorded while the
+        // job is still FAILED (a repeat computes them from what is left and the recorded
+        // ones, never lower); then the old items and pages go, so nothing of the failed plan
+        // can be taken for the new one's; only then does the job leave FAILED.
+        if self
+            .update(&Write {
+                key: job_key(id),
+                when: Cond::Eq("status", st(JobStatus::Failed)),
+                changes: vec![
+                    Change::Set("token_floor", Value::num(token_floor as f64)),
+                    Change::Set("attempt_floor", Value::num(attempt_floor as f64)),
+                ],
+            })?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        for (sk, _) in &items {
+            self.remove(&Key::new(job_pk(id), sk.clone()))?;
+        }
+        delete_prefixed(self, id, "PLAN#")?;
+        delete_prefixed(self, id, "RESULT#")?;
         let mut changes = vec![
             Change::Set("status", st(JobStatus::Queued)),
             Change::Set("done", Value::num(0)),
             Change::Set("total", Value::num(0)),
-            Change::Set("token_floor", Value::num(token_floor as f64)),
-            Change::Set("attempt_floor", Value::num(attempt_floor as f64)),
+            // A reset job is new work: the sweep for abandoned ingests counts from here.
+            Change::Set("created_at", Value::num(now_secs())),
         ];
         for k in [
             "error",
@@ -445,24 +474,17 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             "master_key",
             "dash_key",
             "probing_since",
+            "renditions",
         ] {
             changes.push(Change::Remove(k));
         }
-        let reset = self
+        Ok(self
             .update(&Write {
                 key: job_key(id),
                 when: Cond::Eq("status", st(JobStatus::Failed)),
                 changes,
             })?
-            .is_some();
-        if reset {
-            for (sk, _) in &items {
-                self.remove(&Key::new(job_pk(id), sk.clone()))?;
-            }
-            delete_prefixed(self, id, "PLAN#")?;
-            delete_prefixed(self, id, "RESULT#")?;
-        }
-        Ok(reset)
+            .is_some())
     }
 
     fn save_plan(
@@ -736,9 +758,10 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             }
             // Refused: the item's condition (done already, or a stale token) or the job's
             // (another item committed since the read).
+            // An item that is gone belonged to a plan a reset threw away: the lease is lost.
             let rec = self
                 .get(&item_key(&lease.item))?
-                .ok_or_else(|| PortError::NotFound(lease.item.describe()))?;
+                .ok_or_else(|| lease.lost())?;
             if get_b(&rec, "done") {
                 return Ok(Completion::AlreadyDone);
             }

@@ -141,48 +141,80 @@ impl Cond {
     }
 }
 
-/// One change to a record.
+/// One change to a record. A write changes each attribute at most once, and every value a
+/// change reads (an `Add`'s base, a `Copy`'s source, whether a `SetIfMissing` attribute is
+/// set) is read from the record as it was before the write: DynamoDB's update expressions
+/// work that way, and [`Change::apply_all`] enforces the same rules.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Sets the attribute.
     Set(&'static str, Value),
     /// Sets the attribute unless it is set.
     SetIfMissing(&'static str, Value),
-    /// Adds to a number (an absent attribute counts as zero).
+    /// Adds to a number (an absent attribute counts as zero; the attribute must be a
+    /// number if it is set).
     Add(&'static str, f64),
     /// Removes the attribute.
     Remove(&'static str),
-    /// Sets the first attribute to the second's value.
+    /// Sets the first attribute to the second's value; the second must be set.
     Copy(&'static str, &'static str),
 }
 
 impl Change {
-    /// Applies the change to `r` (what the embedded backend stores; DynamoDB translates it
-    /// into an update expression with the same effect).
-    pub fn apply(&self, r: &mut Fields) {
+    /// The attribute the change writes.
+    pub fn attribute(&self) -> &'static str {
         match self {
-            Change::Set(name, v) => {
-                r.insert((*name).to_string(), v.clone());
+            Change::Set(a, _)
+            | Change::SetIfMissing(a, _)
+            | Change::Add(a, _)
+            | Change::Remove(a)
+            | Change::Copy(a, _) => a,
+        }
+    }
+
+    /// Applies `changes` to `r` as one write (what the embedded backend stores; DynamoDB
+    /// translates the same changes into an update expression with the same effect). An
+    /// error, and `r` untouched, for a write DynamoDB would refuse: an attribute changed
+    /// twice, a `Copy` from an attribute that is not set, an `Add` to a non-number.
+    pub fn apply_all(changes: &[Change], r: &mut Fields) -> Result<(), String> {
+        let before = r.clone();
+        let mut out = r.clone();
+        let mut seen = std::collections::BTreeSet::new();
+        for c in changes {
+            if !seen.insert(c.attribute()) {
+                return Err(format!("{} is changed twice in one write", c.attribute()));
             }
-            Change::SetIfMissing(name, v) => {
-                r.entry((*name).to_string()).or_insert_with(|| v.clone());
-            }
-            Change::Add(name, by) => {
-                let now = match r.get(*name) {
-                    Some(Value::Num(n)) => *n,
-                    _ => 0.0,
-                };
-                r.insert((*name).to_string(), Value::Num(now + by));
-            }
-            Change::Remove(name) => {
-                r.remove(*name);
-            }
-            Change::Copy(to, from) => {
-                if let Some(v) = r.get(*from).cloned() {
-                    r.insert((*to).to_string(), v);
+            match c {
+                Change::Set(name, v) => {
+                    out.insert((*name).to_string(), v.clone());
+                }
+                Change::SetIfMissing(name, v) => {
+                    if !before.contains_key(*name) {
+                        out.insert((*name).to_string(), v.clone());
+                    }
+                }
+                Change::Add(name, by) => {
+                    let base = match before.get(*name) {
+                        None => 0.0,
+                        Some(Value::Num(n)) => *n,
+                        Some(other) => return Err(format!("cannot add to {name}: {other:?}")),
+                    };
+                    out.insert((*name).to_string(), Value::Num(base + by));
+                }
+                Change::Remove(name) => {
+                    out.remove(*name);
+                }
+                Change::Copy(to, from) => {
+                    let v = before
+                        .get(*from)
+                        .cloned()
+                        .ok_or_else(|| format!("cannot copy {from} into {to}: it is not set"))?;
+                    out.insert((*to).to_string(), v);
                 }
             }
         }
+        *r = out;
+        Ok(())
     }
 }
 
@@ -285,22 +317,36 @@ mod tests {
     }
 
     #[test]
-    fn changes_apply_in_order() {
-        let mut r = rec(&[("frames", Value::num(10))]);
-        for c in [
-            Change::Add("token", 1.0),
-            Change::Add("token", 1.0),
-            Change::SetIfMissing("since", Value::num(5)),
-            Change::SetIfMissing("since", Value::num(6)),
-            Change::Copy("frames_done", "frames"),
-            Change::Set("x", Value::Bool(true)),
-            Change::Remove("x"),
-        ] {
-            c.apply(&mut r);
-        }
-        assert_eq!(r.get("token"), Some(&Value::num(2)));
+    fn changes_read_the_record_as_it_was_and_change_each_attribute_once() {
+        let mut r = rec(&[("frames", Value::num(10)), ("since", Value::num(5))]);
+        Change::apply_all(
+            &[
+                Change::Add("token", 1.0),
+                Change::SetIfMissing("since", Value::num(6)),
+                Change::SetIfMissing("queued", Value::num(7)),
+                Change::Set("frames", Value::num(20)),
+                // Reads the value before the write, as DynamoDB's SET does.
+                Change::Copy("frames_done", "frames"),
+                Change::Remove("x"),
+            ],
+            &mut r,
+        )
+        .unwrap();
+        assert_eq!(r.get("token"), Some(&Value::num(1)));
         assert_eq!(r.get("since"), Some(&Value::num(5)));
+        assert_eq!(r.get("queued"), Some(&Value::num(7)));
+        assert_eq!(r.get("frames"), Some(&Value::num(20)));
         assert_eq!(r.get("frames_done"), Some(&Value::num(10)));
-        assert!(!r.contains_key("x"));
+        r.insert("label".into(), Value::str("x"));
+        let before = r.clone();
+        for bad in [
+            vec![Change::Add("token", 1.0), Change::Add("token", 1.0)],
+            vec![Change::Set("x", Value::Bool(true)), Change::Remove("x")],
+            vec![Change::Copy("a", "nothing")],
+            vec![Change::Add("frames", 1.0), Change::Add("label", 1.0)],
+        ] {
+            assert!(Change::apply_all(&bad, &mut r).is_err(), "{bad:?}");
+            assert_eq!(r, before, "a refused write changed the record");
+        }
     }
 }

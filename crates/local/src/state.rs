@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vodpipe_control::ports::{Delivery, Message, PortError, PortResult, Queue, WorkQueue};
-use vodpipe_control::records::{Fields, Index, Key, RecordStore, Value, Write};
+use vodpipe_control::records::{Change, Fields, Index, Key, RecordStore, Value, Write};
 
 /// Seconds since the epoch (sub-second precision).
 pub fn now() -> f64 {
@@ -327,9 +327,8 @@ fn apply_write(c: &Connection, w: &Write) -> PortResult<Option<Fields>> {
     if !w.when.holds(Some(&f)) {
         return Ok(None);
     }
-    for change in &w.changes {
-        change.apply(&mut f);
-    }
+    Change::apply_all(&w.changes, &mut f)
+        .map_err(|e| PortError::Backend(format!("refused write to {:?}: {e}", w.key)))?;
     write_record(c, &w.key, &f)?;
     Ok(Some(f))
 }
