@@ -139,47 +139,7 @@ pub fn has_iframes(track: &Track) -> bool {
 /// and holds no other, so each keyframe stands for its whole segment. None when the track
 /// cannot be listed ([`has_iframes`]).
 pub fn iframe_playlist(track: &Track) -> Option<String> {
-    if !has_iframes(track) {
-        return None;
-    }
-    m3u8_rs::WRITE_OPT_FLOAT_PRECISION.store(6, std::sync::atomic::Ordering::Relaxed);
-    let target = track
-        .segments
-        .iter()
-        .map(|s| track.secs(s.duration))
-        .fold(0.0, f64::max)
-        .round()
-        .max(1.0) as u64;
-    let segments = track
-        .segments
-        .iter()
-        .enumerate()
-        .map(|(i, s)| MediaSegment {
-            uri: s.uri.clone(),
-            duration: track.secs(s.duration) as f32,
-            byte_range: s.key_frame_bytes.map(|length| ByteRange {
-                length,
-                offset: Some(0),
-            }),
-            map: (i == 0).then(|| Map {
-                uri: track.init_uri.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .collect();
-    let pl = MediaPlaylist {
-        version: Some(7),
-        target_duration: target,
-        media_sequence: 0,
-        segments,
-        end_list: true,
-        playlist_type: Some(MediaPlaylistType::Vod),
-        i_frames_only: true,
-        independent_segments: true,
-        ..Default::default()
-    };
-    Some(write_playlist(|w| pl.write_to(w)))
+    has_iframes(track).then(|| vod_playlist(track, true))
 }
 
 /// The I-frame stream's peak bitrate: the largest keyframe over its segment's duration.
@@ -195,6 +155,12 @@ fn iframe_peak_bps(track: &Track) -> u64 {
 
 /// The media playlist of one track.
 pub fn media_playlist(track: &Track) -> String {
+    vod_playlist(track, false)
+}
+
+/// A VOD playlist over the track's segments (one init segment, no discontinuity), whole
+/// segments or, for an I-frame playlist, each segment's keyframe as a byte range.
+fn vod_playlist(track: &Track, iframes: bool) -> String {
     m3u8_rs::WRITE_OPT_FLOAT_PRECISION.store(6, std::sync::atomic::Ordering::Relaxed);
     let target = track
         .segments
@@ -210,6 +176,13 @@ pub fn media_playlist(track: &Track) -> String {
         .map(|(i, s)| MediaSegment {
             uri: s.uri.clone(),
             duration: track.secs(s.duration) as f32,
+            byte_range: s
+                .key_frame_bytes
+                .filter(|_| iframes)
+                .map(|length| ByteRange {
+                    length,
+                    offset: Some(0),
+                }),
             map: (i == 0).then(|| Map {
                 uri: track.init_uri.clone(),
                 ..Default::default()
@@ -224,6 +197,7 @@ pub fn media_playlist(track: &Track) -> String {
         segments,
         end_list: true,
         playlist_type: Some(MediaPlaylistType::Vod),
+        i_frames_only: iframes,
         independent_segments: true,
         ..Default::default()
     };
@@ -254,25 +228,11 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let (language, name, channels) = match &t.kind {
-                TrackKind::Audio {
-                    language,
-                    name,
-                    channels,
-                } => (language.clone(), name.clone(), *channels),
-                TrackKind::Video { .. } => (None, t.id.clone(), 2),
-            };
-            AlternativeMedia {
-                media_type: AlternativeMediaType::Audio,
-                uri: Some(format!("{prefix}{}", media_playlist_name(t))),
-                group_id: "audio".into(),
-                language,
-                name,
-                default: i == 0,
-                autoselect: true,
-                channels: Some(channels.to_string()),
-                ..Default::default()
-            }
+            audio_rendition(
+                t,
+                i == 0,
+                Some(format!("{prefix}{}", media_playlist_name(t))),
+            )
         })
         .collect();
     let audio_peak = audio.iter().map(|t| t.peak_bps()).max().unwrap_or(0);
@@ -332,6 +292,29 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
     write_playlist(|w| pl.write_to(w))
 }
 
+/// An audio track as a rendition of the `audio` group (`uri` None: the variant's own).
+fn audio_rendition(t: &Track, default: bool, uri: Option<String>) -> AlternativeMedia {
+    let (language, name, channels) = match &t.kind {
+        TrackKind::Audio {
+            language,
+            name,
+            channels,
+        } => (language.clone(), name.clone(), *channels),
+        TrackKind::Video { .. } => (None, t.id.clone(), 2),
+    };
+    AlternativeMedia {
+        media_type: AlternativeMediaType::Audio,
+        uri,
+        group_id: "audio".into(),
+        language,
+        name,
+        default,
+        autoselect: true,
+        channels: Some(channels.to_string()),
+        ..Default::default()
+    }
+}
+
 /// The master of a source without video: one variant, the first audio track's playlist,
 /// and the other tracks as renditions of its audio group (the first one's rendition has no
 /// URI: its audio is the variant itself, as HLS specifies for audio in the main playlist).
@@ -345,25 +328,8 @@ fn audio_only_master(audio: &[&Track], prefix: &str) -> String {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let (language, name, channels) = match &t.kind {
-                    TrackKind::Audio {
-                        language,
-                        name,
-                        channels,
-                    } => (language.clone(), name.clone(), *channels),
-                    TrackKind::Video { .. } => (None, t.id.clone(), 2),
-                };
-                AlternativeMedia {
-                    media_type: AlternativeMediaType::Audio,
-                    uri: (i > 0).then(|| format!("{prefix}{}", media_playlist_name(t))),
-                    group_id: "audio".into(),
-                    language,
-                    name,
-                    default: i == 0,
-                    autoselect: true,
-                    channels: Some(channels.to_string()),
-                    ..Default::default()
-                }
+                let uri = (i > 0).then(|| format!("{prefix}{}", media_playlist_name(t)));
+                audio_rendition(t, i == 0, uri)
             })
             .collect()
     } else {
