@@ -149,8 +149,8 @@ pub fn sweep_stranded(shared: &Shared) -> Result<(Vec<String>, Vec<String>), Fun
     Ok((resumed, restitched))
 }
 
-/// Brings each tier's tasks up to its queue depth (capped by the fleet), each tier on its
-/// own ([`sweep::reconcile_tiers`]).
+/// Brings each tier's tasks up to what its queue depth wants (`sweep::wanted_workers`,
+/// capped by the fleet), each tier on its own ([`sweep::reconcile_tiers`]).
 pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, FunctionError> {
     let ports = shared.aws.ports();
     // An unreadable dead-letter depth must not cost the tiers their capacity: count none.

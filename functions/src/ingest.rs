@@ -173,6 +173,10 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
             "a vodpipe settings file or profile, not a video".into(),
         );
     }
+    if vodpipe_media::captions::is_sidecar_name(&key) {
+        // Picked up by the ingest of the video beside it.
+        return skipped(&key, "a subtitle sidecar, not a video".into());
+    }
     let bucket = record.s3.bucket.name.clone();
     if bucket != shared.aws.settings.ingest_bucket {
         return skipped(

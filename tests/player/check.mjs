@@ -194,8 +194,21 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
   const push = (list, item) => { if (list.length < MAX_LISTED) list.push(item); };
   const num = (x) => (typeof x === 'number' && Number.isFinite(x) ? +x.toFixed(3) : x === Infinity ? 'Infinity' : null);
 
+  // Every cue any text track of the video held at some point (players add and drop
+  // cues as segments load), keyed by time and text.
+  function collectCues() {
+    for (const t of Array.from(video.textTracks || [])) {
+      if (!t.cues) continue;
+      for (const c of Array.from(t.cues)) {
+        const key = `${c.startTime.toFixed(3)}|${c.endTime.toFixed(3)}|${c.text}`;
+        if (!st.cues[key]) st.cues[key] = { start: num(c.startTime), end: num(c.endTime), text: c.text };
+      }
+    }
+  }
+
   function refresh() {
     if (!st || st.frozen) return;
+    collectCues();
     st.current_time = num(video.currentTime);
     st.duration = num(video.duration);
     st.paused = video.paused;
@@ -218,6 +231,15 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       const lvl = player.levels && player.levels[player.currentLevel];
       st.player_stats = { levels: player.levels ? player.levels.length : 0, current_level: player.currentLevel,
         width: lvl ? lvl.width : null, height: lvl ? lvl.height : null, codecs: lvl ? [lvl.videoCodec, lvl.audioCodec].filter(Boolean).join(',') : null };
+    }
+    st.text_track_modes = Array.from(video.textTracks || []).map((t) => `${t.kind}:${t.language}:${t.mode}:${t.cues ? t.cues.length : 'null'}`);
+    if (st.kind === 'hls' && player) {
+      // hls.js only takes a subtitle selection once media is attached.
+      if (player.subtitleTracks && player.subtitleTracks.length && player.subtitleTrack < 0 && player.media) {
+        player.subtitleDisplay = true;
+        player.subtitleTrack = 0;
+      }
+      st.subtitle_track = player.subtitleTrack;
     }
     st.wall_secs = +((performance.now() - st.t_start) / 1000).toFixed(3);
   }
@@ -302,6 +324,12 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     hls.on(Hls.Events.LEVEL_LOADED, (ev, d) => {
       if (d.details && typeof d.details.totalduration === 'number') st.manifest_duration = num(d.details.totalduration);
     });
+    // Subtitles: list what the player found (refresh() shows the first track, so its cues
+    // load).
+    hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (ev, d) => {
+      const tracks = (d && d.subtitleTracks) || [];
+      st.text_tracks = tracks.map((t) => ({ language: t.lang || null, name: t.name || null }));
+    });
     hls.on(Hls.Events.MANIFEST_PARSED, () => {
       video.play().catch((err) => { if (!st.done) { recordError({ source: 'play()', fatal: true, message: String(err) }); finish('play_rejected'); } });
     });
@@ -333,6 +361,20 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       recordError({ source: 'shaka load()', fatal: true, severity: d.severity, category: d.category, code: d.code, message: String(d.message || d) });
       return finish('load_failed');
     }
+    // Subtitles and thumbnails: what the player found; the first text track is shown so
+    // its cues load, and the thumbnail at 5 s is looked up as a seek bar would.
+    const texts = p.getTextTracks();
+    st.text_tracks = texts.map((t) => ({ language: t.language || null, name: t.label || null }));
+    if (texts.length) {
+      p.selectTextTrack(texts[0]);
+      if (typeof p.setTextTrackVisibility === 'function') p.setTextTrackVisibility(true);
+    }
+    const images = p.getImageTracks();
+    st.image_tracks = images.map((t) => ({ id: t.id, width: t.width, height: t.height, tiles: t.tilesLayout || null }));
+    if (images.length) {
+      const th = await p.getThumbnails(images[0].id, 5);
+      st.thumbnail_at_5s = th ? { uris: th.uris, start: num(th.startTime), duration: num(th.duration), width: th.width, height: th.height, x: th.positionX, y: th.positionY } : null;
+    }
     const sr = p.seekRange();
     st.manifest_duration = num(sr.end);
     await video.play().catch((err) => { if (!st.done) { recordError({ source: 'play()', fatal: true, message: String(err) }); finish('play_rejected'); } });
@@ -359,7 +401,8 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         kind, url, player: null, requested_rate: rate, started: false, ended: false, done: false, done_reason: null, frozen: false,
         current_time: null, duration: null, manifest_duration: null, waiting_events: 0, waiting_starved: 0, decode_underflows: 0, waiting: [], stalls: 0, stall_events: [],
         error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
-        quality: null, player_stats: null, stuck_secs: stuckSecs, t_start: performance.now(), wall_secs: 0,
+        quality: null, player_stats: null, stuck_secs: stuckSecs,
+        text_tracks: [], cues: {}, image_tracks: [], thumbnail_at_5s: null, t_start: performance.now(), wall_secs: 0,
       };
       // Players may reset the rate on load; force it back whenever it drifts.
       video.addEventListener('ratechange', () => { if (video.playbackRate !== 0 && video.playbackRate !== rate) video.playbackRate = rate; });
@@ -371,6 +414,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       refresh();
       const out = Object.assign({}, st);
       delete out.timer; delete out.frozen; delete out.t_start; delete out.stuck_secs;
+      out.cues = Object.values(st.cues).sort((a, b) => a.start - b.start);
       return out;
     },
     async stop() {

@@ -71,8 +71,10 @@ fn main() -> Result<()> {
     tracing::info!(?tiers, ?idle, stitches, "worker task starting");
     // Jobs this task fails (or publishes, where it stitches) are announced on EventBridge
     // (`VODPIPE_EVENT_BUS`) like the functions' changes.
+    // A task of a fleet also leaves when mostly idle, so the fleet shrinks after a peak.
     let mut worker = Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone())
-        .with_announcer(Box::new(|job_id: &str| aws.announce(job_id)));
+        .with_announcer(Box::new(|job_id: &str| aws.announce(job_id)))
+        .with_scale_in();
     if !stitches {
         worker = worker.without_stitching();
     }

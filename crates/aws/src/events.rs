@@ -38,6 +38,9 @@ pub fn detail(job: &JobRecord) -> serde_json::Value {
         "dash_key": job.dash_key,
         "duration_secs": job.duration_secs,
         "renditions": job.renditions,
+        "subtitles": vodpipe_control::outputs::subtitle_languages(job),
+        "poster_key": vodpipe_control::outputs::published_key(job, "poster"),
+        "thumbnails_key": vodpipe_control::outputs::published_key(job, "thumbnails"),
     })
 }
 

@@ -26,13 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vodpipe_control::ports::{Fleet, PortResult, Tier};
 
-/// Tasks per `RunTask` call (the API's maximum).
-pub const TASKS_PER_RUN_TASK: u32 = 10;
-/// Launches one caller aims for per second, below Fargate's 20 per pool.
-pub const LAUNCHES_PER_SECOND: f64 = 15.0;
-/// Most tasks one `ensure_capacity` call launches; the next reconcile (a minute later, or
-/// the next ingest) continues, so a burst of uploads never holds a function for long.
-pub const MAX_LAUNCHES_PER_CALL: u32 = 300;
+pub use vodpipe_control::sweep::{LAUNCHES_PER_SECOND, MAX_LAUNCHES_PER_CALL, TASKS_PER_RUN_TASK};
 
 /// Where and how worker tasks run.
 #[derive(Debug, Clone)]
@@ -69,19 +63,21 @@ pub fn started_by(tier: Tier) -> String {
 
 /// The capacity provider a tier runs on.
 pub fn capacity_provider(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Premium => "FARGATE",
-        Tier::Standard | Tier::Bulk => "FARGATE_SPOT",
+    if vodpipe_control::sweep::runs_on_spot(tier) {
+        "FARGATE_SPOT"
+    } else {
+        "FARGATE"
     }
 }
 
 /// The queues a tier's worker serves: premium tasks serve premium work only (it is where
 /// escalated items go); Spot tasks serve standard and bulk.
-pub fn served_tiers(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Premium => "premium",
-        Tier::Standard | Tier::Bulk => "standard,bulk",
-    }
+pub fn served_tiers(tier: Tier) -> String {
+    vodpipe_control::sweep::served_tiers(tier)
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl EcsFleet {
@@ -125,9 +121,7 @@ impl EcsFleet {
 impl Fleet for EcsFleet {
     fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
         let have = self.count(tier)?;
-        let want = workers
-            .min(self.settings.max_per_tier)
-            .min(have.saturating_add(MAX_LAUNCHES_PER_CALL));
+        let want = vodpipe_control::sweep::launch_target(have, workers, self.settings.max_per_tier);
         let mut started = 0;
         let pause = Duration::from_secs_f64(f64::from(TASKS_PER_RUN_TASK) / LAUNCHES_PER_SECOND);
         let mut last_call: Option<Instant> = None;

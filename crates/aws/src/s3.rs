@@ -211,6 +211,8 @@ pub fn content_type(key: &str) -> &'static str {
         Some("m4s") => "video/iso.segment",
         Some("mp4") => "video/mp4",
         Some("json") => "application/json",
+        Some("vtt") => "text/vtt",
+        Some("jpg") => "image/jpeg",
         _ => "application/octet-stream",
     }
 }
@@ -231,6 +233,36 @@ pub fn parse_s3_uri(uri: &str) -> Option<(&str, &str)> {
 }
 
 impl S3Objects {
+    /// Every key under `prefix` in `bucket`, sorted.
+    fn list_in(&self, bucket: &str, prefix: &str) -> PortResult<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .bridge
+                .run(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| backend("s3 list", e))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// The store over `bucket`. Path-style addressing keeps emulators and dotted bucket
     /// names working.
     pub fn new(bridge: Arc<Bridge>, sdk: &aws_config::SdkConfig, bucket: &str) -> Self {
@@ -474,32 +506,25 @@ impl ObjectStore for S3Objects {
     }
 
     fn list(&self, prefix: &str) -> PortResult<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .bridge
-                .run(
-                    self.client
-                        .list_objects_v2()
-                        .bucket(&self.bucket)
-                        .prefix(prefix)
-                        .set_continuation_token(token.take())
-                        .send(),
-                )
-                .map_err(|e| backend("s3 list", e))?;
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            match out.next_continuation_token() {
-                Some(t) if out.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
-        keys.sort();
-        Ok(keys)
+        self.list_in(&self.bucket, prefix)
+    }
+
+    fn source_siblings(&self, source: &str) -> PortResult<Vec<String>> {
+        let (bucket, key) = parse_s3_uri(source)
+            .ok_or_else(|| PortError::NotFound(format!("source {source} is not an s3:// URI")))?;
+        let (dir, name) = key.rsplit_once('/').map_or(("", key), |(d, n)| (d, n));
+        let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+        let prefix = if dir.is_empty() {
+            format!("{stem}.")
+        } else {
+            format!("{dir}/{stem}.")
+        };
+        Ok(self
+            .list_in(bucket, &prefix)?
+            .into_iter()
+            .filter(|k| k != key && !k[prefix.len()..].contains('/'))
+            .map(|k| format!("s3://{bucket}/{k}"))
+            .collect())
     }
 
     fn retire(&self, prefix: &str) -> PortResult<u32> {

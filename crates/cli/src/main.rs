@@ -4,6 +4,7 @@
 
 mod backend;
 mod progress;
+mod simulate;
 mod status;
 
 use anyhow::{bail, Context, Result};
@@ -48,6 +49,8 @@ enum Command {
     Watch(WatchArgs),
     /// AWS backend administration.
     Aws(AwsArgs),
+    /// What N uploads an hour would need from AWS and cost, in virtual time.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Args)]
@@ -284,6 +287,7 @@ fn main() {
         Command::Jobs(a) => status::jobs(&a.state, a.status, a.json, a.watch),
         Command::Aws(a) => aws_cmd(a),
         Command::Watch(a) => watch(a),
+        Command::Simulate(a) => simulate::simulate(a),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -750,7 +754,10 @@ fn uploads_under(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
             }
             if meta.is_dir() {
                 todo.push(path);
-            } else if meta.is_file() && !vodpipe_control::settings::is_settings_key(&name) {
+            } else if meta.is_file()
+                && !vodpipe_control::settings::is_settings_key(&name)
+                && !vodpipe_media::captions::is_sidecar_name(&name)
+            {
                 out.push((path, meta));
             }
         }

@@ -19,6 +19,8 @@ fn secs_between(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
     let locate = |k: &Option<String>| k.as_ref().map(|k| objects.locate(k));
     let spent = j.encode_secs + j.wasted_secs;
+    let poster_key = vodpipe_control::outputs::published_key(j, "poster");
+    let thumbnails_key = vodpipe_control::outputs::published_key(j, "thumbnails");
     json!({
         "job_id": j.id,
         "source": j.source,
@@ -32,6 +34,11 @@ pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
         "output_prefix": objects.locate(&format!("{}/", j.asset)),
         "dash_key": j.dash_key,
         "renditions": j.renditions,
+        "subtitles": vodpipe_control::outputs::subtitle_languages(j),
+        "poster": locate(&poster_key),
+        "poster_key": poster_key,
+        "thumbnails": locate(&thumbnails_key),
+        "thumbnails_key": thumbnails_key,
         "chunks_done": j.done,
         "chunks_total": j.total,
         "progress": if j.frames_total > 0 { (j.frames_done as f64 / j.frames_total as f64 * 1000.0).round() / 1000.0 } else { 0.0 },

@@ -98,8 +98,28 @@ fn ingest_worker_status_and_jobs_work_across_processes() {
         vodpipe(&["jobs", "--json", "--status", "PUBLISHED"], &state)["job_id"],
         id.as_str()
     );
-    // The pointer manifests were invalidated once, under the job's reference.
+    // A first publish invalidates nothing: no cache can hold another version.
     let db = rusqlite::Connection::open(state.join("vodpipe.db")).unwrap();
+    let count: i64 = db
+        .query_row("SELECT COUNT(*) FROM invalidations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 0, "a first publish needs no invalidation");
+    // A new version of the same file replaces the pointers: they are invalidated once,
+    // under the new job's reference.
+    make_clip(&src, "320x180", "25", 4, Some(700), FAST_H264);
+    let second = vodpipe(&["ingest", src_s, "--json", "--chunk-seconds", "4"], &state);
+    let id2 = second["job_id"].as_str().unwrap().to_string();
+    assert_ne!(id2, id, "a changed file is a new version");
+    let st = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["worker", "--idle-exit", "2", "--state"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        vodpipe(&["status", &id2, "--json"], &state)["status"],
+        "PUBLISHED"
+    );
     let (reference, paths): (String, String) = db
         .query_row(
             "SELECT caller_reference, paths FROM invalidations",
@@ -107,7 +127,7 @@ fn ingest_worker_status_and_jobs_work_across_processes() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!(reference, id);
+    assert_eq!(reference, id2);
     assert!(
         paths.contains("/talk/master.m3u8") && paths.contains("/talk/manifest.mpd"),
         "{paths}"

@@ -447,3 +447,161 @@ fn a_five_one_source_gets_a_stereo_downmix_and_a_surround_rendition_at_the_chose
         "normalised to -16 LUFS, measured {lufs}"
     );
 }
+
+/// Counts the decoded frames of `path` and those carrying ATSC A/53 closed captions.
+fn frames_with_captions(path: &Path) -> (usize, usize) {
+    let v = ffprobe_json(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=pts:frame_side_data=side_data_type",
+        ],
+        path,
+    );
+    let frames = v["frames"].as_array().unwrap();
+    let with_cc = frames
+        .iter()
+        .filter(|f| {
+            f["side_data_list"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|s| s["side_data_type"] == "ATSC A53 Part 4 Closed Captions")
+            })
+        })
+        .count();
+    (frames.len(), with_cc)
+}
+
+#[test]
+fn cea_608_captions_in_h264_sei_are_carried_through_the_encode() {
+    let d = tempfile::tempdir().unwrap();
+    // An H.264 elementary stream with an access unit delimiter before every picture; a
+    // CEA-608 caption SEI (ATSC A/53 user data, `GA94`) goes in after each delimiter.
+    let raw = d.path().join("plain.h264");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25:duration=10",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-bf",
+        "0",
+        "-x264-params",
+        "aud=1",
+        "-f",
+        "h264",
+        raw.to_str().unwrap(),
+    ]);
+    let payload: Vec<u8> = [0xB5, 0x00, 0x31]
+        .into_iter()
+        .chain(*b"GA94")
+        // cc_data: process flag and two triplets (field 1: EDM, then padding).
+        .chain([
+            0x03,
+            0x40 | 2,
+            0xFF,
+            0xFC,
+            0x94,
+            0x2C,
+            0xFC,
+            0x80,
+            0x80,
+            0xFF,
+        ])
+        .collect();
+    let mut sei = vec![0, 0, 0, 1, 0x06, 0x04, payload.len() as u8];
+    sei.extend(&payload);
+    sei.push(0x80);
+    let stream = std::fs::read(&raw).unwrap();
+    let aud = [0u8, 0, 0, 1, 0x09];
+    let mut with_cc = Vec::new();
+    let mut i = 0;
+    while i < stream.len() {
+        if stream[i..].starts_with(&aud) {
+            // The delimiter and its one payload byte, then the caption SEI.
+            with_cc.extend_from_slice(&stream[i..i + 6]);
+            with_cc.extend_from_slice(&sei);
+            i += 6;
+        } else {
+            with_cc.push(stream[i]);
+            i += 1;
+        }
+    }
+    let cc = d.path().join("cc.h264");
+    std::fs::write(&cc, with_cc).unwrap();
+    let src = d.path().join("captioned.mp4");
+    ffmpeg(&[
+        "-r",
+        "25",
+        "-i",
+        cc.to_str().unwrap(),
+        "-c",
+        "copy",
+        src.to_str().unwrap(),
+    ]);
+    let (frames, captioned) = frames_with_captions(&src);
+    assert_eq!(
+        (frames, captioned),
+        (250, 250),
+        "the source carries captions"
+    );
+    let r = vodpipe_run(&[&src], &d.path().join("out"), &["--chunk-seconds", "4"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let renditions = assert_published_correctly(&r.jobs[0], &src, d.path());
+    // Every frame of every rung, across chunk joins, still carries its captions.
+    for file in &renditions[..renditions.len() - 1] {
+        assert_eq!(frames_with_captions(file), (250, 250), "{file:?}");
+    }
+}
+
+#[test]
+fn an_unreadable_sidecar_is_skipped_with_its_reason_and_a_dark_source_still_gets_a_poster() {
+    let d = tempfile::tempdir().unwrap();
+    // Black from start to end: no frame is bright enough, so the poster is the chunk's
+    // first frame.
+    let src = d.path().join("night.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=black:s=320x180:r=25:d=6",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        src.to_str().unwrap(),
+    ]);
+    // A sidecar that is not subtitles at all, and one that is.
+    std::fs::write(d.path().join("night.de.srt"), [0u8, 159, 146, 150, 1, 2, 3]).unwrap();
+    std::fs::write(
+        d.path().join("night.en.vtt"),
+        "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nIt is dark\n",
+    )
+    .unwrap();
+    let r = vodpipe_run(&[&src], &d.path().join("out"), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let job = &r.jobs[0];
+    assert_eq!(job["status"], "PUBLISHED", "{job:#}");
+    assert_eq!(job["subtitles"], serde_json::json!(["en"]), "{job:#}");
+    let skipped: Vec<&serde_json::Value> = job["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["skipped"].is_string())
+        .collect();
+    assert_eq!(skipped.len(), 1, "{job:#}");
+    assert_eq!(skipped[0]["language"], "de", "{job:#}");
+    assert!(
+        skipped[0]["skipped"].as_str().unwrap().contains("subtitle"),
+        "the reason names the step: {job:#}"
+    );
+    let poster = Path::new(job["poster"].as_str().unwrap());
+    assert!(poster.exists(), "{job:#}");
+    assert!(
+        mean_luma(poster) < 20.0,
+        "the fallback is the (black) first frame"
+    );
+}

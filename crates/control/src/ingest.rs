@@ -5,7 +5,7 @@
 //! policy refuses, or that cannot be read, ends as a FAILED job with the reason.
 
 use crate::job::JobStatus;
-use crate::pipeline::{Config, JobPlan, Ports};
+use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
 use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
 use std::path::Path;
 use std::time::Duration;
@@ -266,7 +266,7 @@ pub fn ingest(
 }
 
 /// The work items of a plan, with the frames each covers: every video chunk, then every
-/// audio track (encoded once, whole).
+/// audio track (encoded once, whole), then every subtitle track to convert.
 pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
     let item = |kind, index| ItemRef {
         job_id: job_id.to_string(),
@@ -278,6 +278,7 @@ pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
         .iter()
         .map(|c| (item(ItemKind::Video, c.index), c.frames))
         .chain((0..jp.media.audio.len() as u32).map(|t| (item(ItemKind::Audio, t), 0)))
+        .chain(jp.text_items().map(|(t, _)| (item(ItemKind::Text, t), 0)))
         .collect()
 }
 
@@ -413,7 +414,33 @@ pub fn prepare(
             }
             other => vodpipe_media::Error::Unavailable(format!("source cannot be opened: {other}")),
         })?;
-    prepare_local(cfg, Path::new(&input))
+    let mut jp = prepare_local(cfg, Path::new(&input))?;
+    // Sidecars are picked up now, once: one uploaded later belongs to a later upload of
+    // the video.
+    let siblings = ports.objects.source_siblings(source_uri).map_err(|e| {
+        vodpipe_media::Error::Unavailable(format!("listing subtitle sidecars: {e}"))
+    })?;
+    let name = |uri: &str| uri.rsplit('/').next().unwrap_or(uri).to_string();
+    let mut sidecars: Vec<(String, String)> = siblings
+        .into_iter()
+        .filter_map(|uri| {
+            vodpipe_media::captions::sidecar_language(&name(source_uri), &name(&uri))
+                .map(|lang| (lang, uri))
+        })
+        .collect();
+    sidecars.sort();
+    sidecars.truncate(vodpipe_media::captions::MAX_SIDECARS);
+    jp.texts
+        .extend(sidecars.into_iter().map(|(language, uri)| TextTrack {
+            from: TextSource::Sidecar(uri),
+            name: language.clone(),
+            language: Some(language),
+            skipped: None,
+            forced: false,
+            hearing_impaired: false,
+        }));
+    TextTrack::settle(&mut jp.texts);
+    Ok(jp)
 }
 
 /// [`prepare`] for a file on this machine.
@@ -423,6 +450,7 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
         // Audio only: no ladder and no chunks; each track is one work item, as always.
         return Ok(JobPlan {
             plan: vodpipe_media::plan::audio_only(cfg.plan),
+            texts: TextTrack::from_streams(&media),
             media,
             rungs: Vec::new(),
             config: cfg.ladder.clone(),
@@ -436,6 +464,7 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
         cfg.plan,
     );
     Ok(JobPlan {
+        texts: TextTrack::from_streams(&media),
         media,
         rungs,
         plan,

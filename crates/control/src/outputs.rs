@@ -1,9 +1,10 @@
 //! Where outputs go and what a committed item records about them.
 //!
-//! Keys are fenced by attempt: `<asset>/<job>/c<chunk>.<attempt>/<rung>/…` for video and
-//! `<asset>/<job>/a<track>.<attempt>/…` for audio. An attempt's objects count only once the
-//! job store has committed that attempt under the lease's token, so a zombie worker's late
-//! upload lands in a directory nothing references.
+//! Keys are fenced by attempt: `<asset>/<job>/c<chunk>.<attempt>/<rung>/…` for video
+//! (the chunk's thumbnail sprite and the poster beside the rungs), `a<track>.<attempt>/…`
+//! for audio and `t<track>.<attempt>/…` for subtitles. An attempt's objects count only once
+//! the job store has committed that attempt under the lease's token, so a zombie worker's
+//! late upload lands in a directory nothing references.
 
 use crate::ports::{ItemKind, ItemRef};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ pub fn attempt_dir(item: &ItemRef, attempt: u32) -> String {
     match item.kind {
         ItemKind::Video => format!("c{:05}.{attempt}", item.index),
         ItemKind::Audio => format!("a{}.{attempt}", item.index),
+        ItemKind::Text => format!("t{}.{attempt}", item.index),
     }
 }
 
@@ -49,6 +51,9 @@ pub struct TrackResult {
     pub stsd_hash: String,
     /// Segments.
     pub segments: Vec<SegmentRef>,
+    /// Why the item published nothing (a subtitle file ffmpeg could not read), when so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// One published rendition, as status, the job record and job events list it: what a
@@ -78,6 +83,35 @@ pub struct Rendition {
     /// Whether an I-frame playlist lists it for trick play.
     #[serde(default)]
     pub trick_play: bool,
+    /// The file to fetch, relative to the job directory, for what is one file: a
+    /// subtitle track's whole WebVTT, the thumbnail track (`thumbnails.vtt`), the poster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Why a track of the source is not published (bitmap subtitles), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Where the stitch publishes the WebVTT thumbnail track, in the job directory.
+pub const THUMBNAILS_VTT: &str = "thumbnails.vtt";
+
+/// The key of `job`'s published file of rendition kind `kind` (`poster`, `thumbnails`):
+/// what status and job events point a CMS at.
+pub fn published_key(job: &crate::ports::JobRecord, kind: &str) -> Option<String> {
+    job.renditions
+        .iter()
+        .find(|r| r.kind == kind && r.skipped.is_none())
+        .and_then(|r| r.uri.as_ref())
+        .map(|uri| format!("{}/{uri}", job_dir(&job.asset, &job.id)))
+}
+
+/// The languages (or names, for a track without one) of `job`'s published subtitles.
+pub fn subtitle_languages(job: &crate::ports::JobRecord) -> Vec<String> {
+    job.renditions
+        .iter()
+        .filter(|r| r.kind == "text" && r.skipped.is_none())
+        .map(|r| r.language.clone().unwrap_or_else(|| r.id.clone()))
+        .collect()
 }
 
 /// The renditions of `tracks`, in manifest order.
@@ -96,6 +130,8 @@ pub fn renditions(tracks: &[vodpipe_media::package::Track]) -> Vec<Rendition> {
                 channels: None,
                 language: None,
                 trick_play: has_iframes(t),
+                uri: None,
+                skipped: None,
             };
             match &t.kind {
                 TrackKind::Video { width, height, .. } => {
@@ -107,6 +143,16 @@ pub fn renditions(tracks: &[vodpipe_media::package::Track]) -> Vec<Rendition> {
                     r.kind = "audio".into();
                     r.channels = Some(*channels);
                     r.language = language.clone();
+                }
+                TrackKind::Text { language, .. } => {
+                    r.kind = "text".into();
+                    r.language = language.clone();
+                    r.uri = Some(t.init_uri.clone());
+                }
+                TrackKind::Thumbnails { width, height, .. } => {
+                    r.kind = "thumbnails".into();
+                    (r.width, r.height) = (Some(*width), Some(*height));
+                    r.uri = Some(THUMBNAILS_VTT.into());
                 }
             }
             r

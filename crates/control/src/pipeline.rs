@@ -81,4 +81,157 @@ pub struct JobPlan {
     pub plan: Plan,
     /// Encoder settings.
     pub config: LadderConfig,
+    /// Subtitle renditions to publish (one work item each) and subtitle streams that
+    /// cannot be, in order: the source's streams, then sidecar files by language.
+    #[serde(default)]
+    pub texts: Vec<TextTrack>,
+}
+
+impl JobPlan {
+    /// The subtitle tracks that become work items, with their item index.
+    pub fn text_items(&self) -> impl Iterator<Item = (u32, &TextTrack)> {
+        self.texts
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.skipped.is_none())
+            .map(|(i, t)| (i as u32, t))
+    }
+}
+
+/// A subtitle track of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextTrack {
+    /// Where its text is.
+    pub from: TextSource,
+    /// Language, if known.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// What players show for it.
+    pub name: String,
+    /// Why it is not published (a bitmap format, too many tracks), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Forced subtitles (signs and foreign lines only).
+    #[serde(default)]
+    pub forced: bool,
+    /// For the deaf and hard of hearing.
+    #[serde(default)]
+    pub hearing_impaired: bool,
+}
+
+/// Where a subtitle track's text comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextSource {
+    /// A subtitle stream of the source (container index).
+    Stream(u32),
+    /// A sidecar file beside the source (its path or `s3://` URI).
+    Sidecar(String),
+}
+
+impl TextTrack {
+    /// The tracks of the source's own subtitle streams: text ones to publish, bitmap ones
+    /// skipped with the reason.
+    pub fn from_streams(media: &MediaInfo) -> Vec<TextTrack> {
+        media
+            .subtitles
+            .iter()
+            .enumerate()
+            .map(|(n, s)| TextTrack {
+                from: TextSource::Stream(s.index),
+                language: s.language.clone(),
+                name: s
+                    .title
+                    .clone()
+                    .or_else(|| s.language.clone())
+                    .unwrap_or_else(|| format!("Subtitles {}", n + 1)),
+                skipped: (!vodpipe_media::captions::is_text_codec(&s.codec)).then(|| {
+                    format!(
+                        "{} subtitles cannot be converted to WebVTT text (bitmap subtitles need OCR)",
+                        s.codec
+                    )
+                }),
+                forced: s.forced,
+                hearing_impaired: s.hearing_impaired,
+            })
+            .collect()
+    }
+
+    /// Makes a job's list publishable: every name distinct (HLS requires it within a
+    /// group: a second "eng" becomes "eng (2)"), and at most
+    /// [`vodpipe_media::captions::MAX_TEXT_TRACKS`] published, the rest skipped.
+    pub fn settle(texts: &mut [TextTrack]) {
+        let mut published = 0;
+        for t in texts.iter_mut().filter(|t| t.skipped.is_none()) {
+            published += 1;
+            if published > vodpipe_media::captions::MAX_TEXT_TRACKS {
+                t.skipped = Some(format!(
+                    "more than {} subtitle tracks",
+                    vodpipe_media::captions::MAX_TEXT_TRACKS
+                ));
+            }
+        }
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for t in texts.iter_mut() {
+            let base = t.name.clone();
+            let mut n = 1;
+            while !seen.insert(t.name.clone()) {
+                n += 1;
+                t.name = format!("{base} ({n})");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vodpipe_media::probe::SubtitleInfo;
+
+    #[test]
+    fn bitmap_subtitle_streams_are_skipped_with_the_reason_and_make_no_work() {
+        let media: MediaInfo = serde_json::from_value(serde_json::json!({
+            "format_name": "matroska,webm", "duration_secs": 10.0, "size_bytes": 1,
+            "video": null, "audio": [], "video_start_secs": 0.0, "start_secs": 0.0,
+        }))
+        .unwrap();
+        let mut media = media;
+        let sub =
+            |index, codec: &str, title: Option<&str>, forced, hearing_impaired| SubtitleInfo {
+                index,
+                codec: codec.into(),
+                language: None,
+                title: title.map(str::to_string),
+                forced,
+                hearing_impaired,
+            };
+        media.subtitles = vec![
+            sub(2, "hdmv_pgs_subtitle", None, false, false),
+            sub(3, "ass", Some("Signs"), true, false),
+            sub(4, "subrip", Some("Signs"), false, true),
+        ];
+        let mut texts = TextTrack::from_streams(&media);
+        TextTrack::settle(&mut texts);
+        assert!(texts[1].forced && texts[2].hearing_impaired);
+        assert_eq!(texts[2].name, "Signs (2)", "names in one HLS group differ");
+        assert!(texts[0]
+            .skipped
+            .as_deref()
+            .is_some_and(|s| s.contains("hdmv_pgs_subtitle")));
+        assert_eq!(texts[1].skipped, None);
+        assert_eq!(texts[1].name, "Signs");
+        assert_eq!(texts[1].from, TextSource::Stream(3));
+        let jp = JobPlan {
+            media,
+            rungs: Vec::new(),
+            plan: vodpipe_media::plan::audio_only(PlanOptions::default()),
+            config: LadderConfig::default(),
+            texts,
+        };
+        let items: Vec<u32> = jp.text_items().map(|(i, _)| i).collect();
+        assert_eq!(items, [1, 2]);
+        let mut many: Vec<TextTrack> = (0..40).map(|_| jp.texts[1].clone()).collect();
+        TextTrack::settle(&mut many);
+        assert_eq!(many.iter().filter(|t| t.skipped.is_none()).count(), 32);
+    }
 }

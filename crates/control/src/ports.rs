@@ -99,6 +99,13 @@ pub trait ObjectStore: Send + Sync {
         let _ = (source, version);
         Ok(std::collections::BTreeMap::new())
     }
+    /// The files beside a source whose names start with its name without the extension
+    /// and a dot (`talk.en.srt` beside `talk.mp4`), as URIs [`ObjectStore::open_source`]
+    /// opens: where ingest looks for subtitle sidecars. Stores without any have none.
+    fn source_siblings(&self, source: &str) -> PortResult<Vec<String>> {
+        let _ = source;
+        Ok(Vec::new())
+    }
     /// The settings file beside a source (`<source>.vodpipe.json`), if there is one.
     fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
         let _ = source;
@@ -166,6 +173,8 @@ pub enum ItemKind {
     Video,
     /// One audio track, whole.
     Audio,
+    /// One subtitle track, converted to WebVTT.
+    Text,
 }
 
 impl ItemKind {
@@ -174,6 +183,7 @@ impl ItemKind {
         match self {
             ItemKind::Video => "video",
             ItemKind::Audio => "audio",
+            ItemKind::Text => "text",
         }
     }
 
@@ -182,6 +192,7 @@ impl ItemKind {
         match s {
             "video" => Some(ItemKind::Video),
             "audio" => Some(ItemKind::Audio),
+            "text" => Some(ItemKind::Text),
             _ => None,
         }
     }
@@ -204,6 +215,7 @@ impl ItemRef {
         match self.kind {
             ItemKind::Video => format!("chunk {}", self.index),
             ItemKind::Audio => format!("audio track {}", self.index),
+            ItemKind::Text => format!("subtitle track {}", self.index),
         }
     }
 }

@@ -184,6 +184,7 @@ struct SettingsFile {
     audio_kbps: Option<u32>,
     surround: Option<bool>,
     loudness_lufs: Option<f64>,
+    thumbnails: Option<bool>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -330,7 +331,8 @@ pub fn resolve(
         || file.crf.is_some()
         || file.audio_kbps.is_some()
         || file.surround.is_some()
-        || file.loudness_lufs.is_some();
+        || file.loudness_lufs.is_some()
+        || file.thumbnails.is_some();
     if inline && file.ladder.is_some() {
         return Err(reject(format!(
             "{file_name} names a ladder and also gives rungs or encoder settings; use one or the other"
@@ -374,6 +376,7 @@ pub fn resolve(
             audio_kbps: file.audio_kbps.unwrap_or(base.audio_kbps),
             surround: file.surround.unwrap_or(base.surround),
             loudness_lufs: file.loudness_lufs.or(base.loudness_lufs),
+            thumbnails: file.thumbnails.unwrap_or(base.thumbnails),
         };
         cfg.validate()
             .map_err(|e| reject(format!("{file_name}: {e}")))?;

@@ -12,11 +12,11 @@
 //! earlier versions' directories (finished jobs only) for the store's lifecycle.
 
 use crate::job::JobStatus;
-use crate::outputs::{dash_pointer, job_dir, master_pointer, TrackResult};
+use crate::outputs::{dash_pointer, job_dir, master_pointer, Rendition, TrackResult};
 use crate::pipeline::{JobPlan, Ports};
 use crate::ports::{Cacheability, ItemKind, ItemRef, JobRecord, PortError, PortResult};
 use std::collections::HashMap;
-use vodpipe_media::package::{self, Track, TrackKind};
+use vodpipe_media::package::{self, SegmentRef, Track, TrackKind};
 
 /// Stitches and publishes `job_id` if it is STITCHING; a no-op otherwise. Returns the state
 /// this call moved the job to (PUBLISHED, or FAILED for unusable results), or `None` when
@@ -32,7 +32,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     // Store errors are retried (the request stays queued); content problems fail the job.
     let doc = ports.jobs.plan_doc(job_id)?;
     let results = ports.jobs.results(job_id)?;
-    let tracks = match build_tracks(&doc, results) {
+    let (tracks, extras) = match build_tracks(&doc, results) {
         Ok(t) => t,
         Err(reason) => {
             if ports.jobs.transition(
@@ -48,11 +48,16 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
         }
     };
     let jd = job_dir(&job.asset, job_id);
-    let published = crate::outputs::renditions(&tracks);
-    // Each rendition's playlist, and for each video rung its I-frame playlist (trick
-    // play: byte ranges into the same segments), in one batch.
+    let mut published = crate::outputs::renditions(&tracks);
+    published.extend(extras);
+    // Each rendition's playlist, for each video rung its I-frame playlist (trick play:
+    // byte ranges into the same segments), and the WebVTT thumbnail track, in one batch.
     let mut playlists: Vec<(String, String)> = Vec::new();
     for t in &tracks {
+        if let Some(vtt) = package::thumbnail_vtt(t) {
+            playlists.push((format!("{jd}/{}", crate::outputs::THUMBNAILS_VTT), vtt));
+            continue;
+        }
         playlists.push((
             format!("{jd}/{}", package::media_playlist_name(t)),
             package::media_playlist(t),
@@ -96,14 +101,14 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     // older one in place (the check above alone could be overtaken).
     let prefix = format!("{job_id}/");
     let (master, dash) = (master_pointer(&job.asset), dash_pointer(&job.asset));
-    let took_master = move_pointer(
+    let moved_master = move_pointer(
         ports,
         &job,
         &master,
         &package::master_playlist(&tracks, &prefix),
     )?;
-    let took_dash = move_pointer(ports, &job, &dash, &package::mpd(&tracks, &prefix))?;
-    if !(took_master && took_dash) {
+    let moved_dash = move_pointer(ports, &job, &dash, &package::mpd(&tracks, &prefix))?;
+    if moved_master == Moved::Kept || moved_dash == Moved::Kept {
         tracing::warn!(job = %job_id, "a newer version took the pointers meanwhile; published at its own directory");
         let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
         if ports.jobs.publish(job_id, &master, &dash, &published)? {
@@ -123,12 +128,18 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     )));
     tracing::info!(job = %job_id, %master, "published");
     publish_metrics(ports, job_id);
-    if let Err(e) = ports
-        .cdn
-        .invalidate(&[format!("/{master}"), format!("/{dash}")], job_id)
-    {
-        // Pointers are short-lived in caches anyway; the publish stands.
-        tracing::warn!(job = %job_id, error = %e, "CDN invalidation failed");
+    // Only a replaced version can be in a cache (the distribution caches no 404 and 403):
+    // a first publish invalidates nothing. At 100,000 uploads an hour, two paths on every
+    // publish would cost about $1,000 an hour and overrun CloudFront's 3,000 paths in
+    // progress (`vodpipe simulate --invalidate-every-publish`).
+    if moved_master == Moved::Replaced || moved_dash == Moved::Replaced {
+        if let Err(e) = ports
+            .cdn
+            .invalidate(&[format!("/{master}"), format!("/{dash}")], job_id)
+        {
+            // Pointers are short-lived in caches anyway; the publish stands.
+            tracing::warn!(job = %job_id, error = %e, "CDN invalidation failed");
+        }
     }
     for dir in superseded_dirs(&job, &versions) {
         // Best effort: a failure leaves old outputs in place, which costs storage only.
@@ -144,23 +155,34 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
 /// it in between.
 const POINTER_ROUNDS: u32 = 8;
 
+/// What moving a pointer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moved {
+    /// A newer version holds it; left alone.
+    Kept,
+    /// It points at the job now; nothing (or this same job) was there before, so no cache
+    /// can hold another version of it.
+    First,
+    /// It points at the job now, in place of another version, which caches may still hold.
+    Replaced,
+}
+
 /// Points `key` at `job` (writes `body`) unless it already points at a newer version of
-/// the asset; true when it points at `job` now. The replace is conditional on the pointer
-/// read, so a publisher that lost a race reads the winner and decides again.
-fn move_pointer(ports: Ports<'_>, job: &JobRecord, key: &str, body: &str) -> PortResult<bool> {
+/// the asset. The replace is conditional on the pointer read, so a publisher that lost a
+/// race reads the winner and decides again.
+fn move_pointer(ports: Ports<'_>, job: &JobRecord, key: &str, body: &str) -> PortResult<Moved> {
     for _ in 0..POINTER_ROUNDS {
         let current = ports.objects.get_tagged(key)?;
-        if let Some(holder) = current
+        let holder = current
             .as_ref()
-            .and_then(|(bytes, _)| pointed_job(&String::from_utf8_lossy(bytes)))
-            .filter(|h| *h != job.id)
-        {
+            .map(|(bytes, _)| pointed_job(&String::from_utf8_lossy(bytes)));
+        if let Some(Some(h)) = holder.as_ref().filter(|h| h.as_deref() != Some(&job.id)) {
             let newer = ports
                 .jobs
-                .job_brief(&holder)?
+                .job_brief(h)?
                 .is_some_and(|h| h.created_at > job.created_at);
             if newer {
-                return Ok(false);
+                return Ok(Moved::Kept);
             }
         }
         let expected = current.as_ref().map(|(_, tag)| tag.as_str());
@@ -168,7 +190,18 @@ fn move_pointer(ports: Ports<'_>, job: &JobRecord, key: &str, body: &str) -> Por
             .objects
             .put_if(key, body.as_bytes(), Cacheability::ShortLived, expected)?
         {
-            return Ok(true);
+            // Replaced: something was there that was not this job (an unreadable pointer
+            // counts, to be safe).
+            let replaced = match &holder {
+                None => false,
+                Some(Some(h)) => *h != job.id,
+                Some(None) => true,
+            };
+            return Ok(if replaced {
+                Moved::Replaced
+            } else {
+                Moved::First
+            });
         }
     }
     Err(PortError::Conflict(format!(
@@ -257,21 +290,63 @@ fn publish_metrics(ports: Ports<'_>, job_id: &str) {
 }
 
 /// Each rendition's segments across chunks, checking all chunks of a rung can share one
-/// init segment (same sample description).
-fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<Vec<Track>, String> {
+/// init segment (same sample description); then the audio, subtitle and thumbnail tracks.
+/// Also returns what is published besides tracks (the poster) and the source's subtitle
+/// streams that are not (bitmap ones), for status.
+fn build_tracks(
+    doc: &str,
+    mut results: Vec<(ItemRef, u32, String)>,
+) -> Result<(Vec<Track>, Vec<Rendition>), String> {
     let jp: JobPlan = serde_json::from_str(doc).map_err(|e| e.to_string())?;
     let frame_rate = jp
         .media
         .video
         .as_ref()
         .map_or((0, 1), |v| (v.frame_rate.num, v.frame_rate.den));
-    results.sort_by_key(|(item, _, _)| (item.kind == ItemKind::Audio, item.index));
+    let order = |k: ItemKind| match k {
+        ItemKind::Video => 0,
+        ItemKind::Audio => 1,
+        ItemKind::Text => 2,
+    };
+    results.sort_by_key(|(item, _, _)| (order(item.kind), item.index));
     let mut by_rung: HashMap<String, Track> = HashMap::new();
     let mut stsd: HashMap<String, String> = HashMap::new();
     let mut audio = Vec::new();
+    let mut texts = Vec::new();
+    let mut tiles: Vec<SegmentRef> = Vec::new();
+    let mut poster: Option<String> = None;
+    let mut extras: Vec<Rendition> = Vec::new();
     for (item, _attempt, doc) in &results {
         let tracks: Vec<TrackResult> = serde_json::from_str(doc).map_err(|e| e.to_string())?;
         for t in tracks {
+            if item.kind == ItemKind::Text {
+                let info = jp.texts.get(item.index as usize);
+                if let Some(why) = t.skipped {
+                    extras.push(skipped_text(
+                        item.index as usize,
+                        info.and_then(|x| x.language.clone()),
+                        why,
+                    ));
+                    continue;
+                }
+                texts.push(Track {
+                    id: t.name,
+                    kind: TrackKind::Text {
+                        language: info.and_then(|x| x.language.clone()),
+                        name: info.map_or_else(
+                            || format!("Subtitles {}", item.index + 1),
+                            |x| x.name.clone(),
+                        ),
+                        forced: info.is_some_and(|x| x.forced),
+                        hearing_impaired: info.is_some_and(|x| x.hearing_impaired),
+                    },
+                    codec: t.codec,
+                    timescale: t.timescale,
+                    init_uri: t.init_uri,
+                    segments: t.segments,
+                });
+                continue;
+            }
             if item.kind == ItemKind::Audio {
                 let info = jp.media.audio.get(item.index as usize);
                 let language = info.and_then(|a| a.language.clone());
@@ -297,6 +372,17 @@ fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<V
                     segments: t.segments,
                 });
                 continue;
+            }
+            match t.name.as_str() {
+                "thumbnails" => {
+                    tiles.extend(t.segments);
+                    continue;
+                }
+                "poster" => {
+                    poster = Some(t.init_uri);
+                    continue;
+                }
+                _ => {}
             }
             let expected = stsd
                 .entry(t.name.clone())
@@ -351,7 +437,65 @@ fn build_tracks(doc: &str, mut results: Vec<(ItemRef, u32, String)>) -> Result<V
         return Err("the job published nothing: no video rung and no audio track".into());
     }
     tracks.extend(audio);
-    Ok(tracks)
+    tracks.extend(texts);
+    // Thumbnails only when every segment has its tile (a job planned before thumbnails
+    // existed, or with them off, has none).
+    if let Some(v) = jp.media.video.as_ref() {
+        if !tiles.is_empty() && tiles.len() == expected_segments && jp.plan.end_ticks > 0 {
+            let (width, height) = vodpipe_media::encode::thumbnail_size(v);
+            tracks.push(Track {
+                id: "thumbnails".into(),
+                kind: TrackKind::Thumbnails {
+                    width,
+                    height,
+                    columns: jp.plan.segments_per_chunk().max(1),
+                },
+                codec: "jpeg".into(),
+                timescale: 1000,
+                init_uri: String::new(),
+                segments: tiles,
+            });
+        }
+    }
+    if let Some(uri) = poster {
+        let size = vodpipe_media::encode::poster_size(&jp.rungs);
+        extras.push(Rendition {
+            id: "poster".into(),
+            kind: "poster".into(),
+            codec: "jpeg".into(),
+            average_bps: 0,
+            width: size.map(|s| s.0),
+            height: size.map(|s| s.1),
+            channels: None,
+            language: None,
+            trick_play: false,
+            uri: Some(uri),
+            skipped: None,
+        });
+    }
+    for (i, t) in jp.texts.iter().enumerate() {
+        if let Some(why) = &t.skipped {
+            extras.push(skipped_text(i, t.language.clone(), why.clone()));
+        }
+    }
+    Ok((tracks, extras))
+}
+
+/// Status's entry for subtitle track `index`, not published for `why`.
+fn skipped_text(index: usize, language: Option<String>, why: String) -> Rendition {
+    Rendition {
+        id: format!("text_{index}"),
+        kind: "text".into(),
+        codec: String::new(),
+        average_bps: 0,
+        width: None,
+        height: None,
+        channels: None,
+        language,
+        trick_play: false,
+        uri: None,
+        skipped: Some(why),
+    }
 }
 
 #[cfg(test)]

@@ -111,10 +111,55 @@ pub struct TierCapacity {
     pub error: Option<String>,
 }
 
-/// The workers a tier needs: one per queued or in-flight message (workers exit when idle,
-/// so an empty queue costs nothing). With `dead` letters waiting the standard tier keeps
+/// Tasks per `RunTask` call (the ECS API's maximum).
+pub const TASKS_PER_RUN_TASK: u32 = 10;
+/// Launches one caller aims for per second, below Fargate's 20 per pool.
+pub const LAUNCHES_PER_SECOND: f64 = 15.0;
+/// Most tasks one `ensure_capacity` call launches; the next reconcile (a minute later, or
+/// the next ingest) continues, so a burst of uploads never holds a function for long.
+pub const MAX_LAUNCHES_PER_CALL: u32 = 300;
+
+/// How many tasks a tier should have once an `ensure_capacity` call that found `have`
+/// running or pending and was asked for `wanted` is done: never above the deployment's cap,
+/// and never more than [`MAX_LAUNCHES_PER_CALL`] new ones at a time.
+pub fn launch_target(have: u32, wanted: u32, max_per_tier: u32) -> u32 {
+    wanted
+        .min(max_per_tier)
+        .min(have.saturating_add(MAX_LAUNCHES_PER_CALL))
+}
+
+/// The queues a tier's workers serve: premium tasks serve premium work only (it is where
+/// escalated items go); Spot tasks serve standard and bulk.
+pub fn served_tiers(tier: Tier) -> &'static [Tier] {
+    match tier {
+        Tier::Premium => &[Tier::Premium],
+        Tier::Standard | Tier::Bulk => &[Tier::Standard, Tier::Bulk],
+    }
+}
+
+/// Queued or in-flight items per worker a tier's fleet is sized for. A new task takes about
+/// a minute to start, as long as several chunk encodes, so one task per queued item
+/// overshoots and then idles; the cheaper the tier, the more items each worker is meant
+/// to drain in turn (premium keeps one each: its latency is what it pays for).
+pub fn items_per_worker(tier: Tier) -> u64 {
+    match tier {
+        Tier::Premium => 1,
+        Tier::Standard => 2,
+        Tier::Bulk => 4,
+    }
+}
+
+/// Whether a tier's workers run on Spot capacity (premium runs On-Demand: it is where
+/// work goes that must not be interrupted again).
+pub fn runs_on_spot(tier: Tier) -> bool {
+    tier != Tier::Premium
+}
+
+/// The workers a tier needs: one per [`items_per_worker`] queued or in-flight messages
+/// (workers exit when idle, so an empty queue costs nothing). With `dead` letters waiting the standard tier keeps
 /// one: only workers drain them, failing their jobs with the reason.
 pub fn wanted_workers(tier: Tier, depth: u64, dead: u64) -> u32 {
+    let depth = depth.div_ceil(items_per_worker(tier));
     let wanted = if tier == Tier::Standard && dead > 0 {
         depth.max(1)
     } else {
@@ -204,7 +249,7 @@ mod tests {
             [
                 ("premium", 3, false),
                 ("standard", 0, true),
-                ("bulk", 3, false)
+                ("bulk", 1, false)
             ]
         );
     }
@@ -220,7 +265,11 @@ mod tests {
     fn dead_letters_keep_one_standard_worker() {
         assert_eq!(wanted_workers(Tier::Standard, 0, 2), 1);
         assert_eq!(wanted_workers(Tier::Bulk, 0, 2), 0);
-        assert_eq!(wanted_workers(Tier::Standard, 5, 2), 5);
+        assert_eq!(wanted_workers(Tier::Standard, 5, 2), 3);
+        // One worker per item for premium, per two for standard, per four for bulk.
+        assert_eq!(wanted_workers(Tier::Premium, 9, 0), 9);
+        assert_eq!(wanted_workers(Tier::Standard, 9, 0), 5);
+        assert_eq!(wanted_workers(Tier::Bulk, 9, 0), 3);
         assert_eq!(wanted_workers(Tier::Standard, 0, 0), 0);
     }
 }

@@ -14,7 +14,7 @@
 
 use crate::job::{content_hash, JobStatus};
 use crate::outputs::{attempt_dir, job_dir, TrackResult};
-use crate::pipeline::{Config, JobPlan, Ports};
+use crate::pipeline::{Config, JobPlan, Ports, TextSource};
 use crate::ports::JobRecord;
 use crate::ports::{
     Acquired, Cacheability, Completion, Delivery, ItemKind, ItemRef, Lease, Message, PortError,
@@ -25,7 +25,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vodpipe_media::encode::{self, EncodeContext, TrackOutput};
+use vodpipe_media::captions::TextInput;
+use vodpipe_media::encode::{self, EncodeContext, Encoded};
 use vodpipe_media::mp4;
 use vodpipe_media::package::SegmentRef;
 
@@ -89,6 +90,29 @@ impl TierPicker {
     }
 }
 
+/// How long a worker of a fleet watches its own load before it may scale in.
+pub const SCALE_IN_WINDOW: Duration = Duration::from_secs(300);
+/// A fleet worker busy less than this share of [`SCALE_IN_WINDOW`] leaves when it next
+/// finds nothing to do: the fleet has more workers than work.
+pub const SCALE_IN_BUSY_SHARE: f64 = 0.25;
+
+/// Whether a worker that found nothing to do should exit: idle for `idle_exit` in a row,
+/// or (`scale_in`: its busy time and how long it has watched) busy less than
+/// [`SCALE_IN_BUSY_SHARE`] of a full [`SCALE_IN_WINDOW`]. With many workers polling, work
+/// reaches every one now and then and none is idle for long in a row, so idle time alone
+/// never shrinks a fleet (`vodpipe simulate` found the fleet staying at its peak).
+pub fn should_exit(
+    idle_for: Duration,
+    idle_exit: Duration,
+    scale_in: Option<(Duration, Duration)>,
+) -> bool {
+    idle_for >= idle_exit
+        || scale_in.is_some_and(|(busy, watched)| {
+            watched >= SCALE_IN_WINDOW
+                && busy.as_secs_f64() < SCALE_IN_BUSY_SHARE * watched.as_secs_f64()
+        })
+}
+
 /// What one turn of the worker did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
@@ -114,7 +138,7 @@ pub trait ItemEncoder: Send + Sync {
         ctx: &EncodeContext<'_>,
         item: &ItemRef,
         on_frames: &(dyn Fn(u64) + Sync),
-    ) -> vodpipe_media::Result<Vec<TrackOutput>>;
+    ) -> vodpipe_media::Result<Encoded>;
 }
 
 /// The encoder workers use: ffmpeg, one process per chunk or audio track.
@@ -126,7 +150,7 @@ impl ItemEncoder for FfmpegEncoder {
         ctx: &EncodeContext<'_>,
         item: &ItemRef,
         on_frames: &(dyn Fn(u64) + Sync),
-    ) -> vodpipe_media::Result<Vec<TrackOutput>> {
+    ) -> vodpipe_media::Result<Encoded> {
         match item.kind {
             ItemKind::Video => match ctx.plan.chunks.get(item.index as usize) {
                 Some(chunk) => encode::encode_chunk(ctx, chunk, on_frames),
@@ -135,7 +159,8 @@ impl ItemEncoder for FfmpegEncoder {
                     item.index
                 ))),
             },
-            ItemKind::Audio => encode::encode_audio(ctx, item.index as usize),
+            ItemKind::Audio => encode::encode_audio(ctx, item.index as usize).map(Encoded::from),
+            ItemKind::Text => encode::encode_text(ctx),
         }
     }
 }
@@ -148,6 +173,7 @@ pub struct Worker<'a> {
     picker: TierPicker,
     shutdown: Shutdown,
     stitches: bool,
+    scale_in: bool,
     announce: Option<Announcer<'a>>,
     /// The last plan read, under its job and plan id: a worker draining one film's chunks
     /// reads its plan (hundreds of KB for a feature) once, not once per chunk.
@@ -178,6 +204,7 @@ impl<'a> Worker<'a> {
             picker: TierPicker::new(tiers, 4),
             shutdown,
             stitches: true,
+            scale_in: false,
             announce: None,
             plan_cache: None,
             encoder: Box::new(FfmpegEncoder),
@@ -273,13 +300,25 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Runs turns until shutdown, or until idle for `idle_exit`. A failing turn (a busy
-    /// backend, one unreadable message) is logged and retried with back-off; it never
-    /// takes the worker down.
+    /// Also leaves when mostly idle ([`should_exit`]): for a fleet of tasks, where
+    /// work spread over many pollers keeps every one of them from ever being idle for
+    /// `idle_exit` in a row.
+    pub fn with_scale_in(mut self) -> Self {
+        self.scale_in = true;
+        self
+    }
+
+    /// Runs turns until shutdown, or until idle for `idle_exit` (or, with
+    /// [`Worker::with_scale_in`], mostly idle). A failing turn (a busy backend, one
+    /// unreadable message) is logged and retried with back-off; it never takes the worker
+    /// down.
     pub fn run(&mut self, idle_exit: Option<Duration>) -> PortResult<()> {
         let mut idle_since = Instant::now();
+        let mut window = Instant::now();
+        let mut busy = Duration::ZERO;
         let mut backoff = Duration::from_millis(200);
         while !self.shutdown.is_triggered() {
+            let turn_started = Instant::now();
             let turn = match self.turn() {
                 Ok(t) => {
                     backoff = Duration::from_millis(200);
@@ -294,14 +333,23 @@ impl<'a> Worker<'a> {
             };
             match turn {
                 Turn::Idle => {
-                    if idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
-                        tracing::info!("idle; exiting");
-                        break;
+                    if let Some(d) = idle_exit {
+                        let scale_in = self.scale_in.then_some((busy, window.elapsed()));
+                        if should_exit(idle_since.elapsed(), d, scale_in) {
+                            tracing::info!(busy_secs = busy.as_secs_f64(), "idle; exiting");
+                            break;
+                        }
+                    }
+                    if window.elapsed() >= SCALE_IN_WINDOW {
+                        (window, busy) = (Instant::now(), Duration::ZERO);
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Turn::Interrupted => break,
-                Turn::Worked => idle_since = Instant::now(),
+                Turn::Worked => {
+                    idle_since = Instant::now();
+                    busy += turn_started.elapsed();
+                }
             }
         }
         Ok(())
@@ -460,24 +508,48 @@ impl<'a> Worker<'a> {
                 return Ok(Turn::Worked);
             }
         };
-        let result = self.encode_and_store(d, &lease, &job, &plan);
+        let mut result = self.encode_and_store(d, &lease, &job, &plan);
         let secs = started.elapsed().as_secs_f64();
+        // A subtitle file ffmpeg cannot read fails once more (a passing fault gets its
+        // retry), then is published as skipped with ffmpeg's reason: captions that cannot
+        // be read must not cost the viewer the video.
+        if let Err(e) = &result {
+            if item.kind == ItemKind::Text
+                && lease.failures >= 1
+                && !self.shutdown.is_triggered()
+                && !e.is_infrastructure()
+            {
+                tracing::warn!(item = %item.describe(), error = %e, "subtitle track cannot be converted; published as skipped");
+                result = Ok(vec![TrackResult {
+                    name: format!("text_{}", item.index),
+                    codec: String::new(),
+                    timescale: 1000,
+                    init_uri: String::new(),
+                    stsd_hash: String::new(),
+                    segments: Vec::new(),
+                    skipped: Some(e.to_string()),
+                }]);
+            }
+        }
         match result {
             Ok(tracks) => {
                 let doc = serde_json::to_string(&tracks)
                     .map_err(|e| PortError::Backend(e.to_string()))?;
                 let media_secs = chunk_media_secs(&plan, item);
-                crate::metrics::emit(
-                    &[
-                        ("ChunkEncodeSeconds", secs, crate::metrics::Unit::Seconds),
-                        (
-                            "RealtimeFactor",
-                            if secs > 0.0 { media_secs / secs } else { 0.0 },
-                            crate::metrics::Unit::None,
-                        ),
-                    ],
-                    &[],
-                );
+                // Subtitle conversion is not encoding: it would skew the encode metrics.
+                if item.kind != ItemKind::Text {
+                    crate::metrics::emit(
+                        &[
+                            ("ChunkEncodeSeconds", secs, crate::metrics::Unit::Seconds),
+                            (
+                                "RealtimeFactor",
+                                if secs > 0.0 { media_secs / secs } else { 0.0 },
+                                crate::metrics::Unit::None,
+                            ),
+                        ],
+                        &[],
+                    );
+                }
                 fail::fail_point!("worker-before-commit", |_| Err(crate::ports::injected(
                     "worker-before-commit"
                 )));
@@ -550,8 +622,7 @@ impl<'a> Worker<'a> {
             Err(e) => return Err(e),
         }
         let strikes = lease.failures + lease.interruptions + 1;
-        let on_spot = matches!(d.queue, Queue::Work(t) if t != Tier::Premium);
-        if on_spot && strikes >= self.cfg.escalate_after {
+        if escalates(d.queue, strikes, self.cfg.escalate_after) {
             tracing::warn!(item = %lease.item.describe(), strikes, "escalating to the premium tier");
             self.ports.queue.send(
                 Queue::Work(Tier::Premium),
@@ -583,6 +654,24 @@ impl<'a> Worker<'a> {
             .as_ref()
             .and_then(|s| s.source_version.as_deref());
         let item = &lease.item;
+        // A subtitle item reads its sidecar file, or a stream of the source.
+        let text = match item.kind {
+            ItemKind::Text => match jp.texts.get(item.index as usize).map(|t| &t.from) {
+                Some(TextSource::Stream(i)) => Some((TextInput::Stream(*i), None)),
+                Some(TextSource::Sidecar(uri)) => Some((TextInput::Sidecar, Some(uri.as_str()))),
+                None => {
+                    return Err(vodpipe_media::Error::PlanMismatch(format!(
+                        "no subtitle track {}",
+                        item.index
+                    )))
+                }
+            },
+            _ => None,
+        };
+        let (source, version) = match text {
+            Some((_, Some(sidecar))) => (sidecar, None),
+            _ => (source, version),
+        };
         let input = self
             .ports
             .objects
@@ -607,6 +696,10 @@ impl<'a> Worker<'a> {
             ItemKind::Audio => {
                 Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) * 2.0).max(600.0))
             }
+            // Demuxing a film for its subtitle packets reads the whole file.
+            ItemKind::Text => {
+                Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) / 4.0).max(600.0))
+            }
         };
         let ctx = EncodeContext {
             ffmpeg: &self.cfg.ffmpeg,
@@ -619,6 +712,7 @@ impl<'a> Worker<'a> {
             timeout,
             cancel: cancel.clone(),
             shutdown: self.shutdown.flag(),
+            text: text.map(|(t, _)| t),
         };
         let frames = AtomicU64::new(0);
         let on_frames = |n: u64| frames.store(n, Ordering::Relaxed);
@@ -648,14 +742,14 @@ impl<'a> Worker<'a> {
             });
             let encoded = self.encoder.encode(&ctx, item, &on_frames);
             let _ = std::fs::remove_dir_all(&scratch);
-            let stored = encoded.and_then(|tracks| {
+            let stored = encoded.and_then(|out| {
                 if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
                     return Err(vodpipe_media::Error::Tool {
                         step: format!("store {}", item.describe()),
                         detail: "cancelled".into(),
                     });
                 }
-                self.store_tracks(item, lease.attempt, asset, jp, tracks)
+                self.store_outputs(item, lease.attempt, asset, jp, out)
             });
             done.store(true, Ordering::SeqCst);
             stored
@@ -663,14 +757,15 @@ impl<'a> Worker<'a> {
         stored
     }
 
-    fn store_tracks(
+    fn store_outputs(
         &self,
         item: &ItemRef,
         attempt: u32,
         asset: &str,
         jp: &JobPlan,
-        tracks: Vec<TrackOutput>,
+        out: Encoded,
     ) -> vodpipe_media::Result<Vec<TrackResult>> {
+        let tracks = out.tracks;
         let dir = attempt_dir(item, attempt);
         let jd = job_dir(asset, &item.job_id);
         let first_segment = match item.kind {
@@ -680,7 +775,7 @@ impl<'a> Worker<'a> {
                 .get(item.index as usize)
                 .and_then(|c| c.segments.first())
                 .map_or(0, |s| s.index),
-            ItemKind::Audio => 0,
+            ItemKind::Audio | ItemKind::Text => 0,
         };
         let mut results = Vec::with_capacity(tracks.len());
         let mut uploads: Vec<(String, &[u8])> = Vec::new();
@@ -695,7 +790,7 @@ impl<'a> Worker<'a> {
                 {
                     format!("{dir}/{}", t.name)
                 }
-                ItemKind::Audio => dir.clone(),
+                ItemKind::Audio | ItemKind::Text => dir.clone(),
             };
             // Every chunk of a rung shares chunk 0's init segment (the stitch checks that
             // their sample descriptions agree, from the hash below), so only chunk 0 and the
@@ -719,7 +814,7 @@ impl<'a> Worker<'a> {
                     bytes: s.bytes.len() as u64,
                     key_frame_bytes: match item.kind {
                         ItemKind::Video => s.key_frame_end,
-                        ItemKind::Audio => None,
+                        ItemKind::Audio | ItemKind::Text => None,
                     },
                 });
             }
@@ -730,8 +825,85 @@ impl<'a> Worker<'a> {
                 timescale: t.timescale,
                 init_uri,
                 segments,
+                skipped: None,
             });
         }
+        // Stills and subtitles: small files beside the segments, listed as tracks of their
+        // own for the stitch.
+        let segment_ms = |i: usize| {
+            jp.plan.segment_times().get(i).map_or((0, 0), |&(a, b)| {
+                let (a, b) = ((a * 1000.0).round() as u64, (b * 1000.0).round() as u64);
+                (a, b.saturating_sub(a))
+            })
+        };
+        let sprite_uri = format!("{dir}/thumbnails.jpg");
+        let poster_uri = format!("{dir}/poster.jpg");
+        if let (Some(sprite), Some(chunk)) =
+            (&out.stills.sprite, jp.plan.chunks.get(item.index as usize))
+        {
+            uploads.push((format!("{jd}/{sprite_uri}"), sprite));
+            results.push(still_result(
+                "thumbnails",
+                String::new(),
+                chunk
+                    .segments
+                    .iter()
+                    .map(|seg| {
+                        let (start, duration) = segment_ms(seg.index as usize);
+                        SegmentRef {
+                            uri: sprite_uri.clone(),
+                            start,
+                            duration,
+                            bytes: sprite.len() as u64,
+                            key_frame_bytes: None,
+                        }
+                    })
+                    .collect(),
+            ));
+        }
+        if let Some(poster) = &out.stills.poster {
+            uploads.push((format!("{jd}/{poster_uri}"), poster));
+            results.push(still_result("poster", poster_uri.clone(), Vec::new()));
+        }
+        let text_files: Vec<(String, &[u8])> = match &out.text {
+            Some(text) => std::iter::once((format!("{dir}/subtitles.vtt"), text.whole.as_bytes()))
+                .chain(
+                    text.segments
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (format!("{dir}/{i:05}.vtt"), s.body.as_bytes())),
+                )
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(text) = &out.text {
+            results.push(TrackResult {
+                name: format!("text_{}", item.index),
+                codec: "wvtt".into(),
+                timescale: 1000,
+                init_uri: format!("{dir}/subtitles.vtt"),
+                stsd_hash: String::new(),
+                skipped: None,
+                segments: text
+                    .segments
+                    .iter()
+                    .zip(text_files.iter().skip(1))
+                    .map(|(s, (uri, body))| SegmentRef {
+                        uri: uri.clone(),
+                        start: s.start_ms,
+                        duration: s.duration_ms,
+                        bytes: body.len() as u64,
+                        key_frame_bytes: None,
+                    })
+                    .collect(),
+            });
+            tracing::info!(item = %item.describe(), cues = text.cues, "subtitles converted");
+        }
+        uploads.extend(
+            text_files
+                .iter()
+                .map(|(uri, body)| (format!("{jd}/{uri}"), *body)),
+        );
         // Every rung's segments in one batch, so a backend can upload them in parallel.
         self.ports
             .objects
@@ -742,6 +914,27 @@ impl<'a> Worker<'a> {
             })?;
         Ok(results)
     }
+}
+
+/// The result entry of a still (a JPEG, timescale ms): the chunk's sprite with one
+/// segment per tile, or the poster with its key as `init_uri`.
+fn still_result(name: &str, init_uri: String, segments: Vec<SegmentRef>) -> TrackResult {
+    TrackResult {
+        name: name.into(),
+        codec: "jpeg".into(),
+        timescale: 1000,
+        init_uri,
+        stsd_hash: String::new(),
+        segments,
+        skipped: None,
+    }
+}
+
+/// Whether an item given back from `queue` after its `strikes`-th failure or interruption
+/// goes to the premium (On-Demand) queue: Spot-tier work that keeps failing or being
+/// interrupted stops waiting for cheap capacity.
+pub fn escalates(queue: Queue, strikes: u32, escalate_after: u32) -> bool {
+    matches!(queue, Queue::Work(t) if crate::sweep::runs_on_spot(t)) && strikes >= escalate_after
 }
 
 /// A conflict means another worker owns the thing now; for the caller that is done.
@@ -769,7 +962,7 @@ fn chunk_media_secs(jp: &JobPlan, item: &ItemRef) -> f64 {
                 .get(item.index as usize)
                 .map_or(jp.plan.segment_secs, |c| c.frames as f64 / fps)
         }
-        ItemKind::Audio => jp.media.duration_secs.unwrap_or(0.0),
+        ItemKind::Audio | ItemKind::Text => jp.media.duration_secs.unwrap_or(0.0),
     }
 }
 

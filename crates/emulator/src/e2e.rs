@@ -5,7 +5,7 @@
 //! real function binaries under the runtime API and worker tasks as Fargate would, then
 //! uploads one object and waits for its job. The published asset is downloaded into the
 //! output directory and the job's status JSON is printed with `master` and `dash` as paths
-//! there. Exit status 0 means PUBLISHED with its pointer manifests invalidated.
+//! there. Exit status 0 means PUBLISHED (a first publish invalidates nothing).
 
 use crate::fargate::{sibling, Fargate, FargateStats};
 use crate::moto::Moto;
@@ -38,6 +38,10 @@ pub struct E2eArgs {
     /// User metadata on that upload, NAME=VALUE (`vodpipe-tier=premium`), repeatable.
     #[arg(long = "metadata", value_name = "NAME=VALUE")]
     pub metadata: Vec<String>,
+    /// A subtitle sidecar to upload beside the video first, repeatable: `talk.es.srt` goes
+    /// up as `<key without its extension>.es.srt`.
+    #[arg(long = "sidecar", value_name = "PATH")]
+    pub sidecars: Vec<PathBuf>,
     /// Upload the input again under this key too (no metadata), repeatable: several jobs
     /// in one run, e.g. one under a prefix the prefix map sends to another tier.
     #[arg(long = "also", value_name = "KEY")]
@@ -560,6 +564,8 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         let local = |k: &Value| k.as_str().map(|k| a.out.join(k).display().to_string());
         v["master"] = json!(local(&v["master_key"]));
         v["dash"] = json!(local(&v["dash_key"]));
+        v["poster"] = json!(local(&v["poster_key"]));
+        v["thumbnails"] = json!(local(&v["thumbnails_key"]));
         statuses.push(v);
     }
     let mut report = statuses[0].clone();
@@ -591,13 +597,11 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         "logs": work,
     });
     println!("{report}");
-    let published = uploads.iter().all(|(_, j)| {
-        j.status == JobStatus::Published
-            && [&j.master_key, &j.dash_key]
-                .into_iter()
-                .flatten()
-                .all(|k| invalidated.iter().any(|p| p == &format!("/{k}")))
-    });
+    // Every upload here is a first publish, which invalidates nothing (only a replaced
+    // version can be cached).
+    let published = uploads
+        .iter()
+        .all(|(_, j)| j.status == JobStatus::Published && j.master_key.is_some());
     Ok(if published { 0 } else { 1 })
 }
 
@@ -660,6 +664,35 @@ fn follow(
             .split_once('=')
             .with_context(|| format!("--metadata {pair:?} is not NAME=VALUE"))?;
         metadata.insert(k.to_string(), v.to_string());
+    }
+    // Sidecars go up first, as a tool uploading a video with its subtitles would, so the
+    // video's ingest finds them.
+    let stem = a.key.rsplit_once('.').map_or(a.key.as_str(), |(s, _)| s);
+    for path in &a.sidecars {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let suffix = name
+            .split_once('.')
+            .map(|(_, rest)| rest.to_string())
+            .with_context(|| format!("sidecar {} has no language and extension", path.display()))?;
+        let key = format!("{stem}.{suffix}");
+        let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        bridge
+            .run(
+                s3.put_object()
+                    .bucket(&w.settings.ingest_bucket)
+                    .key(&key)
+                    .body(body.into())
+                    .send(),
+            )
+            .with_context(|| format!("uploading the sidecar as {key}"))?;
+        eprintln!(
+            "uploaded {} to s3://{}/{key}",
+            path.display(),
+            w.settings.ingest_bucket
+        );
     }
     let mut uris = Vec::new();
     for (i, key) in std::iter::once(&a.key).chain(&a.also).enumerate() {

@@ -26,7 +26,7 @@ use vodpipe_control::ports::{
     ItemKind, ItemRef, JobStore, Message, PortError, Queue, Tier, WorkQueue,
 };
 use vodpipe_control::worker::{ItemEncoder, Shutdown, Worker};
-use vodpipe_media::encode::{EncodeContext, TrackOutput};
+use vodpipe_media::encode::{EncodeContext, Encoded, TrackOutput};
 use vodpipe_media::ladder::{ladder_for, LadderConfig};
 use vodpipe_media::mp4::Fragment;
 use vodpipe_media::plan::{plan, PlanOptions};
@@ -99,7 +99,7 @@ impl ItemEncoder for StandInEncoder {
         ctx: &EncodeContext<'_>,
         item: &ItemRef,
         on_frames: &(dyn Fn(u64) + Sync),
-    ) -> vodpipe_media::Result<Vec<TrackOutput>> {
+    ) -> vodpipe_media::Result<Encoded> {
         std::thread::sleep(self.delay);
         let video = ctx.media.video.as_ref().ok_or_else(|| {
             vodpipe_media::Error::PlanMismatch("the load's plan has no video".into())
@@ -112,28 +112,29 @@ impl ItemEncoder for StandInEncoder {
             .ok_or_else(|| vodpipe_media::Error::PlanMismatch(format!("no {}", item.describe())))?;
         let ticks = (video.time_base.den * video.frame_rate.den / video.frame_rate.num) as u64;
         on_frames(chunk.frames);
-        Ok(ctx
-            .rungs
-            .iter()
-            .map(|r| TrackOutput {
-                name: r.name.clone(),
-                init: self.init.clone(),
-                segments: chunk
-                    .segments
-                    .iter()
-                    .map(|s| Fragment {
-                        bytes: vec![0u8; 2048],
-                        base_decode_time: s.first_frame * ticks,
-                        samples: s.frames,
-                        duration: s.frames * ticks,
-                        first_cts_offset: 0,
-                        starts_with_sync: true,
-                        key_frame_end: Some(1024),
-                    })
-                    .collect(),
-                timescale: video.time_base.den as u32,
-            })
-            .collect())
+        Ok(Encoded::from(
+            ctx.rungs
+                .iter()
+                .map(|r| TrackOutput {
+                    name: r.name.clone(),
+                    init: self.init.clone(),
+                    segments: chunk
+                        .segments
+                        .iter()
+                        .map(|s| Fragment {
+                            bytes: vec![0u8; 2048],
+                            base_decode_time: s.first_frame * ticks,
+                            samples: s.frames,
+                            duration: s.frames * ticks,
+                            first_cts_offset: 0,
+                            starts_with_sync: true,
+                            key_frame_end: Some(1024),
+                        })
+                        .collect(),
+                    timescale: video.time_base.den as u32,
+                })
+                .collect::<Vec<_>>(),
+        ))
     }
 }
 
@@ -175,12 +176,14 @@ fn synthetic_plan(items: u32) -> JobPlan {
             size_bytes: 0,
             video: Some(video),
             audio: Vec::new(),
+            subtitles: Vec::new(),
             video_start_secs: 0.0,
             start_secs: 0.0,
         },
         rungs,
         plan,
         config,
+        texts: Vec::new(),
     }
 }
 

@@ -180,6 +180,27 @@ impl ObjectStore for Objects {
             .to_string())
     }
 
+    fn source_siblings(&self, source: &str) -> PortResult<Vec<String>> {
+        let path = Path::new(source);
+        let (Some(dir), Some(stem)) = (path.parent(), path.file_stem()) else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("{}.", stem.to_string_lossy());
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&dir.display().to_string(), e)),
+        };
+        let mut found: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix) && e.path() != path)
+            .map(|e| e.path().display().to_string())
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
     fn source_settings_file(&self, source: &str) -> PortResult<Option<Vec<u8>>> {
         // One byte past the limit, so a file too large is seen to be and refused.
         read_optional(

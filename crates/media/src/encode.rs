@@ -10,6 +10,13 @@
 //!
 //! Audio is never chunked (per-chunk AAC would put ~21 ms of priming silence at every
 //! join): each track is encoded once and fragmented at the segment duration.
+//!
+//! Stills cost no extra decode: two more branches of the chunk's `split` write the chunk's
+//! thumbnail sprite (each segment's first frame, tiled in a row) and, in the chunk holding
+//! the frame a third of the way in, the poster: of the first 30 frames from that one on
+//! that are not dark, the one nearest their average colour histogram. Captions
+//! the source carries in its pictures (CEA-608/708 in ATSC A/53 SEI) ride along to every
+//! rung (`-a53cc`).
 
 use crate::error::{Error, Result};
 use crate::ladder::{LadderConfig, Rung};
@@ -51,6 +58,8 @@ pub struct EncodeContext<'a> {
     /// The process-wide shutdown flag: watched directly, so a SIGTERM kills ffmpeg
     /// within milliseconds whatever else the worker is doing.
     pub shutdown: Arc<AtomicBool>,
+    /// For a subtitle item: which stream of `source` (or a sidecar file as `source`).
+    pub text: Option<crate::captions::TextInput>,
 }
 
 /// One rung of an encoded chunk (or one audio track): the init segment and the media
@@ -67,6 +76,83 @@ pub struct TrackOutput {
     pub timescale: u32,
 }
 
+/// What one work item produced: fMP4 tracks, and for a video chunk its stills, or for a
+/// subtitle item its WebVTT.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    /// Rungs of a chunk, or renditions of an audio track.
+    pub tracks: Vec<TrackOutput>,
+    /// The chunk's thumbnail sprite and, from the poster chunk, the poster.
+    pub stills: Stills,
+    /// A subtitle rendition.
+    pub text: Option<crate::captions::TextOutput>,
+}
+
+impl From<Vec<TrackOutput>> for Encoded {
+    fn from(tracks: Vec<TrackOutput>) -> Self {
+        Encoded {
+            tracks,
+            ..Default::default()
+        }
+    }
+}
+
+/// A chunk's stills, as JPEG bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Stills {
+    /// One tile per segment (the segment's first frame), left to right, on a grid of
+    /// [`crate::plan::Plan::segments_per_chunk`] columns and one row, every tile
+    /// [`thumbnail_size`]; a short last chunk leaves the rest of the row blank.
+    pub sprite: Option<Vec<u8>>,
+    /// The poster: a representative frame from a third of the way in that is not dark, at
+    /// [`poster_size`].
+    pub poster: Option<Vec<u8>>,
+}
+
+/// Width of a scrubbing thumbnail, in pixels (what players' seek bars show).
+pub const THUMB_WIDTH: u32 = 160;
+/// Mean luma (8-bit, limited range: black is 16) a frame must exceed to be a poster.
+const POSTER_MIN_LUMA: u32 = 32;
+/// How many bright frames the poster is chosen among (the one nearest their average
+/// colour histogram: ffmpeg's `thumbnail`); buffered at poster size.
+const POSTER_CANDIDATES: u64 = 30;
+
+/// A thumbnail tile's size: [`THUMB_WIDTH`] wide, the display aspect ratio kept, even.
+pub fn thumbnail_size(video: &VideoInfo) -> (u32, u32) {
+    let (w, h) = video.display_size();
+    let h = (f64::from(THUMB_WIDTH) * f64::from(h) / f64::from(w.max(1))).round() as u32;
+    (THUMB_WIDTH, h.div_ceil(2) * 2)
+}
+
+/// Widest poster, in pixels: a poster is a page image, and its candidates are buffered.
+pub const POSTER_MAX_WIDTH: u32 = 1280;
+
+/// The poster's size: the largest rung's, at most [`POSTER_MAX_WIDTH`] wide (even, aspect
+/// kept).
+pub fn poster_size(rungs: &[Rung]) -> Option<(u32, u32)> {
+    rungs
+        .iter()
+        .max_by_key(|r| u64::from(r.width) * u64::from(r.height))
+        .map(|r| {
+            if r.width <= POSTER_MAX_WIDTH {
+                (r.width, r.height)
+            } else {
+                let h = (f64::from(POSTER_MAX_WIDTH) * f64::from(r.height) / f64::from(r.width))
+                    .round() as u32;
+                (POSTER_MAX_WIDTH, h.div_ceil(2) * 2)
+            }
+        })
+}
+
+/// Where a chunk encode writes its stills.
+#[derive(Debug, Clone)]
+pub struct StillPaths {
+    /// The sprite.
+    pub sprite: PathBuf,
+    /// The poster, for the poster chunk.
+    pub poster: Option<PathBuf>,
+}
+
 /// The video track timescale: the source time base's denominator, so source timestamps and
 /// chunk offsets map to output ticks exactly (× the time base numerator).
 pub fn video_timescale(v: &VideoInfo) -> u32 {
@@ -79,6 +165,7 @@ pub fn chunk_args(
     video: &VideoInfo,
     chunk: &Chunk,
     outputs: &[PathBuf],
+    stills: Option<&StillPaths>,
 ) -> Vec<String> {
     let mut a: Vec<String> = [
         "-hide_banner",
@@ -101,8 +188,9 @@ pub fn chunk_args(
         pre.push("bwdif=mode=send_frame:parity=auto:deint=all".into());
     }
     let n = ctx.rungs.len();
-    let mut graph = format!("[0:{}]{},split={n}", video.index, pre.join(","));
-    for i in 0..n {
+    let branches = n + stills.map_or(0, |s| 1 + usize::from(s.poster.is_some()));
+    let mut graph = format!("[0:{}]{},split={branches}", video.index, pre.join(","));
+    for i in 0..branches {
         graph.push_str(&format!("[s{i}]"));
     }
     for (i, r) in ctx.rungs.iter().enumerate() {
@@ -110,6 +198,38 @@ pub fn chunk_args(
             ";[s{i}]scale={}:{}:flags=bicubic,setsar=1,format=yuv420p[v{i}]",
             r.width, r.height
         ));
+    }
+    // Stills come from frames the chunk decodes anyway. Each still branch ends with the
+    // chunk (trim), so the sprite of a short last chunk is written when its frames end.
+    let mut still_outputs: Vec<(&'static str, &PathBuf, &'static str)> = Vec::new();
+    if let Some(st) = stills {
+        let (tw, th) = thumbnail_size(video);
+        let picks: Vec<String> = chunk
+            .keyframe_offsets()
+            .iter()
+            .map(|o| format!("eq(n,{o})"))
+            .collect();
+        graph.push_str(&format!(
+            ";[s{n}]trim=end_frame={},select='{}',scale={tw}:{th}:flags=bicubic,setsar=1,tile={}x1[sprite]",
+            chunk.frames,
+            picks.join("+"),
+            ctx.plan.segments_per_chunk().max(1)
+        ));
+        still_outputs.push(("[sprite]", &st.sprite, "5"));
+        if let (Some(path), Some((pw, ph))) = (&st.poster, poster_size(ctx.rungs)) {
+            // Candidates start at the frame a third of the way into the source (this chunk
+            // holds it) and run to the chunk's end.
+            let from = (ctx.plan.total_frames / 3)
+                .saturating_sub(chunk.first_frame)
+                .min(chunk.frames.saturating_sub(1));
+            graph.push_str(&format!(
+                ";[s{}]trim=start_frame={from}:end_frame={},scale={pw}:{ph}:flags=bicubic,setsar=1,signalstats,metadata=mode=select:key=lavfi.signalstats.YAVG:value={POSTER_MIN_LUMA}:function=greater,thumbnail=n={}[poster]",
+                n + 1,
+                chunk.frames,
+                POSTER_CANDIDATES.min(chunk.frames - from).max(2)
+            ));
+            still_outputs.push(("[poster]", path, "3"));
+        }
     }
     a.extend(["-filter_complex".into(), graph]);
     let kf: Vec<String> = chunk
@@ -142,6 +262,10 @@ pub fn chunk_args(
             "keyint=infinite:scenecut=0:open-gop=0:b-pyramid=normal".into(),
             "-forced-idr".into(),
             "1".into(),
+            // CEA-608/708 captions the source carries in its pictures (ATSC A/53 SEI) go
+            // into the same pictures of every rung.
+            "-a53cc".into(),
+            "1".into(),
             "-force_key_frames".into(),
             format!("expr:{}", kf.join("+")),
             "-fps_mode".into(),
@@ -165,6 +289,64 @@ pub fn chunk_args(
             out.display().to_string(),
         ]);
     }
+    for (label, path, quality) in still_outputs {
+        a.extend(jpeg_output(label, quality, path));
+    }
+    a
+}
+
+/// Output options writing one JPEG from `label` of the filter graph.
+fn jpeg_output(label: &str, quality: &str, path: &Path) -> Vec<String> {
+    [
+        "-map",
+        label,
+        "-frames:v",
+        "1",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        quality,
+        "-map_metadata",
+        "-1",
+        "-update",
+        "1",
+        "-f",
+        "image2",
+        "-y",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([path.display().to_string()])
+    .collect()
+}
+
+/// Arguments that take the chunk's first frame as the poster: for a poster chunk with no
+/// frame bright enough (a dark scene), so the job still gets one.
+fn first_frame_poster_args(
+    ctx: &EncodeContext<'_>,
+    video: &VideoInfo,
+    chunk: &Chunk,
+    size: (u32, u32),
+    path: &Path,
+) -> Vec<String> {
+    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if chunk.seek_secs > 0.0 {
+        a.extend(["-ss".into(), format!("{:.6}", chunk.seek_secs)]);
+    }
+    a.extend(input_args(ctx.source));
+    a.extend([
+        "-filter_complex".into(),
+        format!(
+            "[0:{}]scale={}:{}:flags=bicubic,setsar=1[poster]",
+            video.index, size.0, size.1
+        ),
+    ]);
+    a.extend(jpeg_output("[poster]", "3", path));
     a
 }
 
@@ -174,7 +356,7 @@ pub fn encode_chunk(
     ctx: &EncodeContext<'_>,
     chunk: &Chunk,
     mut on_frames: impl FnMut(u64) + Send,
-) -> Result<Vec<TrackOutput>> {
+) -> Result<Encoded> {
     let video = ctx
         .media
         .video
@@ -189,7 +371,17 @@ pub fn encode_chunk(
                 .join(format!("chunk{:05}_{}.mp4", chunk.index, r.name))
         })
         .collect();
-    let args = chunk_args(ctx, video, chunk, &outputs);
+    // A plan made before segments knew their times (end_ticks 0) cannot place tiles.
+    let stills = (ctx.config.thumbnails && ctx.plan.end_ticks > 0).then(|| StillPaths {
+        sprite: ctx
+            .scratch
+            .join(format!("chunk{:05}_sprite.jpg", chunk.index)),
+        poster: (ctx.plan.poster_chunk() == Some(chunk.index)).then(|| {
+            ctx.scratch
+                .join(format!("chunk{:05}_poster.jpg", chunk.index))
+        }),
+    });
+    let args = chunk_args(ctx, video, chunk, &outputs, stills.as_ref());
     let step = format!("encode chunk {}", chunk.index);
     ToolRun::new(ctx.ffmpeg, args, step.clone())
         .timeout(ctx.timeout)
@@ -233,7 +425,53 @@ pub fn encode_chunk(
             segments: f.fragments,
         });
     }
-    Ok(tracks)
+    let mut out = Encoded::from(tracks);
+    if let Some(st) = &stills {
+        // Stills are best effort: a chunk without its sprite still counts (the stitch then
+        // publishes no thumbnail track), and a poster falls back to the first frame.
+        out.stills.sprite = match read_still(&st.sprite, &step) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(chunk = chunk.index, error = %e, "no thumbnail sprite");
+                None
+            }
+        };
+        if let (Some(path), Some(size)) = (&st.poster, poster_size(ctx.rungs)) {
+            let bright = read_still(path, &step).ok();
+            out.stills.poster = Some(match bright {
+                Some(p) => p,
+                None => {
+                    ToolRun::new(
+                        ctx.ffmpeg,
+                        first_frame_poster_args(ctx, video, chunk, size, path),
+                        "poster",
+                    )
+                    .timeout(ctx.timeout)
+                    .cancel_on(ctx.cancel.clone())
+                    .cancel_on(ctx.shutdown.clone())
+                    .run()?;
+                    read_still(path, "poster")?
+                }
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A still the encode wrote (and removes it); an error when it wrote none.
+fn read_still(path: &Path, step: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Tool {
+        step: step.to_string(),
+        detail: format!("no still at {}: {e}", path.display()),
+    })?;
+    let _ = std::fs::remove_file(path);
+    if bytes.is_empty() {
+        return Err(Error::Tool {
+            step: step.to_string(),
+            detail: format!("empty still at {}", path.display()),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The distrust step: every planned segment is there with its exact frame count and
@@ -357,6 +595,50 @@ pub fn encode_audio(ctx: &EncodeContext<'_>, track: usize) -> Result<Vec<TrackOu
         out.push(encode_audio_as(ctx, track, 6)?);
     }
     Ok(out)
+}
+
+/// Converts the subtitle track `ctx.text` names into a WebVTT rendition cut on the
+/// plan's video segments (for a source without video, on segment-length pieces of its
+/// duration).
+pub fn encode_text(ctx: &EncodeContext<'_>) -> Result<Encoded> {
+    use crate::captions::{webvtt_rendition, Limits, TextInput};
+    let what = ctx
+        .text
+        .ok_or_else(|| Error::PlanMismatch("a subtitle item without its input".into()))?;
+    // A stream's cues are on the container's clock; a sidecar's start at the container's
+    // start (where a player showing the file starts its clock).
+    let offset = match what {
+        TextInput::Stream(_) => ctx.media.video_start_secs,
+        TextInput::Sidecar => ctx.media.video_start_secs - ctx.media.start_secs,
+    };
+    let mut bounds = ctx.plan.segment_times();
+    if bounds.is_empty() {
+        let total = (ctx.media.duration_secs.unwrap_or(0.0)
+            - (ctx.media.video_start_secs - ctx.media.start_secs))
+            .max(0.0);
+        let step = ctx.plan.segment_secs.max(1.0);
+        let mut t = 0.0;
+        while t < total {
+            bounds.push((t, (t + step).min(total)));
+            t += step;
+        }
+    }
+    let text = webvtt_rendition(
+        ctx.ffmpeg,
+        ctx.source,
+        what,
+        offset,
+        &bounds,
+        ctx.scratch,
+        &Limits {
+            timeout: ctx.timeout,
+            cancel: vec![ctx.cancel.clone(), ctx.shutdown.clone()],
+        },
+    )?;
+    Ok(Encoded {
+        text: Some(text),
+        ..Default::default()
+    })
 }
 
 /// The name of track `track`'s rendition with `channels` channels.

@@ -21,6 +21,9 @@ pub struct RungSpec {
     pub max_kbps: u32,
 }
 
+/// Output names a rung may not take: the chunk outputs that are not renditions.
+pub const RESERVED_NAMES: &[&str] = &["thumbnails", "poster"];
+
 /// The ladder and encoder settings, loadable from a JSON file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -40,6 +43,9 @@ pub struct LadderConfig {
     /// Normalise every audio rendition to this integrated loudness (EBU R128, in LUFS:
     /// -23 for broadcast, -16 for streaming), with ffmpeg's `loudnorm`; none by default.
     pub loudness_lufs: Option<f64>,
+    /// Publish a poster and scrubbing thumbnails (WebVTT sprites, a DASH image set), made
+    /// in the chunk encodes from frames already decoded; on by default.
+    pub thumbnails: bool,
 }
 
 impl Default for LadderConfig {
@@ -63,6 +69,7 @@ impl Default for LadderConfig {
             audio_kbps: 128,
             surround: false,
             loudness_lufs: None,
+            thumbnails: true,
         }
     }
 }
@@ -97,6 +104,16 @@ impl LadderConfig {
                 "needs at least one rung, each with a name, short_side >= 16 and max_kbps > 0"
                     .into(),
             );
+        }
+        if let Some(r) = self
+            .rungs
+            .iter()
+            .find(|r| RESERVED_NAMES.contains(&r.name.as_str()))
+        {
+            return Err(format!(
+                "rung name {:?} is taken by the published thumbnails; choose another",
+                r.name
+            ));
         }
         if !(0..=51).contains(&self.crf) {
             return Err(format!("crf is {}; x264 takes 0 to 51", self.crf));

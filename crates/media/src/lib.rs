@@ -5,10 +5,12 @@
 //! Read it in pipeline order: [`probe`] (what is this file, is it allowed; [`moov`] reads
 //! an MP4's frame table from its sample tables) → [`policy`] (what the pipeline accepts)
 //! → [`ladder`] (which renditions) → [`plan`] (frame-exact chunks) → [`encode`] (one
-//! ffmpeg per chunk, audio once per track) → [`mp4`] (segments onto one timeline) →
+//! ffmpeg per chunk, audio once per track, and in the chunk encode the poster and thumbnail
+//! sprites; [`captions`] turns subtitles into WebVTT) → [`mp4`] (segments onto one timeline) →
 //! [`package`] (HLS and DASH manifests). [`process`] runs ffmpeg and ffprobe with
 //! deadlines. The control plane (`vodpipe-control`) decides when and where each runs.
 
+pub mod captions;
 pub mod encode;
 pub mod error;
 pub mod ladder;

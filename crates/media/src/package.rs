@@ -54,6 +54,30 @@ pub enum TrackKind {
         #[serde(default = "stereo")]
         channels: u32,
     },
+    /// A WebVTT subtitle rendition: its segments are WebVTT documents (timescale ms) cut
+    /// on the video segments, and its `init_uri` is the whole file (what DASH lists).
+    Text {
+        /// BCP 47 / ISO 639 language, if known.
+        language: Option<String>,
+        /// Display name (unique among the job's text tracks).
+        name: String,
+        /// Forced subtitles: only what the dialogue does not say.
+        #[serde(default)]
+        forced: bool,
+        /// For the deaf and hard of hearing (sounds described too).
+        #[serde(default)]
+        hearing_impaired: bool,
+    },
+    /// Scrubbing thumbnails: each segment is one tile (timescale ms: the video segment it
+    /// stands for), and tiles sharing a URI sit left to right in that sprite sheet.
+    Thumbnails {
+        /// Tile width in pixels.
+        width: u32,
+        /// Tile height in pixels.
+        height: u32,
+        /// Tiles per sprite row (every sprite has one row).
+        columns: u32,
+    },
 }
 
 fn stereo() -> u32 {
@@ -183,7 +207,7 @@ fn vod_playlist(track: &Track, iframes: bool) -> String {
                     length,
                     offset: Some(0),
                 }),
-            map: (i == 0).then(|| Map {
+            map: (i == 0 && !matches!(track.kind, TrackKind::Text { .. })).then(|| Map {
                 uri: track.init_uri.clone(),
                 ..Default::default()
             }),
@@ -222,8 +246,10 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
         .iter()
         .any(|t| matches!(t.kind, TrackKind::Video { .. }))
     {
-        return audio_only_master(&audio, prefix);
+        return audio_only_master(&audio, &subtitle_renditions(tracks, prefix), prefix);
     }
+    let subtitles = subtitle_renditions(tracks, prefix);
+    let subtitle_group = (!subtitles.is_empty()).then(|| SUBTITLE_GROUP.to_string());
     let alternatives = audio
         .iter()
         .enumerate()
@@ -234,6 +260,7 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
                 Some(format!("{prefix}{}", media_playlist_name(t))),
             )
         })
+        .chain(subtitles)
         .collect();
     let audio_peak = audio.iter().map(|t| t.peak_bps()).max().unwrap_or(0);
     let audio_avg = audio.iter().map(|t| t.average_bps()).max().unwrap_or(0);
@@ -261,9 +288,10 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
                     (frame_rate.0 as f64 / frame_rate.1.max(1) as f64 * 1000.0).round() / 1000.0,
                 ),
                 audio: audio_codec.as_ref().map(|_| "audio".to_string()),
+                subtitles: subtitle_group.clone(),
                 ..Default::default()
             }),
-            TrackKind::Audio { .. } => None,
+            _ => None,
         })
         .chain(tracks.iter().filter(|t| has_iframes(t)).filter_map(|t| {
             let TrackKind::Video { width, height, .. } = t.kind else {
@@ -292,6 +320,39 @@ pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
     write_playlist(|w| pl.write_to(w))
 }
 
+/// The group every subtitle rendition belongs to.
+const SUBTITLE_GROUP: &str = "subs";
+
+/// The text tracks as renditions of the subtitle group; none is on by default (a viewer
+/// or the player's language preference turns one on).
+fn subtitle_renditions(tracks: &[Track], prefix: &str) -> Vec<AlternativeMedia> {
+    tracks
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TrackKind::Text {
+                language,
+                name,
+                forced,
+                hearing_impaired,
+            } => Some(AlternativeMedia {
+                media_type: AlternativeMediaType::Subtitles,
+                uri: Some(format!("{prefix}{}", media_playlist_name(t))),
+                group_id: SUBTITLE_GROUP.into(),
+                language: language.clone(),
+                name: name.clone(),
+                default: false,
+                autoselect: true,
+                forced: *forced,
+                characteristics: hearing_impaired.then(|| {
+                    "public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound".to_string()
+                }),
+                ..Default::default()
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// An audio track as a rendition of the `audio` group (`uri` None: the variant's own).
 fn audio_rendition(t: &Track, default: bool, uri: Option<String>) -> AlternativeMedia {
     let (language, name, channels) = match &t.kind {
@@ -300,7 +361,7 @@ fn audio_rendition(t: &Track, default: bool, uri: Option<String>) -> Alternative
             name,
             channels,
         } => (language.clone(), name.clone(), *channels),
-        TrackKind::Video { .. } => (None, t.id.clone(), 2),
+        _ => (None, t.id.clone(), 2),
     };
     AlternativeMedia {
         media_type: AlternativeMediaType::Audio,
@@ -318,12 +379,12 @@ fn audio_rendition(t: &Track, default: bool, uri: Option<String>) -> Alternative
 /// The master of a source without video: one variant, the first audio track's playlist,
 /// and the other tracks as renditions of its audio group (the first one's rendition has no
 /// URI: its audio is the variant itself, as HLS specifies for audio in the main playlist).
-fn audio_only_master(audio: &[&Track], prefix: &str) -> String {
+fn audio_only_master(audio: &[&Track], subtitles: &[AlternativeMedia], prefix: &str) -> String {
     let Some(first) = audio.first() else {
         return write_playlist(|w| MasterPlaylist::default().write_to(w));
     };
     let group = (audio.len() > 1).then(|| "audio".to_string());
-    let alternatives = if group.is_some() {
+    let mut alternatives: Vec<AlternativeMedia> = if group.is_some() {
         audio
             .iter()
             .enumerate()
@@ -335,6 +396,7 @@ fn audio_only_master(audio: &[&Track], prefix: &str) -> String {
     } else {
         Vec::new()
     };
+    alternatives.extend(subtitles.iter().cloned());
     let pl = MasterPlaylist {
         version: Some(7),
         independent_segments: true,
@@ -344,6 +406,7 @@ fn audio_only_master(audio: &[&Track], prefix: &str) -> String {
             average_bandwidth: Some(audio.iter().map(|t| t.average_bps()).max().unwrap_or(0)),
             codecs: Some(first.codec.clone()),
             audio: group,
+            subtitles: (!subtitles.is_empty()).then(|| SUBTITLE_GROUP.to_string()),
             ..Default::default()
         }],
         alternatives,
@@ -439,7 +502,7 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         );
         let channels = match t.kind {
             TrackKind::Audio { channels, .. } => channels,
-            TrackKind::Video { .. } => 2,
+            _ => 2,
         };
         let _ = writeln!(
             x,
@@ -449,8 +512,184 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         let _ = writeln!(x, "      </Representation>");
         let _ = writeln!(x, "    </AdaptationSet>");
     }
+    let mut id = 1 + tracks
+        .iter()
+        .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
+        .count();
+    for t in tracks {
+        match &t.kind {
+            TrackKind::Text {
+                language,
+                forced,
+                hearing_impaired,
+                ..
+            } => {
+                let lang = language
+                    .as_ref()
+                    .map(|l| format!(r#" lang="{}""#, xml_escape(l)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    x,
+                    r#"    <AdaptationSet id="{id}" contentType="text" mimeType="text/vtt"{lang}>"#
+                );
+                let role = if *forced {
+                    "forced-subtitle"
+                } else {
+                    "subtitle"
+                };
+                let _ = writeln!(
+                    x,
+                    r#"      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="{role}"/>"#
+                );
+                if *hearing_impaired {
+                    // DVB/DASH-IF: captions for the hard of hearing.
+                    let _ = writeln!(
+                        x,
+                        r#"      <Accessibility schemeIdUri="urn:tva:metadata:cs:AudioPurposeCS:2007" value="2"/>"#
+                    );
+                }
+                let _ = writeln!(
+                    x,
+                    r#"      <Representation id="{}" bandwidth="{}">"#,
+                    xml_escape(&t.id),
+                    t.average_bps().max(1)
+                );
+                let _ = writeln!(
+                    x,
+                    "        <BaseURL>{prefix}{}</BaseURL>",
+                    xml_escape(&t.init_uri)
+                );
+                let _ = writeln!(x, "      </Representation>\n    </AdaptationSet>");
+                id += 1;
+            }
+            TrackKind::Thumbnails {
+                width,
+                height,
+                columns,
+            } => {
+                image_set(&mut x, t, id, (*width, *height, *columns), prefix);
+                id += 1;
+            }
+            _ => {}
+        }
+    }
     let _ = writeln!(x, "  </Period>\n</MPD>");
     x
+}
+
+/// The sprite sheets of a thumbnails track: each distinct URI in order, with the time its
+/// first tile starts.
+pub fn sprites(track: &Track) -> Vec<(&str, u64, u32)> {
+    let mut out: Vec<(&str, u64, u32)> = Vec::new();
+    for s in &track.segments {
+        match out.last_mut() {
+            Some((uri, _, n)) if *uri == s.uri.as_str() => *n += 1,
+            _ => out.push((s.uri.as_str(), s.start, 1)),
+        }
+    }
+    out
+}
+
+/// A DASH-IF thumbnail image set: one image segment per sprite, its grid in an
+/// `EssentialProperty`. A player finds tile `i` of an image at `t + i × d / columns`, so
+/// each image lasts as long as its tiles together (the sprites never overlap); the short
+/// last sprite is padded with blank tiles of the nominal length, and ends past the
+/// presentation.
+fn image_set(x: &mut String, t: &Track, id: usize, (w, h, columns): (u32, u32, u32), prefix: &str) {
+    let sprites = sprites(t);
+    // The nominal tile length: the longest segment (all but the last are about equal).
+    let tile = t
+        .segments
+        .iter()
+        .map(|s| s.duration)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut spans: Vec<(u64, u64)> = Vec::with_capacity(sprites.len());
+    let mut next = t.segments.iter();
+    for (_, start, count) in &sprites {
+        let covered: u64 = next
+            .by_ref()
+            .take(*count as usize)
+            .map(|s| s.duration)
+            .sum();
+        let pad = u64::from(columns.saturating_sub(*count)) * tile;
+        spans.push((*start, covered + pad));
+    }
+    let bytes: u64 =
+        t.segments.iter().map(|s| s.bytes).sum::<u64>() / t.segments.len().max(1) as u64;
+    let _ = writeln!(
+        x,
+        r#"    <AdaptationSet id="{id}" contentType="image" mimeType="image/jpeg">"#
+    );
+    let _ = writeln!(
+        x,
+        r#"      <Representation id="{}" bandwidth="{}" width="{}" height="{h}">"#,
+        xml_escape(&t.id),
+        bits_per_second(bytes, tile * u64::from(columns), t.timescale).max(1),
+        w * columns
+    );
+    let _ = writeln!(
+        x,
+        r#"        <EssentialProperty schemeIdUri="http://dashif.org/thumbnail_tile" value="{columns}x1"/>"#
+    );
+    let _ = writeln!(x, r#"        <SegmentList timescale="{}">"#, t.timescale);
+    let _ = writeln!(x, "          <SegmentTimeline>");
+    for (start, d) in &spans {
+        let _ = writeln!(x, r#"            <S t="{start}" d="{d}"/>"#);
+    }
+    let _ = writeln!(x, "          </SegmentTimeline>");
+    for (uri, _, _) in &sprites {
+        let _ = writeln!(
+            x,
+            r#"          <SegmentURL media="{prefix}{}"/>"#,
+            xml_escape(uri)
+        );
+    }
+    let _ = writeln!(
+        x,
+        "        </SegmentList>\n      </Representation>\n    </AdaptationSet>"
+    );
+}
+
+/// The WebVTT thumbnail track players' seek-bar previews read (video.js, JW Player,
+/// Bitmovin, shaka's UI): one cue per segment pointing into its sprite with `#xywh=`.
+/// URIs are relative to the job directory, where this file is published.
+pub fn thumbnail_vtt(track: &Track) -> Option<String> {
+    let TrackKind::Thumbnails { width, height, .. } = track.kind else {
+        return None;
+    };
+    let mut out = String::from("WEBVTT\n");
+    let mut column = 0u32;
+    let mut previous: Option<&str> = None;
+    for s in &track.segments {
+        column = if previous == Some(s.uri.as_str()) {
+            column + 1
+        } else {
+            0
+        };
+        previous = Some(s.uri.as_str());
+        let ms = |ticks: u64| ticks * 1000 / u64::from(track.timescale.max(1));
+        let _ = write!(
+            out,
+            "\n{} --> {}\n{}#xywh={},0,{width},{height}\n",
+            vtt_time(ms(s.start)),
+            vtt_time(ms(s.start + s.duration)),
+            s.uri,
+            column * width
+        );
+    }
+    Some(out)
+}
+
+fn vtt_time(ms: u64) -> String {
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 fn segment_list(x: &mut String, t: &Track, prefix: &str) {
@@ -624,6 +863,121 @@ mod tests {
         let m = mpd(&[audio()], "");
         assert!(!m.contains("contentType=\"video\""), "{m}");
         assert!(m.contains("contentType=\"audio\""), "{m}");
+    }
+
+    fn text() -> Track {
+        Track {
+            id: "text_0".into(),
+            kind: TrackKind::Text {
+                language: Some("en".into()),
+                name: "English".into(),
+                forced: false,
+                hearing_impaired: false,
+            },
+            codec: "wvtt".into(),
+            timescale: 1000,
+            init_uri: "t0.1/subtitles.vtt".into(),
+            segments: vec![
+                SegmentRef {
+                    uri: "t0.1/00000.vtt".into(),
+                    start: 0,
+                    duration: 4004,
+                    bytes: 100,
+                    key_frame_bytes: None,
+                },
+                SegmentRef {
+                    uri: "t0.1/00001.vtt".into(),
+                    start: 4004,
+                    duration: 2002,
+                    bytes: 60,
+                    key_frame_bytes: None,
+                },
+            ],
+        }
+    }
+
+    fn thumbnails() -> Track {
+        let tile = |uri: &str, start, duration| SegmentRef {
+            uri: uri.into(),
+            start,
+            duration,
+            bytes: 9000,
+            key_frame_bytes: None,
+        };
+        Track {
+            id: "thumbnails".into(),
+            kind: TrackKind::Thumbnails {
+                width: 160,
+                height: 90,
+                columns: 2,
+            },
+            codec: "jpeg".into(),
+            timescale: 1000,
+            init_uri: String::new(),
+            segments: vec![
+                tile("c00000.1/thumbnails.jpg", 0, 4004),
+                tile("c00000.1/thumbnails.jpg", 4004, 4004),
+                tile("c00001.1/thumbnails.jpg", 8008, 2002),
+            ],
+        }
+    }
+
+    #[test]
+    fn subtitles_are_a_group_every_variant_names_and_a_text_set_in_dash() {
+        let m = master_playlist(&[video(), audio(), text()], "job/");
+        assert!(
+            m.contains(r#"#EXT-X-MEDIA:TYPE=SUBTITLES,URI="job/text_0.m3u8",GROUP-ID="subs",LANGUAGE="en",NAME="English""#),
+            "{m}"
+        );
+        assert!(m.contains(r#"SUBTITLES="subs""#), "{m}");
+        let p = media_playlist(&text());
+        assert!(!p.contains("EXT-X-MAP"), "{p}");
+        assert!(p.contains("#EXTINF:4.004000,\nt0.1/00000.vtt"), "{p}");
+        let d = mpd(&[video(), audio(), text()], "job/");
+        assert!(
+            d.contains(r#"contentType="text" mimeType="text/vtt" lang="en""#),
+            "{d}"
+        );
+        assert!(
+            d.contains("<BaseURL>job/t0.1/subtitles.vtt</BaseURL>"),
+            "{d}"
+        );
+        let audio_only = master_playlist(&[audio(), text()], "");
+        assert!(audio_only.contains(r#"SUBTITLES="subs""#), "{audio_only}");
+    }
+
+    #[test]
+    fn thumbnails_are_a_webvtt_track_of_sprite_tiles_and_a_dash_image_set() {
+        let vtt = thumbnail_vtt(&thumbnails()).expect("a thumbnails track");
+        assert!(
+            vtt.contains(
+                "00:00:04.004 --> 00:00:08.008\nc00000.1/thumbnails.jpg#xywh=160,0,160,90"
+            ),
+            "{vtt}"
+        );
+        assert!(
+            vtt.contains("00:00:08.008 --> 00:00:10.010\nc00001.1/thumbnails.jpg#xywh=0,0,160,90"),
+            "{vtt}"
+        );
+        assert!(thumbnail_vtt(&video()).is_none());
+        let d = mpd(&[video(), thumbnails()], "job/");
+        assert!(
+            d.contains(r#"contentType="image" mimeType="image/jpeg""#),
+            "{d}"
+        );
+        assert!(d.contains(r#"value="2x1""#), "{d}");
+        assert!(d.contains(r#"width="320" height="90""#), "{d}");
+        // A sprite lasts as long as its tiles; the last one's blank tile is one nominal
+        // tile long.
+        assert!(
+            d.contains(r#"<S t="0" d="8008"/>"#) && d.contains(r#"<S t="8008" d="6006"/>"#),
+            "{d}"
+        );
+        assert!(
+            d.contains(r#"<SegmentURL media="job/c00001.1/thumbnails.jpg"/>"#),
+            "{d}"
+        );
+        assert!(!master_playlist(&[video(), thumbnails()], "").contains("thumbnails"));
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub struct Segment {
     pub first_frame: u64,
     /// Frame count.
     pub frames: u64,
+    /// Offset of the first frame from the source's first frame, in time-base ticks: where
+    /// the segment starts on the output timeline, which subtitle segments and thumbnail
+    /// tiles are cut to.
+    #[serde(default)]
+    pub start_ticks: i64,
 }
 
 /// A unit of encoding work: whole segments, one ffmpeg process.
@@ -64,6 +69,52 @@ pub struct Plan {
     pub segments: Vec<Segment>,
     /// All chunks.
     pub chunks: Vec<Chunk>,
+    /// Where the last frame ends, in time-base ticks from the first frame: the video's
+    /// duration on the output timeline.
+    #[serde(default)]
+    pub end_ticks: i64,
+}
+
+impl Plan {
+    /// Each segment's start and end in seconds on the output timeline (0 is the first
+    /// frame), in order.
+    pub fn segment_times(&self) -> Vec<(f64, f64)> {
+        let tb = self.time_base.as_f64();
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let end = self
+                    .segments
+                    .get(i + 1)
+                    .map_or(self.end_ticks, |n| n.start_ticks);
+                (
+                    s.start_ticks as f64 * tb,
+                    end.max(s.start_ticks) as f64 * tb,
+                )
+            })
+            .collect()
+    }
+
+    /// The chunk the poster is taken from: the one holding the frame a third of the way
+    /// in, past opening titles and fades but early enough to spoil nothing.
+    pub fn poster_chunk(&self) -> Option<u32> {
+        let target = self.total_frames / 3;
+        self.chunks
+            .iter()
+            .find(|c| target < c.first_frame + c.frames)
+            .map(|c| c.index)
+    }
+
+    /// The most segments any chunk holds: the thumbnail sprite of a chunk has one tile
+    /// per segment, and every sprite of a job shares one grid.
+    pub fn segments_per_chunk(&self) -> u32 {
+        self.chunks
+            .iter()
+            .map(|c| c.segments.len() as u32)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// Planning knobs.
@@ -97,6 +148,7 @@ pub fn audio_only(opts: PlanOptions) -> Plan {
         time_base: Rational { num: 1, den: 1000 },
         segments: Vec::new(),
         chunks: Vec::new(),
+        end_ticks: 0,
     }
 }
 
@@ -140,6 +192,7 @@ pub fn plan(
                 index: n as u32,
                 first_frame: first,
                 frames: end - first,
+                start_ticks: frame_pts.get(first as usize).map_or(0, |p| p - origin),
             }
         })
         .filter(|s| s.frames > 0)
@@ -169,12 +222,19 @@ pub fn plan(
             }
         })
         .collect();
+    // The last frame lasts as long as the one before it (or, alone, one nominal frame).
+    let end_ticks = match frame_pts {
+        [.., a, b] => (b - origin) + (b - a).max(0),
+        [_] => ((1.0 / 25.0) / tb).round() as i64,
+        [] => 0,
+    };
     Plan {
         segment_secs,
         total_frames: total,
         time_base,
         segments,
         chunks,
+        end_ticks,
     }
 }
 

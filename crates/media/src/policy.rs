@@ -129,6 +129,7 @@ mod tests {
                 declared_frames: None,
             }),
             audio: vec![],
+            subtitles: vec![],
             video_start_secs: 0.0,
             start_secs: 0.0,
         }

@@ -159,6 +159,27 @@ pub struct AudioInfo {
     pub start_secs: f64,
 }
 
+/// One subtitle stream of the source. Text ones become WebVTT renditions; bitmap ones
+/// (PGS, DVB, VobSub) cannot be turned into text without OCR and are listed as skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubtitleInfo {
+    /// Stream index in the container.
+    pub index: u32,
+    /// Codec name (`mov_text`, `subrip`, `ass`, `webvtt`, `hdmv_pgs_subtitle`, …).
+    pub codec: String,
+    /// ISO 639 language tag, if the source has one.
+    pub language: Option<String>,
+    /// Human title, if the source has one.
+    pub title: Option<String>,
+    /// Only for what the dialogue does not say (signs, foreign lines): shown without
+    /// being chosen.
+    #[serde(default)]
+    pub forced: bool,
+    /// Subtitles for the deaf and hard of hearing (sounds described too).
+    #[serde(default)]
+    pub hearing_impaired: bool,
+}
+
 /// What probing learned about a source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MediaInfo {
@@ -172,6 +193,9 @@ pub struct MediaInfo {
     pub video: Option<VideoInfo>,
     /// Audio tracks in container order.
     pub audio: Vec<AudioInfo>,
+    /// Subtitle streams in container order.
+    #[serde(default)]
+    pub subtitles: Vec<SubtitleInfo>,
     /// Where the video stream starts, in seconds on the container's clock.
     pub video_start_secs: f64,
     /// The container's start time in seconds; ffmpeg's `-ss` is relative to it.
@@ -521,12 +545,30 @@ fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
                 .unwrap_or(0.0),
         })
         .collect();
+    let subtitles = raw
+        .streams
+        .iter()
+        .filter(|s| s.codec_type == "subtitle")
+        .map(|s| SubtitleInfo {
+            index: s.index,
+            codec: s.codec_name.clone().unwrap_or_default(),
+            language: s
+                .tags
+                .get("language")
+                .filter(|l| !l.is_empty() && *l != "und")
+                .cloned(),
+            title: s.tags.get("title").cloned(),
+            forced: s.disposition.get("forced") == Some(&1),
+            hearing_impaired: s.disposition.get("hearing_impaired") == Some(&1),
+        })
+        .collect();
     Ok(MediaInfo {
         format_name: format.format_name,
         duration_secs: format.duration.and_then(|d| d.parse().ok()),
         size_bytes,
         video,
         audio,
+        subtitles,
         video_start_secs: 0.0,
         start_secs: format
             .start_time

@@ -369,7 +369,8 @@ pub fn assert_published_correctly(job: &Value, source: &Path, scratch: &Path) ->
 
 /// Plays `hls` and `dash` (paths under `root`) to the end in hls.js and shaka-player in
 /// headless Chromium (tests/player/check.mjs); panics with the player's report otherwise.
-pub fn assert_plays(root: &Path, hls: &str, dash: &str) {
+/// Returns the report: what each player listed (text tracks, cues, image tracks).
+pub fn assert_plays(root: &Path, hls: &str, dash: &str) -> Value {
     let player_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player");
     let node_ok = Command::new("node")
         .arg("--version")
@@ -400,6 +401,52 @@ pub fn assert_plays(root: &Path, hls: &str, dash: &str) {
     );
     let v: Value = serde_json::from_str(&report).expect("player report is JSON");
     assert_eq!(v["ok"], true, "{report}");
+    v
+}
+
+/// The cues of a WebVTT document as (start, end, text), seconds.
+pub fn vtt_cues(doc: &str) -> Vec<(f64, f64, String)> {
+    let secs = |t: &str| -> f64 {
+        let parts: Vec<f64> = t.trim().split(':').map(|p| p.parse().unwrap()).collect();
+        parts.iter().fold(0.0, |acc, p| acc * 60.0 + p)
+    };
+    doc.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut lines = block.lines().skip_while(|l| !l.contains("-->"));
+            let timing = lines.next()?;
+            let (a, b) = timing.split_once("-->")?;
+            let b = b.split_whitespace().next()?;
+            Some((secs(a), secs(b), lines.collect::<Vec<_>>().join("\n")))
+        })
+        .collect()
+}
+
+/// Mean luma (8-bit) of an image, from ffmpeg's signalstats.
+pub fn mean_luma(image: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-show_entries",
+            "frame_tags=lavfi.signalstats.YAVG",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(format!("movie={},signalstats", image.display()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| {
+            panic!(
+                "no luma for {image:?} ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 /// `vodpipe aws bootstrap --name NAME` against the emulator (already started): the
