@@ -245,8 +245,8 @@ fn timestamp_ms(s: &str) -> Option<i64> {
     Some(secs * 1000 + ms)
 }
 
-/// A millisecond time as a WebVTT timestamp.
-fn timestamp(ms: i64) -> String {
+/// A millisecond time as a WebVTT timestamp (`hh:mm:ss.ttt`; negative times are 0).
+pub fn timestamp(ms: i64) -> String {
     let ms = ms.max(0);
     format!(
         "{:02}:{:02}:{:02}.{:03}",

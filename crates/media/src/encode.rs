@@ -179,10 +179,7 @@ pub fn chunk_args(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if chunk.seek_secs > 0.0 {
-        a.extend(["-ss".into(), format!("{:.6}", chunk.seek_secs)]);
-    }
-    a.extend(input_args(ctx.source));
+    a.extend(chunk_input(ctx, chunk));
     let mut pre = vec!["setpts=PTS-STARTPTS".to_string()];
     if video.field_order == FieldOrder::Interlaced {
         pre.push("bwdif=mode=send_frame:parity=auto:deint=all".into());
@@ -295,6 +292,17 @@ pub fn chunk_args(
     a
 }
 
+/// The input of a chunk's encode: the source, sought to just before the chunk's first
+/// frame (accurate seeking keeps exactly that frame first).
+fn chunk_input(ctx: &EncodeContext<'_>, chunk: &Chunk) -> Vec<String> {
+    let mut a = Vec::new();
+    if chunk.seek_secs > 0.0 {
+        a.extend(["-ss".into(), format!("{:.6}", chunk.seek_secs)]);
+    }
+    a.extend(input_args(ctx.source));
+    a
+}
+
 /// Output options writing one JPEG from `label` of the filter graph.
 fn jpeg_output(label: &str, quality: &str, path: &Path) -> Vec<String> {
     [
@@ -335,10 +343,7 @@ fn first_frame_poster_args(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    if chunk.seek_secs > 0.0 {
-        a.extend(["-ss".into(), format!("{:.6}", chunk.seek_secs)]);
-    }
-    a.extend(input_args(ctx.source));
+    a.extend(chunk_input(ctx, chunk));
     a.extend([
         "-filter_complex".into(),
         format!(

@@ -683,13 +683,7 @@ pub fn thumbnail_vtt(track: &Track) -> Option<String> {
 }
 
 fn vtt_time(ms: u64) -> String {
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
+    crate::captions::timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 fn segment_list(x: &mut String, t: &Track, prefix: &str) {

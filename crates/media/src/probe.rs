@@ -509,6 +509,16 @@ struct RawStream {
     disposition: std::collections::HashMap<String, i64>,
 }
 
+impl RawStream {
+    /// The stream's language tag, unless missing or `und`.
+    fn language(&self) -> Option<String> {
+        self.tags
+            .get("language")
+            .filter(|l| !l.is_empty() && *l != "und")
+            .cloned()
+    }
+}
+
 fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
     let format = raw
         .format
@@ -532,11 +542,7 @@ fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
                 .as_deref()
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(48000),
-            language: s
-                .tags
-                .get("language")
-                .filter(|l| !l.is_empty() && *l != "und")
-                .cloned(),
+            language: s.language(),
             title: s.tags.get("title").cloned(),
             start_secs: s
                 .start_time
@@ -552,11 +558,7 @@ fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
         .map(|s| SubtitleInfo {
             index: s.index,
             codec: s.codec_name.clone().unwrap_or_default(),
-            language: s
-                .tags
-                .get("language")
-                .filter(|l| !l.is_empty() && *l != "und")
-                .cloned(),
+            language: s.language(),
             title: s.tags.get("title").cloned(),
             forced: s.disposition.get("forced") == Some(&1),
             hearing_impaired: s.disposition.get("hearing_impaired") == Some(&1),
