@@ -44,47 +44,53 @@ fn the_simulator_predicts_an_embedded_batch_within_a_quarter() {
         })
         .collect();
     // The encoder's speed on this machine: plain ffmpeg making the same two rungs
-    // (360p and 270p, what the default ladder gives a 360p source) from the first clip.
-    let started = Instant::now();
-    ffmpeg(&[
-        "-i",
-        clips[0].to_str().unwrap(),
-        "-filter_complex",
-        "[0:v]split=2[a][b];[a]scale=640:360[v0];[b]scale=480:270[v1]",
-        "-map",
-        "[v0]",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-crf",
-        "21",
-        "-maxrate",
-        "730k",
-        "-bufsize",
-        "1460k",
-        "-f",
-        "mp4",
-        "-y",
-        d.path().join("p0.mp4").to_str().unwrap(),
-        "-map",
-        "[v1]",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-crf",
-        "21",
-        "-maxrate",
-        "400k",
-        "-bufsize",
-        "800k",
-        "-f",
-        "mp4",
-        "-y",
-        d.path().join("p1.mp4").to_str().unwrap(),
-    ]);
-    let plain = started.elapsed().as_secs_f64();
+    // (360p and 270p, what the default ladder gives a 360p source) from the first clip,
+    // the fastest of three runs (a one-off stall elsewhere on the machine must not make
+    // the prediction slow).
+    let plain = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            ffmpeg(&[
+                "-i",
+                clips[0].to_str().unwrap(),
+                "-filter_complex",
+                "[0:v]split=2[a][b];[a]scale=640:360[v0];[b]scale=480:270[v1]",
+                "-map",
+                "[v0]",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "21",
+                "-maxrate",
+                "730k",
+                "-bufsize",
+                "1460k",
+                "-f",
+                "mp4",
+                "-y",
+                d.path().join("p0.mp4").to_str().unwrap(),
+                "-map",
+                "[v1]",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "21",
+                "-maxrate",
+                "400k",
+                "-bufsize",
+                "800k",
+                "-f",
+                "mp4",
+                "-y",
+                d.path().join("p1.mp4").to_str().unwrap(),
+            ]);
+            started.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
     let pixels = CLIPS[0] * 25.0 * (640.0 * 360.0 + 480.0 * 270.0);
     let speed = pixels / (plain * cores);
