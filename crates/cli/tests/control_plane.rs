@@ -35,6 +35,16 @@ fn vodpipe(args: &[&str], state: &Path) -> serde_json::Value {
     }
 }
 
+/// A worker that drains the queues of `state` and exits when idle.
+fn drain(state: &Path) {
+    let st = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+        .args(["worker", "--idle-exit", "2", "--state"])
+        .arg(state)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// `vodpipe jobs --json` on `state`, one value per job.
 fn jobs_json(state: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
@@ -76,12 +86,7 @@ fn ingest_worker_status_and_jobs_work_across_processes() {
     assert_eq!(listed["job_id"], id.as_str());
     assert_eq!(listed["tier"], "bulk");
     // A worker drains the queues and exits when idle.
-    let st = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
-        .args(["worker", "--idle-exit", "2", "--state"])
-        .arg(&state)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    drain(&state);
     let s = vodpipe(&["status", &id, "--json"], &state);
     assert_eq!(s["status"], "PUBLISHED", "{s}");
     assert_eq!(s["chunks_done"], s["chunks_total"]);
@@ -110,12 +115,7 @@ fn ingest_worker_status_and_jobs_work_across_processes() {
     let second = vodpipe(&["ingest", src_s, "--json", "--chunk-seconds", "4"], &state);
     let id2 = second["job_id"].as_str().unwrap().to_string();
     assert_ne!(id2, id, "a changed file is a new version");
-    let st = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
-        .args(["worker", "--idle-exit", "2", "--state"])
-        .arg(&state)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    drain(&state);
     assert_eq!(
         vodpipe(&["status", &id2, "--json"], &state)["status"],
         "PUBLISHED"

@@ -830,8 +830,10 @@ impl<'a> Worker<'a> {
         }
         // Stills and subtitles: small files beside the segments, listed as tracks of their
         // own for the stitch.
+        // Every segment's times, once per item (not once per tile: a film has thousands).
+        let times = jp.plan.segment_times();
         let segment_ms = |i: usize| {
-            jp.plan.segment_times().get(i).map_or((0, 0), |&(a, b)| {
+            times.get(i).map_or((0, 0), |&(a, b)| {
                 let (a, b) = ((a * 1000.0).round() as u64, (b * 1000.0).round() as u64);
                 (a, b.saturating_sub(a))
             })

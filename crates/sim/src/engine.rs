@@ -347,6 +347,8 @@ struct World {
     tasks: Vec<Task>,
     queues: [VecDeque<Item>; 3],
     in_flight: [u64; 3],
+    /// Tasks not stopped, per tier (what `ListTasks` counts), kept as tasks start and stop.
+    live: [u32; 3],
     idle: [VecDeque<usize>; 3],
     pools: [Gcra; 2],
     lambda: Semaphore,
@@ -394,6 +396,7 @@ pub fn simulate(p: Params) -> Outcome {
         tasks: Vec::new(),
         queues: Default::default(),
         in_flight: [0; 3],
+        live: [0; 3],
         idle: Default::default(),
         pools,
         lambda,
@@ -492,6 +495,7 @@ impl World {
     }
 
     fn new_task(&mut self, tier: Tier, serves: &[Tier]) -> usize {
+        self.live[tier_index(tier)] += 1;
         self.tasks.push(Task {
             tier,
             state: TaskState::Pending,
@@ -790,6 +794,10 @@ impl World {
     }
 
     fn stop_task(&mut self, t: usize) {
+        if self.tasks[t].state == TaskState::Stopped {
+            return;
+        }
+        self.live[tier_index(self.tasks[t].tier)] -= 1;
         let task = &mut self.tasks[t];
         task.state = TaskState::Stopped;
         task.epoch += 1;
@@ -852,10 +860,7 @@ impl World {
     }
 
     fn tasks_of(&self, tier: Tier) -> u32 {
-        self.tasks
-            .iter()
-            .filter(|t| t.tier == tier && t.state != TaskState::Stopped)
-            .count() as u32
+        self.live[tier_index(tier)]
     }
 
     fn pool_tasks(&self, pool: usize) -> u32 {
