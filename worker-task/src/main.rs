@@ -62,7 +62,14 @@ fn main() -> Result<()> {
             .max(3),
     );
     let aws = vodpipe_aws::Aws::from_env().context("connecting to AWS")?;
-    let owner = format!("task-{}", std::process::id());
+    // A Fargate task's host name is its own (its private address), so leases and the
+    // console's timeline can tell tasks apart; the process id separates tasks that share
+    // a host (the emulator).
+    let owner = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "task".into()),
+        std::process::id()
+    );
     let stitches = match env_or("VODPIPE_WORKER_STITCHES", "false").as_str() {
         "true" | "1" => true,
         "false" | "0" => false,

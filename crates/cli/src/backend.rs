@@ -35,9 +35,11 @@ pub struct StateOpts {
 
 impl StateOpts {
     /// The local state directory; an error on AWS-only paths is the caller's to avoid.
+    /// The `--out` directory of `vodpipe run` is accepted too: its state is in
+    /// OUT/.vodpipe, which nobody should have to know.
     pub fn state_dir(&self) -> Result<PathBuf> {
         match (&self.state, self.backend) {
-            (Some(s), _) => Ok(s.clone()),
+            (Some(s), _) => Ok(resolve_state(s)),
             (None, Kind::Aws) => Ok(std::env::temp_dir().join("vodpipe-aws")),
             (None, Kind::Local) => {
                 bail!("--state DIR is required (or VODPIPE_STATE, or --backend aws)")
@@ -64,11 +66,11 @@ impl StateOpts {
             ))),
             Kind::Local => {
                 let dir = self.state_dir()?;
-                if existing && !dir.join("vodpipe.db").exists() {
+                if existing && !dir.join(DB).exists() {
                     bail!(
-                        "no vodpipe state in {} (run `vodpipe ingest … --state {}` first)",
+                        "no vodpipe state in {} (give the directory `vodpipe run --out` \
+                         wrote to, or the --state of `vodpipe ingest`/`watch`)",
                         dir.display(),
-                        dir.display()
                     );
                 }
                 let local = crate::open_with(&dir, out, workers, self.max_receives, ffmpeg)?;
@@ -77,6 +79,23 @@ impl StateOpts {
         }
     }
 }
+
+/// `dir` itself when it holds a state database (or none is anywhere), else the state
+/// `vodpipe run --out dir` made in `dir/.vodpipe`.
+pub fn resolve_state(dir: &Path) -> PathBuf {
+    let nested = dir.join(RUN_STATE);
+    if !dir.join(DB).exists() && nested.join(DB).exists() {
+        nested
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The state database's file name in a state directory.
+const DB: &str = "vodpipe.db";
+
+/// Where `vodpipe run` keeps its state under `--out`.
+pub const RUN_STATE: &str = ".vodpipe";
 
 /// An open backend.
 pub enum Backend {

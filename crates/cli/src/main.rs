@@ -4,6 +4,7 @@
 
 mod backend;
 mod progress;
+mod serve;
 mod simulate;
 mod status;
 
@@ -51,6 +52,9 @@ enum Command {
     Aws(AwsArgs),
     /// What N uploads an hour would need from AWS and cost, in virtual time.
     Simulate(simulate::SimulateArgs),
+    /// A web console on localhost: live jobs, each job's timeline, a player for what
+    /// was published.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -288,6 +292,7 @@ fn main() {
         Command::Aws(a) => aws_cmd(a),
         Command::Watch(a) => watch(a),
         Command::Simulate(a) => simulate::simulate(a),
+        Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -401,7 +406,10 @@ fn local_source(path: &Path, root: Option<&Path>) -> Result<Source> {
 
 fn run(a: RunArgs) -> Result<i32> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let state = a.state.clone().unwrap_or_else(|| a.out.join(".vodpipe"));
+    let state = a
+        .state
+        .clone()
+        .unwrap_or_else(|| a.out.join(backend::RUN_STATE));
     let workers = a.workers.unwrap_or_else(|| {
         (std::thread::available_parallelism().map_or(2, |n| n.get() as u32) / 2).max(1)
     });
@@ -417,7 +425,8 @@ fn run(a: RunArgs) -> Result<i32> {
         let ing = ingest(local.ports(), &cfg, &source, true)?;
         ids.push(ing.job_id);
     }
-    let jobs = progress::follow(&local, &ids, !a.json, workers)?;
+    let labels: Vec<String> = a.inputs.iter().map(|p| progress::label(p)).collect();
+    let jobs = progress::follow(&local, &ids, &labels, !a.json, workers)?;
     local.fleet.stop_all();
     let mut failed = 0;
     for j in &jobs {
@@ -504,8 +513,10 @@ fn worker(a: WorkerArgs) -> Result<i32> {
     }
     let started = Instant::now();
     w.run(a.idle_exit.map(Duration::from_secs))?;
+    // A stop is news only when it cut an attempt short, and that attempt already said so
+    // ("interrupted; giving the item back"); an idle worker stopped by `run` is routine.
     if shutdown.is_triggered() {
-        tracing::warn!(after = ?started.elapsed(), "stopped by signal; work given back");
+        tracing::info!(after = ?started.elapsed(), "stopped by signal");
     }
     Ok(0)
 }

@@ -10,11 +10,29 @@ use std::time::{Duration, Instant};
 use vodpipe_control::ports::{Fleet, JobRecord, JobStore};
 use vodpipe_local::Local;
 
-/// Polls `ids` until every job is final, drawing one bar per job when `bars` is set, and
+/// The label of a source in progress bars: its file name, shortened in the middle to at
+/// most 32 characters so one long name does not push every bar off the screen.
+pub fn label(path: &std::path::Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= 32 {
+        return name;
+    }
+    let head: String = chars[..15].iter().collect();
+    let tail: String = chars[chars.len() - 16..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// Polls `ids` until every job is final, drawing one bar per job when `bars` is set
+/// (labelled with the job's entry in `labels`: people know their files, not job ids), and
 /// keeping up to `workers` worker processes alive meanwhile. Returns the final records.
 pub fn follow(
     local: &Local,
     ids: &[String],
+    labels: &[String],
     bars: bool,
     workers: u32,
 ) -> anyhow::Result<Vec<JobRecord>> {
@@ -23,16 +41,19 @@ pub fn follow(
     } else {
         ProgressDrawTarget::hidden()
     });
-    let style = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} frames  {msg}")
+    let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let template = format!("{{prefix:>{width}}} [{{bar:30}}] {{pos}}/{{len}} frames  {{msg}}");
+    let style = ProgressStyle::with_template(&template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     let started = Instant::now();
     let pbs: Vec<ProgressBar> = ids
         .iter()
-        .map(|id| {
+        .enumerate()
+        .map(|(i, id)| {
             let pb = multi.add(ProgressBar::new(1));
             pb.set_style(style.clone());
-            pb.set_prefix(id.clone());
+            pb.set_prefix(labels.get(i).cloned().unwrap_or_else(|| id.clone()));
             pb
         })
         .collect();
@@ -81,5 +102,24 @@ pub fn follow(
             local.fleet.ensure_capacity(j.tier, work.min(workers))?;
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+    use std::path::Path;
+
+    #[test]
+    fn labels_are_file_names_shortened_in_the_middle() {
+        assert_eq!(label(Path::new("/a/b/clip one.mp4")), "clip one.mp4");
+        let long = label(Path::new(
+            "/x/an-extremely-long-source-file-name-from-the-archive.mov",
+        ));
+        assert_eq!(long.chars().count(), 32);
+        assert!(
+            long.starts_with("an-extremely-lo") && long.ends_with("-the-archive.mov"),
+            "{long}"
+        );
     }
 }

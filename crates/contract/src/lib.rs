@@ -426,26 +426,43 @@ pub fn a_reset_job_fences_out_its_old_workers(connect: Connect<'_>) {
     assert_eq!(s.commit(&new, "{}", 1.0).unwrap(), Completion::Last);
 }
 
-/// `items` lists every item with whether it is done and whether a live lease holds it.
+/// `items` lists every item with whether it is done and whether a live lease holds it,
+/// and the timeline of its latest attempt: who worked it, when it was leased and
+/// committed (the console's per-item view).
 pub fn items_report_done_and_leased(connect: Connect<'_>) {
     let s = connect();
     encoding_job(&*s, "items", 3);
+    let before = vodpipe_media::process::now_secs();
     let l = lease(
-        s.acquire(&item("items", 0), "w", Duration::from_secs(60))
+        s.acquire(&item("items", 0), "w1", Duration::from_secs(60))
             .unwrap(),
     );
-    s.commit(&l, "{}", 1.0).unwrap();
-    let _held = lease(
-        s.acquire(&item("items", 1), "w", Duration::from_secs(60))
+    s.heartbeat(&l, Duration::from_secs(60), 7).unwrap();
+    s.commit(&l, "{}", 1.5).unwrap();
+    let held = lease(
+        s.acquire(&item("items", 1), "w2", Duration::from_secs(60))
             .unwrap(),
     );
-    let states: Vec<(bool, bool)> = s
-        .items("items")
-        .unwrap()
-        .into_iter()
-        .map(|(_, st)| (st.done, st.leased))
-        .collect();
+    s.heartbeat(&held, Duration::from_secs(60), 4).unwrap();
+    let lost = lease(
+        s.acquire(&item("items", 2), "w3", Duration::from_secs(60))
+            .unwrap(),
+    );
+    s.release_lease(&lost, Release::Interrupted, 0.5).unwrap();
+    let after = vodpipe_media::process::now_secs();
+    let items = s.items("items").unwrap();
+    let states: Vec<(bool, bool)> = items.iter().map(|(_, st)| (st.done, st.leased)).collect();
     assert_eq!(states, [(true, false), (false, true), (false, false)]);
+    let workers: Vec<Option<&str>> = items.iter().map(|(_, st)| st.worker.as_deref()).collect();
+    assert_eq!(workers, [Some("w1"), Some("w2"), Some("w3")]);
+    let done = &items[0].1;
+    let (leased, committed) = (done.leased_at.unwrap(), done.done_at.unwrap());
+    assert!(before <= leased && leased <= committed && committed <= after);
+    assert_eq!(done.encode_secs, 1.5);
+    assert!(done.frames > 0);
+    assert!(items[1].1.leased_at.is_some() && items[1].1.done_at.is_none());
+    assert_eq!(items[1].1.frames, 4, "a live attempt's progress");
+    assert_eq!(items[2].1.wasted_secs, 0.5);
 }
 
 /// What an upload chose (and where each setting came from) is stored with its job, and a

@@ -183,6 +183,16 @@ fn item_state(r: &Fields, now: f64) -> ItemState {
         interruptions: get_u(r, "interruptions") as u32,
         last_error: get_s(r, "last_error"),
         leased: get_f(r, "lease_until").unwrap_or(0.0) > now,
+        worker: get_s(r, "owner"),
+        leased_at: get_f(r, "leased_at"),
+        done_at: get_f(r, "done_at"),
+        frames: if get_b(r, "done") {
+            get_u(r, "frames")
+        } else {
+            get_u(r, "frames_done")
+        },
+        encode_secs: get_f(r, "encode_secs").unwrap_or(0.0),
+        wasted_secs: get_f(r, "wasted_secs").unwrap_or(0.0),
     }
 }
 
@@ -601,6 +611,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             changes: vec![
                 Change::Set("lease_until", Value::num(now + ttl.as_secs_f64())),
                 Change::Set("owner", Value::str(owner)),
+                Change::Set("leased_at", Value::num(now)),
                 Change::Set("frames_done", Value::num(0)),
                 Change::Add("token", 1.0),
                 Change::Add("attempts", 1.0),
@@ -659,7 +670,6 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         let mut changes = vec![
             Change::Set("lease_until", Value::num(0)),
             Change::Set("frames_done", Value::num(0)),
-            Change::Remove("owner"),
             Change::Add("failures", failed),
             Change::Add("interruptions", interrupted),
             Change::Add("wasted_secs", secs),
@@ -697,6 +707,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         let mut changes = vec![
             Change::Set("done", Value::Bool(true)),
             Change::Set("committed_attempt", Value::num(lease.attempt)),
+            Change::Set("done_at", Value::num(now)),
             Change::Copy("frames_done", "frames"),
             Change::Set("lease_until", Value::num(0)),
             Change::Set("expires_at", Value::num((now + ITEM_TTL_SECS).floor())),
@@ -846,7 +857,14 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             .iter()
             .filter_map(|(sk, r)| Some((item_from_sk(id, sk)?, item_state(r, now))))
             .collect();
-        out.sort_by_key(|(i, _)| (i.kind == ItemKind::Audio, i.index));
+        out.sort_by_key(|(i, _)| {
+            let rank = match i.kind {
+                ItemKind::Video => 0,
+                ItemKind::Audio => 1,
+                ItemKind::Text => 2,
+            };
+            (rank, i.index)
+        });
         Ok(out)
     }
 }

@@ -510,8 +510,8 @@ pub enum Acquired {
     Finished,
 }
 
-/// An item's bookkeeping, for status and dead-letter reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An item's bookkeeping, for status, dead-letter reasons and the console's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemState {
     /// Committed.
     pub done: bool,
@@ -525,6 +525,25 @@ pub struct ItemState {
     pub last_error: Option<String>,
     /// Whether a worker holds a live lease on it right now.
     pub leased: bool,
+    /// The worker of the latest attempt (it stays after the attempt ends, so a timeline
+    /// can say who committed or lost the item).
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// When the latest attempt took its lease (seconds since the epoch).
+    #[serde(default)]
+    pub leased_at: Option<f64>,
+    /// When the item was committed.
+    #[serde(default)]
+    pub done_at: Option<f64>,
+    /// Frames encoded: the committed count, or the live attempt's progress.
+    #[serde(default)]
+    pub frames: u64,
+    /// Seconds of the committed attempt.
+    #[serde(default)]
+    pub encode_secs: f64,
+    /// Seconds of attempts that failed or were interrupted.
+    #[serde(default)]
+    pub wasted_secs: f64,
 }
 
 /// Why a lease is given back.

@@ -525,3 +525,183 @@ pub fn download_published(aws: &vodpipe_aws::Aws, status: &Value, out: &Path) ->
     }
     local
 }
+
+/// An HTTP response, read by [`http`].
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}), status {}: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// One HTTP/1.1 request over a plain socket, the target sent exactly as given: no client
+/// library normalises `..` or percent-escapes away, which is what a path-traversal test
+/// needs. `addr` is `host:port`; the response must carry a Content-Length (or none).
+pub fn http(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    assert!(
+        !headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")),
+        "{method} {target}: chunked responses are not read here"
+    );
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// A running `vodpipe serve`; stopped (SIGTERM) when dropped.
+pub struct Console {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// `http://127.0.0.1:PORT/`.
+    pub url: String,
+}
+
+impl Console {
+    /// Starts `vodpipe serve ARGS --listen 127.0.0.1:0` with `env`, and reads the address
+    /// it printed.
+    pub fn start(args: &[&str], env: &std::collections::HashMap<String, String>) -> Console {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("serve printed no address: {line:?}"))
+            .to_string();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Console { child, addr, url }
+    }
+
+    /// GET `target`.
+    pub fn get(&self, target: &str) -> HttpResponse {
+        http(&self.addr, "GET", target, &[], b"")
+    }
+
+    /// Stops it with SIGTERM and returns its exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "vodpipe serve did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Drives the console in Chromium (tests/player/console.mjs) and returns its report;
+/// `play` plays the job's asset to the end in both players.
+pub fn console_report(url: &str, source_name: &str, play: bool, screenshots: &Path) -> Value {
+    let player_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player");
+    assert!(
+        player_dir.join("node_modules").exists(),
+        "player libraries missing: run `make player-deps` (make test does)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(player_dir.join("console.mjs"))
+        .args(["--url", url, "--source", source_name, "--screenshots"])
+        .arg(screenshots);
+    if play {
+        cmd.arg("--play");
+    }
+    let out = cmd
+        .output()
+        .expect("running node (make player-deps installs it)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "console check failed (exit {:?}):\n{report}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&report).expect("console report is JSON");
+    assert_eq!(v["ok"], true, "{report}");
+    v
+}

@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+// Drives the `vodpipe serve` console in Debian's Chromium (playwright-core), as a person
+// would, and prints one JSON report on stdout.
+//
+//   node console.mjs --url http://127.0.0.1:PORT/ --source NAME
+//                    [--play] [--screenshots DIR] [--timeout-secs N] [--rate R]
+//
+// 1. the jobs table lists NAME; waits until its row is PUBLISHED (or FAILED);
+// 2. the state filters show and hide it;
+// 3. its row opens the job page: timeline phases, one Gantt row and one table row per item;
+// 4. with --play, each player (hls.js, then shaka) is chosen with the toggle, the lowest
+//    rendition and the first subtitle track are picked with the console's own selectors,
+//    and the asset is played to the end;
+// 5. with --screenshots, the table and the job page are saved as PNG.
+// Exit: 0 when the report was written (the caller judges it), 2 on a setup error.
+
+import path from 'node:path';
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const CHROMIUM = process.env.VODPIPE_CHROMIUM || '/usr/bin/chromium';
+
+function fail(msg) {
+  process.stderr.write(`console.mjs: ${msg}\n`);
+  process.stdout.write(JSON.stringify({ ok: false, error: msg }) + '\n');
+  process.exit(2);
+}
+
+function args(argv) {
+  const o = { url: null, source: null, play: false, screenshots: null, timeoutSecs: 180, rate: 8 };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const take = () => { if (i + 1 >= argv.length) fail(`${k} needs a value`); return argv[++i]; };
+    switch (k) {
+      case '--url': o.url = take(); break;
+      case '--source': o.source = take(); break;
+      case '--play': o.play = true; break;
+      case '--screenshots': o.screenshots = take(); break;
+      case '--timeout-secs': o.timeoutSecs = Number(take()); break;
+      case '--rate': o.rate = Number(take()); break;
+      default: fail(`unknown argument ${JSON.stringify(k)}`);
+    }
+  }
+  if (!o.url || !o.source) fail('--url and --source are required');
+  return o;
+}
+
+const opts = args(process.argv.slice(2));
+let chromium;
+try {
+  chromium = createRequire(path.join(HERE, 'package.json'))('playwright-core').chromium;
+} catch (e) {
+  fail(`playwright-core is missing: run tests/player/install.sh (${e.message.split('\n')[0]})`);
+}
+
+const deadline = Date.now() + opts.timeoutSecs * 1000;
+const left = () => Math.max(1000, deadline - Date.now());
+const report = { ok: false, console_errors: [] };
+
+let browser;
+try {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM, headless: true, timeout: 60000,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required', '--mute-audio'],
+  });
+} catch (e) {
+  fail(`could not launch ${CHROMIUM}: ${e.message.split('\n')[0]}`);
+}
+
+try {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  page.on('pageerror', (e) => report.console_errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(m.text()); });
+  await page.goto(opts.url, { timeout: left() });
+
+  // 1. The table lists the source; wait for a final state.
+  const row = () => page.locator('#jobs tr.job', { has: page.locator('td.source', { hasText: opts.source }) }).first();
+  await row().waitFor({ timeout: left() });
+  await page.waitForFunction((name) => {
+    const tr = [...document.querySelectorAll('#jobs tr.job[data-state]')]
+      .find((r) => r.querySelector('td.source')?.textContent === name);
+    return tr && ['PUBLISHED', 'FAILED'].includes(tr.dataset.state);
+  }, opts.source, { timeout: left() });
+  report.table_state = await row().getAttribute('data-state');
+  report.table_row = (await row().innerText()).split('\t').map((s) => s.trim());
+  report.live = await page.locator('#live').innerText();
+  if (opts.screenshots) await page.screenshot({ path: path.join(opts.screenshots, 'console-jobs.png') });
+
+  // 2. Filters.
+  await page.click(`[data-filter="${report.table_state}"]`);
+  report.shown_in_own_filter = await row().count() > 0;
+  const other = report.table_state === 'FAILED' ? 'PUBLISHED' : 'FAILED';
+  await page.click(`[data-filter="${other}"]`);
+  await page.waitForFunction((s) => location.hash.includes(s), other);
+  report.shown_in_other_filter = await page.locator('#jobs tr.job').filter({ hasText: opts.source }).count() > 0;
+  await page.click('[data-filter="ALL"]');
+
+  // 3. The job page.
+  await row().click();
+  await page.waitForSelector('#job-head h1', { timeout: left() });
+  await page.waitForSelector('#gantt .row', { timeout: left() });
+  report.job = await page.evaluate(() => ({
+    title: document.querySelector('#job-head h1').textContent,
+    phases: [...document.querySelectorAll('#phases > div')].map((d) => d.className),
+    gantt_rows: document.querySelectorAll('#gantt .row').length,
+    gantt_spans: document.querySelectorAll('#gantt .span').length,
+    items: [...document.querySelectorAll('#items tbody tr')].map((tr) =>
+      [...tr.querySelectorAll('td')].map((td) => td.textContent)),
+    milestones: [...document.querySelectorAll('.milestones span')].map((s) => s.textContent),
+  }));
+
+  // 4. Both players, through the console's own controls.
+  if (opts.play) {
+    for (const kind of ['hls', 'shaka']) {
+      const r = { kind };
+      report[kind] = r;
+      await page.click(`#player-toggle button[data-player="${kind}"]`);
+      await page.waitForFunction((k) => {
+        const p = window.vodpipeConsole.player();
+        return p && p.kind === k && (p.ready || p.error);
+      }, kind, { timeout: left() });
+      Object.assign(r, await page.evaluate(() => window.vodpipeConsole.player()));
+      if (r.error) continue;
+      // The lowest rendition and the first subtitle track, chosen in the console's selectors.
+      const options = await page.locator('#rendition option').count();
+      await page.selectOption('#rendition', String(options - 2));
+      if (r.subtitles.length) await page.selectOption('#subtitles', '0');
+      r.thumbnails = await page.locator('#thumbs .thumb').count();
+      const t0 = Date.now();
+      await page.evaluate((rate) => {
+        const v = document.querySelector('#video');
+        v.currentTime = 0;
+        v.playbackRate = rate;
+        return v.play();
+      }, opts.rate);
+      await page.waitForFunction(() => {
+        const v = document.querySelector('#video');
+        return v.ended || (Number.isFinite(v.duration) && v.duration > 0 && v.currentTime >= v.duration - 0.3)
+          || (window.vodpipeConsole.player() || {}).error;
+      }, null, { timeout: left(), polling: 250 });
+      Object.assign(r, await page.evaluate(() => {
+        const v = document.querySelector('#video');
+        const showing = [...v.textTracks].filter((t) => t.mode === 'showing');
+        return {
+          ended: v.ended || v.currentTime >= v.duration - 0.3,
+          current_time: v.currentTime,
+          duration: v.duration,
+          video_height: v.videoHeight,
+          text_tracks_showing: showing.length,
+          cues_seen: showing.reduce((n, t) => n + (t.cues ? t.cues.length : 0), 0),
+          error: (window.vodpipeConsole.player() || {}).error,
+          state_line: document.querySelector('#player-state').textContent,
+        };
+      }));
+      r.play_secs = (Date.now() - t0) / 1000;
+    }
+    if (opts.screenshots) {
+      await page.evaluate(() => { const v = document.querySelector('#video'); v.pause(); v.currentTime = v.duration / 3; });
+      await page.waitForTimeout(1000);
+    }
+  }
+  if (opts.screenshots) await page.screenshot({ path: path.join(opts.screenshots, 'console-job.png'), fullPage: true });
+  report.ok = true;
+} catch (e) {
+  report.error = String(e && e.message || e).split('\n')[0];
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(report, null, 2) + '\n');
