@@ -22,9 +22,10 @@ cat <<MSG
 Published:
   HLS master: $master
   DASH MPD:   $mpd
-Play it:
+Watch it, with the job's timeline, in the web console (hls.js and shaka, on localhost):
+  $vodpipe serve --state $out        → open http://127.0.0.1:8080/
+Or play the files directly:
   ffplay $master                       (or: mpv $master / vlc $master)
-  or serve it and open it in any hls.js / shaka player page:
-  python3 -m http.server -d $out 8000   → http://127.0.0.1:8000/demo-source/master.m3u8
-Status of the job: ls $out/demo-source/   (segments under <job>/c<chunk>.<attempt>/<rung>/)
+The job from the command line:
+  $vodpipe jobs --state $out
 MSG

@@ -97,6 +97,67 @@ fn an_upload_with_an_awkward_key_is_published_through_s3_sqs_and_dynamodb() {
         &format!("{asset}/master.m3u8"),
         &format!("{asset}/manifest.mpd"),
     );
+
+    // The console on this deployment: jobs from the table, players on the playback base.
+    // The emulator's bucket, made publicly readable, stands in for CloudFront in front of
+    // the output bucket (moto has no CloudFront to serve from).
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let moto = endpoint.trim_start_matches("http://");
+    let bucket = &settings.output_bucket;
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": "*", "Action": "s3:GetObject", "Resource": format!("arn:aws:s3:::{bucket}/*")}]});
+    let put = http(
+        moto,
+        "PUT",
+        &format!("/{bucket}?policy"),
+        &[],
+        policy.to_string().as_bytes(),
+    );
+    assert!(put.status < 300, "{}", String::from_utf8_lossy(&put.body));
+    let base = format!("{endpoint}/{bucket}");
+    let console = Console::start(&["--playback-base", &base], &env);
+    let snap = console.get("/api/jobs").json();
+    assert_eq!(snap["backend"], "aws");
+    let row = snap["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == job_id.as_str())
+        .unwrap_or_else(|| panic!("job {job_id} not listed: {snap:#}"));
+    assert_eq!(row["status"], "PUBLISHED");
+    assert_eq!(row["name"], "My Clip +1 é.mp4");
+    assert_eq!(row["urls"]["hls"], format!("{base}/{asset}/master.m3u8"));
+    assert_eq!(row["urls"]["dash"], format!("{base}/{asset}/manifest.mpd"));
+    let detail = console.get(&format!("/api/jobs/{job_id}")).json();
+    let items = detail["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    for it in items {
+        assert_eq!(it["state"], "done", "{it}");
+        assert!(it["worker"].as_str().is_some(), "{it}");
+        assert!(
+            it["done_at"].as_f64().unwrap() >= it["leased_at"].as_f64().unwrap(),
+            "{it}"
+        );
+    }
+    // Nothing is served from this machine on AWS.
+    assert_eq!(
+        console.get(&format!("/media/{asset}/master.m3u8")).status,
+        404
+    );
+    let shots = d.path().join("shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let report = console_report(&console.url, "My Clip +1 é.mp4", true, &shots);
+    assert_eq!(report["table_state"], "PUBLISHED", "{report:#}");
+    for kind in ["hls", "shaka"] {
+        let p = &report[kind];
+        assert!(p["error"].is_null(), "{kind}: {p:#}");
+        assert_eq!(p["ended"], true, "{kind} did not reach the end: {p:#}");
+        assert!(
+            (p["duration"].as_f64().unwrap() - 10.0).abs() < 0.2,
+            "{kind}: {p:#}"
+        );
+    }
+    assert_eq!(console.stop(), Some(0));
 }
 
 /// An upload that overwrites the key while the job made from the first version is still
