@@ -57,7 +57,13 @@ try {
 
 const deadline = Date.now() + opts.timeoutSecs * 1000;
 const left = () => Math.max(1000, deadline - Date.now());
-const report = { ok: false, console_errors: [] };
+const report = { ok: false, step: 'start', console_errors: [] };
+// Whatever hangs (a promise a player never settles), the report is written at the deadline.
+const watchdog = setTimeout(() => {
+  report.error = `timed out after ${opts.timeoutSecs} s at step ${report.step}`;
+  process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  process.exit(1);
+}, opts.timeoutSecs * 1000 + 15000);
 
 let browser;
 try {
@@ -74,8 +80,14 @@ try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
   page.on('pageerror', (e) => report.console_errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(m.text()); });
+  report.http_errors = [];
+  report.requests = [];
+  page.on('request', (r) => { report.requests.push(`${r.method()} ${r.url().slice(-60)}`); if (report.requests.length > 25) report.requests.shift(); });
+  page.on('requestfailed', (r) => { if (report.http_errors.length < 20) report.http_errors.push(`${r.failure() && r.failure().errorText} ${r.method()} ${r.url()}`); });
+  page.on('response', (r) => { if (r.status() >= 400 && report.http_errors.length < 20) report.http_errors.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
   await page.goto(opts.url, { timeout: left() });
 
+  report.step = 'table';
   // 1. The table lists the source; wait for a final state.
   const row = () => page.locator('#jobs tr.job', { has: page.locator('td.source', { hasText: opts.source }) }).first();
   await row().waitFor({ timeout: left() });
@@ -89,15 +101,19 @@ try {
   report.live = await page.locator('#live').innerText();
   if (opts.screenshots) await page.screenshot({ path: path.join(opts.screenshots, 'console-jobs.png') });
 
+  report.step = 'filters';
   // 2. Filters.
-  await page.click(`[data-filter="${report.table_state}"]`);
-  report.shown_in_own_filter = await row().count() > 0;
-  const other = report.table_state === 'FAILED' ? 'PUBLISHED' : 'FAILED';
-  await page.click(`[data-filter="${other}"]`);
-  await page.waitForFunction((s) => location.hash.includes(s), other);
-  report.shown_in_other_filter = await page.locator('#jobs tr.job').filter({ hasText: opts.source }).count() > 0;
-  await page.click('[data-filter="ALL"]');
+  // Each count waits for the filtered table to be drawn (its filter link active).
+  const filtered = async (state) => {
+    await page.click(`[data-filter="${state}"]`);
+    await page.waitForSelector(`a.active[data-filter="${state}"]`, { timeout: left() });
+    return await page.locator('#jobs tr.job').filter({ hasText: opts.source }).count() > 0;
+  };
+  report.shown_in_own_filter = await filtered(report.table_state);
+  report.shown_in_other_filter = await filtered(report.table_state === 'FAILED' ? 'PUBLISHED' : 'FAILED');
+  await filtered('ALL');
 
+  report.step = 'job page';
   // 3. The job page.
   await row().click();
   await page.waitForSelector('#job-head h1', { timeout: left() });
@@ -115,6 +131,7 @@ try {
   // 4. Both players, through the console's own controls.
   if (opts.play) {
     for (const kind of ['hls', 'shaka']) {
+      report.step = kind;
       const r = { kind };
       report[kind] = r;
       await page.click(`#player-toggle button[data-player="${kind}"]`);
@@ -134,7 +151,7 @@ try {
         const v = document.querySelector('#video');
         v.currentTime = 0;
         v.playbackRate = rate;
-        return v.play();
+        v.play().catch(() => {});
       }, opts.rate);
       await page.waitForFunction(() => {
         const v = document.querySelector('#video');
@@ -157,6 +174,24 @@ try {
       }));
       r.play_secs = (Date.now() - t0) / 1000;
     }
+    report.step = 'back to hls';
+    // Back from shaka to hls.js: the new player plays (shaka's teardown finishes late and
+    // must not touch it).
+    await page.click('#player-toggle button[data-player="hls"]');
+    await page.waitForFunction(() => {
+      const p = window.vodpipeConsole.player();
+      return p && p.kind === 'hls' && (p.ready || p.error);
+    }, null, { timeout: left() });
+    await page.evaluate(() => { document.querySelector('#video').play().catch(() => {}); });
+    await page.waitForFunction(() => document.querySelector('#video').currentTime > 1
+      || (window.vodpipeConsole.player() || {}).error, null, { timeout: left() });
+    await page.waitForTimeout(500);
+    report.back_to_hls = await page.evaluate(() => ({
+      error: (window.vodpipeConsole.player() || {}).error,
+      current_time: document.querySelector('#video').currentTime,
+      playing: !document.querySelector('#video').paused,
+      videos: document.querySelectorAll('video').length,
+    }));
     if (opts.screenshots) {
       await page.evaluate(() => { const v = document.querySelector('#video'); v.pause(); v.currentTime = v.duration / 3; });
       await page.waitForTimeout(1000);
@@ -166,7 +201,23 @@ try {
   report.ok = true;
 } catch (e) {
   report.error = String(e && e.message || e).split('\n')[0];
+  // Where the player stood, for the failure message.
+  try {
+    report.video_at_error = await browser.contexts()[0].pages()[0].evaluate(() => {
+      const v = document.querySelector('#video');
+      if (!v) return null;
+      const ranges = [];
+      for (let i = 0; i < v.buffered.length; i++) ranges.push([v.buffered.start(i), v.buffered.end(i)]);
+      return { current_time: v.currentTime, duration: v.duration, paused: v.paused, ended: v.ended,
+        ready_state: v.readyState, network_state: v.networkState, error: v.error && v.error.message,
+        buffered: ranges, rate: v.playbackRate, state_line: document.querySelector('#player-state').textContent,
+        player: window.vodpipeConsole.debug() };
+    });
+  } catch (e2) {
+    report.video_at_error = String(e2);
+  }
 } finally {
+  clearTimeout(watchdog);
   await browser.close();
 }
 process.stdout.write(JSON.stringify(report, null, 2) + '\n');

@@ -10,6 +10,7 @@ let route = null;         // {page: 'jobs', state} | {page: 'job', id}
 let detail = null;        // the open job's detail
 let detailKey = '';       // the open job's row as last seen, to refetch only on change
 let player = null;        // {kind, destroy(), renditions, subtitles, error}
+let detailSeq = 0;        // the newest job-detail request; older answers are dropped
 
 // ---- helpers ---------------------------------------------------------------------------
 
@@ -71,7 +72,13 @@ function progressBar(p, done) {
 function parseRoute() {
   const h = location.hash.replace(/^#/, '') || '/';
   const m = h.match(/^\/job\/(.+)$/);
-  if (m) return { page: 'job', id: decodeURIComponent(m[1]) };
+  if (m) {
+    try {
+      return { page: 'job', id: decodeURIComponent(m[1]) };
+    } catch (e) {
+      return { page: 'job', id: m[1] };
+    }
+  }
   const q = new URLSearchParams(h.split('?')[1] || '');
   const state = (q.get('state') || '').toUpperCase();
   return { page: 'jobs', state: STATES.includes(state) ? state : null };
@@ -195,6 +202,7 @@ async function renderJob(routeChanged) {
         el('div', {}, el('div', { id: 'job-timeline' }), el('div', { id: 'job-items' })),
         el('div', { id: 'job-player' })));
   }
+  const seq = ++detailSeq;
   let res;
   try {
     res = await fetch(`/api/jobs/${encodeURIComponent(route.id)}`);
@@ -211,7 +219,7 @@ async function renderJob(routeChanged) {
     return;
   }
   const d = await res.json();
-  if (route.page !== 'job' || route.id !== d.job_id) return;
+  if (seq !== detailSeq || route.page !== 'job' || route.id !== d.job_id) return;
   detail = d;
   jobHead(d);
   jobTimeline(d);
@@ -315,9 +323,7 @@ function jobPlayer(d) {
   const toggle = el('div', { class: 'toggle', id: 'player-toggle' },
     el('button', { 'data-player': 'hls', text: 'hls.js', disabled: !urls.hls, onclick: () => startPlayer('hls') }),
     el('button', { 'data-player': 'shaka', text: 'shaka', disabled: !urls.dash, onclick: () => startPlayer('shaka') }));
-  const video = el('video', { id: 'video', controls: true, muted: true, playsinline: true, preload: 'auto',
-    poster: urls.poster || null });
-  video.muted = true;
+  const video = newVideo(urls);
   const rendition = el('select', { id: 'rendition', onchange: (e) => player && player.pick(e.target.value) });
   const subtitles = el('select', { id: 'subtitles', onchange: (e) => player && player.subtitle(Number(e.target.value)) });
   put(box,
@@ -332,10 +338,19 @@ function jobPlayer(d) {
       el('div', { class: 'links' },
         urls.hls ? el('div', {}, 'HLS: ', el('a', { href: urls.hls, text: new URL(urls.hls, location.href).href })) : null,
         urls.dash ? el('div', {}, 'DASH: ', el('a', { href: urls.dash, text: new URL(urls.dash, location.href).href })) : null)));
+  if (urls.thumbnails) loadThumbnails(urls.thumbnails);
+  startPlayer(urls.hls ? 'hls' : 'shaka');
+}
+
+// A fresh <video> for each player: a player being torn down (shaka's destroy finishes
+// later) can never touch the element the next one plays in, nor leave its text tracks.
+function newVideo(urls) {
+  const video = el('video', { id: 'video', controls: true, muted: true, playsinline: true, preload: 'auto',
+    poster: urls.poster || null });
+  video.muted = true;
   video.addEventListener('timeupdate', playerState);
   video.addEventListener('ended', playerState);
-  if (urls.thumbnails) loadThumbnails(urls.thumbnails, video);
-  startPlayer(urls.hls ? 'hls' : 'shaka');
+  return video;
 }
 
 function playerState() {
@@ -355,22 +370,28 @@ function fillSelect(sel, options, selected) {
 }
 
 function stopPlayer() {
-  if (player) {
-    try { player.destroy(); } catch (e) { /* already gone */ }
-    player = null;
+  const old = player;
+  player = null;
+  if (!old) return Promise.resolve();
+  try {
+    return Promise.resolve(old.destroy()).catch(() => {});
+  } catch (e) {
+    return Promise.resolve();
   }
 }
 
 async function startPlayer(kind) {
   const d = detail;
-  const video = $('#video');
-  if (!d || !video) return;
-  stopPlayer();
+  const current = $('#video');
+  if (!d || !current) return;
+  const stopped = stopPlayer();
+  const video = newVideo(d.urls || {});
+  current.replaceWith(video);
   for (const b of document.querySelectorAll('#player-toggle button')) {
     b.classList.toggle('active', b.dataset.player === kind);
   }
-  video.removeAttribute('src');
-  video.load();
+  await stopped;
+  if (player !== null || $('#video') !== video) return; // another start came first
   const me = { kind, renditions: [], subtitles: [], error: null, ready: false, destroy() {}, pick() {}, subtitle() {} };
   player = me;
   try {
@@ -441,16 +462,25 @@ async function startShaka(me, video, url) {
     const audio = p.getVariantTracks().find((t) => t.active);
     const pick = p.getVariantTracks().find((t) => t.height === want.height &&
       (!audio || t.language === audio.language)) || want;
-    p.selectVariantTrack(pick, true);
+    // The switch takes effect from the next segment: clearing the buffer mid-fetch
+    // (clearBuffer) measured to leave shaka 5.2 with an empty video buffer on a slow origin.
+    if (!pick.active) p.selectVariantTrack(pick, false);
   };
+  me.debug = () => ({ buffering: p.isBuffering(), buffered: p.getBufferedInfo(), stats: p.getStats(),
+    active: p.getVariantTracks().filter((t) => t.active).map((t) => `${t.height}p`) });
   const texts = p.getTextTracks();
   me.subtitles = texts.map((t) => t.language || t.label || `track ${t.id}`);
   // Selecting a track shows it; null hides subtitles (shaka-player 5).
   me.subtitle = (i) => p.selectTextTrack(i < 0 ? null : texts[i]);
-  p.selectTextTrack(null);
+  if (texts.some((t) => t.active)) p.selectTextTrack(null);
 }
 
-async function loadThumbnails(url, video) {
+// A URL made safe inside CSS url("…"): quotes, brackets, backslashes and spaces escaped.
+function cssUrl(href) {
+  return href.replace(/["'()\\\s]/g, (ch) => '%' + ch.charCodeAt(0).toString(16).padStart(2, '0'));
+}
+
+async function loadThumbnails(url) {
   const box = $('#thumbs');
   let text;
   try {
@@ -467,12 +497,15 @@ async function loadThumbnails(url, video) {
     const [file, frag] = m[4].trim().split('#xywh=');
     if (!frag) continue;
     const [x, y, w, h] = frag.split(',').map(Number);
-    cues.push({ start, src: new URL(file, base).href, x, y, w, h });
+    const src = new URL(file, base);
+    // Sprites come from where the track came from, nowhere else.
+    if (src.origin !== base.origin || ![x, y, w, h].every(Number.isFinite)) continue;
+    cues.push({ start, src: src.href, x, y, w, h });
   }
   box.replaceChildren(...cues.map((c) => el('div', {
     class: 'thumb', title: `seek to ${secs(c.start)}`,
-    style: `width:${c.w}px;height:${c.h}px;background-image:url("${c.src.replace(/"/g, '%22')}");background-position:-${c.x}px -${c.y}px`,
-    onclick: () => { video.currentTime = c.start; },
+    style: `width:${c.w}px;height:${c.h}px;background-image:url("${cssUrl(c.src)}");background-position:-${c.x}px -${c.y}px`,
+    onclick: () => { $('#video').currentTime = c.start; },
   }, el('span', { text: secs(c.start) }))));
 }
 
@@ -481,6 +514,7 @@ window.vodpipeConsole = {
   player: () => player && { kind: player.kind, ready: player.ready, error: player.error,
     renditions: player.renditions, subtitles: player.subtitles },
   start: (kind) => startPlayer(kind),
+  debug: () => player && player.debug && player.debug(),
 };
 
 window.addEventListener('hashchange', onRoute);

@@ -149,6 +149,11 @@ fn the_console_lists_the_job_opens_its_page_and_plays_it_in_both_players() {
 
     // Nothing outside the output root, nor the state hidden inside it, is ever served.
     std::os::unix::fs::symlink("/etc/passwd", out.join("console_clip/escape")).unwrap();
+    std::os::unix::fs::symlink(
+        out.join(".vodpipe/vodpipe.db"),
+        out.join("console_clip/state.db"),
+    )
+    .unwrap();
     std::fs::write(d.path().join("secret.txt"), "top secret").unwrap();
     for target in [
         "/media/../secret.txt",
@@ -159,10 +164,10 @@ fn the_console_lists_the_job_opens_its_page_and_plays_it_in_both_players() {
         "/media/%2fetc%2fpasswd",
         "/media//etc/passwd",
         "/media/console_clip/escape",
+        "/media/console_clip/state.db",
         "/media/.vodpipe/vodpipe.db",
         "/media/%2evodpipe/vodpipe.db",
         "/media/console_clip",
-        "/assets/..%2f..%2fCargo.toml",
     ] {
         let r = console.get(target);
         assert_eq!(r.status, 404, "{target} answered {}", r.status);
@@ -172,6 +177,27 @@ fn the_console_lists_the_job_opens_its_page_and_plays_it_in_both_players() {
             "{target} leaked {body}"
         );
     }
+
+    // A page elsewhere that points its own name at 127.0.0.1 reads nothing.
+    for target in ["/api/jobs", "/media/console_clip/master.m3u8", "/"] {
+        let r = http(
+            &console.addr,
+            "GET",
+            target,
+            &[("Host", "rebound.example:80")],
+            b"",
+        );
+        assert_eq!(r.status, 403, "{target}");
+    }
+    let port = console.addr.rsplit_once(':').unwrap().1;
+    let by_name = http(
+        &console.addr,
+        "GET",
+        "/api/jobs",
+        &[("Host", &format!("localhost:{port}"))],
+        b"",
+    );
+    assert_eq!(by_name.status, 200);
 
     // The console in Chromium, both players through its own toggle and selectors.
     let shots = d.path().join("shots");
@@ -218,10 +244,33 @@ fn the_console_lists_the_job_opens_its_page_and_plays_it_in_both_players() {
         assert!(p["cues_seen"].as_u64().unwrap() >= 2, "{kind}: {p:#}");
         assert_eq!(p["thumbnails"], 3, "{kind}: {p:#}");
     }
+    let back = &report["back_to_hls"];
+    assert!(back["error"].is_null(), "{back}");
+    assert!(back["current_time"].as_f64().unwrap() > 1.0, "{back}");
+    assert_eq!(back["videos"], 1, "{back}");
     assert!(shots.join("console-jobs.png").exists());
     assert!(shots.join("console-job.png").exists());
-    // A stop is prompt and clean, live event streams or not.
-    assert_eq!(console.stop(), Some(0));
+    // A stop is prompt and clean with an event stream open: the stream ends.
+    let mut stream = std::net::TcpStream::connect(&console.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    {
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n",
+            console.addr
+        )
+        .unwrap();
+        let mut first = [0u8; 1024];
+        assert!(stream.read(&mut first).unwrap() > 0);
+        assert_eq!(console.stop(), Some(0));
+        let mut rest = Vec::new();
+        stream
+            .read_to_end(&mut rest)
+            .expect("the event stream ends when the console stops");
+    }
 }
 
 #[test]
@@ -268,7 +317,12 @@ fn the_console_shows_a_failed_job_and_listens_beyond_loopback_only_when_told() {
         let mut s = std::net::TcpStream::connect(&console.addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        write!(s, "GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n",
+            console.addr
+        )
+        .unwrap();
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         while !String::from_utf8_lossy(&seen).contains("notes.mp4") {

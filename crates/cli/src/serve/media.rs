@@ -35,14 +35,16 @@ async fn file(
     UrlPath(path): UrlPath<String>,
     req: Request,
 ) -> Response {
-    let Media::Dir(root) = &c.media else {
+    let Media::Dir { root, state } = c.media.clone() else {
         return (
             StatusCode::NOT_FOUND,
             "this console plays from the playback base, not from /media",
         )
             .into_response();
     };
-    let Some(file) = inside(root, &path) else {
+    // Resolving links touches the disk: off the runtime's threads.
+    let file = tokio::task::spawn_blocking(move || inside(&root, &state, &path)).await;
+    let Ok(Some(file)) = file else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     match ServeFile::new(file).oneshot(req).await {
@@ -52,9 +54,10 @@ async fn file(
 }
 
 /// The regular file `rel` names under `root`, or None if it is missing, hidden, not a
-/// file, or anywhere outside `root` (by `..`, an absolute path, or a symbolic link
-/// leading out). `rel` is already percent-decoded.
-pub(crate) fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
+/// file, in the `state` directory, or anywhere outside `root` (by `..`, an absolute path,
+/// or a symbolic link leading out or into a hidden entry). `rel` is already
+/// percent-decoded.
+pub(crate) fn inside(root: &Path, state: &Path, rel: &str) -> Option<PathBuf> {
     let mut path = root.to_path_buf();
     for part in rel.split('/') {
         if part.is_empty()
@@ -68,7 +71,12 @@ pub(crate) fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
     }
     let real_root = std::fs::canonicalize(root).ok()?;
     let real = std::fs::canonicalize(&path).ok()?;
-    (real.starts_with(&real_root) && real.is_file()).then_some(real)
+    let under = real.strip_prefix(&real_root).ok()?;
+    let hidden = under
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let in_state = std::fs::canonicalize(state).is_ok_and(|s| real.starts_with(s));
+    (!hidden && !in_state && real.is_file()).then_some(real)
 }
 
 #[cfg(test)]
@@ -86,7 +94,13 @@ mod tests {
         std::fs::write(root.join(".vodpipe/vodpipe.db"), "x").unwrap();
         std::fs::write(d.path().join("secret"), "x").unwrap();
         std::os::unix::fs::symlink(d.path().join("secret"), root.join("asset/link")).unwrap();
-        assert!(inside(&root, "asset/master.m3u8").is_some());
+        std::os::unix::fs::symlink(root.join(".vodpipe/vodpipe.db"), root.join("asset/db"))
+            .unwrap();
+        // A state directory without a dot, inside the output root.
+        std::fs::create_dir_all(root.join("state")).unwrap();
+        std::fs::write(root.join("state/vodpipe.db"), "x").unwrap();
+        let state = root.join("state");
+        assert!(inside(&root, &state, "asset/master.m3u8").is_some());
         for bad in [
             "../secret",
             "asset/../../secret",
@@ -98,8 +112,10 @@ mod tests {
             "asset/missing",
             "/etc/passwd",
             "asset\\..\\..\\secret",
+            "asset/db",
+            "state/vodpipe.db",
         ] {
-            assert!(inside(&root, bad).is_none(), "{bad} was served");
+            assert!(inside(&root, &state, bad).is_none(), "{bad} was served");
         }
     }
 }

@@ -56,8 +56,14 @@ pub struct ServeArgs {
 /// Where a published key can be fetched by a browser.
 #[derive(Clone)]
 pub(crate) enum Media {
-    /// The embedded backend's output directory, served under `/media/`.
-    Dir(PathBuf),
+    /// The embedded backend's output directory, served under `/media/`, and its state
+    /// directory, never served even when it lies inside the output directory.
+    Dir {
+        /// The output root.
+        root: PathBuf,
+        /// The state directory.
+        state: PathBuf,
+    },
     /// A public base URL (CloudFront on AWS), or none known.
     Base(Option<String>),
 }
@@ -71,7 +77,7 @@ impl Media {
             .collect::<Vec<_>>()
             .join("/");
         match self {
-            Media::Dir(_) => Some(format!("/media/{path}")),
+            Media::Dir { .. } => Some(format!("/media/{path}")),
             Media::Base(Some(b)) => Some(format!("{}/{path}", b.trim_end_matches('/'))),
             Media::Base(None) => None,
         }
@@ -113,7 +119,10 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
     }
     let backend = a.state.open(None, 0, None, true)?;
     let media = match &backend {
-        Backend::Local(l) => Media::Dir(l.objects.root().to_path_buf()),
+        Backend::Local(l) => Media::Dir {
+            root: l.objects.root().to_path_buf(),
+            state: a.state.state_dir()?,
+        },
         Backend::Aws(_) => {
             if let Some(b) = &a.playback_base {
                 if !(b.starts_with("https://") || b.starts_with("http://")) {
@@ -144,15 +153,18 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the console's runtime")?;
-    let code = rt.block_on(run(a.listen, console, &stop_tx));
-    // However serving ended, the poller stops too.
+    let code = rt.block_on(run(a.listen, a.allow_remote, console, &stop_tx));
+    // However serving ended, the poller stops too, and a job page still being read from
+    // the store does not hold the exit up.
     let _ = stop_tx.send(true);
+    rt.shutdown_timeout(Duration::from_secs(2));
     let _ = poller.join();
     code
 }
 
 async fn run(
     listen: SocketAddr,
+    allow_remote: bool,
     console: Arc<Console>,
     stop_tx: &watch::Sender<bool>,
 ) -> Result<i32> {
@@ -160,6 +172,16 @@ async fn run(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    // On loopback, only requests addressed to loopback: a page elsewhere that points its
+    // own name at 127.0.0.1 (DNS rebinding) must not read jobs or media through it.
+    let hosts = (!allow_remote).then(|| {
+        let port = addr.port();
+        vec![
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ]
+    });
     if !addr.ip().is_loopback() {
         eprintln!(
             "vodpipe serve: WARNING: listening on {addr}, beyond this machine; the console \
@@ -174,7 +196,7 @@ async fn run(
     }
     // The first stdout line is the address: scripts (and the tests) start on port 0.
     println!("vodpipe console: http://{addr}/  (Ctrl-C to stop)");
-    let app = router(console.clone());
+    let app = router(console.clone(), hosts);
     let stop = stop_tx.clone();
     let shutdown = async move {
         stop_signal().await;
@@ -203,7 +225,8 @@ async fn stop_signal() {
     }
 }
 
-fn router(console: Arc<Console>) -> Router {
+fn router(console: Arc<Console>, hosts: Option<Vec<String>>) -> Router {
+    let hosts = Arc::new(hosts);
     Router::new()
         .route("/", get(assets::page))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -213,6 +236,30 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/events", get(events))
         .merge(media::routes())
         .with_state(console)
+        .layer(axum::middleware::from_fn_with_state(hosts, check_host))
+}
+
+/// Refuses (403) a request whose Host is not one this console answers.
+async fn check_host(
+    State(hosts): State<Arc<Option<Vec<String>>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(allowed) = hosts.as_ref() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this console answers requests to 127.0.0.1, localhost or [::1] only",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 #[derive(Deserialize)]

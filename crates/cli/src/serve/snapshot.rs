@@ -73,6 +73,9 @@ impl Poller {
             while started.elapsed() < period && !*console.stopping.borrow() {
                 std::thread::sleep(Duration::from_millis(50).min(period));
             }
+            if *console.stopping.borrow() {
+                break;
+            }
             self.tick(console, tx);
         }
     }
