@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::status::job_json;
 use anyhow::Result;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -22,6 +23,8 @@ pub(super) struct Poller {
     queues: Value,
     total: usize,
     sent: String,
+    /// Finished jobs' rows by id, with the brief record they were read under.
+    finished: HashMap<String, (String, Value)>,
 }
 
 impl Poller {
@@ -33,12 +36,13 @@ impl Poller {
             queues: json!({}),
             total: 0,
             sent: String::new(),
+            finished: HashMap::new(),
         }
     }
 
     /// One read of the store.
     pub(super) fn tick(&mut self, console: &Console, tx: &watch::Sender<Arc<String>>) {
-        let error = match read(console, self.max_jobs) {
+        let error = match read(console, self.max_jobs, &mut self.finished) {
             Ok((jobs, queues, total)) => {
                 (self.jobs, self.queues, self.total) = (jobs, queues, total);
                 None
@@ -82,16 +86,47 @@ impl Poller {
 }
 
 /// The newest `max_jobs` jobs (newest first), the queue depths and how many jobs exist.
-fn read(console: &Console, max_jobs: usize) -> Result<(Vec<Value>, Value, usize)> {
+///
+/// Each tick reads the state index and every listed job's own record (its brief form);
+/// the sums over a job's items are read only for a job still moving, or one whose record
+/// changed since its last full read. A finished job's row is kept from that read, so a
+/// console left open on a table of thousands of published jobs does not query each one's
+/// items every second.
+fn read(
+    console: &Console,
+    max_jobs: usize,
+    finished: &mut HashMap<String, (String, Value)>,
+) -> Result<(Vec<Value>, Value, usize)> {
     let b = &console.backend;
-    let mut all = b.jobs().jobs_by_status(None)?;
-    let total = all.len();
-    all.sort_by(|x, y| y.created_at.total_cmp(&x.created_at));
-    all.truncate(max_jobs);
-    let jobs = all
-        .iter()
-        .map(|j| row(b.objects(), &console.media, j))
-        .collect();
+    let mut briefs = Vec::new();
+    for status in JobStatus::ALL {
+        briefs.extend(b.jobs().brief_jobs_by_status(status)?);
+    }
+    let total = briefs.len();
+    briefs.sort_by(|x, y| y.created_at.total_cmp(&x.created_at));
+    briefs.truncate(max_jobs);
+    let mut jobs = Vec::with_capacity(briefs.len());
+    let mut kept = HashMap::with_capacity(finished.len());
+    for brief in briefs {
+        let key = serde_json::to_string(&brief)?;
+        let cached = finished
+            .remove(&brief.id)
+            .filter(|(k, _)| brief.status.is_final() && *k == key);
+        let value = match cached {
+            Some((_, v)) => v,
+            None => {
+                let Some(full) = b.jobs().job(&brief.id)? else {
+                    continue;
+                };
+                row(b.objects(), &console.media, &full)
+            }
+        };
+        if brief.status.is_final() {
+            kept.insert(brief.id.clone(), (key, value.clone()));
+        }
+        jobs.push(value);
+    }
+    *finished = kept;
     let mut queues = serde_json::Map::new();
     for q in Tier::ALL
         .iter()
