@@ -224,14 +224,10 @@ fn the_console_lists_the_job_opens_its_page_and_plays_it_in_both_players() {
             .any(|p| p == "encoding"),
         "{report:#}"
     );
-    for kind in ["hls", "shaka"] {
-        let p = &report[kind];
-        assert!(p["error"].is_null(), "{kind}: {p:#}");
-        assert_eq!(p["ended"], true, "{kind} did not reach the end: {p:#}");
-        assert!(
-            (p["duration"].as_f64().unwrap() - 9.0).abs() < 0.2,
-            "{kind}: {p:#}"
-        );
+    for (kind, p) in ["hls", "shaka"]
+        .into_iter()
+        .zip(assert_console_played(&report, 9.0))
+    {
         // 640x360 gets the 360p and 270p rungs; the console picked the lowest.
         assert_eq!(
             p["renditions"].as_array().unwrap().len(),

@@ -371,6 +371,14 @@ pub fn assert_published_correctly(job: &Value, source: &Path, scratch: &Path) ->
 /// headless Chromium (tests/player/check.mjs); panics with the player's report otherwise.
 /// Returns the report: what each player listed (text tracks, cues, image tracks).
 pub fn assert_plays(root: &Path, hls: &str, dash: &str) -> Value {
+    let mut args = vec!["--root".to_string(), root.display().to_string()];
+    args.extend(["--hls", hls, "--dash", dash, "--timeout-secs", "180"].map(String::from));
+    node_report("check.mjs", &args, "playback check")
+}
+
+/// Runs `tests/player/SCRIPT ARGS` under node and returns its JSON report; panics with the
+/// report (and node's stderr) unless it exited 0 with `"ok": true`.
+fn node_report(script: &str, args: &[String], what: &str) -> Value {
     let player_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player");
     let node_ok = Command::new("node")
         .arg("--version")
@@ -379,27 +387,26 @@ pub fn assert_plays(root: &Path, hls: &str, dash: &str) -> Value {
         .unwrap_or(false);
     assert!(
         node_ok,
-        "node is required for the playback check: run `make player-deps` (make test does)"
+        "node is required for the {what}: run `make player-deps` (make test does)"
     );
     assert!(
         player_dir.join("node_modules").exists(),
         "player libraries missing: run `make player-deps` (make test does)"
     );
-    let check = Command::new("node")
-        .arg(player_dir.join("check.mjs"))
-        .arg("--root")
-        .arg(root)
-        .args(["--hls", hls, "--dash", dash, "--timeout-secs", "180"])
+    let out = Command::new("node")
+        .arg(player_dir.join(script))
+        .args(args)
         .output()
         .expect("running node");
-    let report = String::from_utf8_lossy(&check.stdout);
+    let report = String::from_utf8_lossy(&out.stdout);
     assert!(
-        check.status.success(),
-        "playback check failed (exit {:?}):\n{report}\n{}",
-        check.status.code(),
-        String::from_utf8_lossy(&check.stderr)
+        out.status.success(),
+        "{what} failed (exit {:?}):\n{report}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_str(&report).expect("player report is JSON");
+    let v: Value = serde_json::from_str(&report)
+        .unwrap_or_else(|e| panic!("{what}: the report is not JSON ({e}):\n{report}"));
     assert_eq!(v["ok"], true, "{report}");
     v
 }
@@ -682,29 +689,27 @@ impl Drop for Console {
 /// Drives the console in Chromium (tests/player/console.mjs) and returns its report;
 /// `play` plays the job's asset to the end in both players.
 pub fn console_report(url: &str, source_name: &str, play: bool, screenshots: &Path) -> Value {
-    let player_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player");
-    assert!(
-        player_dir.join("node_modules").exists(),
-        "player libraries missing: run `make player-deps` (make test does)"
-    );
-    let mut cmd = Command::new("node");
-    cmd.arg(player_dir.join("console.mjs"))
-        .args(["--url", url, "--source", source_name, "--screenshots"])
-        .arg(screenshots);
+    let mut args: Vec<String> = ["--url", url, "--source", source_name, "--screenshots"]
+        .map(String::from)
+        .to_vec();
+    args.push(screenshots.display().to_string());
     if play {
-        cmd.arg("--play");
+        args.push("--play".into());
     }
-    let out = cmd
-        .output()
-        .expect("running node (make player-deps installs it)");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "console check failed (exit {:?}):\n{report}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&report).expect("console report is JSON");
-    assert_eq!(v["ok"], true, "{report}");
-    v
+    node_report("console.mjs", &args, "console check")
+}
+
+/// Each of the console's players (in a [`console_report`]) played to the end of an asset
+/// of `secs` seconds without an error; returns their reports.
+pub fn assert_console_played(report: &Value, secs: f64) -> [&Value; 2] {
+    ["hls", "shaka"].map(|kind| {
+        let p = &report[kind];
+        assert!(p["error"].is_null(), "{kind}: {p:#}");
+        assert_eq!(p["ended"], true, "{kind} did not reach the end: {p:#}");
+        assert!(
+            (p["duration"].as_f64().unwrap() - secs).abs() < 0.2,
+            "{kind}: {p:#}"
+        );
+        p
+    })
 }
