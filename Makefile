@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench clean
 
 all: build
 
@@ -162,6 +162,10 @@ fmt:
 ## vodpipe run vs one plain ffmpeg producing the same ladder; prints the median ratio.
 bench: deps build
 	@bash scripts/bench.sh "$(VODPIPE)"
+
+## What each codec costs (CPU s per output minute) and saves (bytes, at what PSNR).
+codec-bench: deps build
+	@bash scripts/codec-bench.sh "$(VODPIPE)"
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out .aws-sam target/buildah

@@ -5,6 +5,9 @@
 # the same machine state; the median ratio is printed last.
 set -euo pipefail
 vodpipe=$(realpath "$1")
+shift
+# Anything after the binary goes to `vodpipe run` (e.g. --workers 2).
+vodpipe_args=("$@")
 runs=${BENCH_RUNS:-3}
 dir=${BENCH_DIR:-bench-out}
 mkdir -p "$dir"
@@ -40,16 +43,25 @@ done
 base+=(-map 0:a:0 -c:a aac -b:a 128k -ac 2 -ar 48000 -f mp4
        -movflags +empty_moov+default_base_moof+skip_trailer -frag_duration 4000000 "$dir/ffmpeg-audio.mp4")
 echo "baseline: ${base[*]}"
-echo "vodpipe:  $vodpipe run $src --out $dir/vodpipe"
-time_it() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN {print b - a}'; }
+echo "vodpipe:  $vodpipe run $src --out $dir/vodpipe ${vodpipe_args[*]}"
+# Runs a command; prints its wall time and the CPU time (user + system) of everything it
+# started, in seconds.
+time_it() {
+  python3 -c 'import resource, subprocess, sys, time
+t = time.monotonic()
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("%.3f %.3f" % (time.monotonic() - t, r.ru_utime + r.ru_stime))' "$@"
+}
 ratios=()
 for r in $(seq 1 "$runs"); do
-  t_ff=$(time_it "${base[@]}")
+  read -r t_ff c_ff < <(time_it "${base[@]}")
   rm -rf "$dir/vodpipe"
-  t_vp=$(time_it "$vodpipe" run "$src" --out "$dir/vodpipe" --json)
+  read -r t_vp c_vp < <(time_it "$vodpipe" run "$src" --out "$dir/vodpipe" --json "${vodpipe_args[@]}")
   ratio=$(awk -v a="$t_vp" -v b="$t_ff" 'BEGIN {printf "%.4f", a / b}')
   ratios+=("$ratio")
-  printf 'run %d: ffmpeg %.2f s  vodpipe %.2f s  ratio %.3f\n' "$r" "$t_ff" "$t_vp" "$ratio"
+  printf 'run %d: ffmpeg %.2f s (cpu %.1f s)  vodpipe %.2f s (cpu %.1f s)  ratio %.3f\n' \
+    "$r" "$t_ff" "$c_ff" "$t_vp" "$c_vp" "$ratio"
 done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
 printf 'ratio vodpipe/ffmpeg: %.2f\n' "$median"

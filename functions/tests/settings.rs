@@ -240,9 +240,9 @@ fn bad_settings_fail_the_job_with_the_reason_and_are_not_retried() {
         ("bad/json.mp4", None, Some("{tier: premium"), "is not valid"),
         (
             "bad/codec.mp4",
-            Some(("vodpipe-codecs", "av1")),
+            Some(("vodpipe-codecs", "h264,vp9")),
             None,
-            "this deployment encodes h264",
+            "this deployment encodes h264, hevc, av1",
         ),
     ] {
         if let Some(body) = file {

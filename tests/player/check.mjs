@@ -2,7 +2,7 @@
 // Headless playback check for vodpipe output.
 //
 //   node check.mjs --root DIR [--hls REL_MASTER] [--dash REL_MPD]
-//                  [--timeout-secs N] [--rate R] [--stuck-secs N]
+//                  [--timeout-secs N] [--rate R] [--stuck-secs N] [--video-codec CODEC]
 //
 // Serves DIR (plus hls.js / shaka-player from node_modules and a generated
 // page) on 127.0.0.1, plays each requested stream to the end in Debian's
@@ -30,6 +30,8 @@ const STARVE_S = 1.0;
 const USAGE = `usage: node check.mjs --root DIR [--hls REL_PATH_TO_MASTER] [--dash REL_PATH_TO_MPD]
                       [--timeout-secs N (default 120, whole run)] [--rate R (default 8, max 16)]
                       [--stuck-secs N (default 15: give up if currentTime does not move)]
+                      [--video-codec CODEC (play only the variants of this codec string,
+                       e.g. av01.0.04M.08; fails unless that is what played)]
 At least one of --hls / --dash is required. Paths are relative to --root.`;
 
 class SetupError extends Error {}
@@ -41,7 +43,7 @@ function setupFail(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15 };
+  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15, videoCodec: null };
   const num = (name, v, min, max) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || n > max) throw new SetupError(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
@@ -62,6 +64,7 @@ function parseArgs(argv) {
       case '--timeout-secs': o.timeoutSecs = num(k, take(), 1, 86400); break;
       case '--rate': o.rate = num(k, take(), 0.25, 16); break;
       case '--stuck-secs': o.stuckSecs = num(k, take(), 1, 86400); break;
+      case '--video-codec': o.videoCodec = take(); break;
       case '-h': case '--help': process.stdout.write(USAGE + '\n'); process.exit(0);
       default: throw new SetupError(`unknown argument ${JSON.stringify(a)}`);
     }
@@ -331,6 +334,15 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       st.text_tracks = tracks.map((t) => ({ language: t.lang || null, name: t.name || null }));
     });
     hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      if (st.video_codec) {
+        // Only this codec's variants: the lowest of them, locked (no ABR switch away).
+        const want = st.video_codec.toLowerCase();
+        const idx = hls.levels.map((l, i) => [l, i]).filter(([l]) => String(l.videoCodec || '').toLowerCase() === want)
+          .sort((a, b) => a[0].bitrate - b[0].bitrate).map(([, i]) => i);
+        st.codec_levels = idx.length;
+        if (!idx.length) { recordError({ source: 'harness', fatal: true, message: `no level with video codec ${st.video_codec}: ${hls.levels.map((l) => l.videoCodec).join(' ')}` }); return finish('no_such_codec'); }
+        hls.currentLevel = idx[0];
+      }
       video.play().catch((err) => { if (!st.done) { recordError({ source: 'play()', fatal: true, message: String(err) }); finish('play_rejected'); } });
     });
     hls.loadSource(url);
@@ -345,6 +357,9 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     const p = player = new shaka.Player();
     await p.attach(video);
     p.configure({ streaming: { bufferingGoal: 60, rebufferingGoal: 2, bufferBehind: 3600 } });
+    if (st.video_codec) {
+      p.configure({ preferredVideo: [{ label: '', role: '', language: '', codec: st.video_codec, hdrLevel: '', layout: '' }], abr: { enabled: false } });
+    }
     p.addEventListener('error', (ev) => {
       const d = ev.detail || {};
       const e = { source: 'shaka', fatal: d.severity === 2, severity: d.severity, category: d.category, code: d.code,
@@ -375,6 +390,12 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       const th = await p.getThumbnails(images[0].id, 5);
       st.thumbnail_at_5s = th ? { uris: th.uris, start: num(th.startTime), duration: num(th.duration), width: th.width, height: th.height, x: th.positionX, y: th.positionY } : null;
     }
+    if (st.video_codec) {
+      const tracks = p.getVariantTracks().filter((t) => t.videoCodec === st.video_codec).sort((a, b) => a.bandwidth - b.bandwidth);
+      st.codec_levels = tracks.length;
+      if (!tracks.length) { recordError({ source: 'harness', fatal: true, message: `no variant with video codec ${st.video_codec}: ${p.getVariantTracks().map((t) => t.videoCodec).join(' ')}` }); return finish('no_such_codec'); }
+      p.selectVariantTrack(tracks[0], true);
+    }
     const sr = p.seekRange();
     st.manifest_duration = num(sr.end);
     await video.play().catch((err) => { if (!st.done) { recordError({ source: 'play()', fatal: true, message: String(err) }); finish('play_rejected'); } });
@@ -388,7 +409,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       for (const t of types) out[t] = !!(window.MediaSource && MediaSource.isTypeSupported(t));
       return { mse: !!window.MediaSource, types: out, user_agent: navigator.userAgent };
     },
-    start(kind, url, rate, stuckSecs) {
+    start(kind, url, rate, stuckSecs, videoCodec) {
       video = document.createElement('video');
       video.muted = true;
       video.autoplay = false;
@@ -401,7 +422,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         kind, url, player: null, requested_rate: rate, started: false, ended: false, done: false, done_reason: null, frozen: false,
         current_time: null, duration: null, manifest_duration: null, waiting_events: 0, waiting_starved: 0, decode_underflows: 0, waiting: [], stalls: 0, stall_events: [],
         error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
-        quality: null, player_stats: null, stuck_secs: stuckSecs,
+        quality: null, player_stats: null, stuck_secs: stuckSecs, video_codec: videoCodec || null, codec_levels: null,
         text_tracks: [], cues: {}, image_tracks: [], thumbnail_at_5s: null, t_start: performance.now(), wall_secs: 0,
       };
       // Players may reset the rate on load; force it back whenever it drifts.
@@ -463,6 +484,11 @@ function judge(r, httpErrors) {
   if (r.buffered_ranges !== 1) f.push(`${r.buffered_ranges} buffered range(s) at the end, expected exactly 1: ${JSON.stringify(r.buffered)}`);
   if (httpErrors.length) f.push(`${httpErrors.length} HTTP error response(s), first: ${httpErrors[0].status} ${httpErrors[0].url}`);
   if (r.page_errors && r.page_errors.length) f.push(`${r.page_errors.length} uncaught page error(s)`);
+  if (r.video_codec) {
+    const s = r.player_stats || {};
+    const played = String((r.kind === 'hls' ? s.codecs : s.currentCodecs) || '');
+    if (!played.toLowerCase().split(',').includes(r.video_codec.toLowerCase())) f.push(`played codecs ${JSON.stringify(played)}, not the requested video codec ${r.video_codec}`);
+  }
   return f;
 }
 
@@ -571,7 +597,7 @@ async function main() {
         const left = () => Math.max(1, deadline - Date.now());
         await page.goto(base + '/', { timeout: Math.min(30000, left()) });
         await page.waitForFunction(() => window.__vp_ready === true, null, { timeout: Math.min(30000, left()) });
-        await page.evaluate(([k, u, rate, stuck]) => window.__vp.start(k, u, rate, stuck), [w.kind, base + w.url, opts.rate, opts.stuckSecs]);
+        await page.evaluate(([k, u, rate, stuck, codec]) => window.__vp.start(k, u, rate, stuck, codec), [w.kind, base + w.url, opts.rate, opts.stuckSecs, opts.videoCodec]);
         for (;;) {
           r = await page.evaluate(() => window.__vp.snapshot());
           if (r.done) break;

@@ -21,7 +21,7 @@ use vodpipe_control::sweep;
 use vodpipe_control::worker::{Shutdown, Worker};
 use vodpipe_local::fleet::ProcessFleet;
 use vodpipe_local::Local;
-use vodpipe_media::ladder::LadderConfig;
+use vodpipe_media::ladder::{LadderConfig, VideoCodec};
 use vodpipe_media::plan::PlanOptions;
 
 /// Video-on-demand transcoding: a source video in, an HLS + DASH ladder out.
@@ -107,6 +107,10 @@ struct MediaOpts {
     /// Given here, it beats whatever an upload's settings say.
     #[arg(long)]
     ladder: Option<PathBuf>,
+    /// Video codecs to publish every rung in, comma-separated, in order: h264, hevc, av1
+    /// (e.g. `h264,av1`). Beats an upload's own choice; default: the ladder's (h264).
+    #[arg(long, value_parser = parse_codecs)]
+    codecs: Option<CodecList>,
     /// Directory of named ladders (`<name>.json`) uploads may choose with a settings file
     /// (`"ladder": "<name>"`); `watch` defaults to DIR/_vodpipe/profiles.
     #[arg(long, env = "VODPIPE_PROFILES")]
@@ -127,7 +131,10 @@ struct RunArgs {
     /// Output directory: published assets appear under it.
     #[arg(long)]
     out: PathBuf,
-    /// Worker processes (default: one per two cores, at least one).
+    /// Worker processes (default: half the cores, at least two, at most one per core).
+    /// Each encodes one chunk at a time with threads on every core; two or more keep the
+    /// cores busy while one starts, seeks or drains its encoder (see the README's
+    /// benchmark).
     #[arg(long)]
     workers: Option<u32>,
     /// Tier for the jobs; beats a settings file beside an input (default: the settings
@@ -322,7 +329,20 @@ fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         c.ladder = LadderConfig::from_file(p)?;
         c.settings.command_ladder = true;
     }
+    if let Some(CodecList(codecs)) = &m.codecs {
+        c.ladder.codecs = codecs.clone();
+        c.settings.command_codecs = Some(codecs.clone());
+    }
     Ok(c)
+}
+
+/// The codecs `--codecs` names (one value, so clap does not split it into many).
+#[derive(Clone, Debug)]
+struct CodecList(Vec<VideoCodec>);
+
+/// `--codecs`: a comma-separated list of codec names.
+fn parse_codecs(s: &str) -> std::result::Result<CodecList, String> {
+    VideoCodec::parse_list(s).map(CodecList)
 }
 
 /// The embedded backend reading ladder profiles from `dir`, if one is given.
@@ -411,7 +431,8 @@ fn run(a: RunArgs) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| a.out.join(backend::RUN_STATE));
     let workers = a.workers.unwrap_or_else(|| {
-        (std::thread::available_parallelism().map_or(2, |n| n.get() as u32) / 2).max(1)
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        (cores / 2).max(2).min(cores.max(1))
     });
     let local = with_profiles(
         open_with(&state, Some(&a.out), workers, 5, Some(&a.media.ffmpeg))?,

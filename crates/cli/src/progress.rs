@@ -101,7 +101,8 @@ pub fn follow(
         if let Some(j) = pending.first() {
             local.fleet.ensure_capacity(j.tier, work.min(workers))?;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        // Often enough that `run` returns within a blink of the last job finishing.
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

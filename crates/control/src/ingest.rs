@@ -9,8 +9,8 @@ use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
 use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
 use std::path::Path;
 use std::time::Duration;
-use vodpipe_media::ladder::ladder_for;
-use vodpipe_media::plan::plan;
+use vodpipe_media::ladder::{av1_frames_per_segment, ladder_for};
+use vodpipe_media::plan::{plan, plan_every};
 use vodpipe_media::probe::probe;
 
 /// Where a source is and which version of it.
@@ -457,12 +457,23 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
         });
     };
     let rungs = ladder_for(video, &cfg.ladder);
-    let plan = plan(
-        &video.frame_pts,
-        video.time_base,
-        media.start_secs,
-        cfg.plan,
-    );
+    // AV1 rungs need segments of equal frame counts (SVT-AV1 places keyframes only every
+    // N frames); every codec shares them, so all rungs keep one timeline.
+    let plan = match av1_frames_per_segment(video, &rungs, cfg.plan.segment_secs) {
+        Some(n) => plan_every(
+            &video.frame_pts,
+            video.time_base,
+            media.start_secs,
+            cfg.plan,
+            n,
+        ),
+        None => plan(
+            &video.frame_pts,
+            video.time_base,
+            media.start_secs,
+            cfg.plan,
+        ),
+    };
     Ok(JobPlan {
         texts: TextTrack::from_streams(&media),
         media,

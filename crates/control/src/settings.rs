@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vodpipe_media::error::{Error, Result};
-use vodpipe_media::ladder::LadderConfig;
+use vodpipe_media::ladder::{LadderConfig, VideoCodec};
 
 /// The largest settings file read, in bytes: settings are a few lines, and an upload must
 /// not make ingest read an arbitrarily large object into memory.
@@ -37,8 +37,8 @@ pub const METADATA_PREFIX: &str = "vodpipe-";
 /// Where the deployment keeps its named ladders, `<name>.json`, beside the uploads (in the
 /// ingest bucket, or the watched directory).
 pub const PROFILES_PREFIX: &str = "_vodpipe/profiles/";
-/// The codecs vodpipe encodes.
-pub const CODECS: &[&str] = &["h264"];
+/// The codecs vodpipe encodes (the names of [`VideoCodec`]).
+pub const CODECS: &[&str] = &["h264", "hevc", "av1"];
 /// Shortest and longest segment duration an upload may ask for, in seconds.
 pub const SEGMENT_SECONDS: (f64, f64) = (1.0, 30.0);
 /// The ladder name that means the deployment's own default.
@@ -116,6 +116,8 @@ pub struct SettingsPolicy {
     pub command_tier: Option<Tier>,
     /// A ladder file given on the command line: beats everything else.
     pub command_ladder: bool,
+    /// Codecs given on the command line (`--codecs`): beat everything else.
+    pub command_codecs: Option<Vec<VideoCodec>>,
 }
 
 impl Default for SettingsPolicy {
@@ -126,6 +128,7 @@ impl Default for SettingsPolicy {
             settings_wait: Duration::ZERO,
             command_tier: None,
             command_ladder: false,
+            command_codecs: None,
         }
     }
 }
@@ -226,12 +229,22 @@ fn parse_segment(value: f64, what: &str) -> Result<f64> {
     }
 }
 
+/// The names of `codecs`, as settings record them.
+fn codec_names(codecs: &[VideoCodec]) -> Vec<String> {
+    codecs.iter().map(|c| c.name().to_string()).collect()
+}
+
 fn parse_codecs(values: &[String], what: &str) -> Result<Vec<String>> {
-    let codecs: Vec<String> = values
+    let mut codecs: Vec<String> = Vec::new();
+    for c in values
         .iter()
         .map(|c| c.trim().to_ascii_lowercase())
         .filter(|c| !c.is_empty())
-        .collect();
+    {
+        if !codecs.contains(&c) {
+            codecs.push(c);
+        }
+    }
     if codecs.is_empty() {
         return Err(reject(format!("{what} names no codec")));
     }
@@ -377,6 +390,7 @@ pub fn resolve(
             surround: file.surround.unwrap_or(base.surround),
             loudness_lufs: file.loudness_lufs.or(base.loudness_lufs),
             thumbnails: file.thumbnails.unwrap_or(base.thumbnails),
+            ..base.clone()
         };
         cfg.validate()
             .map_err(|e| reject(format!("{file_name}: {e}")))?;
@@ -411,7 +425,9 @@ pub fn resolve(
         Setting::new(base_segment_seconds, Origin::Default)
     };
 
-    let codecs = if let Some(v) = meta("codecs") {
+    let codecs = if let Some(list) = &policy.command_codecs {
+        Setting::new(codec_names(list), Origin::Command)
+    } else if let Some(v) = meta("codecs") {
         let list: Vec<String> = v.split(',').map(str::to_string).collect();
         Setting::new(
             parse_codecs(&list, "x-amz-meta-vodpipe-codecs")?,
@@ -423,8 +439,15 @@ pub fn resolve(
             Origin::SettingsFile,
         )
     } else {
-        Setting::new(vec![CODECS[0].to_string()], Origin::Default)
+        // The ladder's own choice, set where the ladder was.
+        Setting::new(codec_names(&ladder_cfg.codecs), ladder.from)
     };
+    let mut ladder_cfg = ladder_cfg;
+    ladder_cfg.codecs = codecs
+        .value
+        .iter()
+        .filter_map(|c| VideoCodec::parse(c))
+        .collect();
 
     let asset = if let Some(v) = meta("asset") {
         Setting::new(
@@ -471,7 +494,7 @@ pub fn fallback(
         tier,
         ladder: Setting::new(DEFAULT_PROFILE.to_string(), Origin::Default),
         segment_seconds: Setting::new(segment_seconds, Origin::Default),
-        codecs: Setting::new(vec![CODECS[0].to_string()], Origin::Default),
+        codecs: Setting::new(codec_names(&ladder.codecs), Origin::Default),
         asset: Setting::new(crate::job::asset_name(key), Origin::Default),
         ladder_config: ladder.clone(),
         refusal,
@@ -513,6 +536,51 @@ mod tests {
             let l = s.ladder_config.clone();
             (s, l)
         })
+    }
+
+    #[test]
+    fn codecs_come_from_the_command_then_the_upload_then_the_ladder() {
+        let av1 = |name: &str| -> Result<Option<Vec<u8>>> {
+            Ok((name == "modern").then(|| br#"{"codecs":["h264","av1"]}"#.to_vec()))
+        };
+        let run = |u: &UploadSettings, p: &SettingsPolicy| {
+            resolve(u, p, &LadderConfig::default(), 4.0, &av1).unwrap()
+        };
+        // The ladder's own codecs, set where the ladder was.
+        let s = run(
+            &upload("a.mov", &[("vodpipe-ladder", "modern")], None),
+            &policy(),
+        );
+        assert_eq!(s.codecs.value, ["h264", "av1"]);
+        assert_eq!(s.codecs.from, Origin::Metadata);
+        assert_eq!(s.ladder_config.codecs, [VideoCodec::H264, VideoCodec::Av1]);
+        // The upload's codecs beat the ladder's.
+        let s = run(
+            &upload(
+                "a.mov",
+                &[],
+                Some(r#"{"ladder":"modern","codecs":["hevc","HEVC"]}"#),
+            ),
+            &policy(),
+        );
+        assert_eq!(s.codecs.value, ["hevc"]);
+        assert_eq!(s.codecs.from, Origin::SettingsFile);
+        assert_eq!(s.ladder_config.codecs, [VideoCodec::Hevc]);
+        // The command line beats the upload.
+        let cmd = SettingsPolicy {
+            command_codecs: Some(vec![VideoCodec::H264]),
+            ..policy()
+        };
+        let s = run(&upload("a.mov", &[("vodpipe-codecs", "av1")], None), &cmd);
+        assert_eq!(s.codecs.value, ["h264"]);
+        assert_eq!(s.codecs.from, Origin::Command);
+        assert_eq!(s.ladder_config.codecs, [VideoCodec::H264]);
+        // Nobody names any: the built-in ladder's H.264.
+        let s = run(&upload("a.mov", &[], None), &policy());
+        assert_eq!(
+            (s.codecs.value.clone(), s.codecs.from),
+            (vec!["h264".to_string()], Origin::Default)
+        );
     }
 
     #[test]
@@ -625,9 +693,9 @@ mod tests {
                 "use a number of seconds",
             ),
             (
-                &[("vodpipe-codecs", "h264,av1")],
+                &[("vodpipe-codecs", "h264,vp9")],
                 None,
-                "this deployment encodes h264",
+                "this deployment encodes h264, hevc, av1",
             ),
             (&[("vodpipe-asset", "../up")], None, "an asset name is"),
             (&[], Some("{not json"), "is not valid"),

@@ -55,6 +55,19 @@ impl Shutdown {
     pub fn is_triggered(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// Sleeps for `d`, or less when stopping is asked for meanwhile: an idle worker told
+    /// to stop leaves within milliseconds, not at the end of its nap.
+    pub fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.is_triggered() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(10)));
+        }
+    }
 }
 
 /// Queue order for a worker serving several tiers: higher tiers first, but every
@@ -326,7 +339,7 @@ impl<'a> Worker<'a> {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "turn failed; backing off");
-                    std::thread::sleep(backoff);
+                    self.shutdown.sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
@@ -343,7 +356,7 @@ impl<'a> Worker<'a> {
                     if window.elapsed() >= SCALE_IN_WINDOW {
                         (window, busy) = (Instant::now(), Duration::ZERO);
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    self.shutdown.sleep(Duration::from_millis(200));
                 }
                 Turn::Interrupted => break,
                 Turn::Worked => {

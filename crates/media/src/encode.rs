@@ -19,7 +19,7 @@
 //! rung (`-a53cc`).
 
 use crate::error::{Error, Result};
-use crate::ladder::{LadderConfig, Rung};
+use crate::ladder::{LadderConfig, Rung, VideoCodec};
 use crate::mp4::{self, Fragment};
 use crate::plan::{Chunk, Plan};
 use crate::probe::{input_args, FieldOrder, MediaInfo, VideoInfo};
@@ -241,30 +241,9 @@ pub fn chunk_args(
             format!("[v{i}]"),
             "-frames:v".into(),
             chunk.frames.to_string(),
-            "-c:v".into(),
-            "libx264".into(),
-            "-preset".into(),
-            ctx.config.preset.clone(),
-            "-crf".into(),
-            ctx.config.crf.to_string(),
-            "-maxrate".into(),
-            format!("{}k", r.max_kbps),
-            "-bufsize".into(),
-            format!("{}k", r.max_kbps * 2),
-            "-profile:v".into(),
-            "high".into(),
-            "-bf".into(),
-            "3".into(),
-            "-x264-params".into(),
-            "keyint=infinite:scenecut=0:open-gop=0:b-pyramid=normal".into(),
-            "-forced-idr".into(),
-            "1".into(),
-            // CEA-608/708 captions the source carries in its pictures (ATSC A/53 SEI) go
-            // into the same pictures of every rung.
-            "-a53cc".into(),
-            "1".into(),
-            "-force_key_frames".into(),
-            format!("expr:{}", kf.join("+")),
+        ]);
+        a.extend(encoder_args(ctx.config, r, chunk, &kf));
+        a.extend([
             "-fps_mode".into(),
             "passthrough".into(),
             "-enc_time_base:v".into(),
@@ -288,6 +267,87 @@ pub fn chunk_args(
     }
     for (label, path, quality) in still_outputs {
         a.extend(jpeg_output(label, quality, path));
+    }
+    a
+}
+
+/// The encoder options of one rung: capped constant quality, keyframes on exactly the
+/// chunk's segment starts (`kf`: `eq(n,…)` terms) and nowhere else, closed GOPs.
+fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &[String]) -> Vec<String> {
+    let force = format!("expr:{}", kf.join("+"));
+    let cap = [
+        "-maxrate".to_string(),
+        format!("{}k", r.max_kbps),
+        "-bufsize".into(),
+        format!("{}k", r.max_kbps * 2),
+    ];
+    let mut a: Vec<String> = Vec::new();
+    match r.codec {
+        VideoCodec::H264 => {
+            a.extend(["-c:v", "libx264", "-preset"].map(String::from));
+            a.push(cfg.preset.clone());
+            a.extend(["-crf".into(), cfg.crf.to_string()]);
+            a.extend(cap);
+            a.extend(
+                [
+                    "-profile:v",
+                    "high",
+                    "-bf",
+                    "3",
+                    "-x264-params",
+                    "keyint=infinite:scenecut=0:open-gop=0:b-pyramid=normal",
+                    "-forced-idr",
+                    "1",
+                    // CEA-608/708 captions the source carries in its pictures (ATSC A/53
+                    // SEI) go into the same pictures of every H.264 rung.
+                    "-a53cc",
+                    "1",
+                    "-force_key_frames",
+                ]
+                .map(String::from),
+            );
+            a.push(force);
+        }
+        VideoCodec::Hevc => {
+            a.extend(["-c:v", "libx265", "-preset"].map(String::from));
+            a.push(cfg.hevc_preset.clone());
+            a.extend(["-crf".into(), cfg.hevc_crf.to_string()]);
+            a.extend(cap);
+            a.extend(
+                [
+                    "-profile:v",
+                    "main",
+                    // Parameter sets in the sample entry only: what Apple's players need.
+                    "-tag:v",
+                    "hvc1",
+                    "-x265-params",
+                    "keyint=-1:min-keyint=1:scenecut=0:open-gop=0:bframes=3:repeat-headers=0:info=0:log-level=error",
+                    "-forced-idr",
+                    "1",
+                    "-force_key_frames",
+                ]
+                .map(String::from),
+            );
+            a.push(force);
+        }
+        VideoCodec::Av1 => {
+            // SVT-AV1 cannot put a keyframe on a chosen frame, only every N frames: the
+            // plan gives AV1 jobs segments of equal frame counts (and the result is
+            // verified like every rung's).
+            let gop = chunk.keyframe_interval().unwrap_or(chunk.frames.max(1));
+            a.extend(["-c:v", "libsvtav1", "-preset"].map(String::from));
+            a.push(cfg.av1_preset.to_string());
+            a.extend(["-crf".into(), cfg.av1_crf.to_string()]);
+            a.extend(cap);
+            a.extend([
+                "-g".into(),
+                gop.to_string(),
+                // Closed GOPs (real key frames, not forward keyframes), no scene-cut
+                // keyframes.
+                "-svtav1-params".into(),
+                "irefresh-type=2:scd=0".into(),
+            ]);
+        }
     }
     a
 }

@@ -24,6 +24,82 @@ pub struct RungSpec {
 /// Output names a rung may not take: the chunk outputs that are not renditions.
 pub const RESERVED_NAMES: &[&str] = &["thumbnails", "poster"];
 
+/// A video codec a ladder publishes. H.264 plays everywhere; HEVC and AV1 spend fewer
+/// bits on the same picture, for the players that can decode them. Every codec's rungs
+/// share the job's segments and timeline, so a player may switch between any of them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// H.264 High (x264), `avc1`.
+    #[default]
+    H264,
+    /// HEVC Main (x265), stored as `hvc1` (parameter sets out of band, as Apple requires).
+    Hevc,
+    /// AV1 Main (SVT-AV1), `av01`.
+    Av1,
+}
+
+impl VideoCodec {
+    /// Every codec, in the order ladders list them.
+    pub const ALL: [VideoCodec; 3] = [VideoCodec::H264, VideoCodec::Hevc, VideoCodec::Av1];
+
+    /// The name settings, flags and ladder files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "h264",
+            VideoCodec::Hevc => "hevc",
+            VideoCodec::Av1 => "av1",
+        }
+    }
+
+    /// The codec `name` names (case and spaces ignored).
+    pub fn parse(name: &str) -> Option<VideoCodec> {
+        let n = name.trim().to_ascii_lowercase();
+        VideoCodec::ALL.into_iter().find(|c| c.name() == n)
+    }
+
+    /// The codecs of a comma-separated list (`h264,av1`), in order, without repeats; the
+    /// error names what is wrong.
+    pub fn parse_list(list: &str) -> std::result::Result<Vec<VideoCodec>, String> {
+        let mut out = Vec::new();
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let c = VideoCodec::parse(part).ok_or_else(|| {
+                format!(
+                    "{part:?} is not a codec vodpipe encodes; use {}",
+                    VideoCodec::ALL.map(VideoCodec::name).join(", ")
+                )
+            })?;
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        if out.is_empty() {
+            return Err("names no codec".into());
+        }
+        Ok(out)
+    }
+
+    /// What a rung of this codec appends to the ladder's rung name ("720p_av1"); H.264
+    /// rungs keep their names, so an H.264-only ladder's paths never change.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "",
+            VideoCodec::Hevc => "_hevc",
+            VideoCodec::Av1 => "_av1",
+        }
+    }
+
+    /// The share of the H.264 rung's bitrate cap this codec's rung gets: the usual
+    /// efficiency gains at equal quality (HEVC ~30 %, AV1 ~40 % fewer bits).
+    pub fn cap_factor(self) -> f64 {
+        match self {
+            VideoCodec::H264 => 1.0,
+            VideoCodec::Hevc => 0.7,
+            VideoCodec::Av1 => 0.6,
+        }
+    }
+}
+
 /// The ladder and encoder settings, loadable from a JSON file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -46,6 +122,18 @@ pub struct LadderConfig {
     /// Publish a poster and scrubbing thumbnails (WebVTT sprites, a DASH image set), made
     /// in the chunk encodes from frames already decoded; on by default.
     pub thumbnails: bool,
+    /// Video codecs to publish every rung in, in this order (H.264 only by default). Each
+    /// extra codec is a full set of rungs in the same CMAF presentation.
+    pub codecs: Vec<VideoCodec>,
+    /// x265 constant-rate-factor for HEVC rungs (capped like H.264's): 24 looks about
+    /// like x264's 21.
+    pub hevc_crf: u32,
+    /// x265 preset for HEVC rungs.
+    pub hevc_preset: String,
+    /// SVT-AV1 constant-rate-factor for AV1 rungs (1 to 63, capped by the rung's rate).
+    pub av1_crf: u32,
+    /// SVT-AV1 preset (0 slowest to 13 fastest).
+    pub av1_preset: u32,
 }
 
 impl Default for LadderConfig {
@@ -70,6 +158,11 @@ impl Default for LadderConfig {
             surround: false,
             loudness_lufs: None,
             thumbnails: true,
+            codecs: vec![VideoCodec::H264],
+            hevc_crf: 24,
+            hevc_preset: "veryfast".into(),
+            av1_crf: 35,
+            av1_preset: 10,
         }
     }
 }
@@ -130,6 +223,47 @@ impl LadderConfig {
             "veryslow",
             "placebo",
         ];
+        if self.codecs.is_empty() {
+            return Err("codecs names no codec; use h264, hevc or av1".into());
+        }
+        if let Some(c) = VideoCodec::ALL
+            .iter()
+            .find(|c| self.codecs.iter().filter(|x| x == c).count() > 1)
+        {
+            return Err(format!("codecs lists {} twice", c.name()));
+        }
+        if let Some(r) = self.rungs.iter().find(|r| {
+            VideoCodec::ALL
+                .iter()
+                .any(|c| !c.suffix().is_empty() && r.name.ends_with(c.suffix()))
+        }) {
+            return Err(format!(
+                "rung name {:?} ends like another codec's rungs (_hevc, _av1); choose another",
+                r.name
+            ));
+        }
+        if !(0..=51).contains(&self.hevc_crf) {
+            return Err(format!("hevc_crf is {}; x265 takes 0 to 51", self.hevc_crf));
+        }
+        if !(1..=63).contains(&self.av1_crf) {
+            return Err(format!(
+                "av1_crf is {}; SVT-AV1 takes 1 to 63",
+                self.av1_crf
+            ));
+        }
+        if self.av1_preset > 13 {
+            return Err(format!(
+                "av1_preset is {}; SVT-AV1 takes 0 (slowest) to 13 (fastest)",
+                self.av1_preset
+            ));
+        }
+        if !PRESETS.contains(&self.hevc_preset.as_str()) {
+            return Err(format!(
+                "hevc_preset is {:?}; use one of {}",
+                self.hevc_preset,
+                PRESETS.join(", ")
+            ));
+        }
         if !PRESETS.contains(&self.preset.as_str()) {
             return Err(format!(
                 "preset is {:?}; use one of {}",
@@ -162,6 +296,9 @@ pub struct Rung {
     pub height: u32,
     /// Peak bitrate cap in kb/s (`-maxrate`).
     pub max_kbps: u32,
+    /// The codec this rung is encoded in (H.264 for plans made before there was a choice).
+    #[serde(default)]
+    pub codec: VideoCodec,
 }
 
 /// Rounds to the nearest even number, at least 2.
@@ -169,9 +306,50 @@ fn even(x: f64) -> u32 {
     ((x / 2.0).round() as u32 * 2).max(2)
 }
 
-/// The rungs for `video` under `cfg`, largest first. A source smaller than every rung gets
+/// The rungs for `video` under `cfg`: every size, largest first, in each of the ladder's
+/// codecs in turn (the first codec's rungs first). A source smaller than every rung gets
 /// one rung at its own (even) size.
+///
+/// AV1 rungs need a source of constant frame rate: SVT-AV1 cannot place a keyframe on a
+/// given frame, only every N frames, so a variable-frame-rate source (whose segments
+/// hold different numbers of frames) gets its other codecs' rungs only.
 pub fn ladder_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
+    let sizes = sizes_for(video, cfg);
+    let mut codecs: Vec<VideoCodec> = cfg
+        .codecs
+        .iter()
+        .copied()
+        .filter(|c| *c != VideoCodec::Av1 || !video.vfr)
+        .collect();
+    if codecs.is_empty() {
+        codecs.push(VideoCodec::H264);
+    }
+    codecs
+        .iter()
+        .flat_map(|&codec| {
+            sizes.iter().map(move |r| Rung {
+                name: format!("{}{}", r.name, codec.suffix()),
+                max_kbps: ((f64::from(r.max_kbps) * codec.cap_factor()).round() as u32).max(100),
+                codec,
+                ..r.clone()
+            })
+        })
+        .collect()
+}
+
+/// The frames per segment that put every segment start on a multiple of it, for a plan
+/// with AV1 rungs: the segment duration in whole frames of the source's nominal rate.
+/// None when no rung is AV1 (segments then follow the clock exactly).
+pub fn av1_frames_per_segment(video: &VideoInfo, rungs: &[Rung], segment_secs: f64) -> Option<u64> {
+    if !rungs.iter().any(|r| r.codec == VideoCodec::Av1) {
+        return None;
+    }
+    let fps = video.frame_rate.num as f64 / video.frame_rate.den.max(1) as f64;
+    Some(((segment_secs * fps).round() as u64).max(1))
+}
+
+/// The H.264 rungs (sizes and caps) for `video` under `cfg`.
+fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
     let (dw, dh) = video.display_size();
     let portrait = dh > dw;
     let short = dw.min(dh);
@@ -201,6 +379,7 @@ pub fn ladder_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
             width,
             height,
             max_kbps: scaled_kbps(spec, width, height),
+            codec: VideoCodec::H264,
         });
     }
     if rungs.is_empty() {
@@ -216,6 +395,7 @@ pub fn ladder_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
             width,
             height,
             max_kbps: scaled_kbps(&smallest, width, height),
+            codec: VideoCodec::H264,
         });
     }
     rungs
@@ -305,5 +485,98 @@ mod tests {
         assert_eq!(cfg.preset, "veryfast");
         std::fs::write(&p, r#"{"rungs":[]}"#).unwrap();
         assert!(LadderConfig::from_file(&p).is_err());
+    }
+
+    #[test]
+    fn each_codec_gets_every_rung_named_after_h264s_and_capped_below_it() {
+        let cfg = LadderConfig {
+            codecs: vec![VideoCodec::H264, VideoCodec::Av1, VideoCodec::Hevc],
+            ..LadderConfig::default()
+        };
+        let r = ladder_for(&video(1280, 720, 0), &cfg);
+        let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(&names[..5], ["720p", "540p", "432p", "360p", "270p"]);
+        assert_eq!(&names[5..7], ["720p_av1", "540p_av1"]);
+        assert_eq!(names[10], "720p_hevc");
+        assert_eq!(r.len(), 15);
+        assert_eq!(
+            (r[0].max_kbps, r[5].max_kbps, r[10].max_kbps),
+            (3000, 1800, 2100)
+        );
+        assert_eq!(
+            (r[5].width, r[5].height, r[5].codec),
+            (1280, 720, VideoCodec::Av1)
+        );
+        // AV1 rungs make the plan whole-frame segments; H.264-only ones do not.
+        assert_eq!(
+            av1_frames_per_segment(&video(1280, 720, 0), &r, 4.0),
+            Some(120)
+        );
+        assert_eq!(
+            av1_frames_per_segment(&video(1280, 720, 0), &r[..5], 4.0),
+            None
+        );
+    }
+
+    #[test]
+    fn a_variable_frame_rate_source_gets_no_av1_rungs() {
+        let cfg = LadderConfig {
+            codecs: vec![VideoCodec::H264, VideoCodec::Av1],
+            ..LadderConfig::default()
+        };
+        let mut v = video(640, 360, 0);
+        v.vfr = true;
+        let r = ladder_for(&v, &cfg);
+        assert!(r.iter().all(|r| r.codec == VideoCodec::H264), "{r:?}");
+        // AV1 alone falls back to H.264 rather than to nothing.
+        let only = LadderConfig {
+            codecs: vec![VideoCodec::Av1],
+            ..LadderConfig::default()
+        };
+        assert!(ladder_for(&v, &only)
+            .iter()
+            .all(|r| r.codec == VideoCodec::H264));
+    }
+
+    #[test]
+    fn codec_lists_are_parsed_and_checked() {
+        assert_eq!(
+            VideoCodec::parse_list(" H264, av1,h264 ").unwrap(),
+            [VideoCodec::H264, VideoCodec::Av1]
+        );
+        let e = VideoCodec::parse_list("h264,vp9").unwrap_err();
+        assert!(
+            e.contains("\"vp9\"") && e.contains("h264, hevc, av1"),
+            "{e}"
+        );
+        assert!(VideoCodec::parse_list(" , ").is_err());
+        let bad = |cfg: LadderConfig| cfg.validate().unwrap_err();
+        assert!(bad(LadderConfig {
+            codecs: vec![],
+            ..LadderConfig::default()
+        })
+        .contains("no codec"));
+        assert!(bad(LadderConfig {
+            codecs: vec![VideoCodec::Av1, VideoCodec::Av1],
+            ..LadderConfig::default()
+        })
+        .contains("twice"));
+        assert!(bad(LadderConfig {
+            av1_crf: 70,
+            ..LadderConfig::default()
+        })
+        .contains("av1_crf"));
+        let mut named = LadderConfig::default();
+        named.rungs[0].name = "1080p_av1".into();
+        assert!(bad(named).contains("another codec"));
+        // A ladder file names codecs in lower case.
+        let cfg: LadderConfig =
+            serde_json::from_str(r#"{"codecs": ["h264", "hevc"], "hevc_crf": 26}"#).unwrap();
+        assert_eq!(cfg.codecs, [VideoCodec::H264, VideoCodec::Hevc]);
+        assert_eq!(cfg.hevc_crf, 26);
+        // Plans stored before codecs existed read as H.264.
+        let old: Rung =
+            serde_json::from_str(r#"{"name":"a","width":2,"height":2,"max_kbps":1}"#).unwrap();
+        assert_eq!(old.codec, VideoCodec::H264);
     }
 }

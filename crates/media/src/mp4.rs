@@ -437,6 +437,20 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
                 p[2]
             ))
         }
+        b"hvc1" | b"hev1" => {
+            let inner = entry.body().start + 78..entry.end;
+            let hvcc = child(init, inner, b"hvcC", ctx)?.ok_or_else(|| err(ctx, "no hvcC"))?;
+            let b = hvcc.body().start;
+            let p = init.get(b..b + 13).ok_or_else(|| err(ctx, "short hvcC"))?;
+            Ok(hevc_codec_string(&entry.kind, p))
+        }
+        b"av01" => {
+            let inner = entry.body().start + 78..entry.end;
+            let av1c = child(init, inner, b"av1C", ctx)?.ok_or_else(|| err(ctx, "no av1C"))?;
+            let b = av1c.body().start;
+            let p = init.get(b..b + 3).ok_or_else(|| err(ctx, "short av1C"))?;
+            Ok(av1_codec_string(p))
+        }
         // vodpipe encodes AAC-LC only.
         b"mp4a" => Ok("mp4a.40.2".into()),
         other => Err(err(
@@ -444,6 +458,44 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
             format!("unexpected sample entry {}", String::from_utf8_lossy(other)),
         )),
     }
+}
+
+/// The HEVC codec string (ISO/IEC 14496-15 Annex E) from the first 13 bytes of an
+/// `hvcC`: `hvc1.<space><profile>.<compatibility, bit-reversed hex>.<tier><level>` and the
+/// constraint bytes up to the last non-zero one (`hvc1.1.6.L93.B0`).
+fn hevc_codec_string(kind: &[u8], p: &[u8]) -> String {
+    let space = ["", "A", "B", "C"][usize::from(p[1] >> 6)];
+    let tier = if p[1] & 0x20 != 0 { 'H' } else { 'L' };
+    let profile = p[1] & 0x1f;
+    let compat = u32::from_be_bytes([p[2], p[3], p[4], p[5]]).reverse_bits();
+    let constraints = &p[6..12];
+    let used = constraints
+        .iter()
+        .rposition(|&c| c != 0)
+        .map_or(0, |i| i + 1);
+    let mut out = format!(
+        "{}.{space}{profile}.{compat:X}.{tier}{}",
+        String::from_utf8_lossy(kind),
+        p[12]
+    );
+    for c in &constraints[..used] {
+        out.push_str(&format!(".{c:X}"));
+    }
+    out
+}
+
+/// The AV1 codec string (AV1 ISOBMFF binding, "Codecs Parameter String") from the first
+/// three bytes of an `av1C`: `av01.<profile>.<level><tier>.<bit depth>` (`av01.0.05M.08`).
+fn av1_codec_string(p: &[u8]) -> String {
+    let profile = p[1] >> 5;
+    let level = p[1] & 0x1f;
+    let tier = if p[2] & 0x80 != 0 { 'H' } else { 'M' };
+    let depth = match (p[2] & 0x40 != 0, p[2] & 0x20 != 0) {
+        (true, true) if profile == 2 => 12,
+        (true, _) => 10,
+        _ => 8,
+    };
+    format!("av01.{profile}.{level:02}{tier}.{depth:02}")
 }
 
 #[cfg(test)]
@@ -528,5 +580,20 @@ mod tests {
         file[3] = 200;
         assert!(split(&file, "t").is_err());
         assert!(split(&[0, 0, 0], "t").is_err());
+    }
+
+    #[test]
+    fn hevc_and_av1_codec_strings_follow_their_bindings() {
+        // Main profile, compatible with Main and Main 10 (flags 0x60000000), main tier,
+        // progressive source and frame-only constraints (0xB0), level 3.1 (93).
+        let hvcc = [1, 0x01, 0x60, 0, 0, 0, 0xB0, 0, 0, 0, 0, 0, 93];
+        assert_eq!(hevc_codec_string(b"hvc1", &hvcc), "hvc1.1.6.L93.B0");
+        // Main 10, high tier, level 5.1 (153), no constraint flags.
+        let hvcc = [1, 0x22, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 153];
+        assert_eq!(hevc_codec_string(b"hvc1", &hvcc), "hvc1.2.4.H153");
+        // Main profile, level 3.1 (index 5), main tier, 8 bits.
+        assert_eq!(av1_codec_string(&[0x81, 0x05, 0x0C]), "av01.0.05M.08");
+        // High profile, level 5.1 (13), high tier, 10 bits.
+        assert_eq!(av1_codec_string(&[0x81, 0x2D, 0xC0]), "av01.1.13H.10");
     }
 }

@@ -443,12 +443,21 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         .iter()
         .filter(|t| matches!(t.kind, TrackKind::Video { .. }))
         .collect();
-    if !videos.is_empty() {
+    // One adaptation set per codec (players switch within a set, never across codecs),
+    // in the order the codecs first appear.
+    let mut families: Vec<&str> = Vec::new();
+    for t in &videos {
+        let f = codec_family(&t.codec);
+        if !families.contains(&f) {
+            families.push(f);
+        }
+    }
+    for (set, family) in families.iter().enumerate() {
         let _ = writeln!(
             x,
-            r#"    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#
+            r#"    <AdaptationSet id="{set}" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#
         );
-        for t in &videos {
+        for t in videos.iter().filter(|t| codec_family(&t.codec) == *family) {
             if let TrackKind::Video {
                 width,
                 height,
@@ -470,6 +479,7 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         }
         let _ = writeln!(x, "    </AdaptationSet>");
     }
+    let first_audio_set = families.len().max(1);
     for (i, t) in tracks
         .iter()
         .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
@@ -484,7 +494,7 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         let _ = writeln!(
             x,
             r#"    <AdaptationSet id="{}" contentType="audio" mimeType="audio/mp4"{lang} segmentAlignment="true" startWithSAP="1">"#,
-            i + 1
+            first_audio_set + i
         );
         if i == 0 {
             let _ = writeln!(
@@ -512,10 +522,11 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         let _ = writeln!(x, "      </Representation>");
         let _ = writeln!(x, "    </AdaptationSet>");
     }
-    let mut id = 1 + tracks
-        .iter()
-        .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
-        .count();
+    let mut id = first_audio_set
+        + tracks
+            .iter()
+            .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
+            .count();
     for t in tracks {
         match &t.kind {
             TrackKind::Text {
@@ -575,6 +586,12 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
     }
     let _ = writeln!(x, "  </Period>\n</MPD>");
     x
+}
+
+/// A codec string's sample-entry part (`avc1`, `hvc1`, `av01`): what decides whether a
+/// player can decode a rendition at all.
+fn codec_family(codec: &str) -> &str {
+    codec.split('.').next().unwrap_or(codec)
 }
 
 /// The sprite sheets of a thumbnails track: each distinct URI in order, with the time its
@@ -984,5 +1001,33 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("mediaPresentationDuration=\"PT6.006S\""), "{m}");
+    }
+
+    #[test]
+    fn each_codec_is_an_adaptation_set_of_its_own_and_a_variant_with_its_codecs() {
+        let mut av1 = video();
+        av1.id = "360p_av1".into();
+        av1.codec = "av01.0.04M.08".into();
+        let mut small = video();
+        small.id = "270p".into();
+        let tracks = [video(), small, av1, audio()];
+        let m = mpd(&tracks, "job/");
+        let sets: Vec<&str> = m.split("<AdaptationSet ").skip(1).collect();
+        assert_eq!(sets.len(), 3, "{m}");
+        assert!(sets[0].contains(r#"id="0" contentType="video""#), "{m}");
+        assert_eq!(sets[0].matches("<Representation ").count(), 2, "{m}");
+        assert!(sets[1].contains(r#"id="1" contentType="video""#), "{m}");
+        assert!(sets[1].contains(r#"codecs="av01.0.04M.08""#), "{m}");
+        assert!(!sets[1].contains("avc1"), "{m}");
+        assert!(sets[2].contains(r#"id="2" contentType="audio""#), "{m}");
+        let master = master_playlist(&tracks, "job/");
+        assert!(
+            master.contains(r#"CODECS="av01.0.04M.08,mp4a.40.2""#),
+            "{master}"
+        );
+        assert!(
+            master.contains(r#"CODECS="avc1.64001E,mp4a.40.2""#),
+            "{master}"
+        );
     }
 }

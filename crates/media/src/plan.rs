@@ -46,6 +46,24 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// The one keyframe interval, in frames, that puts a keyframe on every segment start
+    /// of this chunk and nowhere else (a chunk of one segment: its length); None when the
+    /// segments differ in length. What SVT-AV1, which cannot force a keyframe on a given
+    /// frame, is told as its GOP size.
+    pub fn keyframe_interval(&self) -> Option<u64> {
+        let offsets = self.keyframe_offsets();
+        match offsets.as_slice() {
+            [] | [_] => Some(self.frames.max(1)),
+            [a, b, ..] => {
+                let gap = b - a;
+                offsets
+                    .windows(2)
+                    .all(|w| w[1] - w[0] == gap)
+                    .then_some(gap)
+            }
+        }
+    }
+
     /// Frame indices, relative to the chunk's first frame, where a keyframe must start a
     /// segment.
     pub fn keyframe_offsets(&self) -> Vec<u64> {
@@ -166,7 +184,6 @@ pub fn plan(
     } else {
         4.0
     };
-    let total = frame_pts.len() as u64;
     let origin = frame_pts.first().copied().unwrap_or(0);
     // Boundary test in integers: (pts - origin) * num / den >= k * S, with S in µs.
     let seg_us = (segment_secs * 1e6).round() as i128;
@@ -183,6 +200,62 @@ pub fn plan(
             }
         }
     }
+    assemble(
+        frame_pts,
+        time_base,
+        file_start_secs,
+        opts,
+        segment_secs,
+        &starts,
+    )
+}
+
+/// Plans segments of exactly `frames_per_segment` frames each (the last may be shorter),
+/// chunked as [`plan`] does. For encoders that can only place keyframes every N frames
+/// (SVT-AV1): every segment then starts on a multiple of N from its chunk's start.
+pub fn plan_every(
+    frame_pts: &[i64],
+    time_base: Rational,
+    file_start_secs: f64,
+    opts: PlanOptions,
+    frames_per_segment: u64,
+) -> Plan {
+    let n = frames_per_segment.max(1);
+    let starts: Vec<u64> = (0..frame_pts.len() as u64).step_by(n as usize).collect();
+    let starts = if starts.is_empty() { vec![0] } else { starts };
+    let tb = time_base.as_f64();
+    let segment_secs = if tb > 0.0 && frame_pts.len() > 1 {
+        // The segments' real duration (e.g. 120 frames at 29.97 fps: 4.004 s).
+        let last = frame_pts.len() - 1;
+        let per_frame = (frame_pts[last] - frame_pts[0]) as f64 * tb / last as f64;
+        n as f64 * per_frame
+    } else if opts.segment_secs > 0.0 {
+        opts.segment_secs
+    } else {
+        4.0
+    };
+    assemble(
+        frame_pts,
+        time_base,
+        file_start_secs,
+        opts,
+        segment_secs,
+        &starts,
+    )
+}
+
+/// Segments starting at `starts` (frame indices, ascending, the first 0), grouped into
+/// chunks of about `opts.chunk_secs`.
+fn assemble(
+    frame_pts: &[i64],
+    time_base: Rational,
+    file_start_secs: f64,
+    opts: PlanOptions,
+    segment_secs: f64,
+    starts: &[u64],
+) -> Plan {
+    let total = frame_pts.len() as u64;
+    let origin = frame_pts.first().copied().unwrap_or(0);
     let segments: Vec<Segment> = starts
         .iter()
         .enumerate()
@@ -246,6 +319,22 @@ mod tests {
         (0..frames).map(|i| i * 1001).collect()
     }
     const NTSC_TB: Rational = Rational { num: 1, den: 30000 };
+
+    #[test]
+    fn whole_frame_segments_put_every_start_on_a_multiple_of_n() {
+        // 30 s at 29.97: clock segments would drift to 119-frame gaps; these never do.
+        let p = plan_every(&ntsc(900), NTSC_TB, 0.0, PlanOptions::default(), 120);
+        let firsts: Vec<u64> = p.segments.iter().map(|s| s.first_frame).collect();
+        assert_eq!(firsts, [0, 120, 240, 360, 480, 600, 720, 840]);
+        assert!((p.segment_secs - 4.004).abs() < 1e-9, "{}", p.segment_secs);
+        assert_eq!(p.chunks.len(), 2);
+        assert_eq!(p.chunks[0].keyframe_interval(), Some(120));
+        assert_eq!(p.chunks[1].keyframe_offsets(), [0, 120, 240]);
+        assert_eq!(p.chunks[1].keyframe_interval(), Some(120));
+        // The clock plan of the same source has an uneven chunk, which AV1 could not follow.
+        let clock = plan(&ntsc(2000), NTSC_TB, 0.0, PlanOptions::default());
+        assert!(clock.chunks.iter().any(|c| c.keyframe_interval().is_none()));
+    }
 
     #[test]
     fn segment_boundaries_are_the_first_frame_at_or_after_k_s_at_29_97() {

@@ -82,6 +82,9 @@ impl<'a> ToolRun<'a> {
         tracing::debug!(%program, ?args, %step, "spawning");
         let mut child = Command::new(&program)
             .args(&args)
+            // SVT-AV1 prints its configuration to stderr unless told to keep to errors,
+            // which would push ffmpeg's own error out of the stderr tail a failure shows.
+            .env("SVT_LOG", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

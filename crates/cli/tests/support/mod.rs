@@ -376,6 +376,26 @@ pub fn assert_plays(root: &Path, hls: &str, dash: &str) -> Value {
     node_report("check.mjs", &args, "playback check")
 }
 
+/// [`assert_plays`] restricted to the video variants of one codec string (the lowest of
+/// them, locked): the players must play those, and report that they did.
+pub fn assert_plays_codec(root: &Path, hls: &str, dash: &str, codec: &str) -> Value {
+    let mut args = vec!["--root".to_string(), root.display().to_string()];
+    args.extend(
+        [
+            "--hls",
+            hls,
+            "--dash",
+            dash,
+            "--video-codec",
+            codec,
+            "--timeout-secs",
+            "180",
+        ]
+        .map(String::from),
+    );
+    node_report("check.mjs", &args, "playback check")
+}
+
 /// Runs `tests/player/SCRIPT ARGS` under node and returns its JSON report; panics with the
 /// report (and node's stderr) unless it exited 0 with `"ok": true`.
 fn node_report(script: &str, args: &[String], what: &str) -> Value {
