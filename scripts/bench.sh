@@ -10,14 +10,7 @@ shift
 vodpipe_args=("$@")
 runs=${BENCH_RUNS:-3}
 dir=${BENCH_DIR:-bench-out}
-mkdir -p "$dir"
-src="$dir/bench-720p.mp4"
-if [ ! -s "$src" ]; then
-  echo "making a 60 s 1280x720 29.97 fps clip: $src"
-  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=30000/1001" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 60 \
-    -c:v libx264 -preset veryfast -bf 3 -g 250 -c:a aac "$src"
-fi
+src=$(bash "$(dirname "$0")/bench-clip.sh" "$dir")
 # The ladder vodpipe will use, as ffmpeg filter and encoder arguments.
 mapfile -t plan < <("$vodpipe" plan "$src" --json | python3 -c '
 import json, sys

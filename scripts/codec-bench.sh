@@ -11,14 +11,7 @@ shift
 [ $# -gt 0 ] || set -- h264 hevc av1
 codecs=("$@")
 dir=${BENCH_DIR:-bench-out}
-mkdir -p "$dir"
-src="$dir/bench-720p.mp4"
-if [ ! -s "$src" ]; then
-  echo "making a 60 s 1280x720 29.97 fps clip: $src"
-  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=30000/1001" \
-    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 60 \
-    -c:v libx264 -preset veryfast -bf 3 -g 250 -c:a aac "$src"
-fi
+src=$(bash "$(dirname "$0")/bench-clip.sh" "$dir")
 python3 - "$vodpipe" "$src" "$dir" "${codecs[@]}" <<'EOF'
 import json, os, resource, subprocess, sys, time
 

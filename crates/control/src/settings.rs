@@ -37,8 +37,6 @@ pub const METADATA_PREFIX: &str = "vodpipe-";
 /// Where the deployment keeps its named ladders, `<name>.json`, beside the uploads (in the
 /// ingest bucket, or the watched directory).
 pub const PROFILES_PREFIX: &str = "_vodpipe/profiles/";
-/// The codecs vodpipe encodes (the names of [`VideoCodec`]).
-pub const CODECS: &[&str] = &["h264", "hevc", "av1"];
 /// Shortest and longest segment duration an upload may ask for, in seconds.
 pub const SEGMENT_SECONDS: (f64, f64) = (1.0, 30.0);
 /// The ladder name that means the deployment's own default.
@@ -248,10 +246,10 @@ fn parse_codecs(values: &[String], what: &str) -> Result<Vec<String>> {
     if codecs.is_empty() {
         return Err(reject(format!("{what} names no codec")));
     }
-    if let Some(bad) = codecs.iter().find(|c| !CODECS.contains(&c.as_str())) {
+    if let Some(bad) = codecs.iter().find(|c| VideoCodec::parse(c).is_none()) {
         return Err(reject(format!(
             "{what} asks for {bad:?}; this deployment encodes {}",
-            CODECS.join(", ")
+            VideoCodec::ALL.map(VideoCodec::name).join(", ")
         )));
     }
     Ok(codecs)
