@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
 
 all: build
 
@@ -166,6 +166,11 @@ bench: deps build
 ## What each codec costs (CPU s per output minute) and saves (bytes, at what PSNR).
 codec-bench: deps build
 	@bash scripts/codec-bench.sh "$(VODPIPE)"
+
+## What a per-title ladder (--ladder auto) saves against the fixed one, rung by rung, on an
+## animation clip and a film-grain clip (quality at the source's size: PSNR and SSIM).
+ladder-bench: deps build
+	@bash scripts/ladder-bench.sh "$(VODPIPE)"
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out .aws-sam target/buildah

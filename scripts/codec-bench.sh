@@ -12,40 +12,12 @@ shift
 codecs=("$@")
 dir=${BENCH_DIR:-bench-out}
 src=$(bash "$(dirname "$0")/bench-clip.sh" "$dir")
-python3 - "$vodpipe" "$src" "$dir" "${codecs[@]}" <<'EOF'
-import json, os, resource, subprocess, sys, time
+BENCHLIB=$(dirname "$(realpath "$0")") python3 - "$vodpipe" "$src" "$dir" "${codecs[@]}" <<'EOF'
+import json, os, subprocess, sys, time
+sys.path.insert(0, os.environ["BENCHLIB"])
+from benchlib import concat, cpu, quality
 
 vodpipe, src, workdir, codecs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-
-def cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-def psnr(rendition, width, height):
-    """Mean PSNR (dB) of every frame of `rendition` against the source scaled to its size."""
-    graph = ("[0:v]setpts=PTS-STARTPTS[a];[1:v]scale=%d:%d:flags=bicubic,format=yuv420p,"
-             "setpts=PTS-STARTPTS[b];[a][b]psnr" % (width, height))
-    out = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-i", rendition, "-i", src,
-                          "-lavfi", graph, "-f", "null", "-"],
-                         capture_output=True, text=True, check=True).stderr
-    line = [l for l in out.splitlines() if "PSNR" in l and "average:" in l][-1]
-    return float(line.split("average:")[1].split()[0])
-
-def concat(playlist, dest):
-    """A rendition reassembled: its init segment, then every media segment."""
-    base = os.path.dirname(playlist)
-    parts = []
-    for line in open(playlist):
-        line = line.strip()
-        if line.startswith("#EXT-X-MAP:URI="):
-            parts.insert(0, line.split('"')[1])
-        elif line and not line.startswith("#"):
-            parts.append(line)
-    with open(dest, "wb") as f:
-        for p in parts:
-            with open(os.path.join(base, p), "rb") as g:
-                f.write(g.read())
-    return dest
 
 rows = []
 for codec in codecs:
@@ -64,7 +36,7 @@ for codec in codecs:
     for r, rel in zip(videos, listed):
         f = concat(os.path.join(os.path.dirname(master), rel), os.path.join(out, r["id"] + ".mp4"))
         total_bytes += os.path.getsize(f)
-        scores.append(psnr(f, r["width"], r["height"]))
+        scores.append(quality(f, src, r["width"], r["height"])[0])
     minutes = job["duration_secs"] * len(videos) / 60.0
     rows.append((codec, wall, spent, spent / minutes, total_bytes, sum(scores) / len(scores),
                  ",".join(sorted({r["codec"].split(".")[0] for r in videos}))))

@@ -104,7 +104,8 @@ struct MediaOpts {
     #[arg(long, default_value_t = 20.0)]
     chunk_seconds: f64,
     /// Ladder and encoder settings as JSON (see README); defaults to the built-in ladder.
-    /// Given here, it beats whatever an upload's settings say.
+    /// `auto`: the built-in ladder shaped per title (a probe encode of sampled seconds
+    /// picks each rung's size and quality step). Given here, it beats an upload's settings.
     #[arg(long)]
     ladder: Option<PathBuf>,
     /// Video codecs to publish every rung in, comma-separated, in order: h264, hevc, av1
@@ -326,7 +327,14 @@ fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         chunk_secs: m.chunk_seconds,
     };
     if let Some(p) = &m.ladder {
-        c.ladder = LadderConfig::from_file(p)?;
+        c.ladder = if p.as_os_str() == "auto" && !p.exists() {
+            LadderConfig {
+                auto: true,
+                ..LadderConfig::default()
+            }
+        } else {
+            LadderConfig::from_file(p)?
+        };
         c.settings.command_ladder = true;
     }
     if let Some(CodecList(codecs)) = &m.codecs {
@@ -611,6 +619,7 @@ fn plan(a: PlanArgs) -> Result<i32> {
                 "frames": p.plan.total_frames,
                 "duration_secs": v.duration_secs(),
                 "rungs": p.rungs,
+                "per_title": p.per_title,
                 "segments": p.plan.segments.len(),
                 "chunks": p.plan.chunks.iter().map(|c| serde_json::json!({
                     "index": c.index, "first_frame": c.first_frame, "frames": c.frames,
@@ -652,10 +661,18 @@ fn plan(a: PlanArgs) -> Result<i32> {
         p.plan.total_frames,
         v.duration_secs()
     );
+    if let Some(a) = &p.per_title {
+        print_per_title(a);
+    }
     println!("ladder:");
     for r in &p.rungs {
+        let step = if r.crf_offset > 0 {
+            format!("  crf +{}", r.crf_offset)
+        } else {
+            String::new()
+        };
         println!(
-            "  {:>6}  {}x{}  max {} kb/s",
+            "  {:>6}  {}x{}  max {} kb/s{step}",
             r.name, r.width, r.height, r.max_kbps
         );
     }
@@ -676,6 +693,44 @@ fn plan(a: PlanArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// The per-title analysis: every probe point (`*` on the rate–quality frontier) and what
+/// replaced each fixed rung (bitrate, PSNR and SSIM of each).
+fn print_per_title(a: &vodpipe_media::pertitle::Analysis) {
+    println!(
+        "per-title: {:.1} s sampled, quality at {}, {:.1} s; probe bits {:.0} % of the fixed ladder's",
+        a.sampled_secs,
+        a.display,
+        a.secs,
+        a.bits_ratio * 100.0
+    );
+    for pt in &a.points {
+        println!(
+            "  {:>9} crf +{:<2} {:>6.0} kb/s {:>6.2} dB  SSIM {:.4}{}",
+            format!("{}x{}", pt.width, pt.height),
+            pt.crf_offset,
+            pt.kbps,
+            pt.psnr,
+            pt.ssim,
+            if pt.frontier { "  *" } else { "" }
+        );
+    }
+    for c in &a.choices {
+        println!(
+            "  {:>6} ({:.0} kb/s, {:.2} dB, {:.4}) -> {} ({:.0} kb/s, {:.2} dB, {:.4})",
+            c.fixed,
+            c.fixed_kbps,
+            c.fixed_psnr,
+            c.fixed_ssim,
+            c.rung
+                .as_deref()
+                .unwrap_or("dropped: a rung above is already that point"),
+            c.kbps,
+            c.psnr,
+            c.ssim
+        );
+    }
 }
 
 fn watch(a: WatchArgs) -> Result<i32> {

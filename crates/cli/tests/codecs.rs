@@ -98,13 +98,7 @@ fn h264_and_av1_share_one_presentation_and_the_av1_variants_play() {
         assert_eq!((parts[0], parts[1], parts[3]), ("av01", "0", "08"), "{c}");
         assert!(parts[2].ends_with('M') && parts[2].len() == 3, "{c}");
     }
-    let names: Vec<&str> = job["renditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["kind"] == "video")
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let names = video_ids(&job);
     assert_eq!(names, ["360p", "270p", "360p_av1", "270p_av1"], "{job}");
 
     // The codec string the master carries is the one the AV1 stream itself declares.

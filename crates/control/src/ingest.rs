@@ -9,7 +9,8 @@ use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
 use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
 use std::path::Path;
 use std::time::Duration;
-use vodpipe_media::ladder::{av1_frames_per_segment, ladder_for};
+use vodpipe_media::ladder::{av1_frames_per_segment, in_codecs, sizes_for};
+use vodpipe_media::pertitle::{analyse, Title};
 use vodpipe_media::plan::{plan, plan_every};
 use vodpipe_media::probe::probe;
 
@@ -454,9 +455,29 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
             media,
             rungs: Vec::new(),
             config: cfg.ladder.clone(),
+            per_title: None,
         });
     };
-    let rungs = ladder_for(video, &cfg.ladder);
+    let fixed = sizes_for(video, &cfg.ladder);
+    // A per-title ladder is chosen here, in the plan step, from a few sampled seconds: the
+    // rungs must be known before any chunk is queued, and every chunk of the job shares them.
+    let (sizes, per_title) = if cfg.ladder.auto {
+        let title = Title {
+            ffmpeg: &cfg.ffmpeg,
+            source: path,
+            video,
+            start_secs: media.start_secs,
+            scratch: &cfg.scratch,
+        };
+        std::fs::create_dir_all(&cfg.scratch).map_err(|e| {
+            vodpipe_media::Error::Unavailable(format!("scratch {}: {e}", cfg.scratch.display()))
+        })?;
+        let (rungs, analysis) = analyse(&title, &cfg.ladder, &fixed)?;
+        (rungs, Some(analysis))
+    } else {
+        (fixed, None)
+    };
+    let rungs = in_codecs(video, &cfg.ladder, sizes);
     // AV1 rungs need segments of equal frame counts (SVT-AV1 places keyframes only every
     // N frames); every codec shares them, so all rungs keep one timeline.
     let plan = match av1_frames_per_segment(video, &rungs, cfg.plan.segment_secs) {
@@ -480,5 +501,6 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
         rungs,
         plan,
         config: cfg.ladder.clone(),
+        per_title,
     })
 }

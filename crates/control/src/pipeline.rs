@@ -85,6 +85,9 @@ pub struct JobPlan {
     /// cannot be, in order: the source's streams, then sidecar files by language.
     #[serde(default)]
     pub texts: Vec<TextTrack>,
+    /// The per-title analysis that chose the rungs, when the ladder asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_title: Option<vodpipe_media::pertitle::Analysis>,
 }
 
 impl JobPlan {
@@ -227,6 +230,7 @@ mod tests {
             plan: vodpipe_media::plan::audio_only(PlanOptions::default()),
             config: LadderConfig::default(),
             texts,
+            per_title: None,
         };
         let items: Vec<u32> = jp.text_items().map(|(i, _)| i).collect();
         assert_eq!(items, [1, 2]);

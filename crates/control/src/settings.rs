@@ -116,6 +116,10 @@ pub struct SettingsPolicy {
     pub command_ladder: bool,
     /// Codecs given on the command line (`--codecs`): beat everything else.
     pub command_codecs: Option<Vec<VideoCodec>>,
+    /// Whether jobs are planned where an encoder is at hand, so a ladder may ask for a
+    /// per-title analysis (`"auto": true`). The AWS ingest function ships ffprobe alone,
+    /// and refuses such a ladder with the reason instead of failing later.
+    pub per_title: bool,
 }
 
 impl Default for SettingsPolicy {
@@ -127,6 +131,7 @@ impl Default for SettingsPolicy {
             command_tier: None,
             command_ladder: false,
             command_codecs: None,
+            per_title: true,
         }
     }
 }
@@ -186,6 +191,7 @@ struct SettingsFile {
     surround: Option<bool>,
     loudness_lufs: Option<f64>,
     thumbnails: Option<bool>,
+    auto: Option<bool>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -343,7 +349,8 @@ pub fn resolve(
         || file.audio_kbps.is_some()
         || file.surround.is_some()
         || file.loudness_lufs.is_some()
-        || file.thumbnails.is_some();
+        || file.thumbnails.is_some()
+        || file.auto.is_some();
     if inline && file.ladder.is_some() {
         return Err(reject(format!(
             "{file_name} names a ladder and also gives rungs or encoder settings; use one or the other"
@@ -388,6 +395,7 @@ pub fn resolve(
             surround: file.surround.unwrap_or(base.surround),
             loudness_lufs: file.loudness_lufs.or(base.loudness_lufs),
             thumbnails: file.thumbnails.unwrap_or(base.thumbnails),
+            auto: file.auto.unwrap_or(base.auto),
             ..base.clone()
         };
         cfg.validate()
@@ -440,6 +448,12 @@ pub fn resolve(
         // The ladder's own choice, set where the ladder was.
         Setting::new(codec_names(&ladder_cfg.codecs), ladder.from)
     };
+    if ladder_cfg.auto && !policy.per_title {
+        return Err(reject(format!(
+            "the ladder ({}) asks for a per-title ladder (\"auto\": true), which this deployment cannot analyse: its ingest function has ffprobe but no encoder; choose a fixed ladder",
+            ladder.value
+        )));
+    }
     let mut ladder_cfg = ladder_cfg;
     ladder_cfg.codecs = codecs
         .value
@@ -602,6 +616,33 @@ mod tests {
             s.asset,
             Setting::new("other/a".to_string(), Origin::Default)
         );
+    }
+
+    #[test]
+    fn a_per_title_ladder_is_asked_for_in_a_settings_file_and_refused_where_it_cannot_run() {
+        let u = upload("a.mov", &[], Some(r#"{"auto": true, "crf": 22}"#));
+        let (_, l) = resolved(&u).unwrap();
+        assert!(l.auto && l.crf == 22);
+        let (_, l) = resolved(&upload("a.mov", &[], None)).unwrap();
+        assert!(!l.auto);
+        let aws = SettingsPolicy {
+            per_title: false,
+            ..policy()
+        };
+        let e = resolve(&u, &aws, &LadderConfig::default(), 4.0, &mobile).unwrap_err();
+        assert!(
+            e.to_string().contains("per-title") && e.to_string().contains("no encoder"),
+            "{e}"
+        );
+        // A fixed ladder is fine there.
+        assert!(resolve(
+            &upload("a.mov", &[], None),
+            &aws,
+            &LadderConfig::default(),
+            4.0,
+            &mobile
+        )
+        .is_ok());
     }
 
     #[test]

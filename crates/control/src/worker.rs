@@ -703,8 +703,15 @@ impl<'a> Worker<'a> {
         ));
         let cancel = Arc::new(AtomicBool::new(false));
         let timeout = match item.kind {
+            // 30× the chunk's duration for an H.264 ladder, more for one that also
+            // encodes every rung in a slower codec.
             ItemKind::Video => {
-                Duration::from_secs_f64((chunk_media_secs(jp, item) * 30.0).max(300.0))
+                let mut codecs: Vec<_> = jp.rungs.iter().map(|r| r.codec).collect();
+                codecs.dedup();
+                let cost: f64 = codecs.iter().map(|c| c.relative_cost()).sum();
+                Duration::from_secs_f64(
+                    (chunk_media_secs(jp, item) * 30.0 * cost.max(1.0)).max(300.0),
+                )
             }
             ItemKind::Audio => {
                 Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) * 2.0).max(600.0))

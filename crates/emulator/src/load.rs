@@ -183,6 +183,7 @@ fn synthetic_plan(items: u32) -> JobPlan {
         rungs,
         plan,
         config,
+        per_title: None,
         texts: Vec::new(),
     }
 }

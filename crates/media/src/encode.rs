@@ -286,7 +286,7 @@ fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &[String]) -> V
         VideoCodec::H264 => {
             a.extend(["-c:v", "libx264", "-preset"].map(String::from));
             a.push(cfg.preset.clone());
-            a.extend(["-crf".into(), cfg.crf.to_string()]);
+            a.extend(["-crf".into(), r.crf(cfg.crf).to_string()]);
             a.extend(cap);
             a.extend(
                 [
@@ -311,7 +311,7 @@ fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &[String]) -> V
         VideoCodec::Hevc => {
             a.extend(["-c:v", "libx265", "-preset"].map(String::from));
             a.push(cfg.hevc_preset.clone());
-            a.extend(["-crf".into(), cfg.hevc_crf.to_string()]);
+            a.extend(["-crf".into(), r.crf(cfg.hevc_crf).to_string()]);
             a.extend(cap);
             a.extend(
                 [
@@ -337,7 +337,7 @@ fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &[String]) -> V
             let gop = chunk.keyframe_interval().unwrap_or(chunk.frames.max(1));
             a.extend(["-c:v", "libsvtav1", "-preset"].map(String::from));
             a.push(cfg.av1_preset.to_string());
-            a.extend(["-crf".into(), cfg.av1_crf.to_string()]);
+            a.extend(["-crf".into(), r.av1_crf(cfg.av1_crf).to_string()]);
             a.extend(cap);
             a.extend([
                 "-g".into(),

@@ -89,6 +89,16 @@ impl VideoCodec {
         }
     }
 
+    /// What encoding a rung in this codec costs against H.264, in CPU time, rounded up
+    /// from `make codec-bench` (HEVC and AV1 at their default presets: 2.6× each), so a
+    /// chunk's deadline grows with the codecs it encodes.
+    pub fn relative_cost(self) -> f64 {
+        match self {
+            VideoCodec::H264 => 1.0,
+            VideoCodec::Hevc | VideoCodec::Av1 => 3.0,
+        }
+    }
+
     /// The share of the H.264 rung's bitrate cap this codec's rung gets: the usual
     /// efficiency gains at equal quality (HEVC ~30 %, AV1 ~40 % fewer bits).
     pub fn cap_factor(self) -> f64 {
@@ -134,6 +144,10 @@ pub struct LadderConfig {
     pub av1_crf: u32,
     /// SVT-AV1 preset (0 slowest to 13 fastest).
     pub av1_preset: u32,
+    /// Per-title ladder: a constant-quality probe encode of a few sampled seconds picks,
+    /// for each rung of this ladder, the size and quality step that reach the same picture
+    /// quality in the fewest bits (see [`crate::pertitle`]). Off by default.
+    pub auto: bool,
 }
 
 impl Default for LadderConfig {
@@ -163,6 +177,7 @@ impl Default for LadderConfig {
             hevc_preset: "veryfast".into(),
             av1_crf: 35,
             av1_preset: 10,
+            auto: false,
         }
     }
 }
@@ -299,6 +314,28 @@ pub struct Rung {
     /// The codec this rung is encoded in (H.264 for plans made before there was a choice).
     #[serde(default)]
     pub codec: VideoCodec,
+    /// Constant-rate-factor steps above the codec's configured one that a per-title
+    /// ladder chose for this rung (0: the ladder's own quality).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crf_offset: u32,
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
+}
+
+impl Rung {
+    /// The x264/x265 CRF of this rung, from the codec's base CRF: per-title steps on top,
+    /// never past the encoder's range.
+    pub fn crf(&self, base: u32) -> u32 {
+        (base + self.crf_offset).min(51)
+    }
+
+    /// The SVT-AV1 CRF of this rung: its scale runs to 63, so a step counts 1.25 of
+    /// x264's (both halve the bitrate in about the same distance along their scales).
+    pub fn av1_crf(&self, base: u32) -> u32 {
+        (base + (f64::from(self.crf_offset) * 1.25).round() as u32).min(63)
+    }
 }
 
 /// Rounds to the nearest even number, at least 2.
@@ -314,7 +351,12 @@ fn even(x: f64) -> u32 {
 /// given frame, only every N frames, so a variable-frame-rate source (whose segments
 /// hold different numbers of frames) gets its other codecs' rungs only.
 pub fn ladder_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
-    let sizes = sizes_for(video, cfg);
+    in_codecs(video, cfg, sizes_for(video, cfg))
+}
+
+/// `sizes` (H.264 rungs, from the fixed ladder or a per-title choice) in each of the
+/// ladder's codecs, as [`ladder_for`] lists them.
+pub fn in_codecs(video: &VideoInfo, cfg: &LadderConfig, sizes: Vec<Rung>) -> Vec<Rung> {
     let mut codecs: Vec<VideoCodec> = cfg
         .codecs
         .iter()
@@ -348,8 +390,8 @@ pub fn av1_frames_per_segment(video: &VideoInfo, rungs: &[Rung], segment_secs: f
     Some(((segment_secs * fps).round() as u64).max(1))
 }
 
-/// The H.264 rungs (sizes and caps) for `video` under `cfg`.
-fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
+/// The H.264 rungs (sizes and caps) for `video` under `cfg`: the fixed ladder.
+pub fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
     let (dw, dh) = video.display_size();
     let portrait = dh > dw;
     let short = dw.min(dh);
@@ -380,6 +422,7 @@ fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
             height,
             max_kbps: scaled_kbps(spec, width, height),
             codec: VideoCodec::H264,
+            crf_offset: 0,
         });
     }
     if rungs.is_empty() {
@@ -396,6 +439,7 @@ fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
             height,
             max_kbps: scaled_kbps(&smallest, width, height),
             codec: VideoCodec::H264,
+            crf_offset: 0,
         });
     }
     rungs

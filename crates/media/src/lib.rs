@@ -4,7 +4,7 @@
 //!
 //! Read it in pipeline order: [`probe`] (what is this file, is it allowed; [`moov`] reads
 //! an MP4's frame table from its sample tables) → [`policy`] (what the pipeline accepts)
-//! → [`ladder`] (which renditions) → [`plan`] (frame-exact chunks) → [`encode`] (one
+//! → [`ladder`] (which renditions; [`pertitle`] shapes them to a title) → [`plan`] (frame-exact chunks) → [`encode`] (one
 //! ffmpeg per chunk, audio once per track, and in the chunk encode the poster and thumbnail
 //! sprites; [`captions`] turns subtitles into WebVTT) → [`mp4`] (segments onto one timeline) →
 //! [`package`] (HLS and DASH manifests). [`process`] runs ffmpeg and ffprobe with
@@ -17,6 +17,7 @@ pub mod ladder;
 pub mod moov;
 pub mod mp4;
 pub mod package;
+pub mod pertitle;
 pub mod plan;
 pub mod policy;
 pub mod probe;

@@ -141,6 +141,24 @@ pub fn vodpipe_run(inputs: &[&Path], out: &Path, extra: &[&str]) -> RunResult {
     }
 }
 
+/// The video renditions a job published (its `renditions` of kind `video`), in order.
+pub fn video_renditions(job: &Value) -> Vec<&Value> {
+    job["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "video")
+        .collect()
+}
+
+/// The ids of [`video_renditions`].
+pub fn video_ids(job: &Value) -> Vec<&str> {
+    video_renditions(job)
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect()
+}
+
 /// A published rendition, reassembled: the init segment followed by every media segment
 /// of `playlist`, byte-concatenated into one file.
 pub fn concat_rendition(playlist: &Path, dest: &Path) -> PathBuf {
