@@ -56,11 +56,6 @@ impl Shared {
             "ffprobe"
         };
         cfg.ffprobe = env_or("VODPIPE_FFPROBE", default_ffprobe);
-        // Per-title analysis encodes samples where the job is planned: only when the
-        // function was given an ffmpeg (the deployed function has none).
-        let ffmpeg = std::env::var("VODPIPE_FFMPEG").ok();
-        cfg.settings.per_title = ffmpeg.is_some();
-        cfg.ffmpeg = ffmpeg.unwrap_or(cfg.ffmpeg);
         let secs = |name: &str, default: f64| -> Result<f64, FunctionError> {
             match std::env::var(name).ok().filter(|v| !v.is_empty()) {
                 None => Ok(default),

@@ -241,11 +241,17 @@ fn a_hostile_upload_fails_once_with_its_reason_and_starts_no_worker() {
     assert_eq!(emu["metrics"]["JobStateChanges:FAILED"], 1, "{emu:#}");
 }
 
+/// Two uploads choose their tiers, and the first its ladder too: a deployment profile
+/// asking for a per-title ladder, whose analysis the worker tasks run as the job's first
+/// item before its chunks.
 #[test]
 fn two_uploads_choose_their_tiers_by_metadata_and_by_prefix() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src.mp4");
     make_clip(&src, "320x180", "25", 6, Some(440), FAST_H264);
+    let profile = d.path().join("per-title.json");
+    std::fs::write(&profile, r#"{"auto": true}"#).unwrap();
+    let profile_arg = format!("per-title={}", profile.display());
     let out = d.path().join("out");
     let (code, report) = e2e(
         &src,
@@ -253,8 +259,12 @@ fn two_uploads_choose_their_tiers_by_metadata_and_by_prefix() {
         &out,
         "e2e-tiers",
         &[
+            "--profile",
+            &profile_arg,
             "--metadata",
             "vodpipe-tier=premium",
+            "--metadata",
+            "vodpipe-ladder=per-title",
             "--also",
             "archive/old.mp4",
             "--chunk-seconds",
@@ -274,6 +284,14 @@ fn two_uploads_choose_their_tiers_by_metadata_and_by_prefix() {
     assert_eq!(paid["settings"]["tier"]["from"], "metadata", "{paid:#}");
     assert_eq!(old["tier"], "bulk", "{old:#}");
     assert_eq!(old["settings"]["tier"]["from"], "prefix", "{old:#}");
+    // The per-title job had one item more than the fixed one: its ladder analysis.
+    assert_eq!(paid["settings"]["ladder"]["value"], "per-title", "{paid:#}");
+    assert_eq!(paid["settings"]["ladder"]["from"], "metadata", "{paid:#}");
+    assert_eq!(
+        paid["chunks_total"].as_u64(),
+        old["chunks_total"].as_u64().map(|n| n + 1),
+        "{emu:#}"
+    );
     // Each was encoded by its own tier's capacity: premium tasks serve only the premium
     // queue, Spot tasks (started for bulk) the standard and bulk queues.
     let started = &emu["fargate"]["started_by"];

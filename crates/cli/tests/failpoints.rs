@@ -28,6 +28,7 @@ const POINTS: &[&str] = &[
     "ingest-after-plan",
     "ingest-mid-send",
     "worker-after-lease",
+    "analysis-after-revise",
     "worker-before-commit",
     "worker-after-commit",
     "stitch-after-playlists",
@@ -76,6 +77,10 @@ fn fault_and_recover(
     let ingest = |fail: bool| {
         let mut c = vodpipe(env);
         c.args(["ingest", source, "--json", "--chunk-seconds", "4"]);
+        // The analysis's point fires only for a job whose ladder is chosen per title.
+        if point.starts_with("analysis-") {
+            c.args(["--ladder", "auto"]);
+        }
         if fail {
             c.env("FAILPOINTS", &action);
         }

@@ -99,6 +99,14 @@ fn an_animated_title_gets_the_same_quality_in_fewer_bytes() {
     let r = vodpipe_run(&[&src], &auto_out, &auto_args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let auto_job = r.jobs[0].clone();
+    // The analysis ran as the job's first work item (ingest only planned): one item more
+    // than the fixed ladder's job, committed like the rest.
+    assert_eq!(
+        auto_job["chunks_total"].as_u64(),
+        fixed_job["chunks_total"].as_u64().map(|n| n + 1),
+        "fixed {fixed_job}\nauto {auto_job}"
+    );
+    assert_eq!(auto_job["chunks_done"], auto_job["chunks_total"]);
     // Frame-exact and continuous on every per-title rung, like any ladder.
     assert_published_correctly(&auto_job, &src, d.path());
     let published = video_ids(&auto_job);

@@ -137,7 +137,7 @@ pub fn one_lease_wins_under_contention(connect: Connect<'_>) {
                     {
                         Acquired::Lease(_) => 1,
                         Acquired::HeldByOther => 0,
-                        Acquired::Finished => panic!("item reported finished"),
+                        other => panic!("item reported {other:?}"),
                     }
                 })
             })
@@ -424,6 +424,84 @@ pub fn a_reset_job_fences_out_its_old_workers(connect: Connect<'_>) {
         "old {old:?} new {new:?}"
     );
     assert_eq!(s.commit(&new, "{}", 1.0).unwrap(), Completion::Last);
+}
+
+/// A job whose ladder waits for its analysis hands out no chunk until the analysis's
+/// current holder revises the plan, in one fenced write: a holder fenced out cannot revise,
+/// a second revision changes nothing, and the chunks then lease under the revised plan.
+pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
+    let s = connect();
+    let id = "ladder";
+    let source = format!("src/{id}.mp4");
+    s.create_job(id, &source, id, Tier::Standard, &chosen(&source, Tier::Standard))
+        .unwrap();
+    assert!(s
+        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
+        .unwrap());
+    let analysis = ItemRef {
+        job_id: id.into(),
+        kind: ItemKind::Analysis,
+        index: 0,
+    };
+    let items = vec![
+        (item(id, 0), 10),
+        (item(id, 1), 10),
+        (analysis.clone(), 0),
+    ];
+    assert!(s
+        .save_plan(id, r#"{"provisional":true}"#, 1.0, 20, 4, &items)
+        .unwrap());
+    assert_eq!(
+        s.acquire(&item(id, 0), "early", Duration::from_secs(60))
+            .unwrap(),
+        Acquired::Early,
+        "a chunk was handed out before its ladder was chosen"
+    );
+    let listed: Vec<ItemKind> = s.items(id).unwrap().into_iter().map(|(i, _)| i.kind).collect();
+    assert_eq!(listed[0], ItemKind::Analysis, "items list {listed:?}");
+    // A holder whose lease expired and was taken is fenced out of the revision.
+    let stale = lease(
+        s.acquire(&analysis, "stale", Duration::from_millis(1))
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let holder = lease(
+        s.acquire(&analysis, "holder", Duration::from_secs(60))
+            .unwrap(),
+    );
+    assert!(
+        matches!(
+            s.revise_plan(&stale, r#"{"stale":true}"#, 9),
+            Err(PortError::Conflict(_))
+        ),
+        "a fenced-out analysis revised the plan"
+    );
+    assert_eq!(s.plan_doc(id).unwrap(), r#"{"provisional":true}"#);
+    let before = s.job(id).unwrap().unwrap().plan_id;
+    let revised = big_doc(3 * vodpipe_control::lifecycle::PAGE_BYTES / 2, "revised");
+    assert!(s.revise_plan(&holder, &revised, 3).unwrap());
+    let job = s.job(id).unwrap().unwrap();
+    assert_eq!(s.plan_doc(id).unwrap(), revised, "the revised plan reads back whole");
+    assert_eq!(job.rungs, 3, "rungs count of the revised ladder");
+    assert_ne!(job.plan_id, before, "a revised plan keeps the old plan's id");
+    assert!(
+        !s.revise_plan(&holder, r#"{"again":true}"#, 5).unwrap(),
+        "a plan was revised twice"
+    );
+    assert_eq!(s.plan_doc(id).unwrap(), revised);
+    let chunk = lease(
+        s.acquire(&item(id, 0), "w", Duration::from_secs(60))
+            .unwrap(),
+    );
+    let chunk_plan = chunk.job.as_ref().and_then(|j| j.plan_id.clone());
+    assert_eq!(chunk_plan, job.plan_id, "the chunk's lease names the revised plan");
+    assert_eq!(s.commit(&chunk, "[]", 1.0).unwrap(), Completion::More);
+    assert_eq!(s.commit(&holder, "[]", 1.0).unwrap(), Completion::More);
+    let last = lease(
+        s.acquire(&item(id, 1), "w", Duration::from_secs(60))
+            .unwrap(),
+    );
+    assert_eq!(s.commit(&last, "[]", 1.0).unwrap(), Completion::Last);
 }
 
 /// `items` lists every item with whether it is done and whether a live lease holds it,
@@ -939,6 +1017,7 @@ macro_rules! contract_suite {
             messages_dead_letter_after_max_receives,
             failed_jobs_hand_out_no_work,
             a_reset_job_fences_out_its_old_workers,
+            chunks_wait_for_the_ladder_analysis,
             items_report_done_and_leased,
             a_job_keeps_the_settings_it_was_created_with,
             feature_length_documents_round_trip,

@@ -10,7 +10,6 @@ use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
 use std::path::Path;
 use std::time::Duration;
 use vodpipe_media::ladder::{av1_frames_per_segment, in_codecs, sizes_for};
-use vodpipe_media::pertitle::{analyse, Title};
 use vodpipe_media::plan::{plan, plan_every};
 use vodpipe_media::probe::probe;
 
@@ -155,6 +154,11 @@ pub fn ingest(
     job_cfg.ladder = settings.ladder_config.clone();
     job_cfg.plan.segment_secs = settings.segment_seconds.value;
     job_cfg.plan.chunk_secs = job_cfg.plan.chunk_secs.max(job_cfg.plan.segment_secs);
+    // A per-title ladder is chosen by the job's first work item, on a worker (which has an
+    // encoder; the ingest function has a probe only): the plan is saved with the fixed
+    // ladder, and the analysis revises it before any chunk is leased.
+    let per_title = job_cfg.ladder.auto;
+    job_cfg.ladder.auto = false;
     let prepared = match &settings.refusal {
         Some(reason) => Err(vodpipe_media::Error::Rejected(reason.clone())),
         None => prepare(
@@ -164,6 +168,10 @@ pub fn ingest(
             settings.source_version.as_deref(),
         ),
     };
+    let prepared = prepared.map(|mut jp| {
+        jp.config.auto = per_title;
+        jp
+    });
     let tier = job.tier;
     match prepared {
         Ok(mut jp) => {
@@ -192,9 +200,16 @@ pub fn ingest(
                 fail::fail_point!("ingest-after-plan", |_| Err(crate::ports::injected(
                     "ingest-after-plan"
                 )));
-                // Audio first: a track takes as long as several chunks, so start it early.
-                let mut order: Vec<&ItemRef> = items.iter().map(|(i, _)| i).collect();
-                order.sort_by_key(|i| i.kind == ItemKind::Video);
+                // The ladder analysis first, then audio (a track takes as long as several
+                // chunks, so it starts early); chunks waiting for the analysis are queued by
+                // it.
+                let pending = jp.ladder_pending();
+                let mut order: Vec<&ItemRef> = items
+                    .iter()
+                    .map(|(i, _)| i)
+                    .filter(|i| !(pending && i.kind == ItemKind::Video))
+                    .collect();
+                order.sort_by_key(|i| (i.kind != ItemKind::Analysis, i.kind == ItemKind::Video));
                 for (n, item) in order.into_iter().enumerate() {
                     ports
                         .queue
@@ -206,7 +221,8 @@ pub fn ingest(
                     }
                 }
                 ports.jobs.all_queued(&job.id)?;
-                let wanted = items.len().min(u32::MAX as usize) as u32;
+                let wanted = if pending { 1 + jp.media.audio.len() } else { items.len() };
+                let wanted = wanted.min(u32::MAX as usize) as u32;
                 if let Err(e) = ports.fleet.ensure_capacity(tier, wanted) {
                     tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");
                 }
@@ -267,7 +283,8 @@ pub fn ingest(
 }
 
 /// The work items of a plan, with the frames each covers: every video chunk, then every
-/// audio track (encoded once, whole), then every subtitle track to convert.
+/// audio track (encoded once, whole), then every subtitle track to convert, then the
+/// ladder analysis when the plan waits for one.
 pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
     let item = |kind, index| ItemRef {
         job_id: job_id.to_string(),
@@ -280,6 +297,7 @@ pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
         .map(|c| (item(ItemKind::Video, c.index), c.frames))
         .chain((0..jp.media.audio.len() as u32).map(|t| (item(ItemKind::Audio, t), 0)))
         .chain(jp.text_items().map(|(t, _)| (item(ItemKind::Text, t), 0)))
+        .chain(jp.ladder_pending().then(|| (item(ItemKind::Analysis, 0), 0)))
         .collect()
 }
 
@@ -388,9 +406,17 @@ pub fn abandoned_after(cfg: &Config) -> f64 {
     (cfg.policy.probe_timeout_secs as f64) * 2.0 + 60.0
 }
 
-/// Sends a message for every item of the job that is neither done nor leased.
+/// Sends a message for every item of the job that is neither done nor leased, but none
+/// for chunks while the ladder analysis is unfinished: it queues them itself.
 fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: crate::ports::Tier) -> PortResult<()> {
-    for (item, state) in ports.jobs.items(job_id)? {
+    let items = ports.jobs.items(job_id)?;
+    let analysing = items
+        .iter()
+        .any(|(i, s)| i.kind == ItemKind::Analysis && !s.done);
+    for (item, state) in items {
+        if analysing && item.kind == ItemKind::Video {
+            continue;
+        }
         if !state.done && !state.leased {
             ports.queue.send(Queue::Work(tier), &Message::Item(item))?;
         }
@@ -458,26 +484,7 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
             per_title: None,
         });
     };
-    let fixed = sizes_for(video, &cfg.ladder);
-    // A per-title ladder is chosen here, in the plan step, from a few sampled seconds: the
-    // rungs must be known before any chunk is queued, and every chunk of the job shares them.
-    let (sizes, per_title) = if cfg.ladder.auto {
-        let title = Title {
-            ffmpeg: &cfg.ffmpeg,
-            source: path,
-            video,
-            start_secs: media.start_secs,
-            scratch: &cfg.scratch,
-        };
-        std::fs::create_dir_all(&cfg.scratch).map_err(|e| {
-            vodpipe_media::Error::Unavailable(format!("scratch {}: {e}", cfg.scratch.display()))
-        })?;
-        let (rungs, analysis) = analyse(&title, &cfg.ladder, &fixed)?;
-        (rungs, Some(analysis))
-    } else {
-        (fixed, None)
-    };
-    let rungs = in_codecs(video, &cfg.ladder, sizes);
+    let rungs = in_codecs(video, &cfg.ladder, sizes_for(video, &cfg.ladder));
     // AV1 rungs need segments of equal frame counts (SVT-AV1 places keyframes only every
     // N frames); every codec shares them, so all rungs keep one timeline.
     let plan = match av1_frames_per_segment(video, &rungs, cfg.plan.segment_secs) {
@@ -495,12 +502,18 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
             cfg.plan,
         ),
     };
-    Ok(JobPlan {
+    let duration = video.duration_secs();
+    let mut jp = JobPlan {
         texts: TextTrack::from_streams(&media),
         media,
         rungs,
         plan,
         config: cfg.ladder.clone(),
-        per_title,
-    })
+        per_title: None,
+    };
+    // A preview (`vodpipe plan`) analyses here; ingest leaves it to the job's first item.
+    if cfg.ladder.auto {
+        jp.choose_ladder(&cfg.ffmpeg, path, &cfg.scratch, duration)?;
+    }
+    Ok(jp)
 }

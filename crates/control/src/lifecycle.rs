@@ -485,6 +485,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             "dash_key",
             "probing_since",
             "renditions",
+            "ladder_pending",
         ] {
             changes.push(Change::Remove(k));
         }
@@ -560,6 +561,12 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                     ),
                     Change::Remove("plan_doc"),
                     Change::Remove("queued_at"),
+                    // Chunks wait for a per-title analysis to choose their ladder.
+                    if items.iter().any(|(i, _)| i.kind == ItemKind::Analysis) {
+                        Change::Set("ladder_pending", Value::Bool(true))
+                    } else {
+                        Change::Remove("ladder_pending")
+                    },
                 ],
             })?
             .is_some())
@@ -591,12 +598,73 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         }
     }
 
+    fn revise_plan(&self, lease: &Lease, plan_doc: &str, rungs: u32) -> PortResult<bool> {
+        let id = &lease.item.job_id;
+        let job = self
+            .get(&job_key(id))?
+            .ok_or_else(|| PortError::NotFound(id.clone()))?;
+        let old_ref = get_s(&job, "plan_ref");
+        let plan_ref = random_hex();
+        let prefix = format!("PLAN#{plan_ref}#");
+        let pages = put_pages(self, id, &prefix, plan_doc)?;
+        let writes = [
+            // Fenced: only the analysis's current holder revises.
+            Write {
+                key: item_key(&lease.item),
+                when: held(lease),
+                changes: vec![Change::Set("revised_at", Value::num(now_secs()))],
+            },
+            Write {
+                key: job_key(id),
+                when: Cond::All(vec![
+                    Cond::Eq("status", st(JobStatus::Encoding)),
+                    Cond::Eq("ladder_pending", Value::Bool(true)),
+                ]),
+                changes: vec![
+                    Change::Set("plan_ref", Value::str(&plan_ref)),
+                    Change::Set("plan_pages", Value::num(pages)),
+                    Change::Set("rungs", Value::num(rungs)),
+                    Change::Remove("ladder_pending"),
+                ],
+            },
+        ];
+        for _ in 0..COMMIT_ROUNDS {
+            if self.transact(&writes)? {
+                // Nothing reads the provisional plan once the job names the revised one.
+                if let Some(old) = old_ref {
+                    delete_prefixed(self, id, &format!("PLAN#{old}#"))?;
+                }
+                return Ok(true);
+            }
+            // Refused: say why, or try again after a concurrent commit of the same job.
+            let lost = match self.get(&item_key(&lease.item))? {
+                None => true,
+                Some(r) => get_u(&r, "token") != lease.token || get_b(&r, "done"),
+            };
+            let job = self.get(&job_key(id))?;
+            let open = job.as_ref().is_some_and(|j| {
+                status_of(j) == Some(JobStatus::Encoding) && get_b(j, "ladder_pending")
+            });
+            if lost || !open {
+                delete_prefixed(self, id, &prefix)?;
+                return if lost { Err(lease.lost()) } else { Ok(false) };
+            }
+        }
+        delete_prefixed(self, id, &prefix)?;
+        Err(PortError::Backend(format!(
+            "job {id}: the plan revision lost {COMMIT_ROUNDS} rounds to concurrent writes"
+        )))
+    }
+
     fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired> {
         let Some(job) = self.get(&job_key(&item.job_id))? else {
             return Ok(Acquired::Finished);
         };
         if status_of(&job) != Some(JobStatus::Encoding) {
             return Ok(Acquired::Finished);
+        }
+        if item.kind == ItemKind::Video && get_b(&job, "ladder_pending") {
+            return Ok(Acquired::Early);
         }
         // One conditional write (a record's writes are atomic, so of two racing workers
         // one finds the lease live); the item is read only when the write is refused, to
@@ -859,9 +927,10 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             .collect();
         out.sort_by_key(|(i, _)| {
             let rank = match i.kind {
-                ItemKind::Video => 0,
-                ItemKind::Audio => 1,
-                ItemKind::Text => 2,
+                ItemKind::Analysis => 0,
+                ItemKind::Video => 1,
+                ItemKind::Audio => 2,
+                ItemKind::Text => 3,
             };
             (rank, i.index)
         });

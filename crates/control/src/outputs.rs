@@ -22,6 +22,7 @@ pub fn attempt_dir(item: &ItemRef, attempt: u32) -> String {
         ItemKind::Video => format!("c{:05}.{attempt}", item.index),
         ItemKind::Audio => format!("a{}.{attempt}", item.index),
         ItemKind::Text => format!("t{}.{attempt}", item.index),
+        ItemKind::Analysis => format!("l{}.{attempt}", item.index),
     }
 }
 

@@ -2,10 +2,10 @@
 
 use crate::ports::{Cdn, Fleet, JobStore, ObjectStore, WorkQueue};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vodpipe_media::ladder::LadderConfig;
-use vodpipe_media::ladder::Rung;
+use vodpipe_media::ladder::{in_codecs, sizes_for, LadderConfig, Rung};
+use vodpipe_media::pertitle::{analyse, Title};
 use vodpipe_media::plan::{Plan, PlanOptions};
 use vodpipe_media::policy::InputPolicy;
 use vodpipe_media::probe::MediaInfo;
@@ -91,6 +91,44 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
+    /// Whether the rungs are the fixed ladder standing in until a per-title analysis
+    /// chooses them (the ladder is `auto` and none has run): chunks must wait.
+    pub fn ladder_pending(&self) -> bool {
+        self.config.auto && self.per_title.is_none() && self.media.video.is_some()
+    }
+
+    /// Runs the per-title analysis on `source` (a path, or a URL ffmpeg reads with ranged
+    /// requests) of a video `duration_secs` long, and replaces the rungs with the ladder it
+    /// chooses. Chunks and segments stay as planned: they depend on the codecs, which
+    /// the analysis keeps, never on sizes or rates.
+    pub fn choose_ladder(
+        &mut self,
+        ffmpeg: &str,
+        source: &Path,
+        scratch: &Path,
+        duration_secs: f64,
+    ) -> vodpipe_media::Result<()> {
+        let Some(video) = self.media.video.as_ref() else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(scratch).map_err(|e| {
+            vodpipe_media::Error::Unavailable(format!("scratch {}: {e}", scratch.display()))
+        })?;
+        let fixed = sizes_for(video, &self.config);
+        let title = Title {
+            ffmpeg,
+            source,
+            video,
+            duration_secs,
+            start_secs: self.media.start_secs,
+            scratch,
+        };
+        let (sizes, analysis) = analyse(&title, &self.config, &fixed)?;
+        self.rungs = in_codecs(video, &self.config, sizes);
+        self.per_title = Some(analysis);
+        Ok(())
+    }
+
     /// The subtitle tracks that become work items, with their item index.
     pub fn text_items(&self) -> impl Iterator<Item = (u32, &TextTrack)> {
         self.texts

@@ -175,6 +175,10 @@ pub enum ItemKind {
     Audio,
     /// One subtitle track, converted to WebVTT.
     Text,
+    /// The per-title ladder analysis of a job whose ladder is `auto`: sampled probe
+    /// encodes that choose the rungs before any chunk is encoded. It runs on a worker, not
+    /// in the ingest function: it needs an encoder, and the workers have one.
+    Analysis,
 }
 
 impl ItemKind {
@@ -184,6 +188,7 @@ impl ItemKind {
             ItemKind::Video => "video",
             ItemKind::Audio => "audio",
             ItemKind::Text => "text",
+            ItemKind::Analysis => "analysis",
         }
     }
 
@@ -193,6 +198,7 @@ impl ItemKind {
             "video" => Some(ItemKind::Video),
             "audio" => Some(ItemKind::Audio),
             "text" => Some(ItemKind::Text),
+            "analysis" => Some(ItemKind::Analysis),
             _ => None,
         }
     }
@@ -216,6 +222,7 @@ impl ItemRef {
             ItemKind::Video => format!("chunk {}", self.index),
             ItemKind::Audio => format!("audio track {}", self.index),
             ItemKind::Text => format!("subtitle track {}", self.index),
+            ItemKind::Analysis => "the ladder analysis".to_string(),
         }
     }
 }
@@ -455,7 +462,8 @@ pub trait JobStore: Send + Sync {
     /// worker still busy with the failed plan can neither commit nor share a directory.
     fn reset_failed(&self, id: &str) -> PortResult<bool>;
     /// Stores the plan document and creates the items, PROBING → ENCODING. `items` are
-    /// (item, frames).
+    /// (item, frames). With an [`ItemKind::Analysis`] among them, the job's chunks wait
+    /// ([`Acquired::Early`]) until [`JobStore::revise_plan`] replaces the plan.
     fn save_plan(
         &self,
         id: &str,
@@ -471,8 +479,15 @@ pub trait JobStore: Send + Sync {
     fn all_queued(&self, id: &str) -> PortResult<()>;
     /// The plan document saved with the job.
     fn plan_doc(&self, id: &str) -> PortResult<String>;
+    /// Replaces the plan of a job whose ladder waits for its analysis with `plan_doc` (the
+    /// chosen ladder, `rungs` video renditions), under the analysis item's `lease`: one
+    /// write fenced by its token, after which the job's chunks may be leased. False when
+    /// the plan was already revised (a retried analysis) or the job left ENCODING;
+    /// [`PortError::Conflict`] when the lease was lost.
+    fn revise_plan(&self, lease: &Lease, plan_doc: &str, rungs: u32) -> PortResult<bool>;
     /// Takes the item's lease for `ttl` if it is free or its lease expired, incrementing the
-    /// fencing token.
+    /// fencing token. A chunk of a job whose ladder waits for its analysis is
+    /// [`Acquired::Early`].
     fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired>;
     /// The item's state, if it exists.
     fn item_state(&self, item: &ItemRef) -> PortResult<Option<ItemState>>;
@@ -508,6 +523,9 @@ pub enum Acquired {
     HeldByOther,
     /// Nothing to do: the item is done or its job is no longer encoding. Drop the message.
     Finished,
+    /// A chunk of a job whose per-title ladder is not chosen yet. Drop the message: the
+    /// analysis queues every chunk once it has revised the plan (and its retry does again).
+    Early,
 }
 
 /// An item's bookkeeping, for status, dead-letter reasons and the console's timeline.

@@ -116,10 +116,6 @@ pub struct SettingsPolicy {
     pub command_ladder: bool,
     /// Codecs given on the command line (`--codecs`): beat everything else.
     pub command_codecs: Option<Vec<VideoCodec>>,
-    /// Whether jobs are planned where an encoder is at hand, so a ladder may ask for a
-    /// per-title analysis (`"auto": true`). The AWS ingest function ships ffprobe alone,
-    /// and refuses such a ladder with the reason instead of failing later.
-    pub per_title: bool,
 }
 
 impl Default for SettingsPolicy {
@@ -131,7 +127,6 @@ impl Default for SettingsPolicy {
             command_tier: None,
             command_ladder: false,
             command_codecs: None,
-            per_title: true,
         }
     }
 }
@@ -448,12 +443,6 @@ pub fn resolve(
         // The ladder's own choice, set where the ladder was.
         Setting::new(codec_names(&ladder_cfg.codecs), ladder.from)
     };
-    if ladder_cfg.auto && !policy.per_title {
-        return Err(reject(format!(
-            "the ladder ({}) asks for a per-title ladder (\"auto\": true), which this deployment cannot analyse: its ingest function has ffprobe but no encoder; choose a fixed ladder",
-            ladder.value
-        )));
-    }
     let mut ladder_cfg = ladder_cfg;
     ladder_cfg.codecs = codecs
         .value
@@ -619,30 +608,25 @@ mod tests {
     }
 
     #[test]
-    fn a_per_title_ladder_is_asked_for_in_a_settings_file_and_refused_where_it_cannot_run() {
+    fn a_per_title_ladder_is_asked_for_in_a_settings_file_or_a_profile() {
         let u = upload("a.mov", &[], Some(r#"{"auto": true, "crf": 22}"#));
         let (_, l) = resolved(&u).unwrap();
         assert!(l.auto && l.crf == 22);
         let (_, l) = resolved(&upload("a.mov", &[], None)).unwrap();
         assert!(!l.auto);
-        let aws = SettingsPolicy {
-            per_title: false,
-            ..policy()
+        // A profile asks for it as well (the ladder file's field, named by metadata).
+        let auto_profile = |name: &str| -> Result<Option<Vec<u8>>> {
+            Ok((name == "per-title").then(|| br#"{"auto": true}"#.to_vec()))
         };
-        let e = resolve(&u, &aws, &LadderConfig::default(), 4.0, &mobile).unwrap_err();
-        assert!(
-            e.to_string().contains("per-title") && e.to_string().contains("no encoder"),
-            "{e}"
-        );
-        // A fixed ladder is fine there.
-        assert!(resolve(
-            &upload("a.mov", &[], None),
-            &aws,
+        let s = resolve(
+            &upload("a.mov", &[("vodpipe-ladder", "per-title")], None),
+            &policy(),
             &LadderConfig::default(),
             4.0,
-            &mobile
+            &auto_profile,
         )
-        .is_ok());
+        .unwrap();
+        assert!(s.ladder_config.auto);
     }
 
     #[test]

@@ -174,6 +174,9 @@ impl ItemEncoder for FfmpegEncoder {
             },
             ItemKind::Audio => encode::encode_audio(ctx, item.index as usize).map(Encoded::from),
             ItemKind::Text => encode::encode_text(ctx),
+            ItemKind::Analysis => Err(vodpipe_media::Error::PlanMismatch(
+                "the ladder analysis is not an encode".into(),
+            )),
         }
     }
 }
@@ -494,6 +497,12 @@ impl<'a> Worker<'a> {
                 self.ports.queue.delete(d)?;
                 return Ok(Turn::Worked);
             }
+            Acquired::Early => {
+                // The analysis queues every chunk once the ladder is chosen.
+                tracing::debug!(item = %item.describe(), job = %item.job_id, "chunk before its ladder; dropped");
+                ignore_conflict(self.ports.queue.delete(d))?;
+                return Ok(Turn::Worked);
+            }
             Acquired::HeldByOther => {
                 // Another worker holds the item. This may be a duplicate, or the holder's
                 // own message (its visibility extension failed and it came back): deleting
@@ -521,6 +530,9 @@ impl<'a> Worker<'a> {
                 return Ok(Turn::Worked);
             }
         };
+        if item.kind == ItemKind::Analysis {
+            return self.choose_ladder(d, &lease, &job, &plan, started);
+        }
         let mut result = self.encode_and_store(d, &lease, &job, &plan);
         let secs = started.elapsed().as_secs_f64();
         // A subtitle file ffmpeg cannot read fails once more (a passing fault gets its
@@ -563,56 +575,159 @@ impl<'a> Worker<'a> {
                         &[],
                     );
                 }
-                fail::fail_point!("worker-before-commit", |_| Err(crate::ports::injected(
-                    "worker-before-commit"
-                )));
-                let committed = self.ports.jobs.commit(&lease, &doc, secs);
-                fail::fail_point!("worker-after-commit", |_| Err(crate::ports::injected(
-                    "worker-after-commit"
-                )));
-                match committed {
-                    Ok(Completion::Last) => {
-                        tracing::info!(job = %item.job_id, "last item committed; requesting stitch");
-                        self.ports.queue.send(
-                            Queue::Stitch,
-                            &Message::Stitch {
-                                job_id: item.job_id.clone(),
-                            },
-                        )?;
-                    }
-                    Ok(Completion::More | Completion::AlreadyDone) => {}
-                    Err(PortError::Conflict(why)) => {
-                        tracing::warn!(%why, "lease lost before commit; result discarded")
-                    }
-                    Err(e) => return Err(e),
+                self.finish(d, &lease, &doc, secs)
+            }
+            Err(e) => self.failed(d, &lease, e, secs),
+        }
+    }
+
+    /// Commits the item's result under the lease, asks for the stitch when it was the
+    /// job's last, and deletes the message.
+    fn finish(&mut self, d: &Delivery, lease: &Lease, doc: &str, secs: f64) -> PortResult<Turn> {
+        let item = &lease.item;
+        fail::fail_point!("worker-before-commit", |_| Err(crate::ports::injected(
+            "worker-before-commit"
+        )));
+        let committed = self.ports.jobs.commit(lease, doc, secs);
+        fail::fail_point!("worker-after-commit", |_| Err(crate::ports::injected(
+            "worker-after-commit"
+        )));
+        match committed {
+            Ok(Completion::Last) => {
+                tracing::info!(job = %item.job_id, "last item committed; requesting stitch");
+                self.ports.queue.send(
+                    Queue::Stitch,
+                    &Message::Stitch {
+                        job_id: item.job_id.clone(),
+                    },
+                )?;
+            }
+            Ok(Completion::More | Completion::AlreadyDone) => {}
+            Err(PortError::Conflict(why)) => {
+                tracing::warn!(%why, "lease lost before commit; result discarded")
+            }
+            Err(e) => return Err(e),
+        }
+        ignore_conflict(self.ports.queue.delete(d))?;
+        Ok(Turn::Worked)
+    }
+
+    /// An attempt that failed with `e`: given back after an interruption, the job failed
+    /// for a permanent fault, retried after a passing one.
+    fn failed(
+        &mut self,
+        d: &Delivery,
+        lease: &Lease,
+        e: vodpipe_media::Error,
+        secs: f64,
+    ) -> PortResult<Turn> {
+        let item = &lease.item;
+        if self.shutdown.is_triggered() {
+            tracing::warn!(item = %item.describe(), error = %e, "interrupted; giving the item back");
+            self.give_back(d, lease, Release::Interrupted, secs)?;
+            return Ok(Turn::Interrupted);
+        }
+        if e.is_permanent() {
+            let reason = format!("{} failed: {e}", item.describe());
+            ignore_conflict(
+                self.ports
+                    .jobs
+                    .release_lease(lease, Release::Failed(&reason), secs),
+            )?;
+            self.fail_job(&item.job_id, &reason)?;
+            ignore_conflict(self.ports.queue.delete(d))?;
+            return Ok(Turn::Worked);
+        }
+        let reason = e.to_string();
+        tracing::warn!(item = %item.describe(), attempt = lease.attempt, error = %reason, "attempt failed");
+        crate::metrics::emit(&[("Retries", 1.0, crate::metrics::Unit::Count)], &[]);
+        self.give_back(d, lease, Release::Failed(&reason), secs)?;
+        Ok(Turn::Worked)
+    }
+
+    /// The ladder analysis of a per-title job: samples the source, chooses the rungs,
+    /// revises the plan under the lease, queues every chunk, then commits. A retry after a
+    /// crash between the revision and the commit finds the plan revised and only queues
+    /// the chunks again (a duplicate message finds its chunk leased or done).
+    fn choose_ladder(
+        &mut self,
+        d: &Delivery,
+        lease: &Lease,
+        job: &JobRecord,
+        plan: &JobPlan,
+        started: Instant,
+    ) -> PortResult<Turn> {
+        let item = &lease.item;
+        if plan.ladder_pending() {
+            let version = job
+                .settings
+                .as_ref()
+                .and_then(|s| s.source_version.as_deref());
+            let (frames, cancel) = (AtomicU64::new(0), AtomicBool::new(false));
+            let chosen = self.with_heartbeat(d, lease, &frames, &cancel, || {
+                let input = self
+                    .ports
+                    .objects
+                    .open_source(&job.source, version, Duration::from_secs(3600))
+                    .map_err(|e| vodpipe_media::Error::Tool {
+                        step: "open source".into(),
+                        detail: e.to_string(),
+                    })?;
+                let scratch = self.cfg.scratch.join(format!(
+                    "{}-analysis-{}",
+                    item.job_id, lease.token
+                ));
+                let mut revised = plan.clone();
+                let chosen = revised.choose_ladder(
+                    &self.cfg.ffmpeg,
+                    std::path::Path::new(&input),
+                    &scratch,
+                    job.duration_secs,
+                );
+                let _ = std::fs::remove_dir_all(&scratch);
+                chosen.map(|()| revised)
+            });
+            let revised = match chosen {
+                Ok(r) => r,
+                Err(e) => return self.failed(d, lease, e, started.elapsed().as_secs_f64()),
+            };
+            let doc = serde_json::to_string(&revised)
+                .map_err(|e| PortError::Backend(e.to_string()))?;
+            match self
+                .ports
+                .jobs
+                .revise_plan(lease, &doc, revised.rungs.len() as u32)
+            {
+                Ok(true) => {
+                    let ratio = revised.per_title.as_ref().map_or(1.0, |a| a.bits_ratio);
+                    tracing::info!(job = %item.job_id, rungs = revised.rungs.len(), bits_ratio = ratio, "per-title ladder chosen; queuing the chunks");
                 }
-                ignore_conflict(self.ports.queue.delete(d))?;
-                Ok(Turn::Worked)
-            }
-            Err(e) if self.shutdown.is_triggered() => {
-                tracing::warn!(item = %item.describe(), error = %e, "interrupted; giving the item back");
-                self.give_back(d, &lease, Release::Interrupted, secs)?;
-                Ok(Turn::Interrupted)
-            }
-            Err(e) if e.is_permanent() => {
-                let reason = format!("{} failed: {e}", item.describe());
-                ignore_conflict(self.ports.jobs.release_lease(
-                    &lease,
-                    Release::Failed(&reason),
-                    secs,
-                ))?;
-                self.fail_job(&item.job_id, &reason)?;
-                ignore_conflict(self.ports.queue.delete(d))?;
-                Ok(Turn::Worked)
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(item = %item.describe(), attempt = lease.attempt, error = %reason, "attempt failed");
-                crate::metrics::emit(&[("Retries", 1.0, crate::metrics::Unit::Count)], &[]);
-                self.give_back(d, &lease, Release::Failed(&reason), secs)?;
-                Ok(Turn::Worked)
+                // The job left ENCODING (failed, say): nothing to queue.
+                Ok(false) => tracing::info!(job = %item.job_id, "plan not revised; the job moved on"),
+                Err(PortError::Conflict(why)) => {
+                    tracing::warn!(%why, "lease lost before the plan was revised; analysis discarded");
+                    ignore_conflict(self.ports.queue.delete(d))?;
+                    return Ok(Turn::Worked);
+                }
+                Err(e) => return Err(e),
             }
         }
+        fail::fail_point!("analysis-after-revise", |_| Err(crate::ports::injected(
+            "analysis-after-revise"
+        )));
+        let mut chunks = 0u32;
+        for (chunk, state) in self.ports.jobs.items(&item.job_id)? {
+            if chunk.kind == ItemKind::Video && !state.done && !state.leased {
+                self.ports
+                    .queue
+                    .send(Queue::Work(job.tier), &Message::Item(chunk))?;
+                chunks += 1;
+            }
+        }
+        if let Err(e) = self.ports.fleet.ensure_capacity(job.tier, chunks) {
+            tracing::warn!(error = %e, "could not ensure worker capacity; queued chunks wait for workers");
+        }
+        self.finish(d, lease, "[]", started.elapsed().as_secs_f64())
     }
 
     /// Releases the lease (counting the outcome) and the message: at once after an
@@ -720,6 +835,8 @@ impl<'a> Worker<'a> {
             ItemKind::Text => {
                 Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) / 4.0).max(600.0))
             }
+            // Never encoded here ([`Worker::choose_ladder`]); its probe runs time themselves.
+            ItemKind::Analysis => Duration::from_secs(600),
         };
         let ctx = EncodeContext {
             ffmpeg: &self.cfg.ffmpeg,
@@ -736,8 +853,33 @@ impl<'a> Worker<'a> {
         };
         let frames = AtomicU64::new(0);
         let on_frames = |n: u64| frames.store(n, Ordering::Relaxed);
+        self.with_heartbeat(d, lease, &frames, &cancel, || {
+            let encoded = self.encoder.encode(&ctx, item, &on_frames);
+            let _ = std::fs::remove_dir_all(&scratch);
+            encoded.and_then(|out| {
+                if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
+                    return Err(vodpipe_media::Error::Tool {
+                        step: format!("store {}", item.describe()),
+                        detail: "cancelled".into(),
+                    });
+                }
+                self.store_outputs(item, lease.attempt, asset, jp, out)
+            })
+        })
+    }
+
+    /// Runs `work` while a thread renews the lease (with `frames` done) and the message
+    /// every third of the TTL, setting `cancel` when the lease is lost.
+    fn with_heartbeat<T>(
+        &self,
+        d: &Delivery,
+        lease: &Lease,
+        frames: &AtomicU64,
+        cancel: &AtomicBool,
+        work: impl FnOnce() -> T,
+    ) -> T {
         let done = AtomicBool::new(false);
-        let stored = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             s.spawn(|| {
                 let beat_every = self.cfg.lease_ttl / 3;
                 let mut last_beat = Instant::now();
@@ -760,21 +902,10 @@ impl<'a> Worker<'a> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             });
-            let encoded = self.encoder.encode(&ctx, item, &on_frames);
-            let _ = std::fs::remove_dir_all(&scratch);
-            let stored = encoded.and_then(|out| {
-                if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
-                    return Err(vodpipe_media::Error::Tool {
-                        step: format!("store {}", item.describe()),
-                        detail: "cancelled".into(),
-                    });
-                }
-                self.store_outputs(item, lease.attempt, asset, jp, out)
-            });
+            let out = work();
             done.store(true, Ordering::SeqCst);
-            stored
-        });
-        stored
+            out
+        })
     }
 
     fn store_outputs(
@@ -795,7 +926,7 @@ impl<'a> Worker<'a> {
                 .get(item.index as usize)
                 .and_then(|c| c.segments.first())
                 .map_or(0, |s| s.index),
-            ItemKind::Audio | ItemKind::Text => 0,
+            ItemKind::Audio | ItemKind::Text | ItemKind::Analysis => 0,
         };
         let mut results = Vec::with_capacity(tracks.len());
         let mut uploads: Vec<(String, &[u8])> = Vec::new();
@@ -810,7 +941,7 @@ impl<'a> Worker<'a> {
                 {
                     format!("{dir}/{}", t.name)
                 }
-                ItemKind::Audio | ItemKind::Text => dir.clone(),
+                ItemKind::Audio | ItemKind::Text | ItemKind::Analysis => dir.clone(),
             };
             // Every chunk of a rung shares chunk 0's init segment (the stitch checks that
             // their sample descriptions agree, from the hash below), so only chunk 0 and the
@@ -834,7 +965,7 @@ impl<'a> Worker<'a> {
                     bytes: s.bytes.len() as u64,
                     key_frame_bytes: match item.kind {
                         ItemKind::Video => s.key_frame_end,
-                        ItemKind::Audio | ItemKind::Text => None,
+                        ItemKind::Audio | ItemKind::Text | ItemKind::Analysis => None,
                     },
                 });
             }
@@ -985,6 +1116,7 @@ fn chunk_media_secs(jp: &JobPlan, item: &ItemRef) -> f64 {
                 .map_or(jp.plan.segment_secs, |c| c.frames as f64 / fps)
         }
         ItemKind::Audio | ItemKind::Text => jp.media.duration_secs.unwrap_or(0.0),
+        ItemKind::Analysis => 0.0,
     }
 }
 

@@ -38,6 +38,11 @@ pub struct E2eArgs {
     /// User metadata on that upload, NAME=VALUE (`vodpipe-tier=premium`), repeatable.
     #[arg(long = "metadata", value_name = "NAME=VALUE")]
     pub metadata: Vec<String>,
+    /// A ladder profile to put in the deployment first, NAME=PATH (a JSON ladder file),
+    /// repeatable: what an operator adds under `_vodpipe/profiles/` for uploads to name
+    /// with `--metadata vodpipe-ladder=NAME`.
+    #[arg(long = "profile", value_name = "NAME=PATH")]
+    pub profiles: Vec<String>,
     /// A subtitle sidecar to upload beside the video first, repeatable: `talk.es.srt` goes
     /// up as `<key without its extension>.es.srt`.
     #[arg(long = "sidecar", value_name = "PATH")]
@@ -664,6 +669,23 @@ fn follow(
             .split_once('=')
             .with_context(|| format!("--metadata {pair:?} is not NAME=VALUE"))?;
         metadata.insert(k.to_string(), v.to_string());
+    }
+    for pair in &a.profiles {
+        let (name, path) = pair
+            .split_once('=')
+            .with_context(|| format!("--profile {pair:?} is not NAME=PATH"))?;
+        let key = vodpipe_control::settings::profile_key(name);
+        let body = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        bridge
+            .run(
+                s3.put_object()
+                    .bucket(&w.settings.ingest_bucket)
+                    .key(&key)
+                    .body(body.into())
+                    .send(),
+            )
+            .with_context(|| format!("uploading the profile as {key}"))?;
+        eprintln!("put profile {name} at s3://{}/{key}", w.settings.ingest_bucket);
     }
     // Sidecars go up first, as a tool uploading a video with its subtitles would, so the
     // video's ingest finds them.

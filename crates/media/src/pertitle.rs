@@ -112,6 +112,8 @@ pub struct Title<'a> {
     pub source: &'a Path,
     /// Its video stream.
     pub video: &'a VideoInfo,
+    /// Its video's duration, seconds (a stored plan's stream has no frame table to tell).
+    pub duration_secs: f64,
     /// Where the source's timeline starts (seeks are relative to it).
     pub start_secs: f64,
     /// Scratch space; the probe encodes are deleted when analysis ends.
@@ -135,7 +137,7 @@ pub fn analyse(
         .prefix("pertitle-")
         .tempdir_in(title.scratch)
         .map_err(|e| Error::Unavailable(format!("per-title scratch space: {e}")))?;
-    let windows = windows(title.video.duration_secs());
+    let windows = windows(title.duration_secs);
     // bytes and (sum of per-frame MSE, frames) per (size, step), over all windows
     let n = fixed.len() * STEPS.len();
     let mut bytes = vec![0u64; n];
