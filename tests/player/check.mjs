@@ -24,7 +24,11 @@ const END_TOLERANCE_S = 0.5;
 const HLS_STALL_DETAILS = ['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole'];
 // A 'waiting' event / hls.js bufferStalledError with at least this much media buffered
 // contiguously ahead (and no second buffered range) is a decoder underflow (machine too slow
-// for --rate), not a content problem: reported as decode_underflows, not a failure.
+// for --rate), not a content problem: reported as decode_underflows, not a failure. With less
+// ahead and still one contiguous range, fetching fell behind the rate: an underrun, a failure
+// the report marks (`retry_slower`) so a caller may play again at a lower rate, where a
+// machine's load no longer matters but a content fault would recur. A second buffered range
+// (a hole) is always a failure.
 const STARVE_S = 1.0;
 
 const USAGE = `usage: node check.mjs --root DIR [--hls REL_PATH_TO_MASTER] [--dash REL_PATH_TO_MPD]
@@ -271,10 +275,13 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         // Starved: nothing (or a hole) right ahead. Otherwise the decoder merely fell behind the
         // playback rate with data buffered ahead: a machine limit, reported but not a failure.
         const ahead = bufferAhead();
-        const starved = video.buffered.length > 1 || ahead < STARVE_S;
+        const hole = video.buffered.length > 1;
+        const kind = hole ? 'starved' : ahead < STARVE_S ? 'underrun' : 'decode_underflow';
         st.waiting_events++;
-        if (starved) st.waiting_starved++; else st.decode_underflows++;
-        push(st.waiting, { at: num(video.currentTime), buffer_ahead: ahead, buffered: ranges(video.buffered), kind: starved ? 'starved' : 'decode_underflow' });
+        if (kind === 'starved') st.waiting_starved++;
+        else if (kind === 'underrun') st.underruns++;
+        else st.decode_underflows++;
+        push(st.waiting, { at: num(video.currentTime), buffer_ahead: ahead, buffered: ranges(video.buffered), kind });
       }
     });
     video.addEventListener('ended', () => { st.ended = true; finish('ended'); });
@@ -317,6 +324,13 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         // hls.js saw the playhead stop with plenty of data ahead and no hole: decoder too slow for the rate.
         e.classified = 'decode_underflow';
         st.decode_underflows++;
+        push(st.errors, e);
+        return;
+      }
+      if (isStall && d.details === 'bufferStalledError' && video.buffered.length <= 1) {
+        // The buffer ran dry with no hole: fetching fell behind the rate (see STARVE_S).
+        e.classified = 'underrun';
+        st.underruns++;
         push(st.errors, e);
         return;
       }
@@ -368,7 +382,11 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       if (e.fatal) finish('fatal_error');
     });
     p.addEventListener('buffering', (ev) => {
-      if (ev.buffering && st.started && !st.ended && !st.done) { st.stalls++; push(st.stall_events, { details: 'shaka buffering', at: num(video.currentTime) }); }
+      if (ev.buffering && st.started && !st.ended && !st.done) {
+        // Buffering with one contiguous range is an underrun (see STARVE_S); with a hole, a stall.
+        if (video.buffered.length <= 1) { st.underruns++; push(st.waiting, { at: num(video.currentTime), kind: 'shaka underrun', buffered: ranges(video.buffered) }); }
+        else { st.stalls++; push(st.stall_events, { details: 'shaka buffering', at: num(video.currentTime) }); }
+      }
     });
     try {
       await p.load(url);
@@ -420,7 +438,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       document.body.appendChild(video);
       st = {
         kind, url, player: null, requested_rate: rate, started: false, ended: false, done: false, done_reason: null, frozen: false,
-        current_time: null, duration: null, manifest_duration: null, waiting_events: 0, waiting_starved: 0, decode_underflows: 0, waiting: [], stalls: 0, stall_events: [],
+        current_time: null, duration: null, manifest_duration: null, waiting_events: 0, waiting_starved: 0, decode_underflows: 0, underruns: 0, waiting: [], stalls: 0, stall_events: [],
         error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
         quality: null, player_stats: null, stuck_secs: stuckSecs, video_codec: videoCodec || null, codec_levels: null,
         text_tracks: [], cues: {}, image_tracks: [], thumbnail_at_5s: null, t_start: performance.now(), wall_secs: 0,
@@ -480,7 +498,8 @@ function judge(r, httpErrors) {
   }
   if (r.stalls > 0) f.push(`${r.stalls} stall/gap event(s) (${[...new Set(r.stall_events.map((s) => s.details))].join(', ')})`);
   if (r.dash_gap_stats > 0) f.push(`shaka stats: stallsDetected=${r.player_stats.stallsDetected} gapsJumped=${r.player_stats.gapsJumped}`);
-  if (r.waiting_starved > 0) f.push(`${r.waiting_starved} 'waiting' event(s) after playback started with no data (or a hole) ahead`);
+  if (r.waiting_starved > 0) f.push(`${r.waiting_starved} 'waiting' event(s) after playback started with a hole in the buffer`);
+  if (r.underruns > 0) f.push(`${r.underruns} underrun(s): the buffer ran dry with no hole (fetching fell behind --rate)`);
   if (r.buffered_ranges !== 1) f.push(`${r.buffered_ranges} buffered range(s) at the end, expected exactly 1: ${JSON.stringify(r.buffered)}`);
   if (httpErrors.length) f.push(`${httpErrors.length} HTTP error response(s), first: ${httpErrors[0].status} ${httpErrors[0].url}`);
   if (r.page_errors && r.page_errors.length) f.push(`${r.page_errors.length} uncaught page error(s)`);
@@ -608,7 +627,7 @@ async function main() {
       } catch (e) {
         if (Date.now() >= deadline) timedOut = true;
         pageErrors.push(`harness: ${String(e.message || e).split('\n')[0]}`);
-        if (!r) r = { kind: w.kind, url: base + w.url, ended: false, done_reason: 'harness_error', waiting: [], stall_events: [], errors: [], error_count: 0, fatal_errors: 0, nonfatal_errors: 0, stalls: 0, waiting_events: 0, waiting_starved: 0, decode_underflows: 0 };
+        if (!r) r = { kind: w.kind, url: base + w.url, ended: false, done_reason: 'harness_error', waiting: [], stall_events: [], errors: [], error_count: 0, fatal_errors: 0, nonfatal_errors: 0, stalls: 0, waiting_events: 0, waiting_starved: 0, decode_underflows: 0, underruns: 0 };
       }
       await page.close().catch(() => {});
       r.path = w.rel;
@@ -618,8 +637,10 @@ async function main() {
       r.http = httpLog[w.kind];
       r.dash_gap_stats = r.player_stats && w.kind === 'dash' ? (r.player_stats.stallsDetected || 0) + (r.player_stats.gapsJumped || 0) : 0;
       const failures = judge(r, httpLog[w.kind].errors);
+      // Whether underruns are all that failed (see STARVE_S).
+      const underrunOnly = failures.length > 0 && judge({ ...r, underruns: 0 }, httpLog[w.kind].errors).length === 0;
       delete r.kind; delete r.done; delete r.dash_gap_stats;
-      result[w.kind] = { ok: failures.length === 0, failures, ...r };
+      result[w.kind] = { ok: failures.length === 0, underrun_only: underrunOnly, failures, ...r };
       currentKind = null;
     }
     await context.close().catch(() => {});
@@ -635,6 +656,7 @@ async function main() {
     process.exit(2);
   }
   result.ok = wanted.every((w) => result[w.kind] && result[w.kind].ok);
+  result.retry_slower = !result.ok && wanted.every((w) => result[w.kind] && (result[w.kind].ok || result[w.kind].underrun_only));
   result.elapsed_secs = +((Date.now() - tStart) / 1000).toFixed(2);
   process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   for (const w of wanted) {

@@ -433,8 +433,14 @@ pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
     let s = connect();
     let id = "ladder";
     let source = format!("src/{id}.mp4");
-    s.create_job(id, &source, id, Tier::Standard, &chosen(&source, Tier::Standard))
-        .unwrap();
+    s.create_job(
+        id,
+        &source,
+        id,
+        Tier::Standard,
+        &chosen(&source, Tier::Standard),
+    )
+    .unwrap();
     assert!(s
         .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
         .unwrap());
@@ -443,11 +449,7 @@ pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
         kind: ItemKind::Analysis,
         index: 0,
     };
-    let items = vec![
-        (item(id, 0), 10),
-        (item(id, 1), 10),
-        (analysis.clone(), 0),
-    ];
+    let items = vec![(item(id, 0), 10), (item(id, 1), 10), (analysis.clone(), 0)];
     assert!(s
         .save_plan(id, r#"{"provisional":true}"#, 1.0, 20, 4, &items)
         .unwrap());
@@ -457,7 +459,12 @@ pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
         Acquired::Early,
         "a chunk was handed out before its ladder was chosen"
     );
-    let listed: Vec<ItemKind> = s.items(id).unwrap().into_iter().map(|(i, _)| i.kind).collect();
+    let listed: Vec<ItemKind> = s
+        .items(id)
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i.kind)
+        .collect();
     assert_eq!(listed[0], ItemKind::Analysis, "items list {listed:?}");
     // A holder whose lease expired and was taken is fenced out of the revision.
     let stale = lease(
@@ -481,9 +488,16 @@ pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
     let revised = big_doc(3 * vodpipe_control::lifecycle::PAGE_BYTES / 2, "revised");
     assert!(s.revise_plan(&holder, &revised, 3).unwrap());
     let job = s.job(id).unwrap().unwrap();
-    assert_eq!(s.plan_doc(id).unwrap(), revised, "the revised plan reads back whole");
+    assert_eq!(
+        s.plan_doc(id).unwrap(),
+        revised,
+        "the revised plan reads back whole"
+    );
     assert_eq!(job.rungs, 3, "rungs count of the revised ladder");
-    assert_ne!(job.plan_id, before, "a revised plan keeps the old plan's id");
+    assert_ne!(
+        job.plan_id, before,
+        "a revised plan keeps the old plan's id"
+    );
     assert!(
         !s.revise_plan(&holder, r#"{"again":true}"#, 5).unwrap(),
         "a plan was revised twice"
@@ -494,7 +508,10 @@ pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
             .unwrap(),
     );
     let chunk_plan = chunk.job.as_ref().and_then(|j| j.plan_id.clone());
-    assert_eq!(chunk_plan, job.plan_id, "the chunk's lease names the revised plan");
+    assert_eq!(
+        chunk_plan, job.plan_id,
+        "the chunk's lease names the revised plan"
+    );
     assert_eq!(s.commit(&chunk, "[]", 1.0).unwrap(), Completion::More);
     assert_eq!(s.commit(&holder, "[]", 1.0).unwrap(), Completion::More);
     let last = lease(

@@ -221,7 +221,11 @@ pub fn ingest(
                     }
                 }
                 ports.jobs.all_queued(&job.id)?;
-                let wanted = if pending { 1 + jp.media.audio.len() } else { items.len() };
+                let wanted = if pending {
+                    1 + jp.media.audio.len()
+                } else {
+                    items.len()
+                };
                 let wanted = wanted.min(u32::MAX as usize) as u32;
                 if let Err(e) = ports.fleet.ensure_capacity(tier, wanted) {
                     tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");
@@ -297,7 +301,10 @@ pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
         .map(|c| (item(ItemKind::Video, c.index), c.frames))
         .chain((0..jp.media.audio.len() as u32).map(|t| (item(ItemKind::Audio, t), 0)))
         .chain(jp.text_items().map(|(t, _)| (item(ItemKind::Text, t), 0)))
-        .chain(jp.ladder_pending().then(|| (item(ItemKind::Analysis, 0), 0)))
+        .chain(
+            jp.ladder_pending()
+                .then(|| (item(ItemKind::Analysis, 0), 0)),
+        )
         .collect()
 }
 

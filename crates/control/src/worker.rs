@@ -673,10 +673,10 @@ impl<'a> Worker<'a> {
                         step: "open source".into(),
                         detail: e.to_string(),
                     })?;
-                let scratch = self.cfg.scratch.join(format!(
-                    "{}-analysis-{}",
-                    item.job_id, lease.token
-                ));
+                let scratch = self
+                    .cfg
+                    .scratch
+                    .join(format!("{}-analysis-{}", item.job_id, lease.token));
                 let mut revised = plan.clone();
                 let chosen = revised.choose_ladder(
                     &self.cfg.ffmpeg,
@@ -691,8 +691,8 @@ impl<'a> Worker<'a> {
                 Ok(r) => r,
                 Err(e) => return self.failed(d, lease, e, started.elapsed().as_secs_f64()),
             };
-            let doc = serde_json::to_string(&revised)
-                .map_err(|e| PortError::Backend(e.to_string()))?;
+            let doc =
+                serde_json::to_string(&revised).map_err(|e| PortError::Backend(e.to_string()))?;
             match self
                 .ports
                 .jobs
@@ -703,7 +703,9 @@ impl<'a> Worker<'a> {
                     tracing::info!(job = %item.job_id, rungs = revised.rungs.len(), bits_ratio = ratio, "per-title ladder chosen; queuing the chunks");
                 }
                 // The job left ENCODING (failed, say): nothing to queue.
-                Ok(false) => tracing::info!(job = %item.job_id, "plan not revised; the job moved on"),
+                Ok(false) => {
+                    tracing::info!(job = %item.job_id, "plan not revised; the job moved on")
+                }
                 Err(PortError::Conflict(why)) => {
                     tracing::warn!(%why, "lease lost before the plan was revised; analysis discarded");
                     ignore_conflict(self.ports.queue.delete(d))?;

@@ -685,7 +685,10 @@ fn follow(
                     .send(),
             )
             .with_context(|| format!("uploading the profile as {key}"))?;
-        eprintln!("put profile {name} at s3://{}/{key}", w.settings.ingest_bucket);
+        eprintln!(
+            "put profile {name} at s3://{}/{key}",
+            w.settings.ingest_bucket
+        );
     }
     // Sidecars go up first, as a tool uploading a video with its subtitles would, so the
     // video's ingest finds them.

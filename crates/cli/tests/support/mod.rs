@@ -415,7 +415,9 @@ pub fn assert_plays_codec(root: &Path, hls: &str, dash: &str, codec: &str) -> Va
 }
 
 /// Runs `tests/player/SCRIPT ARGS` under node and returns its JSON report; panics with the
-/// report (and node's stderr) unless it exited 0 with `"ok": true`.
+/// report (and node's stderr) unless it exited 0 with `"ok": true`. A playback whose only
+/// fault was an underrun (the buffer ran dry at 8x with no hole: fetching fell behind on a
+/// loaded machine) is played once more at 2x, where a content fault would recur.
 fn node_report(script: &str, args: &[String], what: &str) -> Value {
     let player_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player");
     let node_ok = Command::new("node")
@@ -431,20 +433,29 @@ fn node_report(script: &str, args: &[String], what: &str) -> Value {
         player_dir.join("node_modules").exists(),
         "player libraries missing: run `make player-deps` (make test does)"
     );
-    let out = Command::new("node")
-        .arg(player_dir.join(script))
-        .args(args)
-        .output()
-        .expect("running node");
-    let report = String::from_utf8_lossy(&out.stdout);
+    let run = |extra: &[&str]| {
+        let out = Command::new("node")
+            .arg(player_dir.join(script))
+            .args(args)
+            .args(extra)
+            .output()
+            .expect("running node");
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: Option<Value> = serde_json::from_str(&report).ok();
+        (out, report, v)
+    };
+    let (mut out, mut report, mut v) = run(&[]);
+    if v.as_ref().is_some_and(|v| v["retry_slower"] == true) {
+        eprintln!("{what}: underrun at the default rate; playing again at 2x:\n{report}");
+        (out, report, v) = run(&["--rate", "2"]);
+    }
     assert!(
         out.status.success(),
         "{what} failed (exit {:?}):\n{report}\n{}",
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_str(&report)
-        .unwrap_or_else(|e| panic!("{what}: the report is not JSON ({e}):\n{report}"));
+    let v = v.unwrap_or_else(|| panic!("{what}: the report is not JSON:\n{report}"));
     assert_eq!(v["ok"], true, "{report}");
     v
 }
