@@ -28,7 +28,7 @@ struct Cli {
 enum Cmd {
     /// Upload one video to the emulated ingest bucket and follow it to PUBLISHED through
     /// the ingest, stitch and fleet functions and worker tasks; print its status JSON.
-    E2e(e2e::E2eArgs),
+    E2e(Box<e2e::E2eArgs>),
     /// The control plane alone under load: many jobs through the real worker and stitch
     /// with a stand-in encoder, worker processes killed and duplicates injected; prints
     /// throughput, AWS calls per item and what they cost (`make load`).
@@ -49,7 +49,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
-        Cmd::E2e(a) => e2e::run(a),
+        Cmd::E2e(a) => e2e::run(*a),
         Cmd::Load(a) => load::run(a),
         Cmd::LoadWorker(a) => load::worker(a),
     };
