@@ -49,8 +49,8 @@ fn chosen(key: &str, tier: Tier) -> JobSettings {
     )
 }
 
-/// A job in ENCODING with `n` video items.
-fn encoding_job(s: &dyn StateBackend, id: &str, n: u32) -> Vec<ItemRef> {
+/// A job in PROBING, as an ingest leaves it before saving the plan.
+fn probing_job(s: &dyn StateBackend, id: &str) {
     let source = format!("src/{id}.mp4");
     s.create_job(
         id,
@@ -63,6 +63,11 @@ fn encoding_job(s: &dyn StateBackend, id: &str, n: u32) -> Vec<ItemRef> {
     assert!(s
         .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
         .unwrap());
+}
+
+/// A job in ENCODING with `n` video items.
+fn encoding_job(s: &dyn StateBackend, id: &str, n: u32) -> Vec<ItemRef> {
+    probing_job(s, id);
     let items: Vec<(ItemRef, u64)> = (0..n).map(|i| (item(id, i), 10)).collect();
     assert!(s
         .save_plan(id, "{}", 1.0, 10 * u64::from(n), 1, &items)
@@ -432,18 +437,7 @@ pub fn a_reset_job_fences_out_its_old_workers(connect: Connect<'_>) {
 pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
     let s = connect();
     let id = "ladder";
-    let source = format!("src/{id}.mp4");
-    s.create_job(
-        id,
-        &source,
-        id,
-        Tier::Standard,
-        &chosen(&source, Tier::Standard),
-    )
-    .unwrap();
-    assert!(s
-        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
-        .unwrap());
+    probing_job(&*s, id);
     let analysis = ItemRef {
         job_id: id.into(),
         kind: ItemKind::Analysis,

@@ -210,6 +210,7 @@ pub fn ingest(
                     .filter(|i| !(pending && i.kind == ItemKind::Video))
                     .collect();
                 order.sort_by_key(|i| (i.kind != ItemKind::Analysis, i.kind == ItemKind::Video));
+                let wanted = order.len().min(u32::MAX as usize) as u32;
                 for (n, item) in order.into_iter().enumerate() {
                     ports
                         .queue
@@ -221,12 +222,6 @@ pub fn ingest(
                     }
                 }
                 ports.jobs.all_queued(&job.id)?;
-                let wanted = if pending {
-                    1 + jp.media.audio.len()
-                } else {
-                    items.len()
-                };
-                let wanted = wanted.min(u32::MAX as usize) as u32;
                 if let Err(e) = ports.fleet.ensure_capacity(tier, wanted) {
                     tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");
                 }

@@ -630,7 +630,8 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         ];
         for _ in 0..COMMIT_ROUNDS {
             if self.transact(&writes)? {
-                // Nothing reads the provisional plan once the job names the revised one.
+                // Readers find the plan through the job, which names the revised one now;
+                // a read that named the provisional one a moment ago fails and is retried.
                 if let Some(old) = old_ref {
                     delete_prefixed(self, id, &format!("PLAN#{old}#"))?;
                 }

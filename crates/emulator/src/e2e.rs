@@ -670,25 +670,31 @@ fn follow(
             .with_context(|| format!("--metadata {pair:?} is not NAME=VALUE"))?;
         metadata.insert(k.to_string(), v.to_string());
     }
+    // A file from this machine into the ingest bucket under `key`.
+    let upload = |path: &std::path::Path, key: &str, what: &str| -> Result<()> {
+        let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        bridge
+            .run(
+                s3.put_object()
+                    .bucket(&w.settings.ingest_bucket)
+                    .key(key)
+                    .body(body.into())
+                    .send(),
+            )
+            .with_context(|| format!("uploading the {what} as {key}"))?;
+        eprintln!(
+            "uploaded {} to s3://{}/{key}",
+            path.display(),
+            w.settings.ingest_bucket
+        );
+        Ok(())
+    };
     for pair in &a.profiles {
         let (name, path) = pair
             .split_once('=')
             .with_context(|| format!("--profile {pair:?} is not NAME=PATH"))?;
         let key = vodpipe_control::settings::profile_key(name);
-        let body = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-        bridge
-            .run(
-                s3.put_object()
-                    .bucket(&w.settings.ingest_bucket)
-                    .key(&key)
-                    .body(body.into())
-                    .send(),
-            )
-            .with_context(|| format!("uploading the profile as {key}"))?;
-        eprintln!(
-            "put profile {name} at s3://{}/{key}",
-            w.settings.ingest_bucket
-        );
+        upload(std::path::Path::new(path), &key, "profile")?;
     }
     // Sidecars go up first, as a tool uploading a video with its subtitles would, so the
     // video's ingest finds them.
@@ -702,22 +708,7 @@ fn follow(
             .split_once('.')
             .map(|(_, rest)| rest.to_string())
             .with_context(|| format!("sidecar {} has no language and extension", path.display()))?;
-        let key = format!("{stem}.{suffix}");
-        let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        bridge
-            .run(
-                s3.put_object()
-                    .bucket(&w.settings.ingest_bucket)
-                    .key(&key)
-                    .body(body.into())
-                    .send(),
-            )
-            .with_context(|| format!("uploading the sidecar as {key}"))?;
-        eprintln!(
-            "uploaded {} to s3://{}/{key}",
-            path.display(),
-            w.settings.ingest_bucket
-        );
+        upload(path, &format!("{stem}.{suffix}"), "sidecar")?;
     }
     let mut uris = Vec::new();
     for (i, key) in std::iter::once(&a.key).chain(&a.also).enumerate() {
