@@ -210,7 +210,6 @@ pub fn ingest(
                     .filter(|i| !(pending && i.kind == ItemKind::Video))
                     .collect();
                 order.sort_by_key(|i| (i.kind != ItemKind::Analysis, i.kind == ItemKind::Video));
-                let wanted = order.len().min(u32::MAX as usize) as u32;
                 for (n, item) in order.into_iter().enumerate() {
                     ports
                         .queue
@@ -222,6 +221,9 @@ pub fn ingest(
                     }
                 }
                 ports.jobs.all_queued(&job.id)?;
+                // Capacity for every item, chunks waiting for an analysis included: they
+                // follow it within seconds.
+                let wanted = items.len().min(u32::MAX as usize) as u32;
                 if let Err(e) = ports.fleet.ensure_capacity(tier, wanted) {
                     tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");
                 }
@@ -515,7 +517,7 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
     };
     // A preview (`vodpipe plan`) analyses here; ingest leaves it to the job's first item.
     if cfg.ladder.auto {
-        jp.choose_ladder(&cfg.ffmpeg, path, &cfg.scratch, duration)?;
+        jp.choose_ladder(&cfg.ffmpeg, path, &cfg.scratch, duration, &[])?;
     }
     Ok(jp)
 }

@@ -600,10 +600,6 @@ impl<S: RecordStore + ?Sized> JobStore for S {
 
     fn revise_plan(&self, lease: &Lease, plan_doc: &str, rungs: u32) -> PortResult<bool> {
         let id = &lease.item.job_id;
-        let job = self
-            .get(&job_key(id))?
-            .ok_or_else(|| PortError::NotFound(id.clone()))?;
-        let old_ref = get_s(&job, "plan_ref");
         let plan_ref = random_hex();
         let prefix = format!("PLAN#{plan_ref}#");
         let pages = put_pages(self, id, &prefix, plan_doc)?;
@@ -629,12 +625,9 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             },
         ];
         for _ in 0..COMMIT_ROUNDS {
+            // The provisional plan's pages stay (they expire with the job's other records):
+            // a reader that named them a moment ago still reads them whole.
             if self.transact(&writes)? {
-                // Readers find the plan through the job, which names the revised one now;
-                // a read that named the provisional one a moment ago fails and is retried.
-                if let Some(old) = old_ref {
-                    delete_prefixed(self, id, &format!("PLAN#{old}#"))?;
-                }
                 return Ok(true);
             }
             // Refused: say why, or try again after a concurrent commit of the same job.

@@ -98,8 +98,8 @@ impl JobPlan {
     }
 
     /// Runs the per-title analysis on `source` (a path, or a URL ffmpeg reads with ranged
-    /// requests) of a video `duration_secs` long, and replaces the rungs with the ladder it
-    /// chooses. Chunks and segments stay as planned: they depend on the codecs, which
+    /// requests) of a video `duration_secs` long, stopped at once by any of `cancel`, and
+    /// replaces the rungs with the ladder it chooses. Chunks and segments stay as planned: they depend on the codecs, which
     /// the analysis keeps, never on sizes or rates.
     pub fn choose_ladder(
         &mut self,
@@ -107,6 +107,7 @@ impl JobPlan {
         source: &Path,
         scratch: &Path,
         duration_secs: f64,
+        cancel: &[std::sync::Arc<std::sync::atomic::AtomicBool>],
     ) -> vodpipe_media::Result<()> {
         let Some(video) = self.media.video.as_ref() else {
             return Ok(());
@@ -122,6 +123,7 @@ impl JobPlan {
             duration_secs,
             start_secs: self.media.start_secs,
             scratch,
+            cancel,
         };
         let (sizes, analysis) = analyse(&title, &self.config, &fixed)?;
         self.rungs = in_codecs(video, &self.config, sizes);

@@ -663,7 +663,8 @@ impl<'a> Worker<'a> {
                 .settings
                 .as_ref()
                 .and_then(|s| s.source_version.as_deref());
-            let (frames, cancel) = (AtomicU64::new(0), AtomicBool::new(false));
+            let (frames, cancel) = (AtomicU64::new(0), Arc::new(AtomicBool::new(false)));
+            let stop = [cancel.clone(), self.shutdown.flag()];
             let chosen = self.with_heartbeat(d, lease, &frames, &cancel, || {
                 let input = self
                     .ports
@@ -683,6 +684,7 @@ impl<'a> Worker<'a> {
                     std::path::Path::new(&input),
                     &scratch,
                     job.duration_secs,
+                    &stop,
                 );
                 let _ = std::fs::remove_dir_all(&scratch);
                 chosen.map(|()| revised)
@@ -704,7 +706,8 @@ impl<'a> Worker<'a> {
                 }
                 // The job left ENCODING (failed, say): nothing to queue.
                 Ok(false) => {
-                    tracing::info!(job = %item.job_id, "plan not revised; the job moved on")
+                    tracing::info!(job = %item.job_id, "plan not revised; the job moved on");
+                    return self.finish(d, lease, "[]", started.elapsed().as_secs_f64());
                 }
                 Err(PortError::Conflict(why)) => {
                     tracing::warn!(%why, "lease lost before the plan was revised; analysis discarded");
@@ -717,18 +720,19 @@ impl<'a> Worker<'a> {
         fail::fail_point!("analysis-after-revise", |_| Err(crate::ports::injected(
             "analysis-after-revise"
         )));
-        let mut chunks = 0u32;
-        for (chunk, state) in self.ports.jobs.items(&item.job_id)? {
-            if chunk.kind == ItemKind::Video && !state.done && !state.leased {
-                self.ports
-                    .queue
-                    .send(Queue::Work(job.tier), &Message::Item(chunk))?;
-                chunks += 1;
+        // A film's thousands of messages take a while: the lease and the message are kept
+        // alive meanwhile, so no second worker takes the analysis over mid-way.
+        let (frames, cancel) = (AtomicU64::new(0), AtomicBool::new(false));
+        self.with_heartbeat(d, lease, &frames, &cancel, || {
+            for (chunk, state) in self.ports.jobs.items(&item.job_id)? {
+                if chunk.kind == ItemKind::Video && !state.done && !state.leased {
+                    self.ports
+                        .queue
+                        .send(Queue::Work(job.tier), &Message::Item(chunk))?;
+                }
             }
-        }
-        if let Err(e) = self.ports.fleet.ensure_capacity(job.tier, chunks) {
-            tracing::warn!(error = %e, "could not ensure worker capacity; queued chunks wait for workers");
-        }
+            Ok::<(), PortError>(())
+        })?;
         self.finish(d, lease, "[]", started.elapsed().as_secs_f64())
     }
 

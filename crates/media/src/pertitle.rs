@@ -22,6 +22,8 @@ use crate::probe::{FieldOrder, VideoInfo};
 use crate::process::ToolRun;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// At most this many windows of the title are sampled (spread over it, away from its
@@ -118,6 +120,8 @@ pub struct Title<'a> {
     pub start_secs: f64,
     /// Scratch space; the probe encodes are deleted when analysis ends.
     pub scratch: &'a Path,
+    /// Flags that stop the probe runs at once (shutdown, a lost lease).
+    pub cancel: &'a [Arc<AtomicBool>],
 }
 
 /// Samples `title`, probes every size of `fixed` (the H.264 rungs of the fixed ladder) at
@@ -147,13 +151,16 @@ pub fn analyse(
         let prefix = dir.path().join(format!("w{w}"));
         let timeout = Duration::from_secs_f64((secs * 120.0).max(120.0));
         let args = encode_args(title, cfg, fixed, at, secs, &prefix);
-        ToolRun::new(title.ffmpeg, args, format!("per-title probe encode {w}"))
-            .timeout(timeout)
-            .run()?;
+        let run = |args, step: String| {
+            let mut run = ToolRun::new(title.ffmpeg, args, step).timeout(timeout);
+            for flag in title.cancel {
+                run = run.cancel_on(flag.clone());
+            }
+            run.run()
+        };
+        run(args, format!("per-title probe encode {w}"))?;
         let args = quality_args(title, fixed, display, at, secs, &prefix);
-        ToolRun::new(title.ffmpeg, args, format!("per-title quality {w}"))
-            .timeout(timeout)
-            .run()?;
+        run(args, format!("per-title quality {w}"))?;
         for k in 0..n {
             let enc = probe_path(&prefix, k, "h264");
             bytes[k] += std::fs::metadata(&enc).map(|m| m.len()).unwrap_or(0);
