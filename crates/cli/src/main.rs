@@ -591,7 +591,15 @@ fn hostname() -> String {
 
 fn plan(a: PlanArgs) -> Result<i32> {
     let cfg = config(&std::env::temp_dir(), &a.media)?;
-    let p = match prepare_local(&cfg, &a.input) {
+    // A preview runs the per-title analysis in place, where a job runs it as a work item.
+    let prepared = prepare_local(&cfg, &a.input).and_then(|mut p| {
+        if p.ladder_pending() {
+            let secs = p.media.video.as_ref().map_or(0.0, |v| v.duration_secs());
+            p.choose_ladder(&cfg.ffmpeg, &a.input, &cfg.scratch, secs, &[])?;
+        }
+        Ok(p)
+    });
+    let p = match prepared {
         Ok(p) => p,
         Err(e) => {
             if a.json {

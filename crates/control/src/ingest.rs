@@ -156,9 +156,8 @@ pub fn ingest(
     job_cfg.plan.chunk_secs = job_cfg.plan.chunk_secs.max(job_cfg.plan.segment_secs);
     // A per-title ladder is chosen by the job's first work item, on a worker (which has an
     // encoder; the ingest function has a probe only): the plan is saved with the fixed
-    // ladder, and the analysis revises it before any chunk is leased.
-    let per_title = job_cfg.ladder.auto;
-    job_cfg.ladder.auto = false;
+    // ladder standing in (`ladder_pending`), and the analysis revises it before any chunk
+    // is leased.
     let prepared = match &settings.refusal {
         Some(reason) => Err(vodpipe_media::Error::Rejected(reason.clone())),
         None => prepare(
@@ -168,10 +167,6 @@ pub fn ingest(
             settings.source_version.as_deref(),
         ),
     };
-    let prepared = prepared.map(|mut jp| {
-        jp.config.auto = per_title;
-        jp
-    });
     let tier = job.tier;
     match prepared {
         Ok(mut jp) => {
@@ -474,7 +469,8 @@ pub fn prepare(
     Ok(jp)
 }
 
-/// [`prepare`] for a file on this machine.
+/// [`prepare`] for a file on this machine. A per-title ladder is left pending
+/// ([`JobPlan::ladder_pending`]): the analysis is a work item of its own.
 pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan> {
     let media = probe(&cfg.ffprobe, path, &cfg.policy)?;
     let Some(video) = media.video.as_ref() else {
@@ -506,18 +502,12 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
             cfg.plan,
         ),
     };
-    let duration = video.duration_secs();
-    let mut jp = JobPlan {
+    Ok(JobPlan {
         texts: TextTrack::from_streams(&media),
         media,
         rungs,
         plan,
         config: cfg.ladder.clone(),
         per_title: None,
-    };
-    // A preview (`vodpipe plan`) analyses here; ingest leaves it to the job's first item.
-    if cfg.ladder.auto {
-        jp.choose_ladder(&cfg.ffmpeg, path, &cfg.scratch, duration, &[])?;
-    }
-    Ok(jp)
+    })
 }

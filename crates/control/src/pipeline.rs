@@ -99,8 +99,8 @@ impl JobPlan {
 
     /// Runs the per-title analysis on `source` (a path, or a URL ffmpeg reads with ranged
     /// requests) of a video `duration_secs` long, stopped at once by any of `cancel`, and
-    /// replaces the rungs with the ladder it chooses. Chunks and segments stay as planned: they depend on the codecs, which
-    /// the analysis keeps, never on sizes or rates.
+    /// replaces the rungs with the ladder it chooses. Chunks and segments stay as planned:
+    /// they depend on the codecs, which the analysis keeps, never on sizes or rates.
     pub fn choose_ladder(
         &mut self,
         ffmpeg: &str,

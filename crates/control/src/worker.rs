@@ -666,14 +666,7 @@ impl<'a> Worker<'a> {
             let (frames, cancel) = (AtomicU64::new(0), Arc::new(AtomicBool::new(false)));
             let stop = [cancel.clone(), self.shutdown.flag()];
             let chosen = self.with_heartbeat(d, lease, &frames, &cancel, || {
-                let input = self
-                    .ports
-                    .objects
-                    .open_source(&job.source, version, Duration::from_secs(3600))
-                    .map_err(|e| vodpipe_media::Error::Tool {
-                        step: "open source".into(),
-                        detail: e.to_string(),
-                    })?;
+                let input = self.open_input(&job.source, version, Duration::from_secs(3600))?;
                 let scratch = self
                     .cfg
                     .scratch
@@ -681,7 +674,7 @@ impl<'a> Worker<'a> {
                 let mut revised = plan.clone();
                 let chosen = revised.choose_ladder(
                     &self.cfg.ffmpeg,
-                    std::path::Path::new(&input),
+                    &input,
                     &scratch,
                     job.duration_secs,
                     &stop,
@@ -806,15 +799,7 @@ impl<'a> Worker<'a> {
             Some((_, Some(sidecar))) => (sidecar, None),
             _ => (source, version),
         };
-        let input = self
-            .ports
-            .objects
-            .open_source(source, version, Duration::from_secs(6 * 3600))
-            .map_err(|e| vodpipe_media::Error::Tool {
-                step: "open source".into(),
-                detail: e.to_string(),
-            })?;
-        let input = PathBuf::from(input);
+        let input = self.open_input(source, version, Duration::from_secs(6 * 3600))?;
         let scratch = self.cfg.scratch.join(format!(
             "{}-{}-{}-{}",
             item.job_id,
@@ -872,6 +857,23 @@ impl<'a> Worker<'a> {
                 self.store_outputs(item, lease.attempt, asset, jp, out)
             })
         })
+    }
+
+    /// What ffmpeg opens for `source` at `version`: a path, or a URL valid for `ttl`.
+    fn open_input(
+        &self,
+        source: &str,
+        version: Option<&str>,
+        ttl: Duration,
+    ) -> vodpipe_media::Result<PathBuf> {
+        self.ports
+            .objects
+            .open_source(source, version, ttl)
+            .map(PathBuf::from)
+            .map_err(|e| vodpipe_media::Error::Tool {
+                step: "open source".into(),
+                detail: e.to_string(),
+            })
     }
 
     /// Runs `work` while a thread renews the lease (with `frames` done) and the message
