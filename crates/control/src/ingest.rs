@@ -9,7 +9,7 @@ use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
 use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
 use std::path::Path;
 use std::time::Duration;
-use vodpipe_media::ladder::{av1_frames_per_segment, in_codecs, sizes_for};
+use vodpipe_media::ladder::{av1_frames_per_segment, ladder_for};
 use vodpipe_media::plan::{plan, plan_every};
 use vodpipe_media::probe::probe;
 
@@ -484,7 +484,7 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
             per_title: None,
         });
     };
-    let rungs = in_codecs(video, &cfg.ladder, sizes_for(video, &cfg.ladder));
+    let rungs = ladder_for(video, &cfg.ladder);
     // AV1 rungs need segments of equal frame counts (SVT-AV1 places keyframes only every
     // N frames); every codec shares them, so all rungs keep one timeline.
     let plan = match av1_frames_per_segment(video, &rungs, cfg.plan.segment_secs) {
