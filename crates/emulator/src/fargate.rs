@@ -7,7 +7,7 @@
 //! `lastStatus: RUNNING` (the two-minute warning) goes to the rule that targets the fleet
 //! function together with SIGTERM to the process, and once the process has exited the task
 //! is STOPPED and a second event says so. [`Fargate`] can do that to the first task it
-//! catches running ffmpeg, which is mid-chunk by construction.
+//! catches running ffmpeg, frozen first so that it is mid-chunk by construction.
 
 use crate::runtime_api::{FunctionHost, Outcome};
 use crate::sources::eventbridge_event;
@@ -71,18 +71,20 @@ struct Task {
     started_by: String,
     capacity_provider: String,
     sigterm_at: Option<Instant>,
+    /// The encoder frozen at the reclaim, resumed once the task has exited should the
+    /// worker have left it behind.
+    frozen: Option<u32>,
 }
 
-/// True when `pid` has an `ffmpeg` child process (Linux /proc).
-fn runs_ffmpeg(pid: u32) -> bool {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    threads.flatten().any(|t| {
+/// The pid of an `ffmpeg` child of `pid`, if it has one (Linux /proc).
+fn ffmpeg_child(pid: u32) -> Option<u32> {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    threads.flatten().find_map(|t| {
         std::fs::read_to_string(t.path().join("children"))
             .unwrap_or_default()
             .split_whitespace()
-            .any(|c| {
+            .filter_map(|c| c.parse::<u32>().ok())
+            .find(|c| {
                 std::fs::read_to_string(format!("/proc/{c}/comm"))
                     .map(|comm| comm.trim() == "ffmpeg")
                     .unwrap_or(false)
@@ -90,10 +92,43 @@ fn runs_ffmpeg(pid: u32) -> bool {
     })
 }
 
-fn sigterm(pid: u32) {
+/// The one-letter state of `pid` (`T` stopped, `Z` exited but not reaped), from
+/// `/proc/<pid>/stat`, whose second field (the command) may itself hold spaces and parens.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Freezes the ffmpeg encoding under task `pid`, so that the reclaim lands mid-chunk for
+/// certain: an encode that finished between the look and the signal would commit normally
+/// and the test would have interrupted nothing. A stopped process cannot exit, and the
+/// worker's cancel is SIGKILL, which needs no resume. Returns the frozen pid.
+fn freeze_encoder(pid: u32) -> Option<u32> {
+    let ffmpeg = ffmpeg_child(pid)?;
+    signal(ffmpeg, "STOP");
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match process_state(ffmpeg) {
+            Some('T') => return Some(ffmpeg),
+            // Exited (or reaped) before the signal landed: try again on the next tick.
+            Some('Z' | 'X') | None => return None,
+            Some(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    signal(ffmpeg, "CONT");
+    None
+}
+
+/// Sends `SIG<name>` to `pid` (the workspace forbids `unsafe`, so through `kill(1)`).
+fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
         .status();
+}
+
+fn sigterm(pid: u32) {
+    signal(pid, "TERM");
 }
 
 impl Fargate {
@@ -123,8 +158,16 @@ impl Fargate {
                 }
             }
             if self.interrupt_once && !interrupted_one {
-                if let Some((arn, t)) = tasks.iter_mut().find(|(_, t)| runs_ffmpeg(t.child.id())) {
-                    tracing::warn!(pid = t.child.id(), "reclaiming a Spot task mid-chunk");
+                let caught = tasks
+                    .iter_mut()
+                    .find_map(|(arn, t)| freeze_encoder(t.child.id()).map(|f| (arn, t, f)));
+                if let Some((arn, t, frozen)) = caught {
+                    tracing::warn!(
+                        pid = t.child.id(),
+                        ffmpeg = frozen,
+                        "reclaiming a Spot task mid-chunk"
+                    );
+                    t.frozen = Some(frozen);
                     // ECS stops counting the task as wanted, warns, and signals it.
                     self.stop_task(arn, SPOT_REASON);
                     sigterm(t.child.id());
@@ -220,6 +263,7 @@ impl Fargate {
                         .unwrap_or_default()
                         .to_string(),
                     sigterm_at: None,
+                    frozen: None,
                 },
             );
         }
@@ -228,6 +272,11 @@ impl Fargate {
 
     fn task_ended(&self, arn: &str, mut t: Task) {
         let status = t.child.wait().ok();
+        if let Some(ffmpeg) = t.frozen {
+            if process_state(ffmpeg) == Some('T') {
+                signal(ffmpeg, "CONT");
+            }
+        }
         let ok = status.is_some_and(|s| s.success());
         match t.sigterm_at {
             Some(at) => {
