@@ -251,6 +251,9 @@ impl WorkQueue for AwsState {
     fn send(&self, queue: Queue, message: &Message) -> PortResult<()> {
         self.queues.send(queue, message)
     }
+    fn send_many(&self, queue: Queue, messages: &[Message]) -> PortResult<()> {
+        self.queues.send_many(queue, messages)
+    }
     fn receive(&self, queues: &[Queue], visibility: Duration) -> PortResult<Option<Delivery>> {
         self.queues.receive(queues, visibility)
     }

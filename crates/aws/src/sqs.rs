@@ -175,6 +175,91 @@ impl SqsQueues {
     }
 }
 
+/// Most entries in one `SendMessageBatch`.
+const BATCH_ENTRIES: usize = 10;
+/// Most bytes of bodies in one `SendMessageBatch`: the sum is held to the queue's maximum
+/// message size, 256 KiB unless the queue was created with more.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Sends of a batch's failed entries before the batch is an error.
+const BATCH_TRIES: u32 = 5;
+
+/// Cuts `bodies` into runs of at most [`BATCH_ENTRIES`] entries and [`BATCH_BYTES`] bytes
+/// (a body over the limit goes alone, and SQS says why it is refused).
+fn batches(bodies: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, b) in bodies.iter().enumerate() {
+        if i > start && (i - start == BATCH_ENTRIES || bytes + b.len() > BATCH_BYTES) {
+            out.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b.len();
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
+
+impl SqsQueues {
+    /// One `SendMessageBatch`, its failed entries sent again (SQS can refuse some entries
+    /// of a batch it accepts, for throttling or an internal error) until all are in; an
+    /// entry refused as the sender's fault is an error at once.
+    fn send_batch(&self, url: &str, batch: &[String]) -> PortResult<()> {
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        for attempt in 0..BATCH_TRIES {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+            }
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(&batch[i])
+                        .build()
+                        .map_err(|e| PortError::Backend(format!("sqs batch entry: {e}")))
+                })
+                .collect::<PortResult<Vec<_>>>()?;
+            let out = self
+                .bridge
+                .run(
+                    self.client
+                        .send_message_batch()
+                        .queue_url(url)
+                        .set_entries(Some(entries))
+                        .send(),
+                )
+                .map_err(|e| backend("sqs send batch", e))?;
+            if let Some(f) = out.failed().iter().find(|f| f.sender_fault()) {
+                return Err(PortError::Backend(format!(
+                    "sqs refused a message: {} {}",
+                    f.code(),
+                    f.message().unwrap_or_default()
+                )));
+            }
+            pending = out
+                .failed()
+                .iter()
+                .filter_map(|f| f.id().parse().ok())
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(
+                failed = pending.len(),
+                attempt,
+                "sqs batch entries refused; sending them again"
+            );
+        }
+        Err(PortError::Backend(format!(
+            "sqs kept refusing {} of a batch of {} messages",
+            pending.len(),
+            batch.len()
+        )))
+    }
+}
+
 impl WorkQueue for SqsQueues {
     fn send(&self, queue: Queue, message: &Message) -> PortResult<()> {
         let body = serde_json::to_string(message).map_err(|e| PortError::Backend(e.to_string()))?;
@@ -187,6 +272,19 @@ impl WorkQueue for SqsQueues {
                     .send(),
             )
             .map_err(|e| backend("sqs send", e))?;
+        Ok(())
+    }
+
+    fn send_many(&self, queue: Queue, messages: &[Message]) -> PortResult<()> {
+        let url = self.url(queue)?;
+        let bodies = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PortError::Backend(e.to_string()))?;
+        for batch in batches(&bodies) {
+            self.send_batch(url, batch)?;
+        }
         Ok(())
     }
 
@@ -256,5 +354,25 @@ impl WorkQueue for SqsQueues {
             .attributes()
             .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
             .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_ten_entries_and_the_size_limit() {
+        let small: Vec<String> = (0..23).map(|i| format!("m{i}")).collect();
+        let sizes: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+        let big = "x".repeat(100 * 1024);
+        let bodies = vec![big.clone(), big.clone(), big.clone(), "y".into()];
+        let sizes: Vec<usize> = batches(&bodies).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [2, 2], "two 100 KiB bodies fill a batch");
+        let huge = vec!["z".repeat(300 * 1024), "a".into()];
+        let sizes: Vec<usize> = batches(&huge).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [1, 1], "an oversized body goes alone");
+        assert!(batches(&[]).is_empty());
     }
 }

@@ -305,6 +305,33 @@ pub fn invisible_messages_come_back_after_visibility(connect: Connect<'_>) {
     assert_eq!(q.depth(Queue::Work(Tier::Standard)).unwrap(), 0);
 }
 
+/// A batch send delivers every message once, whatever its size against the queue's
+/// batch limit (SQS takes ten per request), and on the queue named.
+pub fn a_batch_send_delivers_every_message_once(connect: Connect<'_>) {
+    let q = connect();
+    q.send_many(Queue::Work(Tier::Bulk), &[]).unwrap();
+    let sent: Vec<Message> = (0..23).map(|i| Message::Item(item("batch", i))).collect();
+    q.send_many(Queue::Work(Tier::Bulk), &sent).unwrap();
+    assert_eq!(q.depth(Queue::Work(Tier::Bulk)).unwrap(), 23);
+    assert_eq!(q.depth(Queue::Work(Tier::Standard)).unwrap(), 0);
+    let mut got = Vec::new();
+    while let Some(d) = q
+        .receive(&[Queue::Work(Tier::Bulk)], Duration::from_secs(30))
+        .unwrap()
+    {
+        assert_eq!(d.receive_count, 1, "{:?} delivered twice", d.message);
+        got.push(d.message.clone());
+        q.delete(&d).unwrap();
+    }
+    let index = |m: &Message| match m {
+        Message::Item(i) => i.index,
+        other => panic!("not an item: {other:?}"),
+    };
+    let mut indices: Vec<u32> = got.iter().map(index).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..23).collect::<Vec<u32>>(), "lost or doubled");
+}
+
 /// Queues are tried in the order asked.
 pub fn receive_follows_the_queue_order(connect: Connect<'_>) {
     let q = connect();
@@ -1025,6 +1052,7 @@ macro_rules! contract_suite {
             last_item_done_fires_exactly_once,
             invisible_messages_come_back_after_visibility,
             receive_follows_the_queue_order,
+            a_batch_send_delivers_every_message_once,
             messages_dead_letter_after_max_receives,
             failed_jobs_hand_out_no_work,
             a_reset_job_fences_out_its_old_workers,

@@ -205,16 +205,18 @@ pub fn ingest(
                     .filter(|i| !(pending && i.kind == ItemKind::Video))
                     .collect();
                 order.sort_by_key(|i| (i.kind != ItemKind::Analysis, i.kind == ItemKind::Video));
-                for (n, item) in order.into_iter().enumerate() {
-                    ports
-                        .queue
-                        .send(Queue::Work(tier), &Message::Item(item.clone()))?;
-                    if n == 0 {
-                        fail::fail_point!("ingest-mid-send", |_| Err(crate::ports::injected(
-                            "ingest-mid-send"
-                        )));
-                    }
-                }
+                // In batches (a film's chunks are thousands of messages); a crash part-way
+                // leaves the job unmarked as queued, and the retry sends them all again.
+                let messages: Vec<Message> = order
+                    .into_iter()
+                    .map(|i| Message::Item(i.clone()))
+                    .collect();
+                let (first, rest) = messages.split_at(messages.len().min(1));
+                ports.queue.send_many(Queue::Work(tier), first)?;
+                fail::fail_point!("ingest-mid-send", |_| Err(crate::ports::injected(
+                    "ingest-mid-send"
+                )));
+                ports.queue.send_many(Queue::Work(tier), rest)?;
                 ports.jobs.all_queued(&job.id)?;
                 // Capacity for every item, chunks waiting for an analysis included: they
                 // follow it within seconds.
@@ -412,15 +414,15 @@ fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: crate::ports::Tier) 
     let analysing = items
         .iter()
         .any(|(i, s)| i.kind == ItemKind::Analysis && !s.done);
-    for (item, state) in items {
-        if analysing && item.kind == ItemKind::Video {
-            continue;
-        }
-        if !state.done && !state.leased {
-            ports.queue.send(Queue::Work(tier), &Message::Item(item))?;
-        }
-    }
-    Ok(())
+    let unfinished: Vec<Message> = items
+        .into_iter()
+        .filter(|(item, state)| {
+            let waits_for_analysis = analysing && item.kind == ItemKind::Video;
+            !(state.done || state.leased || waits_for_analysis)
+        })
+        .map(|(item, _)| Message::Item(item))
+        .collect();
+    ports.queue.send_many(Queue::Work(tier), &unfinished)
 }
 
 /// Probe + ladder + plan of a source (at `version`, when pinned), with no state touched

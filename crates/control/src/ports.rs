@@ -286,6 +286,13 @@ pub struct Delivery {
 pub trait WorkQueue: Send + Sync {
     /// Enqueues `message` on `queue`.
     fn send(&self, queue: Queue, message: &Message) -> PortResult<()>;
+    /// Enqueues every one of `messages` on `queue`: a film's chunks are thousands of
+    /// messages, and a queue that takes several per request (SQS batches of ten) sends them
+    /// in a tenth of the calls. On error some may have been sent; sending again is safe
+    /// (a duplicate finds its item leased or done).
+    fn send_many(&self, queue: Queue, messages: &[Message]) -> PortResult<()> {
+        messages.iter().try_for_each(|m| self.send(queue, m))
+    }
     /// Receives at most one message, trying `queues` in the order given, hidden for
     /// `visibility`.
     fn receive(&self, queues: &[Queue], visibility: Duration) -> PortResult<Option<Delivery>>;

@@ -717,14 +717,17 @@ impl<'a> Worker<'a> {
         // alive meanwhile, so no second worker takes the analysis over mid-way.
         let (frames, cancel) = (AtomicU64::new(0), AtomicBool::new(false));
         self.with_heartbeat(d, lease, &frames, &cancel, || {
-            for (chunk, state) in self.ports.jobs.items(&item.job_id)? {
-                if chunk.kind == ItemKind::Video && !state.done && !state.leased {
-                    self.ports
-                        .queue
-                        .send(Queue::Work(job.tier), &Message::Item(chunk))?;
-                }
-            }
-            Ok::<(), PortError>(())
+            let chunks: Vec<Message> = self
+                .ports
+                .jobs
+                .items(&item.job_id)?
+                .into_iter()
+                .filter(|(chunk, state)| {
+                    chunk.kind == ItemKind::Video && !state.done && !state.leased
+                })
+                .map(|(chunk, _)| Message::Item(chunk))
+                .collect();
+            self.ports.queue.send_many(Queue::Work(job.tier), &chunks)
         })?;
         self.finish(d, lease, "[]", started.elapsed().as_secs_f64())
     }

@@ -217,11 +217,13 @@ fn plan_job(aws: &Aws, id: &str, doc: &str, jp: &JobPlan) -> Result<Vec<ItemRef>
         jp.rungs.len() as u32,
         &items,
     )?;
-    for (item, _) in &items {
-        ports
-            .queue
-            .send(Queue::Work(Tier::Standard), &Message::Item(item.clone()))?;
-    }
+    let messages: Vec<Message> = items
+        .iter()
+        .map(|(i, _)| Message::Item(i.clone()))
+        .collect();
+    ports
+        .queue
+        .send_many(Queue::Work(Tier::Standard), &messages)?;
     Ok(items.into_iter().map(|(i, _)| i).collect())
 }
 

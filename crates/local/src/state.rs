@@ -466,6 +466,29 @@ impl WorkQueue for SqliteState {
         .map(|_| ())
     }
 
+    fn send_many(&self, queue: Queue, messages: &[Message]) -> PortResult<()> {
+        let bodies = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PortError::Backend(e.to_string()))?;
+        let t = now();
+        // One transaction: one fsync for a film's chunks, not one per message.
+        self.tx(|tx| {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?3)",
+                )
+                .map_err(backend)?;
+            for body in &bodies {
+                insert
+                    .execute(params![queue.as_str(), body, t])
+                    .map_err(backend)?;
+            }
+            Ok(())
+        })
+    }
+
     fn receive(&self, queues: &[Queue], visibility: Duration) -> PortResult<Option<Delivery>> {
         let max = i64::from(self.max_receives);
         self.tx(|tx| {
