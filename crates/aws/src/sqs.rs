@@ -177,10 +177,10 @@ impl SqsQueues {
 
 /// Most entries in one `SendMessageBatch`.
 const BATCH_ENTRIES: usize = 10;
-/// Most bytes of bodies in one `SendMessageBatch`: the sum is held to the queue's maximum
-/// message size, 256 KiB unless the queue was created with more.
+/// Most bytes of bodies in one `SendMessageBatch`: 256 KiB, the batch payload every queue
+/// takes (SQS's newer 1 MiB needs a queue created for it).
 const BATCH_BYTES: usize = 256 * 1024;
-/// Sends of a batch's failed entries before the batch is an error.
+/// Requests for one batch, the first included, before entries still refused are an error.
 const BATCH_TRIES: u32 = 5;
 
 /// Cuts `bodies` into runs of at most [`BATCH_ENTRIES`] entries and [`BATCH_BYTES`] bytes
@@ -241,8 +241,15 @@ impl SqsQueues {
             pending = out
                 .failed()
                 .iter()
-                .filter_map(|f| f.id().parse().ok())
-                .collect();
+                .map(|f| {
+                    f.id().parse().map_err(|_| {
+                        PortError::Backend(format!(
+                            "sqs named an entry it was not sent: {}",
+                            f.id()
+                        ))
+                    })
+                })
+                .collect::<PortResult<_>>()?;
             if pending.is_empty() {
                 return Ok(());
             }

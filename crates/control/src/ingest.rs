@@ -206,7 +206,8 @@ pub fn ingest(
                     .collect();
                 order.sort_by_key(|i| (i.kind != ItemKind::Analysis, i.kind == ItemKind::Video));
                 // In batches (a film's chunks are thousands of messages); a crash part-way
-                // leaves the job unmarked as queued, and the retry sends them all again.
+                // leaves the job unmarked as queued, and the retry sends every item that is
+                // neither done nor leased again.
                 let messages: Vec<Message> = order
                     .into_iter()
                     .map(|i| Message::Item(i.clone()))

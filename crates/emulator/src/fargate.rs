@@ -7,7 +7,8 @@
 //! `lastStatus: RUNNING` (the two-minute warning) goes to the rule that targets the fleet
 //! function together with SIGTERM to the process, and once the process has exited the task
 //! is STOPPED and a second event says so. [`Fargate`] can do that to the first task it
-//! catches running ffmpeg, frozen first so that it is mid-chunk by construction.
+//! catches running ffmpeg (a chunk, an audio track, subtitles or the ladder analysis),
+//! frozen first so that it is mid-item by construction.
 
 use crate::runtime_api::{FunctionHost, Outcome};
 use crate::sources::eventbridge_event;
@@ -71,7 +72,7 @@ struct Task {
     started_by: String,
     capacity_provider: String,
     sigterm_at: Option<Instant>,
-    /// The encoder frozen at the reclaim, resumed once the task has exited should the
+    /// The ffmpeg frozen at the reclaim, killed once the task has exited should the
     /// worker have left it behind.
     frozen: Option<u32>,
 }
@@ -99,8 +100,8 @@ fn process_state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// Freezes the ffmpeg encoding under task `pid`, so that the reclaim lands mid-chunk for
-/// certain: an encode that finished between the look and the signal would commit normally
+/// Freezes the ffmpeg running under task `pid`, so that the reclaim lands mid-item for
+/// certain: an ffmpeg that finished between the look and the signal would commit normally
 /// and the test would have interrupted nothing. A stopped process cannot exit, and the
 /// worker's cancel is SIGKILL, which needs no resume. Returns the frozen pid.
 fn freeze_encoder(pid: u32) -> Option<u32> {
@@ -165,7 +166,7 @@ impl Fargate {
                     tracing::warn!(
                         pid = t.child.id(),
                         ffmpeg = frozen,
-                        "reclaiming a Spot task mid-chunk"
+                        "reclaiming a Spot task mid-item"
                     );
                     t.frozen = Some(frozen);
                     // ECS stops counting the task as wanted, warns, and signals it.
@@ -272,9 +273,12 @@ impl Fargate {
 
     fn task_ended(&self, arn: &str, mut t: Task) {
         let status = t.child.wait().ok();
+        // The worker kills what it runs; one it left behind frozen would be an orphan.
+        // Only a process that is still a stopped ffmpeg is signalled (the pid may be reused).
         if let Some(ffmpeg) = t.frozen {
-            if process_state(ffmpeg) == Some('T') {
-                signal(ffmpeg, "CONT");
+            let comm = std::fs::read_to_string(format!("/proc/{ffmpeg}/comm")).unwrap_or_default();
+            if comm.trim() == "ffmpeg" && process_state(ffmpeg) == Some('T') {
+                signal(ffmpeg, "KILL");
             }
         }
         let ok = status.is_some_and(|s| s.success());
