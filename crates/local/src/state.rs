@@ -455,15 +455,7 @@ impl SqliteState {
 
 impl WorkQueue for SqliteState {
     fn send(&self, queue: Queue, message: &Message) -> PortResult<()> {
-        let body = serde_json::to_string(message).map_err(|e| PortError::Backend(e.to_string()))?;
-        let t = now();
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?3)",
-                params![queue.as_str(), body, t],
-            )
-        })
-        .map(|_| ())
+        self.send_many(queue, std::slice::from_ref(message))
     }
 
     fn send_many(&self, queue: Queue, messages: &[Message]) -> PortResult<()> {
