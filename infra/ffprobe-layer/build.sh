@@ -85,13 +85,33 @@ command -v apt-get >/dev/null && command -v dpkg-source >/dev/null ||
   { echo "the ffprobe layer builds on a Debian-family host (apt-get and dpkg-source; apt install dpkg-dev)" >&2; exit 1; }
 test -r /usr/share/keyrings/debian-archive-keyring.gpg ||
   { echo "missing /usr/share/keyrings/debian-archive-keyring.gpg (apt install debian-archive-keyring)" >&2; exit 1; }
-# The newest version of a source package in the index, by Debian's own ordering.
-newest() {
-  local best="" v
-  for v in $(apt-cache "${apt_opts[@]}" showsrc "$1" | awk '/^Version:/ {print $2}'); do
-    if [ -z "$best" ] || dpkg --compare-versions "$v" gt "$best"; then best=$v; fi
+# Every version of a source package in the index, newest first, by Debian's own ordering.
+versions() {
+  local sorted=() v i
+  for v in $(apt-cache "${apt_opts[@]}" showsrc "$1" | awk '/^Version:/ {print $2}' | sort -u); do
+    i=0
+    while [ "$i" -lt "${#sorted[@]}" ] && dpkg --compare-versions "${sorted[$i]}" gt "$v"; do i=$((i + 1)); done
+    sorted=("${sorted[@]:0:$i}" "$v" "${sorted[@]:$i}")
   done
-  echo "$best"
+  echo "${sorted[@]}"
+}
+# The newest version of a source package in the index.
+newest() { versions "$1" | cut -d' ' -f1; }
+# Downloads into $src the newest version of source package $1 that the mirror serves, and
+# prints it: an index can name a version (a security update, say) whose files have not
+# reached the mirror yet, and the build then takes the one before rather than failing.
+fetch_source() {
+  local v
+  for v in $(versions "$1"); do
+    if (cd "$src" && apt-get "${apt_opts[@]}" -qq source --download-only "$1=$v" >/dev/null 2>&1); then
+      echo "$v"
+      return 0
+    fi
+    log "$1 $v is in the index but not on the mirror; trying the version before it"
+    rm -f "$src/$1"_*
+  done
+  echo "no version of the source package $1 could be downloaded" >&2
+  return 1
 }
 log "reading bookworm's source index"
 if apt-get "${apt_opts[@]}" -qq update; then
@@ -111,7 +131,8 @@ fi
 if [ ! -x "$built/bin/ffprobe" ]; then
   src=$cache/src-$key
   rm -rf "$src" && mkdir -p "$src"
-  (cd "$src" && apt-get "${apt_opts[@]}" -qq source --download-only "ffmpeg=$ff_version" "zlib=$zlib_version" >/dev/null)
+  ff_version=$(fetch_source ffmpeg)
+  zlib_version=$(fetch_source zlib)
   (cd "$src" && dpkg-source -q -x ffmpeg_*.dsc ffmpeg >/dev/null && dpkg-source -q -x zlib_*.dsc zlib >/dev/null)
   deps=$src/deps
 
