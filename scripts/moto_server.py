@@ -8,6 +8,10 @@ transactions serializably, and vodpipe's control plane relies on exactly that (t
 commit moving a job to STITCHING, leases, fencing tokens). So every DynamoDB operation
 here runs under one lock; the other services are untouched.
 
+Every AWS request goes through `aws_front.py`, the emulator's front door: IAM checked
+against the caller's role, faults injected by a seeded plan, and what moto leaves out of
+AWS (idempotent transaction tokens, S3 events with their version and sequencer).
+
 It also counts the requests it serves, by service and operation, with the bytes each
 carried: `GET /_vodpipe/requests` returns the counts as JSON, `DELETE` resets them. The
 control-plane load test (`make load`) reads its AWS calls per item from there, so calls
@@ -25,6 +29,7 @@ import threading
 import time
 import urllib.parse
 
+import aws_front
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
@@ -162,10 +167,20 @@ def _counting_call(self, environ, start_response):
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
         )
         return [body]
+    door = aws_front.control(environ, start_response)
+    if door is not None:
+        return door
     service = _service(environ)
-    key = f"{service}:{_operation(environ, service)}"
+    operation = _operation(environ, service)
+    key = f"{service}:{operation}"
     size_in = int(environ.get("CONTENT_LENGTH") or 0)
-    chunks = list(_ORIGINAL_CALL(self, environ, start_response))
+    chunks = aws_front.handle(
+        lambda env, respond: _ORIGINAL_CALL(self, env, respond),
+        environ,
+        start_response,
+        service,
+        operation,
+    )
     with _COUNTS_LOCK:
         entry = _COUNTS[key]
         entry["requests"] += 1
@@ -175,6 +190,8 @@ def _counting_call(self, environ, start_response):
 
 
 DomainDispatcherApplication.__call__ = _counting_call
+aws_front.patch_s3_events()
+aws_front.patch_ecs_list_tasks()
 
 if __name__ == "__main__":
     main()

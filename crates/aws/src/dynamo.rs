@@ -208,8 +208,22 @@ impl DynamoJobs {
         }
     }
 
-    /// Writes `item` unless its key exists; true when this call wrote it.
-    fn put_if_absent(&self, item: Attrs, what: &str) -> PortResult<bool> {
+    /// Writes `item` unless its key exists; true when this call wrote it. The item carries
+    /// a write id, so when the SDK sends the request again after a lost response and finds
+    /// the item there, a read tells whether that item is this call's own.
+    fn put_if_absent(&self, mut item: Attrs, what: &str) -> PortResult<bool> {
+        let wid = random_token();
+        item.insert(WRITE_ID.to_string(), s(&wid));
+        let key = HashMap::from([
+            (
+                "pk".to_string(),
+                item.get("pk").cloned().unwrap_or_else(|| s("")),
+            ),
+            (
+                "sk".to_string(),
+                item.get("sk").cloned().unwrap_or_else(|| s("")),
+            ),
+        ]);
         match self.bridge.run(
             self.client
                 .put_item()
@@ -219,14 +233,21 @@ impl DynamoJobs {
                 .send(),
         ) {
             Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) if is_condition_failed(&e) => Ok(self
+                .get_item(key)?
+                .is_some_and(|found| get_s(&found, WRITE_ID).as_deref() == Some(wid.as_str()))),
             Err(e) => Err(backend(what, e)),
         }
     }
 }
 
-/// A random idempotency token for one transaction (32 hex digits).
-fn random_token() -> String {
+/// The attribute every conditional write of this adapter stamps with its own random id:
+/// how a write the SDK retried after a lost response recognises, from the record, that
+/// the first try landed (its retry then fails its own condition). Never shown to callers.
+const WRITE_ID: &str = "_wid";
+
+/// A random idempotency token for one write (32 hex digits).
+pub(crate) fn random_token() -> String {
     let mut raw = [0u8; 16];
     if getrandom::getrandom(&mut raw).is_err() {
         let nanos = std::time::SystemTime::now()
@@ -261,10 +282,10 @@ fn key_attrs(key: &Key) -> Attrs {
     ])
 }
 
-/// A record's attributes, without its key.
+/// A record's attributes, without its key and the adapter's write id.
 fn fields_of(a: &Attrs) -> Fields {
     a.iter()
-        .filter(|(k, _)| k.as_str() != "pk" && k.as_str() != "sk")
+        .filter(|(k, _)| !matches!(k.as_str(), "pk" | "sk" | WRITE_ID))
         .filter_map(|(k, v)| Some((k.clone(), from_attr(v)?)))
         .collect()
 }
@@ -378,6 +399,25 @@ fn update_parts(w: &Write) -> (String, String, Expr) {
     (update, cond, e)
 }
 
+/// [`update_parts`] for a write stamped with write id `wid`: it sets the id, and its
+/// condition also requires the record not to carry it yet, so a retry of a write that
+/// landed is refused instead of applied twice (an `Add` counted twice), and the refusal is
+/// told apart from a lost race by the id in the record.
+fn stamped_update_parts(w: &Write, wid: &str) -> (String, String, Expr) {
+    let (update, cond, mut e) = update_parts(w);
+    let name = e.name(WRITE_ID);
+    let value = e.value(&Value::str(wid));
+    let update = if update.is_empty() {
+        format!("SET {name} = {value}")
+    } else if let Some(rest) = update.strip_prefix("SET ") {
+        format!("SET {name} = {value}, {rest}")
+    } else {
+        format!("SET {name} = {value}{update}")
+    };
+    let cond = format!("{cond} AND (attribute_not_exists({name}) OR {name} <> {value})");
+    (update, cond, e)
+}
+
 impl RecordStore for DynamoJobs {
     fn get(&self, key: &Key) -> PortResult<Option<Fields>> {
         Ok(self.get_item(key_attrs(key))?.map(|a| fields_of(&a)))
@@ -401,20 +441,26 @@ impl RecordStore for DynamoJobs {
     }
 
     fn update(&self, w: &Write) -> PortResult<Option<Fields>> {
-        let (update, cond, e) = update_parts(w);
+        let wid = random_token();
+        let (update, cond, e) = stamped_update_parts(w, &wid);
         let req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_attrs(&w.key)))
-            .set_update_expression((!update.is_empty()).then_some(update))
+            .update_expression(update)
             .condition_expression(cond)
             .set_expression_attribute_names((!e.names.is_empty()).then_some(e.names))
             .set_expression_attribute_values((!e.values.is_empty()).then_some(e.values))
             .return_values(ReturnValue::AllNew);
         match self.bridge.run(req.send()) {
             Ok(out) => Ok(Some(out.attributes().map(fields_of).unwrap_or_default())),
-            Err(e) if is_condition_failed(&e) => Ok(None),
+            // Refused: a lost race, or this very write applied by an earlier try whose
+            // response was lost. The record says which.
+            Err(e) if is_condition_failed(&e) => Ok(self
+                .get_item(key_attrs(&w.key))?
+                .filter(|r| get_s(r, WRITE_ID).as_deref() == Some(wid.as_str()))
+                .map(|r| fields_of(&r))),
             Err(e) => Err(backend("dynamodb update", e)),
         }
     }

@@ -60,6 +60,9 @@ pub const SUPERSEDED_TAG: &str = "vodpipe-superseded";
 /// reaches this age.
 pub const SUPERSEDED_EXPIRY_DAYS: i32 = 7;
 
+/// The user metadata naming the write that stored a pointer (see `put_if`).
+const WRITE_ID_META: &str = "vodpipe-write";
+
 /// Objects above this size are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 /// Part size for multipart uploads.
@@ -456,7 +459,12 @@ impl ObjectStore for S3Objects {
         cache: Cacheability,
         expected: Option<&str>,
     ) -> PortResult<bool> {
-        let mut req = put_request(&self.client, &self.bucket, key, bytes.to_vec(), cache);
+        // The object carries this write's id: a retry after a lost response meets the
+        // object it wrote itself (412) and recognises it by the id, instead of reporting
+        // that another writer got there first.
+        let wid = crate::dynamo::random_token();
+        let mut req = put_request(&self.client, &self.bucket, key, bytes.to_vec(), cache)
+            .metadata(WRITE_ID_META, &wid);
         req = match expected {
             Some(etag) => req.if_match(etag),
             None => req.if_none_match("*"),
@@ -468,7 +476,16 @@ impl ObjectStore for S3Objects {
                 if e.raw_response()
                     .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) =>
             {
-                Ok(false)
+                let uri = self.locate(key);
+                let ours = match self.head_object(&uri, None) {
+                    Ok(head) => head
+                        .metadata()
+                        .and_then(|m| m.get(WRITE_ID_META))
+                        .is_some_and(|w| *w == wid),
+                    Err(PortError::NotFound(_)) => false,
+                    Err(e) => return Err(e),
+                };
+                Ok(ours)
             }
             Err(e) => Err(backend(&format!("s3 conditional put {key}"), e)),
         }

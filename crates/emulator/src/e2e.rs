@@ -10,7 +10,7 @@
 use crate::fargate::{sibling, Fargate, FargateStats};
 use crate::moto::Moto;
 use crate::runtime_api::FunctionHost;
-use crate::sources::{s3_to_function, schedule, sqs_to_function, SourceCtx};
+use crate::sources::{s3_to_function, schedule, sqs_to_function, Hold, S3Delivery, SourceCtx};
 use anyhow::{bail, Context, Result};
 use aws_sdk_cloudfront::types::{
     DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig, ViewerProtocolPolicy,
@@ -87,11 +87,36 @@ pub struct E2eArgs {
     /// executable's).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// An older version of the same object: uploaded under `--key` first, its S3 event held
+    /// back until the upload of INPUT (the newer version) has published, as a slow or
+    /// retried ingest would deliver it. The pointers must stay with the newer version.
+    #[arg(long, value_name = "PATH")]
+    pub older: Option<PathBuf>,
+    /// Let every function and task do anything. By default each signs with a role holding
+    /// exactly its statements from the template, and a call the template does not allow
+    /// fails the run.
+    #[arg(long)]
+    pub no_iam: bool,
+    /// A fault the deployment's calls meet, as AWS's do (repeatable, first match wins):
+    /// `[SERVICE[:OPERATION]@]lost=P,throttle=P,conflict=P,latency-ms=LO-HI[,match=TEXT][,limit=N]`,
+    /// e.g. `lost=0.05,throttle=0.05,conflict=0.05`.
+    #[arg(long = "fault", value_name = "RULE")]
+    pub faults: Vec<String>,
+    /// The faults' seed: the same seed injects the same faults into the same calls.
+    #[arg(long, default_value_t = 1)]
+    pub fault_seed: u64,
+    /// The SAM template whose roles the functions and tasks run with (default: the
+    /// workspace's infra/template.yaml).
+    #[arg(long)]
+    pub template: Option<PathBuf>,
 }
 
 struct Wiring {
     settings: AwsSettings,
+    account: String,
+    region: String,
     events_queue: String,
+    ingest_dlq: String,
     job_events_queue: String,
     stitch_queue: (String, String),
     cluster: String,
@@ -132,7 +157,9 @@ fn queue(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(Stri
 /// Creates the resources `vodpipe aws bootstrap` creates, plus what the template wires
 /// around them, on the emulator.
 fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -> Result<Wiring> {
-    let settings = AwsSettings::resolve(bridge, sdk, name).context("naming the deployment")?;
+    let (account, region) =
+        vodpipe_aws::config::caller_account(bridge, sdk).context("naming the deployment")?;
+    let settings = AwsSettings::for_name(name, &account, &region);
     vodpipe_aws::bootstrap::bootstrap(bridge, sdk, &settings).context("bootstrap")?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
     // S3 → (queue) → ingest function.
@@ -185,6 +212,8 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
         )
         .context("targeting the job-state rule")?;
     let (stitch_url, stitch_arn) = queue(bridge, &sqs, &settings.queue_name(Queue::Stitch))?;
+    // Where Lambda puts the S3 events the ingest function failed on (`IngestEventsDlq`).
+    let (ingest_dlq, _) = queue(bridge, &sqs, &format!("{name}-ingest-events-dlq"))?;
     // ECS: the cluster and the worker task definition.
     let ecs = aws_sdk_ecs::Client::new(sdk);
     let cluster = name.to_string();
@@ -200,6 +229,12 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
                 .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
                 .cpu("2048")
                 .memory("4096")
+                // The template's roles: RunTask passes both (iam:PassRole).
+                .task_role_arn(format!("arn:aws:iam::{}:role/{name}-worker", account))
+                .execution_role_arn(format!(
+                    "arn:aws:iam::{}:role/{name}-worker-execution",
+                    account
+                ))
                 .container_definitions(
                     aws_sdk_ecs::types::ContainerDefinition::builder()
                         .name("worker")
@@ -250,7 +285,10 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
         .context("no distribution id")?;
     Ok(Wiring {
         settings,
+        account,
+        region,
         events_queue: events_url,
+        ingest_dlq,
         job_events_queue: job_events_url,
         stitch_queue: (stitch_url, stitch_arn),
         cluster,
@@ -412,6 +450,58 @@ pub fn task_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
     env
 }
 
+/// The template's roles made for this deployment; each principal's credentials (none with
+/// `--no-iam`: everything then signs as the emulator's owner).
+fn deploy_roles(
+    a: &E2eArgs,
+    w: &Wiring,
+    bridge: &Bridge,
+    sdk: &aws_config::SdkConfig,
+) -> Result<std::collections::BTreeMap<String, crate::iam::Credentials>> {
+    if a.no_iam {
+        return Ok(Default::default());
+    }
+    let path = match &a.template {
+        Some(p) => p.clone(),
+        None => crate::moto::workspace_root(&std::env::current_dir()?)
+            .or_else(|| crate::moto::workspace_root(&std::env::current_exe().ok()?))
+            .context("no workspace root (Cargo.lock) above here; give --template")?
+            .join("infra/template.yaml"),
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let names = crate::iam::EmulatedNames {
+        settings: w.settings.clone(),
+        name: a.name.clone(),
+        account: w.account.clone(),
+        region: w.region.clone(),
+        cluster: w.cluster.clone(),
+        distribution: w.distribution.clone(),
+    };
+    crate::iam::create_roles(bridge, sdk, &names, &text)
+}
+
+/// Switches IAM enforcement on (unless `--no-iam`) and sets the fault plan.
+fn arm_front_door(a: &E2eArgs, endpoint: &str) -> Result<()> {
+    crate::moto::control(endpoint, "DELETE", "/_vodpipe/iam", None)?;
+    if !a.no_iam {
+        crate::moto::control(
+            endpoint,
+            "POST",
+            "/_vodpipe/iam",
+            Some(&json!({"enforce": true})),
+        )?;
+    }
+    if a.faults.is_empty() {
+        crate::moto::control(endpoint, "DELETE", "/_vodpipe/faults", None)?;
+    } else {
+        let plan = crate::faults::plan(a.fault_seed, false, &a.faults)?;
+        eprintln!("faults: {plan}");
+        crate::moto::control(endpoint, "POST", "/_vodpipe/faults", Some(&plan))?;
+    }
+    Ok(())
+}
+
 /// Runs the whole pipeline once; returns the process exit code.
 pub fn run(a: E2eArgs) -> Result<i32> {
     let started = Instant::now();
@@ -453,21 +543,31 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         prefix_tiers: a.prefix_tiers.clone(),
         settings_wait: a.settings_wait,
     };
+    // The harness and `vodpipe status` see the emulator as its owner does.
     let env: Vec<(String, String)> = moto
         .env()
         .into_iter()
         .chain(function_env(&names, &knobs))
         .collect();
+    // Each function and the tasks sign with their own role's credentials.
+    let creds = deploy_roles(&a, &w, &bridge, &sdk)?;
+    let signed = |principal: &str| -> Vec<(String, String)> {
+        creds.get(principal).map(|c| c.env()).unwrap_or_default()
+    };
     let task_env: Vec<(String, String)> = moto
         .env()
         .into_iter()
         .chain(task_env(&names, &knobs))
+        .chain(signed("worker"))
         .collect();
+    arm_front_door(&a, &moto.endpoint)?;
 
     // One execution environment per function, with the template's timeouts.
     let host = |name: &str, bin: &std::path::Path, secs: u64| {
         let log = work.join(format!("{}.log", name.trim_start_matches("vodpipe-")));
-        FunctionHost::new(name, bin, env.clone(), &log, Duration::from_secs(secs))
+        let mut fenv = env.clone();
+        fenv.extend(signed(name.trim_start_matches("vodpipe-")));
+        FunctionHost::new(name, bin, fenv, &log, Duration::from_secs(secs))
     };
     let ingest = host("vodpipe-ingest", &ingest_bin, 300)?;
     let stitch_timeout = u64::from(vodpipe_aws::bootstrap::STITCH_TIMEOUT_SECS);
@@ -483,17 +583,18 @@ pub fn run(a: E2eArgs) -> Result<i32> {
     };
     let fargate_stats = Arc::new(Mutex::new(FargateStats::default()));
     let mut threads = Vec::new();
+    let hold: Arc<Mutex<Option<Hold>>> = Arc::default();
     {
-        let (ctx, f, url, dup, dead) = (
-            ctx.clone(),
-            ingest.clone(),
-            w.events_queue.clone(),
-            a.duplicate_events,
-            dead_lettered.clone(),
-        );
-        threads.push(std::thread::spawn(move || {
-            s3_to_function(ctx, url, f, dup, dead)
-        }));
+        let delivery = S3Delivery {
+            queue_url: w.events_queue.clone(),
+            function: ingest.clone(),
+            duplicate: a.duplicate_events,
+            dead_lettered: dead_lettered.clone(),
+            dlq_url: w.ingest_dlq.clone(),
+            hold: hold.clone(),
+        };
+        let ctx = ctx.clone();
+        threads.push(std::thread::spawn(move || s3_to_function(ctx, delivery)));
     }
     {
         let (ctx, f) = (ctx.clone(), stitch.clone());
@@ -530,13 +631,21 @@ pub fn run(a: E2eArgs) -> Result<i32> {
 
     // Whatever happens from here, the sources stop and every task is stopped before this
     // returns: nothing is left running against a dead emulator.
-    let followed = follow(&a, &w, &input, &fargate_stats, &work, started);
+    let followed = follow(&a, &w, &input, &fargate_stats, &hold, &work, started);
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         let _ = t.join();
     }
     for f in [&ingest, &stitch, &fleet] {
         f.shutdown();
+    }
+    if followed.is_err() {
+        // A refused call is the likeliest reason a run got nowhere: say so first.
+        if let Ok(report) = crate::moto::control(&moto.endpoint, "GET", "/_vodpipe/iam", None) {
+            for d in crate::iam::denials(&report) {
+                eprintln!("IAM refused: {d}");
+            }
+        }
     }
     let (aws, uploads) = followed?;
     let uri = uploads[0].0.clone();
@@ -574,11 +683,30 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         statuses.push(v);
     }
     let mut report = statuses[0].clone();
+    // Which upload's job the asset's master pointer serves.
+    let pointer = aws
+        .objects
+        .get(&vodpipe_control::outputs::master_pointer(
+            &uploads[0].1.asset,
+        ))
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let pointer_job = uploads
+        .iter()
+        .map(|(_, j)| j.id.clone())
+        .find(|id| pointer.contains(&format!("{id}/")));
 
     let cf = aws_sdk_cloudfront::Client::new(&sdk);
     let invalidated = invalidated_paths(&bridge, &cf, &w.distribution)?;
     let events = job_events(&bridge, &ctx.sqs, &w.job_events_queue);
     let interruptions = aws.state.jobs.interruptions()?;
+    let iam_report = crate::moto::control(&moto.endpoint, "GET", "/_vodpipe/iam", None)?;
+    let denials = crate::iam::denials(&iam_report);
+    for d in &denials {
+        eprintln!("IAM refused: {d}");
+    }
+    let fault_report = crate::moto::control(&moto.endpoint, "GET", "/_vodpipe/faults", None)?;
     let jobs_for_source = aws.state.jobs_by_source(&uri)?.len();
     let fargate = fargate_stats.lock().map(|s| s.clone()).unwrap_or_default();
     report["emulator"] = json!({
@@ -586,9 +714,20 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         "uri": uri,
         "objects_downloaded": downloaded,
         "jobs_for_source": jobs_for_source,
+        "pointer_job": pointer_job,
         "invalidated_paths": invalidated,
         "job_events": events,
         "interruptions_recorded": interruptions.len(),
+        "iam": {
+            "enforced": iam_report["enforce"],
+            "checked": iam_report["checked"],
+            "denials": denials,
+        },
+        "faults": {
+            "plan": fault_report["plan"],
+            "injected": fault_report["injected"],
+            "by_service": crate::faults::by_service(&fault_report),
+        },
         "ingest_events_dead_lettered": dead_lettered.load(Ordering::SeqCst),
         "fargate": fargate,
         "functions": {
@@ -607,7 +746,12 @@ pub fn run(a: E2eArgs) -> Result<i32> {
     let published = uploads
         .iter()
         .all(|(_, j)| j.status == JobStatus::Published && j.master_key.is_some());
-    Ok(if published { 0 } else { 1 })
+    // A call the template does not allow fails the run, whatever else happened.
+    Ok(if published && denials.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 /// Embedded-metric documents in the function and task logs under `dir`: how many
@@ -644,11 +788,31 @@ fn emf_metrics(dir: &std::path::Path) -> std::collections::BTreeMap<String, u32>
 /// Uploads the input (under `--key` with its metadata, then under each `--also` key) and
 /// waits for every job to be final and the fleet to drain. Returns each upload's URI and
 /// job, in upload order.
+/// The job made for version `version` of `uri` (the newest job of the source when the
+/// bucket keeps no versions).
+fn job_of(
+    aws: &vodpipe_aws::Aws,
+    uri: &str,
+    version: Option<&str>,
+) -> Result<Option<vodpipe_control::ports::JobRecord>> {
+    let jobs = aws.state.jobs_by_source(uri)?;
+    Ok(match version {
+        Some(v) => jobs.into_iter().find(|j| {
+            j.settings
+                .as_ref()
+                .and_then(|s| s.source_version.as_deref())
+                == Some(v)
+        }),
+        None => jobs.into_iter().next(),
+    })
+}
+
 fn follow(
     a: &E2eArgs,
     w: &Wiring,
     input: &[u8],
     fargate_stats: &Mutex<FargateStats>,
+    hold: &Mutex<Option<Hold>>,
     work: &std::path::Path,
     started: Instant,
 ) -> Result<(
@@ -710,9 +874,47 @@ fn follow(
             .with_context(|| format!("sidecar {} has no language and extension", path.display()))?;
         upload(path, &format!("{stem}.{suffix}"), "sidecar")?;
     }
-    let mut uris = Vec::new();
+    // An older upload of the same key first, its event held back (a slow or retried ingest)
+    // until the newer one has published.
+    let mut uploads: Vec<(String, Option<String>)> = Vec::new();
+    let mut older: Option<(String, Option<String>)> = None;
+    if let Some(path) = &a.older {
+        if let Ok(mut h) = hold.lock() {
+            *h = Some(Hold {
+                key: a.key.clone(),
+                version: None,
+            });
+        }
+        let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let put = bridge
+            .run(
+                s3.put_object()
+                    .bucket(&w.settings.ingest_bucket)
+                    .key(&a.key)
+                    .body(body.into())
+                    .send(),
+            )
+            .with_context(|| format!("uploading the older version as {}", a.key))?;
+        let version = put.version_id().map(str::to_string);
+        if let Ok(mut h) = hold.lock() {
+            *h = Some(Hold {
+                key: a.key.clone(),
+                version: version.clone(),
+            });
+        }
+        eprintln!(
+            "uploaded {} to s3://{}/{} (version {version:?}; its event held back)",
+            path.display(),
+            w.settings.ingest_bucket,
+            a.key
+        );
+        older = Some((
+            format!("s3://{}/{}", w.settings.ingest_bucket, a.key),
+            version,
+        ));
+    }
     for (i, key) in std::iter::once(&a.key).chain(&a.also).enumerate() {
-        bridge
+        let put = bridge
             .run(
                 s3.put_object()
                     .bucket(&w.settings.ingest_bucket)
@@ -724,15 +926,16 @@ fn follow(
             .with_context(|| format!("uploading the input as {key}"))?;
         let uri = format!("s3://{}/{key}", w.settings.ingest_bucket);
         eprintln!("uploaded {} to {uri}", a.input.display());
-        uris.push(uri);
+        uploads.push((uri, put.version_id().map(str::to_string)));
     }
+    uploads.extend(older.clone());
 
     let deadline = started + Duration::from_secs(a.timeout_secs);
     let mut last = String::new();
     let jobs = loop {
         let mut found = Vec::new();
-        for uri in &uris {
-            if let Some(j) = aws.state.jobs_by_source(uri)?.into_iter().next() {
+        for (uri, version) in &uploads {
+            if let Some(j) = job_of(&aws, uri, version.as_deref())? {
                 found.push((uri.clone(), j));
             }
         }
@@ -745,7 +948,19 @@ fn follow(
             eprintln!("  {:6.1}s  {line}", started.elapsed().as_secs_f64());
             last = line;
         }
-        if found.len() == uris.len() && found.iter().all(|(_, j)| j.status.is_final()) {
+        // The newer upload is published: the older one's ingest may run now.
+        let released = hold.lock().map(|h| h.is_none()).unwrap_or(true);
+        if !released && found.first().is_some_and(|(_, j)| j.status.is_final()) {
+            eprintln!(
+                "  {:6.1}s  the newer upload is {}; letting the older upload's event go",
+                started.elapsed().as_secs_f64(),
+                found[0].1.status
+            );
+            if let Ok(mut h) = hold.lock() {
+                *h = None;
+            }
+        }
+        if found.len() == uploads.len() && found.iter().all(|(_, j)| j.status.is_final()) {
             break found;
         }
         if Instant::now() > deadline {

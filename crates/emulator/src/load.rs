@@ -256,7 +256,7 @@ impl Dice {
 
 /// The emulator's request counts: (service:operation) → (requests, bytes in, bytes out).
 fn request_counts(endpoint: &str) -> Result<BTreeMap<String, (u64, u64, u64)>> {
-    let v: serde_json::Value = serde_json::from_str(&http(endpoint, "GET")?)?;
+    let v = crate::moto::control(endpoint, "GET", "/_vodpipe/requests", None)?;
     let mut out = BTreeMap::new();
     for (k, e) in v.as_object().context("request counts are not an object")? {
         out.insert(
@@ -269,27 +269,6 @@ fn request_counts(endpoint: &str) -> Result<BTreeMap<String, (u64, u64, u64)>> {
         );
     }
     Ok(out)
-}
-
-/// One plain HTTP/1.1 request to the emulator's own endpoint (no AWS signing).
-fn http(endpoint: &str, method: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(host)?;
-    write!(
-        s,
-        "{method} /_vodpipe/requests HTTP/1.0\r\nHost: {host}\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!(
-            "the emulator answered {}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    Ok(body.to_string())
 }
 
 /// What a run of requests costs at us-east-1 list prices: S3 $0.005 per 1,000 PUT/POST/
@@ -436,7 +415,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         a.kill_every,
         a.duplicates * 100.0
     ));
-    http(&endpoint, "DELETE")?;
+    crate::moto::control(&endpoint, "DELETE", "/_vodpipe/requests", None)?;
     let started = Instant::now();
     let mut workers: Vec<Child> = (0..a.workers)
         .map(|_| spawn_worker(&env, &a, &init))

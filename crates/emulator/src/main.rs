@@ -7,10 +7,13 @@
 
 mod e2e;
 mod fargate;
+mod faults;
+mod iam;
 mod load;
 mod moto;
 mod runtime_api;
 mod sources;
+mod template;
 
 use clap::{Parser, Subcommand};
 

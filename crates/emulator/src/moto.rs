@@ -139,6 +139,35 @@ impl Moto {
     }
 }
 
+/// One plain HTTP/1.0 request to one of the emulator's own endpoints (`/_vodpipe/…`, no
+/// AWS signing) at `endpoint`; the JSON it answers.
+pub fn control(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host)
+        .with_context(|| format!("connecting to the emulator at {host}"))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, reply) = text.split_once("\r\n\r\n").context("no HTTP body")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "the emulator answered {} to {method} {path}",
+        head.lines().next().unwrap_or("")
+    );
+    serde_json::from_str(reply).with_context(|| format!("{method} {path} answered {reply:?}"))
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {

@@ -102,24 +102,93 @@ fn delete_message(ctx: &SourceCtx, queue_url: &str, m: &aws_sdk_sqs::types::Mess
 /// does (the first and two retries; then the function's dead-letter queue).
 pub const ASYNC_ATTEMPTS: u32 = 3;
 
-/// Delivers the S3 notifications queued on `queue_url` to `function` until stopped.
-/// With `duplicate`, each event is delivered twice (S3 delivers at least once). An event
-/// that failed [`ASYNC_ATTEMPTS`] times is dropped and counted in `dead_lettered`.
-pub fn s3_to_function(
-    ctx: SourceCtx,
-    queue_url: String,
-    function: Arc<FunctionHost>,
-    duplicate: bool,
-    dead_lettered: Arc<std::sync::atomic::AtomicU32>,
-) {
+/// Where S3 events go and how: the ingest function, each event delivered twice when
+/// `duplicate` (S3 delivers at least once), an event that failed [`ASYNC_ATTEMPTS`] times
+/// sent to `dlq_url` (the function's dead-letter queue, as Lambda does) and counted in
+/// `dead_lettered`, and the events of a held upload kept back until it is let go.
+pub struct S3Delivery {
+    /// The bucket notification queue.
+    pub queue_url: String,
+    /// The ingest function.
+    pub function: Arc<FunctionHost>,
+    /// Deliver every event twice.
+    pub duplicate: bool,
+    /// Events given up on.
+    pub dead_lettered: Arc<std::sync::atomic::AtomicU32>,
+    /// The ingest function's dead-letter queue.
+    pub dlq_url: String,
+    /// The upload held back: its key, and once its first event was seen, its version.
+    pub hold: Arc<std::sync::Mutex<Option<Hold>>>,
+}
+
+/// An upload whose event waits (a slow or retried ingest of an older version).
+#[derive(Debug, Clone)]
+pub struct Hold {
+    /// The key (as S3 events encode it).
+    pub key: String,
+    /// The version held: the first event seen for the key.
+    pub version: Option<String>,
+}
+
+/// An S3 event's key as uploaded (`+` a space, `%XX` a byte).
+fn decode_key(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The held version, if `body` is an event of it (the first event of the held key is
+/// taken as the held upload).
+fn held(d: &S3Delivery, body: &Value) -> bool {
+    let Ok(mut hold) = d.hold.lock() else {
+        return false;
+    };
+    let Some(h) = hold.as_mut() else {
+        return false;
+    };
+    let object = &body["Records"][0]["s3"]["object"];
+    if object["key"].as_str().map(decode_key).as_deref() != Some(h.key.as_str()) {
+        return false;
+    }
+    let version = object["versionId"].as_str().map(str::to_string);
+    match &h.version {
+        None => {
+            h.version = version;
+            true
+        }
+        Some(v) => version.as_deref() == Some(v.as_str()),
+    }
+}
+
+/// Delivers the S3 notifications queued on the notification queue until stopped.
+pub fn s3_to_function(ctx: SourceCtx, d: S3Delivery) {
+    let mut failures: std::collections::HashMap<String, u32> = Default::default();
     while !ctx.stop.load(Ordering::SeqCst) {
-        let Some(messages) = receive(&ctx, &queue_url, 10, 30) else {
+        let Some(messages) = receive(&ctx, &d.queue_url, 10, 30) else {
             continue;
         };
         for m in messages {
             let body: Value =
                 serde_json::from_str(m.body().unwrap_or_default()).unwrap_or(Value::Null);
-            let delete = || delete_message(&ctx, &queue_url, &m);
+            let delete = || delete_message(&ctx, &d.queue_url, &m);
             // S3 sends a test event when the notification is configured; Lambda never sees it.
             if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent")
                 || body.get("Records").is_none()
@@ -127,10 +196,21 @@ pub fn s3_to_function(
                 delete();
                 continue;
             }
-            let deliveries = if duplicate { 2 } else { 1 };
+            if held(&d, &body) {
+                let _ = ctx.bridge.run(
+                    ctx.sqs
+                        .change_message_visibility()
+                        .queue_url(&d.queue_url)
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .visibility_timeout(1)
+                        .send(),
+                );
+                continue;
+            }
+            let deliveries = if d.duplicate { 2 } else { 1 };
             let mut ok = true;
             for n in 0..deliveries {
-                match function.invoke(&body) {
+                match d.function.invoke(&body) {
                     Outcome::Response(r) => {
                         tracing::info!(delivery = n + 1, response = %r, "ingest answered")
                     }
@@ -140,19 +220,32 @@ pub fn s3_to_function(
                     }
                 }
             }
-            let receives: u32 = m
-                .attributes()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
+            let id = m.message_id().unwrap_or_default().to_string();
             if ok {
+                failures.remove(&id);
                 delete();
-            } else if receives >= ASYNC_ATTEMPTS {
+                continue;
+            }
+            let failed = failures.entry(id.clone()).or_insert(0);
+            *failed += 1;
+            if *failed >= ASYNC_ATTEMPTS {
                 tracing::error!(
-                    receives,
+                    attempts = *failed,
                     "ingest failed on every attempt; the event goes to the dead-letter queue"
                 );
-                dead_lettered.fetch_add(1, Ordering::SeqCst);
+                let sent = ctx.bridge.run(
+                    ctx.sqs
+                        .send_message()
+                        .queue_url(&d.dlq_url)
+                        .message_body(body.to_string())
+                        .send(),
+                );
+                if let Err(e) = sent {
+                    tracing::warn!(error = ?e, "could not dead-letter the event; it comes back");
+                    continue;
+                }
+                d.dead_lettered.fetch_add(1, Ordering::SeqCst);
+                failures.remove(&id);
                 delete();
             }
         }

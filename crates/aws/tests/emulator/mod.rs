@@ -123,3 +123,45 @@ pub fn queued_job(
     let ing = vodpipe_control::ingest::ingest(aws.ports(), &cfg, &source, false).unwrap();
     assert_eq!(ing.status, vodpipe_control::job::JobStatus::Encoding);
 }
+
+/// The emulator's endpoint (after [`start`]).
+pub fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap()
+}
+
+/// One request to the emulator's own control endpoints (`/_vodpipe/…`); its JSON answer.
+pub fn control(method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let endpoint = endpoint();
+    let host = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, reply) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{method} {path}: {head}");
+    serde_json::from_str(reply).unwrap()
+}
+
+static FAULTS: Mutex<()> = Mutex::new(());
+
+/// Runs `f` with the fault plan `rules` (the front door's rules; every caller is subject
+/// to them), one test at a time, and returns what was injected by operation.
+pub fn with_faults<T>(rules: serde_json::Value, f: impl FnOnce() -> T) -> (T, serde_json::Value) {
+    let _one = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    control(
+        "POST",
+        "/_vodpipe/faults",
+        Some(serde_json::json!({"seed": 1, "scope": "all", "rules": rules})),
+    );
+    let out = f();
+    let report = control("GET", "/_vodpipe/faults", None);
+    control("DELETE", "/_vodpipe/faults", None);
+    (out, report["injected"].clone())
+}
