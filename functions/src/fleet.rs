@@ -139,8 +139,9 @@ pub fn sweep_stranded(shared: &Shared) -> Result<(Vec<String>, Vec<String>), Fun
             .map(|(_, k)| k.to_string())
             .unwrap_or_default(),
         job_id: job.id.clone(),
-        // The version the job was made for is in its recorded settings.
+        // The version (and upload order) the job was made for is in its recorded settings.
         version: None,
+        sequencer: None,
     })?;
     for id in &resumed {
         shared.aws.announce(id);

@@ -118,6 +118,9 @@ pub struct S3Object {
     /// reads, exactly this version.
     #[serde(rename = "versionId")]
     pub version_id: Option<String>,
+    /// S3's order of this key's events: a later upload of the key has a greater one,
+    /// whichever event is delivered (or retried) first.
+    pub sequencer: Option<String>,
 }
 
 /// Handles every record of an S3 event document (`{"Records": [...]}`).
@@ -195,7 +198,10 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
         .as_deref()
         .filter(|v| !v.is_empty() && *v != "null");
     let source = match shared.aws.source_at(&uri, version) {
-        Ok(s) => s,
+        Ok(s) => vodpipe_control::ingest::Source {
+            sequencer: record.s3.object.sequencer.clone().filter(|s| !s.is_empty()),
+            ..s
+        },
         // Deleted (or overwritten and deleted) before the event arrived: nothing to encode.
         Err(PortError::NotFound(_)) => return skipped(&key, "the object no longer exists".into()),
         Err(e) => {
@@ -254,6 +260,10 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/");
         let put = records(&format!("{dir}s3-put-encoded-key.json"));
         assert_eq!(put[0].event_name, "ObjectCreated:Put");
+        assert_eq!(
+            put[0].s3.object.sequencer.as_deref(),
+            Some("0055AED6DCD90281E5")
+        );
         assert_eq!(
             decode_key(&put[0].s3.object.key).unwrap(),
             "uploads/My Clip +1 é.mp4"

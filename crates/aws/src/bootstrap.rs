@@ -29,6 +29,10 @@ pub const STITCH_TIMEOUT_SECS: u32 = 120;
 pub const STITCH_VISIBILITY_SECS: u32 = 6 * STITCH_TIMEOUT_SECS;
 /// How long a dead letter is kept (the SQS maximum, 14 days).
 pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
+/// How long work and stitch requests are kept: also the SQS maximum. SQS's default of four
+/// days would silently drop the backlog of a long wait for capacity (a quota increase, a
+/// Spot drought) and strand its jobs.
+pub const QUEUE_RETENTION_SECS: u32 = 1_209_600;
 /// The attribute DynamoDB expires finished jobs by.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// Days a replaced source version is kept in the (versioned) ingest bucket.
@@ -305,6 +309,10 @@ pub fn bootstrap(
                 )
                 .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
                 .attributes(QueueAttributeName::RedrivePolicy, redrive.clone())
+                .attributes(
+                    QueueAttributeName::MessageRetentionPeriod,
+                    QUEUE_RETENTION_SECS.to_string(),
+                )
                 .send(),
         );
         if let Err(e) = created {
@@ -323,6 +331,10 @@ pub fn bootstrap(
                         .attributes(
                             QueueAttributeName::VisibilityTimeout,
                             visibility_secs(q).to_string(),
+                        )
+                        .attributes(
+                            QueueAttributeName::MessageRetentionPeriod,
+                            QUEUE_RETENTION_SECS.to_string(),
                         )
                         .send(),
                 )

@@ -157,17 +157,27 @@ impl Bridge {
 
     /// Loads the SDK configuration (credentials, region, endpoint) from the environment.
     pub fn sdk_config(&self) -> SdkConfig {
-        self.run(
-            aws_config::defaults(BehaviorVersion::latest())
-                .retry_config(RetryConfig::standard().with_max_attempts(4))
-                .timeout_config(
-                    TimeoutConfig::builder()
-                        .connect_timeout(Duration::from_secs(5))
-                        .operation_attempt_timeout(Duration::from_secs(30))
-                        .operation_timeout(Duration::from_secs(120))
-                        .build(),
-                )
-                .load(),
-        )
+        self.run(loader().load())
+    }
+
+    /// [`Self::sdk_config`] signing with `credentials` instead of the environment's: one
+    /// process acting as several roles (the emulated deployment's tests).
+    pub fn sdk_config_as(&self, credentials: aws_sdk_sts::config::Credentials) -> SdkConfig {
+        self.run(loader().credentials_provider(credentials).load())
     }
 }
+
+/// Every client's settings: retries and timeouts a worker can live with.
+fn loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(4))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(120))
+                .build(),
+        )
+}
+
+impl Bridge {}

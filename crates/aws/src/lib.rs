@@ -165,6 +165,7 @@ impl Aws {
             uri: uri.to_string(),
             key: key.to_string(),
             version,
+            sequencer: None,
         })
     }
 

@@ -169,6 +169,16 @@ fn bootstrap_creates_what_the_template_declares() {
             "{l} visibility"
         );
         assert_eq!(created["SqsManagedSseEnabled"], "true", "{l} encryption");
+        // Work waits up to 14 days (a quota wait must not drop it), as its dead letters do.
+        assert_eq!(
+            created["MessageRetentionPeriod"],
+            int(&declared["MessageRetentionPeriod"]).to_string(),
+            "{l} retention"
+        );
+        assert_eq!(
+            created["MessageRetentionPeriod"],
+            bootstrap::QUEUE_RETENTION_SECS.to_string()
+        );
         assert_eq!(declared["SqsManagedSseEnabled"].as_bool(), Some(true));
         let redrive: serde_json::Value = serde_json::from_str(&created["RedrivePolicy"]).unwrap();
         assert_eq!(

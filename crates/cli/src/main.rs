@@ -427,6 +427,8 @@ fn local_source(path: &Path, root: Option<&Path>) -> Result<Source> {
     Ok(Source {
         job_id: job_id(&dir, &name, &format!("{}:{mtime}", meta.len())),
         version: None,
+        // A file rewritten in place is a newer upload when its modification time is later.
+        sequencer: Some(format!("{mtime:032X}")),
         uri: abs.display().to_string(),
         key,
     })

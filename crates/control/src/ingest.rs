@@ -25,6 +25,9 @@ pub struct Source {
     /// The object version (an S3 version id) every read of the job pins, when the store
     /// keeps versions.
     pub version: Option<String>,
+    /// The upload's order among the uploads of its key (an S3 event's `sequencer`), when
+    /// known: see [`crate::job::sequencer_order`].
+    pub sequencer: Option<String>,
 }
 
 /// The outcome of an ingest.
@@ -64,6 +67,7 @@ pub fn ingest(
     let mut settings = settings;
     if existing.is_none() {
         settings.source_version = source.version.clone();
+        settings.source_sequencer = source.sequencer.clone();
         settings.asset.value = unique_asset(ports, &settings.asset.value, &source.uri)?;
     }
     let (job, mut created) = ports.jobs.create_job(

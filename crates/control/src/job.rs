@@ -79,6 +79,15 @@ pub fn job_id(location: &str, key: &str, version: &str) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// The order of two S3 event sequencers of one key (hex strings that S3 makes longer over
+/// time): the shorter is left-padded with zeros, then the two compare as text, as S3's
+/// documentation prescribes.
+pub fn sequencer_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim().to_ascii_uppercase(), b.trim().to_ascii_uppercase());
+    let width = a.len().max(b.len());
+    format!("{a:0>width$}").cmp(&format!("{b:0>width$}"))
+}
+
 /// Hex SHA-256 of some bytes (used to compare init segments' sample descriptions).
 pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -138,6 +147,19 @@ mod tests {
         assert_eq!(asset_name("../../etc/passwd"), "etc/passwd");
         assert_eq!(asset_name("clip.mp4"), "clip");
         assert_eq!(asset_name(".hidden"), ".hidden");
+    }
+
+    #[test]
+    fn sequencers_compare_after_left_padding() {
+        use std::cmp::Ordering::*;
+        assert_eq!(
+            sequencer_order("0055AED6DCD90281E5", "0055AED6DCD90281E6"),
+            Less
+        );
+        // A longer sequencer is not later by its length alone.
+        assert_eq!(sequencer_order("9", "0000A"), Less);
+        assert_eq!(sequencer_order("00ff", "FF"), Equal);
+        assert_eq!(sequencer_order("1000", "0FFF"), Greater);
     }
 
     #[test]

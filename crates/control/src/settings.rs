@@ -98,6 +98,11 @@ pub struct JobSettings {
     /// never feeds new bytes to this job's plan. None where sources have no versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_version: Option<String>,
+    /// The upload's place among the uploads of its key: the `sequencer` of its S3 event
+    /// (S3's own order of one key's events), or a local file's modification time. Versions
+    /// of a source are published in this order, never in the order their ingests ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sequencer: Option<String>,
 }
 
 /// The deployment's side of the resolution.
@@ -473,6 +478,7 @@ pub fn resolve(
         ladder_config: ladder_cfg,
         refusal: None,
         source_version: None,
+        source_sequencer: None,
     })
 }
 
@@ -500,6 +506,7 @@ pub fn fallback(
         ladder_config: ladder.clone(),
         refusal,
         source_version: None,
+        source_sequencer: None,
     }
 }
 

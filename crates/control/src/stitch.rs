@@ -6,10 +6,12 @@
 //! and publishes nothing twice. Only the two pointers ever need invalidating: everything
 //! they point to is immutable.
 //!
-//! Versions of one source are ordered by when their jobs were created: a job that finishes
-//! after a newer version of the same object was published is published at its own job
-//! directory and leaves the pointers alone. Publishing the newest version retires the
-//! earlier versions' directories (finished jobs only) for the store's lifecycle.
+//! Versions of one source are ordered by upload, never by when their ingests ran: by the
+//! sequencer of their S3 events (S3's own order of one key's events), else by when their
+//! jobs were created ([`uploaded_later`]). A job that finishes after a newer upload of the
+//! same object was published is published at its own job directory, leaves the pointers
+//! alone and is retired at once; publishing the newest version retires the earlier
+//! versions' directories (finished jobs only) for the store's lifecycle.
 
 use crate::job::JobStatus;
 use crate::outputs::{dash_pointer, job_dir, master_pointer, Rendition, TrackResult};
@@ -88,13 +90,8 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     // own directory and leave them alone.
     let versions = ports.jobs.jobs_by_source(&job.source)?;
     if let Some(newer) = newer_published(&job, &versions) {
-        tracing::warn!(job = %job_id, newer = %newer.id, "a newer version is already published; pointers left to it");
-        let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
-        if ports.jobs.publish(job_id, &master, &dash, &published)? {
-            publish_metrics(ports, job_id);
-            return Ok(Some(JobStatus::Published));
-        }
-        return Ok(None);
+        tracing::warn!(job = %job_id, newer = %newer.id, "a newer upload is already published; pointers left to it");
+        return publish_superseded(ports, &job, &jd, &published);
     }
     // Pointers last: until they change, players keep seeing the previous version. Each
     // moves by a conditional replace, so two versions stitching at once cannot leave the
@@ -109,13 +106,8 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     )?;
     let moved_dash = move_pointer(ports, &job, &dash, &package::mpd(&tracks, &prefix))?;
     if moved_master == Moved::Kept || moved_dash == Moved::Kept {
-        tracing::warn!(job = %job_id, "a newer version took the pointers meanwhile; published at its own directory");
-        let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
-        if ports.jobs.publish(job_id, &master, &dash, &published)? {
-            publish_metrics(ports, job_id);
-            return Ok(Some(JobStatus::Published));
-        }
-        return Ok(None);
+        tracing::warn!(job = %job_id, "a newer upload took the pointers meanwhile; published at its own directory");
+        return publish_superseded(ports, &job, &jd, &published);
     }
     fail::fail_point!("stitch-after-pointers", |_| Err(crate::ports::injected(
         "stitch-after-pointers"
@@ -151,6 +143,38 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     Ok(Some(JobStatus::Published))
 }
 
+/// Publishes a job that a newer upload of its source has overtaken at its own directory,
+/// and retires that directory at once: no pointer will ever name it, so it goes the way
+/// the newer upload's publish would have sent it had this job finished first.
+fn publish_superseded(
+    ports: Ports<'_>,
+    job: &JobRecord,
+    jd: &str,
+    published: &[Rendition],
+) -> PortResult<Option<JobStatus>> {
+    let (master, dash) = (format!("{jd}/master.m3u8"), format!("{jd}/manifest.mpd"));
+    if !ports.jobs.publish(&job.id, &master, &dash, published)? {
+        return Ok(None);
+    }
+    publish_metrics(ports, &job.id);
+    match ports.objects.retire(&format!("{jd}/")) {
+        Ok(n) => tracing::info!(dir = %jd, objects = n, "superseded on arrival"),
+        Err(e) => tracing::warn!(dir = %jd, error = %e, "could not mark as superseded"),
+    }
+    Ok(Some(JobStatus::Published))
+}
+
+/// Whether `a` was uploaded after `b` (two versions of one source): by their S3 event
+/// sequencers when both have one, else by when their jobs were created (a local file's
+/// modification time stands in for a sequencer).
+pub fn uploaded_later(a: &JobRecord, b: &JobRecord) -> bool {
+    let sequencer = |j: &JobRecord| j.settings.as_ref().and_then(|s| s.source_sequencer.clone());
+    match (sequencer(a), sequencer(b)) {
+        (Some(x), Some(y)) => crate::job::sequencer_order(&x, &y) == std::cmp::Ordering::Greater,
+        _ => a.created_at > b.created_at,
+    }
+}
+
 /// How often a pointer is read and replaced again when other publishers keep replacing
 /// it in between.
 const POINTER_ROUNDS: u32 = 8;
@@ -180,7 +204,7 @@ fn move_pointer(ports: Ports<'_>, job: &JobRecord, key: &str, body: &str) -> Por
             let newer = ports
                 .jobs
                 .job_brief(h)?
-                .is_some_and(|h| h.created_at > job.created_at);
+                .is_some_and(|h| uploaded_later(&h, job));
             if newer {
                 return Ok(Moved::Kept);
             }
@@ -226,13 +250,13 @@ fn pointed_job(doc: &str) -> Option<String> {
     })
 }
 
-/// A published job of the same source and asset created after `job`, if any.
+/// A published job of the same source and asset uploaded after `job`, if any.
 fn newer_published<'a>(job: &JobRecord, versions: &'a [JobRecord]) -> Option<&'a JobRecord> {
     versions.iter().find(|v| {
         v.id != job.id
             && v.asset == job.asset
             && v.status == JobStatus::Published
-            && v.created_at > job.created_at
+            && uploaded_later(v, job)
     })
 }
 
@@ -244,9 +268,18 @@ fn newer_published<'a>(job: &JobRecord, versions: &'a [JobRecord]) -> Option<&'a
 pub fn superseded_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
     let mut earlier: Vec<&JobRecord> = versions
         .iter()
-        .filter(|v| v.id != job.id && v.asset == job.asset && v.created_at < job.created_at)
+        .filter(|v| v.id != job.id && v.asset == job.asset && uploaded_later(job, v))
         .collect();
-    earlier.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
+    // Newest upload first.
+    earlier.sort_by(|a, b| {
+        if uploaded_later(a, b) {
+            std::cmp::Ordering::Less
+        } else if uploaded_later(b, a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
     let mut dirs = Vec::new();
     for v in earlier {
         if v.status.is_final() {
@@ -565,5 +598,45 @@ mod tests {
         );
         let newest = job("v3", "show", 30.0, JobStatus::Stitching);
         assert!(newer_published(&newest, &versions).is_none());
+    }
+
+    /// A job with the S3 event sequencer of its upload.
+    fn uploaded(id: &str, created_at: f64, sequencer: &str, status: JobStatus) -> JobRecord {
+        let mut j = job(id, "show", created_at, status);
+        let mut s = crate::settings::fallback(
+            "show.mp4",
+            &crate::settings::SettingsPolicy::default(),
+            4.0,
+            &Default::default(),
+            None,
+        );
+        s.source_sequencer = Some(sequencer.into());
+        j.settings = Some(s);
+        j
+    }
+
+    #[test]
+    fn versions_are_ordered_by_upload_not_by_when_their_ingest_ran() {
+        // The older upload's ingest was retried and ran after the newer one had published.
+        let older = uploaded("v1", 90.0, "0055AED6DCD90281E5", JobStatus::Stitching);
+        let newer = uploaded("v2", 20.0, "0055AED6DCD90281F0", JobStatus::Published);
+        let versions = vec![older.clone(), newer.clone()];
+        assert!(uploaded_later(&newer, &older) && !uploaded_later(&older, &newer));
+        assert_eq!(
+            newer_published(&older, &versions).map(|j| j.id.as_str()),
+            Some("v2"),
+            "the older upload would take the pointers"
+        );
+        // The older upload supersedes nothing; the newer retires it only once it is done.
+        assert!(superseded_dirs(&older, &versions).is_empty());
+        assert_eq!(
+            superseded_dirs(&newer, std::slice::from_ref(&older)),
+            Vec::<String>::new()
+        );
+        let done_older = uploaded("v1", 90.0, "0055AED6DCD90281E5", JobStatus::Published);
+        assert_eq!(
+            superseded_dirs(&newer, &[done_older]),
+            vec!["show/v1/".to_string()]
+        );
     }
 }

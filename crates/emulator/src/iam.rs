@@ -52,6 +52,17 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// An SDK configuration signing with these (endpoint and Region from the environment).
+    pub fn sdk_config(&self, bridge: &Bridge) -> aws_config::SdkConfig {
+        bridge.sdk_config_as(aws_sdk_sts::config::Credentials::new(
+            &self.access_key,
+            &self.secret,
+            Some(self.token.clone()),
+            None,
+            "vodpipe-emulator",
+        ))
+    }
+
     /// The environment that makes the SDK sign with these.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
@@ -143,8 +154,7 @@ impl EmulatedNames {
         c
     }
 
-    /// Names for unit tests.
-    #[cfg(test)]
+    /// Names of a deployment `n` in moto's account, for tests.
     pub fn example() -> Self {
         EmulatedNames {
             settings: AwsSettings::for_name("n", "123456789012", "us-east-1"),
@@ -278,5 +288,19 @@ mod tests {
         assert!(text("stitch").contains("distribution/E123"));
         assert!(text("ingest").contains("arn:aws:sqs:us-east-1:123456789012:n-ingest-events-dlq"));
         assert!(!text("worker").contains("cloudfront"));
+    }
+
+    /// Actions that look like IAM actions and are not: a statement naming one grants
+    /// nothing (DynamoDB authorises a transaction item by item).
+    const NOT_IAM_ACTIONS: &[&str] = &["dynamodb:TransactWriteItems", "dynamodb:TransactGetItems"];
+
+    #[test]
+    fn no_role_names_an_action_iam_does_not_have() {
+        let p = policies(&template_text(), &EmulatedNames::example()).unwrap();
+        for (principal, doc) in &p {
+            for bad in NOT_IAM_ACTIONS {
+                assert!(!doc.to_string().contains(bad), "{principal} names {bad}");
+            }
+        }
     }
 }

@@ -7,13 +7,11 @@
 
 mod e2e;
 mod fargate;
-mod faults;
-mod iam;
 mod load;
-mod moto;
 mod runtime_api;
 mod sources;
-mod template;
+
+use vodpipe_emulator::{faults, iam, moto};
 
 use clap::{Parser, Subcommand};
 

@@ -117,6 +117,7 @@ pub fn queued_job(
         key: "in/clip.mp4".into(),
         job_id: job_id.into(),
         version: None,
+        sequencer: None,
     };
     let mut cfg = vodpipe_control::pipeline::Config::new(scratch);
     cfg.plan.chunk_secs = chunk_secs;

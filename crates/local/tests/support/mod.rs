@@ -43,6 +43,7 @@ pub fn backend(dir: &Path, secs: u32, job_id: &str) -> (Local, Config, Source) {
         key: "clip.mp4".into(),
         job_id: job_id.into(),
         version: None,
+        sequencer: None,
     };
     (local, cfg, source)
 }
