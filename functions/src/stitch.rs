@@ -46,7 +46,7 @@ pub fn handle(shared: &Shared, event: &SqsEvent) -> SqsBatchResponse {
                 tracing::warn!(job = %job_id, "stitch request for an unknown job; dropped");
             }
             Err(e) => {
-                tracing::warn!(job = %job_id, error = %e, "stitch failed; the message will be redelivered");
+                vodpipe_control::stitch::note_failure(shared.aws.ports(), &job_id, &e);
                 response.add_failure(id);
             }
         }

@@ -229,3 +229,34 @@ fn a_publish_whose_response_was_lost_is_reported_as_published() {
     assert_eq!(job.status, JobStatus::Published);
     assert_eq!(job.stitch_count, 1);
 }
+
+#[test]
+fn a_plan_whose_final_write_lost_its_response_is_still_saved_and_queued() {
+    let name = emulator::unique_name("lost-plan");
+    let s = state(&name);
+    let id = "0000000000000003";
+    let settings = vodpipe_control::settings::fallback(
+        "k.mp4",
+        &vodpipe_control::settings::SettingsPolicy::default(),
+        4.0,
+        &Default::default(),
+        None,
+    );
+    s.create_job(id, "s3://b/k.mp4", "k", Tier::Standard, &settings)
+        .unwrap();
+    assert!(s
+        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
+        .unwrap());
+    let item = ItemRef {
+        job_id: id.into(),
+        kind: ItemKind::Video,
+        index: 0,
+    };
+    // save_plan's one update is the move to ENCODING; its response is lost.
+    let (saved, injected) = emulator::with_faults(lose_one("UpdateItem", &name), || {
+        s.save_plan(id, "{}", 4.0, 100, 1, &[(item, 100)]).unwrap()
+    });
+    assert_eq!(injected["dynamodb:UpdateItem"]["lost"], 1, "{injected}");
+    assert!(saved, "ingest would return without queuing a single item");
+    assert_eq!(s.job(id).unwrap().unwrap().status, JobStatus::Encoding);
+}

@@ -14,6 +14,7 @@
 //! states; [`cost`] estimates what a job cost; [`metrics`] reports to CloudWatch.
 
 pub mod cost;
+pub mod dead_letters;
 pub mod ingest;
 pub mod job;
 pub mod lifecycle;

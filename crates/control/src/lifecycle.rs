@@ -235,6 +235,9 @@ fn job_record(r: &Fields, id: String, items: &[(String, Fields)]) -> JobRecord {
         stitch_started_at: get_f(r, "stitch_started_at"),
         finished_at: get_f(r, "finished_at"),
         stitch_count: get_u(r, "stitch_count") as u32,
+        progress_at: get_f(r, "progress_at"),
+        stitch_failures: get_u(r, "stitch_failures") as u32,
+        stitch_error: get_s(r, "stitch_error"),
         master_key: get_s(r, "master_key"),
         dash_key: get_s(r, "dash_key"),
         settings: get_s(r, "settings").and_then(|doc| serde_json::from_str(&doc).ok()),
@@ -396,6 +399,35 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(moved)
     }
 
+    fn claim_stalled(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
+        let now = now_secs();
+        Ok(self
+            .update(&Write {
+                key: job_key(id),
+                when: Cond::All(vec![
+                    Cond::Eq("status", st(JobStatus::Encoding)),
+                    Cond::Any(vec![
+                        Cond::Missing("stall_checked_at"),
+                        Cond::Lt("stall_checked_at", Value::num(now - stale_secs)),
+                    ]),
+                ]),
+                changes: vec![Change::Set("stall_checked_at", Value::num(now))],
+            })?
+            .is_some())
+    }
+
+    fn note_stitch_failure(&self, id: &str, reason: &str) -> PortResult<u32> {
+        let written = self.update(&Write {
+            key: job_key(id),
+            when: Cond::Eq("status", st(JobStatus::Stitching)),
+            changes: vec![
+                Change::Add("stitch_failures", 1.0),
+                Change::Set("stitch_error", Value::str(reason)),
+            ],
+        })?;
+        Ok(written.map_or(0, |r| get_u(&r, "stitch_failures") as u32))
+    }
+
     fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
         let now = now_secs();
         let cut = Value::num(now - stale_secs);
@@ -486,6 +518,10 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             "probing_since",
             "renditions",
             "ladder_pending",
+            "progress_at",
+            "stall_checked_at",
+            "stitch_failures",
+            "stitch_error",
         ] {
             changes.push(Change::Remove(k));
         }
@@ -790,10 +826,11 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         let mut counts: Option<(u64, u64, Option<JobStatus>)> = None;
         for _ in 0..COMMIT_ROUNDS {
             let count = Change::Add("done", 1.0);
+            let progress = Change::Set("progress_at", Value::num(now));
             let (when, changes, last) = match counts {
                 None => (
                     Cond::All(vec![encoding(), Cond::LtAttr("done", "last_index")]),
-                    vec![count],
+                    vec![count, progress],
                     false,
                 ),
                 Some((done, total, Some(JobStatus::Encoding))) => {
@@ -802,12 +839,13 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                     if done + 1 >= total {
                         let to = vec![
                             count,
+                            progress,
                             Change::Set("status", st(JobStatus::Stitching)),
                             Change::Set("stitch_started_at", Value::num(now)),
                         ];
                         (when, to, true)
                     } else {
-                        (when, vec![count], false)
+                        (when, vec![count, progress], false)
                     }
                 }
                 // The job failed or moved on: the item still counts, nothing else moves.

@@ -357,6 +357,17 @@ pub struct JobRecord {
     pub finished_at: Option<f64>,
     /// Times published (the conditional transition keeps it at 1; counted to prove it).
     pub stitch_count: u32,
+    /// The last item committed (seconds since the epoch): how the sweep for stalled jobs
+    /// tells a job still moving from one whose messages are gone.
+    #[serde(default)]
+    pub progress_at: Option<f64>,
+    /// Stitches of this job that failed (a store or S3 error; content problems fail the
+    /// job at once), and the last one's reason.
+    #[serde(default)]
+    pub stitch_failures: u32,
+    /// See `stitch_failures`.
+    #[serde(default)]
+    pub stitch_error: Option<String>,
     /// Master playlist key, once published.
     pub master_key: Option<String>,
     /// MPD key, once published.
@@ -458,6 +469,14 @@ pub trait JobStore: Send + Sync {
         to: JobStatus,
         error: Option<&str>,
     ) -> PortResult<bool>;
+    /// Claims the repair of a job ENCODING without progress: true for exactly one of
+    /// several callers, and at most once per `stale_secs` (the claim's time is recorded), so
+    /// overlapping sweeps never re-queue one job's items twice in a row.
+    fn claim_stalled(&self, id: &str, stale_secs: f64) -> PortResult<bool>;
+    /// Records that stitching job `id` failed with `reason` (a store or S3 error); returns
+    /// how many of its stitches have failed. The dead-letter handler fails the job only
+    /// after many.
+    fn note_stitch_failure(&self, id: &str, reason: &str) -> PortResult<u32>;
     /// Takes over a job left in PROBING by an ingest that died: true for exactly one of
     /// several callers, and only when the job entered PROBING (or was last taken over) more
     /// than `stale_secs` ago. Entering PROBING through [`JobStore::transition`] records the

@@ -143,6 +143,16 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     Ok(Some(JobStatus::Published))
 }
 
+/// Records a stitch of `job_id` that failed with `e` (logged; a record that cannot be
+/// written costs only the count). The request is redelivered; its dead letter is requested
+/// again until many stitches have failed ([`crate::dead_letters::stitch`]).
+pub fn note_failure(ports: Ports<'_>, job_id: &str, e: &PortError) {
+    tracing::warn!(job = %job_id, error = %e, "stitch failed; it will be retried");
+    if let Err(x) = ports.jobs.note_stitch_failure(job_id, &e.to_string()) {
+        tracing::warn!(job = %job_id, error = %x, "could not record the failed stitch");
+    }
+}
+
 /// Publishes a job that a newer upload of its source has overtaken at its own directory,
 /// and retires that directory at once: no pointer will ever name it, so it goes the way
 /// the newer upload's publish would have sent it had this job finished first.
@@ -562,6 +572,9 @@ mod tests {
             stitch_started_at: None,
             finished_at: None,
             stitch_count: 0,
+            progress_at: None,
+            stitch_failures: 0,
+            stitch_error: None,
             master_key: None,
             dash_key: None,
             settings: None,

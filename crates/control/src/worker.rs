@@ -275,9 +275,9 @@ impl<'a> Worker<'a> {
                         self.ports.queue.delete(&d)?
                     }
                     Err(e) => {
-                        // Try again later; a stitch that keeps failing dead-letters and
-                        // fails its job (see `fail_dead_letter`).
-                        tracing::warn!(job = %job_id, error = %e, "stitch failed; will retry");
+                        // Try again later; a stitch that keeps failing dead-letters, is
+                        // requested again, and fails its job only after many failures.
+                        crate::stitch::note_failure(self.ports, job_id, &e);
                         ignore_conflict(self.ports.queue.release(&d, self.cfg.retry_delay))?;
                     }
                 },
@@ -414,52 +414,47 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// A message that exhausted its receives. An item that is done, or leased by a live
-    /// worker (which has its own message), needs nothing; otherwise the job fails with the
-    /// item's last error. A stitch request that kept failing fails its job.
+    /// A message that exhausted its receives: looked at again ([`crate::dead_letters`]),
+    /// and its job failed only when its item or stitch is itself failing.
     fn fail_dead_letter(&mut self, d: &Delivery) -> PortResult<()> {
-        match &d.message {
+        use crate::dead_letters::{self, Verdict};
+        let (job_id, verdict) = match &d.message {
             Message::Item(item) => {
                 let state = self.ports.jobs.item_state(item)?;
-                if state.as_ref().is_some_and(|s| s.done) {
-                    tracing::info!(item = %item.describe(), job = %item.job_id, "dead letter for an item done; dropped");
-                } else if state.as_ref().is_some_and(|s| s.leased) {
-                    // Received often while another worker held the item (a long audio
-                    // track, a duplicate): it may be the only message left for the item,
-                    // so it goes back to work, fresh, instead of being dropped.
-                    let tier = self
-                        .ports
-                        .jobs
-                        .job_brief(&item.job_id)?
-                        .map_or(crate::ports::Tier::Standard, |j| j.tier);
-                    tracing::info!(item = %item.describe(), job = %item.job_id, "dead letter for an item in progress; queued again");
-                    self.ports
-                        .queue
-                        .send(Queue::Work(tier), &Message::Item(item.clone()))?;
-                } else {
-                    let last = state.and_then(|s| s.last_error).unwrap_or_else(|| {
-                        "no error recorded (the worker died or was stopped each time)".into()
-                    });
-                    let reason = format!(
-                        "{} was delivered {} times without completing; last error: {last}",
-                        item.describe(),
-                        d.receive_count
-                    );
-                    tracing::error!(job = %item.job_id, %reason, "dead letter");
-                    self.fail_job(&item.job_id, &reason)?;
-                }
+                let job = self.ports.jobs.job_brief(&item.job_id)?;
+                let v = dead_letters::item(item, state.as_ref(), job.as_ref(), d.receive_count);
+                (item.job_id.clone(), v)
             }
             Message::Stitch { job_id } => {
-                let reason = format!("stitching failed {} times", d.receive_count);
-                tracing::error!(job = %job_id, %reason, "dead stitch request");
-                if self.ports.jobs.transition(
-                    job_id,
-                    &[JobStatus::Stitching],
-                    JobStatus::Failed,
-                    Some(&reason),
-                )? {
+                let job = self.ports.jobs.job_brief(job_id)?;
+                (job_id.clone(), dead_letters::stitch(job.as_ref()))
+            }
+        };
+        match verdict {
+            Verdict::Drop => {
+                tracing::info!(job = %job_id, message = ?d.message, "dead letter with nothing waiting on it; dropped")
+            }
+            Verdict::Requeue(tier) => {
+                tracing::warn!(job = %job_id, message = ?d.message, %tier, "dead letter for an item still to do; queued again");
+                self.ports.queue.send(Queue::Work(tier), &d.message)?;
+            }
+            Verdict::Restitch => {
+                tracing::warn!(job = %job_id, "dead stitch request for a job still to publish; requested again");
+                self.ports.queue.send(Queue::Stitch, &d.message)?;
+            }
+            Verdict::Fail(reason) => {
+                tracing::error!(job = %job_id, %reason, "dead letter");
+                let from = match d.message {
+                    Message::Item(_) => JobStatus::Encoding,
+                    Message::Stitch { .. } => JobStatus::Stitching,
+                };
+                if self
+                    .ports
+                    .jobs
+                    .transition(&job_id, &[from], JobStatus::Failed, Some(&reason))?
+                {
                     crate::metrics::job_state(JobStatus::Failed);
-                    self.announce(job_id);
+                    self.announce(&job_id);
                 }
             }
         }
@@ -543,6 +538,7 @@ impl<'a> Worker<'a> {
                 && lease.failures >= 1
                 && !self.shutdown.is_triggered()
                 && !e.is_infrastructure()
+                && !matches!(e, vodpipe_media::Error::Cancelled { .. })
             {
                 tracing::warn!(item = %item.describe(), error = %e, "subtitle track cannot be converted; published as skipped");
                 result = Ok(vec![TrackResult {
@@ -604,7 +600,11 @@ impl<'a> Worker<'a> {
             }
             Ok(Completion::More | Completion::AlreadyDone) => {}
             Err(PortError::Conflict(why)) => {
-                tracing::warn!(%why, "lease lost before commit; result discarded")
+                // Another worker holds the item now, most likely through this very message
+                // received again: deleting it with this (stale) receipt could leave the new
+                // holder's work without a message. It comes back on its own if unneeded.
+                tracing::warn!(%why, "lease lost before commit; result discarded");
+                return Ok(Turn::Worked);
             }
             Err(e) => return Err(e),
         }
@@ -626,6 +626,13 @@ impl<'a> Worker<'a> {
             tracing::warn!(item = %item.describe(), error = %e, "interrupted; giving the item back");
             self.give_back(d, lease, Release::Interrupted, secs)?;
             return Ok(Turn::Interrupted);
+        }
+        if matches!(e, vodpipe_media::Error::Cancelled { .. }) {
+            // Stopped because the lease was lost (or could not be renewed): not the item's
+            // failure. Given back as interrupted if it is still ours.
+            tracing::warn!(item = %item.describe(), error = %e, "attempt stopped without its lease");
+            self.give_back(d, lease, Release::Interrupted, secs)?;
+            return Ok(Turn::Worked);
         }
         if e.is_permanent() {
             let reason = format!("{} failed: {e}", item.describe());
@@ -703,8 +710,8 @@ impl<'a> Worker<'a> {
                     return self.finish(d, lease, "[]", started.elapsed().as_secs_f64());
                 }
                 Err(PortError::Conflict(why)) => {
+                    // The message is the new holder's now (see `finish`).
                     tracing::warn!(%why, "lease lost before the plan was revised; analysis discarded");
-                    ignore_conflict(self.ports.queue.delete(d))?;
                     return Ok(Turn::Worked);
                 }
                 Err(e) => return Err(e),
@@ -746,8 +753,9 @@ impl<'a> Worker<'a> {
         match self.ports.jobs.release_lease(lease, outcome, secs) {
             Ok(()) => {}
             Err(PortError::Conflict(why)) => {
+                // The message too is the new holder's (see `finish`): left alone.
                 tracing::info!(%why, "lease already lost; leaving the item to its new holder");
-                return ignore_conflict(self.ports.queue.release(d, Duration::ZERO));
+                return Ok(());
             }
             Err(e) => return Err(e),
         }
@@ -852,9 +860,9 @@ impl<'a> Worker<'a> {
             let _ = std::fs::remove_dir_all(&scratch);
             encoded.and_then(|out| {
                 if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
-                    return Err(vodpipe_media::Error::Tool {
+                    return Err(vodpipe_media::Error::Cancelled {
                         step: format!("store {}", item.describe()),
-                        detail: "cancelled".into(),
+                        why: "the lease was lost or the worker is stopping".into(),
                     });
                 }
                 self.store_outputs(item, lease.attempt, asset, jp, out)
@@ -880,7 +888,10 @@ impl<'a> Worker<'a> {
     }
 
     /// Runs `work` while a thread renews the lease (with `frames` done) and the message
-    /// every third of the TTL, setting `cancel` when the lease is lost.
+    /// every third of the TTL, setting `cancel` when the lease is lost. A renewal that
+    /// fails for the store's sake (throttled, a network fault) is no lost lease: it is
+    /// tried again every second, and the work stops only when the lease would run out
+    /// unconfirmed (another worker may then take the item).
     fn with_heartbeat<T>(
         &self,
         d: &Delivery,
@@ -893,21 +904,36 @@ impl<'a> Worker<'a> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let beat_every = self.cfg.lease_ttl / 3;
-                let mut last_beat = Instant::now();
+                let (mut last_try, mut confirmed) = (Instant::now(), Instant::now());
+                let mut wait = beat_every;
                 while !done.load(Ordering::SeqCst) {
-                    if last_beat.elapsed() >= beat_every {
-                        last_beat = Instant::now();
-                        if let Err(e) = self.ports.jobs.heartbeat(
+                    if last_try.elapsed() >= wait {
+                        last_try = Instant::now();
+                        match self.ports.jobs.heartbeat(
                             lease,
                             self.cfg.lease_ttl,
                             frames.load(Ordering::Relaxed),
                         ) {
-                            tracing::warn!(error = %e, "heartbeat failed; stopping this attempt");
-                            cancel.store(true, Ordering::SeqCst);
-                            break;
-                        }
-                        if let Err(e) = self.ports.queue.extend(d, self.visibility()) {
-                            tracing::warn!(error = %e, "could not extend the message's visibility");
+                            Ok(()) => {
+                                (confirmed, wait) = (Instant::now(), beat_every);
+                                if let Err(e) = self.ports.queue.extend(d, self.visibility()) {
+                                    tracing::warn!(error = %e, "could not extend the message's visibility");
+                                }
+                            }
+                            Err(PortError::Conflict(why)) => {
+                                tracing::warn!(%why, "lease lost; stopping this attempt");
+                                cancel.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                            Err(e) if confirmed.elapsed() + beat_every / 2 >= self.cfg.lease_ttl => {
+                                tracing::warn!(error = %e, "the lease could not be renewed before it ran out; stopping this attempt");
+                                cancel.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "heartbeat failed; trying again within the lease");
+                                wait = Duration::from_secs(1).min(beat_every);
+                            }
                         }
                     }
                     std::thread::sleep(Duration::from_millis(20));

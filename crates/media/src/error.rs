@@ -44,6 +44,16 @@ pub enum Error {
         /// The last lines ffmpeg printed.
         detail: String,
     },
+    /// The work was stopped on purpose (the lease was lost, the worker is shutting down):
+    /// it says nothing about the input, and is neither retried as a failure nor taken as
+    /// a verdict.
+    #[error("{step} was stopped: {why}")]
+    Cancelled {
+        /// Which step.
+        step: String,
+        /// Why it was stopped.
+        why: String,
+    },
     /// A media tool exceeded its run-time cap and was killed.
     #[error("{step} exceeded its time limit of {secs} s and was stopped")]
     TimedOut {

@@ -131,9 +131,9 @@ impl<'a> ToolRun<'a> {
                     let _ = child.kill();
                     let _ = child.wait();
                     break Err(if cancelled {
-                        Error::Tool {
+                        Error::Cancelled {
                             step: step.clone(),
-                            detail: "cancelled".into(),
+                            why: "cancelled".into(),
                         }
                     } else {
                         Error::TimedOut {
