@@ -6,10 +6,14 @@
 //! tick only repairs: tasks that failed to start (no Spot capacity), tasks that were
 //! reclaimed, work re-queued after failures.
 //!
-//! The tick also runs the control plane's sweeps (`vodpipe_control::sweep`): ingests that
-//! died (a job left QUEUED or PROBING far longer than a probe takes, after S3's retries of
-//! its event ran out) are resumed, and jobs stranded in STITCHING get their stitch
-//! requested again, so no upload is silently lost.
+//! The tick also runs the control plane's sweeps (`vodpipe_control::sweep`), so no upload
+//! is silently lost and no job waits forever: jobs stranded in STITCHING get their stitch
+//! requested again, jobs ENCODING whose messages are gone get their unfinished items queued
+//! again, uploads whose every ingest try failed (their S3 events in the ingest function's
+//! dead-letter queue) are ingested again, and ingests that died (a job left QUEUED or
+//! PROBING far longer than a probe takes) are resumed. The tick is bounded by its
+//! invocation's deadline: the repairs that probe start only while one still fits.
+//! `vodpipe aws tick` runs the same [`tick`] once, from a shell.
 //!
 //! Fargate Spot warns two minutes ahead: an ECS Task State Change with
 //! `stopCode: SpotInterruption` while the task still runs (`desiredStatus: STOPPED`), then
@@ -21,12 +25,13 @@
 //!
 //! Each tier is reconciled on its own: one tier's throttled or failing `RunTask` is
 //! reported in that tier's line and never stops the others, and capacity is repaired before
-//! the slower sweep of abandoned ingests runs.
+//! the sweeps run.
 
 use crate::env::Shared;
 use crate::FunctionError;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 use vodpipe_aws::dynamo::Interruption;
 use vodpipe_control::ingest::Source;
 use vodpipe_control::ports::{Queue, Tier, WorkQueue};
@@ -49,20 +54,39 @@ pub struct TaskStateChange {
     pub started_by: Option<String>,
 }
 
-/// What one invocation did.
+/// What one invocation did (in a dry run: would do).
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct FleetReport {
-    /// Why it ran: `schedule`, `spot-interruption`, or `ignored` (an ECS event that is not
-    /// a Spot interruption).
+    /// Why it ran: `schedule`, `spot-interruption`, `command` (`vodpipe aws tick`), or
+    /// `ignored` (an ECS event that is not a Spot interruption).
     pub trigger: String,
+    /// Nothing was changed: every list says what would have been done.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// A newly recorded interruption's task ARN.
     pub interruption: Option<String>,
-    /// Per tier: queued or in-flight messages, and the tasks it has.
+    /// Per tier: queued or in-flight messages, and the tasks it has (a dry run: wants).
     pub tiers: Vec<TierCapacity>,
+    /// Jobs stranded in STITCHING whose stitch was requested again.
+    pub restitched: Vec<String>,
+    /// Jobs ENCODING whose messages were gone: each with the items queued again.
+    pub requeued: Vec<Requeued>,
+    /// Uploads whose ingest had failed on every try (their S3 events in the ingest
+    /// function's dead-letter queue), ingested again: their keys.
+    pub redriven: Vec<String>,
+    /// Dead-lettered S3 events still waiting (after this tick).
+    pub redrive_waiting: u64,
     /// Jobs an ingest abandoned (it died, its retries ran out) that this tick took over.
     pub resumed: Vec<String>,
-    /// Jobs stranded in STITCHING whose stitch this tick requested again.
-    pub restitched: Vec<String>,
+}
+
+/// A stalled job queued again.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Requeued {
+    /// Job id.
+    pub job: String,
+    /// Messages sent.
+    pub items: usize,
 }
 
 /// The tier a task served, from its `startedBy` tag.
@@ -70,9 +94,17 @@ pub fn tier_of(started_by: Option<&str>) -> Option<Tier> {
     started_by?.strip_prefix("vodpipe-").and_then(Tier::parse)
 }
 
-/// Handles a schedule tick or an ECS task event.
-pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, FunctionError> {
-    let tiers = [Tier::Premium, Tier::Standard, Tier::Bulk];
+/// What the tick leaves unspent of its invocation: the function's own answer and logs.
+const TICK_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Handles a schedule tick or an ECS task event; `until` is when the invocation must have
+/// answered (its deadline).
+pub fn handle(
+    shared: &Shared,
+    event: &EventBridgeEvent,
+    until: Instant,
+) -> Result<FleetReport, FunctionError> {
+    let tiers = Tier::ALL;
     if event.source == "aws.ecs" && event.detail_type == "ECS Task State Change" {
         let change: TaskStateChange = serde_json::from_value(event.detail.clone())
             .map_err(|e| FunctionError::Config(format!("unreadable ECS event detail: {e}")))?;
@@ -108,32 +140,32 @@ pub fn handle(shared: &Shared, event: &EventBridgeEvent) -> Result<FleetReport, 
             );
             // Replace the capacity of the task's tier (all tiers when the tag is unknown).
             let only: Vec<Tier> = tier.map(|t| vec![t]).unwrap_or_else(|| tiers.to_vec());
-            report.tiers = reconcile(shared, &only)?;
+            report.tiers = reconcile(shared, &only, false)?;
         }
         return Ok(report);
     }
-    // Capacity first: the sweep below may probe for minutes.
-    let capacity = reconcile(shared, &tiers)?;
-    let (resumed, restitched) = sweep_stranded(shared)?;
-    Ok(FleetReport {
-        trigger: "schedule".into(),
-        interruption: None,
-        tiers: capacity,
-        resumed,
-        restitched,
-    })
+    let mut report = tick(shared, until, false)?;
+    report.trigger = "schedule".into();
+    Ok(report)
 }
 
-/// How long one tick spends resuming abandoned ingests: each probes (up to minutes), and
-/// the tick must end well inside the function's timeout; the rest waits for the next tick.
-const RESUME_BUDGET: std::time::Duration = std::time::Duration::from_secs(150);
-
-/// The control plane's sweeps on this deployment: abandoned ingests taken over (the job's
-/// source rebuilt from its record, at the version its settings pinned) and stitches
-/// requested again for jobs stranded in STITCHING. Each resumed job's state is announced.
-pub fn sweep_stranded(shared: &Shared) -> Result<(Vec<String>, Vec<String>), FunctionError> {
+/// The tick: capacity first, then the cheap repairs (stitches requested again, stalled
+/// jobs queued again, dead-lettered uploads ingested again), then abandoned ingests, which
+/// probe and so start only while one still fits before `until`. What the fleet function
+/// runs every minute and `vodpipe aws tick` runs once; a dry run reads and reports only.
+pub fn tick(shared: &Shared, until: Instant, dry_run: bool) -> Result<FleetReport, FunctionError> {
+    let until = until.checked_sub(TICK_MARGIN).unwrap_or_else(Instant::now);
     let ports = shared.aws.ports();
-    let resumed = sweep::resume_abandoned(ports, &shared.cfg, RESUME_BUDGET, |job| Source {
+    let capacity = reconcile(shared, &Tier::ALL, dry_run)?;
+    let restitched =
+        sweep::restitch_stranded(ports.jobs, ports.queue, sweep::STITCH_STALE_SECS, dry_run)?;
+    let requeued =
+        sweep::requeue_stalled(ports.jobs, ports.queue, &shared.cfg, now_secs(), dry_run)?
+            .into_iter()
+            .map(|(job, items)| Requeued { job, items })
+            .collect();
+    let (redriven, redrive_waiting) = redrive_ingest_events(shared, until, dry_run)?;
+    let resumed = sweep::resume_abandoned(ports, &shared.cfg, until, dry_run, |job| Source {
         uri: job.source.clone(),
         key: vodpipe_aws::s3::parse_s3_uri(&job.source)
             .map(|(_, k)| k.to_string())
@@ -143,16 +175,85 @@ pub fn sweep_stranded(shared: &Shared) -> Result<(Vec<String>, Vec<String>), Fun
         version: None,
         sequencer: None,
     })?;
-    for id in &resumed {
-        shared.aws.announce(id);
+    if !dry_run {
+        for id in &resumed {
+            shared.aws.announce(id);
+        }
     }
-    let restitched = sweep::restitch_stranded(ports.jobs, ports.queue, sweep::STITCH_STALE_SECS)?;
-    Ok((resumed, restitched))
+    Ok(FleetReport {
+        trigger: "command".into(),
+        dry_run,
+        interruption: None,
+        tiers: capacity,
+        restitched,
+        requeued,
+        redriven,
+        redrive_waiting,
+        resumed,
+    })
+}
+
+/// Dead-lettered S3 events handled again per tick, at most: each may probe.
+const MAX_REDRIVES_PER_TICK: usize = 10;
+
+/// Ingests again the uploads whose every ingest try failed (Lambda put their S3 events in
+/// the function's dead-letter queue): a failure before any job existed would otherwise
+/// lose the upload without a trace. An event handled is deleted; one that fails again
+/// waits (hidden) for a later tick, up to the queue's 14 days. Returns the keys handled and
+/// how many events still wait. A dry run counts them only.
+fn redrive_ingest_events(
+    shared: &Shared,
+    until: Instant,
+    dry_run: bool,
+) -> Result<(Vec<String>, u64), FunctionError> {
+    let name = shared.aws.settings.ingest_events_dlq_name();
+    let Some(dlq) = shared.aws.state.queues.raw(&name)? else {
+        return Ok((Vec::new(), 0));
+    };
+    let mut handled = Vec::new();
+    if !dry_run {
+        let cost = sweep::resume_cost(&shared.cfg);
+        while handled.len() < MAX_REDRIVES_PER_TICK && Instant::now() + cost <= until {
+            // Hidden long enough that no other tick takes it while this one ingests it.
+            let Some(m) = dlq.take(cost + TICK_MARGIN)? else {
+                break;
+            };
+            let event: serde_json::Value = match serde_json::from_str(&m.body) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, body = %m.body, "an ingest dead letter that is not an S3 event; dropped");
+                    dlq.delete(&m)?;
+                    continue;
+                }
+            };
+            let report = crate::ingest::handle(shared, &event);
+            match report.failures() {
+                None => {
+                    dlq.delete(&m)?;
+                    for r in &report.records {
+                        if let crate::ingest::RecordOutcome::Job { key, .. } = r {
+                            tracing::warn!(%key, "ingested an upload whose ingest had failed on every try");
+                            handled.push(key.clone());
+                        }
+                    }
+                }
+                Some(e) => {
+                    tracing::error!(error = %e, "an upload still cannot be ingested; next tick")
+                }
+            }
+        }
+    }
+    Ok((handled, dlq.waiting()?))
 }
 
 /// Brings each tier's tasks up to what its queue depth wants (`sweep::wanted_workers`,
-/// capped by the fleet), each tier on its own ([`sweep::reconcile_tiers`]).
-pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, FunctionError> {
+/// capped by the fleet), each tier on its own ([`sweep::reconcile_tiers`]). A dry run
+/// reports each tier's depth and the workers it wants.
+pub fn reconcile(
+    shared: &Shared,
+    tiers: &[Tier],
+    dry_run: bool,
+) -> Result<Vec<TierCapacity>, FunctionError> {
     let ports = shared.aws.ports();
     // An unreadable dead-letter depth must not cost the tiers their capacity: count none.
     let dead = shared.aws.state.queues.dead_letters().unwrap_or_else(|e| {
@@ -163,7 +264,13 @@ pub fn reconcile(shared: &Shared, tiers: &[Tier]) -> Result<Vec<TierCapacity>, F
         tiers,
         dead,
         |tier| shared.aws.state.depth(Queue::Work(tier)),
-        |tier, n| ports.fleet.ensure_capacity(tier, n),
+        |tier, n| {
+            if dry_run {
+                Ok(n)
+            } else {
+                ports.fleet.ensure_capacity(tier, n)
+            }
+        },
     ))
 }
 

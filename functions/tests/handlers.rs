@@ -46,6 +46,11 @@ fn shared() -> Arc<Shared> {
         .clone()
 }
 
+/// A fleet invocation's deadline: the template's five minutes from now.
+fn soon() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(300)
+}
+
 /// What a job for `key` records when nothing chose otherwise.
 fn defaults(key: &str) -> vodpipe_control::settings::JobSettings {
     vodpipe_control::settings::fallback(key, &Default::default(), 4.0, &Default::default(), None)
@@ -201,7 +206,7 @@ fn a_spot_interruption_is_handled_once_at_its_warning_and_a_tick_reports_queue_d
     let s = shared();
     // The two-minute warning (the task still RUNNING, desired STOPPED) comes first.
     let warning: EventBridgeEvent = serde_json::from_value(event("ecs-spot-warning.json")).unwrap();
-    let first = vodpipe_functions::fleet::handle(&s, &warning).unwrap();
+    let first = vodpipe_functions::fleet::handle(&s, &warning, soon()).unwrap();
     assert_eq!(first.trigger, "spot-interruption");
     assert!(first.interruption.is_some());
     assert_eq!(first.tiers.len(), 1, "capacity replaced at the warning");
@@ -210,7 +215,7 @@ fn a_spot_interruption_is_handled_once_at_its_warning_and_a_tick_reports_queue_d
     let stopped: EventBridgeEvent =
         serde_json::from_value(event("ecs-spot-interruption.json")).unwrap();
     for ev in [&stopped, &stopped, &warning] {
-        let again = vodpipe_functions::fleet::handle(&s, ev).unwrap();
+        let again = vodpipe_functions::fleet::handle(&s, ev, soon()).unwrap();
         assert_eq!(again.trigger, "spot-interruption");
         assert_eq!(again.interruption, None, "recorded once");
         assert!(again.tiers.is_empty(), "capacity replaced once: {again:?}");
@@ -224,7 +229,7 @@ fn a_spot_interruption_is_handled_once_at_its_warning_and_a_tick_reports_queue_d
     other["detail"]["stopCode"] = json!("EssentialContainerExited");
     let other: EventBridgeEvent = serde_json::from_value(other).unwrap();
     assert_eq!(
-        vodpipe_functions::fleet::handle(&s, &other)
+        vodpipe_functions::fleet::handle(&s, &other, soon())
             .unwrap()
             .trigger,
         "ignored"
@@ -240,7 +245,7 @@ fn a_spot_interruption_is_handled_once_at_its_warning_and_a_tick_reports_queue_d
         )
         .unwrap();
     let tick: EventBridgeEvent = serde_json::from_value(event("schedule-tick.json")).unwrap();
-    let report = vodpipe_functions::fleet::handle(&s, &tick).unwrap();
+    let report = vodpipe_functions::fleet::handle(&s, &tick, soon()).unwrap();
     assert_eq!(report.trigger, "schedule");
     let bulk = report.tiers.iter().find(|t| t.tier == "bulk").unwrap();
     assert!(bulk.depth >= 1, "{report:?}");

@@ -341,6 +341,19 @@ pub fn bootstrap(
                 .map_err(|e| backend("updating a redrive policy", e))?;
         }
     }
+    // The S3 events the ingest function gave up on; the fleet's tick handles them again.
+    bridge
+        .run(
+            sqs.create_queue()
+                .queue_name(settings.ingest_events_dlq_name())
+                .attributes(
+                    QueueAttributeName::MessageRetentionPeriod,
+                    DLQ_RETENTION_SECS.to_string(),
+                )
+                .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
+                .send(),
+        )
+        .map_err(|e| backend("creating the ingest events' dead-letter queue", e))?;
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     if bridge
         .run(ddb.describe_table().table_name(&settings.table).send())

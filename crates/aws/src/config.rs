@@ -101,6 +101,12 @@ impl AwsSettings {
         format!("{}-{}", self.queue_prefix, q.as_str())
     }
 
+    /// The ingest function's dead-letter queue (the S3 events it gave up on; the
+    /// template's `IngestEventsDlq`).
+    pub fn ingest_events_dlq_name(&self) -> String {
+        format!("{}-ingest-events-dlq", self.queue_prefix)
+    }
+
     /// The name of a queue's dead-letter queue.
     pub fn dlq_name(&self, q: Queue) -> String {
         format!("{}-{}-dlq", self.queue_prefix, q.as_str())

@@ -175,6 +175,104 @@ impl SqsQueues {
     }
 }
 
+/// A queue that holds documents other than the pipeline's messages (the S3 events the
+/// ingest function gave up on), read and deleted as they are.
+pub struct RawQueue<'a> {
+    queues: &'a SqsQueues,
+    url: String,
+}
+
+/// One document taken from a [`RawQueue`].
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    /// The body as sent.
+    pub body: String,
+    /// For [`RawQueue::delete`].
+    pub receipt: String,
+}
+
+impl SqsQueues {
+    /// The queue `name`, or `None` when it does not exist (a deployment without it).
+    pub fn raw(&self, name: &str) -> PortResult<Option<RawQueue<'_>>> {
+        match self
+            .bridge
+            .run(self.client.get_queue_url().queue_name(name).send())
+        {
+            Ok(out) => Ok(out.queue_url().map(|url| RawQueue {
+                queues: self,
+                url: url.to_string(),
+            })),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_queue_does_not_exist()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(backend(&format!("sqs queue {name}"), e)),
+        }
+    }
+}
+
+impl RawQueue<'_> {
+    /// Takes one document, hidden from others for `visibility`.
+    pub fn take(&self, visibility: Duration) -> PortResult<Option<RawMessage>> {
+        let out = self
+            .queues
+            .bridge
+            .run(
+                self.queues
+                    .client
+                    .receive_message()
+                    .queue_url(&self.url)
+                    .max_number_of_messages(1)
+                    .visibility_timeout(secs(visibility).max(1))
+                    .send(),
+            )
+            .map_err(|e| backend("sqs receive", e))?;
+        Ok(out.messages().first().map(|m| RawMessage {
+            body: m.body().unwrap_or_default().to_string(),
+            receipt: m.receipt_handle().unwrap_or_default().to_string(),
+        }))
+    }
+
+    /// Removes a document that was handled.
+    pub fn delete(&self, m: &RawMessage) -> PortResult<()> {
+        self.queues
+            .bridge
+            .run(
+                self.queues
+                    .client
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(&m.receipt)
+                    .send(),
+            )
+            .map_err(|e| backend("sqs delete", e))?;
+        Ok(())
+    }
+
+    /// Documents waiting (visible only).
+    pub fn waiting(&self) -> PortResult<u64> {
+        let out = self
+            .queues
+            .bridge
+            .run(
+                self.queues
+                    .client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                    .send(),
+            )
+            .map_err(|e| backend("sqs depth", e))?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
 /// Most entries in one `SendMessageBatch`.
 const BATCH_ENTRIES: usize = 10;
 /// Most bytes of bodies in one `SendMessageBatch`: 256 KiB, the batch payload every queue

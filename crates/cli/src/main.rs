@@ -92,6 +92,26 @@ enum AwsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The fleet function's tick, once, from here: capacity per tier, stitches requested
+    /// again, stalled jobs' items queued again, uploads whose ingest failed on every try
+    /// ingested again, abandoned ingests resumed. For an operator who will not wait for the
+    /// next minute, or a deployment without the function. Resources from the `VODPIPE_…`
+    /// variables, or from the stack's fleet function with `--stack`.
+    Tick {
+        /// Read the fleet function's settings from this deployed stack (variables already
+        /// set win; the function's layer ffprobe is not used here).
+        #[arg(long)]
+        stack: Option<String>,
+        /// Read only: say what the tick would do.
+        #[arg(long)]
+        dry_run: bool,
+        /// Give the tick this long (resumed ingests start only while one fits).
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options for planning new jobs.
@@ -582,7 +602,87 @@ fn aws_cmd(a: AwsArgs) -> Result<i32> {
             }
             Ok(i32::from(report.worst() == vodpipe_doctor::Level::Fail))
         }
+        AwsCommand::Tick {
+            stack,
+            dry_run,
+            seconds,
+            json,
+        } => aws_tick(stack, dry_run, seconds, json),
     }
+}
+
+/// `vodpipe aws tick`.
+fn aws_tick(stack: Option<String>, dry_run: bool, seconds: u64, json: bool) -> Result<i32> {
+    if let Some(stack) = stack {
+        let bridge = vodpipe_aws::config::Bridge::new()?;
+        let env = vodpipe_doctor::fleet_environment(&bridge, &bridge.sdk_config(), &stack)
+            .map_err(|e| anyhow::anyhow!("reading stack {stack}: {e}"))?;
+        for (k, v) in env {
+            // The function's probe is a layer this machine does not have.
+            if k.starts_with("VODPIPE_") && k != "VODPIPE_FFPROBE" && std::env::var_os(&k).is_none()
+            {
+                std::env::set_var(k, v);
+            }
+        }
+    }
+    let shared = vodpipe_functions::env::Shared::from_env().context("connecting to AWS")?;
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let report = vodpipe_functions::fleet::tick(&shared, until, dry_run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let would = if dry_run { "would " } else { "" };
+    for t in &report.tiers {
+        match &t.error {
+            Some(e) => println!(
+                "{:<9} {} queued; capacity not reconciled: {e}",
+                t.tier, t.depth
+            ),
+            None => println!(
+                "{:<9} {} queued, {} workers{}",
+                t.tier,
+                t.depth,
+                t.workers,
+                if dry_run { " wanted" } else { "" }
+            ),
+        }
+    }
+    let list = |what: &str, ids: &[String]| {
+        println!(
+            "{what}: {}",
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            }
+        );
+    };
+    list(
+        &format!("stitch {would}requested again"),
+        &report.restitched,
+    );
+    let requeued: Vec<String> = report
+        .requeued
+        .iter()
+        .map(|r| format!("{} ({} items)", r.job, r.items))
+        .collect();
+    list(&format!("stalled jobs {would}queued again"), &requeued);
+    list(
+        &format!("failed uploads {would}ingested again"),
+        &report.redriven,
+    );
+    if report.redrive_waiting > 0 {
+        println!(
+            "uploads still waiting in the ingest dead-letter queue: {}",
+            report.redrive_waiting
+        );
+    }
+    list(
+        &format!("abandoned ingests {would}resumed"),
+        &report.resumed,
+    );
+    Ok(0)
 }
 
 fn hostname() -> String {
@@ -784,9 +884,12 @@ fn watch(a: WatchArgs) -> Result<i32> {
         // requested them (a job stranded in STITCHING).
         if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_sweep = Some(Instant::now());
-            if let Err(e) =
-                sweep::restitch_stranded(&local.state, &local.state, sweep::STITCH_STALE_SECS)
-            {
+            if let Err(e) = sweep::restitch_stranded(
+                &local.state,
+                &local.state,
+                sweep::STITCH_STALE_SECS,
+                false,
+            ) {
                 eprintln!("sweeping stranded jobs failed, will retry: {e}");
             }
         }

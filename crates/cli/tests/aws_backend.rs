@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
-use vodpipe_control::ports::{Cacheability, ObjectStore};
+use vodpipe_control::ports::{Cacheability, JobStore, ObjectStore};
 
 fn vodpipe(env: &HashMap<String, String>) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vodpipe"));
@@ -284,4 +284,89 @@ fn a_five_and_a_half_hour_source_publishes_frame_exact_on_the_aws_backend() {
     let out = d.path().join("download");
     let local_job = download_published(&aws, &status, &out);
     assert_published_correctly(&local_job, &src, d.path());
+}
+
+/// `vodpipe aws tick` runs the fleet function's repairs from a shell. An upload whose
+/// ingest failed on every try (its S3 event in the ingest function's dead-letter queue,
+/// as Lambda leaves it) would be lost without a trace: the tick ingests it again. A dry
+/// run says so and changes nothing.
+#[test]
+fn the_tick_ingests_again_an_upload_whose_every_ingest_failed() {
+    emulator::start();
+    let d = tempfile::tempdir().unwrap();
+    let name = emulator::unique_name("tick");
+    let env = aws_env(&name, &d.path().join("scratch"));
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "320x180", "25", 4, None, FAST_H264);
+    let settings = emulator::settings(&name);
+    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
+    let key = "lost/one upload.mp4";
+    aws.ingest
+        .put(key, &std::fs::read(&src).unwrap(), Cacheability::Immutable)
+        .unwrap();
+    // What Lambda puts in the function's dead-letter queue: the event as it was sent.
+    let event = serde_json::json!({"Records": [{
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": settings.ingest_bucket}, "object": {"key": "lost/one+upload.mp4", "sequencer": "00AA"}},
+    }]});
+    let dlq = aws
+        .state
+        .queues
+        .raw(&settings.ingest_events_dlq_name())
+        .unwrap()
+        .expect("bootstrap makes the ingest events' dead-letter queue");
+    let bridge = vodpipe_aws::config::Bridge::new().unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&bridge.sdk_config());
+    let url = bridge
+        .run(
+            sqs.get_queue_url()
+                .queue_name(settings.ingest_events_dlq_name())
+                .send(),
+        )
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    bridge
+        .run(
+            sqs.send_message()
+                .queue_url(url)
+                .message_body(event.to_string())
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(dlq.waiting().unwrap(), 1);
+    let uri = format!("s3://{}/{key}", settings.ingest_bucket);
+    let dry = json(
+        vodpipe(&env)
+            .args(["aws", "tick", "--dry-run", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(dry["dry_run"], true, "{dry:#}");
+    assert_eq!(dry["redrive_waiting"], 1, "{dry:#}");
+    assert!(
+        aws.state.jobs_by_source(&uri).unwrap().is_empty(),
+        "a dry run ingested"
+    );
+    let tick = json(
+        vodpipe(&env)
+            .args(["aws", "tick", "--json"])
+            .env("VODPIPE_CHUNK_SECONDS", "4")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(tick["redriven"], serde_json::json!([key]), "{tick:#}");
+    assert_eq!(tick["redrive_waiting"], 0, "{tick:#}");
+    let jobs = aws.state.jobs_by_source(&uri).unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].status, vodpipe_control::job::JobStatus::Encoding);
+    assert_eq!(
+        jobs[0]
+            .settings
+            .as_ref()
+            .and_then(|s| s.source_sequencer.as_deref()),
+        Some("00AA"),
+        "the upload keeps its place among the key's uploads"
+    );
 }

@@ -779,10 +779,23 @@ pub fn a_job_stranded_in_stitching_is_stitched_again(connect: Connect<'_>) {
     );
     let sweep = vodpipe_control::sweep::restitch_stranded;
     assert!(
-        sweep(&*s, &*s, 3600.0).unwrap().is_empty(),
+        sweep(&*s, &*s, 3600.0, false).unwrap().is_empty(),
         "a fresh STITCHING job was stitched again"
     );
-    assert_eq!(sweep(&*s, &*s, 0.0).unwrap(), ["stranded"]);
+    // A dry run says it would, and sends nothing.
+    assert_eq!(sweep(&*s, &*s, 0.0, true).unwrap(), ["stranded"]);
+    assert_eq!(
+        s.depth(Queue::Stitch).unwrap(),
+        0,
+        "a dry run sent a request"
+    );
+    assert_eq!(sweep(&*s, &*s, 0.0, false).unwrap(), ["stranded"]);
+    // The repair is claimed: no tick repeats it while the request may still be pending.
+    assert!(
+        !s.claim_repair("stranded", JobStatus::Stitching, 3600.0)
+            .unwrap(),
+        "the stitch could be requested twice in a row"
+    );
     let d = s
         .receive(&[Queue::Stitch], Duration::from_secs(30))
         .unwrap()
@@ -792,6 +805,53 @@ pub fn a_job_stranded_in_stitching_is_stitched_again(connect: Connect<'_>) {
         Message::Stitch {
             job_id: "stranded".into()
         }
+    );
+}
+
+/// A job ENCODING whose messages are gone (lost, or never sent by an ingest that died) has
+/// its unfinished items queued again by the sweep once it has stalled, and only those: not
+/// the item done, not the item a live worker holds. A dry run sends nothing; the repair is
+/// claimed, so overlapping sweeps never send twice.
+pub fn a_job_whose_messages_are_gone_is_queued_again(connect: Connect<'_>) {
+    let s = connect();
+    let items = encoding_job(&*s, "stalled", 4);
+    s.all_queued("stalled").unwrap();
+    let done = lease(s.acquire(&items[0], "w", Duration::from_secs(60)).unwrap());
+    assert_eq!(s.commit(&done, "{}", 1.0).unwrap(), Completion::More);
+    let _held = lease(s.acquire(&items[1], "w", Duration::from_secs(600)).unwrap());
+    let cfg = vodpipe_control::pipeline::Config::new(std::env::temp_dir());
+    let sweep = vodpipe_control::sweep::requeue_stalled;
+    let now = vodpipe_media::process::now_secs();
+    assert!(
+        sweep(&*s, &*s, &cfg, now, false).unwrap().is_empty(),
+        "a job moving a moment ago was taken for stalled"
+    );
+    let later = now + vodpipe_control::sweep::STALL_BUSY_SECS + 1.0;
+    assert_eq!(
+        sweep(&*s, &*s, &cfg, later, true).unwrap(),
+        [("stalled".to_string(), 2)]
+    );
+    assert_eq!(
+        s.depth(Queue::Work(Tier::Standard)).unwrap(),
+        0,
+        "a dry run sent work"
+    );
+    assert_eq!(
+        sweep(&*s, &*s, &cfg, later, false).unwrap(),
+        [("stalled".to_string(), 2)]
+    );
+    let mut got = Vec::new();
+    while let Some(d) = s
+        .receive(&[Queue::Work(Tier::Standard)], Duration::from_secs(30))
+        .unwrap()
+    {
+        got.push(d.message);
+    }
+    let want: Vec<Message> = items[2..].iter().cloned().map(Message::Item).collect();
+    assert_eq!(got, want, "only the items neither done nor held come back");
+    assert!(
+        sweep(&*s, &*s, &cfg, later, false).unwrap().is_empty(),
+        "a second sweep queued the same items again at once"
     );
 }
 
@@ -1067,6 +1127,7 @@ macro_rules! contract_suite {
             a_transaction_is_all_or_nothing,
             records_are_found_by_prefix_and_index,
             a_job_stranded_in_stitching_is_stitched_again,
+            a_job_whose_messages_are_gone_is_queued_again,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

@@ -246,7 +246,7 @@ pub fn ingest(
         // ends the job instead of looping: after `give_up_after`, it fails with the fault.
         Err(e)
             if e.is_infrastructure()
-                && vodpipe_media::process::now_secs() - job.created_at < give_up_after(cfg) =>
+                && vodpipe_media::process::now_secs() - job.created_at < give_up_after(cfg, &e) =>
         {
             tracing::error!(job = %job.id, error = %e, "ingest could not probe; left for a retry");
             ports
@@ -260,8 +260,8 @@ pub fn ingest(
         Err(e) => {
             let e = if e.is_infrastructure() {
                 vodpipe_media::Error::Rejected(format!(
-                    "the source could not be probed for {:.0} minutes: {e}",
-                    give_up_after(cfg) / 60.0
+                    "the source could not be probed for {:.0} minutes, for reasons not its own (upload it again once they are fixed): {e}",
+                    give_up_after(cfg, &e) / 60.0
                 ))
             } else {
                 e
@@ -327,11 +327,16 @@ fn unique_asset(ports: Ports<'_>, asset: &str, source: &str) -> PortResult<Strin
 }
 
 /// Seconds after its upload past which a job whose probe keeps failing for reasons not
-/// its own (ffprobe crashing or missing, S3 not answering) fails instead of being retried:
-/// Lambda's retries and the fleet's sweeps get several tries, and a file that crashes the
-/// probe every time does not loop forever.
-pub fn give_up_after(cfg: &Config) -> f64 {
-    cfg.policy.probe_timeout_secs as f64 * 10.0
+/// its own fails instead of being retried. A probe that crashes or cannot start may be the
+/// file's doing (a file that crashes ffprobe every time must not loop forever): ten probe
+/// time limits, which Lambda's retries and the fleet's sweeps spend on several tries. A
+/// source that cannot be read (S3 or the network failing) says nothing about the file:
+/// it is retried for a day, an outage's worth, before the job gives up.
+pub fn give_up_after(cfg: &Config, e: &vodpipe_media::Error) -> f64 {
+    match e {
+        vodpipe_media::Error::Unavailable(_) => 86_400.0,
+        _ => cfg.policy.probe_timeout_secs as f64 * 10.0,
+    }
 }
 
 /// The settings a new job gets from its upload, resolved under `cfg`. A refusal (bad
@@ -414,8 +419,23 @@ pub fn abandoned_after(cfg: &Config) -> f64 {
 
 /// Sends a message for every item of the job that is neither done nor leased, but none
 /// for chunks while the ladder analysis is unfinished: it queues them itself.
-fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: crate::ports::Tier) -> PortResult<()> {
-    let items = ports.jobs.items(job_id)?;
+pub(crate) fn requeue_unfinished(
+    ports: Ports<'_>,
+    job_id: &str,
+    tier: crate::ports::Tier,
+) -> PortResult<()> {
+    ports
+        .queue
+        .send_many(Queue::Work(tier), &unfinished(ports.jobs, job_id)?)
+}
+
+/// The messages of a job's items that are neither done nor leased (chunks waiting for an
+/// unfinished ladder analysis left out).
+pub(crate) fn unfinished<J: crate::ports::JobStore + ?Sized>(
+    jobs: &J,
+    job_id: &str,
+) -> PortResult<Vec<Message>> {
+    let items = jobs.items(job_id)?;
     let analysing = items
         .iter()
         .any(|(i, s)| i.kind == ItemKind::Analysis && !s.done);
@@ -427,7 +447,7 @@ fn requeue_unfinished(ports: Ports<'_>, job_id: &str, tier: crate::ports::Tier) 
         })
         .map(|(item, _)| Message::Item(item))
         .collect();
-    ports.queue.send_many(Queue::Work(tier), &unfinished)
+    Ok(unfinished)
 }
 
 /// Probe + ladder + plan of a source (at `version`, when pinned), with no state touched

@@ -399,19 +399,19 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(moved)
     }
 
-    fn claim_stalled(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
+    fn claim_repair(&self, id: &str, status: JobStatus, stale_secs: f64) -> PortResult<bool> {
         let now = now_secs();
         Ok(self
             .update(&Write {
                 key: job_key(id),
                 when: Cond::All(vec![
-                    Cond::Eq("status", st(JobStatus::Encoding)),
+                    Cond::Eq("status", st(status)),
                     Cond::Any(vec![
-                        Cond::Missing("stall_checked_at"),
-                        Cond::Lt("stall_checked_at", Value::num(now - stale_secs)),
+                        Cond::Missing("repaired_at"),
+                        Cond::Lt("repaired_at", Value::num(now - stale_secs)),
                     ]),
                 ]),
-                changes: vec![Change::Set("stall_checked_at", Value::num(now))],
+                changes: vec![Change::Set("repaired_at", Value::num(now))],
             })?
             .is_some())
     }
@@ -519,7 +519,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             "renditions",
             "ladder_pending",
             "progress_at",
-            "stall_checked_at",
+            "repaired_at",
             "stitch_failures",
             "stitch_error",
         ] {

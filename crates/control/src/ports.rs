@@ -469,10 +469,11 @@ pub trait JobStore: Send + Sync {
         to: JobStatus,
         error: Option<&str>,
     ) -> PortResult<bool>;
-    /// Claims the repair of a job ENCODING without progress: true for exactly one of
-    /// several callers, and at most once per `stale_secs` (the claim's time is recorded), so
-    /// overlapping sweeps never re-queue one job's items twice in a row.
-    fn claim_stalled(&self, id: &str, stale_secs: f64) -> PortResult<bool>;
+    /// Claims the repair of a job still in `status` (its items re-queued, its stitch
+    /// requested again): true for exactly one of several callers, and at most once per
+    /// `stale_secs` (the claim's time is recorded), so overlapping sweeps, and the sweeps of
+    /// ticks to come, never repeat a repair that may still be under way.
+    fn claim_repair(&self, id: &str, status: JobStatus, stale_secs: f64) -> PortResult<bool>;
     /// Records that stitching job `id` failed with `reason` (a store or S3 error); returns
     /// how many of its stitches have failed. The dead-letter handler fails the job only
     /// after many.

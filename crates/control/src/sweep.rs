@@ -3,18 +3,20 @@
 //! Events drive the pipeline (an upload, a message, a commit), and each handler is
 //! idempotent, so a redelivery repairs most crashes. What remains is work whose every event
 //! is spent: an ingest that died after S3's retries ran out (a job left QUEUED or PROBING),
-//! a stitch request lost with the worker that should have sent it (a job left STITCHING),
-//! and workers that never started (capacity). A periodic tick runs these sweeps: the fleet
-//! function on AWS, the `run`/`watch` loop on one machine. They live here, beside the
-//! lifecycle, so both backends repair the same way.
+//! a job ENCODING whose messages are gone (an ingest that died between saving the plan and
+//! queuing it, a message a worker lost), a stitch request lost with the worker that should
+//! have sent it (a job left STITCHING), and workers that never started (capacity). A
+//! periodic tick runs these sweeps: the fleet function on AWS (and `vodpipe aws tick`), the
+//! `run`/`watch` loop on one machine. They live here, beside the lifecycle, so both
+//! backends repair the same way. Nothing waits forever: every state short of PUBLISHED or
+//! FAILED has a sweep that finishes it.
 //!
-//! No sweep looks for a job left ENCODING with every item done: the last commit moves the
-//! job to STITCHING in the same transaction as the item (the contract suite's
-//! `last_item_done_fires_exactly_once`), so that state cannot be reached, and a sweep over
-//! every encoding job would cost a read per job per tick at volume.
-//!
-//! Order matters: capacity first, since an abandoned ingest may probe for minutes; each
-//! job and each tier on its own, so one failure never stops the repair of the others.
+//! Each sweep is bounded: repairs are claimed per job ([`JobStore::claim_repair`]), so
+//! overlapping ticks never repeat one, and a repair is not repeated for a while after it
+//! was made; the slow one (resuming an ingest, which probes) starts only when the tick has
+//! the time to finish it. Order matters: capacity first, then the cheap repairs, the
+//! probes last; each job and each tier on its own, so one failure never stops the repair
+//! of the others. A dry run says what each would do and changes nothing.
 
 use crate::ingest::{abandoned_after, ingest, Source};
 use crate::job::JobStatus;
@@ -26,21 +28,42 @@ use vodpipe_media::process::now_secs;
 
 /// How long a job may stay STITCHING before its stitch is requested again: far longer than
 /// a stitch of a feature-length job takes, so a second request is a repair, not a race (a
-/// duplicate stitch is harmless anyway: publication is conditional).
+/// duplicate stitch is harmless anyway: publication is conditional). A job's stitch is
+/// requested again at most once per this period.
 pub const STITCH_STALE_SECS: f64 = 900.0;
+
+/// How long a job may stay ENCODING with no item committed before its unfinished items
+/// (neither done nor leased) are queued again, when its tier's queues are empty: nothing
+/// is coming for it. At most once per this period per job.
+pub const STALL_SECS: f64 = 900.0;
+
+/// The same, whatever the queues hold: a job whose items are behind a long backlog gets a
+/// duplicate message per unfinished item at most this often (a duplicate finds its item
+/// leased or done and is dropped).
+pub const STALL_BUSY_SECS: f64 = 7200.0;
+
+/// Stalled jobs one tick re-queues, at most: a film's thousands of messages each.
+pub const MAX_REQUEUES_PER_TICK: usize = 25;
+
+/// The longest one resumed ingest can take (two probes at their time limit, the settings
+/// wait, ten seconds for the rest): a tick starts one only with this much time left.
+pub fn resume_cost(cfg: &Config) -> Duration {
+    Duration::from_secs(2 * cfg.policy.probe_timeout_secs + 10) + cfg.settings.settings_wait
+}
 
 /// Ingests again every job left QUEUED or PROBING for longer than a probe can take: its
 /// ingest died and the event's retries are spent. `ingest` takes such a job over, by one
 /// caller only (a conditional claim), so overlapping ticks never probe one job twice.
-/// Stops when `budget` is spent (each resume may probe for minutes); the rest waits for the
-/// next tick. A job that fails to resume is logged and left; it never stops the others.
+/// A resume starts only while [`resume_cost`] still fits before `until` (the rest waits
+/// for the next tick). A job that fails to resume is logged and left; it never stops the
+/// others. A dry run lists the jobs it would resume.
 pub fn resume_abandoned(
     ports: Ports<'_>,
     cfg: &Config,
-    budget: Duration,
+    until: Instant,
+    dry_run: bool,
     source_of: impl Fn(&JobRecord) -> Source,
 ) -> PortResult<Vec<String>> {
-    let started = Instant::now();
     let cutoff = now_secs() - abandoned_after(cfg);
     let mut resumed = Vec::new();
     for status in [JobStatus::Queued, JobStatus::Probing] {
@@ -48,8 +71,12 @@ pub fn resume_abandoned(
             if job.created_at > cutoff {
                 continue;
             }
-            if started.elapsed() > budget {
-                tracing::info!(job = %job.id, "the sweep's time for resuming is spent; next tick");
+            if dry_run {
+                resumed.push(job.id);
+                continue;
+            }
+            if Instant::now() + resume_cost(cfg) > until {
+                tracing::info!(job = %job.id, "no time left in this tick to resume an ingest; next tick");
                 return Ok(resumed);
             }
             match ingest(ports, cfg, &source_of(&job), false) {
@@ -68,8 +95,14 @@ pub fn resume_abandoned(
 
 /// Requests the stitch again for every job STITCHING for longer than `stale_secs`: the
 /// worker whose commit moved it there died before sending the request, and the item's
-/// redelivery (which would send it too) was deleted or dead-lettered. Returns the jobs.
-pub fn restitch_stranded<J, Q>(jobs: &J, queue: &Q, stale_secs: f64) -> PortResult<Vec<String>>
+/// redelivery (which would send it too) was deleted or dead-lettered. Each job's request
+/// is repeated at most once per `stale_secs`. Returns the jobs (a dry run: that it would).
+pub fn restitch_stranded<J, Q>(
+    jobs: &J,
+    queue: &Q,
+    stale_secs: f64,
+    dry_run: bool,
+) -> PortResult<Vec<String>>
 where
     J: JobStore + ?Sized,
     Q: WorkQueue + ?Sized,
@@ -78,6 +111,13 @@ where
     let mut sent = Vec::new();
     for job in jobs.brief_jobs_by_status(JobStatus::Stitching)? {
         if job.stitch_started_at.unwrap_or(job.created_at) > cutoff {
+            continue;
+        }
+        if dry_run {
+            sent.push(job.id);
+            continue;
+        }
+        if !jobs.claim_repair(&job.id, JobStatus::Stitching, stale_secs)? {
             continue;
         }
         let request = Message::Stitch {
@@ -94,6 +134,77 @@ where
         }
     }
     Ok(sent)
+}
+
+/// A job ENCODING whose messages may be gone: never fully queued (its ingest died after
+/// saving the plan) and older than an ingest's retries, or without a committed item for
+/// [`STALL_SECS`] while its tier has nothing queued, or for [`STALL_BUSY_SECS`] whatever.
+pub fn is_stalled(job: &JobRecord, now: f64, cfg: &Config, queues_idle: bool) -> bool {
+    if job.queued_at.is_none() {
+        return now - job.created_at > abandoned_after(cfg);
+    }
+    let last = [job.queued_at, job.started_at, job.progress_at]
+        .into_iter()
+        .flatten()
+        .fold(job.created_at, f64::max);
+    let idle_for = now - last;
+    (queues_idle && idle_for > STALL_SECS) || idle_for > STALL_BUSY_SECS
+}
+
+/// Queues again the unfinished items (neither done nor leased) of every job stalled at
+/// `now` ([`is_stalled`]), at most [`MAX_REQUEUES_PER_TICK`] jobs, each at most once per
+/// [`STALL_SECS`]. Returns the jobs and how many messages each got (a dry run: would get).
+pub fn requeue_stalled<J, Q>(
+    jobs: &J,
+    queue: &Q,
+    cfg: &Config,
+    now: f64,
+    dry_run: bool,
+) -> PortResult<Vec<(String, usize)>>
+where
+    J: JobStore + ?Sized,
+    Q: WorkQueue + ?Sized,
+{
+    let mut idle: std::collections::HashMap<Tier, bool> = Default::default();
+    let mut requeued = Vec::new();
+    for job in jobs.brief_jobs_by_status(JobStatus::Encoding)? {
+        if requeued.len() >= MAX_REQUEUES_PER_TICK {
+            tracing::info!("stalled jobs left for the next tick");
+            break;
+        }
+        let queues_idle = match idle.get(&job.tier) {
+            Some(v) => *v,
+            None => {
+                // Escalated items wait on premium too.
+                let v = [Queue::Work(job.tier), Queue::Work(Tier::Premium)]
+                    .into_iter()
+                    .map(|q| queue.depth(q).unwrap_or(1))
+                    .sum::<u64>()
+                    == 0;
+                idle.insert(job.tier, v);
+                v
+            }
+        };
+        if !is_stalled(&job, now, cfg, queues_idle) {
+            continue;
+        }
+        let messages = crate::ingest::unfinished(jobs, &job.id)?;
+        if messages.is_empty() {
+            continue;
+        }
+        if !dry_run {
+            if !jobs.claim_repair(&job.id, JobStatus::Encoding, STALL_SECS)? {
+                continue;
+            }
+            if let Err(e) = queue.send_many(Queue::Work(job.tier), &messages) {
+                tracing::error!(job = %job.id, error = %e, "could not queue a stalled job's items again");
+                continue;
+            }
+            tracing::warn!(job = %job.id, items = messages.len(), "queued a stalled job's unfinished items again");
+        }
+        requeued.push((job.id, messages.len()));
+    }
+    Ok(requeued)
 }
 
 /// One tier's reconcile.

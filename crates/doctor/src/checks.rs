@@ -294,6 +294,36 @@ fn missing_image(uri: &str, tag: &str) -> Finding {
     )
 }
 
+/// The environment of deployed stack `stack`'s fleet function (`<Name>-fleet`, Name being
+/// the stack's parameter): the resources and fleet settings its tick runs with, for
+/// `vodpipe aws tick --stack`.
+pub fn fleet_environment(
+    bridge: &Bridge,
+    sdk: &SdkConfig,
+    stack: &str,
+) -> Result<HashMap<String, String>, String> {
+    let s = read_stack(bridge, sdk, stack)?.ok_or_else(|| format!("no stack {stack}"))?;
+    let name = s
+        .parameters
+        .get("Name")
+        .cloned()
+        .unwrap_or_else(|| stack.to_string());
+    let function = format!("{name}-fleet");
+    let out = bridge
+        .run(
+            aws_sdk_lambda::Client::new(sdk)
+                .get_function_configuration()
+                .function_name(&function)
+                .send(),
+        )
+        .map_err(|e| format!("reading {function}: {}", err(&e)))?;
+    Ok(out
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .unwrap_or_default())
+}
+
 /// Checks the ingest and fleet functions carry the probe layer; returns the ingest
 /// function's environment (the fleet settings it launches tasks with), if it was read.
 fn probe_layer(

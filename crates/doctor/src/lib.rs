@@ -135,4 +135,4 @@ pub struct Options {
     pub max_workers: Option<u32>,
 }
 
-pub use checks::run;
+pub use checks::{fleet_environment, run};

@@ -212,8 +212,10 @@ pub fn is_url(input: &Path) -> bool {
 /// demuxers, and only the one protocol the input needs. A local file is opened through
 /// `file` with an explicit `file:` prefix, so a name such as `http:…` or `concat:…` is never
 /// read as a protocol. A presigned URL (an S3 source) is opened through HTTP(S) only, with
-/// a read timeout; the demuxer allow-list still refuses playlists that could point
-/// elsewhere.
+/// a read timeout, and every read that meets a 5xx answer or a network error is tried
+/// again with back-off (S3 answers 503 SlowDown under load, and a 500 now and then): a
+/// passing fault of the server must never read as a fault of the file. The demuxer
+/// allow-list still refuses playlists that could point elsewhere.
 pub fn input_args(input: &Path) -> Vec<String> {
     let s = input.to_string_lossy();
     let (protocols, target) = if s.starts_with("http://") {
@@ -227,6 +229,15 @@ pub fn input_args(input: &Path) -> Vec<String> {
     let mut a = vec!["-protocol_whitelist".to_string(), protocols.to_string()];
     if is_url(input) {
         a.extend(["-rw_timeout".into(), "30000000".into()]);
+        // Retries at 0, 1, 3 and 7 s, then the read fails.
+        for (k, v) in [
+            ("-reconnect", "1"),
+            ("-reconnect_on_network_error", "1"),
+            ("-reconnect_on_http_error", "5xx"),
+            ("-reconnect_delay_max", "10"),
+        ] {
+            a.extend([k.to_string(), v.to_string()]);
+        }
     }
     a.extend([
         "-format_whitelist".into(),
@@ -261,10 +272,12 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
     args.extend(input_args(path));
     // ffprobe takes the input as a positional argument, not -i.
     args.retain(|a| a != "-i");
-    let out = ToolRun::new(ffprobe, args, "probe")
-        .timeout(timeout)
-        .run()
-        .map_err(|e| reject_unreadable(e, is_url(path)))?;
+    let out = run_checked(path, || {
+        ToolRun::new(ffprobe, args.clone(), "probe")
+            .timeout(timeout)
+            .run()
+            .map_err(|e| reject_unreadable(e, is_url(path)))
+    })?;
     let raw: RawProbe = serde_json::from_str(&out.stdout).map_err(|e| Error::Tool {
         step: "probe".into(),
         detail: format!("unreadable ffprobe output: {e}"),
@@ -369,6 +382,28 @@ fn table_from_moov(
     }
 }
 
+/// Runs a probe step; for a source read over HTTP, a refusal is looked at once more after
+/// a pause before it stands: a read that failed past every retry can leave the demuxer
+/// with bytes that look bad, and a rejection must mean the bytes are bad, nothing else.
+/// A refusal the second run repeats is the file's; a second run that fails otherwise says
+/// the server was at fault.
+fn run_checked<T>(path: &Path, run: impl Fn() -> Result<T>) -> Result<T> {
+    match run() {
+        Err(Error::Rejected(first)) if is_url(path) => {
+            tracing::warn!(source = %path.display(), reason = %first, "the probe refused a source read over HTTP; looking again");
+            std::thread::sleep(Duration::from_secs(2));
+            match run() {
+                Err(Error::Rejected(second)) if second == first => Err(Error::Rejected(first)),
+                Err(Error::Rejected(second)) => Err(Error::Unavailable(format!(
+                    "reading the source gave two different answers ({first}; then {second}): the server, not the file, is at fault"
+                ))),
+                other => other,
+            }
+        }
+        other => other,
+    }
+}
+
 /// What ffmpeg's HTTP client prints when the server or the network failed, not the file:
 /// a 5xx answer, a refused or dropped connection, a body cut short.
 const TRANSPORT_FAILURES: &[&str] = &[
@@ -435,10 +470,12 @@ fn frame_timestamps(ffprobe: &str, path: &Path, index: u32, timeout: Duration) -
     ];
     args.extend(input_args(path));
     args.retain(|a| a != "-i");
-    let out = ToolRun::new(ffprobe, args, "probe frames")
-        .timeout(timeout)
-        .run()
-        .map_err(|e| reject_unreadable(e, is_url(path)))?;
+    let out = run_checked(path, || {
+        ToolRun::new(ffprobe, args.clone(), "probe frames")
+            .timeout(timeout)
+            .run()
+            .map_err(|e| reject_unreadable(e, is_url(path)))
+    })?;
     let mut pts = Vec::new();
     for line in out.stdout.lines() {
         let mut parts = line.split(',');
