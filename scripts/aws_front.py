@@ -27,7 +27,8 @@ app of `moto_server.py`) and adds exactly that:
   `TransactionCanceledException` with a `TransactionConflict` reason, and added latency.
   What was injected is counted by operation and kind (`GET /_vodpipe/faults`).
 - **What moto leaves out.** `ClientRequestToken` makes a repeated `TransactWriteItems`
-  succeed as the first did (moto applies it again, and its conditions then fail); S3
+  succeed as the first did (moto applies it again, and its conditions then fail), and
+  `clientToken` a repeated ECS `RunTask` (moto would start a second set of tasks); S3
   event notifications carry the object's `versionId` and a `sequencer`, as S3's do; and
   ECS `ListTasks` without a `desiredStatus` lists RUNNING tasks only, as ECS does (moto
   lists stopped tasks too, so a fleet counting its tasks never replaced a stopped one).
@@ -635,6 +636,14 @@ def control(environ, start_response):
                     json.dumps(out).encode())
 
 
+# Requests a token makes idempotent in AWS (a repeat answers as the first did), and moto
+# ignores: the operation and the token's parameter.
+_IDEMPOTENCY_TOKENS = {
+    ("dynamodb", "TransactWriteItems"): "ClientRequestToken",
+    ("ecs", "RunTask"): "clientToken",
+}
+
+
 def handle(app_call, environ, start_response, service, operation):
     """Serves one AWS request through IAM and the fault plan, then moto."""
     call = Call(environ, service, operation)
@@ -656,8 +665,9 @@ def handle(app_call, environ, start_response, service, operation):
         _count(call, kind, fault[1])
         return _respond(start_response, *_conflict(call))
     token = None
-    if service == "dynamodb" and operation == "TransactWriteItems":
-        token = call.json_body().get("ClientRequestToken")
+    if (service, operation) in _IDEMPOTENCY_TOKENS:
+        token = call.json_body().get(_IDEMPOTENCY_TOKENS[(service, operation)])
+        token = f"{service}:{operation}:{token}" if token else None
         with _LOCK:
             cached = _STATE["tokens"].get(token) if token else None
         if cached and cached[0] > time.time():

@@ -23,6 +23,12 @@
 //! Later deliveries for the same task change nothing. The interrupted worker has already
 //! given its lease and message back on SIGTERM.
 //!
+//! A task that stopped with `TaskFailedToStart` (an image that cannot be pulled, a
+//! missing secret) is recorded against its tier; the fleet then launches nothing for that
+//! tier until a back-off has passed (a minute, doubling, up to half an hour) or one of its
+//! tasks has started, and `vodpipe status`, `vodpipe jobs` and `vodpipe aws doctor` say
+//! why work is waiting.
+//!
 //! Each tier is reconciled on its own: one tier's throttled or failing `RunTask` is
 //! reported in that tier's line and never stops the others, and capacity is repaired before
 //! the sweeps run.
@@ -34,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use vodpipe_aws::dynamo::Interruption;
 use vodpipe_control::ingest::Source;
-use vodpipe_control::ports::{Queue, Tier, WorkQueue};
+use vodpipe_control::ports::{JobStore, Queue, Tier, WorkQueue};
 pub use vodpipe_control::sweep::{self, TierCapacity};
 use vodpipe_media::process::now_secs;
 
@@ -65,6 +71,9 @@ pub struct FleetReport {
     pub dry_run: bool,
     /// A newly recorded interruption's task ARN.
     pub interruption: Option<String>,
+    /// For a task that failed to start: its tier's failed launches in a row.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub launch_failures: u32,
     /// Per tier: queued or in-flight messages, and the tasks it has (a dry run: wants).
     pub tiers: Vec<TierCapacity>,
     /// Jobs stranded in STITCHING whose stitch was requested again.
@@ -78,6 +87,10 @@ pub struct FleetReport {
     pub redrive_waiting: u64,
     /// Jobs an ingest abandoned (it died, its retries ran out) that this tick took over.
     pub resumed: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A stalled job queued again.
@@ -108,7 +121,26 @@ pub fn handle(
     if event.source == "aws.ecs" && event.detail_type == "ECS Task State Change" {
         let change: TaskStateChange = serde_json::from_value(event.detail.clone())
             .map_err(|e| FunctionError::Config(format!("unreadable ECS event detail: {e}")))?;
-        // Only Spot interruptions matter here; the rule forwards nothing else, but a
+        let tier = tier_of(change.started_by.as_deref());
+        // A task that never started (its image cannot be pulled, say) fails again on every
+        // launch: recorded, so the tier's launches back off until one of its tasks starts.
+        if change.stop_code.as_deref() == Some("TaskFailedToStart") {
+            let reason = change
+                .stopped_reason
+                .clone()
+                .unwrap_or_else(|| "the task failed to start".into());
+            let mut report = FleetReport {
+                trigger: "launch-failure".into(),
+                ..Default::default()
+            };
+            if let Some(tier) = tier {
+                let t = shared.aws.state.jobs.record_launch_failure(tier, &reason)?;
+                tracing::error!(task = %change.task_arn, %tier, failures = t.failures, %reason, "a worker task failed to start");
+                report.launch_failures = t.failures;
+            }
+            return Ok(report);
+        }
+        // Only Spot interruptions matter otherwise; the rule forwards nothing else, but a
         // broader rule someone adds must not start tasks on every task stop.
         if change.stop_code.as_deref() != Some("SpotInterruption") {
             return Ok(FleetReport {
@@ -116,7 +148,6 @@ pub fn handle(
                 ..Default::default()
             });
         }
-        let tier = tier_of(change.started_by.as_deref());
         let recorded = shared.aws.state.jobs.record_interruption(&Interruption {
             task_arn: change.task_arn.clone(),
             tier: tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
@@ -184,6 +215,7 @@ pub fn tick(shared: &Shared, until: Instant, dry_run: bool) -> Result<FleetRepor
         trigger: "command".into(),
         dry_run,
         interruption: None,
+        launch_failures: 0,
         tiers: capacity,
         restitched,
         requeued,

@@ -250,3 +250,26 @@ fn a_spot_interruption_is_handled_once_at_its_warning_and_a_tick_reports_queue_d
     let bulk = report.tiers.iter().find(|t| t.tier == "bulk").unwrap();
     assert!(bulk.depth >= 1, "{report:?}");
 }
+
+#[test]
+fn a_task_that_failed_to_start_is_recorded_against_its_tier_until_a_worker_starts() {
+    let s = shared();
+    let failed: EventBridgeEvent =
+        serde_json::from_value(event("ecs-task-failed-to-start.json")).unwrap();
+    let first = vodpipe_functions::fleet::handle(&s, &failed, soon()).unwrap();
+    assert_eq!(first.trigger, "launch-failure");
+    assert!(
+        first.tiers.is_empty(),
+        "a failed start launched more: {first:?}"
+    );
+    let again = vodpipe_functions::fleet::handle(&s, &failed, soon()).unwrap();
+    assert_eq!(again.launch_failures, first.launch_failures + 1);
+    let trouble = s.aws.state.launch_trouble(Tier::Bulk).unwrap().unwrap();
+    assert!(
+        trouble.reason.contains("CannotPullContainerError"),
+        "{trouble:?}"
+    );
+    // A worker of the tier started: the tier launches again.
+    s.aws.state.clear_launch_trouble(Tier::Bulk).unwrap();
+    assert_eq!(s.aws.state.launch_trouble(Tier::Bulk).unwrap(), None);
+}

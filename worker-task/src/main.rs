@@ -76,6 +76,12 @@ fn main() -> Result<()> {
         other => anyhow::bail!("VODPIPE_WORKER_STITCHES is {other:?}; use true or false"),
     };
     tracing::info!(?tiers, ?idle, stitches, "worker task starting");
+    // This task started: its tiers' launches work (a failed-launch back-off ends here).
+    for tier in &tiers {
+        if let Err(e) = vodpipe_control::ports::JobStore::clear_launch_trouble(&aws.state, *tier) {
+            tracing::warn!(%tier, error = %e, "could not clear the tier's failed launches");
+        }
+    }
     // Jobs this task fails (or publishes, where it stitches) are announced on EventBridge
     // (`VODPIPE_EVENT_BUS`) like the functions' changes.
     // A task of a fleet also leaves when mostly idle, so the fleet shrinks after a peak.

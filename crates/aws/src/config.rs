@@ -10,7 +10,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use std::future::Future;
 use std::time::Duration;
-use vodpipe_control::ports::{PortError, PortResult, Queue, Tier};
+use vodpipe_control::ports::{PortError, PortResult, Queue};
 
 /// Names of everything the backend uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +114,7 @@ impl AwsSettings {
 
     /// Every queue, in priority order.
     pub fn queues() -> [Queue; 4] {
-        [
-            Queue::Work(Tier::Premium),
-            Queue::Work(Tier::Standard),
-            Queue::Work(Tier::Bulk),
-            Queue::Stitch,
-        ]
+        Queue::all()
     }
 }
 

@@ -24,7 +24,13 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ecs::Client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vodpipe_control::ports::{Fleet, PortResult, Tier};
+use vodpipe_control::ports::{Fleet, JobStore, PortError, PortResult, Tier};
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 pub use vodpipe_control::sweep::{LAUNCHES_PER_SECOND, MAX_LAUNCHES_PER_CALL, TASKS_PER_RUN_TASK};
 
@@ -47,6 +53,9 @@ pub struct EcsSettings {
     pub assign_public_ip: bool,
     /// Most worker tasks per tier.
     pub max_per_tier: u32,
+    /// How long a tier's launches wait after its first failed launch in a row (doubling
+    /// with each further one): `VODPIPE_LAUNCH_BACKOFF_SECS`, 60 by default.
+    pub launch_backoff_secs: f64,
 }
 
 /// The ECS fleet.
@@ -54,6 +63,8 @@ pub struct EcsFleet {
     client: Client,
     bridge: Arc<Bridge>,
     settings: EcsSettings,
+    /// Where failed launches are recorded (the job table).
+    launches: crate::dynamo::DynamoJobs,
 }
 
 /// The `startedBy` tag of a tier's tasks.
@@ -81,10 +92,16 @@ pub fn served_tiers(tier: Tier) -> String {
 }
 
 impl EcsFleet {
-    /// The fleet in `settings`.
-    pub fn new(bridge: Arc<Bridge>, sdk: &aws_config::SdkConfig, settings: EcsSettings) -> Self {
+    /// The fleet in `settings`, recording failed launches in `table`.
+    pub fn new(
+        bridge: Arc<Bridge>,
+        sdk: &aws_config::SdkConfig,
+        settings: EcsSettings,
+        table: &str,
+    ) -> Self {
         EcsFleet {
             client: Client::new(sdk),
+            launches: crate::dynamo::DynamoJobs::new(bridge.clone(), sdk, table),
             bridge,
             settings,
         }
@@ -120,6 +137,16 @@ impl EcsFleet {
 
 impl Fleet for EcsFleet {
     fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
+        // Tasks that cannot start are billed and fail again on every launch: after failed
+        // launches the tier waits, longer each time, until one of its tasks starts.
+        let base = self.settings.launch_backoff_secs;
+        if let Some(t) = self.launches.launch_trouble(tier)? {
+            if now_secs() < vodpipe_control::sweep::launch_allowed_at(&t, base) {
+                return Err(PortError::Backend(
+                    vodpipe_control::sweep::launch_trouble_text(tier, &t, base),
+                ));
+            }
+        }
         let have = self.count(tier)?;
         let want = vodpipe_control::sweep::launch_target(have, workers, self.settings.max_per_tier);
         let mut started = 0;
@@ -173,6 +200,8 @@ impl Fleet for EcsFleet {
                             .build(),
                     )
                     .overrides(overrides)
+                    // A retry after a lost response starts no second set of tasks.
+                    .client_token(crate::dynamo::random_token())
                     .send(),
             );
             let out = match sent {
@@ -187,6 +216,16 @@ impl Fleet for EcsFleet {
             let ok = out.tasks().len() as u32;
             for f in out.failures() {
                 tracing::warn!(%tier, reason = f.reason().unwrap_or("?"), detail = f.detail().unwrap_or(""), "RunTask failure");
+            }
+            if ok == 0 {
+                if let Some(f) = out.failures().first() {
+                    let reason = format!(
+                        "RunTask: {} {}",
+                        f.reason().unwrap_or("?"),
+                        f.detail().unwrap_or("")
+                    );
+                    self.launches.record_launch_failure(tier, reason.trim())?;
+                }
             }
             started += ok;
             if ok < count {

@@ -41,6 +41,9 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
         .unwrap();
     let (subnets, security_group) = default_network();
     assert!(subnets.len() >= 2, "two AZs: {subnets:?}");
+    // The table failed launches are recorded in.
+    let settings = emulator::settings(&emulator::unique_name("fleet"));
+    vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings).unwrap();
     let fleet_capped_at = |max_per_tier: u32| {
         EcsFleet::new(
             bridge.clone(),
@@ -53,7 +56,9 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
                 security_groups: vec![security_group.clone()],
                 assign_public_ip: true,
                 max_per_tier,
+                launch_backoff_secs: 600.0,
             },
+            &settings.table,
         )
     };
     let fleet = fleet_capped_at(4);
@@ -80,6 +85,34 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
     let wide = fleet_capped_at(40);
     assert_eq!(wide.ensure_capacity(Tier::Bulk, 25).unwrap(), 25);
     assert_eq!(wide.count(Tier::Bulk).unwrap(), 25);
+
+    // Tasks that failed to start (an image that cannot be pulled): the tier launches
+    // nothing more until its back-off has passed or one of its workers started.
+    use vodpipe_control::ports::JobStore;
+    let state = vodpipe_aws::AwsState::connect(bridge.clone(), &sdk, &settings).unwrap();
+    let why = "CannotPullContainerError: vodpipe-worker:latest: not found";
+    assert_eq!(
+        state
+            .record_launch_failure(Tier::Premium, why)
+            .unwrap()
+            .failures,
+        1
+    );
+    let refused = fleet
+        .ensure_capacity(Tier::Premium, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("cannot start") && refused.contains(why),
+        "{refused}"
+    );
+    assert_eq!(
+        fleet.count(Tier::Premium).unwrap(),
+        1,
+        "launched while backing off"
+    );
+    state.clear_launch_trouble(Tier::Premium).unwrap();
+    assert_eq!(fleet.ensure_capacity(Tier::Premium, 3).unwrap(), 3);
 }
 
 /// The emulator's default VPC: two subnets in different AZs and its default security

@@ -541,6 +541,8 @@ fn the_template_deploys_from_the_root_with_no_parameter_given() {
         ["Pattern"]["detail"];
     assert!(rule["lastStatus"].is_badvalue(), "{rule:?}");
     assert_eq!(rule["stopCode"][0].as_str(), Some("SpotInterruption"));
+    // And tasks that never started, so the fleet backs off instead of relaunching them.
+    assert_eq!(rule["stopCode"][1].as_str(), Some("TaskFailedToStart"));
     // Workers announce the jobs they fail: the bus in their environment, the right to use it.
     let task_env = resource(&t, "WorkerTaskDefinition")["ContainerDefinitions"][0]["Environment"]
         .as_vec()

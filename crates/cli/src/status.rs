@@ -77,11 +77,39 @@ fn find(backend: &Backend, job: &str) -> Result<JobRecord> {
         .with_context(|| format!("no job with id or source {job}"))
 }
 
+/// The failed-launch back-off a deployment runs with (`VODPIPE_LAUNCH_BACKOFF_SECS`).
+fn launch_backoff_secs() -> f64 {
+    std::env::var("VODPIPE_LAUNCH_BACKOFF_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60.0)
+}
+
+/// Why the workers a job waits for cannot start, if they cannot: its tier's, or
+/// on-demand capacity's (where its items escalate), recorded failed launches.
+fn workers_trouble(backend: &Backend, j: &JobRecord) -> Result<Option<String>> {
+    if j.status.is_final() {
+        return Ok(None);
+    }
+    for tier in [j.tier, Tier::Premium] {
+        if let Some(t) = backend.jobs().launch_trouble(tier)? {
+            return Ok(Some(vodpipe_control::sweep::launch_trouble_text(
+                tier,
+                &t,
+                launch_backoff_secs(),
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// `vodpipe status`.
 pub fn status(job: String, state: &StateOpts, as_json: bool) -> Result<i32> {
     let backend = state.open(None, 0, None, true)?;
     let j = find(&backend, &job)?;
-    let v = job_json(backend.objects(), &j);
+    let mut v = job_json(backend.objects(), &j);
+    let trouble = workers_trouble(&backend, &j)?;
+    v["workers_cannot_start"] = json!(trouble);
     if as_json {
         println!("{v}");
         return Ok(0);
@@ -114,6 +142,9 @@ pub fn status(job: String, state: &StateOpts, as_json: bool) -> Result<i32> {
         "progress  {}/{} items, {}/{} frames",
         j.done, j.total, j.frames_done, j.frames_total
     );
+    if let Some(t) = &trouble {
+        println!("workers   {t}");
+    }
     println!(
         "attempts  {} ({} failed, {} interrupted)",
         j.attempts, j.failures, j.interruptions
@@ -184,6 +215,15 @@ fn table(backend: &Backend, jobs: &[JobRecord]) -> Result<String> {
         count("failed"),
         depth.join(", ")
     );
+    for tier in Tier::ALL {
+        if let Some(t) = backend.jobs().launch_trouble(tier)? {
+            let _ = writeln!(
+                out,
+                "WARNING: {}",
+                vodpipe_control::sweep::launch_trouble_text(tier, &t, launch_backoff_secs())
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "{:<16} {:<10} {:<9} {:<13} {:<22} {:>7} {:>5}  SOURCE",

@@ -70,20 +70,19 @@ fn statuses(emu: &Value) -> Vec<&str> {
         .collect()
 }
 
-#[test]
-fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
-    let d = tempfile::tempdir().unwrap();
-    let clip = d.path().join("clip.mp4");
+/// A 12-second clip with an English mov_text track inside, and a Spanish SubRip sidecar
+/// for it: the source and the sidecar.
+fn captioned_clip(d: &Path) -> (PathBuf, PathBuf) {
+    let clip = d.join("clip.mp4");
     make_clip(&clip, "640x360", "30000/1001", 12, Some(440), HARD_H264);
-    // With an English mov_text track inside and a Spanish SubRip sidecar beside it.
-    let (en, es) = (d.path().join("en.srt"), d.path().join("clip.es.srt"));
+    let (en, es) = (d.join("en.srt"), d.join("clip.es.srt"));
     std::fs::write(
         &en,
         "1\n00:00:01,000 --> 00:00:02,500\nHello\n\n2\n00:00:06,000 --> 00:00:09,000\nAcross\n",
     )
     .unwrap();
     std::fs::write(&es, "1\n00:00:03,000 --> 00:00:04,500\nHola\n").unwrap();
-    let src = d.path().join("src.mp4");
+    let src = d.join("src.mp4");
     ffmpeg(&[
         "-i",
         clip.to_str().unwrap(),
@@ -101,6 +100,13 @@ fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
         "language=eng",
         src.to_str().unwrap(),
     ]);
+    (src, es)
+}
+
+#[test]
+fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, es) = captioned_clip(d.path());
     let out = d.path().join("out");
     let key = "uploads/My Clip +1 é.mp4";
     let (code, job) = e2e(
@@ -304,4 +310,117 @@ fn two_uploads_choose_their_tiers_by_metadata_and_by_prefix() {
         "{emu:#}"
     );
     assert_eq!(emu["metrics"]["JobsIngested"], 2, "{emu:#}");
+}
+
+/// AWS as it fails, on the deployed shape: every function and task signs with exactly its
+/// template role (IAM enforced), 5 % of responses are lost after the request was applied,
+/// 5 % of requests are throttled and 10 % of transactions conflict, on every service; a
+/// worker task is reclaimed mid-item; S3 delivers every event twice; and an older upload
+/// of the same key, whose ingest is held back until the newer one has published, arrives
+/// last. Every job ends PUBLISHED exactly once, frame-exact; the pointers serve the newer
+/// upload; both subtitle languages are published; nothing is left on a queue.
+#[test]
+fn the_deployed_shape_survives_aws_as_it_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, es) = captioned_clip(d.path());
+    let older = d.path().join("older.mp4");
+    make_clip(&older, "320x180", "25", 6, Some(330), FAST_H264);
+    let out = d.path().join("out");
+    let (code, report) = e2e(
+        &src,
+        "uploads/talk.mp4",
+        &out,
+        "e2e-chaos",
+        &[
+            "--interrupt",
+            "--chunk-seconds",
+            "4",
+            "--workers",
+            "2",
+            "--sidecar",
+            es.to_str().unwrap(),
+            "--older",
+            older.to_str().unwrap(),
+            "--fault",
+            "dynamodb:TransactWriteItems@lost=0.05,throttle=0.05,conflict=0.1,latency-ms=0-20",
+            "--fault",
+            "lost=0.05,throttle=0.05,latency-ms=0-20",
+            "--fault-seed",
+            "7",
+        ],
+    );
+    let emu = &report["emulator"];
+    assert_eq!(code, 0, "{report:#}");
+    // IAM was enforced on every call and refused none.
+    assert_eq!(emu["iam"]["enforced"], true, "{emu:#}");
+    assert_eq!(emu["iam"]["denials"], serde_json::json!([]), "{emu:#}");
+    assert!(emu["iam"]["checked"].as_u64().unwrap() > 100, "{emu:#}");
+    // The faults were there: lost responses and throttling on DynamoDB, S3 and SQS.
+    let by = &emu["faults"]["by_service"];
+    for service in ["dynamodb", "s3", "sqs"] {
+        let n = |k: &str| by[service][k].as_u64().unwrap_or(0);
+        assert!(n("lost") + n("throttle") >= 2, "{service}: {by:#}");
+    }
+    // Both uploads published once; the pointers serve the newer one.
+    let jobs = emu["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{emu:#}");
+    let (newer, older_job) = (&jobs[0], &jobs[1]);
+    for j in jobs {
+        assert_eq!(j["status"], "PUBLISHED", "{j:#}");
+        assert_eq!(j["stitch_count"], 1, "{j:#}");
+    }
+    assert_eq!(emu["pointer_job"], newer["job_id"], "{emu:#}");
+    assert_ne!(older_job["master_key"], newer["master_key"], "{emu:#}");
+    assert_eq!(newer["master_key"], "uploads/talk/master.m3u8");
+    // No subtitle language was lost to a fault.
+    assert_eq!(
+        newer["subtitles"],
+        serde_json::json!(["eng", "es"]),
+        "{newer:#}"
+    );
+    // The reclaimed task's item was redone; nothing crashed, nothing is left to do.
+    assert_eq!(emu["fargate"]["interrupted"], 1, "{emu:#}");
+    assert_eq!(emu["fargate"]["crashed"], 0, "{emu:#}");
+    assert_eq!(emu["queued_after"], 0, "{emu:#}");
+    // The newer upload, downloaded, is frame-exact and close to its source.
+    let renditions = assert_published_correctly(&report, &src, d.path());
+    assert_psnr_at_least(&renditions[0], &src, 30.0);
+    eprintln!(
+        "chaos: faults {by}, {} IAM checks, {:.1} s",
+        emu["iam"]["checked"], emu["wall_secs"]
+    );
+}
+
+/// A worker image that cannot be pulled: every task stops with `TaskFailedToStart`. The
+/// fleet records it against the tier and backs off (a task is billed for every failed
+/// start) instead of launching on every tick, and once the image is there the job
+/// publishes.
+#[test]
+fn a_worker_image_that_cannot_be_pulled_is_retried_with_back_off_not_in_a_loop() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "320x180", "25", 6, Some(440), FAST_H264);
+    let out = d.path().join("out");
+    let (code, report) = e2e(
+        &src,
+        "uploads/late-image.mp4",
+        &out,
+        "e2e-pull",
+        &[
+            "--chunk-seconds",
+            "4",
+            "--tick-secs",
+            "1",
+            "--image-missing-for",
+            "20",
+        ],
+    );
+    let emu = &report["emulator"];
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["status"], "PUBLISHED", "{report:#}");
+    let failed = emu["fargate"]["failed_to_start"].as_u64().unwrap();
+    // A tick a second for 20 s would launch up to 2 tasks each time: 40 failed starts.
+    // Backing off from 2 s, doubling per failure, leaves a handful.
+    assert!((1..=8).contains(&failed), "{failed} failed starts: {emu:#}");
+    assert_eq!(emu["fargate"]["crashed"], 0, "{emu:#}");
 }

@@ -18,8 +18,8 @@
 
 use crate::job::JobStatus;
 use crate::ports::{
-    Acquired, Completion, ItemKind, ItemRef, ItemState, JobRecord, JobStore, Lease, PortError,
-    PortResult, Release, Tier,
+    Acquired, Completion, ItemKind, ItemRef, ItemState, JobRecord, JobStore, LaunchTrouble, Lease,
+    PortError, PortResult, Release, Tier,
 };
 use crate::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 use std::time::Duration;
@@ -52,6 +52,19 @@ pub fn item_sk(item: &ItemRef) -> String {
 /// The key of an item's record.
 pub fn item_key(item: &ItemRef) -> Key {
     Key::new(job_pk(&item.job_id), item_sk(item))
+}
+
+/// The record of a tier's failed launches, beside the jobs.
+fn launch_key(tier: Tier) -> Key {
+    Key::new("FLEET", format!("LAUNCH#{}", tier.as_str()))
+}
+
+fn launch_trouble(r: &Fields) -> LaunchTrouble {
+    LaunchTrouble {
+        failures: get_u(r, "failures") as u32,
+        reason: get_s(r, "reason").unwrap_or_default(),
+        last_at: get_f(r, "last_at").unwrap_or(0.0),
+    }
 }
 
 fn asset_key(asset: &str) -> Key {
@@ -426,6 +439,53 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             ],
         })?;
         Ok(written.map_or(0, |r| get_u(&r, "stitch_failures") as u32))
+    }
+
+    fn record_launch_failure(&self, tier: Tier, reason: &str) -> PortResult<LaunchTrouble> {
+        let key = launch_key(tier);
+        let now = now_secs();
+        let changes = vec![
+            Change::Add("failures", 1.0),
+            Change::Set("reason", Value::str(reason)),
+            Change::Set("last_at", Value::num(now)),
+        ];
+        for _ in 0..COMMIT_ROUNDS {
+            let written = self.update(&Write {
+                key: key.clone(),
+                when: Cond::Exists,
+                changes: changes.clone(),
+            })?;
+            if let Some(r) = written {
+                return Ok(launch_trouble(&r));
+            }
+            let first = fields(vec![
+                ("failures", Value::num(1)),
+                ("reason", Value::str(reason)),
+                ("last_at", Value::num(now)),
+            ]);
+            if self.create(&key, &first)? {
+                return Ok(launch_trouble(&first));
+            }
+        }
+        Err(PortError::Backend(format!(
+            "recording a failed launch of {tier}: the record kept changing"
+        )))
+    }
+
+    fn launch_trouble(&self, tier: Tier) -> PortResult<Option<LaunchTrouble>> {
+        Ok(self
+            .get(&launch_key(tier))?
+            .map(|r| launch_trouble(&r))
+            .filter(|t| t.failures > 0))
+    }
+
+    fn clear_launch_trouble(&self, tier: Tier) -> PortResult<()> {
+        self.update(&Write {
+            key: launch_key(tier),
+            when: Cond::Ne("failures", Value::num(0)),
+            changes: vec![Change::Set("failures", Value::num(0))],
+        })?;
+        Ok(())
     }
 
     fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {

@@ -237,6 +237,16 @@ pub enum Queue {
 }
 
 impl Queue {
+    /// Every queue: the tiers' and the stitch queue.
+    pub fn all() -> [Queue; 4] {
+        [
+            Queue::Work(Tier::Premium),
+            Queue::Work(Tier::Standard),
+            Queue::Work(Tier::Bulk),
+            Queue::Stitch,
+        ]
+    }
+
     /// The stored name (`premium`, `standard`, `bulk`, `stitch`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -478,6 +488,14 @@ pub trait JobStore: Send + Sync {
     /// how many of its stitches have failed. The dead-letter handler fails the job only
     /// after many.
     fn note_stitch_failure(&self, id: &str, reason: &str) -> PortResult<u32>;
+    /// Records that a launch of `tier`'s workers failed (a task that never started: an
+    /// image that cannot be pulled, a quota, no capacity); returns the tier's failures in
+    /// a row, this one included.
+    fn record_launch_failure(&self, tier: Tier, reason: &str) -> PortResult<LaunchTrouble>;
+    /// The tier's failed launches in a row, if its last launches failed.
+    fn launch_trouble(&self, tier: Tier) -> PortResult<Option<LaunchTrouble>>;
+    /// A worker of the tier started: its launches work again.
+    fn clear_launch_trouble(&self, tier: Tier) -> PortResult<()>;
     /// Takes over a job left in PROBING by an ingest that died: true for exactly one of
     /// several callers, and only when the job entered PROBING (or was last taken over) more
     /// than `stale_secs` ago. Entering PROBING through [`JobStore::transition`] records the
@@ -539,6 +557,18 @@ pub trait JobStore: Send + Sync {
     ) -> PortResult<bool>;
     /// Every item of a job with its state (to re-queue after an interrupted ingest).
     fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>>;
+}
+
+/// Launches of a tier's workers that failed in a row, and the last one's reason: what
+/// the fleet backs off on, and `status`, `jobs` and `vodpipe aws doctor` show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchTrouble {
+    /// Failed launches since the tier's last worker started.
+    pub failures: u32,
+    /// Why the last one failed, in the platform's words.
+    pub reason: String,
+    /// When it failed (seconds since the epoch).
+    pub last_at: f64,
 }
 
 /// The outcome of asking for a lease.

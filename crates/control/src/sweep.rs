@@ -207,6 +207,27 @@ where
     Ok(requeued)
 }
 
+/// The longest a tier's launches wait after failures in a row (half an hour).
+pub const LAUNCH_BACKOFF_MAX_SECS: f64 = 1800.0;
+
+/// When a tier whose launches failed may launch again: `base_secs` after the first failure
+/// in a row, twice that after the second, and so on up to [`LAUNCH_BACKOFF_MAX_SECS`]. A
+/// task that cannot start (an image that is not there) is billed and fails again on every
+/// launch; backing off stops that, and the first task that starts clears it.
+pub fn launch_allowed_at(t: &crate::ports::LaunchTrouble, base_secs: f64) -> f64 {
+    let exp = t.failures.saturating_sub(1).min(16) as i32;
+    t.last_at + (base_secs * 2f64.powi(exp)).min(LAUNCH_BACKOFF_MAX_SECS)
+}
+
+/// What `status`, `jobs` and the doctor say of a tier whose launches fail.
+pub fn launch_trouble_text(tier: Tier, t: &crate::ports::LaunchTrouble, base_secs: f64) -> String {
+    let wait = (launch_allowed_at(t, base_secs) - now_secs()).max(0.0);
+    format!(
+        "{tier} workers cannot start: {} ({} failed launches in a row; next launch in {:.0} s)",
+        t.reason, t.failures, wait
+    )
+}
+
 /// One tier's reconcile.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TierCapacity {
@@ -370,6 +391,22 @@ mod tests {
         let lines = reconcile_tiers(&[Tier::Standard, Tier::Bulk], 2, |_| Ok(0), |_, n| Ok(n));
         assert_eq!(lines[0].workers, 1);
         assert_eq!(lines[1].workers, 0);
+    }
+
+    #[test]
+    fn failed_launches_back_off_doubling_up_to_half_an_hour() {
+        let t = |failures| crate::ports::LaunchTrouble {
+            failures,
+            reason: "CannotPullContainerError".into(),
+            last_at: 1000.0,
+        };
+        assert_eq!(launch_allowed_at(&t(1), 60.0), 1060.0);
+        assert_eq!(launch_allowed_at(&t(2), 60.0), 1120.0);
+        assert_eq!(launch_allowed_at(&t(4), 60.0), 1480.0);
+        assert_eq!(
+            launch_allowed_at(&t(40), 60.0),
+            1000.0 + LAUNCH_BACKOFF_MAX_SECS
+        );
     }
 
     #[test]

@@ -186,8 +186,39 @@ pub fn run(bridge: &Bridge, sdk: &SdkConfig, opts: &Options) -> Report {
                 "sam build && sam deploy",
             )),
         }
+        if let Some(table) = stack.outputs.get("TableName") {
+            r.findings.extend(worker_launches(sdk, table));
+        }
     }
     r
+}
+
+/// Each tier's recorded failed launches (tasks that stopped with `TaskFailedToStart`,
+/// RunTask refusals): while a tier has them, its work waits and the fleet backs off.
+fn worker_launches(sdk: &SdkConfig, table: &str) -> Vec<Finding> {
+    use vodpipe_control::ports::{JobStore, Tier};
+    let jobs = match vodpipe_aws::config::Bridge::new() {
+        Ok(b) => vodpipe_aws::dynamo::DynamoJobs::new(std::sync::Arc::new(b), sdk, table),
+        Err(e) => return vec![Finding::warn("worker-launches", e.to_string(), "")],
+    };
+    Tier::ALL
+        .into_iter()
+        .map(|tier| {
+            let check = format!("worker-launches {tier}");
+            match jobs.launch_trouble(tier) {
+                Ok(None) => Finding::ok(&check, "no failed launches"),
+                Ok(Some(t)) => Finding::fail(
+                    &check,
+                    format!(
+                        "{} launches in a row failed; the last: {}",
+                        t.failures, t.reason
+                    ),
+                    "make worker-image (an image that cannot be pulled), or fix what the reason names; the next task that starts clears this",
+                ),
+                Err(e) => Finding::warn(&check, format!("cannot read {table}: {e}"), ""),
+            }
+        })
+        .collect()
 }
 
 fn stack_status(name: &str, status: &str) -> Finding {

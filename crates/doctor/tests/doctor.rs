@@ -93,6 +93,7 @@ fn a_healthy_deployment_passes_and_a_broken_one_says_what_to_fix() {
         );
     }
     assert_eq!(level(&r, "s3-gateway-endpoint"), Level::Ok, "{text}");
+    assert_eq!(level(&r, "worker-launches standard"), Level::Ok, "{text}");
     assert_ne!(r.worst(), Level::Fail, "{text}");
 
     let broken = emulator::unique_name("dr");
@@ -118,5 +119,8 @@ fn a_healthy_deployment_passes_and_a_broken_one_says_what_to_fix() {
         "{text}"
     );
     assert_eq!(level(&r, "s3-gateway-endpoint"), Level::Warn, "{text}");
+    // Work waits on a tier whose tasks never start, and the doctor says why.
+    assert_eq!(level(&r, "worker-launches standard"), Level::Fail, "{text}");
+    assert!(text.contains("CannotPullContainerError"), "{text}");
     assert_eq!(r.worst(), Level::Fail);
 }

@@ -89,6 +89,23 @@ for fn in ("ingest", "fleet"):
         },
     )
 
+# The job table, and for a broken deployment a tier whose tasks never start.
+table = f"{name}-jobs"
+ddb = client("dynamodb")
+ddb.create_table(
+    TableName=table,
+    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+    BillingMode="PAY_PER_REQUEST",
+)
+if not healthy:
+    import time
+    ddb.put_item(TableName=table, Item={
+        "pk": {"S": "FLEET"}, "sk": {"S": "LAUNCH#standard"}, "failures": {"N": "3"},
+        "reason": {"S": "CannotPullContainerError: vodpipe-worker:latest: not found"},
+        "last_at": {"N": str(time.time())},
+    })
+
 template = {
     "Parameters": {
         "Name": {"Type": "String"},
@@ -96,14 +113,16 @@ template = {
         "WorkerImageTag": {"Type": "String", "Default": "latest"},
         "Subnets": {"Type": "String"},
         "Repository": {"Type": "String"},
+        "Table": {"Type": "String"},
     },
     "Resources": {"Alarms": {"Type": "AWS::SNS::Topic"}},
     "Outputs": {
         "WorkerRepositoryUri": {"Value": {"Ref": "Repository"}},
         "WorkerSubnets": {"Value": {"Ref": "Subnets"}},
+        "TableName": {"Value": {"Ref": "Table"}},
     },
 }
-params = {"Name": name, "MaxWorkersPerTier": "5", "Subnets": ",".join(subnets), "Repository": repo}
+params = {"Name": name, "MaxWorkersPerTier": "5", "Subnets": ",".join(subnets), "Repository": repo, "Table": table}
 cfn.create_stack(
     StackName=name,
     TemplateBody=json.dumps(template),

@@ -73,6 +73,10 @@ pub struct E2eArgs {
     /// Reclaim the first worker task caught running ffmpeg, as Fargate Spot does.
     #[arg(long)]
     pub interrupt: bool,
+    /// The worker image cannot be pulled for this many seconds from the start: tasks stop
+    /// with `TaskFailedToStart` until then (an image pushed late).
+    #[arg(long, value_name = "SECS")]
+    pub image_missing_for: Option<u64>,
     /// Chunk duration new jobs are planned with (the ingest function's
     /// `VODPIPE_CHUNK_SECONDS`).
     #[arg(long, default_value_t = 20.0)]
@@ -427,6 +431,8 @@ pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
         ),
         ("VODPIPE_LOG", "info".to_string()),
         ("VODPIPE_SCRATCH", k.scratch.display().to_string()),
+        // Failed launches back off from two seconds (a deployment: a minute).
+        ("VODPIPE_LAUNCH_BACKOFF_SECS", "2".to_string()),
     ] {
         env.push((key.to_string(), v));
     }
@@ -623,6 +629,9 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             log_dir: work.clone(),
             fleet_function: fleet.clone(),
             interrupt_once: a.interrupt,
+            image_missing_until: a
+                .image_missing_for
+                .map(|s| started + Duration::from_secs(s)),
             stop: stop.clone(),
             stats: fargate_stats.clone(),
         };
@@ -738,6 +747,12 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         "metrics": emf_metrics(&work),
         "jobs": statuses,
         "wall_secs": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        // Work left on any queue, dead letters included, once every job was final.
+        "queued_after": Queue::all()
+            .into_iter()
+            .map(|q| vodpipe_control::ports::WorkQueue::depth(&aws.state, q).unwrap_or(0))
+            .sum::<u64>()
+            + aws.state.queues.dead_letters().unwrap_or(0),
         "logs": work,
     });
     println!("{report}");
@@ -1011,6 +1026,7 @@ mod tests {
         "VODPIPE_CHUNK_SECONDS",
         "VODPIPE_SEGMENT_SECONDS",
         "VODPIPE_LOG",
+        "VODPIPE_LAUNCH_BACKOFF_SECS",
     ];
 
     fn template() -> Yaml {

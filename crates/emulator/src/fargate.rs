@@ -37,6 +37,8 @@ pub struct FargateStats {
     pub crashed: u32,
     /// Tasks interrupted as Spot tasks are.
     pub interrupted: u32,
+    /// Tasks that never started (their image could not be pulled).
+    pub failed_to_start: u32,
     /// SIGTERM to exit for each interrupted task, milliseconds.
     pub interruption_exit_ms: Vec<u64>,
     /// Tasks running now.
@@ -61,6 +63,9 @@ pub struct Fargate {
     pub fleet_function: Arc<FunctionHost>,
     /// Interrupt the first task seen running ffmpeg.
     pub interrupt_once: bool,
+    /// Until then, the worker image cannot be pulled: every task stops with
+    /// `TaskFailedToStart`, as ECS stops it.
+    pub image_missing_until: Option<Instant>,
     /// Set to end the loop (running tasks are then stopped).
     pub stop: Arc<AtomicBool>,
     /// Counters.
@@ -221,6 +226,10 @@ impl Fargate {
         for task in described.tasks() {
             let arn = task.task_arn().unwrap_or_default().to_string();
             seen.insert(arn.clone());
+            if self.image_missing_until.is_some_and(|t| Instant::now() < t) {
+                self.fail_to_start(&arn, task.started_by().unwrap_or_default());
+                continue;
+            }
             let overrides: Vec<(String, String)> = task
                 .overrides()
                 .map(|o| o.container_overrides())
@@ -301,6 +310,35 @@ impl Fargate {
                 }
                 self.stop_task(arn, "Essential container in task exited");
             }
+        }
+    }
+
+    /// What ECS does with a task whose image cannot be pulled: it stops it with
+    /// `TaskFailedToStart`, and the rule sends the change to the fleet function.
+    fn fail_to_start(&self, arn: &str, started_by: &str) {
+        const REASON: &str = "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref vodpipe-worker:latest: not found";
+        self.stop_task(arn, REASON);
+        self.stats().failed_to_start += 1;
+        let detail = json!({
+            "clusterArn": format!("arn:aws:ecs:us-east-1:123456789012:cluster/{}", self.cluster),
+            "taskArn": arn,
+            "group": "family:vodpipe-worker",
+            "startedBy": started_by,
+            "launchType": "FARGATE",
+            "lastStatus": "STOPPED",
+            "desiredStatus": "STOPPED",
+            "stopCode": "TaskFailedToStart",
+            "stoppedReason": REASON,
+            "containers": [{"name": "worker", "lastStatus": "STOPPED", "reason": "CannotPullContainerError"}],
+        });
+        let event = eventbridge_event(
+            "aws.ecs",
+            "ECS Task State Change",
+            &[arn.to_string()],
+            detail,
+        );
+        if let Outcome::Response(r) = self.fleet_function.invoke(&event) {
+            tracing::info!(response = %r, "fleet answered a task that failed to start");
         }
     }
 
