@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws chaos-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
 
 all: build
 
@@ -123,15 +123,26 @@ lambda: lambda-deps
 	  printf '%-16s %s\n' $$f "$$(du -h target/lambda/$$f/bootstrap | cut -f1)"; done
 
 ## The deployed pipeline on the emulator: INPUT uploaded under KEY, the asset downloaded
-## into OUT, the job's status JSON printed. E2E_FLAGS adds e.g. --interrupt.
+## into OUT, the job's status JSON printed. Every function and task runs with exactly its
+## template role (IAM enforced). E2E_FLAGS adds e.g. --interrupt, or AWS's failures:
+## --fault lost=0.05,throttle=0.05,conflict=0.05.
 e2e-aws: deps moto-deps bins
 	@test -n "$(INPUT)" -a -n "$(KEY)" -a -n "$(OUT)" || { \
-	  echo 'usage: make e2e-aws INPUT=<video> KEY=<object key> OUT=<dir> [E2E_FLAGS="--interrupt --duplicate-events"]'; exit 2; }
+	  echo 'usage: make e2e-aws INPUT=<video> KEY=<object key> OUT=<dir> [E2E_FLAGS="--interrupt --duplicate-events --fault lost=0.05,throttle=0.05"]'; exit 2; }
 	target/debug/vodpipe-emulator e2e --input "$(INPUT)" --key "$(KEY)" --out "$(OUT)" $(E2E_FLAGS)
+
+## The deployed shape on a perfect AWS and on AWS as it fails (5 % of responses lost after
+## the write, 5 % throttled, 5 % of transactions conflicted; IAM enforced, a Spot reclaim,
+## an older upload held back), the same uploads both times; prints both side by side.
+## FAULTS="rule ..." replaces the fault rules.
+CHAOS_OUT ?= chaos-out
+chaos-aws: deps moto-deps bins
+	bash scripts/chaos-aws.sh target/debug "$(CHAOS_OUT)" $(FAULTS)
 
 ## The control plane alone under load on the emulator (500 jobs × 20 items, 8 worker
 ## processes, kills and duplicates); prints throughput, AWS calls per item and their cost.
-## LOAD_FLAGS="--jobs 100" and the like change the size.
+## LOAD_FLAGS="--jobs 100" and the like change the size; LOAD_FLAGS="--fault
+## lost=0.05,throttle=0.05" makes the workers' AWS fail as it does.
 load: deps moto-deps
 	$(CARGO) build --release -p vodpipe-emulator
 	target/release/vodpipe-emulator load $(LOAD_FLAGS)
@@ -173,4 +184,4 @@ ladder-bench: deps build
 	@bash scripts/ladder-bench.sh "$(VODPIPE)"
 
 clean:
-	rm -rf $(DEMO_OUT) bench-out .aws-sam target/buildah
+	rm -rf $(DEMO_OUT) $(CHAOS_OUT) bench-out .aws-sam target/buildah

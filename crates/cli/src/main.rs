@@ -880,16 +880,27 @@ fn watch(a: WatchArgs) -> Result<i32> {
     let mut done: std::collections::HashSet<String> = Default::default();
     let mut last_sweep: Option<Instant> = None;
     while !shutdown.is_triggered() {
-        // Once a minute, the sweep for stitches lost with the worker that should have
-        // requested them (a job stranded in STITCHING).
+        // Once a minute, the sweeps for work no event will finish: stitches lost with the
+        // worker that should have requested them (a job stranded in STITCHING), and jobs
+        // whose items have no message left (ENCODING without progress).
         if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_sweep = Some(Instant::now());
-            if let Err(e) = sweep::restitch_stranded(
+            let swept = sweep::restitch_stranded(
                 &local.state,
                 &local.state,
                 sweep::STITCH_STALE_SECS,
                 false,
-            ) {
+            )
+            .and_then(|_| {
+                sweep::requeue_stalled(
+                    &local.state,
+                    &local.state,
+                    &cfg,
+                    vodpipe_media::process::now_secs(),
+                    false,
+                )
+            });
+            if let Err(e) = swept {
                 eprintln!("sweeping stranded jobs failed, will retry: {e}");
             }
         }

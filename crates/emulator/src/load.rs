@@ -69,6 +69,13 @@ pub struct LoadArgs {
     /// Print only the final JSON line.
     #[arg(long)]
     pub json: bool,
+    /// A fault the workers' calls meet, as AWS's do (repeatable, first match wins; see
+    /// `vodpipe-emulator e2e --help`), e.g. `lost=0.05,throttle=0.05,conflict=0.05`.
+    #[arg(long = "fault", value_name = "RULE")]
+    pub faults: Vec<String>,
+    /// The faults' seed.
+    #[arg(long, default_value_t = 1)]
+    pub fault_seed: u64,
 }
 
 /// Arguments of `load-worker` (started by `load`).
@@ -271,6 +278,54 @@ fn request_counts(endpoint: &str) -> Result<BTreeMap<String, (u64, u64, u64)>> {
     Ok(out)
 }
 
+/// A role that may do anything, assumed for the workers: what their calls are told apart
+/// by (the fault plan's `roles` scope).
+fn worker_role(
+    bridge: &Bridge,
+    sdk: &aws_config::SdkConfig,
+    name: &str,
+) -> Result<crate::iam::Credentials> {
+    let role = format!("{name}-load-worker");
+    let (account, _) = vodpipe_aws::config::caller_account(bridge, sdk)?;
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")}, "Action": "sts:AssumeRole"}]});
+    let iam = aws_sdk_iam::Client::new(sdk);
+    bridge
+        .run(
+            iam.create_role()
+                .role_name(&role)
+                .assume_role_policy_document(trust.to_string())
+                .max_session_duration(43_200)
+                .send(),
+        )
+        .context("creating the load's worker role")?;
+    let all = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
+    bridge
+        .run(
+            iam.put_role_policy()
+                .role_name(&role)
+                .policy_name("all")
+                .policy_document(all.to_string())
+                .send(),
+        )
+        .context("allowing the load's worker role")?;
+    let c = bridge
+        .run(
+            aws_sdk_sts::Client::new(sdk)
+                .assume_role()
+                .role_arn(format!("arn:aws:iam::{account}:role/{role}"))
+                .role_session_name("load-workers")
+                .duration_seconds(43_200)
+                .send(),
+        )
+        .context("assuming the load's worker role")?;
+    let c = c.credentials().context("no credentials")?;
+    Ok(crate::iam::Credentials {
+        access_key: c.access_key_id().to_string(),
+        secret: c.secret_access_key().to_string(),
+        token: c.session_token().to_string(),
+    })
+}
+
 /// What a run of requests costs at us-east-1 list prices: S3 $0.005 per 1,000 PUT/POST/
 /// LIST and $0.0004 per 1,000 GET/HEAD; SQS $0.40 per million (per 64 KB); DynamoDB
 /// on-demand $0.625 per million write units (1 KB) and $0.125 per million read units
@@ -394,6 +449,15 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     let init = template_init(&scratch)?;
     let mut env = moto.env();
     env.extend(settings.env());
+    if !a.faults.is_empty() {
+        // The workers sign as a role of their own, so the faults reach their calls and not
+        // the run's own bookkeeping.
+        env.extend(worker_role(&bridge, &sdk, &name)?.env());
+        let plan = crate::faults::plan(a.fault_seed, false, &a.faults)?;
+        crate::moto::control(&endpoint, "POST", "/_vodpipe/faults", Some(&plan))?;
+    } else {
+        crate::moto::control(&endpoint, "DELETE", "/_vodpipe/faults", None)?;
+    }
     env.push((
         "VODPIPE_STATE".into(),
         scratch.join("workers").display().to_string(),
@@ -536,6 +600,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         let _ = w.wait();
     }
     let counts = request_counts(&endpoint)?;
+    let injected = crate::moto::control(&endpoint, "GET", "/_vodpipe/faults", None)?;
     // The checks below read the table; the counts above are the run's own.
     let mut lost = Vec::new();
     let mut twice = Vec::new();
@@ -608,6 +673,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         "request_cost_per_1000_output_minutes_usd": if output_minutes > 0.0 { (cost / output_minutes * 1000.0 * 10000.0).round() / 10000.0 } else { 0.0 },
         "largest_item_bytes": largest,
         "largest_item": largest_key,
+        "faults": crate::faults::by_service(&injected),
     });
     if !a.json {
         eprintln!(

@@ -1,6 +1,8 @@
 //! The control plane under load, small enough for every test run: jobs through the real
-//! worker and stitch on moto with a stand-in encoder, worker processes killed mid-item and
-//! duplicate messages injected; nothing may be lost or published twice. (`make load` runs
+//! worker and stitch on moto with a stand-in encoder, worker processes killed mid-item,
+//! duplicate messages injected, and the workers' AWS failing as AWS does (responses lost
+//! after the request was applied, throttling, transaction conflicts); nothing may be lost,
+//! failed or published twice. (`make load` runs
 //! the full size and prints the figures the README quotes.) Needs moto (`make test`
 //! installs it) and ffmpeg for one template segment; fails loudly without them.
 
@@ -9,7 +11,7 @@
 use std::process::Command;
 
 #[test]
-fn killed_workers_and_duplicates_lose_nothing_and_publish_nothing_twice() {
+fn killed_workers_duplicates_and_failing_aws_lose_nothing_and_publish_nothing_twice() {
     let out = Command::new(env!("CARGO_BIN_EXE_vodpipe-emulator"))
         .args(["load", "--jobs", "24", "--items", "5", "--workers", "4"])
         .args([
@@ -21,6 +23,12 @@ fn killed_workers_and_duplicates_lose_nothing_and_publish_nothing_twice() {
             "3",
         ])
         .args(["--timeout", "600", "--json"])
+        .args([
+            "--fault",
+            "dynamodb:TransactWriteItems@lost=0.05,throttle=0.05,conflict=0.05",
+            "--fault",
+            "lost=0.05,throttle=0.05",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -44,5 +52,8 @@ fn killed_workers_and_duplicates_lose_nothing_and_publish_nothing_twice() {
             r["calls_per_item_by_service"][service].as_f64().unwrap() > 0.0,
             "{r}"
         );
+        let f = &r["faults"][service];
+        let injected = f["lost"].as_u64().unwrap_or(0) + f["throttle"].as_u64().unwrap_or(0);
+        assert!(injected > 0, "no faults reached {service}: {r}");
     }
 }
