@@ -95,17 +95,18 @@ class Call:
         )[0]
 
     def json_body(self):
-        """The request body as JSON (JSON-protocol services), read once and put back for
-        moto."""
+        """The request body as a JSON object (JSON-protocol services), read once and put
+        back for moto; `{}` for anything else."""
         if self.body is None:
             length = int(self.environ.get("CONTENT_LENGTH") or 0)
             raw = self.environ["wsgi.input"].read(length) if length else b""
             self.environ["wsgi.input"] = io.BytesIO(raw)
             self.body = raw
         try:
-            return json.loads(self.body or b"{}")
+            doc = json.loads(self.body or b"{}")
         except ValueError:
             return {}
+        return doc if isinstance(doc, dict) else {}
 
     def form(self):
         """Query-protocol parameters: the query string and a form-encoded body."""
@@ -120,7 +121,8 @@ class Call:
         )
 
     def is_json(self):
-        return "json" in self.environ.get("CONTENT_TYPE", "")
+        """A JSON-protocol call (never S3, whose object bodies may be JSON documents)."""
+        return self.service != "s3" and "json" in self.environ.get("CONTENT_TYPE", "")
 
     def resource_text(self):
         """What a fault rule's `match` looks for: the path and the named resources."""
@@ -222,19 +224,22 @@ def _s3_actions(call):
     if not bucket:
         return [("s3:ListAllMyBuckets", "*", {})]
     if key:
+        versioned = bool(q.get("versionId"))
         if method in ("GET", "HEAD"):
             if "tagging" in q:
-                return [("s3:GetObjectTagging", obj, {})]
-            action = "s3:GetObjectVersion" if q.get("versionId") else "s3:GetObject"
-            return [(action, obj, {})]
+                return [("s3:GetObjectVersionTagging" if versioned else "s3:GetObjectTagging", obj, {})]
+            if "uploadId" in q:
+                return [("s3:ListMultipartUploadParts", obj, {})]
+            return [("s3:GetObjectVersion" if versioned else "s3:GetObject", obj, {})]
         if method == "PUT":
             if "tagging" in q:
-                return [("s3:PutObjectTagging", obj, {})]
+                return [("s3:PutObjectVersionTagging" if versioned else "s3:PutObjectTagging", obj, {})]
             out = [("s3:PutObject", obj, {})]
             source = call.environ.get("HTTP_X_AMZ_COPY_SOURCE")
             if source:
-                src = urllib.parse.unquote(source).lstrip("/").split("?", 1)[0]
-                out.append(("s3:GetObject", f"arn:{PARTITION}:s3:::{src}", {}))
+                src, _, sq = urllib.parse.unquote(source).lstrip("/").partition("?")
+                action = "s3:GetObjectVersion" if "versionId=" in sq else "s3:GetObject"
+                out.append((action, f"arn:{PARTITION}:s3:::{src}", {}))
             return out
         if method == "POST":
             return [("s3:PutObject", obj, {})]
@@ -256,8 +261,8 @@ def _s3_actions(call):
                                               "encoding-type", "fetch-owner")]) == 0:
             return [("s3:ListBucket", bkt, {})]
         return None
-    if method == "POST" and "delete" in q:
-        return [("s3:DeleteObject", bkt + "/*", {})]
+    # DeleteObjects and every other bucket operation: not something the deployment does,
+    # so a role asking is refused as an operation the door does not know.
     return None
 
 
@@ -283,16 +288,7 @@ def _dynamodb_actions(call):
         return [("dynamodb:GetItem", table(e["Get"]["TableName"]), {})
                 for e in body.get("TransactItems", [])]
     if op in ("BatchWriteItem", "BatchGetItem"):
-        out = []
-        for name, requests in body.get("RequestItems", {}).items():
-            if op == "BatchGetItem":
-                out.append(("dynamodb:BatchGetItem", table(name), {}))
-                continue
-            kinds = {next(iter(r)) for r in requests}
-            for kind in sorted(kinds):
-                action = "PutItem" if kind == "PutRequest" else "DeleteItem"
-                out.append((f"dynamodb:{action}", table(name), {}))
-        return out
+        return [(f"dynamodb:{op}", table(name), {}) for name in body.get("RequestItems", {})]
     name = body.get("TableName")
     if not name:
         return [(f"dynamodb:{op}", "*", {})]
@@ -370,11 +366,16 @@ def _events_actions(call):
 
 
 def _cloudfront_actions(call):
-    m = re.match(r"^/[0-9-]+/distribution/([^/]+)/invalidation", call.environ.get("PATH_INFO", ""))
+    m = re.match(r"^/[0-9-]+/distribution/([^/]+)/invalidation(/[^/]+)?$",
+                 call.environ.get("PATH_INFO", ""))
     if not m:
         return None
-    action = ("cloudfront:CreateInvalidation" if call.environ.get("REQUEST_METHOD") == "POST"
-              else "cloudfront:ListInvalidations")
+    if call.environ.get("REQUEST_METHOD") == "POST":
+        action = "cloudfront:CreateInvalidation"
+    elif m.group(2):
+        action = "cloudfront:GetInvalidation"
+    else:
+        action = "cloudfront:ListInvalidations"
     return [(action, f"arn:{PARTITION}:cloudfront::{ACCOUNT}:distribution/{m.group(1)}", {})]
 
 
@@ -528,42 +529,46 @@ def _fault_for(call):
             continue
         if rule.get("match") and rule["match"] not in call.resource_text():
             continue
+        seed = plan.get("seed", 0)
         with _LOCK:
             key = (call.service, call.operation)
             n = _STATE["counters"].get(key, 0)
             _STATE["counters"][key] = n + 1
-            hits = _STATE["rule_hits"].get(index, 0)
-        seed = plan.get("seed", 0)
+            x = _fraction(seed, call.service, call.operation, n, "kind")
+            kinds = [("lost", rule.get("lost", 0.0)), ("throttle", rule.get("throttle", 0.0))]
+            if call.service == "dynamodb" and call.operation == "TransactWriteItems":
+                kinds.append(("conflict", rule.get("conflict", 0.0)))
+            chosen = "none"
+            for kind, p in kinds:
+                if x < p:
+                    chosen = kind
+                    break
+                x -= p
+            # A rule's limit is taken here, under the lock, so it holds under concurrency.
+            if chosen != "none":
+                hits = _STATE["rule_hits"].get(index, 0)
+                if rule.get("limit") is not None and hits >= rule["limit"]:
+                    chosen = "none"
+                else:
+                    _STATE["rule_hits"][index] = hits + 1
         lo, hi = rule.get("latency_ms", [0, 0])
         latency = (lo + (hi - lo) * _fraction(seed, call.service, call.operation, n, "latency")) / 1000.0
-        if rule.get("limit") is not None and hits >= rule["limit"]:
-            return ("none", index, latency)
-        x = _fraction(seed, call.service, call.operation, n, "kind")
-        kinds = [("lost", rule.get("lost", 0.0)), ("throttle", rule.get("throttle", 0.0))]
-        if call.service == "dynamodb" and call.operation == "TransactWriteItems":
-            kinds.append(("conflict", rule.get("conflict", 0.0)))
-        for kind, p in kinds:
-            if x < p:
-                return (kind, index, latency)
-            x -= p
-        return ("none", index, latency)
+        return (chosen, index, latency, n)
     return None
 
 
-def _count(call, kind, index=None):
+def _count(call, kind):
     with _LOCK:
         entry = _STATE["injected"].setdefault(f"{call.service}:{call.operation}", {})
         entry[kind] = entry.get(kind, 0) + 1
-        if index is not None:
-            _STATE["rule_hits"][index] = _STATE["rule_hits"].get(index, 0) + 1
 
 
-def _conflict(call):
+def _cancelled(call, code, message):
+    """A transaction cancelled with `code` as its first item's reason."""
     items = call.json_body().get("TransactItems", [])
     reasons = [{"Code": "None"} for _ in items]
     if reasons:
-        reasons[0] = {"Code": "TransactionConflict",
-                      "Message": "Transaction is ongoing for the item"}
+        reasons[0] = {"Code": code, "Message": message}
     codes = ", ".join(r["Code"] for r in reasons)
     return _json_error(call, 400, "TransactionCanceledException",
                        f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]",
@@ -658,12 +663,20 @@ def handle(app_call, environ, start_response, service, operation):
     if fault and fault[2] > 0:
         time.sleep(fault[2])
     kind = fault[0] if fault else "none"
+    transaction = service == "dynamodb" and operation == "TransactWriteItems"
     if kind == "throttle":
-        _count(call, kind, fault[1])
+        _count(call, kind)
+        # DynamoDB throttles a transaction either way: the whole request, or as the
+        # reason it was cancelled (which the SDK does not retry); both are injected.
+        if transaction and _fraction(_STATE["faults"].get("seed", 0), service, operation,
+                                     fault[3], "shape") < 0.5:
+            return _respond(start_response, *_cancelled(
+                call, "ThrottlingError", "Throughput exceeds the current capacity of your table"))
         return _respond(start_response, *error_response(call, "throttle", "Rate exceeded"))
     if kind == "conflict":
-        _count(call, kind, fault[1])
-        return _respond(start_response, *_conflict(call))
+        _count(call, kind)
+        return _respond(start_response, *_cancelled(
+            call, "TransactionConflict", "Transaction is ongoing for the item"))
     token = None
     if (service, operation) in _IDEMPOTENCY_TOKENS:
         token = call.json_body().get(_IDEMPOTENCY_TOKENS[(service, operation)])
@@ -682,7 +695,7 @@ def handle(app_call, environ, start_response, service, operation):
             and _lacks_list_bucket(call)):
         return _respond(start_response, *error_response(call, "denied", "Access Denied"))
     if kind == "lost" and status < 300:
-        _count(call, kind, fault[1])
+        _count(call, kind)
         return _respond(start_response, *error_response(
             call, "internal", "We encountered an internal error. Please try again."))
     return _pass(start_response, status, headers, body)

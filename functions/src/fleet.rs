@@ -134,7 +134,12 @@ pub fn handle(
                 ..Default::default()
             };
             if let Some(tier) = tier {
-                let t = shared.aws.state.jobs.record_launch_failure(tier, &reason)?;
+                let round = vodpipe_aws::config::launch_backoff_secs();
+                let t = shared
+                    .aws
+                    .state
+                    .jobs
+                    .record_launch_failure(tier, &reason, round)?;
                 tracing::error!(task = %change.task_arn, %tier, failures = t.failures, %reason, "a worker task failed to start");
                 report.launch_failures = t.failures;
             }
@@ -190,11 +195,17 @@ pub fn tick(shared: &Shared, until: Instant, dry_run: bool) -> Result<FleetRepor
     let capacity = reconcile(shared, &Tier::ALL, dry_run)?;
     let restitched =
         sweep::restitch_stranded(ports.jobs, ports.queue, sweep::STITCH_STALE_SECS, dry_run)?;
-    let requeued =
-        sweep::requeue_stalled(ports.jobs, ports.queue, &shared.cfg, now_secs(), dry_run)?
-            .into_iter()
-            .map(|(job, items)| Requeued { job, items })
-            .collect();
+    let requeued = sweep::requeue_stalled(
+        ports.jobs,
+        ports.queue,
+        &shared.cfg,
+        now_secs(),
+        until,
+        dry_run,
+    )?
+    .into_iter()
+    .map(|(job, items)| Requeued { job, items })
+    .collect();
     let (redriven, redrive_waiting) = redrive_ingest_events(shared, until, dry_run)?;
     let resumed = sweep::resume_abandoned(ports, &shared.cfg, until, dry_run, |job| Source {
         uri: job.source.clone(),
@@ -225,7 +236,7 @@ pub fn tick(shared: &Shared, until: Instant, dry_run: bool) -> Result<FleetRepor
     })
 }
 
-/// Dead-lettered S3 events handled again per tick, at most: each may probe.
+/// Dead-lettered S3 events tried again per tick, at most: each may probe.
 const MAX_REDRIVES_PER_TICK: usize = 10;
 
 /// Ingests again the uploads whose every ingest try failed (Lambda put their S3 events in
@@ -245,7 +256,9 @@ fn redrive_ingest_events(
     let mut handled = Vec::new();
     if !dry_run {
         let cost = sweep::resume_cost(&shared.cfg);
-        while handled.len() < MAX_REDRIVES_PER_TICK && Instant::now() + cost <= until {
+        let mut tried = 0;
+        while tried < MAX_REDRIVES_PER_TICK && Instant::now() + cost <= until {
+            tried += 1;
             // Hidden long enough that no other tick takes it while this one ingests it.
             let Some(m) = dlq.take(cost + TICK_MARGIN)? else {
                 break;

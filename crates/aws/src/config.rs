@@ -118,6 +118,18 @@ impl AwsSettings {
     }
 }
 
+/// How long a tier's launches wait after its first failed launch in a row (doubling with
+/// each further round, `vodpipe_control::sweep::launch_allowed_at`): a deployment's
+/// `VODPIPE_LAUNCH_BACKOFF_SECS`, 60 by default. Failures closer together than this are
+/// one launch round.
+pub fn launch_backoff_secs() -> f64 {
+    std::env::var("VODPIPE_LAUNCH_BACKOFF_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .unwrap_or(60.0)
+}
+
 /// The account id the credentials belong to and the configured Region.
 pub fn caller_account(bridge: &Bridge, sdk: &SdkConfig) -> PortResult<(String, String)> {
     let region = sdk
@@ -180,5 +192,3 @@ fn loader() -> aws_config::ConfigLoader {
                 .build(),
         )
 }
-
-impl Bridge {}

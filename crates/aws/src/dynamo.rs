@@ -243,7 +243,11 @@ impl DynamoJobs {
 
 /// The attribute every conditional write of this adapter stamps with its own random id:
 /// how a write the SDK retried after a lost response recognises, from the record, that
-/// the first try landed (its retry then fails its own condition). Never shown to callers.
+/// the first try landed (its retry then fails its own condition). It holds the last
+/// write's id only: should another write reach the record between the lost response and
+/// the retry (within a second or so), the retry is judged on its condition alone. The
+/// lifecycle's state changes are fenced (a token, a status) so that cannot apply one
+/// twice; a counter could count twice. Never shown to callers.
 const WRITE_ID: &str = "_wid";
 
 /// A random idempotency token for one write (32 hex digits).
@@ -418,6 +422,67 @@ fn stamped_update_parts(w: &Write, wid: &str) -> (String, String, Expr) {
     (update, cond, e)
 }
 
+/// Tries of a transaction cancelled for throttling, besides the last.
+const TRANSACT_THROTTLED_TRIES: u32 = 3;
+
+/// What one `TransactWriteItems` came to.
+enum Sent {
+    /// Every write applied.
+    Applied,
+    /// A condition failed or a concurrent transaction won: the caller reads and decides
+    /// again.
+    Refused,
+    /// Cancelled for throttling (the reasons named): to be sent again.
+    Throttled(String),
+}
+
+impl DynamoJobs {
+    fn send_transaction(
+        &self,
+        tx: aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
+    ) -> PortResult<Sent> {
+        let e = match self.bridge.run(tx.send()) {
+            Ok(_) => return Ok(Sent::Applied),
+            Err(e) => e,
+        };
+        match e.as_service_error() {
+            // Refused: a condition failed, or a concurrent transaction on the same records
+            // won. Throttling is weather: sent again. Any other reason (a malformed write)
+            // is the backend's error, not a lost race.
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                let reasons: Vec<&str> = c
+                    .cancellation_reasons()
+                    .iter()
+                    .filter_map(|r| r.code())
+                    .filter(|c| *c != "None")
+                    .collect();
+                let throttled = |c: &&str| {
+                    matches!(
+                        *c,
+                        "ThrottlingError"
+                            | "ProvisionedThroughputExceeded"
+                            | "RequestLimitExceeded"
+                    )
+                };
+                if reasons
+                    .iter()
+                    .all(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict")
+                {
+                    Ok(Sent::Refused)
+                } else if reasons.iter().any(throttled) {
+                    Ok(Sent::Throttled(reasons.join(", ")))
+                } else {
+                    Err(PortError::Backend(format!(
+                        "dynamodb transaction cancelled: {}",
+                        reasons.join(", ")
+                    )))
+                }
+            }
+            _ => Err(backend("dynamodb transaction", e)),
+        }
+    }
+}
+
 impl RecordStore for DynamoJobs {
     fn get(&self, key: &Key) -> PortResult<Option<Fields>> {
         Ok(self.get_item(key_attrs(key))?.map(|a| fields_of(&a)))
@@ -505,36 +570,25 @@ impl RecordStore for DynamoJobs {
         // response lost) succeed as that same transaction, instead of failing its own
         // conditions and being taken for a lost race.
         let tx = tx.client_request_token(random_token());
-        match self.bridge.run(tx.send()) {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_service_error() {
-                // Refused: a condition failed, or a concurrent transaction on the same
-                // records won (the caller reads again and decides again). Any other reason
-                // (throttling, a malformed write) is the backend's error, not a lost race.
-                Some(se) if se.is_transaction_canceled_exception() => {
-                    let reasons: Vec<&str> = match se {
-                        TransactWriteItemsError::TransactionCanceledException(c) => c
-                            .cancellation_reasons()
-                            .iter()
-                            .filter_map(|r| r.code())
-                            .filter(|c| *c != "None")
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    if reasons
-                        .iter()
-                        .all(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict")
-                    {
-                        Ok(false)
-                    } else {
-                        Err(PortError::Backend(format!(
-                            "dynamodb transaction cancelled: {}",
-                            reasons.join(", ")
-                        )))
-                    }
+        // A transaction cancelled for throttling (a reason, not the SDK's retried error)
+        // is sent again here, the same token making a landed one answer as landed.
+        let mut wait = std::time::Duration::from_millis(100);
+        for _ in 0..TRANSACT_THROTTLED_TRIES {
+            match self.send_transaction(tx.clone())? {
+                Sent::Throttled(_) => {
+                    std::thread::sleep(wait);
+                    wait *= 4;
                 }
-                _ => Err(backend("dynamodb transaction", e)),
-            },
+                Sent::Applied => return Ok(true),
+                Sent::Refused => return Ok(false),
+            }
+        }
+        match self.send_transaction(tx)? {
+            Sent::Applied => Ok(true),
+            Sent::Refused => Ok(false),
+            Sent::Throttled(why) => Err(PortError::Backend(format!(
+                "dynamodb transaction cancelled: {why}"
+            ))),
         }
     }
 

@@ -25,12 +25,7 @@ use aws_sdk_ecs::Client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vodpipe_control::ports::{Fleet, JobStore, PortError, PortResult, Tier};
-
-fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+use vodpipe_media::process::now_secs;
 
 pub use vodpipe_control::sweep::{LAUNCHES_PER_SECOND, MAX_LAUNCHES_PER_CALL, TASKS_PER_RUN_TASK};
 
@@ -224,7 +219,11 @@ impl Fleet for EcsFleet {
                         f.reason().unwrap_or("?"),
                         f.detail().unwrap_or("")
                     );
-                    self.launches.record_launch_failure(tier, reason.trim())?;
+                    self.launches.record_launch_failure(
+                        tier,
+                        reason.trim(),
+                        self.settings.launch_backoff_secs,
+                    )?;
                 }
             }
             started += ok;

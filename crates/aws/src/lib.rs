@@ -115,11 +115,7 @@ impl Aws {
                             .ok()
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(20),
-                        launch_backoff_secs: std::env::var("VODPIPE_LAUNCH_BACKOFF_SECS")
-                            .ok()
-                            .and_then(|v| v.parse().ok())
-                            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                            .unwrap_or(60.0),
+                        launch_backoff_secs: config::launch_backoff_secs(),
                     },
                     &settings.table,
                 )),

@@ -93,7 +93,7 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
     let why = "CannotPullContainerError: vodpipe-worker:latest: not found";
     assert_eq!(
         state
-            .record_launch_failure(Tier::Premium, why)
+            .record_launch_failure(Tier::Premium, why, 600.0)
             .unwrap()
             .failures,
         1

@@ -260,3 +260,26 @@ fn a_plan_whose_final_write_lost_its_response_is_still_saved_and_queued() {
     assert!(saved, "ingest would return without queuing a single item");
     assert_eq!(s.job(id).unwrap().unwrap().status, JobStatus::Encoding);
 }
+
+#[test]
+fn throttled_transactions_are_sent_again_whichever_way_dynamodb_says_so() {
+    // DynamoDB throttles a transaction as a whole request (the SDK retries it) or as the
+    // reason it was cancelled (the SDK does not): four throttles, of either shape.
+    let name = emulator::unique_name("throttled-tx");
+    let s = state(&name);
+    let key = Key::new("JOB#u", "JOB");
+    s.create(&key, &fields(&[("n", Value::num(0))])).unwrap();
+    let writes = [Write {
+        key: key.clone(),
+        when: Cond::Exists,
+        changes: vec![Change::Add("n", 1.0)],
+    }];
+    let rules = json!([{"service": "dynamodb", "operation": "TransactWriteItems", "throttle": 1.0, "limit": 4, "match": name}]);
+    let (ok, injected) = emulator::with_faults(rules, || s.transact(&writes));
+    assert_eq!(
+        injected["dynamodb:TransactWriteItems"]["throttle"], 4,
+        "{injected}"
+    );
+    assert!(ok.expect("throttling is weather, not an error"));
+    assert_eq!(num(&s.get(&key).unwrap().unwrap(), "n"), 1.0);
+}

@@ -668,15 +668,19 @@ fn aws_tick(stack: Option<String>, dry_run: bool, seconds: u64, json: bool) -> R
         .map(|r| format!("{} ({} items)", r.job, r.items))
         .collect();
     list(&format!("stalled jobs {would}queued again"), &requeued);
-    list(
-        &format!("failed uploads {would}ingested again"),
-        &report.redriven,
-    );
-    if report.redrive_waiting > 0 {
+    if dry_run {
         println!(
-            "uploads still waiting in the ingest dead-letter queue: {}",
+            "failed uploads that would be ingested again: {}",
             report.redrive_waiting
         );
+    } else {
+        list("failed uploads ingested again", &report.redriven);
+        if report.redrive_waiting > 0 {
+            println!(
+                "failed uploads still waiting (next tick): {}",
+                report.redrive_waiting
+            );
+        }
     }
     list(
         &format!("abandoned ingests {would}resumed"),
@@ -897,6 +901,7 @@ fn watch(a: WatchArgs) -> Result<i32> {
                     &local.state,
                     &cfg,
                     vodpipe_media::process::now_secs(),
+                    Instant::now() + Duration::from_secs(10),
                     false,
                 )
             });

@@ -77,13 +77,7 @@ fn find(backend: &Backend, job: &str) -> Result<JobRecord> {
         .with_context(|| format!("no job with id or source {job}"))
 }
 
-/// The failed-launch back-off a deployment runs with (`VODPIPE_LAUNCH_BACKOFF_SECS`).
-fn launch_backoff_secs() -> f64 {
-    std::env::var("VODPIPE_LAUNCH_BACKOFF_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60.0)
-}
+use vodpipe_aws::config::launch_backoff_secs;
 
 /// Why the workers a job waits for cannot start, if they cannot: its tier's, or
 /// on-demand capacity's (where its items escalate), recorded failed launches.

@@ -822,13 +822,14 @@ pub fn a_job_whose_messages_are_gone_is_queued_again(connect: Connect<'_>) {
     let cfg = vodpipe_control::pipeline::Config::new(std::env::temp_dir());
     let sweep = vodpipe_control::sweep::requeue_stalled;
     let now = vodpipe_media::process::now_secs();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
     assert!(
-        sweep(&*s, &*s, &cfg, now, false).unwrap().is_empty(),
+        sweep(&*s, &*s, &cfg, now, until, false).unwrap().is_empty(),
         "a job moving a moment ago was taken for stalled"
     );
     let later = now + vodpipe_control::sweep::STALL_BUSY_SECS + 1.0;
     assert_eq!(
-        sweep(&*s, &*s, &cfg, later, true).unwrap(),
+        sweep(&*s, &*s, &cfg, later, until, true).unwrap(),
         [("stalled".to_string(), 2)]
     );
     assert_eq!(
@@ -837,7 +838,7 @@ pub fn a_job_whose_messages_are_gone_is_queued_again(connect: Connect<'_>) {
         "a dry run sent work"
     );
     assert_eq!(
-        sweep(&*s, &*s, &cfg, later, false).unwrap(),
+        sweep(&*s, &*s, &cfg, later, until, false).unwrap(),
         [("stalled".to_string(), 2)]
     );
     let mut got = Vec::new();
@@ -850,7 +851,9 @@ pub fn a_job_whose_messages_are_gone_is_queued_again(connect: Connect<'_>) {
     let want: Vec<Message> = items[2..].iter().cloned().map(Message::Item).collect();
     assert_eq!(got, want, "only the items neither done nor held come back");
     assert!(
-        sweep(&*s, &*s, &cfg, later, false).unwrap().is_empty(),
+        sweep(&*s, &*s, &cfg, later, until, false)
+            .unwrap()
+            .is_empty(),
         "a second sweep queued the same items again at once"
     );
 }

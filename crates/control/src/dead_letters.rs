@@ -9,21 +9,24 @@
 //!
 //! - an item done, or of a job no longer encoding: nothing to do;
 //! - an item leased by a live worker: queued again (it may be the item's last message);
-//! - an item that failed [`FAILURES_TO_FAIL`] times with an error: the job fails with it;
-//! - an item whose workers died without a word [`DEATHS_TO_FAIL`] times (a source that
-//!   kills its encoder out of memory, say): the job fails, saying so;
+//! - an item that failed [`FAILURES_TO_FAIL`] times, the last time with an error of its own
+//!   (not a service's or the machine's): the job fails with it;
+//! - an item that failed [`DEATHS_TO_FAIL`] times whatever the errors, or whose workers
+//!   died without a word that often (a source that kills its encoder out of memory, say):
+//!   the job fails, saying so;
 //! - any other item (interrupted, or not tried enough): queued again, on on-demand capacity
 //!   when it ran on Spot, where nothing reclaims it;
-//! - a stitch request of a job still STITCHING: requested again, until
-//!   [`STITCH_FAILURES_TO_FAIL`] stitches of the job have failed.
+//! - a stitch request of a job still STITCHING: requested again (the dead letter itself
+//!   counted as a failed stitch, for a stitch that timed out or crashed reports nothing),
+//!   until [`STITCH_FAILURES_TO_FAIL`] stitches of the job have failed.
 
 use crate::job::JobStatus;
 use crate::ports::{ItemRef, ItemState, JobRecord, Tier};
 
 /// Failed attempts (each with an error) after which an item's dead letter fails its job.
 pub const FAILURES_TO_FAIL: u32 = 3;
-/// Attempts whose worker vanished without giving the item back (killed, out of memory)
-/// after which an item's dead letter fails its job.
+/// Attempts whose worker vanished without giving the item back (killed, out of memory), or
+/// failures whatever their cause, after which an item's dead letter fails its job.
 pub const DEATHS_TO_FAIL: u32 = 10;
 /// Failed stitches of a job after which its dead stitch request fails it.
 pub const STITCH_FAILURES_TO_FAIL: u32 = 10;
@@ -62,7 +65,8 @@ pub fn item(
         .attempts
         .saturating_sub(state.failures)
         .saturating_sub(state.interruptions);
-    if state.failures >= FAILURES_TO_FAIL {
+    let own = state.failures >= FAILURES_TO_FAIL && !state.last_error_transient;
+    if own || state.failures >= DEATHS_TO_FAIL {
         let last = state.last_error.as_deref().unwrap_or("no error recorded");
         return Verdict::Fail(format!(
             "{} was delivered {receives} times without completing and failed {} times; last error: {last}",
@@ -132,6 +136,7 @@ mod tests {
             failures,
             interruptions,
             last_error: (failures > 0).then(|| "ffmpeg said no".into()),
+            last_error_transient: false,
             leased: false,
             worker: None,
             leased_at: None,
@@ -172,6 +177,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn failures_of_the_services_weigh_less_than_the_items_own() {
+        let j = job(JobStatus::Encoding, Tier::Standard);
+        let mut s = state(4, 3, 0);
+        s.last_error = Some("store chunk 2 failed: s3 put: SlowDown".into());
+        s.last_error_transient = true;
+        assert_eq!(
+            item(&chunk(), Some(&s), Some(&j), 5),
+            Verdict::Requeue(Tier::Premium)
+        );
+        s.failures = DEATHS_TO_FAIL;
+        s.attempts = DEATHS_TO_FAIL;
+        assert!(matches!(
+            item(&chunk(), Some(&s), Some(&j), 5),
+            Verdict::Fail(_)
+        ));
     }
 
     #[test]

@@ -424,30 +424,30 @@ pub(crate) fn requeue_unfinished(
     job_id: &str,
     tier: crate::ports::Tier,
 ) -> PortResult<()> {
-    ports
-        .queue
-        .send_many(Queue::Work(tier), &unfinished(ports.jobs, job_id)?)
+    let messages: Vec<Message> = unfinished(ports.jobs, job_id)?
+        .into_iter()
+        .map(|(item, _)| Message::Item(item))
+        .collect();
+    ports.queue.send_many(Queue::Work(tier), &messages)
 }
 
-/// The messages of a job's items that are neither done nor leased (chunks waiting for an
-/// unfinished ladder analysis left out).
+/// A job's items that are neither done nor leased, with their state (chunks waiting for
+/// an unfinished ladder analysis left out).
 pub(crate) fn unfinished<J: crate::ports::JobStore + ?Sized>(
     jobs: &J,
     job_id: &str,
-) -> PortResult<Vec<Message>> {
+) -> PortResult<Vec<(ItemRef, crate::ports::ItemState)>> {
     let items = jobs.items(job_id)?;
     let analysing = items
         .iter()
         .any(|(i, s)| i.kind == ItemKind::Analysis && !s.done);
-    let unfinished: Vec<Message> = items
+    Ok(items
         .into_iter()
         .filter(|(item, state)| {
             let waits_for_analysis = analysing && item.kind == ItemKind::Video;
             !(state.done || state.leased || waits_for_analysis)
         })
-        .map(|(item, _)| Message::Item(item))
-        .collect();
-    Ok(unfinished)
+        .collect())
 }
 
 /// Probe + ladder + plan of a source (at `version`, when pinned), with no state touched

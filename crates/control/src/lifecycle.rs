@@ -195,6 +195,7 @@ fn item_state(r: &Fields, now: f64) -> ItemState {
         failures: get_u(r, "failures") as u32,
         interruptions: get_u(r, "interruptions") as u32,
         last_error: get_s(r, "last_error"),
+        last_error_transient: get_b(r, "last_error_transient"),
         leased: get_f(r, "lease_until").unwrap_or(0.0) > now,
         worker: get_s(r, "owner"),
         leased_at: get_f(r, "leased_at"),
@@ -251,6 +252,7 @@ fn job_record(r: &Fields, id: String, items: &[(String, Fields)]) -> JobRecord {
         progress_at: get_f(r, "progress_at"),
         stitch_failures: get_u(r, "stitch_failures") as u32,
         stitch_error: get_s(r, "stitch_error"),
+        repaired_at: get_f(r, "repaired_at"),
         master_key: get_s(r, "master_key"),
         dash_key: get_s(r, "dash_key"),
         settings: get_s(r, "settings").and_then(|doc| serde_json::from_str(&doc).ok()),
@@ -441,21 +443,38 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(written.map_or(0, |r| get_u(&r, "stitch_failures") as u32))
     }
 
-    fn record_launch_failure(&self, tier: Tier, reason: &str) -> PortResult<LaunchTrouble> {
+    fn record_launch_failure(
+        &self,
+        tier: Tier,
+        reason: &str,
+        round_secs: f64,
+    ) -> PortResult<LaunchTrouble> {
         let key = launch_key(tier);
         let now = now_secs();
-        let changes = vec![
-            Change::Add("failures", 1.0),
-            Change::Set("reason", Value::str(reason)),
-            Change::Set("last_at", Value::num(now)),
-        ];
         for _ in 0..COMMIT_ROUNDS {
-            let written = self.update(&Write {
+            // A new round counts (none in a row yet, or the last counted a round ago) ...
+            let counted = self.update(&Write {
+                key: key.clone(),
+                when: Cond::Any(vec![
+                    Cond::Eq("failures", Value::num(0)),
+                    Cond::Lt("last_at", Value::num(now - round_secs)),
+                ]),
+                changes: vec![
+                    Change::Add("failures", 1.0),
+                    Change::Set("reason", Value::str(reason)),
+                    Change::Set("last_at", Value::num(now)),
+                ],
+            })?;
+            if let Some(r) = counted {
+                return Ok(launch_trouble(&r));
+            }
+            // ... a failure of the same round only updates the reason.
+            let same_round = self.update(&Write {
                 key: key.clone(),
                 when: Cond::Exists,
-                changes: changes.clone(),
+                changes: vec![Change::Set("reason", Value::str(reason))],
             })?;
-            if let Some(r) = written {
+            if let Some(r) = same_round {
                 return Ok(launch_trouble(&r));
             }
             let first = fields(vec![
@@ -823,7 +842,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
     fn release_lease(&self, lease: &Lease, outcome: Release<'_>, secs: f64) -> PortResult<()> {
         let (failed, interrupted, reason) = match outcome {
             Release::Interrupted => (0.0, 1.0, None),
-            Release::Failed(r) => (1.0, 0.0, Some(r)),
+            Release::Failed(r) | Release::Unavailable(r) => (1.0, 0.0, Some(r)),
         };
         let mut changes = vec![
             Change::Set("lease_until", Value::num(0)),
@@ -834,6 +853,10 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         ];
         if let Some(r) = reason {
             changes.push(Change::Set("last_error", Value::str(r)));
+            changes.push(Change::Set(
+                "last_error_transient",
+                Value::Bool(matches!(outcome, Release::Unavailable(_))),
+            ));
         }
         self.update(&Write {
             key: item_key(&lease.item),

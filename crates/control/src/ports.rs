@@ -378,6 +378,9 @@ pub struct JobRecord {
     /// See `stitch_failures`.
     #[serde(default)]
     pub stitch_error: Option<String>,
+    /// When a sweep last queued the job's items or requested its stitch again.
+    #[serde(default)]
+    pub repaired_at: Option<f64>,
     /// Master playlist key, once published.
     pub master_key: Option<String>,
     /// MPD key, once published.
@@ -489,9 +492,16 @@ pub trait JobStore: Send + Sync {
     /// after many.
     fn note_stitch_failure(&self, id: &str, reason: &str) -> PortResult<u32>;
     /// Records that a launch of `tier`'s workers failed (a task that never started: an
-    /// image that cannot be pulled, a quota, no capacity); returns the tier's failures in
-    /// a row, this one included.
-    fn record_launch_failure(&self, tier: Tier, reason: &str) -> PortResult<LaunchTrouble>;
+    /// image that cannot be pulled, a quota, no capacity); returns the tier's failed
+    /// launches in a row. Failures within `round_secs` of the last counted one are one
+    /// launch round (the ten tasks of one `RunTask`, an event delivered twice) and count
+    /// once.
+    fn record_launch_failure(
+        &self,
+        tier: Tier,
+        reason: &str,
+        round_secs: f64,
+    ) -> PortResult<LaunchTrouble>;
     /// The tier's failed launches in a row, if its last launches failed.
     fn launch_trouble(&self, tier: Tier) -> PortResult<Option<LaunchTrouble>>;
     /// A worker of the tier started: its launches work again.
@@ -598,6 +608,9 @@ pub struct ItemState {
     pub interruptions: u32,
     /// The last failure's reason.
     pub last_error: Option<String>,
+    /// Whether the last failure was the machine's or a service's, not the item's.
+    #[serde(default)]
+    pub last_error_transient: bool,
     /// Whether a worker holds a live lease on it right now.
     pub leased: bool,
     /// The worker of the latest attempt (it stays after the attempt ends, so a timeline
@@ -628,6 +641,10 @@ pub enum Release<'a> {
     Interrupted,
     /// The attempt failed with this reason.
     Failed(&'a str),
+    /// The attempt failed for the machine's or a service's sake (a crashed or missing
+    /// tool, S3 not answering) with this reason: counted, but a dead letter weighs it
+    /// less than a failure of the item's own ([`crate::dead_letters`]).
+    Unavailable(&'a str),
 }
 
 /// Worker capacity per tier (ECS tasks, local processes).

@@ -280,16 +280,19 @@ pub fn superseded_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
         .iter()
         .filter(|v| v.id != job.id && v.asset == job.asset && uploaded_later(job, v))
         .collect();
-    // Newest upload first.
-    earlier.sort_by(|a, b| {
-        if uploaded_later(a, b) {
-            std::cmp::Ordering::Less
-        } else if uploaded_later(b, a) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    });
+    // Newest upload first, by one total order: sequencers when every version has one,
+    // else creation (a mixed comparison need not be transitive, and a sort needs that).
+    let sequencer = |j: &JobRecord| j.settings.as_ref().and_then(|s| s.source_sequencer.clone());
+    if earlier.iter().all(|v| sequencer(v).is_some()) {
+        earlier.sort_by(|a, b| {
+            crate::job::sequencer_order(
+                &sequencer(b).unwrap_or_default(),
+                &sequencer(a).unwrap_or_default(),
+            )
+        });
+    } else {
+        earlier.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
+    }
     let mut dirs = Vec::new();
     for v in earlier {
         if v.status.is_final() {
@@ -575,6 +578,7 @@ mod tests {
             progress_at: None,
             stitch_failures: 0,
             stitch_error: None,
+            repaired_at: None,
             master_key: None,
             dash_key: None,
             settings: None,

@@ -32,9 +32,9 @@ use vodpipe_media::process::now_secs;
 /// requested again at most once per this period.
 pub const STITCH_STALE_SECS: f64 = 900.0;
 
-/// How long a job may stay ENCODING with no item committed before its unfinished items
-/// (neither done nor leased) are queued again, when its tier's queues are empty: nothing
-/// is coming for it. At most once per this period per job.
+/// How long a job may stay ENCODING with nothing happening to it (no item committed, no
+/// repair) before its unfinished items (neither done nor leased) are queued again, when its
+/// tier's queues are empty: nothing is coming for it.
 pub const STALL_SECS: f64 = 900.0;
 
 /// The same, whatever the queues hold: a job whose items are behind a long backlog gets a
@@ -137,28 +137,37 @@ where
 }
 
 /// A job ENCODING whose messages may be gone: never fully queued (its ingest died after
-/// saving the plan) and older than an ingest's retries, or without a committed item for
-/// [`STALL_SECS`] while its tier has nothing queued, or for [`STALL_BUSY_SECS`] whatever.
+/// saving the plan) and older than an ingest's retries, or with nothing happening to it
+/// (no item committed, no repair) for [`STALL_SECS`] while its tier has nothing queued, or
+/// for [`STALL_BUSY_SECS`] whatever.
 pub fn is_stalled(job: &JobRecord, now: f64, cfg: &Config, queues_idle: bool) -> bool {
-    if job.queued_at.is_none() {
+    if job.queued_at.is_none() && job.repaired_at.is_none() {
         return now - job.created_at > abandoned_after(cfg);
     }
-    let last = [job.queued_at, job.started_at, job.progress_at]
-        .into_iter()
-        .flatten()
-        .fold(job.created_at, f64::max);
+    let last = [
+        job.queued_at,
+        job.started_at,
+        job.progress_at,
+        job.repaired_at,
+    ]
+    .into_iter()
+    .flatten()
+    .fold(job.created_at, f64::max);
     let idle_for = now - last;
     (queues_idle && idle_for > STALL_SECS) || idle_for > STALL_BUSY_SECS
 }
 
 /// Queues again the unfinished items (neither done nor leased) of every job stalled at
-/// `now` ([`is_stalled`]), at most [`MAX_REQUEUES_PER_TICK`] jobs, each at most once per
-/// [`STALL_SECS`]. Returns the jobs and how many messages each got (a dry run: would get).
+/// `now` ([`is_stalled`]), at most [`MAX_REQUEUES_PER_TICK`] jobs and none after `until`,
+/// each item on the queue it was last on (an item that failed or was interrupted
+/// `escalate_after` times on Spot goes to premium). Returns the jobs and how many messages
+/// each got (a dry run: would get).
 pub fn requeue_stalled<J, Q>(
     jobs: &J,
     queue: &Q,
     cfg: &Config,
     now: f64,
+    until: Instant,
     dry_run: bool,
 ) -> PortResult<Vec<(String, usize)>>
 where
@@ -168,7 +177,7 @@ where
     let mut idle: std::collections::HashMap<Tier, bool> = Default::default();
     let mut requeued = Vec::new();
     for job in jobs.brief_jobs_by_status(JobStatus::Encoding)? {
-        if requeued.len() >= MAX_REQUEUES_PER_TICK {
+        if requeued.len() >= MAX_REQUEUES_PER_TICK || Instant::now() > until {
             tracing::info!("stalled jobs left for the next tick");
             break;
         }
@@ -188,21 +197,36 @@ where
         if !is_stalled(&job, now, cfg, queues_idle) {
             continue;
         }
-        let messages = crate::ingest::unfinished(jobs, &job.id)?;
-        if messages.is_empty() {
+        let items = crate::ingest::unfinished(jobs, &job.id)?;
+        if items.is_empty() {
             continue;
         }
+        let n = items.len();
         if !dry_run {
             if !jobs.claim_repair(&job.id, JobStatus::Encoding, STALL_SECS)? {
                 continue;
             }
-            if let Err(e) = queue.send_many(Queue::Work(job.tier), &messages) {
+            // Each on the queue it was last sent to: escalated items stay on premium.
+            let (escalated, own): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, s)| {
+                runs_on_spot(job.tier) && s.failures + s.interruptions >= cfg.escalate_after
+            });
+            let sent = [(Tier::Premium, escalated), (job.tier, own)]
+                .into_iter()
+                .filter(|(_, batch)| !batch.is_empty())
+                .try_for_each(|(tier, batch)| {
+                    let messages: Vec<Message> =
+                        batch.into_iter().map(|(i, _)| Message::Item(i)).collect();
+                    queue.send_many(Queue::Work(tier), &messages)
+                });
+            if let Err(e) = sent {
                 tracing::error!(job = %job.id, error = %e, "could not queue a stalled job's items again");
                 continue;
             }
-            tracing::warn!(job = %job.id, items = messages.len(), "queued a stalled job's unfinished items again");
+            // Every item has a message again: the job no longer looks never-queued.
+            jobs.all_queued(&job.id)?;
+            tracing::warn!(job = %job.id, items = n, "queued a stalled job's unfinished items again");
         }
-        requeued.push((job.id, messages.len()));
+        requeued.push((job.id, n));
     }
     Ok(requeued)
 }

@@ -439,6 +439,12 @@ impl<'a> Worker<'a> {
                 self.ports.queue.send(Queue::Work(tier), &d.message)?;
             }
             Verdict::Restitch => {
+                // Counted as a failed stitch: one that timed out or crashed said nothing.
+                let why = format!(
+                    "the stitch request was delivered {} times without a publish (the stitch timed out, crashed or kept failing)",
+                    d.receive_count
+                );
+                self.ports.jobs.note_stitch_failure(&job_id, &why)?;
                 tracing::warn!(job = %job_id, "dead stitch request for a job still to publish; requested again");
                 self.ports.queue.send(Queue::Stitch, &d.message)?;
             }
@@ -648,7 +654,12 @@ impl<'a> Worker<'a> {
         let reason = e.to_string();
         tracing::warn!(item = %item.describe(), attempt = lease.attempt, error = %reason, "attempt failed");
         crate::metrics::emit(&[("Retries", 1.0, crate::metrics::Unit::Count)], &[]);
-        self.give_back(d, lease, Release::Failed(&reason), secs)?;
+        let outcome = if e.is_infrastructure() {
+            Release::Unavailable(&reason)
+        } else {
+            Release::Failed(&reason)
+        };
+        self.give_back(d, lease, outcome, secs)?;
         Ok(Turn::Worked)
     }
 
@@ -770,7 +781,7 @@ impl<'a> Worker<'a> {
         }
         let delay = match outcome {
             Release::Interrupted => Duration::ZERO,
-            Release::Failed(_) => self.cfg.retry_delay,
+            Release::Failed(_) | Release::Unavailable(_) => self.cfg.retry_delay,
         };
         ignore_conflict(self.ports.queue.release(d, delay))
     }
@@ -881,10 +892,7 @@ impl<'a> Worker<'a> {
             .objects
             .open_source(source, version, ttl)
             .map(PathBuf::from)
-            .map_err(|e| vodpipe_media::Error::Tool {
-                step: "open source".into(),
-                detail: e.to_string(),
-            })
+            .map_err(|e| vodpipe_media::Error::Unavailable(format!("open source: {e}")))
     }
 
     /// Runs `work` while a thread renews the lease (with `frames` done) and the message
@@ -1098,10 +1106,7 @@ impl<'a> Worker<'a> {
         self.ports
             .objects
             .put_many(&uploads, Cacheability::Immutable)
-            .map_err(|e| vodpipe_media::Error::Tool {
-                step: format!("store {jd}/{dir}"),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| vodpipe_media::Error::Unavailable(format!("store {jd}/{dir}: {e}")))?;
         Ok(results)
     }
 }

@@ -716,6 +716,11 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         eprintln!("IAM refused: {d}");
     }
     let fault_report = crate::moto::control(&moto.endpoint, "GET", "/_vodpipe/faults", None)?;
+    let injected = crate::faults::by_service(&fault_report);
+    if !injected.is_empty() {
+        let line: Vec<String> = injected.iter().map(|(s, k)| format!("{s} {k}")).collect();
+        eprintln!("faults injected: {}", line.join(", "));
+    }
     let jobs_for_source = aws.state.jobs_by_source(&uri)?.len();
     let fargate = fargate_stats.lock().map(|s| s.clone()).unwrap_or_default();
     report["emulator"] = json!({
@@ -735,7 +740,7 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         "faults": {
             "plan": fault_report["plan"],
             "injected": fault_report["injected"],
-            "by_service": crate::faults::by_service(&fault_report),
+            "by_service": injected,
         },
         "ingest_events_dead_lettered": dead_lettered.load(Ordering::SeqCst),
         "fargate": fargate,

@@ -393,7 +393,9 @@ fn run_checked<T>(path: &Path, run: impl Fn() -> Result<T>) -> Result<T> {
             tracing::warn!(source = %path.display(), reason = %first, "the probe refused a source read over HTTP; looking again");
             std::thread::sleep(Duration::from_secs(2));
             match run() {
-                Err(Error::Rejected(second)) if second == first => Err(Error::Rejected(first)),
+                Err(Error::Rejected(second)) if same_verdict(&first, &second) => {
+                    Err(Error::Rejected(first))
+                }
                 Err(Error::Rejected(second)) => Err(Error::Unavailable(format!(
                     "reading the source gave two different answers ({first}; then {second}): the server, not the file, is at fault"
                 ))),
@@ -402,6 +404,27 @@ fn run_checked<T>(path: &Path, run: impl Fn() -> Result<T>) -> Result<T> {
         }
         other => other,
     }
+}
+
+/// Whether two refusals say the same of a file: equal once the addresses ffmpeg prints
+/// with its messages (`[mov,mp4 @ 0x55d5c8a8a9c0]`), which differ from run to run, are
+/// left out.
+fn same_verdict(a: &str, b: &str) -> bool {
+    fn without_addresses(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(at) = rest.find("0x") {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at + 2..];
+            let hex = tail
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .unwrap_or(tail.len());
+            rest = &tail[hex..];
+        }
+        out.push_str(rest);
+        out
+    }
+    without_addresses(a) == without_addresses(b)
 }
 
 /// What ffmpeg's HTTP client prints when the server or the network failed, not the file:
@@ -736,6 +759,18 @@ mod tests {
         // A local file cannot have a server failing.
         let e = reject_unreadable(tool("x: Connection refused"), false);
         assert!(e.is_permanent(), "{e}");
+    }
+
+    #[test]
+    fn refusals_that_differ_only_in_ffmpegs_addresses_are_the_same_verdict() {
+        assert!(same_verdict(
+            "source cannot be read: [mov,mp4 @ 0x55d5c8a8a9c0] moov atom not found",
+            "source cannot be read: [mov,mp4 @ 0x5611f0e2b100] moov atom not found"
+        ));
+        assert!(!same_verdict(
+            "source cannot be read: moov atom not found",
+            "source cannot be read: Server returned 5XX Server Error reply"
+        ));
     }
 
     #[test]
