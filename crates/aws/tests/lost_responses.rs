@@ -160,8 +160,8 @@ fn a_pointer_put_whose_response_was_lost_is_recognised() {
         .unwrap());
 }
 
-/// A job in ENCODING with one chunk, on `s`.
-fn encoding_job(s: &AwsState, id: &str) -> ItemRef {
+/// A job in PROBING, as ingest leaves it before saving the plan, on `s`; its one chunk.
+fn probing_job(s: &AwsState, id: &str) -> ItemRef {
     let settings = vodpipe_control::settings::fallback(
         "k.mp4",
         &vodpipe_control::settings::SettingsPolicy::default(),
@@ -174,11 +174,16 @@ fn encoding_job(s: &AwsState, id: &str) -> ItemRef {
     assert!(s
         .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
         .unwrap());
-    let item = ItemRef {
+    ItemRef {
         job_id: id.into(),
         kind: ItemKind::Video,
         index: 0,
-    };
+    }
+}
+
+/// A job in ENCODING with one chunk, on `s`.
+fn encoding_job(s: &AwsState, id: &str) -> ItemRef {
+    let item = probing_job(s, id);
     assert!(s
         .save_plan(id, "{}", 4.0, 100, 1, &[(item.clone(), 100)])
         .unwrap());
@@ -235,23 +240,7 @@ fn a_plan_whose_final_write_lost_its_response_is_still_saved_and_queued() {
     let name = emulator::unique_name("lost-plan");
     let s = state(&name);
     let id = "0000000000000003";
-    let settings = vodpipe_control::settings::fallback(
-        "k.mp4",
-        &vodpipe_control::settings::SettingsPolicy::default(),
-        4.0,
-        &Default::default(),
-        None,
-    );
-    s.create_job(id, "s3://b/k.mp4", "k", Tier::Standard, &settings)
-        .unwrap();
-    assert!(s
-        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
-        .unwrap());
-    let item = ItemRef {
-        job_id: id.into(),
-        kind: ItemKind::Video,
-        index: 0,
-    };
+    let item = probing_job(&s, id);
     // save_plan's one update is the move to ENCODING; its response is lost.
     let (saved, injected) = emulator::with_faults(lose_one("UpdateItem", &name), || {
         s.save_plan(id, "{}", 4.0, 100, 1, &[(item, 100)]).unwrap()

@@ -319,44 +319,47 @@ impl Fargate {
         const REASON: &str = "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref vodpipe-worker:latest: not found";
         self.stop_task(arn, REASON);
         self.stats().failed_to_start += 1;
-        let detail = json!({
-            "clusterArn": format!("arn:aws:ecs:us-east-1:123456789012:cluster/{}", self.cluster),
-            "taskArn": arn,
-            "group": "family:vodpipe-worker",
-            "startedBy": started_by,
-            "launchType": "FARGATE",
-            "lastStatus": "STOPPED",
-            "desiredStatus": "STOPPED",
-            "stopCode": "TaskFailedToStart",
-            "stoppedReason": REASON,
-            "containers": [{"name": "worker", "lastStatus": "STOPPED", "reason": "CannotPullContainerError"}],
-        });
-        let event = eventbridge_event(
-            "aws.ecs",
-            "ECS Task State Change",
-            &[arn.to_string()],
-            detail,
+        self.send_change(
+            arn,
+            json!({
+                "startedBy": started_by,
+                "lastStatus": "STOPPED",
+                "stopCode": "TaskFailedToStart",
+                "stoppedReason": REASON,
+                "containers": [{"name": "worker", "lastStatus": "STOPPED", "reason": "CannotPullContainerError"}],
+            }),
         );
-        if let Outcome::Response(r) = self.fleet_function.invoke(&event) {
-            tracing::info!(response = %r, "fleet answered a task that failed to start");
-        }
     }
 
     /// The ECS Task State Change of a Spot interruption, sent to the fleet function.
     fn tell_fleet(&self, arn: &str, t: &Task, last_status: &str, exit_code: Option<i32>) {
-        let detail = json!({
+        self.send_change(
+            arn,
+            json!({
+                "startedBy": t.started_by,
+                "capacityProviderName": t.capacity_provider,
+                "lastStatus": last_status,
+                "stopCode": "SpotInterruption",
+                "stoppedReason": SPOT_REASON,
+                "containers": [{"name": "worker", "lastStatus": last_status, "exitCode": exit_code}],
+            }),
+        );
+    }
+
+    /// An ECS Task State Change of a stopping task (`fields` over what every one says),
+    /// sent to the fleet function as the rule would.
+    fn send_change(&self, arn: &str, fields: serde_json::Value) {
+        let mut detail = json!({
             "clusterArn": format!("arn:aws:ecs:us-east-1:123456789012:cluster/{}", self.cluster),
             "taskArn": arn,
             "group": "family:vodpipe-worker",
-            "startedBy": t.started_by,
-            "capacityProviderName": t.capacity_provider,
             "launchType": "FARGATE",
-            "lastStatus": last_status,
             "desiredStatus": "STOPPED",
-            "stopCode": "SpotInterruption",
-            "stoppedReason": SPOT_REASON,
-            "containers": [{"name": "worker", "lastStatus": last_status, "exitCode": exit_code}],
         });
+        if let (Some(d), Some(f)) = (detail.as_object_mut(), fields.as_object()) {
+            d.extend(f.clone());
+        }
+        let stop_code = detail["stopCode"].clone();
         let event = eventbridge_event(
             "aws.ecs",
             "ECS Task State Change",
@@ -364,7 +367,7 @@ impl Fargate {
             detail,
         );
         if let Outcome::Response(r) = self.fleet_function.invoke(&event) {
-            tracing::info!(%last_status, response = %r, "fleet answered the interruption");
+            tracing::info!(%stop_code, response = %r, "fleet answered a task's stop");
         }
     }
 

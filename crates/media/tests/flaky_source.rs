@@ -5,60 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use support::serve;
 use vodpipe_media::policy::InputPolicy;
 use vodpipe_media::probe::probe;
-
-/// Serves `data` with range support on 127.0.0.1, answering every `fail_every`-th request
-/// (the first included) with 503 SlowDown; returns the URL and the request counter.
-fn flaky_server(data: Vec<u8>, fail_every: u32) -> (String, Arc<AtomicU32>) {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let port = server.server_addr().to_ip().unwrap().port();
-    let count = Arc::new(AtomicU32::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for req in server.incoming_requests() {
-            let n = seen.fetch_add(1, Ordering::SeqCst);
-            if n.is_multiple_of(fail_every) {
-                let _ = req.respond(
-                    tiny_http::Response::from_string("<Error><Code>SlowDown</Code></Error>")
-                        .with_status_code(503),
-                );
-                continue;
-            }
-            let range = req
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Range"))
-                .map(|h| h.value.as_str().to_string());
-            let (a, b) = range
-                .as_deref()
-                .and_then(|r| r.strip_prefix("bytes="))
-                .and_then(|r| r.split_once('-'))
-                .map(|(a, b)| {
-                    let a: usize = a.parse().unwrap();
-                    let b: usize = b.parse().unwrap_or(data.len() - 1);
-                    (a, b.min(data.len() - 1))
-                })
-                .unwrap_or((0, data.len() - 1));
-            let resp = tiny_http::Response::from_data(data[a..=b].to_vec())
-                .with_status_code(if range.is_some() { 206 } else { 200 })
-                .with_header(
-                    tiny_http::Header::from_bytes(
-                        "Content-Range",
-                        format!("bytes {a}-{b}/{}", data.len()),
-                    )
-                    .unwrap(),
-                )
-                .with_header(tiny_http::Header::from_bytes("Accept-Ranges", "bytes").unwrap());
-            let _ = req.respond(resp);
-        }
-    });
-    (format!("http://127.0.0.1:{port}/source.mp4"), count)
-}
 
 fn clip(path: &Path, container_args: &[&str]) {
     let out = Command::new("ffmpeg")
@@ -82,7 +36,7 @@ fn a_source_whose_server_fails_every_other_read_is_probed_as_if_it_had_not() {
     for (name, args) in [("a.mp4", &[][..]), ("b.mkv", &[][..])] {
         let path = dir.path().join(name);
         clip(&path, args);
-        let (url, served) = flaky_server(std::fs::read(&path).unwrap(), 2);
+        let (url, served) = serve(std::fs::read(&path).unwrap(), Some(2));
         let info = probe("ffprobe", Path::new(&url), &InputPolicy::default())
             .unwrap_or_else(|e| panic!("{name}: a flaky server made the probe say: {e}"));
         let frames = info.video.as_ref().map(|v| v.frame_pts.len());
@@ -97,10 +51,10 @@ fn a_source_whose_server_fails_every_other_read_is_probed_as_if_it_had_not() {
 #[test]
 fn bad_bytes_over_a_flaky_server_are_still_refused_as_bad_bytes() {
     // A playlist dressed as a video: refused for what it is, however the server behaves.
-    let (url, _) = flaky_server(
+    let (url, _) = serve(
         b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"
             .to_vec(),
-        2,
+        Some(2),
     );
     match probe("ffprobe", Path::new(&url), &InputPolicy::default()) {
         Err(e) => assert!(e.is_permanent(), "{e}"),

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -274,38 +276,7 @@ fn over_http_the_tables_take_a_few_range_requests() {
         path.to_str().unwrap(),
     ]);
     let data = std::fs::read(&path).unwrap();
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let port = server.server_addr().to_ip().unwrap().port();
-    let served = data.clone();
-    std::thread::spawn(move || {
-        for req in server.incoming_requests() {
-            let range = req
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Range"))
-                .map(|h| h.value.as_str().to_string());
-            let (a, b) = range
-                .as_deref()
-                .and_then(|r| r.strip_prefix("bytes="))
-                .and_then(|r| r.split_once('-'))
-                .map(|(a, b)| {
-                    let a: usize = a.parse().unwrap();
-                    let b: usize = b.parse().unwrap_or(served.len() - 1);
-                    (a, b.min(served.len() - 1))
-                })
-                .unwrap_or((0, served.len() - 1));
-            let header = tiny_http::Header::from_bytes(
-                "Content-Range",
-                format!("bytes {a}-{b}/{}", served.len()),
-            )
-            .unwrap();
-            let resp = tiny_http::Response::from_data(served[a..=b].to_vec())
-                .with_status_code(206)
-                .with_header(header);
-            let _ = req.respond(resp);
-        }
-    });
-    let url = format!("http://127.0.0.1:{port}/served.mp4");
+    let (url, _) = support::serve(data.clone(), None);
     let src = RangeSource::open(Path::new(&url)).unwrap();
     let moov = read_moov(&src).unwrap().unwrap();
     let t = frame_table(&moov, 0, src.size()).unwrap().unwrap();
