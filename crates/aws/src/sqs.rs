@@ -79,25 +79,26 @@ impl SqsQueues {
     /// Messages waiting in the dead-letter queues. Only a worker drains them (failing the
     /// jobs they belong to), so the fleet starts one when this is not zero.
     pub fn dead_letters(&self) -> PortResult<u64> {
-        let mut n = 0;
-        for url in self.dlq_urls.values() {
-            let out = self
-                .bridge
-                .run(
-                    self.client
-                        .get_queue_attributes()
-                        .queue_url(url)
-                        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                        .send(),
-                )
-                .map_err(|e| backend("sqs dead-letter depth", e))?;
-            n += out
-                .attributes()
-                .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        Ok(n)
+        self.dlq_urls.values().map(|url| self.visible(url)).sum()
+    }
+
+    /// Messages visible on the queue at `url` (in flight ones not counted).
+    fn visible(&self, url: &str) -> PortResult<u64> {
+        let out = self
+            .bridge
+            .run(
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                    .send(),
+            )
+            .map_err(|e| backend("sqs depth", e))?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0))
     }
 
     fn url(&self, q: Queue) -> PortResult<&str> {
@@ -253,23 +254,7 @@ impl RawQueue<'_> {
 
     /// Documents waiting (visible only).
     pub fn waiting(&self) -> PortResult<u64> {
-        let out = self
-            .queues
-            .bridge
-            .run(
-                self.queues
-                    .client
-                    .get_queue_attributes()
-                    .queue_url(&self.url)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                    .send(),
-            )
-            .map_err(|e| backend("sqs depth", e))?;
-        Ok(out
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        self.queues.visible(&self.url)
     }
 }
 

@@ -183,71 +183,87 @@ pub fn policies(template_text: &str, names: &EmulatedNames) -> Result<BTreeMap<S
     Ok(out)
 }
 
-/// Makes each principal's role (and the worker's execution role, which RunTask passes)
-/// and returns each principal's credentials. Runs with the emulator's own credentials.
+/// Makes role `role` in `account`, assumable by the account, holding `policy` (none:
+/// a role only named, as RunTask's PassRole names the execution role); returns its
+/// credentials, valid twelve hours. Runs with the emulator's own credentials.
+pub fn make_role(
+    bridge: &Bridge,
+    sdk: &aws_config::SdkConfig,
+    account: &str,
+    role: &str,
+    policy: Option<&Value>,
+) -> Result<Credentials> {
+    let iam = aws_sdk_iam::Client::new(sdk);
+    let trust = json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")}, "Action": "sts:AssumeRole"}],
+    });
+    bridge
+        .run(
+            iam.create_role()
+                .role_name(role)
+                .assume_role_policy_document(trust.to_string())
+                .max_session_duration(43_200)
+                .send(),
+        )
+        .with_context(|| format!("creating role {role}"))?;
+    if let Some(doc) = policy {
+        bridge
+            .run(
+                iam.put_role_policy()
+                    .role_name(role)
+                    .policy_name("policy")
+                    .policy_document(doc.to_string())
+                    .send(),
+            )
+            .with_context(|| format!("putting the policy on {role}"))?;
+    }
+    let assumed = bridge
+        .run(
+            aws_sdk_sts::Client::new(sdk)
+                .assume_role()
+                .role_arn(format!("arn:aws:iam::{account}:role/{role}"))
+                .role_session_name(format!("emulated-{role}"))
+                .duration_seconds(43_200)
+                .send(),
+        )
+        .with_context(|| format!("assuming {role}"))?;
+    let c = assumed
+        .credentials()
+        .with_context(|| format!("no credentials for {role}"))?;
+    Ok(Credentials {
+        access_key: c.access_key_id().to_string(),
+        secret: c.secret_access_key().to_string(),
+        token: c.session_token().to_string(),
+    })
+}
+
+/// Makes each principal's role from the template (and the worker's execution role, which
+/// RunTask passes) and returns each principal's credentials.
 pub fn create_roles(
     bridge: &Bridge,
     sdk: &aws_config::SdkConfig,
     names: &EmulatedNames,
     template_text: &str,
 ) -> Result<BTreeMap<String, Credentials>> {
-    let iam = aws_sdk_iam::Client::new(sdk);
-    let sts = aws_sdk_sts::Client::new(sdk);
-    let trust = json!({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{}:root", names.account)}, "Action": "sts:AssumeRole"}],
-    })
-    .to_string();
     let docs = policies(template_text, names)?;
     // The execution role is Fargate's (image pulls, logs); only RunTask's PassRole names it.
-    let make = |role: &str| -> Result<()> {
-        bridge
-            .run(
-                iam.create_role()
-                    .role_name(role)
-                    .assume_role_policy_document(&trust)
-                    .max_session_duration(43_200)
-                    .send(),
-            )
-            .with_context(|| format!("creating role {role}"))?;
-        Ok(())
-    };
-    make(&names.role_name("worker-execution"))?;
-    let mut out = BTreeMap::new();
-    for (principal, doc) in docs {
-        let role = names.role_name(&principal);
-        make(&role)?;
-        bridge
-            .run(
-                iam.put_role_policy()
-                    .role_name(&role)
-                    .policy_name("template")
-                    .policy_document(doc.to_string())
-                    .send(),
-            )
-            .with_context(|| format!("putting the template's policy on {role}"))?;
-        let assumed = bridge
-            .run(
-                sts.assume_role()
-                    .role_arn(names.role_arn(&principal))
-                    .role_session_name(format!("emulated-{principal}"))
-                    .duration_seconds(43_200)
-                    .send(),
-            )
-            .with_context(|| format!("assuming {role}"))?;
-        let c = assumed
-            .credentials()
-            .with_context(|| format!("no credentials for {role}"))?;
-        out.insert(
-            principal,
-            Credentials {
-                access_key: c.access_key_id().to_string(),
-                secret: c.secret_access_key().to_string(),
-                token: c.session_token().to_string(),
-            },
-        );
-    }
-    Ok(out)
+    make_role(
+        bridge,
+        sdk,
+        &names.account,
+        &names.role_name("worker-execution"),
+        None,
+    )?;
+    docs.into_iter()
+        .map(|(principal, doc)| {
+            let role = names.role_name(&principal);
+            Ok((
+                principal,
+                make_role(bridge, sdk, &names.account, &role, Some(&doc))?,
+            ))
+        })
+        .collect()
 }
 
 /// The refusals the front door recorded, one line each (`role: message`).

@@ -285,45 +285,15 @@ fn worker_role(
     sdk: &aws_config::SdkConfig,
     name: &str,
 ) -> Result<crate::iam::Credentials> {
-    let role = format!("{name}-load-worker");
     let (account, _) = vodpipe_aws::config::caller_account(bridge, sdk)?;
-    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")}, "Action": "sts:AssumeRole"}]});
-    let iam = aws_sdk_iam::Client::new(sdk);
-    bridge
-        .run(
-            iam.create_role()
-                .role_name(&role)
-                .assume_role_policy_document(trust.to_string())
-                .max_session_duration(43_200)
-                .send(),
-        )
-        .context("creating the load's worker role")?;
     let all = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
-    bridge
-        .run(
-            iam.put_role_policy()
-                .role_name(&role)
-                .policy_name("all")
-                .policy_document(all.to_string())
-                .send(),
-        )
-        .context("allowing the load's worker role")?;
-    let c = bridge
-        .run(
-            aws_sdk_sts::Client::new(sdk)
-                .assume_role()
-                .role_arn(format!("arn:aws:iam::{account}:role/{role}"))
-                .role_session_name("load-workers")
-                .duration_seconds(43_200)
-                .send(),
-        )
-        .context("assuming the load's worker role")?;
-    let c = c.credentials().context("no credentials")?;
-    Ok(crate::iam::Credentials {
-        access_key: c.access_key_id().to_string(),
-        secret: c.secret_access_key().to_string(),
-        token: c.session_token().to_string(),
-    })
+    crate::iam::make_role(
+        bridge,
+        sdk,
+        &account,
+        &format!("{name}-load-worker"),
+        Some(&all),
+    )
 }
 
 /// What a run of requests costs at us-east-1 list prices: S3 $0.005 per 1,000 PUT/POST/
