@@ -10,7 +10,9 @@ here runs under one lock; the other services are untouched.
 
 Every AWS request goes through `aws_front.py`, the emulator's front door: IAM checked
 against the caller's role, faults injected by a seeded plan, and what moto leaves out of
-AWS (idempotent transaction tokens, S3 events with their version and sequencer).
+AWS (idempotent transaction tokens, S3 events with their version and sequencer). And
+one of DynamoDB's limits is brought up to date: a transaction holds up to 100 items
+(moto still enforces the 25 of before September 2022).
 
 It also counts the requests it serves, by service and operation, with the bytes each
 carried: `GET /_vodpipe/requests` returns the counts as JSON, `DELETE` resets them. The
@@ -31,6 +33,7 @@ import urllib.parse
 
 import aws_front
 import moto.dynamodb.models as dynamodb_models
+import moto.dynamodb.responses as dynamodb_responses
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
@@ -192,6 +195,8 @@ def _counting_call(self, environ, start_response):
 DomainDispatcherApplication.__call__ = _counting_call
 aws_front.patch_s3_events()
 aws_front.patch_ecs_list_tasks()
+# TransactWriteItems' limit today (DynamoDB's quotas page: 100 actions, 4 MB).
+dynamodb_responses.TRANSACTION_MAX_ITEMS = 100
 
 if __name__ == "__main__":
     main()

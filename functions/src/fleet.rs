@@ -305,9 +305,14 @@ pub fn reconcile(
         tracing::warn!(error = %e, "could not read the dead-letter queues");
         0
     });
+    let warm = std::env::var("VODPIPE_WARM_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     Ok(sweep::reconcile_tiers(
         tiers,
         dead,
+        warm,
         |tier| shared.aws.state.depth(Queue::Work(tier)),
         |tier, n| {
             if dry_run {

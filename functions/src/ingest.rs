@@ -1,5 +1,12 @@
 //! The ingest function: S3 ObjectCreated records become jobs.
 //!
+//! Uploads arrive through a queue (S3 → SQS → ingest, [`handle_queued`]): a burst waits
+//! there, at most the mapping's maximum concurrency runs at once, and an upload whose
+//! settings file may still follow is delivered again later instead of sleeping in the
+//! function. A failed try comes back after a back-off the function sets on its message.
+//! An S3 event document sent straight to the function ([`handle`]) is handled too: a test
+//! event, a replay, or the fleet ingesting a dead-lettered upload again.
+//!
 //! Each record is handled on its own: a key is URL-decoded, the object is read through
 //! `head` for its version (so the job id matches what `vodpipe ingest` derives), and the
 //! job is created idempotently: a duplicate delivery finds the job and queues nothing
@@ -40,6 +47,14 @@ pub enum RecordOutcome {
         key: String,
         /// Why.
         reason: String,
+    },
+    /// A new upload without its settings file yet, younger than the settings wait: it is
+    /// delivered again when the wait is over.
+    Deferred {
+        /// Decoded object key.
+        key: String,
+        /// Seconds until it is delivered again.
+        secs: f64,
     },
     /// A backend failure; the event is retried.
     Failed {
@@ -123,13 +138,25 @@ pub struct S3Object {
     pub sequencer: Option<String>,
 }
 
-/// Handles every record of an S3 event document (`{"Records": [...]}`).
+/// Handles every record of an S3 event document (`{"Records": [...]}`), waiting in the
+/// function for a missing settings file (up to `VODPIPE_SETTINGS_WAIT_SECONDS`).
 pub fn handle(shared: &Shared, event: &Value) -> IngestReport {
+    handle_document(shared, event, &shared.cfg, None)
+}
+
+/// Handles an S3 event document under `cfg`; with `defer`, a new upload without a settings
+/// file is [`RecordOutcome::Deferred`] for that long instead of ingested.
+fn handle_document(
+    shared: &Shared,
+    event: &Value,
+    cfg: &vodpipe_control::pipeline::Config,
+    defer: Option<f64>,
+) -> IngestReport {
     let mut report = IngestReport::default();
     let records = event["Records"].as_array().cloned().unwrap_or_default();
     for raw in records {
         let outcome = match serde_json::from_value::<S3Record>(raw) {
-            Ok(record) => handle_record(shared, &record),
+            Ok(record) => handle_record(shared, &record, cfg, defer),
             Err(e) => RecordOutcome::Skipped {
                 key: String::new(),
                 reason: format!("not an S3 event record: {e}"),
@@ -140,6 +167,9 @@ pub fn handle(shared: &Shared, event: &Value) -> IngestReport {
                 tracing::error!(%key, %error, "record failed; the event will be retried")
             }
             RecordOutcome::Skipped { key, reason } => tracing::info!(%key, %reason, "skipped"),
+            RecordOutcome::Deferred { key, secs } => {
+                tracing::info!(%key, secs, "waiting for a settings file; delivered again later")
+            }
             RecordOutcome::Job {
                 key,
                 job_id,
@@ -152,7 +182,132 @@ pub fn handle(shared: &Shared, event: &Value) -> IngestReport {
     report
 }
 
-fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
+/// One message of the upload queue's event: its id for `batchItemFailures`, the S3 event
+/// document it carries, and what SQS says of its deliveries.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct QueuedUpload {
+    /// The message id.
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    /// Where a delay is set.
+    #[serde(rename = "receiptHandle")]
+    pub receipt_handle: String,
+    /// The S3 event document (or S3's `s3:TestEvent`).
+    pub body: String,
+    /// `SentTimestamp` (ms, about when the upload completed) and
+    /// `ApproximateReceiveCount`.
+    pub attributes: std::collections::HashMap<String, String>,
+}
+
+/// A message to deliver again (`batchItemFailures` of an SQS partial batch response).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ItemFailure {
+    /// The message id.
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// The answer to an invocation from the upload queue: the messages Lambda must not
+/// delete, and what became of each upload.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct QueueReport {
+    /// Failed tries and deferred uploads, delivered again after the delay set on them.
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<ItemFailure>,
+    /// Every upload's outcome, in event order.
+    pub records: Vec<RecordOutcome>,
+}
+
+/// How long a failed try waits before the upload is delivered again: doubling from 10 s
+/// with each receive, at most 15 minutes (a throttled table or a flaky source recovers in
+/// seconds; an outage takes longer, and the queue keeps uploads 14 days).
+pub fn retry_delay(receive_count: u32) -> f64 {
+    (10.0 * 2f64.powi(receive_count.saturating_sub(1).min(16) as i32)).min(900.0)
+}
+
+/// Handles an SQS event from the upload queue (batch size 1 in the template, any size
+/// here). Nothing sleeps: an upload waiting for its settings file and a failed try are
+/// both hidden on the queue for as long as they should wait and listed in
+/// `batchItemFailures`, so Lambda leaves them there.
+pub fn handle_queued(shared: &Shared, event: &Value) -> QueueReport {
+    let mut report = QueueReport::default();
+    let wait = shared.cfg.settings.settings_wait.as_secs_f64();
+    // The wait is the queue's: the ingest itself never sleeps for a settings file.
+    let mut cfg = shared.cfg.clone();
+    cfg.settings.settings_wait = std::time::Duration::ZERO;
+    let uploads = shared
+        .aws
+        .state
+        .queues
+        .raw(&shared.aws.settings.ingest_events_queue_name());
+    let records = event["Records"].as_array().cloned().unwrap_or_default();
+    for raw in records {
+        let Ok(m) = serde_json::from_value::<QueuedUpload>(raw) else {
+            tracing::error!("an SQS record without its fields; left to Lambda");
+            continue;
+        };
+        let Ok(doc) = serde_json::from_str::<Value>(&m.body) else {
+            // Redelivery would not make it parse; nothing in it can be ingested.
+            tracing::error!(message = %m.message_id, "unreadable upload event; dropped");
+            continue;
+        };
+        if doc.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+            continue;
+        }
+        let now_ms = vodpipe_media::process::now_secs() * 1000.0;
+        let sent_ms = m
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(now_ms);
+        let left = wait - (now_ms - sent_ms) / 1000.0;
+        let defer = (left > 0.0).then_some(left);
+        let outcome = handle_document(shared, &doc, &cfg, defer);
+        let receives = m
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(1);
+        let delay = outcome
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                RecordOutcome::Deferred { secs, .. } => Some(*secs),
+                RecordOutcome::Failed { .. } => Some(retry_delay(receives)),
+                _ => None,
+            })
+            .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))));
+        if let Some(secs) = delay {
+            let delayed = match &uploads {
+                Ok(Some(q)) => q.delay(&m.receipt_handle, std::time::Duration::from_secs_f64(secs)),
+                Ok(None) => Ok(()),
+                Err(e) => Err(PortError::Backend(e.to_string())),
+            };
+            if let Err(e) = delayed {
+                // It comes back after the queue's own visibility timeout instead.
+                tracing::warn!(message = %m.message_id, error = %e, "could not set the upload's delay");
+            }
+            report.batch_item_failures.push(ItemFailure {
+                item_identifier: m.message_id.clone(),
+            });
+        }
+        report.records.extend(outcome.records);
+    }
+    report
+}
+
+/// Whether an invocation's event came from SQS (the upload queue) rather than from S3.
+pub fn is_queue_event(event: &Value) -> bool {
+    event["Records"][0]["eventSource"].as_str() == Some("aws:sqs")
+}
+
+fn handle_record(
+    shared: &Shared,
+    record: &S3Record,
+    cfg: &vodpipe_control::pipeline::Config,
+    defer: Option<f64>,
+) -> RecordOutcome {
     let raw = record.s3.object.key.clone();
     let event_name = record.event_name.clone();
     let skipped = |key: &str, reason: String| RecordOutcome::Skipped {
@@ -211,9 +366,21 @@ fn handle_record(shared: &Shared, record: &S3Record) -> RecordOutcome {
             }
         }
     };
+    if let Some(secs) = defer {
+        match vodpipe_control::ingest::awaits_settings_file(shared.aws.ports(), &source) {
+            Ok(true) => return RecordOutcome::Deferred { key, secs },
+            Ok(false) => {}
+            Err(e) => {
+                return RecordOutcome::Failed {
+                    key,
+                    error: e.to_string(),
+                }
+            }
+        }
+    }
     // A FAILED job is not retried on a duplicate delivery: the same bytes would fail the
     // same way. Uploading the object again (a new version) makes a new job.
-    match ingest(shared.aws.ports(), &shared.cfg, &source, false) {
+    match ingest(shared.aws.ports(), cfg, &source, false) {
         // Another ingest holds the job in PROBING (a concurrent delivery, or one that died).
         // Fail the record so Lambda retries it; once the holder is presumed dead the retry
         // takes the job over, and the fleet's sweep covers whatever retries do not.

@@ -5,51 +5,97 @@
 //! never makes a whole batch run again. Stitching is idempotent (only a STITCHING job is
 //! stitched, PUBLISHED is a conditional transition), which is what makes a redelivered
 //! message harmless. A job this invocation moves to PUBLISHED or FAILED is announced as a
-//! job-state event, once.
+//! job-state event, once. The messages of a batch are stitched at once (each job is its
+//! own, and each stitch waits on S3 and DynamoDB), so the mapping's concurrency times its
+//! batch size is how many jobs publish together.
 
 use crate::env::Shared;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use vodpipe_control::job::JobStatus;
 use vodpipe_control::ports::{Message, PortError};
 use vodpipe_control::stitch::stitch;
 
-/// Stitches every message of `event`; the response lists the messages to redeliver.
+/// Most stitches one invocation runs at once: the largest batch Lambda's SQS event source
+/// hands over. A stitch waits on S3 and DynamoDB, not the CPU, so a batch stitched at once
+/// takes about as long as its slowest job instead of the sum of them.
+pub const MAX_PARALLEL_STITCHES: usize = 10;
+
+/// Stitches every message of `event`, up to [`MAX_PARALLEL_STITCHES`] at once; the
+/// response lists the messages to redeliver.
 pub fn handle(shared: &Shared, event: &SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
-    for record in &event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        let body = record.body.as_deref().unwrap_or_default();
-        let job_id = match serde_json::from_str::<Message>(body) {
-            Ok(Message::Stitch { job_id }) => job_id,
-            Ok(Message::Item(item)) => {
-                // Work sent to the wrong queue: it is not ours to do and nothing is lost
-                // by dropping it (ingest and the workers re-queue unfinished items).
-                tracing::warn!(message = %id, item = %item.describe(), "an item on the stitch queue; dropped");
-                continue;
-            }
-            Err(e) => {
-                // Redelivery would not make it parse; the worker re-requests the stitch of
-                // any job left STITCHING, so dropping loses nothing.
-                tracing::error!(message = %id, error = %e, "unreadable stitch message; dropped");
-                continue;
-            }
-        };
-        match stitch(shared.aws.ports(), &job_id) {
-            // Announce the change this request made, not a redelivered request's no-op.
-            Ok(Some(status)) => {
-                tracing::info!(job = %job_id, %status, "stitched");
-                shared.aws.announce(&job_id);
-            }
-            Ok(None) => tracing::info!(job = %job_id, "nothing to stitch (already done)"),
-            // No such job (expired by TTL, or a request for another deployment): no retry
-            // can make it exist.
-            Err(PortError::NotFound(what)) if what == job_id => {
-                tracing::warn!(job = %job_id, "stitch request for an unknown job; dropped");
-            }
-            Err(e) => {
-                vodpipe_control::stitch::note_failure(shared.aws.ports(), &job_id, &e);
-                response.add_failure(id);
-            }
+    for group in event.records.chunks(MAX_PARALLEL_STITCHES) {
+        let failed: Vec<String> = std::thread::scope(|scope| {
+            let running: Vec<_> = group
+                .iter()
+                .map(|record| scope.spawn(move || stitch_one(shared, record)))
+                .collect();
+            running
+                .into_iter()
+                .zip(group)
+                .filter_map(|(h, record)| match h.join() {
+                    Ok(failed) => failed,
+                    // A panic is a bug, not the message's fault; it is tried again.
+                    Err(_) => record.message_id.clone(),
+                })
+                .collect()
+        });
+        for id in failed {
+            response.add_failure(id);
         }
     }
     response
+}
+
+/// Stitches one message's job; the message id when it must be delivered again.
+fn stitch_one(
+    shared: &Shared,
+    record: &aws_lambda_events::event::sqs::SqsMessage,
+) -> Option<String> {
+    let id = record.message_id.clone().unwrap_or_default();
+    let body = record.body.as_deref().unwrap_or_default();
+    let job_id = match serde_json::from_str::<Message>(body) {
+        Ok(Message::Stitch { job_id }) => job_id,
+        Ok(Message::Item(item)) => {
+            // Work sent to the wrong queue: it is not ours to do and nothing is lost
+            // by dropping it (ingest and the workers re-queue unfinished items).
+            tracing::warn!(message = %id, item = %item.describe(), "an item on the stitch queue; dropped");
+            return None;
+        }
+        Err(e) => {
+            // Redelivery would not make it parse; the worker re-requests the stitch of
+            // any job left STITCHING, so dropping loses nothing.
+            tracing::error!(message = %id, error = %e, "unreadable stitch message; dropped");
+            return None;
+        }
+    };
+    match stitch(shared.aws.ports(), &job_id) {
+        // Announce the change this request made, not a redelivered request's no-op.
+        Ok(Some(status)) => {
+            tracing::info!(job = %job_id, %status, "stitched");
+            shared.aws.announce(&job_id);
+            if status == JobStatus::Published {
+                // For the ingest bucket's retention rule; a source left untagged is
+                // only kept longer, so a failure here fails nothing.
+                if let Err(e) = shared.aws.mark_source_published(&job_id) {
+                    tracing::warn!(job = %job_id, error = %e, "could not tag the published source");
+                }
+            }
+            None
+        }
+        Ok(None) => {
+            tracing::info!(job = %job_id, "nothing to stitch (already done)");
+            None
+        }
+        // No such job (expired by TTL, or a request for another deployment): no retry
+        // can make it exist.
+        Err(PortError::NotFound(what)) if what == job_id => {
+            tracing::warn!(job = %job_id, "stitch request for an unknown job; dropped");
+            None
+        }
+        Err(e) => {
+            vodpipe_control::stitch::note_failure(shared.aws.ports(), &job_id, &e);
+            Some(id)
+        }
+    }
 }

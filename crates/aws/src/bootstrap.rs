@@ -35,6 +35,13 @@ pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
 pub const QUEUE_RETENTION_SECS: u32 = 1_209_600;
 /// The attribute DynamoDB expires finished jobs by.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// The ingest function's timeout; the upload queue's visibility is six times it.
+pub const INGEST_TIMEOUT_SECS: u32 = 300;
+/// SQS visibility timeout of the upload queue (a failed or deferred try sets its own).
+pub const INGEST_EVENTS_VISIBILITY_SECS: u32 = 6 * INGEST_TIMEOUT_SECS;
+/// Receives of an upload event before it is dead-lettered: a deferral for a settings file
+/// and several failed tries.
+pub const INGEST_EVENTS_MAX_RECEIVES: u32 = 8;
 /// Days a replaced source version is kept in the (versioned) ingest bucket.
 pub const NONCURRENT_SOURCE_DAYS: i32 = 30;
 /// Days after which an unfinished multipart upload is aborted.
@@ -354,6 +361,51 @@ pub fn bootstrap(
                 .send(),
         )
         .map_err(|e| backend("creating the ingest events' dead-letter queue", e))?;
+    // The queue uploads wait on for the ingest function (the template's
+    // `IngestEventsQueue`), dead-lettering into the queue above.
+    let dlq_url = bridge
+        .run(
+            sqs.get_queue_url()
+                .queue_name(settings.ingest_events_dlq_name())
+                .send(),
+        )
+        .map_err(|e| backend("finding the ingest events' dead-letter queue", e))?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let dlq_arn = bridge
+        .run(
+            sqs.get_queue_attributes()
+                .queue_url(&dlq_url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .map_err(|e| backend("reading the ingest events' dead-letter queue", e))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": INGEST_EVENTS_MAX_RECEIVES,
+    })
+    .to_string();
+    bridge
+        .run(
+            sqs.create_queue()
+                .queue_name(settings.ingest_events_queue_name())
+                .attributes(QueueAttributeName::RedrivePolicy, redrive)
+                .attributes(
+                    QueueAttributeName::VisibilityTimeout,
+                    INGEST_EVENTS_VISIBILITY_SECS.to_string(),
+                )
+                .attributes(
+                    QueueAttributeName::MessageRetentionPeriod,
+                    QUEUE_RETENTION_SECS.to_string(),
+                )
+                .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
+                .send(),
+        )
+        .map_err(|e| backend("creating the upload queue", e))?;
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     if bridge
         .run(ddb.describe_table().table_name(&settings.table).send())

@@ -101,6 +101,12 @@ impl AwsSettings {
         format!("{}-{}", self.queue_prefix, q.as_str())
     }
 
+    /// The queue uploads reach the ingest function through (the ingest bucket's
+    /// notifications; the template's `IngestEventsQueue`).
+    pub fn ingest_events_queue_name(&self) -> String {
+        format!("{}-ingest-events", self.queue_prefix)
+    }
+
     /// The ingest function's dead-letter queue (the S3 events it gave up on; the
     /// template's `IngestEventsDlq`).
     pub fn ingest_events_dlq_name(&self) -> String {

@@ -24,6 +24,8 @@ use std::collections::HashMap;
 use vodpipe_control::ports::{PortError, PortResult};
 use vodpipe_control::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 
+/// Most writes in one `TransactWriteItems` (DynamoDB's limit).
+pub const ITEMS_PER_TRANSACTION: usize = 100;
 /// Name of the index by state.
 pub const STATUS_INDEX: &str = "by-status";
 /// Name of the index by source.
@@ -437,6 +439,37 @@ enum Sent {
 }
 
 impl DynamoJobs {
+    /// Sends a transaction until it is decided: applied (true) or refused (false). The
+    /// token makes the SDK's retry of a transaction whose first try landed (its response
+    /// lost) succeed as that same transaction, instead of failing its own conditions and
+    /// being taken for a lost race; one cancelled for throttling (a reason, not the SDK's
+    /// retried error) is sent again here, the same token making a landed one answer as
+    /// landed.
+    fn send_until_decided(
+        &self,
+        tx: aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
+    ) -> PortResult<bool> {
+        let tx = tx.client_request_token(random_token());
+        let mut wait = std::time::Duration::from_millis(100);
+        for _ in 0..TRANSACT_THROTTLED_TRIES {
+            match self.send_transaction(tx.clone())? {
+                Sent::Throttled(_) => {
+                    std::thread::sleep(wait);
+                    wait *= 4;
+                }
+                Sent::Applied => return Ok(true),
+                Sent::Refused => return Ok(false),
+            }
+        }
+        match self.send_transaction(tx)? {
+            Sent::Applied => Ok(true),
+            Sent::Refused => Ok(false),
+            Sent::Throttled(why) => Err(PortError::Backend(format!(
+                "dynamodb transaction cancelled: {why}"
+            ))),
+        }
+    }
+
     fn send_transaction(
         &self,
         tx: aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
@@ -566,30 +599,31 @@ impl RecordStore for DynamoJobs {
             };
             tx = tx.transact_items(item);
         }
-        // The token makes the SDK's retry of a transaction whose first try landed (its
-        // response lost) succeed as that same transaction, instead of failing its own
-        // conditions and being taken for a lost race.
-        let tx = tx.client_request_token(random_token());
-        // A transaction cancelled for throttling (a reason, not the SDK's retried error)
-        // is sent again here, the same token making a landed one answer as landed.
-        let mut wait = std::time::Duration::from_millis(100);
-        for _ in 0..TRANSACT_THROTTLED_TRIES {
-            match self.send_transaction(tx.clone())? {
-                Sent::Throttled(_) => {
-                    std::thread::sleep(wait);
-                    wait *= 4;
+        self.send_until_decided(tx)
+    }
+
+    fn create_all(&self, records: &[(Key, Fields)]) -> PortResult<()> {
+        for batch in records.chunks(ITEMS_PER_TRANSACTION) {
+            let mut tx = self.client.transact_write_items();
+            for (key, fields) in batch {
+                let put = aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item_of(key, fields)))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(|e| backend("building a transaction", e))?;
+                tx = tx.transact_items(TransactWriteItem::builder().put(put).build());
+            }
+            // All new (the usual case): one request for up to a hundred. Some exist (a
+            // planner racing another, or a retry of a plan half written): each is created
+            // on its own where absent, never overwriting an item a worker may hold.
+            if !self.send_until_decided(tx)? {
+                for (key, fields) in batch {
+                    self.create(key, fields)?;
                 }
-                Sent::Applied => return Ok(true),
-                Sent::Refused => return Ok(false),
             }
         }
-        match self.send_transaction(tx)? {
-            Sent::Applied => Ok(true),
-            Sent::Refused => Ok(false),
-            Sent::Throttled(why) => Err(PortError::Backend(format!(
-                "dynamodb transaction cancelled: {why}"
-            ))),
-        }
+        Ok(())
     }
 
     fn query(&self, pk: &str, prefix: &str) -> PortResult<Vec<(String, Fields)>> {

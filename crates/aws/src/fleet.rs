@@ -24,7 +24,7 @@ use aws_sdk_ecs::types::{
 use aws_sdk_ecs::Client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vodpipe_control::ports::{Fleet, JobStore, PortError, PortResult, Tier};
+use vodpipe_control::ports::{Fleet, JobStore, LaunchClaim, PortError, PortResult, Tier};
 use vodpipe_media::process::now_secs;
 
 pub use vodpipe_control::sweep::{LAUNCHES_PER_SECOND, MAX_LAUNCHES_PER_CALL, TASKS_PER_RUN_TASK};
@@ -51,7 +51,25 @@ pub struct EcsSettings {
     /// How long a tier's launches wait after its first failed launch in a row (doubling
     /// with each further one): `VODPIPE_LAUNCH_BACKOFF_SECS`, 60 by default.
     pub launch_backoff_secs: f64,
+    /// Tasks kept per tier while idle (`WarmWorkersPerTier`): launched with
+    /// [`WARM_IDLE_EXIT_SECS`], so they outlast quiet spells, and replaced by the next
+    /// reconcile when they stop.
+    pub warm_per_tier: u32,
 }
+
+/// How long a task launched to keep a tier warm waits for work before it exits: long
+/// enough that it is rarely replaced, short enough that lowering `WarmWorkersPerTier`
+/// takes effect within the hour.
+pub const WARM_IDLE_EXIT_SECS: u32 = 3600;
+
+/// How long one caller may decide a tier's launches: [`MAX_LAUNCHES_PER_CALL`] at
+/// [`LAUNCHES_PER_SECOND`] with room to spare. A caller that dies holding it blocks the
+/// tier's launches this long at most.
+pub const LAUNCH_HOLD_SECS: f64 = 60.0;
+
+/// How long the task count the last decider left is trusted over `ListTasks`, which may
+/// not yet list tasks `RunTask` just started.
+pub const LEFT_COUNT_TRUSTED_SECS: f64 = 30.0;
 
 /// The ECS fleet.
 pub struct EcsFleet {
@@ -131,6 +149,9 @@ impl EcsFleet {
 }
 
 impl Fleet for EcsFleet {
+    /// Launches are decided by one caller per tier at a time ([`JobStore::claim_launches`]):
+    /// a caller that finds another deciding returns the tasks it counts and launches
+    /// nothing; the decider (or the next tick) sizes the tier from the queue.
     fn ensure_capacity(&self, tier: Tier, workers: u32) -> PortResult<u32> {
         // Tasks that cannot start are billed and fail again on every launch: after failed
         // launches the tier waits, longer each time, until one of its tasks starts.
@@ -142,7 +163,38 @@ impl Fleet for EcsFleet {
                 ));
             }
         }
-        let have = self.count(tier)?;
+        let workers = workers.max(self.settings.warm_per_tier);
+        let holder = crate::dynamo::random_token();
+        let Some(claim) = self
+            .launches
+            .claim_launches(tier, &holder, LAUNCH_HOLD_SECS)?
+        else {
+            tracing::debug!(%tier, "another caller is deciding this tier's launches");
+            return self.count(tier);
+        };
+        let result = self.launch(tier, workers, claim);
+        let left = match &result {
+            Ok(n) => *n,
+            // Unknown: the next decider counts for itself.
+            Err(_) => 0,
+        };
+        if let Err(e) = self.launches.release_launches(tier, &holder, left) {
+            // The hold lapses by itself within LAUNCH_HOLD_SECS.
+            tracing::warn!(%tier, error = %e, "could not let go of the tier's launches");
+        }
+        result
+    }
+}
+
+impl EcsFleet {
+    /// Starts tasks until the tier has `workers` (within the cap), as the one decider.
+    fn launch(&self, tier: Tier, workers: u32, claim: LaunchClaim) -> PortResult<u32> {
+        let counted = self.count(tier)?;
+        // Tasks the last decider started moments ago count even if not yet listed.
+        let have = match claim.last {
+            Some((left, at)) if now_secs() - at < LEFT_COUNT_TRUSTED_SECS => counted.max(left),
+            _ => counted,
+        };
         let want = vodpipe_control::sweep::launch_target(have, workers, self.settings.max_per_tier);
         let mut started = 0;
         let pause = Duration::from_secs_f64(f64::from(TASKS_PER_RUN_TASK) / LAUNCHES_PER_SECOND);
@@ -153,6 +205,14 @@ impl Fleet for EcsFleet {
             }
             last_call = Some(Instant::now());
             let count = (want - have - started).min(TASKS_PER_RUN_TASK);
+            // The tasks that bring the tier up to its warm minimum stay through idle
+            // spells; the rest exit after the task definition's idle time.
+            let warm = self
+                .settings
+                .warm_per_tier
+                .saturating_sub(have + started)
+                .min(count);
+            let count = if warm > 0 { warm } else { count };
             let net = AwsVpcConfiguration::builder()
                 .set_subnets(Some(self.settings.subnets.clone()))
                 .set_security_groups(Some(self.settings.security_groups.clone()))
@@ -168,18 +228,24 @@ impl Fleet for EcsFleet {
                 .weight(1)
                 .build()
                 .map_err(|e| backend("capacity provider strategy", e))?;
-            let overrides = TaskOverride::builder()
-                .container_overrides(
-                    ContainerOverride::builder()
-                        .name(&self.settings.container)
-                        .environment(
-                            KeyValuePair::builder()
-                                .name("VODPIPE_TIERS")
-                                .value(served_tiers(tier))
-                                .build(),
-                        )
+            let mut container = ContainerOverride::builder()
+                .name(&self.settings.container)
+                .environment(
+                    KeyValuePair::builder()
+                        .name("VODPIPE_TIERS")
+                        .value(served_tiers(tier))
                         .build(),
-                )
+                );
+            if warm > 0 {
+                container = container.environment(
+                    KeyValuePair::builder()
+                        .name("VODPIPE_IDLE_EXIT_SECS")
+                        .value(WARM_IDLE_EXIT_SECS.to_string())
+                        .build(),
+                );
+            }
+            let overrides = TaskOverride::builder()
+                .container_overrides(container.build())
                 .build();
             let sent = self.bridge.run(
                 self.client

@@ -54,6 +54,10 @@ impl vodpipe_control::ports::Cdn for NoCdn {
     }
 }
 
+/// The tag a published source carries (the template's `SourceRetention` lifecycle rules
+/// select by it).
+pub const PUBLISHED_TAG: &str = "vodpipe-published";
+
 /// Everything the CLI and the worker need on AWS, from the environment.
 pub struct Aws {
     /// The runtime the adapters share.
@@ -116,6 +120,10 @@ impl Aws {
                             .and_then(|v| v.parse().ok())
                             .unwrap_or(20),
                         launch_backoff_secs: config::launch_backoff_secs(),
+                        warm_per_tier: std::env::var("VODPIPE_WARM_WORKERS")
+                            .ok()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
                     },
                     &settings.table,
                 )),
@@ -169,6 +177,19 @@ impl Aws {
             version,
             sequencer: None,
         })
+    }
+
+    /// Tags a published job's source `vodpipe-published=true` (the exact version the job
+    /// was made of), which the ingest bucket's `SourceRetention` rule selects.
+    pub fn mark_source_published(&self, job_id: &str) -> PortResult<()> {
+        let job = self
+            .state
+            .jobs
+            .job(job_id)?
+            .ok_or_else(|| PortError::NotFound(job_id.into()))?;
+        let version = job.settings.as_ref().and_then(|s| s.source_version.clone());
+        self.ingest
+            .tag(&job.source, version.as_deref(), PUBLISHED_TAG, "true")
     }
 
     /// Puts a job-state event for `job_id` if events are configured. Never fails the caller:
@@ -232,6 +253,9 @@ impl RecordStore for AwsState {
     }
     fn put(&self, key: &Key, fields: &Fields) -> PortResult<()> {
         self.jobs.put(key, fields)
+    }
+    fn create_all(&self, records: &[(Key, Fields)]) -> PortResult<()> {
+        self.jobs.create_all(records)
     }
     fn update(&self, w: &Write) -> PortResult<Option<Fields>> {
         self.jobs.update(w)

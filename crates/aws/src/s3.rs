@@ -425,6 +425,35 @@ impl S3Objects {
             version_id,
         ))
     }
+
+    /// Tags one version of a source (the latest when `None`) with `key=value`, replacing
+    /// its tags: what the bucket's lifecycle rules select by.
+    pub fn tag(&self, uri: &str, version: Option<&str>, key: &str, value: &str) -> PortResult<()> {
+        let (bucket, object) = parse_s3_uri(uri)
+            .ok_or_else(|| PortError::Backend(format!("{uri} is not an s3://BUCKET/KEY URI")))?;
+        let tagging = aws_sdk_s3::types::Tagging::builder()
+            .tag_set(
+                aws_sdk_s3::types::Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build()
+                    .map_err(|e| backend("s3 tag", e))?,
+            )
+            .build()
+            .map_err(|e| backend("s3 tagging", e))?;
+        self.bridge
+            .run(
+                self.client
+                    .put_object_tagging()
+                    .bucket(bucket)
+                    .key(object)
+                    .set_version_id(version.map(str::to_string))
+                    .tagging(tagging)
+                    .send(),
+            )
+            .map_err(|e| backend(&format!("s3 tag {uri}"), e))?;
+        Ok(())
+    }
 }
 
 impl ObjectStore for S3Objects {

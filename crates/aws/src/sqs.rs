@@ -252,6 +252,25 @@ impl RawQueue<'_> {
         Ok(())
     }
 
+    /// Hides the message with `receipt` (a handle Lambda's event source passed on) for
+    /// `delay` from now: an upload deferred for its settings file, a failed try backed off.
+    /// A message received again or deleted since is nothing to delay.
+    pub fn delay(&self, receipt: &str, delay: Duration) -> PortResult<()> {
+        match self.queues.bridge.run(
+            self.queues
+                .client
+                .change_message_visibility()
+                .queue_url(&self.url)
+                .receipt_handle(receipt)
+                .visibility_timeout(secs(delay).clamp(0, 43_200))
+                .send(),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if is_receipt_gone(&e) => Ok(()),
+            Err(e) => Err(backend("sqs change visibility", e)),
+        }
+    }
+
     /// Documents waiting (visible only).
     pub fn waiting(&self) -> PortResult<u64> {
         self.queues.visible(&self.url)

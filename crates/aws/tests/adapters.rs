@@ -44,7 +44,7 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
     // The table failed launches are recorded in.
     let settings = emulator::settings(&emulator::unique_name("fleet"));
     vodpipe_aws::bootstrap::bootstrap(&bridge, &sdk, &settings).unwrap();
-    let fleet_capped_at = |max_per_tier: u32| {
+    let fleet_warm = |max_per_tier: u32, warm_per_tier: u32| {
         EcsFleet::new(
             bridge.clone(),
             &sdk,
@@ -57,10 +57,12 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
                 assign_public_ip: true,
                 max_per_tier,
                 launch_backoff_secs: 600.0,
+                warm_per_tier,
             },
             &settings.table,
         )
     };
+    let fleet_capped_at = |max_per_tier: u32| fleet_warm(max_per_tier, 0);
     let fleet = fleet_capped_at(4);
     assert_eq!(fleet.ensure_capacity(Tier::Standard, 3).unwrap(), 3);
     assert_eq!(fleet.count(Tier::Standard).unwrap(), 3);
@@ -85,6 +87,62 @@ fn the_fleet_starts_tasks_up_to_the_wanted_count_and_no_more() {
     let wide = fleet_capped_at(40);
     assert_eq!(wide.ensure_capacity(Tier::Bulk, 25).unwrap(), 25);
     assert_eq!(wide.count(Tier::Bulk).unwrap(), 25);
+
+    // Many callers at once (every ingest, Spot event and tick asks for capacity): one
+    // decides at a time, so the cap holds however many ask.
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let fleet = fleet_capped_at(12);
+            std::thread::spawn(move || fleet.ensure_capacity(Tier::Standard, 100))
+        })
+        .collect();
+    for c in callers {
+        let workers = c.join().unwrap().unwrap();
+        assert!(workers <= 12, "a caller saw {workers} tasks");
+    }
+    assert_eq!(
+        fleet.count(Tier::Standard).unwrap(),
+        12,
+        "concurrent callers launched past the cap"
+    );
+
+    // A warm minimum: an idle tier is brought up to it, with tasks that outlast the idle
+    // exit of the others.
+    let warm = fleet_warm(40, 27);
+    assert_eq!(warm.ensure_capacity(Tier::Bulk, 0).unwrap(), 27);
+    let arns = bridge
+        .run(
+            ecs.list_tasks()
+                .cluster(&cluster)
+                .started_by("vodpipe-bulk")
+                .send(),
+        )
+        .unwrap()
+        .task_arns()
+        .to_vec();
+    let tasks = bridge
+        .run(
+            ecs.describe_tasks()
+                .cluster(&cluster)
+                .set_tasks(Some(arns))
+                .send(),
+        )
+        .unwrap();
+    let kept: usize = tasks
+        .tasks()
+        .iter()
+        .filter(|t| {
+            t.overrides()
+                .into_iter()
+                .flat_map(|o| o.container_overrides())
+                .flat_map(|c| c.environment())
+                .any(|kv| kv.name() == Some("VODPIPE_IDLE_EXIT_SECS"))
+        })
+        .count();
+    assert_eq!(
+        kept, 2,
+        "the two tasks past the 25 running are the warm ones"
+    );
 
     // Tasks that failed to start (an image that cannot be pulled): the tier launches
     // nothing more until its back-off has passed or one of its workers started.

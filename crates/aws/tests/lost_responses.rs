@@ -272,3 +272,41 @@ fn throttled_transactions_are_sent_again_whichever_way_dynamodb_says_so() {
     assert!(ok.expect("throttling is weather, not an error"));
     assert_eq!(num(&s.get(&key).unwrap().unwrap(), "n"), 1.0);
 }
+
+#[test]
+fn plan_items_are_created_in_batches_and_never_over_an_item_that_exists() {
+    let name = emulator::unique_name("create-all");
+    let s = state(&name);
+    let keys: Vec<Key> = (0..230)
+        .map(|i| Key::new("JOB#b", format!("ITEM#video#{i:06}")))
+        .collect();
+    // An item another planner created and a worker holds: a batch holding it is refused
+    // and its items are created one by one, around it.
+    s.create(&keys[150], &fields(&[("held", Value::Bool(true))]))
+        .unwrap();
+    let records: Vec<(Key, Fields)> = keys
+        .iter()
+        .map(|k| (k.clone(), fields(&[("held", Value::Bool(false))])))
+        .collect();
+    // The first batch's response is lost: its retry is the same transaction, which
+    // answers as applied instead of failing on its own items.
+    let ((), injected) = emulator::with_faults(lose_one("TransactWriteItems", &name), || {
+        s.create_all(&records).unwrap()
+    });
+    assert_eq!(
+        injected["dynamodb:TransactWriteItems"]["lost"], 1,
+        "{injected}"
+    );
+    let rows = s.query("JOB#b", "ITEM#").unwrap();
+    assert_eq!(rows.len(), 230, "every item exists once");
+    let held: Vec<&String> = rows
+        .iter()
+        .filter(|(_, f)| f.get("held") == Some(&Value::Bool(true)))
+        .map(|(sk, _)| sk)
+        .collect();
+    assert_eq!(
+        held,
+        ["ITEM#video#000150"],
+        "the existing item was overwritten"
+    );
+}

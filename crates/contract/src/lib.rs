@@ -760,7 +760,8 @@ pub fn an_asset_name_belongs_to_one_source(connect: Connect<'_>) {
 }
 
 /// A job whose last commit moved it to STITCHING, but whose stitch request was never sent
-/// (the worker died in between), gets it from the sweep once it is stale, and not before.
+/// (the worker died in between), gets it from the sweep once it is stale, and not before,
+/// and never a second one while the first is on the queue.
 pub fn a_job_stranded_in_stitching_is_stitched_again(connect: Connect<'_>) {
     let s = connect();
     let items = encoding_job(&*s, "stranded", 2);
@@ -796,6 +797,13 @@ pub fn a_job_stranded_in_stitching_is_stitched_again(connect: Connect<'_>) {
             .unwrap(),
         "the stitch could be requested twice in a row"
     );
+    // With its request on the queue, no second one is sent, however stale the job: one
+    // request outstanding per job, never a backlog of repeats.
+    assert!(
+        sweep(&*s, &*s, 0.0, false).unwrap().is_empty(),
+        "a second stitch request while one was outstanding"
+    );
+    assert_eq!(s.depth(Queue::Stitch).unwrap(), 1);
     let d = s
         .receive(&[Queue::Stitch], Duration::from_secs(30))
         .unwrap()

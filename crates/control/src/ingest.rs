@@ -384,6 +384,16 @@ fn settings_for(
     }
 }
 
+/// Whether `source` is a new upload still without its settings file: what an ingest that
+/// waits by redelivery (the upload queue on AWS) asks before deciding to come back later
+/// instead of sleeping. A job that exists already has its settings, whatever arrives.
+pub fn awaits_settings_file(ports: Ports<'_>, source: &Source) -> PortResult<bool> {
+    if ports.jobs.job_brief(&source.job_id)?.is_some() {
+        return Ok(false);
+    }
+    Ok(ports.objects.source_settings_file(&source.uri)?.is_none())
+}
+
 /// What the upload says about its job: the source's metadata and its settings file,
 /// waiting up to `wait` for the file to arrive.
 fn upload_settings(

@@ -18,8 +18,8 @@
 
 use crate::job::JobStatus;
 use crate::ports::{
-    Acquired, Completion, ItemKind, ItemRef, ItemState, JobRecord, JobStore, LaunchTrouble, Lease,
-    PortError, PortResult, Release, Tier,
+    Acquired, Completion, ItemKind, ItemRef, ItemState, JobRecord, JobStore, LaunchClaim,
+    LaunchTrouble, Lease, PortError, PortResult, Release, Tier,
 };
 use crate::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 use std::time::Duration;
@@ -57,6 +57,11 @@ pub fn item_key(item: &ItemRef) -> Key {
 /// The record of a tier's failed launches, beside the jobs.
 fn launch_key(tier: Tier) -> Key {
     Key::new("FLEET", format!("LAUNCH#{}", tier.as_str()))
+}
+
+/// The record of who decides a tier's launches now.
+fn launching_key(tier: Tier) -> Key {
+    Key::new("FLEET", format!("LAUNCHING#{}", tier.as_str()))
 }
 
 fn launch_trouble(r: &Fields) -> LaunchTrouble {
@@ -507,6 +512,50 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(())
     }
 
+    fn claim_launches(
+        &self,
+        tier: Tier,
+        holder: &str,
+        hold_secs: f64,
+    ) -> PortResult<Option<LaunchClaim>> {
+        let now = now_secs();
+        let claimed = self.update(&Write {
+            key: launching_key(tier),
+            when: Cond::Lt("held_until", Value::num(now)),
+            changes: vec![
+                Change::Set("held_until", Value::num(now + hold_secs)),
+                Change::Set("holder", Value::str(holder)),
+            ],
+        })?;
+        if let Some(r) = claimed {
+            return Ok(Some(LaunchClaim {
+                last: get_f(&r, "left_at").map(|at| (get_u(&r, "left_tasks") as u32, at)),
+            }));
+        }
+        // The tier's first launch: whoever creates the record holds it. Otherwise another
+        // caller holds the launches now (or just took them).
+        let first = fields(vec![
+            ("held_until", Value::num(now + hold_secs)),
+            ("holder", Value::str(holder)),
+        ]);
+        Ok(self
+            .create(&launching_key(tier), &first)?
+            .then_some(LaunchClaim::default()))
+    }
+
+    fn release_launches(&self, tier: Tier, holder: &str, tasks: u32) -> PortResult<()> {
+        self.update(&Write {
+            key: launching_key(tier),
+            when: Cond::Eq("holder", Value::str(holder)),
+            changes: vec![
+                Change::Set("held_until", Value::num(0)),
+                Change::Set("left_tasks", Value::num(tasks)),
+                Change::Set("left_at", Value::num(now_secs())),
+            ],
+        })?;
+        Ok(())
+    }
+
     fn claim_probe(&self, id: &str, stale_secs: f64) -> PortResult<bool> {
         let now = now_secs();
         let cut = Value::num(now - stale_secs);
@@ -637,6 +686,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             (get_u(&job, "token_floor"), get_u(&job, "attempt_floor"));
         let plan_ref = random_hex();
         let plan_pages = put_pages(self, id, &format!("PLAN#{plan_ref}#"), plan_doc)?;
+        let mut records = Vec::with_capacity(items.len());
         for (item, frames) in items {
             let mut rec = fields(vec![
                 ("frames", Value::num(*frames as f64)),
@@ -654,8 +704,9 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             ] {
                 rec.insert(k.into(), Value::num(0));
             }
-            self.create(&item_key(item), &rec)?;
+            records.push((item_key(item), rec));
         }
+        self.create_all(&records)?;
         Ok(self
             .update(&Write {
                 key: job_key(id),

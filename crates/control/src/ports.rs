@@ -506,6 +506,19 @@ pub trait JobStore: Send + Sync {
     fn launch_trouble(&self, tier: Tier) -> PortResult<Option<LaunchTrouble>>;
     /// A worker of the tier started: its launches work again.
     fn clear_launch_trouble(&self, tier: Tier) -> PortResult<()>;
+    /// Makes `holder` the only caller deciding the tier's launches for `hold_secs` (or
+    /// until it lets go): `None` while another holds them. Every ingest, Spot event and
+    /// tick may ask for capacity at once, and each would count the same tasks and launch
+    /// on top of the others; with one decider at a time the cap holds. The claim carries
+    /// what the last holder left running, which a count just after a launch may not show.
+    fn claim_launches(
+        &self,
+        tier: Tier,
+        holder: &str,
+        hold_secs: f64,
+    ) -> PortResult<Option<LaunchClaim>>;
+    /// Lets go of the tier's launches, recording the `tasks` it leaves running or pending.
+    fn release_launches(&self, tier: Tier, holder: &str, tasks: u32) -> PortResult<()>;
     /// Takes over a job left in PROBING by an ingest that died: true for exactly one of
     /// several callers, and only when the job entered PROBING (or was last taken over) more
     /// than `stale_secs` ago. Entering PROBING through [`JobStore::transition`] records the
@@ -579,6 +592,13 @@ pub struct LaunchTrouble {
     pub reason: String,
     /// When it failed (seconds since the epoch).
     pub last_at: f64,
+}
+
+/// What the previous decider of a tier's launches left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LaunchClaim {
+    /// The tasks it left running or pending, and when (seconds since the epoch).
+    pub last: Option<(u32, f64)>,
 }
 
 /// The outcome of asking for a lease.

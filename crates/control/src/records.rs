@@ -261,6 +261,15 @@ pub trait RecordStore: Send + Sync {
     /// Stores a record, replacing whatever was there (documents written under a fresh key
     /// that nothing reads until a conditional write names them).
     fn put(&self, key: &Key, fields: &Fields) -> PortResult<()>;
+    /// [`Self::create`] for each record, in as few requests as the backend allows: a
+    /// plan's items (thousands for a film) are written in batches, not one request each,
+    /// which is what a burst of ingests costs a new on-demand table.
+    fn create_all(&self, records: &[(Key, Fields)]) -> PortResult<()> {
+        for (key, fields) in records {
+            self.create(key, fields)?;
+        }
+        Ok(())
+    }
     /// Applies `w` if its record exists and its condition holds; returns the record as
     /// written, or `None` when the record is absent or the condition failed. Never
     /// creates a record.

@@ -95,8 +95,15 @@ pub fn resume_abandoned(
 
 /// Requests the stitch again for every job STITCHING for longer than `stale_secs`: the
 /// worker whose commit moved it there died before sending the request, and the item's
-/// redelivery (which would send it too) was deleted or dead-lettered. Each job's request
-/// is repeated at most once per `stale_secs`. Returns the jobs (a dry run: that it would).
+/// redelivery (which would send it too) was deleted or dead-lettered. Returns the jobs (a
+/// dry run: that it would).
+///
+/// A request is only ever repeated when none can be outstanding: when the stitch queue
+/// holds nothing (no message waiting or being stitched, so this job's request is gone),
+/// and then at most once per `stale_secs`. While the queue holds a backlog, the job's
+/// request may be in it, and repeating it would only deepen the backlog this is reacting
+/// to: a job is then asked for again only after [`STALL_BUSY_SECS`], far longer than any
+/// backlog a working stitch mapping builds.
 pub fn restitch_stranded<J, Q>(
     jobs: &J,
     queue: &Q,
@@ -107,9 +114,18 @@ where
     J: JobStore + ?Sized,
     Q: WorkQueue + ?Sized,
 {
+    let stitching = jobs.brief_jobs_by_status(JobStatus::Stitching)?;
+    if stitching.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stale_secs = if queue.depth(Queue::Stitch)? == 0 {
+        stale_secs
+    } else {
+        stale_secs.max(STALL_BUSY_SECS)
+    };
     let cutoff = now_secs() - stale_secs;
     let mut sent = Vec::new();
-    for job in jobs.brief_jobs_by_status(JobStatus::Stitching)? {
+    for job in stitching {
         if job.stitch_started_at.unwrap_or(job.created_at) > cutoff {
             continue;
         }
@@ -324,12 +340,14 @@ pub fn wanted_workers(tier: Tier, depth: u64, dead: u64) -> u32 {
     wanted.min(u64::from(u32::MAX)) as u32
 }
 
-/// Brings each tier up to [`wanted_workers`], each on its own: a tier whose depth cannot
+/// Brings each tier up to [`wanted_workers`], and at least `warm` (the warm minimum
+/// kept through idle spells), each on its own: a tier whose depth cannot
 /// be read or whose workers cannot be started (throttled past the SDK's retries, a quota,
 /// an ECS error) is reported with its error, and the others are still reconciled.
 pub fn reconcile_tiers(
     tiers: &[Tier],
     dead: u64,
+    warm: u32,
     depth: impl Fn(Tier) -> PortResult<u64>,
     ensure: impl Fn(Tier, u32) -> PortResult<u32>,
 ) -> Vec<TierCapacity> {
@@ -343,7 +361,7 @@ pub fn reconcile_tiers(
         };
         let result = depth(tier).and_then(|d| {
             line.depth = d;
-            match wanted_workers(tier, d, dead) {
+            match wanted_workers(tier, d, dead).max(warm) {
                 0 => Ok(0),
                 n => ensure(tier, n),
             }
@@ -384,9 +402,23 @@ mod tests {
     use crate::ports::PortError;
 
     #[test]
+    fn an_idle_tier_keeps_its_warm_minimum_and_a_busy_one_grows_past_it() {
+        let lines = reconcile_tiers(
+            &[Tier::Premium, Tier::Bulk],
+            0,
+            2,
+            |tier| Ok(if tier == Tier::Bulk { 40 } else { 0 }),
+            |_, n| Ok(n),
+        );
+        assert_eq!(lines[0].workers, 2, "idle premium keeps two");
+        assert_eq!(lines[1].workers, 10, "40 bulk items at four a worker");
+    }
+
+    #[test]
     fn a_throttled_tier_is_reported_and_the_others_still_get_workers() {
         let lines = reconcile_tiers(
             &[Tier::Premium, Tier::Standard, Tier::Bulk],
+            0,
             0,
             |_| Ok(3),
             |tier, n| match tier {
@@ -412,7 +444,7 @@ mod tests {
 
     #[test]
     fn dead_letters_keep_one_standard_worker_through_the_reconcile() {
-        let lines = reconcile_tiers(&[Tier::Standard, Tier::Bulk], 2, |_| Ok(0), |_, n| Ok(n));
+        let lines = reconcile_tiers(&[Tier::Standard, Tier::Bulk], 2, 0, |_| Ok(0), |_, n| Ok(n));
         assert_eq!(lines[0].workers, 1);
         assert_eq!(lines[1].workers, 0);
     }

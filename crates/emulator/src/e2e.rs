@@ -416,6 +416,7 @@ pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
         ("VODPIPE_SECURITY_GROUPS", n.security_group.clone()),
         ("VODPIPE_ASSIGN_PUBLIC_IP", "ENABLED".to_string()),
         ("VODPIPE_MAX_WORKERS", k.workers.to_string()),
+        ("VODPIPE_WARM_WORKERS", "0".to_string()),
         ("VODPIPE_DEFAULT_TIER", "standard".to_string()),
         ("VODPIPE_PREFIX_TIERS", k.prefix_tiers.clone()),
         ("VODPIPE_SETTINGS_WAIT_SECONDS", k.settings_wait.to_string()),

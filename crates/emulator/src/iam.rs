@@ -135,6 +135,11 @@ impl EmulatedNames {
         c.attrs
             .insert("IngestEventsDlq.Arn".into(), queue_arn(&dlq));
         c.attrs.insert("IngestEventsDlq.QueueName".into(), dlq);
+        let uploads = self.settings.ingest_events_queue_name();
+        c.attrs
+            .insert("IngestEventsQueue.Arn".into(), queue_arn(&uploads));
+        c.attrs
+            .insert("IngestEventsQueue.QueueName".into(), uploads);
         c.attrs.insert(
             "JobsTable.Arn".into(),
             format!("arn:aws:dynamodb:{r}:{a}:table/{}", self.settings.table),
