@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws chaos-aws load probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws chaos-aws load load-control probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
 
 all: build
 
@@ -139,13 +139,21 @@ CHAOS_OUT ?= chaos-out
 chaos-aws: deps moto-deps bins
 	bash scripts/chaos-aws.sh target/debug "$(CHAOS_OUT)" $(FAULTS)
 
-## The control plane alone under load on the emulator (500 jobs × 20 items, 8 worker
-## processes, kills and duplicates); prints throughput, AWS calls per item and their cost.
-## LOAD_FLAGS="--jobs 100" and the like change the size; LOAD_FLAGS="--fault
-## lost=0.05,throttle=0.05" makes the workers' AWS fail as it does.
+## A burst through the deployed shape on the emulator: 1,000 uploads of a real clip within
+## a minute, S3 events on the upload queue, the real ingest and stitch functions behind
+## their mappings, 8 worker processes (killed and restarted), 5 % of the functions' and
+## workers' AWS responses lost and 5 % throttled. Prints the drain time, the largest
+## backlog per queue, the stitch rate, AWS calls per item, and 0 lost / 0 published twice.
+## LOAD_FLAGS="--jobs 100" and the like change it; `make load-control` is the control
+## plane alone (planned jobs, no functions), 500 jobs × 20 items.
+LOAD_FLAGS ?= --jobs 1000 --items 2 --burst-seconds 60 --fault lost=0.05,throttle=0.05
 load: deps moto-deps
+	$(CARGO) build --release -p vodpipe-emulator -p vodpipe-functions
+	target/release/vodpipe-emulator load --deployed $(LOAD_FLAGS)
+
+load-control: deps moto-deps
 	$(CARGO) build --release -p vodpipe-emulator
-	target/release/vodpipe-emulator load $(LOAD_FLAGS)
+	target/release/vodpipe-emulator load $(LOAD_CONTROL_FLAGS)
 
 ## What probing a 2-hour 1080p MP4 reads, against ffprobe's packet scan.
 probe-bench: deps build

@@ -274,3 +274,126 @@ fn a_task_that_failed_to_start_is_recorded_against_its_tier_until_a_worker_start
     s.aws.state.clear_launch_trouble(Tier::Bulk).unwrap();
     assert_eq!(s.aws.state.launch_trouble(Tier::Bulk).unwrap(), None);
 }
+
+/// An SQS event of the upload queue for `doc`, with a real receipt (the message is sent
+/// and received, hidden for a second, as Lambda's poller would hold it) and the given
+/// `SentTimestamp` age.
+fn queued_upload(s: &Shared, doc: &Value, age_secs: f64) -> (Value, String) {
+    let sdk = s.aws.bridge.sdk_config();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = s
+        .aws
+        .bridge
+        .run(
+            sqs.get_queue_url()
+                .queue_name(s.aws.settings.ingest_events_queue_name())
+                .send(),
+        )
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    s.aws
+        .bridge
+        .run(
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body(doc.to_string())
+                .send(),
+        )
+        .unwrap();
+    let got = s
+        .aws
+        .bridge
+        .run(
+            sqs.receive_message()
+                .queue_url(&url)
+                .visibility_timeout(1)
+                .wait_time_seconds(2)
+                .send(),
+        )
+        .unwrap();
+    let m = got.messages().first().unwrap().clone();
+    let sent_ms = (vodpipe_media::process::now_secs() - age_secs) * 1000.0;
+    let event = json!({"Records": [{
+        "messageId": m.message_id(),
+        "receiptHandle": m.receipt_handle(),
+        "body": m.body(),
+        "attributes": {"SentTimestamp": format!("{sent_ms:.0}"), "ApproximateReceiveCount": "1"},
+        "eventSource": "aws:sqs",
+    }]});
+    (event, url)
+}
+
+#[test]
+fn an_upload_waits_for_its_settings_file_on_the_queue_not_in_the_function() {
+    let s = shared();
+    // The template's wait, on a deployment of its own (the variable is read at set-up).
+    std::env::set_var("VODPIPE_SETTINGS_WAIT_SECONDS", "20");
+    let waiting = Shared::from_env().unwrap();
+    std::env::remove_var("VODPIPE_SETTINGS_WAIT_SECONDS");
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("clip.mp4");
+    clip(&src);
+    let key = "deferred/clip.mp4";
+    s.aws
+        .ingest
+        .put(key, &std::fs::read(&src).unwrap(), Cacheability::Immutable)
+        .unwrap();
+    let bucket = s.aws.settings.ingest_bucket.clone();
+    let uri = format!("s3://{bucket}/{key}");
+    let (_, _, version) = s.aws.ingest.head(&uri).unwrap();
+    let mut doc = event("s3-put-encoded-key.json");
+    doc["Records"][0]["s3"]["bucket"]["name"] = json!(bucket);
+    doc["Records"][0]["s3"]["object"]["key"] = json!(key);
+    doc["Records"][0]["s3"]["object"]["versionId"] = json!(version);
+
+    // Just uploaded, no settings file: delivered again later, no job yet.
+    let (ev, url) = queued_upload(&waiting, &doc, 0.0);
+    let r = serde_json::to_value(vodpipe_functions::ingest::handle_queued(&waiting, &ev)).unwrap();
+    assert_eq!(r["records"][0]["outcome"], "deferred", "{r:#}");
+    assert!(r["records"][0]["secs"].as_f64().unwrap() > 15.0, "{r:#}");
+    assert_eq!(
+        r["batchItemFailures"][0]["itemIdentifier"],
+        ev["Records"][0]["messageId"]
+    );
+    assert!(waiting.aws.state.jobs_by_source(&uri).unwrap().is_empty());
+    // Hidden for the rest of the wait (it was received for one second only).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let sqs = aws_sdk_sqs::Client::new(&s.aws.bridge.sdk_config());
+    let again = s
+        .aws
+        .bridge
+        .run(sqs.receive_message().queue_url(&url).send())
+        .unwrap();
+    assert!(
+        again.messages().is_empty(),
+        "the deferred upload came straight back"
+    );
+
+    // Its settings file arrives; the next delivery (after the wait) makes the job with it.
+    s.aws
+        .ingest
+        .put(
+            "deferred/clip.mp4.vodpipe.json",
+            br#"{"tier": "bulk"}"#,
+            Cacheability::Immutable,
+        )
+        .unwrap();
+    let (ev, _) = queued_upload(&waiting, &doc, 25.0);
+    let r = serde_json::to_value(vodpipe_functions::ingest::handle_queued(&waiting, &ev)).unwrap();
+    assert_eq!(r["records"][0]["outcome"], "job", "{r:#}");
+    assert_eq!(r["batchItemFailures"], json!([]), "{r:#}");
+    let jobs = waiting.aws.state.jobs_by_source(&uri).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].tier, Tier::Bulk, "the settings file was not read");
+}
+
+#[test]
+fn failed_tries_back_off_doubling_to_a_quarter_hour() {
+    use vodpipe_functions::ingest::retry_delay;
+    assert_eq!(retry_delay(1), 10.0);
+    assert_eq!(retry_delay(2), 20.0);
+    assert_eq!(retry_delay(4), 80.0);
+    assert_eq!(retry_delay(30), 900.0);
+}

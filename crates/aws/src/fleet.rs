@@ -173,22 +173,23 @@ impl Fleet for EcsFleet {
             return self.count(tier);
         };
         let result = self.launch(tier, workers, claim);
+        // Only a launch is worth passing on; otherwise the next decider counts for itself.
         let left = match &result {
-            Ok(n) => *n,
-            // Unknown: the next decider counts for itself.
-            Err(_) => 0,
+            Ok((total, started)) if *started > 0 => Some(*total),
+            _ => None,
         };
         if let Err(e) = self.launches.release_launches(tier, &holder, left) {
             // The hold lapses by itself within LAUNCH_HOLD_SECS.
             tracing::warn!(%tier, error = %e, "could not let go of the tier's launches");
         }
-        result
+        result.map(|(total, _)| total)
     }
 }
 
 impl EcsFleet {
-    /// Starts tasks until the tier has `workers` (within the cap), as the one decider.
-    fn launch(&self, tier: Tier, workers: u32, claim: LaunchClaim) -> PortResult<u32> {
+    /// Starts tasks until the tier has `workers` (within the cap), as the one decider:
+    /// the tasks it then has, and how many of them it started.
+    fn launch(&self, tier: Tier, workers: u32, claim: LaunchClaim) -> PortResult<(u32, u32)> {
         let counted = self.count(tier)?;
         // Tasks the last decider started moments ago count even if not yet listed.
         let have = match claim.last {
@@ -300,7 +301,7 @@ impl EcsFleet {
         if started > 0 {
             tracing::info!(%tier, started, running = have, "started worker tasks");
         }
-        Ok(have + started)
+        Ok((have + started, started))
     }
 }
 

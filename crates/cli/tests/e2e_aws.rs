@@ -127,9 +127,9 @@ fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
     let emu = &job["emulator"];
     assert_eq!(code, 0, "{job:#}");
     assert_eq!(job["status"], "PUBLISHED", "{job:#}");
-    // The S3 events (the sidecar's, skipped, and the video's), each delivered twice, made
-    // one job.
-    assert_eq!(emu["functions"]["ingest"]["invocations"], 4, "{emu:#}");
+    // The upload queue's messages (S3's test event when the notification was set and the
+    // sidecar's, both skipped, and the video's), each delivered twice, made one job.
+    assert_eq!(emu["functions"]["ingest"]["invocations"], 6, "{emu:#}");
     assert_eq!(emu["functions"]["ingest"]["errors"], 0, "{emu:#}");
     assert_eq!(emu["jobs_for_source"], 1, "{emu:#}");
     assert_eq!(emu["ingest_events_dead_lettered"], 0, "{emu:#}");

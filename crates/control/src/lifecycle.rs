@@ -543,15 +543,16 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             .then_some(LaunchClaim::default()))
     }
 
-    fn release_launches(&self, tier: Tier, holder: &str, tasks: u32) -> PortResult<()> {
+    fn release_launches(&self, tier: Tier, holder: &str, tasks: Option<u32>) -> PortResult<()> {
+        let mut changes = vec![Change::Set("held_until", Value::num(0))];
+        if let Some(tasks) = tasks {
+            changes.push(Change::Set("left_tasks", Value::num(tasks)));
+            changes.push(Change::Set("left_at", Value::num(now_secs())));
+        }
         self.update(&Write {
             key: launching_key(tier),
             when: Cond::Eq("holder", Value::str(holder)),
-            changes: vec![
-                Change::Set("held_until", Value::num(0)),
-                Change::Set("left_tasks", Value::num(tasks)),
-                Change::Set("left_at", Value::num(now_secs())),
-            ],
+            changes,
         })?;
         Ok(())
     }

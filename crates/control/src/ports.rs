@@ -517,8 +517,10 @@ pub trait JobStore: Send + Sync {
         holder: &str,
         hold_secs: f64,
     ) -> PortResult<Option<LaunchClaim>>;
-    /// Lets go of the tier's launches, recording the `tasks` it leaves running or pending.
-    fn release_launches(&self, tier: Tier, holder: &str, tasks: u32) -> PortResult<()>;
+    /// Lets go of the tier's launches. A holder that started tasks records the `tasks` it
+    /// leaves running or pending (`Some`), which the next holder trusts over a count for a
+    /// little while; one that started none leaves the last record to age.
+    fn release_launches(&self, tier: Tier, holder: &str, tasks: Option<u32>) -> PortResult<()>;
     /// Takes over a job left in PROBING by an ingest that died: true for exactly one of
     /// several callers, and only when the job entered PROBING (or was last taken over) more
     /// than `stale_secs` ago. Entering PROBING through [`JobStore::transition`] records the

@@ -158,7 +158,23 @@ pub fn run(bridge: &Bridge, sdk: &SdkConfig, opts: &Options) -> Report {
                 .map(|l| l.concurrent_executions())
                 .ok_or_else(|| "no account limit in the answer".to_string())
         });
-    r.findings.push(quota::lambda_concurrency(concurrency));
+    let param = |k: &str| {
+        stack
+            .as_ref()
+            .and_then(|s| s.parameters.get(k))
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    let defaults = quota::FunctionConcurrency::default();
+    let want = quota::FunctionConcurrency {
+        ingest: param("IngestMaxConcurrency").unwrap_or(defaults.ingest),
+        stitch: param("StitchMaxConcurrency").unwrap_or(defaults.stitch),
+        reserved: stack
+            .as_ref()
+            .and_then(|s| s.parameters.get("ReserveConcurrency"))
+            .is_some_and(|v| v == "yes"),
+    };
+    r.findings
+        .push(quota::lambda_concurrency(concurrency, want));
 
     if let Some(stack) = &stack {
         let name = stack

@@ -109,26 +109,76 @@ pub fn fargate(
     }
 }
 
-/// Lambda's account concurrency (`Err`: unreadable). New accounts start with as little as
-/// 10, shared by every function in the Region; vodpipe's three functions want a few
-/// dozen at a burst of uploads.
-pub fn lambda_concurrency(limit: Result<i32, String>) -> Finding {
-    const WANTED: i32 = 100;
+/// What the stack's functions may run at once: its event source mappings' maximum
+/// concurrency (the template's `IngestMaxConcurrency`, `StitchMaxConcurrency`) and the
+/// fleet's two.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FunctionConcurrency {
+    /// Ingests at once.
+    pub ingest: i32,
+    /// Stitches at once.
+    pub stitch: i32,
+    /// Whether the stack reserves the stitch's and the fleet's (`ReserveConcurrency`).
+    pub reserved: bool,
+}
+
+impl Default for FunctionConcurrency {
+    /// The template's defaults.
+    fn default() -> Self {
+        FunctionConcurrency {
+            ingest: 50,
+            stitch: 20,
+            reserved: false,
+        }
+    }
+}
+
+/// Executions Lambda keeps unreserved in every account: reserving leaves at least this.
+pub const UNRESERVED_MINIMUM: i32 = 100;
+/// The fleet function's executions at once (a tick, and Spot events).
+pub const FLEET_CONCURRENCY: i32 = 2;
+
+/// Lambda's account concurrency (`Err`: unreadable) against what the stack's functions
+/// may take at once. New accounts start with as little as 10, shared by every function in
+/// the Region: a burst of uploads then holds every execution, and the stitch and the
+/// fleet (which publish and start workers) wait behind it. Reserving their concurrency
+/// fixes that, but only an account of at least 100 plus what is reserved may reserve.
+pub fn lambda_concurrency(limit: Result<i32, String>, want: FunctionConcurrency) -> Finding {
     let raise = "aws service-quotas request-service-quota-increase --service-code lambda --quota-code L-B99A9384 --desired-value 1000";
+    let all = want.ingest + want.stitch + FLEET_CONCURRENCY;
+    let reservable = UNRESERVED_MINIMUM + want.stitch + FLEET_CONCURRENCY;
     match limit {
         Err(e) => Finding::warn(
             "lambda-concurrency",
             format!("could not read the account's Lambda concurrency ({e})"),
             "aws lambda get-account-settings",
         ),
-        Ok(n) if n < WANTED => Finding::warn(
+        Ok(n) if n < all => Finding::warn(
             "lambda-concurrency",
-            format!("the account runs at most {n} Lambda invocations at once (new accounts start low); bursts of uploads will be throttled and retried"),
+            format!(
+                "the account runs at most {n} Lambda invocations at once, below the {all} the stack's mappings may take (ingest {}, stitch {}, fleet {FLEET_CONCURRENCY}): a burst of uploads can hold every execution while stitches and worker launches wait",
+                want.ingest, want.stitch
+            ),
+            raise,
+        ),
+        Ok(n) if !want.reserved && n >= reservable => Finding::ok(
+            "lambda-concurrency",
+            format!(
+                "{n} concurrent Lambda invocations, room for the stack's {all}; ReserveConcurrency=yes would keep {} for the stitch and fleet whatever else runs",
+                want.stitch + FLEET_CONCURRENCY
+            ),
+        ),
+        Ok(n) if want.reserved && n < reservable => Finding::warn(
+            "lambda-concurrency",
+            format!(
+                "ReserveConcurrency=yes reserves {} but the account's {n} must keep {UNRESERVED_MINIMUM} unreserved: the deployment fails",
+                want.stitch + FLEET_CONCURRENCY
+            ),
             raise,
         ),
         Ok(n) => Finding::ok(
             "lambda-concurrency",
-            format!("{n} concurrent Lambda invocations"),
+            format!("{n} concurrent Lambda invocations, room for the stack's {all}"),
         ),
     }
 }
@@ -167,7 +217,26 @@ mod tests {
 
     #[test]
     fn low_lambda_concurrency_warns() {
-        assert_eq!(lambda_concurrency(Ok(10)).level, Level::Warn);
-        assert_eq!(lambda_concurrency(Ok(1000)).level, Level::Ok);
+        let want = FunctionConcurrency::default();
+        let new_account = lambda_concurrency(Ok(10), want);
+        assert_eq!(new_account.level, Level::Warn);
+        assert!(
+            new_account.detail.contains("below the 72"),
+            "{}",
+            new_account.detail
+        );
+        let big = lambda_concurrency(Ok(1000), want);
+        assert_eq!(big.level, Level::Ok);
+        assert!(
+            big.detail.contains("ReserveConcurrency=yes"),
+            "{}",
+            big.detail
+        );
+        let reserving = FunctionConcurrency {
+            reserved: true,
+            ..want
+        };
+        assert_eq!(lambda_concurrency(Ok(110), reserving).level, Level::Warn);
+        assert_eq!(lambda_concurrency(Ok(1000), reserving).level, Level::Ok);
     }
 }

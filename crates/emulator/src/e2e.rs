@@ -119,8 +119,7 @@ struct Wiring {
     settings: AwsSettings,
     account: String,
     region: String,
-    events_queue: String,
-    ingest_dlq: String,
+    events_queue: (String, String),
     job_events_queue: String,
     stitch_queue: (String, String),
     cluster: String,
@@ -166,8 +165,8 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
     let settings = AwsSettings::for_name(name, &account, &region);
     vodpipe_aws::bootstrap::bootstrap(bridge, sdk, &settings).context("bootstrap")?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    // S3 → (queue) → ingest function.
-    let (events_url, events_arn) = queue(bridge, &sqs, &format!("{name}-s3-events"))?;
+    // S3 → the upload queue (made by bootstrap, as the template makes it) → ingest.
+    let (events_url, events_arn) = queue(bridge, &sqs, &settings.ingest_events_queue_name())?;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(true)
@@ -216,8 +215,6 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
         )
         .context("targeting the job-state rule")?;
     let (stitch_url, stitch_arn) = queue(bridge, &sqs, &settings.queue_name(Queue::Stitch))?;
-    // Where Lambda puts the S3 events the ingest function failed on (`IngestEventsDlq`).
-    let (ingest_dlq, _) = queue(bridge, &sqs, &format!("{name}-ingest-events-dlq"))?;
     // ECS: the cluster and the worker task definition.
     let ecs = aws_sdk_ecs::Client::new(sdk);
     let cluster = name.to_string();
@@ -291,8 +288,7 @@ fn wire(bridge: &Bridge, sdk: &aws_config::SdkConfig, moto: &Moto, name: &str) -
         settings,
         account,
         region,
-        events_queue: events_url,
-        ingest_dlq,
+        events_queue: (events_url, events_arn),
         job_events_queue: job_events_url,
         stitch_queue: (stitch_url, stitch_arn),
         cluster,
@@ -593,11 +589,11 @@ pub fn run(a: E2eArgs) -> Result<i32> {
     let hold: Arc<Mutex<Option<Hold>>> = Arc::default();
     {
         let delivery = S3Delivery {
-            queue_url: w.events_queue.clone(),
-            function: ingest.clone(),
+            queue_url: w.events_queue.0.clone(),
+            queue_arn: w.events_queue.1.clone(),
+            functions: vec![ingest.clone()],
             duplicate: a.duplicate_events,
             dead_lettered: dead_lettered.clone(),
-            dlq_url: w.ingest_dlq.clone(),
             hold: hold.clone(),
         };
         let ctx = ctx.clone();

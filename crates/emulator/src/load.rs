@@ -76,6 +76,26 @@ pub struct LoadArgs {
     /// The faults' seed.
     #[arg(long, default_value_t = 1)]
     pub fault_seed: u64,
+    /// Through the deployed shape instead: `--jobs` uploads of a real clip of `--items`
+    /// four-second chunks within `--burst-seconds`, S3 events on the upload queue, the real
+    /// ingest and stitch functions behind their mappings (`make load`).
+    #[arg(long)]
+    pub deployed: bool,
+    /// With `--deployed`: the seconds the uploads arrive within.
+    #[arg(long, default_value_t = 60.0)]
+    pub burst_seconds: f64,
+    /// With `--deployed`: ingest functions at once (execution environments).
+    #[arg(long, default_value_t = 4)]
+    pub ingest_environments: u32,
+    /// With `--deployed`: stitch functions at once (execution environments).
+    #[arg(long, default_value_t = 4)]
+    pub stitch_environments: u32,
+    /// With `--deployed`: stitch requests per invocation (the template's StitchBatchSize).
+    #[arg(long, default_value_t = 10)]
+    pub stitch_batch: i32,
+    /// With `--deployed`: where the function binaries are (default: beside this program).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// Arguments of `load-worker` (started by `load`).
@@ -90,6 +110,9 @@ pub struct LoadWorkerArgs {
     /// Lease length, seconds.
     #[arg(long)]
     pub lease_seconds: u64,
+    /// Leave stitch requests to the stitch function (the deployed shape).
+    #[arg(long)]
+    pub no_stitch: bool,
 }
 
 /// The stand-in encoder: sleeps as long as an encode would take, then hands back every
@@ -246,10 +269,10 @@ fn load_job_id(j: u32) -> String {
 }
 
 /// A small deterministic generator for picking victims and duplicates.
-struct Dice(u64);
+pub(crate) struct Dice(pub(crate) u64);
 
 impl Dice {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -262,7 +285,7 @@ impl Dice {
 }
 
 /// The emulator's request counts: (service:operation) → (requests, bytes in, bytes out).
-fn request_counts(endpoint: &str) -> Result<BTreeMap<String, (u64, u64, u64)>> {
+pub(crate) fn request_counts(endpoint: &str) -> Result<BTreeMap<String, (u64, u64, u64)>> {
     let v = crate::moto::control(endpoint, "GET", "/_vodpipe/requests", None)?;
     let mut out = BTreeMap::new();
     for (k, e) in v.as_object().context("request counts are not an object")? {
@@ -280,7 +303,7 @@ fn request_counts(endpoint: &str) -> Result<BTreeMap<String, (u64, u64, u64)>> {
 
 /// A role that may do anything, assumed for the workers: what their calls are told apart
 /// by (the fault plan's `roles` scope).
-fn worker_role(
+pub(crate) fn worker_role(
     bridge: &Bridge,
     sdk: &aws_config::SdkConfig,
     name: &str,
@@ -329,7 +352,7 @@ fn request_cost(service: &str, op: &str, requests: u64, bytes_in: u64, bytes_out
 }
 
 /// Jobs in `status`, counted with one query on the status index.
-fn count_in(aws: &Aws, db: &aws_sdk_dynamodb::Client, status: JobStatus) -> Result<u64> {
+pub(crate) fn count_in(aws: &Aws, db: &aws_sdk_dynamodb::Client, status: JobStatus) -> Result<u64> {
     let mut total = 0u64;
     let mut start = None;
     loop {
@@ -359,7 +382,7 @@ fn count_in(aws: &Aws, db: &aws_sdk_dynamodb::Client, status: JobStatus) -> Resu
 }
 
 /// An init segment made once with ffmpeg (the only media the run needs).
-fn template_init(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn template_init(dir: &Path) -> Result<PathBuf> {
     let clip = dir.join("template.mp4");
     let ok = Command::new("ffmpeg")
         .args([
@@ -385,9 +408,17 @@ fn template_init(dir: &Path) -> Result<PathBuf> {
     Ok(init)
 }
 
-fn spawn_worker(env: &[(String, String)], a: &LoadArgs, init: &Path) -> Result<Child> {
+/// Starts a `load-worker` process; with `no_stitch`, one that leaves the stitch queue to
+/// the stitch function.
+pub(crate) fn spawn_worker(
+    env: &[(String, String)],
+    a: &LoadArgs,
+    init: &Path,
+    no_stitch: bool,
+) -> Result<Child> {
     Ok(Command::new(std::env::current_exe()?)
         .arg("load-worker")
+        .args(no_stitch.then_some("--no-stitch"))
         .arg("--init")
         .arg(init)
         .args(["--encode-ms", &a.encode_ms.to_string()])
@@ -400,6 +431,9 @@ fn spawn_worker(env: &[(String, String)], a: &LoadArgs, init: &Path) -> Result<C
 
 /// Runs the load and prints its report; non-zero when a job was lost or published twice.
 pub fn run(a: LoadArgs) -> Result<i32> {
+    if a.deployed {
+        return crate::burst::run(a);
+    }
     let moto = Moto::start_or_reuse()?;
     let endpoint = moto
         .env()
@@ -452,7 +486,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     crate::moto::control(&endpoint, "DELETE", "/_vodpipe/requests", None)?;
     let started = Instant::now();
     let mut workers: Vec<Child> = (0..a.workers)
-        .map(|_| spawn_worker(&env, &a, &init))
+        .map(|_| spawn_worker(&env, &a, &init, false))
         .collect::<Result<_>>()?;
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     let mut kills = 0u32;
@@ -464,7 +498,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
             let victim = (dice.next() % workers.len() as u64) as usize;
             workers[victim].kill()?;
             workers[victim].wait()?;
-            workers[victim] = spawn_worker(&env, &a, &init)?;
+            workers[victim] = spawn_worker(&env, &a, &init, false)?;
             *kills += 1;
         }
         Ok(())
@@ -684,7 +718,7 @@ pub fn worker(a: LoadWorkerArgs) -> Result<i32> {
     let mut cfg = Config::new(scratch.join(std::process::id().to_string()));
     cfg.lease_ttl = Duration::from_secs(a.lease_seconds.max(2));
     cfg.retry_delay = Duration::from_secs(1);
-    let mut w = Worker::new(
+    let w = Worker::new(
         aws.ports(),
         cfg,
         format!("load-{}", std::process::id()),
@@ -695,6 +729,11 @@ pub fn worker(a: LoadWorkerArgs) -> Result<i32> {
         init,
         delay: Duration::from_millis(a.encode_ms),
     }));
+    let mut w = if a.no_stitch {
+        w.without_stitching()
+    } else {
+        w
+    };
     match w.run(None) {
         Ok(()) => Ok(0),
         Err(PortError::Backend(e)) => bail!("worker: {e}"),

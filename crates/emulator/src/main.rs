@@ -5,6 +5,7 @@
 //!
 //! `e2e` drives one upload through all of it; `make e2e-aws` and the end-to-end test run it.
 
+mod burst;
 mod e2e;
 mod fargate;
 mod load;

@@ -36,6 +36,9 @@ pub struct FunctionStats {
     pub errors: u32,
     /// Each cold start's init time, milliseconds.
     pub init_ms: Vec<u64>,
+    /// Time spent in invocations (waiting for the environment included), milliseconds:
+    /// with `invocations`, the mean duration a simulation of the same work replays.
+    pub busy_ms: u64,
 }
 
 struct Pending {
@@ -138,6 +141,13 @@ impl FunctionHost {
 
     /// Invokes the function with `event` and waits for its answer (synchronous invocation).
     pub fn invoke(&self, event: &Value) -> Outcome {
+        let started = Instant::now();
+        let outcome = self.invoke_timed(event);
+        self.channel.lock().stats.busy_ms += started.elapsed().as_millis() as u64;
+        outcome
+    }
+
+    fn invoke_timed(&self, event: &Value) -> Outcome {
         // One execution environment: invocations run one after another.
         let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         *serial += 1;

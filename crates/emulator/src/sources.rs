@@ -1,9 +1,9 @@
 //! Event sources: what turns emulator state into function invocations, as AWS would.
 //!
-//! - S3 → ingest. The emulator cannot invoke a function without Docker, so the ingest
-//!   bucket notifies an SQS queue instead, and [`s3_to_function`] invokes the function with
-//!   each notification body, which is the S3 event document S3 would have sent to Lambda
-//!   (same records, same URL-encoded keys). It can deliver every event twice, as S3 may.
+//! - S3 → SQS → ingest, as the template wires it: the ingest bucket notifies the upload
+//!   queue, and [`s3_to_function`] is the event source mapping from it to the ingest
+//!   function (batches of one, partial batch responses, one poller per execution
+//!   environment). It can deliver every event twice, as S3 may.
 //! - SQS → stitch. [`sqs_to_function`] is Lambda's event source mapping: batches of up to
 //!   ten messages as an SQS event, and only the messages the function did not list in
 //!   `batchItemFailures` are deleted.
@@ -98,28 +98,31 @@ fn delete_message(ctx: &SourceCtx, queue_url: &str, m: &aws_sdk_sqs::types::Mess
     }
 }
 
-/// Invocations of an S3 event before it is given up, as Lambda's asynchronous invocation
-/// does (the first and two retries; then the function's dead-letter queue).
-pub const ASYNC_ATTEMPTS: u32 = 3;
-
-/// Where S3 events go and how: the ingest function, each event delivered twice when
-/// `duplicate` (S3 delivers at least once), an event that failed [`ASYNC_ATTEMPTS`] times
-/// sent to `dlq_url` (the function's dead-letter queue, as Lambda does) and counted in
-/// `dead_lettered`, and the events of a held upload kept back until it is let go.
+/// Where uploads go and how: the ingest bucket notifies the upload queue (the template's
+/// `IngestEventsQueue`), and this is Lambda's event source mapping from it to the ingest
+/// function, batches of one as the template maps them, with partial batch responses. Every
+/// event can be delivered twice when `duplicate` (S3 delivers at least once); an event
+/// received [`UPLOAD_MAX_RECEIVES`] times and failed again is counted in `dead_lettered`
+/// (the queue's redrive policy moves it to the dead-letter queue); the events of a held
+/// upload are kept back until it is let go.
 pub struct S3Delivery {
-    /// The bucket notification queue.
+    /// The upload queue.
     pub queue_url: String,
-    /// The ingest function.
-    pub function: Arc<FunctionHost>,
+    /// Its ARN, as event records name it.
+    pub queue_arn: String,
+    /// The ingest function's execution environments: at most this many ingests run at
+    /// once (the mapping's maximum concurrency, as far as the emulator scales).
+    pub functions: Vec<Arc<FunctionHost>>,
     /// Deliver every event twice.
     pub duplicate: bool,
     /// Events given up on.
     pub dead_lettered: Arc<std::sync::atomic::AtomicU32>,
-    /// The ingest function's dead-letter queue.
-    pub dlq_url: String,
     /// The upload held back: its key, and once its first event was seen, its version.
     pub hold: Arc<std::sync::Mutex<Option<Hold>>>,
 }
+
+/// Receives of an upload event before SQS dead-letters it (the template's redrive).
+pub const UPLOAD_MAX_RECEIVES: u32 = vodpipe_aws::bootstrap::INGEST_EVENTS_MAX_RECEIVES;
 
 /// An upload whose event waits (a slow or retried ingest of an older version).
 #[derive(Debug, Clone)]
@@ -178,25 +181,85 @@ fn held(d: &S3Delivery, body: &Value) -> bool {
     }
 }
 
-/// Delivers the S3 notifications queued on the notification queue until stopped.
+/// An SQS event record for `m` from the queue `queue_arn`, as Lambda's event source
+/// builds it.
+fn sqs_record(m: &aws_sdk_sqs::types::Message, queue_arn: &str) -> Value {
+    let attributes: serde_json::Map<String, Value> = m
+        .attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "messageId": m.message_id(),
+        "receiptHandle": m.receipt_handle(),
+        "body": m.body(),
+        "attributes": attributes,
+        "messageAttributes": {},
+        "md5OfBody": m.md5_of_body(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "us-east-1",
+    })
+}
+
+/// The message ids a function's answer lists in `batchItemFailures`; every id of the batch
+/// when the answer is an error or lists an id the batch did not hold (what Lambda does).
+fn failed_ids(outcome: Outcome, all: &[String]) -> Vec<String> {
+    match outcome {
+        Outcome::Response(r) => {
+            let listed: Vec<Option<String>> = r["batchItemFailures"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if listed
+                .iter()
+                .all(|id| id.as_ref().is_some_and(|id| all.contains(id)))
+            {
+                listed.into_iter().flatten().collect()
+            } else {
+                tracing::warn!(response = %r, "malformed batchItemFailures; the whole batch comes back");
+                all.to_vec()
+            }
+        }
+        Outcome::Error(_) => all.to_vec(),
+    }
+}
+
+/// Delivers the uploads on the upload queue until stopped, one poller per execution
+/// environment (so as many ingests run at once as there are environments).
 pub fn s3_to_function(ctx: SourceCtx, d: S3Delivery) {
-    let mut failures: std::collections::HashMap<String, u32> = Default::default();
+    let d = Arc::new(d);
+    let pollers: Vec<_> = d
+        .functions
+        .iter()
+        .cloned()
+        .map(|function| {
+            let (ctx, d) = (ctx.clone(), d.clone());
+            std::thread::spawn(move || upload_poller(&ctx, &d, &function))
+        })
+        .collect();
+    for p in pollers {
+        let _ = p.join();
+    }
+}
+
+fn upload_poller(ctx: &SourceCtx, d: &S3Delivery, function: &FunctionHost) {
+    let visibility = vodpipe_aws::bootstrap::INGEST_EVENTS_VISIBILITY_SECS as i32;
     while !ctx.stop.load(Ordering::SeqCst) {
-        let Some(messages) = receive(&ctx, &d.queue_url, 10, 30) else {
+        let Some(messages) = receive(ctx, &d.queue_url, 1, visibility) else {
             continue;
         };
         for m in messages {
             let body: Value =
                 serde_json::from_str(m.body().unwrap_or_default()).unwrap_or(Value::Null);
-            let delete = || delete_message(&ctx, &d.queue_url, &m);
-            // S3 sends a test event when the notification is configured; Lambda never sees it.
-            if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent")
-                || body.get("Records").is_none()
-            {
-                delete();
-                continue;
-            }
-            if held(&d, &body) {
+            if held(d, &body) {
                 let _ = ctx.bridge.run(
                     ctx.sqs
                         .change_message_visibility()
@@ -207,46 +270,33 @@ pub fn s3_to_function(ctx: SourceCtx, d: S3Delivery) {
                 );
                 continue;
             }
-            let deliveries = if d.duplicate { 2 } else { 1 };
-            let mut ok = true;
-            for n in 0..deliveries {
-                match d.function.invoke(&body) {
-                    Outcome::Response(r) => {
-                        tracing::info!(delivery = n + 1, response = %r, "ingest answered")
-                    }
-                    Outcome::Error(e) => {
-                        tracing::warn!(delivery = n + 1, error = %e, "ingest failed; the event is delivered again later");
-                        ok = false;
-                    }
-                }
-            }
             let id = m.message_id().unwrap_or_default().to_string();
-            if ok {
-                failures.remove(&id);
-                delete();
+            let all = [id.clone()];
+            let event = json!({ "Records": [sqs_record(&m, &d.queue_arn)] });
+            let deliveries = if d.duplicate { 2 } else { 1 };
+            let mut failed = false;
+            for n in 0..deliveries {
+                let outcome = function.invoke(&event);
+                if let Outcome::Response(r) = &outcome {
+                    tracing::info!(delivery = n + 1, response = %r, "ingest answered");
+                }
+                failed |= !failed_ids(outcome, &all).is_empty();
+            }
+            if !failed {
+                delete_message(ctx, &d.queue_url, &m);
                 continue;
             }
-            let failed = failures.entry(id.clone()).or_insert(0);
-            *failed += 1;
-            if *failed >= ASYNC_ATTEMPTS {
+            let receives: u32 = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            if receives >= UPLOAD_MAX_RECEIVES {
                 tracing::error!(
-                    attempts = *failed,
-                    "ingest failed on every attempt; the event goes to the dead-letter queue"
+                    receives,
+                    "the upload failed on every delivery; SQS dead-letters it"
                 );
-                let sent = ctx.bridge.run(
-                    ctx.sqs
-                        .send_message()
-                        .queue_url(&d.dlq_url)
-                        .message_body(body.to_string())
-                        .send(),
-                );
-                if let Err(e) = sent {
-                    tracing::warn!(error = ?e, "could not dead-letter the event; it comes back");
-                    continue;
-                }
                 d.dead_lettered.fetch_add(1, Ordering::SeqCst);
-                failures.remove(&id);
-                delete();
             }
         }
     }
@@ -269,58 +319,12 @@ pub fn sqs_to_function(
         if messages.is_empty() {
             continue;
         }
-        let records: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                let attributes: serde_json::Map<String, Value> = m
-                    .attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!({
-                    "messageId": m.message_id(),
-                    "receiptHandle": m.receipt_handle(),
-                    "body": m.body(),
-                    "attributes": attributes,
-                    "messageAttributes": {},
-                    "md5OfBody": m.md5_of_body(),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": queue_arn,
-                    "awsRegion": "us-east-1",
-                })
-            })
-            .collect();
+        let records: Vec<Value> = messages.iter().map(|m| sqs_record(m, &queue_arn)).collect();
         let all: Vec<String> = messages
             .iter()
             .filter_map(|m| m.message_id().map(str::to_string))
             .collect();
-        let failed: Vec<String> = match function.invoke(&json!({ "Records": records })) {
-            Outcome::Response(r) => {
-                let listed: Vec<Option<String>> = r["batchItemFailures"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|f| f["itemIdentifier"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                // Lambda treats an empty or unknown identifier as the whole batch failing.
-                if listed
-                    .iter()
-                    .all(|id| id.as_ref().is_some_and(|id| all.contains(id)))
-                {
-                    listed.into_iter().flatten().collect()
-                } else {
-                    tracing::warn!(response = %r, "malformed batchItemFailures; the whole batch comes back");
-                    all.clone()
-                }
-            }
-            // A failed invocation returns the whole batch to the queue.
-            Outcome::Error(_) => all.clone(),
-        };
+        let failed = failed_ids(function.invoke(&json!({ "Records": records })), &all);
         for m in &messages {
             if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
                 continue;
