@@ -16,7 +16,7 @@ use aws_sdk_s3::types::{
     ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
     NoncurrentVersionExpiration, PublicAccessBlockConfiguration, ServerSideEncryption,
     ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-    Tag, VersioningConfiguration,
+    Tag, Transition, TransitionStorageClass, VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use vodpipe_control::ports::{PortError, PortResult, Queue};
@@ -44,6 +44,9 @@ pub const INGEST_EVENTS_VISIBILITY_SECS: u32 = 6 * INGEST_TIMEOUT_SECS;
 pub const INGEST_EVENTS_MAX_RECEIVES: u32 = 8;
 /// Days a replaced source version is kept in the (versioned) ingest bucket.
 pub const NONCURRENT_SOURCE_DAYS: i32 = 30;
+/// Days after upload a published source moves to Standard-IA (the template's
+/// `SourceRetentionDays` default).
+pub const PUBLISHED_SOURCE_DAYS: i32 = 30;
 /// Days after which an unfinished multipart upload is aborted.
 pub const ABORT_MULTIPART_DAYS: i32 = 7;
 
@@ -206,6 +209,32 @@ fn secure_bucket(
                 .noncurrent_version_expiration(
                     NoncurrentVersionExpiration::builder()
                         .noncurrent_days(NONCURRENT_SOURCE_DAYS)
+                        .build(),
+                )
+                .build()
+                .map_err(fail(bucket, "lifecycle"))?,
+        );
+        // The template's default `SourceRetention`: a published source moves to
+        // Standard-IA after `SourceRetentionDays`.
+        rules.push(
+            LifecycleRule::builder()
+                .id("published-sources-to-infrequent-access")
+                .status(ExpirationStatus::Enabled)
+                .filter(
+                    LifecycleRuleFilter::builder()
+                        .tag(
+                            Tag::builder()
+                                .key(crate::PUBLISHED_TAG)
+                                .value("true")
+                                .build()
+                                .map_err(fail(bucket, "lifecycle"))?,
+                        )
+                        .build(),
+                )
+                .transitions(
+                    Transition::builder()
+                        .days(PUBLISHED_SOURCE_DAYS)
+                        .storage_class(TransitionStorageClass::StandardIa)
                         .build(),
                 )
                 .build()

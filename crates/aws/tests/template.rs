@@ -38,6 +38,29 @@ fn int(y: &Yaml) -> i64 {
         .unwrap_or_else(|| panic!("not a number: {y:?}"))
 }
 
+/// A `!Ref Param` (which the YAML reader gives as the bare name) as the parameter's
+/// default; anything else as it is.
+fn default_of(t: &Yaml, y: &Yaml) -> Yaml {
+    match y.as_str() {
+        Some(name) if !t["Parameters"][name].is_badvalue() => {
+            t["Parameters"][name]["Default"].clone()
+        }
+        _ => y.clone(),
+    }
+}
+
+/// Whether a condition of the form `!Equals [!Ref Param, value]` holds for the defaults.
+fn condition_holds(t: &Yaml, name: &str) -> bool {
+    let c = t["Conditions"][name]
+        .as_vec()
+        .unwrap_or_else(|| panic!("condition {name}"));
+    let value = |y: &Yaml| match default_of(t, y) {
+        Yaml::String(s) => s,
+        other => format!("{other:?}"),
+    };
+    value(&c[0]) == value(&c[1])
+}
+
 /// An index: name, key schema (attribute, key type), projection.
 type Index = (String, Vec<(String, String)>, String);
 
@@ -408,6 +431,7 @@ fn bootstrap_creates_what_the_template_declares() {
                 let days = r
                     .expiration()
                     .and_then(|e| e.days())
+                    .or(r.transitions().first().and_then(|t| t.days()))
                     .or(r
                         .noncurrent_version_expiration()
                         .and_then(|n| n.noncurrent_days()))
@@ -422,15 +446,23 @@ fn bootstrap_creates_what_the_template_declares() {
             .as_vec()
             .unwrap()
             .iter()
+            // `!If [Condition, rule, !Ref AWS::NoValue]`: the rule the defaults choose.
+            .filter_map(|r| match r.as_vec() {
+                Some(choice) => {
+                    condition_holds(&t, choice[0].as_str().unwrap()).then(|| choice[1].clone())
+                }
+                None => Some(r.clone()),
+            })
             .map(|r| {
                 let days = [
                     &r["ExpirationInDays"],
+                    &r["Transitions"][0]["TransitionInDays"],
                     &r["NoncurrentVersionExpiration"]["NoncurrentDays"],
                     &r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
                 ]
                 .into_iter()
                 .find(|y| !y.is_badvalue())
-                .map(|y| int(y) as i32);
+                .map(|y| int(&default_of(&t, y)) as i32);
                 (r["Id"].as_str().unwrap().to_string(), days)
             })
             .collect();

@@ -133,6 +133,8 @@ fn an_upload_is_published_by_the_deployed_functions_and_worker_tasks() {
     assert_eq!(emu["functions"]["ingest"]["errors"], 0, "{emu:#}");
     assert_eq!(emu["jobs_for_source"], 1, "{emu:#}");
     assert_eq!(emu["ingest_events_dead_lettered"], 0, "{emu:#}");
+    // Tagged for the ingest bucket's retention rule once published.
+    assert_eq!(emu["source_tags"]["vodpipe-published"], "true", "{emu:#}");
     assert_eq!(
         job["source"],
         format!("s3://e2e-pub-123456789012-us-east-1-ingest/{key}"),

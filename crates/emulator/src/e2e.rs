@@ -719,12 +719,31 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         eprintln!("faults injected: {}", line.join(", "));
     }
     let jobs_for_source = aws.state.jobs_by_source(&uri)?.len();
+    // The source's tags: a published one carries what the retention rule selects by.
+    let source_tags: serde_json::Map<String, Value> = {
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let (bucket, key) = vodpipe_aws::s3::parse_s3_uri(&uri).unwrap_or_default();
+        bridge
+            .run(s3.get_object_tagging().bucket(bucket).key(key).send())
+            .map(|o| {
+                o.tag_set()
+                    .iter()
+                    .map(|t| (t.key().to_string(), json!(t.value())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let fargate = fargate_stats.lock().map(|s| s.clone()).unwrap_or_default();
     report["emulator"] = json!({
         "endpoint": moto.endpoint,
         "uri": uri,
         "objects_downloaded": downloaded,
         "jobs_for_source": jobs_for_source,
+        "source_tags": source_tags,
         "pointer_job": pointer_job,
         "invalidated_paths": invalidated,
         "job_events": events,
