@@ -273,9 +273,10 @@ fn summary(p: &Params, reading: &Reading, o: &vodpipe_sim::Outcome, report: &ser
             q.concurrency_peak
         );
     }
+    let rate = &report["stitch_jobs_per_second"];
     eprintln!(
-        "stitch rate: peak {} jobs/s",
-        report["stitches_per_second_peak"]
+        "stitch rate: {} jobs/s at most in a second, {} in the best 10 s, {} over the drain",
+        rate["peak_1s"], rate["peak_10s"], rate["mean"]
     );
     if o.stitch_queue.timeouts > 0 || o.ingest_queue.timeouts > 0 {
         eprintln!(
