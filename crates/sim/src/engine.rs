@@ -4,9 +4,16 @@
 //! `sweep::launch_target`), which queues a task serves and in what order
 //! (`sweep::served_tiers`, `worker::TierPicker`), when an interrupted item escalates to
 //! On-Demand (`worker::escalates`), and what compute costs (`cost::compute_cost`).
+//!
+//! The functions run as the template deploys them ([`crate::template`]): uploads wait in
+//! the ingest queue and stitch requests in the stitch queue, each drained by its SQS
+//! mapping (batches of at most `BatchSize`, at most `MaximumConcurrency` invocations, all
+//! of them within the account's Lambda concurrency), so a rate the mappings cannot carry
+//! shows as a growing backlog, not as a promise.
 
 use crate::mix::{Mix, Upload};
 use crate::model::{Gcra, Prices, Semaphore};
+use crate::template::{Deployment, FunctionMapping};
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -50,8 +57,12 @@ pub struct Params {
     pub launch_burst: f64,
     /// Lambda concurrent executions, per account.
     pub lambda_concurrency: u32,
-    /// The stack's `MaxWorkersPerTier`.
-    pub max_workers_per_tier: u32,
+    /// The deployed template's settings: the ingest and stitch mappings, the stack's
+    /// `MaxWorkersPerTier` (a hard cap) and `WarmWorkersPerTier`.
+    pub deployment: Deployment,
+    /// How the stitch function runs the stitches of one batch (the code's choice, not the
+    /// template's).
+    pub stitch_batch: BatchRun,
     /// A worker stops after this long without work.
     pub idle_exit_secs: f64,
     /// Chunk length.
@@ -60,6 +71,9 @@ pub struct Params {
     pub segment_secs: f64,
     /// Encoder throughput.
     pub pixels_per_vcpu_second: f64,
+    /// Seconds an ingest takes to find that an upload has no settings file yet and defer
+    /// it (a HEAD, a job lookup, a GET): the function time the settings-file wait costs.
+    pub settings_check_secs: f64,
     /// Worker task size.
     pub worker: WorkerSize,
     /// How often the fleet function reconciles.
@@ -75,6 +89,8 @@ pub struct Params {
     pub embedded_workers: Option<u32>,
     /// Fixed uploads instead of arrivals drawn from the mix (all at time 0).
     pub batch: Option<Vec<Upload>>,
+    /// A burst instead of Poisson arrivals: to replay a measured load run.
+    pub burst: Option<Burst>,
     /// Overheads (seconds) the model adds around the encode.
     pub overheads: Overheads,
     /// Virtual time between plot samples.
@@ -104,6 +120,36 @@ impl Default for Overheads {
     }
 }
 
+/// `uploads` uploads drawn from the mix, arriving evenly spaced over `secs` seconds (all
+/// at once when `secs` is 0), as a load harness submits them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    /// How many.
+    pub uploads: u64,
+    /// Over how long.
+    pub secs: f64,
+}
+
+/// How one invocation handles the messages of its batch; it lasts as long as the slowest
+/// (all at once) or as long as all of them (one after another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchRun {
+    /// All of the batch at once (the stitch function since issue 26).
+    Concurrently,
+    /// One after another (the stitch function before it; ingest, whose batch is one).
+    OneAfterAnother,
+}
+
+impl BatchRun {
+    /// Its name in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchRun::Concurrently => "concurrently",
+            BatchRun::OneAfterAnother => "one_after_another",
+        }
+    }
+}
+
 /// When the stitch invalidates CDN paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalidation {
@@ -128,11 +174,13 @@ impl Params {
             launch_rate: 20.0,
             launch_burst: 100.0,
             lambda_concurrency: 1000,
-            max_workers_per_tier: 20,
+            deployment: Deployment::default(),
+            stitch_batch: BatchRun::Concurrently,
             idle_exit_secs: 60.0,
             chunk_secs: 20.0,
             segment_secs: 4.0,
             pixels_per_vcpu_second: BENCH_PIXELS_PER_VCPU_SECOND,
+            settings_check_secs: 0.2,
             worker: WorkerSize::default(),
             fleet_tick_secs: 60.0,
             escalate_after: 2,
@@ -140,8 +188,18 @@ impl Params {
             seed: 1,
             embedded_workers: None,
             batch: None,
+            burst: None,
             overheads: Overheads::default(),
             sample_secs: 60.0,
+        }
+    }
+
+    /// Seconds over which uploads arrive (at least one): what averages "to keep up" are
+    /// taken over.
+    pub fn arrival_secs(&self) -> f64 {
+        match self.burst {
+            Some(b) => b.secs.max(1.0),
+            None => (self.hours * 3600.0).max(1.0),
         }
     }
 }
@@ -157,6 +215,37 @@ pub struct Sample {
     pub tasks: [u32; 3],
     /// p95 publish latency of the jobs published since the last sample, per tier.
     pub p95: [Option<f64>; 3],
+    /// Messages waiting in the ingest and stitch queues (not yet received).
+    pub function_backlog: [u64; 2],
+}
+
+/// A function's queue over the run.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// Most messages waiting at once (received ones not counted).
+    pub backlog_peak: u64,
+    /// When that was.
+    pub backlog_peak_secs: f64,
+    /// When the backlog last became empty; None if messages were still waiting when the
+    /// run stopped; 0 if none ever waited.
+    pub drained_secs: Option<f64>,
+    /// Most invocations at once.
+    pub concurrency_peak: u32,
+    /// Invocations.
+    pub invocations: u64,
+    /// Messages received (a redelivery counts again).
+    pub receives: u64,
+    /// Messages whose invocation ran out of time before they were done.
+    pub timeouts: u64,
+    /// Messages sent to the dead-letter queue (received `max_receives` times).
+    pub dead_letters: u64,
+    /// The longest invocation the batches asked for (before the timeout cut it).
+    pub longest_invocation_secs: f64,
+    /// Invocation-seconds the arrivals asked for in full batches: over the arrival time,
+    /// the concurrency needed just to keep up.
+    pub full_batch_invocation_secs: f64,
+    /// Messages that waited for the account's Lambda concurrency.
+    pub account_waits: u64,
 }
 
 /// Everything a run measured.
@@ -211,6 +300,20 @@ pub struct Outcome {
     pub first_hit: Vec<(LimitKind, f64)>,
     /// Virtual seconds at which the last upload was published (or the run stopped).
     pub makespan_secs: f64,
+    /// When the first upload arrived.
+    pub first_arrival_secs: f64,
+    /// When the last upload was published (0 if none was).
+    pub last_publish_secs: f64,
+    /// The ingest queue and its function.
+    pub ingest_queue: QueueStats,
+    /// The stitch queue and its function.
+    pub stitch_queue: QueueStats,
+    /// Most stitches finished in one second.
+    pub stitches_per_second_peak: u32,
+    /// When each stitch by the stitch function finished, in order.
+    pub stitch_times: Vec<f64>,
+    /// Uploads an ingest deferred to wait for a settings file.
+    pub deferrals: u64,
     /// The time series.
     pub samples: Vec<Sample>,
 }
@@ -254,16 +357,37 @@ pub enum LimitKind {
     LambdaConcurrency,
     /// CloudFront invalidation paths in progress.
     InvalidationsInProgress,
+    /// The ingest mapping's maximum concurrency (the stack's `IngestMaxConcurrency`).
+    IngestConcurrency,
+    /// The stitch mapping's maximum concurrency (the stack's `StitchMaxConcurrency`).
+    StitchConcurrency,
+    /// The ingest function's timeout.
+    IngestTimeout,
+    /// The stitch function's timeout.
+    StitchTimeout,
 }
+
+/// The two functions fed by queues: indices into `World::fns`.
+const INGEST: usize = 0;
+const STITCH: usize = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ev {
     Arrive(usize),
+    /// Embedded only: the upload is planned.
     Ingested(usize),
+    /// One message of an invocation of function `.0` is done (job `.1`).
+    MessageDone(usize, usize),
+    /// An invocation of function `.0` ends.
+    InvocationEnd(usize),
+    /// A message of function `.0` (job `.1`, received `.2` times) is visible again: after
+    /// its invocation timed out, or after the delay an ingest deferred it for.
+    Visible(usize, usize, u32),
     TaskUp(usize),
     ItemDone(usize, u64),
     Interrupt(usize, u64),
     IdleExit(usize, u64),
+    /// Embedded only: the job is stitched.
     Stitched(usize),
     InvalidationDone(u64),
     FleetTick,
@@ -336,6 +460,57 @@ struct Job {
     busy_secs: f64,
 }
 
+/// A message in a function's queue: the job it is for, and how often it was received.
+#[derive(Debug, Clone, Copy)]
+struct Msg {
+    job: usize,
+    receives: u32,
+    /// Already counted as waiting for the account's concurrency.
+    throttled: bool,
+}
+
+/// A queue and the event-source mapping that drains it into a function.
+#[derive(Debug)]
+struct FnQueue {
+    mapping: FunctionMapping,
+    runs: BatchRun,
+    /// Seconds of work one message is.
+    secs: f64,
+    /// Lambda memory, GB.
+    gb: f64,
+    waiting: VecDeque<Msg>,
+    running: u32,
+    /// When the backlog last became empty.
+    emptied_at: f64,
+    stats: QueueStats,
+}
+
+impl FnQueue {
+    fn new(mapping: FunctionMapping, runs: BatchRun, secs: f64, gb: f64) -> FnQueue {
+        FnQueue {
+            mapping,
+            runs,
+            secs,
+            gb,
+            waiting: VecDeque::new(),
+            running: 0,
+            emptied_at: 0.0,
+            stats: QueueStats {
+                drained_secs: Some(0.0),
+                ..QueueStats::default()
+            },
+        }
+    }
+
+    /// Invocation-seconds one message adds when batches are full.
+    fn full_batch_secs(&self) -> f64 {
+        match self.runs {
+            BatchRun::Concurrently => self.secs / f64::from(self.mapping.batch_size.max(1)),
+            BatchRun::OneAfterAnother => self.secs,
+        }
+    }
+}
+
 /// The world the events change.
 struct World {
     p: Params,
@@ -352,7 +527,11 @@ struct World {
     idle: [VecDeque<usize>; 3],
     pools: [Gcra; 2],
     lambda: Semaphore,
-    lambda_waiting: VecDeque<(Ev, f64)>,
+    /// The ingest and stitch queues with their mappings ([`INGEST`], [`STITCH`]).
+    fns: [FnQueue; 2],
+    /// Which function the next free Lambda execution goes to first (they take turns).
+    next_fn: usize,
+    stitches_this_second: (i64, u32),
     invalidations_in_progress: u64,
     out: Outcome,
     prices: Prices,
@@ -383,6 +562,20 @@ pub fn simulate(p: Params) -> Outcome {
         Gcra::new(p.launch_rate, p.launch_burst),
     ];
     let lambda = Semaphore::new(p.lambda_concurrency);
+    let fns = [
+        FnQueue::new(
+            p.deployment.ingest,
+            BatchRun::OneAfterAnother,
+            p.overheads.ingest_secs,
+            1.0,
+        ),
+        FnQueue::new(
+            p.deployment.stitch,
+            p.stitch_batch,
+            p.overheads.stitch_secs,
+            0.5,
+        ),
+    ];
     // Arrivals stop after `hours`; the run then drains, but gives up a day later (a
     // starved fleet would otherwise take virtual years).
     let stop_at = p.hours * 3600.0 + 24.0 * 3600.0;
@@ -400,7 +593,9 @@ pub fn simulate(p: Params) -> Outcome {
         idle: Default::default(),
         pools,
         lambda,
-        lambda_waiting: VecDeque::new(),
+        fns,
+        next_fn: STITCH,
+        stitches_this_second: (-1, 0),
         invalidations_in_progress: 0,
         out: Outcome::default(),
         prices: Prices::default(),
@@ -447,6 +642,21 @@ impl World {
                 let id = self.jobs.len() - 1;
                 self.at(0.0, Ev::Arrive(id));
             }
+        } else if let Some(b) = self.p.burst {
+            // A burst, as a load harness submits it: evenly spaced over its seconds.
+            for i in 0..b.uploads {
+                let t = b.secs.max(0.0) * i as f64 / b.uploads as f64;
+                let u = self.p.mix.draw(&mut self.rng, &self.p.ladder);
+                self.jobs.push(Job {
+                    arrived: t,
+                    upload: u,
+                    items_left: 0,
+                    published: None,
+                    busy_secs: 0.0,
+                });
+                let id = self.jobs.len() - 1;
+                self.at(t, Ev::Arrive(id));
+            }
         } else if self.p.uploads_per_hour > 0.0 {
             // Poisson arrivals.
             let rate = self.p.uploads_per_hour / 3600.0;
@@ -475,6 +685,14 @@ impl World {
             }
         }
         self.out.uploads = self.jobs.len() as u64;
+        self.out.first_arrival_secs = self
+            .jobs
+            .iter()
+            .map(|j| j.arrived)
+            .fold(f64::INFINITY, f64::min);
+        if !self.out.first_arrival_secs.is_finite() {
+            self.out.first_arrival_secs = 0.0;
+        }
         match self.p.embedded_workers {
             Some(n) => {
                 // The embedded fleet: n workers serving every tier, up from the start.
@@ -484,14 +702,66 @@ impl World {
                     self.receive(id);
                 }
             }
-            None => self.at(self.p.fleet_tick_secs, Ev::FleetTick),
+            None => {
+                self.start_warm();
+                self.at(self.p.fleet_tick_secs, Ev::FleetTick);
+            }
         }
         self.at(0.0, Ev::Sample);
     }
 
-    /// Every upload published (arrivals are all scheduled up front, so none is to come).
+    /// The warm minimum per tier (`WarmWorkersPerTier`), running before the first upload:
+    /// up and idle at time 0, billed from then, within the stack's cap and the pool's
+    /// vCPU quota.
+    fn start_warm(&mut self) {
+        let warm = self.warm_floor();
+        let vcpu = self.p.worker.vcpu.round() as u32;
+        for tier in TIERS {
+            let pool = pool_of(tier);
+            for _ in 0..warm {
+                if (self.pool_tasks(pool) + 1) * vcpu > self.p.vcpu_quota {
+                    self.out.quota_refusals += 1;
+                    self.hit(if pool == 0 {
+                        LimitKind::OnDemandVcpu
+                    } else {
+                        LimitKind::SpotVcpu
+                    });
+                    break;
+                }
+                let id = self.new_task(tier, served_tiers(tier));
+                if runs_on_spot(tier) && self.p.spot_interruptions_per_hour > 0.0 {
+                    let mean = 3600.0 / self.p.spot_interruptions_per_hour;
+                    self.tasks[id].interrupt_at = -(1.0 - self.rng.gen::<f64>()).ln() * mean;
+                }
+                self.tasks[id].state = TaskState::Idle;
+                self.receive(id);
+                let used = self.pool_tasks(pool) * vcpu;
+                self.out.vcpu_peak[pool] = self.out.vcpu_peak[pool].max(used);
+                let ti = tier_index(tier);
+                self.out.tasks_peak[ti] = self.out.tasks_peak[ti].max(self.tasks_of(tier));
+            }
+        }
+    }
+
+    /// Tasks per tier that scale-in keeps and the fleet tick restores.
+    fn warm_floor(&self) -> u32 {
+        if self.p.embedded_workers.is_some() {
+            return 0;
+        }
+        let d = &self.p.deployment;
+        d.warm_workers_per_tier.min(d.max_workers_per_tier)
+    }
+
+    /// Whether a task of `tier` may stop without taking the tier below its warm minimum.
+    fn may_scale_in(&self, tier: Tier) -> bool {
+        self.tasks_of(tier) > self.warm_floor()
+    }
+
+    /// Every upload published or given up on (arrivals are all scheduled up front, so
+    /// none is to come).
     fn done(&self) -> bool {
-        self.out.uploads > 0 && self.out.published == self.out.uploads
+        let lost: u64 = self.fns.iter().map(|f| f.stats.dead_letters).sum();
+        self.out.uploads > 0 && self.out.published + lost == self.out.uploads
     }
 
     fn new_task(&mut self, tier: Tier, serves: &[Tier]) -> usize {
@@ -513,10 +783,37 @@ impl World {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Arrive(j) => self.invoke(Ev::Ingested(j), self.p.overheads.ingest_secs),
-            Ev::Ingested(j) => {
-                self.release_lambda();
-                self.ingested(j);
+            Ev::Arrive(j) => {
+                if self.p.embedded_workers.is_some() {
+                    self.at(self.p.overheads.ingest_secs, Ev::Ingested(j));
+                } else {
+                    // S3 sends the event to the ingest queue; the mapping receives and
+                    // deletes it.
+                    self.out.cost.requests += self.prices.sqs_request * 3.0;
+                    self.send(INGEST, j);
+                }
+            }
+            Ev::Ingested(j) => self.ingested(j),
+            Ev::MessageDone(f, j) => {
+                if f == INGEST {
+                    self.ingested(j);
+                } else {
+                    self.count_stitch();
+                    self.published(j);
+                }
+            }
+            Ev::InvocationEnd(f) => {
+                self.fns[f].running -= 1;
+                self.lambda.release();
+                self.pump();
+            }
+            Ev::Visible(f, j, receives) => {
+                self.fns[f].waiting.push_back(Msg {
+                    job: j,
+                    receives,
+                    throttled: false,
+                });
+                self.pump();
             }
             Ev::TaskUp(t) => {
                 if self.tasks[t].state == TaskState::Pending {
@@ -535,22 +832,25 @@ impl World {
                 }
             }
             Ev::IdleExit(t, epoch) => {
-                if self.tasks[t].epoch == epoch && self.tasks[t].state == TaskState::Idle {
+                if self.tasks[t].epoch == epoch
+                    && self.tasks[t].state == TaskState::Idle
+                    && self.may_scale_in(self.tasks[t].tier)
+                {
                     self.stop_task(t);
                 }
             }
-            Ev::Stitched(j) => {
-                self.release_lambda();
-                self.published(j);
-            }
+            Ev::Stitched(j) => self.published(j),
             Ev::InvalidationDone(paths) => {
                 self.invalidations_in_progress -= paths;
             }
             Ev::FleetTick => {
                 self.invoke_free(0.25 * 2.0);
+                let warm = self.warm_floor();
                 for tier in TIERS {
                     let depth = self.depth(tier);
-                    let wanted = wanted_workers(tier, depth, 0);
+                    // The policy's want, never below the warm minimum (which also
+                    // replaces warm Spot tasks lost to an interruption).
+                    let wanted = wanted_workers(tier, depth, 0).max(warm);
                     self.ensure_capacity(tier, wanted);
                 }
                 self.at(self.p.fleet_tick_secs, Ev::FleetTick);
@@ -564,25 +864,171 @@ impl World {
         }
     }
 
-    /// A Lambda invocation that runs `secs` and then raises `then`: at once if the account
-    /// has a free execution, else when one frees up (S3 and SQS keep the event meanwhile).
-    fn invoke(&mut self, then: Ev, secs: f64) {
-        if self.p.embedded_workers.is_some() {
-            self.at(secs, then);
-            return;
-        }
-        if self.lambda.try_acquire() {
-            self.lambda_cost(then, secs);
-            self.at(secs, then);
-            self.out.lambda_peak = self.out.lambda_peak.max(self.lambda.in_use());
-            if self.lambda.in_use() >= self.lambda.limit() {
-                self.hit(LimitKind::LambdaConcurrency);
+    /// A message for function `f` about job `j`: into its queue, and the mappings poll.
+    fn send(&mut self, f: usize, j: usize) {
+        self.fns[f].waiting.push_back(Msg {
+            job: j,
+            receives: 0,
+            throttled: false,
+        });
+        let q = &mut self.fns[f];
+        q.stats.full_batch_invocation_secs += q.full_batch_secs();
+        self.pump();
+    }
+
+    /// The mappings' pollers: while a queue has messages, its mapping has a free slot and
+    /// the account a free execution, a batch goes out (whatever is there, up to the batch
+    /// size: no batching window). The two functions take turns at free executions.
+    fn pump(&mut self) {
+        loop {
+            let first = self.next_fn;
+            let started = self.start_invocation(first) || self.start_invocation(1 - first);
+            if !started {
+                break;
             }
-        } else {
-            self.out.lambda_waits += 1;
-            self.hit(LimitKind::LambdaConcurrency);
-            self.lambda_waiting.push_back((then, secs));
+            self.next_fn = 1 - self.next_fn;
         }
+        for f in [INGEST, STITCH] {
+            self.note_backlog(f);
+        }
+    }
+
+    /// Starts one invocation of `f` if its queue, its mapping and the account allow.
+    fn start_invocation(&mut self, f: usize) -> bool {
+        let q = &self.fns[f];
+        if q.waiting.is_empty() || q.running >= q.mapping.max_concurrency {
+            return false;
+        }
+        if !self.lambda.try_acquire() {
+            self.hit(LimitKind::LambdaConcurrency);
+            if let Some(m) = self.fns[f].waiting.front_mut() {
+                if !m.throttled {
+                    m.throttled = true;
+                    self.out.lambda_waits += 1;
+                    self.fns[f].stats.account_waits += 1;
+                }
+            }
+            return false;
+        }
+        self.out.lambda_peak = self.out.lambda_peak.max(self.lambda.in_use());
+        if self.lambda.in_use() >= self.lambda.limit() {
+            self.hit(LimitKind::LambdaConcurrency);
+        }
+        let q = &mut self.fns[f];
+        let n = (q.mapping.batch_size as usize).min(q.waiting.len());
+        let batch: Vec<Msg> = q.waiting.drain(..n).collect();
+        q.running += 1;
+        q.stats.invocations += 1;
+        q.stats.receives += n as u64;
+        q.stats.concurrency_peak = q.stats.concurrency_peak.max(q.running);
+        let (secs, runs, timeout) = (q.secs, q.runs, q.mapping.timeout_secs);
+        let (visibility, max_receives, gb) =
+            (q.mapping.visibility_secs, q.mapping.max_receives, q.gb);
+        // An upload received less than SettingsFileWaitSeconds after it was sent, with
+        // no settings file (none in the model has one), is deferred: a short check, then
+        // its message comes back when the wait is over, instead of a sleep.
+        let wait = self.p.deployment.settings_wait_secs;
+        let defer_left: Vec<Option<f64>> = batch
+            .iter()
+            .map(|m| {
+                let left = wait - (self.now - self.jobs[m.job].arrived);
+                (f == INGEST && left > 1e-9).then_some(left)
+            })
+            .collect();
+        // When each message of the batch is done, from the invocation's start.
+        let mut finish = Vec::with_capacity(n);
+        let mut elapsed = 0.0;
+        for defer in &defer_left {
+            let work = if defer.is_some() {
+                self.p.settings_check_secs
+            } else {
+                secs
+            };
+            let t = match runs {
+                BatchRun::Concurrently => work,
+                BatchRun::OneAfterAnother => elapsed + work,
+            };
+            elapsed = t;
+            finish.push(t);
+        }
+        let asked = finish.iter().copied().fold(0.0, f64::max);
+        let lasts = asked.min(timeout);
+        q.stats.longest_invocation_secs = q.stats.longest_invocation_secs.max(asked);
+        for ((m, done_at), defer) in batch.into_iter().zip(finish).zip(defer_left) {
+            if done_at <= timeout + 1e-9 {
+                match defer {
+                    Some(left) => {
+                        self.out.deferrals += 1;
+                        self.fns[f].stats.full_batch_invocation_secs += done_at;
+                        // The receive and the visibility change that delays it.
+                        self.out.cost.requests += self.prices.sqs_request * 2.0;
+                        self.at(left.max(done_at), Ev::Visible(f, m.job, m.receives + 1));
+                    }
+                    None => self.at(done_at, Ev::MessageDone(f, m.job)),
+                }
+                continue;
+            }
+            // The invocation times out before this one is done: Lambda returns the
+            // batch's messages to the queue, visible again after the visibility timeout,
+            // until the queue's redrive policy dead-letters them. (The ones done before
+            // the timeout come back too, but find their work done; not modelled.)
+            self.fns[f].stats.timeouts += 1;
+            self.hit(if f == INGEST {
+                LimitKind::IngestTimeout
+            } else {
+                LimitKind::StitchTimeout
+            });
+            let receives = m.receives + 1;
+            if receives >= max_receives {
+                self.fns[f].stats.dead_letters += 1;
+            } else {
+                self.at(visibility, Ev::Visible(f, m.job, receives));
+            }
+        }
+        self.out.cost.lambda +=
+            gb * lasts * self.prices.lambda_gb_second + self.prices.lambda_request;
+        self.at(lasts, Ev::InvocationEnd(f));
+        true
+    }
+
+    /// Keeps a queue's backlog figures, and notes its mapping's concurrency as binding
+    /// once more messages wait than one round of full batches would take.
+    fn note_backlog(&mut self, f: usize) {
+        let now = self.now;
+        let q = &mut self.fns[f];
+        let backlog = q.waiting.len() as u64;
+        if backlog > q.stats.backlog_peak {
+            q.stats.backlog_peak = backlog;
+            q.stats.backlog_peak_secs = now;
+        }
+        if backlog == 0 {
+            if q.stats.drained_secs.is_none() {
+                q.emptied_at = now;
+            }
+            q.stats.drained_secs = Some(q.emptied_at);
+        } else {
+            q.stats.drained_secs = None;
+        }
+        let round = u64::from(q.mapping.max_concurrency) * u64::from(q.mapping.batch_size);
+        if backlog > round {
+            self.hit(if f == INGEST {
+                LimitKind::IngestConcurrency
+            } else {
+                LimitKind::StitchConcurrency
+            });
+        }
+    }
+
+    fn count_stitch(&mut self) {
+        let second = self.now.floor() as i64;
+        let slot = &mut self.stitches_this_second;
+        if slot.0 == second {
+            slot.1 += 1;
+        } else {
+            *slot = (second, 1);
+        }
+        self.out.stitches_per_second_peak = self.out.stitches_per_second_peak.max(slot.1);
+        self.out.stitch_times.push(self.now);
     }
 
     /// The fleet function's tick: tiny, and not worth a slot in the model.
@@ -590,25 +1036,6 @@ impl World {
         if self.p.embedded_workers.is_none() {
             self.out.cost.lambda +=
                 gb_secs * self.prices.lambda_gb_second + self.prices.lambda_request;
-        }
-    }
-
-    fn lambda_cost(&mut self, ev: Ev, secs: f64) {
-        let gb = match ev {
-            Ev::Ingested(_) => 1.0,
-            _ => 0.5,
-        };
-        self.out.cost.lambda +=
-            gb * secs * self.prices.lambda_gb_second + self.prices.lambda_request;
-    }
-
-    fn release_lambda(&mut self) {
-        if self.p.embedded_workers.is_some() {
-            return;
-        }
-        self.lambda.release();
-        if let Some((ev, secs)) = self.lambda_waiting.pop_front() {
-            self.invoke(ev, secs);
         }
     }
 
@@ -701,7 +1128,10 @@ impl World {
                 Duration::from_secs_f64(watched.max(0.0)),
             ));
             let idle = Duration::from_secs_f64(self.p.idle_exit_secs.max(0.0));
-            if should_exit(Duration::ZERO, idle, scale_in) && self.p.idle_exit_secs > 0.0 {
+            if should_exit(Duration::ZERO, idle, scale_in)
+                && self.p.idle_exit_secs > 0.0
+                && self.may_scale_in(task.tier)
+            {
                 self.stop_task(t);
                 return;
             }
@@ -773,7 +1203,11 @@ impl World {
         self.jobs[j].items_left -= 1;
         if self.jobs[j].items_left == 0 {
             self.out.cost.requests += self.prices.sqs_request * 3.0;
-            self.invoke(Ev::Stitched(j), self.p.overheads.stitch_secs);
+            if self.p.embedded_workers.is_some() {
+                self.at(self.p.overheads.stitch_secs, Ev::Stitched(j));
+            } else {
+                self.send(STITCH, j);
+            }
         }
         self.receive(t);
     }
@@ -833,6 +1267,7 @@ impl World {
             + self.prices.dynamodb_write * 4.0
             + self.prices.dynamodb_read * 6.0;
         self.out.makespan_secs = self.out.makespan_secs.max(self.now);
+        self.out.last_publish_secs = self.out.last_publish_secs.max(self.now);
         let paths = match self.p.invalidation {
             Invalidation::EveryPublish => 2,
             // Every upload in the model is a first publish.
@@ -876,13 +1311,14 @@ impl World {
     /// back-off would) and its vCPU quota (a launch over it fails, as RunTask reports).
     fn ensure_capacity(&mut self, tier: Tier, wanted: u32) {
         let have = self.tasks_of(tier);
-        let target = launch_target(have, wanted, self.p.max_workers_per_tier);
+        let max = self.p.deployment.max_workers_per_tier;
+        let target = launch_target(have, wanted, max);
         let pool = pool_of(tier);
         let others = self.pool_tasks(pool) - have;
         // What the policy asks for, before the per-call step, the stack's cap and quotas.
         let want_total = others + wanted.max(have);
         self.out.wanted_peak[pool] = self.out.wanted_peak[pool].max(want_total);
-        if wanted > self.p.max_workers_per_tier && have >= self.p.max_workers_per_tier {
+        if wanted > max && have >= max {
             self.out.capped += u64::from(wanted - have);
             self.hit(LimitKind::WorkersPerTier);
         }
@@ -950,6 +1386,7 @@ impl World {
     fn sample(&mut self) {
         let mut s = Sample {
             t: self.now,
+            function_backlog: [INGEST, STITCH].map(|f| self.fns[f].waiting.len() as u64),
             ..Default::default()
         };
         for tier in TIERS {
@@ -983,6 +1420,9 @@ impl World {
         if self.out.makespan_secs == 0.0 {
             self.out.makespan_secs = self.now;
         }
+        let [ingest, stitch] = &self.fns;
+        self.out.ingest_queue = ingest.stats.clone();
+        self.out.stitch_queue = stitch.stats.clone();
         self.out
     }
 }
@@ -1004,7 +1444,7 @@ mod tests {
     fn raised(uploads_per_hour: f64, hours: f64) -> Params {
         let mut p = Params::new(uploads_per_hour, hours);
         p.vcpu_quota = 1_000_000;
-        p.max_workers_per_tier = 1_000_000;
+        p.deployment.max_workers_per_tier = 1_000_000;
         p
     }
 
@@ -1085,5 +1525,231 @@ mod tests {
             o.interruptions,
             o.escalations
         );
+    }
+
+    /// Quotas raised, and the ingest mapping wide enough for 100k/h at 3 s an ingest, so
+    /// the stitch mapping is what a test varies.
+    fn design_rate(hours: f64) -> Params {
+        let mut p = raised(100_000.0, hours);
+        p.deployment.max_workers_per_tier = 10_000;
+        p.deployment.ingest.max_concurrency = 100;
+        p
+    }
+
+    fn p95s(o: &Outcome) -> [f64; 3] {
+        [0, 1, 2].map(|i| percentile(&o.latency[i], 0.95))
+    }
+
+    fn bit(o: &Outcome, kind: LimitKind) -> bool {
+        o.first_hit.iter().any(|(k, _)| *k == kind)
+    }
+
+    #[test]
+    fn the_old_stitch_mapping_cannot_carry_100k_an_hour_and_the_new_one_can() {
+        // Before issue 26: batches of 10, at most 5 at once, a batch's stitches one after
+        // another: 5 × 10 stitches per 15 s, 3.3 a second against 27.8 arriving.
+        let mut old = design_rate(0.25);
+        old.deployment.stitch.max_concurrency = 5;
+        old.stitch_batch = BatchRun::OneAfterAnother;
+        let o = simulate(old);
+        assert_eq!(o.published, o.uploads);
+        let q = &o.stitch_queue;
+        // The backlog grows for as long as uploads arrive and takes hours to drain.
+        assert!(q.backlog_peak > 15_000, "{q:?}");
+        assert!(q.backlog_peak_secs > 0.9 * 900.0, "{q:?}");
+        assert!(q.drained_secs.is_some_and(|t| t > 2.0 * 3600.0), "{q:?}");
+        assert!(bit(&o, LimitKind::StitchConcurrency));
+        let old_p95 = p95s(&o);
+        assert!(old_p95.iter().all(|p| *p > 3600.0), "{old_p95:?}");
+        // Five invocations of ten 1.5 s stitches in a row: 3.3 a second at best.
+        let rate = report::stitch_rate_peak(&o.stitch_times, 10.0);
+        assert!(rate <= 5.0 * 10.0 / 15.0 + 0.2, "{rate}");
+
+        // The new defaults: batches of 10 run at once, at most 20 at once.
+        let o = simulate(design_rate(0.25));
+        assert_eq!(o.published, o.uploads);
+        let q = &o.stitch_queue;
+        assert!(q.backlog_peak <= 200, "{q:?}");
+        assert!(!bit(&o, LimitKind::StitchConcurrency));
+        assert!(q.longest_invocation_secs <= 1.5 + 1e-9, "{q:?}");
+        let new_p95 = p95s(&o);
+        // What is left is the fleet's cold start (minutes), not the stitch.
+        assert!(new_p95.iter().all(|p| *p < 600.0), "{new_p95:?}");
+        // Keeps up with the 27.8 a second arriving, with room to spare at the peak.
+        let rate = report::stitch_rate_peak(&o.stitch_times, 10.0);
+        assert!(rate >= 28.0, "{rate}");
+    }
+
+    #[test]
+    fn fifty_ingests_at_once_carry_100k_an_hour_only_if_an_ingest_is_quick() {
+        // 27.8 uploads a second × 3 s is 83 ingests at once; the mapping allows 50.
+        let mut p = design_rate(0.25);
+        p.deployment.ingest.max_concurrency = 50;
+        let o = simulate(p.clone());
+        let q = &o.ingest_queue;
+        assert_eq!(q.concurrency_peak, 50);
+        // 10.8 a second more arrive than leave: about 9,700 waiting after 15 minutes.
+        assert!(
+            q.backlog_peak > 9_000 && q.backlog_peak_secs > 890.0,
+            "{q:?}"
+        );
+        assert!(bit(&o, LimitKind::IngestConcurrency));
+        let limits = report::limits(&p, &o);
+        let l = limits
+            .iter()
+            .find(|l| l.kind == LimitKind::IngestConcurrency)
+            .expect("listed");
+        assert!(l.needed >= 83.0 && l.available == 50.0, "{l:?}");
+        // At 1 s an ingest (and 0.2 s to defer it for its settings file first), 50 at
+        // once is 41 a second: it keeps up.
+        p.overheads.ingest_secs = 1.0;
+        let o = simulate(p);
+        assert!(o.ingest_queue.backlog_peak <= 50, "{:?}", o.ingest_queue);
+        assert!(!bit(&o, LimitKind::IngestConcurrency));
+    }
+
+    #[test]
+    fn max_workers_per_tier_is_never_exceeded() {
+        let mut p = raised(10_000.0, 0.25);
+        p.deployment.max_workers_per_tier = 20;
+        // A warm minimum above the cap is held to the cap.
+        p.deployment.warm_workers_per_tier = 30;
+        let o = simulate(p);
+        assert!(o.tasks_peak.iter().all(|n| *n <= 20), "{:?}", o.tasks_peak);
+        assert!(o.samples.iter().all(|s| s.tasks.iter().all(|n| *n <= 20)));
+        assert!(bit(&o, LimitKind::WorkersPerTier));
+        assert!(o.capped > 0);
+    }
+
+    #[test]
+    fn warm_workers_cut_the_p95_at_a_low_rate_and_cost_their_hours() {
+        // 100 uploads an hour: every job waits for tasks to start (a minute), unless a
+        // warm one takes its work.
+        let mut p = raised(100.0, 1.0);
+        let cold = simulate(p.clone());
+        p.deployment.warm_workers_per_tier = 10;
+        let warm = simulate(p.clone());
+        let (c, w) = (p95s(&cold), p95s(&warm));
+        assert!(
+            w[0] <= c[0] && w[1] < c[1] && w[2] < 0.6 * c[2],
+            "cold {c:?}, warm {w:?}"
+        );
+        // Every tier keeps its ten from start to end, billed all along: the run costs more,
+        // and at least the floor's hours.
+        assert!(warm
+            .samples
+            .iter()
+            .all(|s| s.tasks.iter().all(|n| *n >= 10 - 1)));
+        let floor = report::warm_usd_per_hour(&p) * warm.makespan_secs / 3600.0;
+        assert!(
+            warm.cost.compute >= floor,
+            "{} < {floor}",
+            warm.cost.compute
+        );
+        assert!(
+            warm.cost.compute > cold.cost.compute,
+            "{} vs {}",
+            warm.cost.compute,
+            cold.cost.compute
+        );
+        // The floor's price: 10 On-Demand and 20 Spot tasks of 4 vCPU, 8 GiB.
+        let hourly = report::warm_usd_per_hour(&p);
+        assert!(
+            (hourly - 10.0 * (0.158 + 2.0 * 0.0474)).abs() < 0.01,
+            "{hourly}"
+        );
+    }
+
+    #[test]
+    fn a_burst_drains_through_the_ingest_mapping_fifty_at_a_time() {
+        let mut p = raised(0.0, 0.0);
+        p.burst = Some(Burst {
+            uploads: 2000,
+            secs: 0.0,
+        });
+        let o = simulate(p.clone());
+        assert_eq!((o.uploads, o.published), (2000, 2000));
+        let q = &o.ingest_queue;
+        // 50 received at once, the rest wait. Each is first deferred for its settings
+        // file (0.2 s each, 50 at a time: all within 8 s), and all come back 10 s after
+        // the upload; then the last 50 go out after 39 rounds of 3 s.
+        assert_eq!((q.backlog_peak, q.concurrency_peak), (1950, 50));
+        assert_eq!(q.backlog_peak_secs, 0.0);
+        assert_eq!((o.deferrals, q.invocations), (2000, 4000));
+        assert!(
+            (q.drained_secs.unwrap_or(f64::NAN) - 127.0).abs() < 1e-6,
+            "{q:?}"
+        );
+        let j = report::json(&p, &o);
+        let drain = j["drain_secs"].as_f64().unwrap();
+        assert!((drain - (o.last_publish_secs - o.first_arrival_secs)).abs() < 0.1);
+        assert!(drain > 120.0, "{drain}");
+        assert_eq!(j["ingest_queue"]["backlog_peak"], 1950);
+
+        // Uploads that do not wait for a settings file go straight to their ingest.
+        let mut now = p.clone();
+        now.deployment.settings_wait_secs = 0.0;
+        let o = simulate(now);
+        assert_eq!((o.deferrals, o.ingest_queue.invocations), (0, 2000));
+        let drained = o.ingest_queue.drained_secs.unwrap_or(f64::NAN);
+        assert!((drained - 117.0).abs() < 1e-6, "{drained}");
+
+        // Spread over ten minutes: 3.3 a second, ten ingests at once, none waits.
+        p.burst = Some(Burst {
+            uploads: 2000,
+            secs: 600.0,
+        });
+        let o = simulate(p);
+        assert_eq!(o.ingest_queue.backlog_peak, 0);
+        assert_eq!(o.first_arrival_secs, 0.0);
+        assert!(o.last_publish_secs > 600.0);
+    }
+
+    #[test]
+    fn a_stitch_past_the_timeout_is_noted_retried_and_dead_lettered() {
+        let mut p = raised(0.0, 0.0);
+        p.burst = Some(Burst {
+            uploads: 3,
+            secs: 0.0,
+        });
+        p.overheads.stitch_secs = 150.0;
+        let o = simulate(p.clone());
+        let q = &o.stitch_queue;
+        // Received five times (the queue's maxReceiveCount), timed out each time.
+        assert_eq!(o.published, 0);
+        assert_eq!((q.timeouts, q.dead_letters), (15, 3), "{q:?}");
+        assert!(bit(&o, LimitKind::StitchTimeout));
+        let b = report::bottleneck(&report::limits(&p, &o)).expect("a limit bit");
+        assert!(b.contains("stitch function's timeout"), "{b}");
+
+        // Ten 13 s stitches one after another overrun 120 s; at once they do not.
+        p.burst = Some(Burst {
+            uploads: 200,
+            secs: 0.0,
+        });
+        p.overheads.stitch_secs = 13.0;
+        p.stitch_batch = BatchRun::OneAfterAnother;
+        let o = simulate(p.clone());
+        assert!(o.stitch_queue.timeouts > 0, "{:?}", o.stitch_queue);
+        assert_eq!(o.published, o.uploads);
+        p.stitch_batch = BatchRun::Concurrently;
+        let o = simulate(p);
+        assert_eq!(o.stitch_queue.timeouts, 0);
+    }
+
+    #[test]
+    fn the_account_concurrency_is_shared_by_both_mappings() {
+        let mut p = raised(0.0, 0.0);
+        p.lambda_concurrency = 10;
+        p.burst = Some(Burst {
+            uploads: 500,
+            secs: 0.0,
+        });
+        let o = simulate(p);
+        assert_eq!(o.published, o.uploads);
+        assert!(o.lambda_peak <= 10, "{}", o.lambda_peak);
+        assert!(o.ingest_queue.concurrency_peak + o.stitch_queue.concurrency_peak <= 20);
+        assert!(o.ingest_queue.concurrency_peak <= 10);
+        assert!(o.lambda_waits > 0 && bit(&o, LimitKind::LambdaConcurrency));
     }
 }

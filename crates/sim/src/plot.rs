@@ -1,5 +1,6 @@
 //! The plot `--plot FILE.svg` writes: queue depth, running tasks and publish latency over
-//! virtual time, one line per tier (plotters' SVG backend: no fonts or system libraries).
+//! virtual time, one line per tier, and the backlog of the ingest and stitch queues
+//! (plotters' SVG backend: no fonts or system libraries).
 
 use crate::engine::{Sample, TIERS};
 use plotters::prelude::*;
@@ -14,24 +15,32 @@ const COLOURS: [RGBColor; 3] = [
 pub fn svg(samples: &[Sample], title: &str) -> Result<String, String> {
     let mut doc = String::new();
     {
-        let root = SVGBackend::with_string(&mut doc, (960, 900)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut doc, (960, 1200)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let root = root
             .titled(title, ("sans-serif", 20))
             .map_err(|e| e.to_string())?;
-        let panels = root.split_evenly((3, 1));
+        let panels = root.split_evenly((4, 1));
         let minutes = |s: &Sample| s.t / 60.0;
         let end = samples.last().map_or(1.0, minutes).max(1.0);
         type Pick = fn(&Sample, usize) -> Option<f64>;
-        let series: [(&str, Pick); 3] = [
-            ("queued items", |s, i| Some(s.depth[i] as f64)),
-            ("worker tasks", |s, i| Some(f64::from(s.tasks[i]))),
-            ("p95 publish latency, s", |s, i| s.p95[i]),
+        let tiers: Vec<&str> = TIERS.iter().map(|t| t.as_str()).collect();
+        let functions = vec!["ingest", "stitch"];
+        let series: [(&str, Pick, &[&str]); 4] = [
+            ("queued items", |s, i| Some(s.depth[i] as f64), &tiers),
+            ("worker tasks", |s, i| Some(f64::from(s.tasks[i])), &tiers),
+            ("p95 publish latency, s", |s, i| s.p95[i], &tiers),
+            (
+                "messages waiting for a function",
+                |s, i| Some(s.function_backlog[i] as f64),
+                &functions,
+            ),
         ];
-        for (panel, (label, pick)) in panels.iter().zip(series) {
+        for (panel, (label, pick, names)) in panels.iter().zip(series) {
+            let lines = names.len();
             let top = samples
                 .iter()
-                .flat_map(|s| (0..3).filter_map(move |i| pick(s, i)))
+                .flat_map(|s| (0..lines).filter_map(move |i| pick(s, i)))
                 .fold(1.0, f64::max)
                 * 1.1;
             let mut chart = ChartBuilder::on(panel)
@@ -46,7 +55,7 @@ pub fn svg(samples: &[Sample], title: &str) -> Result<String, String> {
                 .x_desc("minutes")
                 .draw()
                 .map_err(|e| e.to_string())?;
-            for (i, tier) in TIERS.iter().enumerate() {
+            for (i, name) in names.iter().enumerate() {
                 let colour = COLOURS[i];
                 chart
                     .draw_series(LineSeries::new(
@@ -56,7 +65,7 @@ pub fn svg(samples: &[Sample], title: &str) -> Result<String, String> {
                         colour.stroke_width(2),
                     ))
                     .map_err(|e| e.to_string())?
-                    .label(tier.as_str())
+                    .label(*name)
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
                     });

@@ -1,8 +1,9 @@
 //! The run's answer: the JSON line `vodpipe simulate` prints last, with every limit the
 //! run needed compared with what the account has, and the first one that bit, in words.
 
-use crate::engine::{percentile, LimitKind, Outcome, Params, TIERS};
+use crate::engine::{percentile, LimitKind, Outcome, Params, QueueStats, TIERS};
 use serde_json::{json, Value};
+use vodpipe_control::cost::compute_cost;
 
 /// MediaConvert's basic tier, per normalised (SD) output minute, us-east-1: the managed
 /// service a user would pick instead (an HD minute counts double).
@@ -32,7 +33,27 @@ impl LimitKind {
             LimitKind::WorkersPerTier => "the stack's MaxWorkersPerTier",
             LimitKind::LambdaConcurrency => "Lambda concurrent executions",
             LimitKind::InvalidationsInProgress => "CloudFront invalidation paths in progress",
+            LimitKind::IngestConcurrency => {
+                "the ingest mapping's maximum concurrency (IngestMaxConcurrency)"
+            }
+            LimitKind::StitchConcurrency => {
+                "the stitch mapping's maximum concurrency (StitchMaxConcurrency)"
+            }
+            LimitKind::IngestTimeout => "the ingest function's timeout, seconds",
+            LimitKind::StitchTimeout => "the stitch function's timeout, seconds",
         }
+    }
+
+    /// Whether the stack's template sets it (rather than the account or the service).
+    pub fn is_the_stacks(self) -> bool {
+        matches!(
+            self,
+            LimitKind::WorkersPerTier
+                | LimitKind::IngestConcurrency
+                | LimitKind::StitchConcurrency
+                | LimitKind::IngestTimeout
+                | LimitKind::StitchTimeout
+        )
     }
 
     /// What to raise, and where.
@@ -52,6 +73,16 @@ impl LimitKind {
             LimitKind::InvalidationsInProgress => {
                 "not adjustable: invalidate only replaced versions (the default)"
             }
+            LimitKind::IngestConcurrency => {
+                "the IngestMaxConcurrency stack parameter (at most 1,000), or a quicker ingest"
+            }
+            LimitKind::StitchConcurrency => {
+                "the StitchMaxConcurrency or StitchBatchSize stack parameters"
+            }
+            LimitKind::IngestTimeout => "the IngestFunction's Timeout in the template",
+            LimitKind::StitchTimeout => {
+                "the StitchFunction's Timeout in the template, or a smaller StitchBatchSize"
+            }
         }
     }
 }
@@ -62,7 +93,7 @@ pub fn limits(p: &Params, o: &Outcome) -> Vec<Limit> {
     let vcpu = p.worker.vcpu;
     // vCPUs needed: the average the arriving work needs to keep up, or the policy's peak
     // want if that is lower (a fleet that never needs its average at once).
-    let span = (p.hours * 3600.0).max(1.0);
+    let span = p.arrival_secs();
     let vcpus_needed = |pool: usize| {
         (o.offered_task_secs[pool] / span)
             .min(f64::from(o.wanted_peak[pool]))
@@ -100,7 +131,7 @@ pub fn limits(p: &Params, o: &Outcome) -> Vec<Limit> {
             LimitKind::WorkersPerTier,
             f64::from(o.tasks_peak.iter().copied().max().unwrap_or(0))
                 .max((o.offered_task_secs[1] / span / 2.0).ceil()),
-            f64::from(p.max_workers_per_tier),
+            f64::from(p.deployment.max_workers_per_tier),
         ),
         limit(
             LimitKind::LambdaConcurrency,
@@ -111,6 +142,32 @@ pub fn limits(p: &Params, o: &Outcome) -> Vec<Limit> {
             LimitKind::InvalidationsInProgress,
             o.invalidation_paths_peak as f64,
             3000.0,
+        ),
+        // The concurrency to keep up with the arrivals in full batches, or the peak the
+        // mapping reached, whichever is more.
+        limit(
+            LimitKind::IngestConcurrency,
+            (o.ingest_queue.full_batch_invocation_secs / span)
+                .ceil()
+                .max(f64::from(o.ingest_queue.concurrency_peak)),
+            f64::from(p.deployment.ingest.max_concurrency),
+        ),
+        limit(
+            LimitKind::StitchConcurrency,
+            (o.stitch_queue.full_batch_invocation_secs / span)
+                .ceil()
+                .max(f64::from(o.stitch_queue.concurrency_peak)),
+            f64::from(p.deployment.stitch.max_concurrency),
+        ),
+        limit(
+            LimitKind::IngestTimeout,
+            o.ingest_queue.longest_invocation_secs,
+            p.deployment.ingest.timeout_secs,
+        ),
+        limit(
+            LimitKind::StitchTimeout,
+            o.stitch_queue.longest_invocation_secs,
+            p.deployment.stitch.timeout_secs,
         ),
     ]
 }
@@ -123,10 +180,15 @@ pub fn bottleneck(limits: &[Limit]) -> Option<String> {
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(t, l)| {
             format!(
-                "{} after {:.0} s: needed {:.0}, the account has {:.0} ({})",
+                "{} after {:.0} s: needed {:.0}, {} {:.0} ({})",
                 l.kind.name(),
                 t,
                 l.needed,
+                if l.kind.is_the_stacks() {
+                    "the stack allows"
+                } else {
+                    "the account has"
+                },
                 l.available,
                 l.kind.remedy()
             )
@@ -141,12 +203,62 @@ fn tier_map<T: serde::Serialize>(f: impl Fn(usize) -> T) -> Value {
     })
 }
 
+/// A function queue's figures.
+fn queue_json(q: &QueueStats) -> Value {
+    json!({
+        "backlog_peak": q.backlog_peak,
+        "backlog_peak_secs": round(q.backlog_peak_secs, 1),
+        "drained_secs": q.drained_secs.map(|t| round(t, 1)),
+        "concurrency_peak": q.concurrency_peak,
+        "invocations": q.invocations,
+        "receives": q.receives,
+        "batch_mean": round(q.receives as f64 / (q.invocations.max(1)) as f64, 2),
+        "longest_invocation_secs": round(q.longest_invocation_secs, 2),
+        "timeouts": q.timeouts,
+        "dead_letters": q.dead_letters,
+        "account_concurrency_waits": q.account_waits,
+    })
+}
+
+/// What keeping `WarmWorkersPerTier` tasks up in every tier costs an hour, idle or not.
+pub fn warm_usd_per_hour(p: &Params) -> f64 {
+    let d = &p.deployment;
+    let warm = f64::from(d.warm_workers_per_tier.min(d.max_workers_per_tier));
+    TIERS
+        .iter()
+        .map(|t| warm * compute_cost(*t, 3600.0, p.worker))
+        .sum()
+}
+
+/// Seconds from the first arrival to the last publish: how long a burst took to clear.
+pub fn drain_secs(o: &Outcome) -> f64 {
+    (o.last_publish_secs - o.first_arrival_secs).max(0.0)
+}
+
+/// Most stitches finished within any `window` seconds, per second (`times` in order): the
+/// emulator's burst run reports its best ten seconds the same way.
+pub fn stitch_rate_peak(times: &[f64], window: f64) -> f64 {
+    let mut first = 0;
+    let mut best = 0usize;
+    for (i, t) in times.iter().enumerate() {
+        while times[first] <= t - window {
+            first += 1;
+        }
+        best = best.max(i + 1 - first);
+    }
+    best as f64 / window
+}
+
 /// The JSON the command prints last.
 pub fn json(p: &Params, o: &Outcome) -> Value {
     let limits = limits(p, o);
     let minutes = o.output_minutes.max(f64::MIN_POSITIVE);
     let per_minute = |usd: f64| round(usd / minutes, 8);
     let c = &o.cost;
+    let mut deployment = p.deployment.to_json();
+    deployment["stitch"]["batch_runs"] = json!(p.stitch_batch.as_str());
+    deployment["ingest"]["secs_per_upload"] = json!(p.overheads.ingest_secs);
+    deployment["stitch"]["secs_per_job"] = json!(p.overheads.stitch_secs);
     json!({
         "uploads": o.uploads,
         "published": o.published,
@@ -184,6 +296,24 @@ pub fn json(p: &Params, o: &Outcome) -> Value {
         "lambda_waits": o.lambda_waits,
         "puts_per_prefix_peak": o.puts_per_prefix_peak,
         "makespan_secs": round(o.makespan_secs, 1),
+        "drain_secs": round(drain_secs(o), 1),
+        "arrivals": match p.burst {
+            Some(b) => json!({"burst": b.uploads, "over_secs": b.secs}),
+            None => json!({"poisson_per_hour": p.uploads_per_hour, "hours": p.hours}),
+        },
+        "deployment": deployment,
+        "ingest_queue": queue_json(&o.ingest_queue),
+        "stitch_queue": queue_json(&o.stitch_queue),
+        "stitch_jobs_per_second": {
+            "peak_1s": o.stitches_per_second_peak,
+            "peak_10s": round(stitch_rate_peak(&o.stitch_times, 10.0), 2),
+            "mean": round(o.stitch_times.len() as f64 / drain_secs(o).max(f64::MIN_POSITIVE), 2),
+        },
+        "settings_file_deferrals": o.deferrals,
+        "warm_workers": {
+            "per_tier": p.deployment.warm_workers_per_tier.min(p.deployment.max_workers_per_tier),
+            "usd_per_hour": round(warm_usd_per_hour(p), 4),
+        },
         "limits": limits.iter().map(|l| json!({
             "limit": l.kind.name(),
             "needed": round(l.needed, 1),
@@ -200,4 +330,20 @@ pub fn json(p: &Params, o: &Outcome) -> Value {
 fn round(x: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (x * m).round() / m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stitch_rate_peak_is_the_busiest_window() {
+        // One a second, then ten within one second.
+        let mut t: Vec<f64> = (0..20).map(f64::from).collect();
+        t.extend((0..10).map(|i| 20.0 + f64::from(i) / 10.0));
+        assert_eq!(stitch_rate_peak(&t, 1.0), 10.0);
+        // The best ten seconds: the ten at once and nine of the ones before.
+        assert!((stitch_rate_peak(&t, 10.0) - 1.9).abs() < 1e-9);
+        assert_eq!(stitch_rate_peak(&[], 10.0), 0.0);
+    }
 }
