@@ -11,7 +11,9 @@
 //! `VODPIPE_FFMPEG` (default `ffmpeg`), `VODPIPE_METRICS` (`emf`: CloudWatch embedded
 //! metrics on stdout), `VODPIPE_EVENT_BUS` (job-state events for the jobs this task fails)
 //! and `VODPIPE_WORKER_STITCHES` (default `false`: the stitch function consumes the stitch
-//! queue; `true` where no function is deployed).
+//! queue; `true` where no function is deployed), and `VODPIPE_WARM` (`true` on the tasks
+//! the fleet starts to keep a tier's warm minimum: they leave after their idle time only,
+//! never by the fleet's scale-in rule).
 
 use anyhow::{Context, Result};
 use std::time::Duration;
@@ -84,10 +86,18 @@ fn main() -> Result<()> {
     }
     // Jobs this task fails (or publishes, where it stitches) are announced on EventBridge
     // (`VODPIPE_EVENT_BUS`) like the functions' changes.
-    // A task of a fleet also leaves when mostly idle, so the fleet shrinks after a peak.
+    let warm = match env_or("VODPIPE_WARM", "false").as_str() {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        other => anyhow::bail!("VODPIPE_WARM is {other:?}; use true or false"),
+    };
     let mut worker = Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone())
-        .with_announcer(Box::new(|job_id: &str| aws.announce(job_id)))
-        .with_scale_in();
+        .with_announcer(Box::new(|job_id: &str| aws.announce(job_id)));
+    // A task of a fleet also leaves when mostly idle, so the fleet shrinks after a peak;
+    // a warm one is there to be idle.
+    if !warm {
+        worker = worker.with_scale_in();
+    }
     if !stitches {
         worker = worker.without_stitching();
     }

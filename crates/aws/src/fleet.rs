@@ -52,8 +52,8 @@ pub struct EcsSettings {
     /// with each further one): `VODPIPE_LAUNCH_BACKOFF_SECS`, 60 by default.
     pub launch_backoff_secs: f64,
     /// Tasks kept per tier while idle (`WarmWorkersPerTier`): launched with
-    /// [`WARM_IDLE_EXIT_SECS`], so they outlast quiet spells, and replaced by the next
-    /// reconcile when they stop.
+    /// [`WARM_IDLE_EXIT_SECS`] and `VODPIPE_WARM` (no scale-in), so they outlast quiet
+    /// spells, and replaced by the next reconcile when they stop.
     pub warm_per_tier: u32,
 }
 
@@ -238,12 +238,13 @@ impl EcsFleet {
                         .build(),
                 );
             if warm > 0 {
-                container = container.environment(
-                    KeyValuePair::builder()
-                        .name("VODPIPE_IDLE_EXIT_SECS")
-                        .value(WARM_IDLE_EXIT_SECS.to_string())
-                        .build(),
-                );
+                for (name, value) in [
+                    ("VODPIPE_IDLE_EXIT_SECS", WARM_IDLE_EXIT_SECS.to_string()),
+                    ("VODPIPE_WARM", "true".to_string()),
+                ] {
+                    container = container
+                        .environment(KeyValuePair::builder().name(name).value(value).build());
+                }
             }
             let overrides = TaskOverride::builder()
                 .container_overrides(container.build())

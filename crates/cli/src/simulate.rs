@@ -32,8 +32,8 @@ pub struct SimulateArgs {
     /// would give it (repeatable), e.g. StitchMaxConcurrency=40 or WarmWorkersPerTier=2.
     #[arg(long = "parameter", value_name = "NAME=VALUE")]
     parameters: Vec<String>,
-    /// Model the stitch function running a batch's stitches one after another (the code
-    /// before issue 26) instead of all at once.
+    /// Model the stitch function running a batch's stitches one after another (as the old
+    /// stitch function did) instead of all at once.
     #[arg(long)]
     stitch_one_after_another: bool,
     /// Seconds one ingest takes (probe, plan, queue the items).

@@ -126,7 +126,7 @@ impl Default for FunctionConcurrency {
     /// The template's defaults.
     fn default() -> Self {
         FunctionConcurrency {
-            ingest: 50,
+            ingest: 100,
             stitch: 20,
             reserved: false,
         }

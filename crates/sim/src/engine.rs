@@ -134,7 +134,7 @@ pub struct Burst {
 /// (all at once) or as long as all of them (one after another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchRun {
-    /// All of the batch at once (the stitch function since issue 26).
+    /// All of the batch at once (what the stitch function does).
     Concurrently,
     /// One after another (the stitch function before it; ingest, whose batch is one).
     OneAfterAnother,
@@ -1546,7 +1546,7 @@ mod tests {
 
     #[test]
     fn the_old_stitch_mapping_cannot_carry_100k_an_hour_and_the_new_one_can() {
-        // Before issue 26: batches of 10, at most 5 at once, a batch's stitches one after
+        // The old mapping: batches of 10, at most 5 at once, a batch's stitches one after
         // another: 5 × 10 stitches per 15 s, 3.3 a second against 27.8 arriving.
         let mut old = design_rate(0.25);
         old.deployment.stitch.max_concurrency = 5;
@@ -1663,6 +1663,7 @@ mod tests {
     #[test]
     fn a_burst_drains_through_the_ingest_mapping_fifty_at_a_time() {
         let mut p = raised(0.0, 0.0);
+        p.deployment.ingest.max_concurrency = 50;
         p.burst = Some(Burst {
             uploads: 2000,
             secs: 0.0,
