@@ -8,10 +8,10 @@ use crate::job::JobStatus;
 use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
 use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
-use vodpipe_media::ladder::{av1_frames_per_segment, ladder_for};
-use vodpipe_media::plan::{plan, plan_every};
-use vodpipe_media::probe::probe;
+use vodpipe_media::probe::{index_frames, probe_header};
 
 /// Where a source is and which version of it.
 #[derive(Debug, Clone)]
@@ -175,19 +175,7 @@ pub fn ingest(
     match prepared {
         Ok(mut jp) => {
             let items = work_items(&job.id, &jp);
-            // An audio-only source lasts as long as its container says.
-            let duration = jp
-                .media
-                .video
-                .as_ref()
-                .map_or(jp.media.duration_secs.unwrap_or(0.0), |v| v.duration_secs());
-            // The frame table was for planning only; a long film's would make the stored
-            // plan megabytes (too big for a DynamoDB item) and no worker needs it.
-            if let Some(v) = jp.media.video.as_mut() {
-                v.frame_pts = Vec::new();
-            }
-            let doc = serde_json::to_string(&jp)
-                .map_err(|e| crate::ports::PortError::Backend(e.to_string()))?;
+            let (doc, duration) = plan_record(&mut jp)?;
             if ports.jobs.save_plan(
                 &job.id,
                 &doc,
@@ -287,13 +275,18 @@ pub fn ingest(
 
 /// The work items of a plan, with the frames each covers: every video chunk, then every
 /// audio track (encoded once, whole), then every subtitle track to convert, then the
-/// ladder analysis when the plan waits for one.
+/// ladder analysis when the plan waits for one. A plan waiting for its frame index has
+/// that item alone: the audio's and the subtitles' timing follow the video's first frame
+/// and its segments, which only the index settles.
 pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
     let item = |kind, index| ItemRef {
         job_id: job_id.to_string(),
         kind,
         index,
     };
+    if jp.index_pending() {
+        return vec![(item(ItemKind::Index, 0), 0)];
+    }
     jp.plan
         .chunks
         .iter()
@@ -305,6 +298,26 @@ pub fn work_items(job_id: &str, jp: &JobPlan) -> Vec<(ItemRef, u64)> {
                 .then(|| (item(ItemKind::Analysis, 0), 0)),
         )
         .collect()
+}
+
+/// The plan as a job stores it, and the duration the job records: the frame table was for
+/// planning only (a long film's would make the stored plan megabytes, too big for a
+/// DynamoDB item, and no worker needs it), so it is left out. The duration is the frame
+/// table's; without one (an audio-only source, or a video waiting for its index) the
+/// container's.
+pub(crate) fn plan_record(jp: &mut JobPlan) -> PortResult<(String, f64)> {
+    let duration = jp
+        .media
+        .video
+        .as_ref()
+        .filter(|v| !v.frame_pts.is_empty())
+        .map_or(jp.media.duration_secs.unwrap_or(0.0), |v| v.duration_secs());
+    if let Some(v) = jp.media.video.as_mut() {
+        v.frame_pts = Vec::new();
+    }
+    let doc =
+        serde_json::to_string(&jp).map_err(|e| crate::ports::PortError::Backend(e.to_string()))?;
+    Ok((doc, duration))
 }
 
 /// `asset`, or, when another source already publishes under that name, the name with a
@@ -460,8 +473,10 @@ pub(crate) fn unfinished<J: crate::ports::JobStore + ?Sized>(
         .collect())
 }
 
-/// Probe + ladder + plan of a source (at `version`, when pinned), with no state touched
-/// (what `vodpipe plan` shows).
+/// Header probe + ladder + plan of a source (at `version`, when pinned), with no state
+/// touched: what ingest plans with. It reads a bounded amount of the source whatever its
+/// size ([`plan_source`]); a source without a frame index gets a plan that waits for its
+/// index item.
 pub fn prepare(
     ports: Ports<'_>,
     cfg: &Config,
@@ -477,7 +492,7 @@ pub fn prepare(
             }
             other => vodpipe_media::Error::Unavailable(format!("source cannot be opened: {other}")),
         })?;
-    let mut jp = prepare_local(cfg, Path::new(&input))?;
+    let mut jp = plan_source(cfg, Path::new(&input))?;
     // Sidecars are picked up now, once: one uploaded later belongs to a later upload of
     // the video.
     let siblings = ports.objects.source_siblings(source_uri).map_err(|e| {
@@ -506,45 +521,54 @@ pub fn prepare(
     Ok(jp)
 }
 
-/// [`prepare`] for a file on this machine. A per-title ladder is left pending
-/// ([`JobPlan::ladder_pending`]): the analysis is a work item of its own.
+/// A whole plan of a file on this machine, its frame table read whatever the container
+/// (the packet scan, where the container has no index, runs here and now): what
+/// `vodpipe plan` shows. A per-title ladder is left pending ([`JobPlan::ladder_pending`]):
+/// the analysis is a work item of its own.
 pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan> {
-    let media = probe(&cfg.ffprobe, path, &cfg.policy)?;
-    let Some(video) = media.video.as_ref() else {
-        // Audio only: no ladder and no chunks; each track is one work item, as always.
-        return Ok(JobPlan {
-            plan: vodpipe_media::plan::audio_only(cfg.plan),
-            texts: TextTrack::from_streams(&media),
-            media,
-            rungs: Vec::new(),
-            config: cfg.ladder.clone(),
-            per_title: None,
-        });
-    };
-    let rungs = ladder_for(video, &cfg.ladder);
-    // AV1 rungs need segments of equal frame counts (SVT-AV1 places keyframes only every
-    // N frames); every codec shares them, so all rungs keep one timeline.
-    let plan = match av1_frames_per_segment(video, &rungs, cfg.plan.segment_secs) {
-        Some(n) => plan_every(
-            &video.frame_pts,
-            video.time_base,
-            media.start_secs,
-            cfg.plan,
-            n,
-        ),
-        None => plan(
-            &video.frame_pts,
-            video.time_base,
-            media.start_secs,
-            cfg.plan,
-        ),
-    };
-    Ok(JobPlan {
-        texts: TextTrack::from_streams(&media),
-        media,
-        rungs,
-        plan,
-        config: cfg.ladder.clone(),
-        per_title: None,
-    })
+    let jp = plan_source(cfg, path)?;
+    if !jp.index_pending() {
+        return Ok(jp);
+    }
+    index_plan(cfg, path, &jp, index_timeout(&jp), &[])
+}
+
+/// What ingest makes of a source: its header probed ([`probe_header`]: a bounded read,
+/// the frame table included only where the container carries one) and planned under
+/// `cfg`; a video without its frame table is planned by its index item later
+/// ([`index_plan`]).
+pub fn plan_source(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan> {
+    let media = probe_header(&cfg.ffprobe, path, &cfg.policy)?;
+    Ok(JobPlan::new(media, &cfg.ladder, cfg.plan))
+}
+
+/// The plan `jp`, waiting for its index, completed from a scan of every packet of the
+/// source at `input` (a path, or a URL read with ranged requests): the work of an index
+/// item. The table is checked under `cfg.policy` as a table from an MP4's sample tables is
+/// at ingest; the scan stops after `timeout` or when any of `cancel` is set.
+pub fn index_plan(
+    cfg: &Config,
+    input: &Path,
+    jp: &JobPlan,
+    timeout: Duration,
+    cancel: &[Arc<AtomicBool>],
+) -> vodpipe_media::Result<JobPlan> {
+    let mut media = jp.media.clone();
+    let keyframes = index_frames(
+        &cfg.ffprobe,
+        input,
+        &mut media,
+        &cfg.policy,
+        timeout,
+        cancel,
+    )?;
+    let mut indexed = jp.clone();
+    indexed.index(media, &keyframes);
+    Ok(indexed)
+}
+
+/// How long an index item's packet scan may run: a quarter of the source's duration (a
+/// scan reads everything, so a longer source takes longer), and at least ten minutes.
+pub fn index_timeout(jp: &JobPlan) -> Duration {
+    Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) / 4.0).max(600.0))
 }

@@ -13,6 +13,10 @@
 //!   which the last committer moves to STITCHING in the same write. The first try assumes
 //!   it is not the last (`done < last_index`, compared in the write, no read).
 //! - A reset moves the fencing floors above every token and attempt the old plan used.
+//! - A job whose source carries no frame index starts with one item, the index; its holder
+//!   saves the chunk plan in one write fenced by its token (counting itself in the job's
+//!   total, so the job cannot finish before it), then makes the other items, absent ones
+//!   only, and commits last.
 //! - Documents (plans, large results) live in page records of at most [`PAGE_BYTES`],
 //!   outside the job record, so no record nears DynamoDB's 400 KB item limit.
 
@@ -647,6 +651,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             "probing_since",
             "renditions",
             "ladder_pending",
+            "index_pending",
             "progress_at",
             "repaired_at",
             "stitch_failures",
@@ -689,23 +694,10 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         let plan_pages = put_pages(self, id, &format!("PLAN#{plan_ref}#"), plan_doc)?;
         let mut records = Vec::with_capacity(items.len());
         for (item, frames) in items {
-            let mut rec = fields(vec![
-                ("frames", Value::num(*frames as f64)),
-                ("done", Value::Bool(false)),
-                ("token", Value::num(token_floor as f64)),
-                ("attempts", Value::num(attempt_floor as f64)),
-            ]);
-            for k in [
-                "frames_done",
-                "lease_until",
-                "failures",
-                "interruptions",
-                "encode_secs",
-                "wasted_secs",
-            ] {
-                rec.insert(k.into(), Value::num(0));
-            }
-            records.push((item_key(item), rec));
+            records.push((
+                item_key(item),
+                new_item(*frames, token_floor, attempt_floor),
+            ));
         }
         self.create_all(&records)?;
         Ok(self
@@ -733,6 +725,12 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                         Change::Set("ladder_pending", Value::Bool(true))
                     } else {
                         Change::Remove("ladder_pending")
+                    },
+                    // The chunks are planned by the index item, which saves them.
+                    if items.iter().any(|(i, _)| i.kind == ItemKind::Index) {
+                        Change::Set("index_pending", Value::Bool(true))
+                    } else {
+                        Change::Remove("index_pending")
                     },
                 ],
             })?
@@ -815,6 +813,108 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Err(PortError::Backend(format!(
             "job {id}: the plan revision lost {COMMIT_ROUNDS} rounds to concurrent writes"
         )))
+    }
+
+    fn save_index(
+        &self,
+        lease: &Lease,
+        plan_doc: &str,
+        duration_secs: f64,
+        frames_total: u64,
+        rungs: u32,
+        items: &[(ItemRef, u64)],
+    ) -> PortResult<bool> {
+        let id = &lease.item.job_id;
+        let plan_ref = random_hex();
+        let prefix = format!("PLAN#{plan_ref}#");
+        let pages = put_pages(self, id, &prefix, plan_doc)?;
+        let made: Vec<&ItemRef> = items
+            .iter()
+            .map(|(i, _)| i)
+            .filter(|i| i.kind != ItemKind::Index)
+            .collect();
+        // The index item counts too: until it commits, the job is not done.
+        let total = made.len() + 1;
+        let mut changes = vec![
+            Change::Set("plan_ref", Value::str(&plan_ref)),
+            Change::Set("plan_pages", Value::num(pages)),
+            Change::Set("duration_secs", Value::num(duration_secs)),
+            Change::Set("frames_total", Value::num(frames_total as f64)),
+            Change::Set("rungs", Value::num(rungs)),
+            Change::Set("total", Value::num(total as f64)),
+            Change::Set("last_index", Value::num((total - 1) as f64)),
+            Change::Remove("index_pending"),
+        ];
+        if made.iter().any(|i| i.kind == ItemKind::Analysis) {
+            changes.push(Change::Set("ladder_pending", Value::Bool(true)));
+        }
+        let writes = [
+            // Fenced: only the index item's current holder saves.
+            Write {
+                key: item_key(&lease.item),
+                when: held(lease),
+                changes: vec![Change::Set("indexed_at", Value::num(now_secs()))],
+            },
+            Write {
+                key: job_key(id),
+                when: Cond::All(vec![
+                    Cond::Eq("status", st(JobStatus::Encoding)),
+                    Cond::Eq("index_pending", Value::Bool(true)),
+                ]),
+                changes,
+            },
+        ];
+        for _ in 0..COMMIT_ROUNDS {
+            // The provisional plan's pages stay (they expire with the job's other records).
+            if self.transact(&writes)? {
+                return Ok(true);
+            }
+            let lost = match self.get(&item_key(&lease.item))? {
+                None => true,
+                Some(r) => get_u(&r, "token") != lease.token || get_b(&r, "done"),
+            };
+            let job = self.get(&job_key(id))?;
+            let open = job.as_ref().is_some_and(|j| {
+                status_of(j) == Some(JobStatus::Encoding) && get_b(j, "index_pending")
+            });
+            if lost || !open {
+                delete_prefixed(self, id, &prefix)?;
+                return if lost { Err(lease.lost()) } else { Ok(false) };
+            }
+        }
+        delete_prefixed(self, id, &prefix)?;
+        Err(PortError::Backend(format!(
+            "job {id}: saving the index lost {COMMIT_ROUNDS} rounds to concurrent writes"
+        )))
+    }
+
+    fn create_items(&self, lease: &Lease, items: &[(ItemRef, u64)]) -> PortResult<()> {
+        let id = &lease.item.job_id;
+        let job = self
+            .get(&job_key(id))?
+            .ok_or_else(|| PortError::NotFound(id.clone()))?;
+        let holder = self.get(&item_key(&lease.item))?;
+        if !held(lease).holds(holder.as_ref()) {
+            return Err(lease.lost());
+        }
+        if status_of(&job) != Some(JobStatus::Encoding) {
+            return Ok(());
+        }
+        let (token_floor, attempt_floor) =
+            (get_u(&job, "token_floor"), get_u(&job, "attempt_floor"));
+        // Put-if-absent, in batches: an item a worker already holds keeps its lease and
+        // token.
+        let records: Vec<(Key, Fields)> = items
+            .iter()
+            .filter(|(i, _)| i.kind != ItemKind::Index)
+            .map(|(item, frames)| {
+                (
+                    item_key(item),
+                    new_item(*frames, token_floor, attempt_floor),
+                )
+            })
+            .collect();
+        self.create_all(&records)
     }
 
     fn acquire(&self, item: &ItemRef, owner: &str, ttl: Duration) -> PortResult<Acquired> {
@@ -1094,15 +1194,38 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             .collect();
         out.sort_by_key(|(i, _)| {
             let rank = match i.kind {
-                ItemKind::Analysis => 0,
-                ItemKind::Video => 1,
-                ItemKind::Audio => 2,
-                ItemKind::Text => 3,
+                ItemKind::Index => 0,
+                ItemKind::Analysis => 1,
+                ItemKind::Video => 2,
+                ItemKind::Audio => 3,
+                ItemKind::Text => 4,
             };
             (rank, i.index)
         });
         Ok(out)
     }
+}
+
+/// A new item's record: free, never leased, its fencing token and attempts starting at the
+/// job's floors (above everything a reset plan handed out).
+fn new_item(frames: u64, token_floor: u64, attempt_floor: u64) -> Fields {
+    let mut rec = fields(vec![
+        ("frames", Value::num(frames as f64)),
+        ("done", Value::Bool(false)),
+        ("token", Value::num(token_floor as f64)),
+        ("attempts", Value::num(attempt_floor as f64)),
+    ]);
+    for k in [
+        "frames_done",
+        "lease_until",
+        "failures",
+        "interruptions",
+        "encode_secs",
+        "wasted_secs",
+    ] {
+        rec.insert(k.into(), Value::num(0));
+    }
+    rec
 }
 
 /// The item is still held under the lease's token and not done: what every write by a

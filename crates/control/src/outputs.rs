@@ -23,6 +23,7 @@ pub fn attempt_dir(item: &ItemRef, attempt: u32) -> String {
         ItemKind::Audio => format!("a{}.{attempt}", item.index),
         ItemKind::Text => format!("t{}.{attempt}", item.index),
         ItemKind::Analysis => format!("l{}.{attempt}", item.index),
+        ItemKind::Index => format!("i{}.{attempt}", item.index),
     }
 }
 

@@ -4,11 +4,12 @@ use crate::ports::{Cdn, Fleet, JobStore, ObjectStore, WorkQueue};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vodpipe_media::ladder::{in_codecs, sizes_for, LadderConfig, Rung};
+use vodpipe_media::ladder::{av1_frames_per_segment, in_codecs, ladder_for, sizes_for};
+use vodpipe_media::ladder::{LadderConfig, Rung};
 use vodpipe_media::pertitle::{analyse, Title};
 use vodpipe_media::plan::{Plan, PlanOptions};
 use vodpipe_media::policy::InputPolicy;
-use vodpipe_media::probe::MediaInfo;
+use vodpipe_media::probe::{MediaInfo, VideoInfo};
 
 /// The five ports, borrowed for one use-case call.
 #[derive(Clone, Copy)]
@@ -91,6 +92,60 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
+    /// The plan of a probed source under `ladder`, with chunks of `opts`: for a video whose
+    /// frame table is read, its rungs and frame-exact chunks; for one whose table is still
+    /// to be read ([`vodpipe_media::probe::probe_header`] found no index in its container),
+    /// provisional rungs and no chunks until its index item reads it
+    /// ([`JobPlan::index_pending`]); for a source without video, no rungs and no chunks.
+    /// The subtitle tracks are the source's own streams. A per-title ladder is left
+    /// pending ([`JobPlan::ladder_pending`]).
+    pub fn new(media: MediaInfo, ladder: &LadderConfig, opts: PlanOptions) -> JobPlan {
+        let (rungs, plan) = match media.video.as_ref() {
+            None => (Vec::new(), vodpipe_media::plan::audio_only(opts)),
+            Some(v) if v.frame_pts.is_empty() => (
+                ladder_for(v, ladder),
+                vodpipe_media::plan::awaiting_index(v.time_base, opts),
+            ),
+            Some(v) => plan_video(v, media.start_secs, ladder, opts),
+        };
+        JobPlan {
+            texts: TextTrack::from_streams(&media),
+            media,
+            rungs,
+            plan,
+            config: ladder.clone(),
+            per_title: None,
+        }
+    }
+
+    /// Whether the source's frame table is still to be read, by the job's index item
+    /// ([`crate::ports::ItemKind::Index`]): the plan has no chunks yet and its rungs are
+    /// provisional (a variable frame rate, known only from the table, rules AV1 out).
+    pub fn index_pending(&self) -> bool {
+        self.plan.awaiting_index.is_some() && self.media.video.is_some()
+    }
+
+    /// Completes a plan waiting for its index with `media`, this plan's own with the frame
+    /// table read, and the source's `keyframes` ([`vodpipe_media::probe::index_frames`]):
+    /// the rungs are chosen again and the chunks planned with the options ingest chose, by
+    /// the same planner and the same AV1 rule as a source whose container carries its
+    /// index; in a container without a seek index each chunk's seek reaches back to the
+    /// keyframe it needs ([`vodpipe_media::plan::set_prerolls`]). The subtitle tracks
+    /// (sidecars included) stay as ingest found them.
+    pub fn index(&mut self, media: MediaInfo, keyframes: &[i64]) {
+        let opts = self.plan.awaiting_index.unwrap_or(PlanOptions {
+            segment_secs: self.plan.segment_secs,
+            ..PlanOptions::default()
+        });
+        if let Some(v) = media.video.as_ref().filter(|v| !v.frame_pts.is_empty()) {
+            (self.rungs, self.plan) = plan_video(v, media.start_secs, &self.config, opts);
+            if vodpipe_media::probe::seeks_without_index(&media.format_name) {
+                vodpipe_media::plan::set_prerolls(&mut self.plan, &v.frame_pts, keyframes);
+            }
+        }
+        self.media = media;
+    }
+
     /// Whether the rungs are the fixed ladder standing in until a per-title analysis
     /// chooses them (the ladder is `auto` and none has run): chunks must wait.
     pub fn ladder_pending(&self) -> bool {
@@ -139,6 +194,25 @@ impl JobPlan {
             .filter(|(_, t)| t.skipped.is_none())
             .map(|(i, t)| (i as u32, t))
     }
+}
+
+/// The rungs and the chunk plan of `video` (its frame table read; the container starts at
+/// `start_secs`). AV1 rungs need segments of equal frame counts (SVT-AV1 places keyframes
+/// only every N frames); every codec shares them, so all rungs keep one timeline.
+fn plan_video(
+    video: &VideoInfo,
+    start_secs: f64,
+    ladder: &LadderConfig,
+    opts: PlanOptions,
+) -> (Vec<Rung>, Plan) {
+    let rungs = ladder_for(video, ladder);
+    let plan = match av1_frames_per_segment(video, &rungs, opts.segment_secs) {
+        Some(n) => {
+            vodpipe_media::plan::plan_every(&video.frame_pts, video.time_base, start_secs, opts, n)
+        }
+        None => vodpipe_media::plan::plan(&video.frame_pts, video.time_base, start_secs, opts),
+    };
+    (rungs, plan)
 }
 
 /// A subtitle track of a job.
@@ -229,7 +303,72 @@ impl TextTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::ItemKind;
     use vodpipe_media::probe::SubtitleInfo;
+
+    /// A 12-second MPEG-TS header as ffprobe reports it: 25 fps on the 90 kHz clock,
+    /// starting at 1.4 s, one audio track; no frame table yet.
+    fn ts_header() -> MediaInfo {
+        serde_json::from_value(serde_json::json!({
+            "format_name": "mpegts", "duration_secs": 12.0, "size_bytes": 0,
+            "video": {"index": 0, "codec": "h264", "width": 320, "height": 180,
+                "sar": {"num": 1, "den": 1}, "rotation": 0, "pix_fmt": "yuv420p",
+                "field_order": "progressive", "frame_rate": {"num": 25, "den": 1},
+                "time_base": {"num": 1, "den": 90000}, "vfr": false, "frame_pts": []},
+            "audio": [{"index": 1, "codec": "aac", "channels": 2, "sample_rate": 48000,
+                "language": null, "title": null, "start_secs": 1.4}],
+            "video_start_secs": 1.4, "start_secs": 1.4,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_plan_waiting_for_its_index_is_one_item_until_the_index_plans_the_chunks() {
+        let opts = PlanOptions {
+            segment_secs: 2.0,
+            chunk_secs: 4.0,
+        };
+        let mut jp = JobPlan::new(ts_header(), &LadderConfig::default(), opts);
+        assert!(jp.index_pending() && jp.plan.chunks.is_empty());
+        let items = crate::ingest::work_items("j", &jp);
+        let kinds: Vec<ItemKind> = items.iter().map(|(i, _)| i.kind).collect();
+        assert_eq!(kinds, [ItemKind::Index], "audio waits for the index too");
+        // Stored and read back, the plan still waits, with the options ingest chose.
+        let stored: JobPlan = serde_json::from_str(&serde_json::to_string(&jp).unwrap()).unwrap();
+        assert_eq!(stored.plan.awaiting_index, Some(opts));
+
+        let mut media = jp.media.clone();
+        let v = media.video.as_mut().unwrap();
+        v.frame_pts = (0..300).map(|i| 126_000 + i * 3600).collect();
+        // A keyframe every 2.2 s (x264's scene cuts do not fall on our segments).
+        let keyframes: Vec<i64> = (0..6).map(|k| 126_000 + k * 55 * 3600).collect();
+        jp.index(media, &keyframes);
+        assert!(!jp.index_pending());
+        assert_eq!(jp.plan.total_frames, 300);
+        assert_eq!(jp.plan.chunks.len(), 3);
+        assert_eq!(jp.plan.chunks[0].preroll_secs, 0.0);
+        // Chunk 1 starts at frame 100 (4 s); its keyframe is frame 55 (2.2 s earlier).
+        assert!((jp.plan.chunks[1].preroll_secs - (1.8 + 1.0)).abs() < 1e-9);
+        let items = crate::ingest::work_items("j", &jp);
+        let kinds: Vec<ItemKind> = items.iter().map(|(i, _)| i.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ItemKind::Video,
+                ItemKind::Video,
+                ItemKind::Video,
+                ItemKind::Audio
+            ]
+        );
+        // A plan stored before plans could wait reads as indexed.
+        let mut old = serde_json::to_value(&jp).unwrap();
+        old["plan"]
+            .as_object_mut()
+            .unwrap()
+            .remove("awaiting_index");
+        let old: JobPlan = serde_json::from_value(old).unwrap();
+        assert!(!old.index_pending());
+    }
 
     #[test]
     fn bitmap_subtitle_streams_are_skipped_with_the_reason_and_make_no_work() {

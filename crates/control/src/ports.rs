@@ -179,6 +179,12 @@ pub enum ItemKind {
     /// encodes that choose the rungs before any chunk is encoded. It runs on a worker, not
     /// in the ingest function: it needs an encoder, and the workers have one.
     Analysis,
+    /// The frame table of a source whose container carries none (MKV, MPEG-TS, MXF, AVI,
+    /// fragmented MP4): a scan of every packet, whose cost grows with the source, so it
+    /// runs on a worker, not in the ingest function. A job waiting for it has this item
+    /// alone; the scan plans the chunks and makes every other item of the job
+    /// ([`JobStore::save_index`], [`JobStore::create_items`]).
+    Index,
 }
 
 impl ItemKind {
@@ -189,6 +195,7 @@ impl ItemKind {
             ItemKind::Audio => "audio",
             ItemKind::Text => "text",
             ItemKind::Analysis => "analysis",
+            ItemKind::Index => "index",
         }
     }
 
@@ -199,6 +206,7 @@ impl ItemKind {
             "audio" => Some(ItemKind::Audio),
             "text" => Some(ItemKind::Text),
             "analysis" => Some(ItemKind::Analysis),
+            "index" => Some(ItemKind::Index),
             _ => None,
         }
     }
@@ -223,6 +231,7 @@ impl ItemRef {
             ItemKind::Audio => format!("audio track {}", self.index),
             ItemKind::Text => format!("subtitle track {}", self.index),
             ItemKind::Analysis => "the ladder analysis".to_string(),
+            ItemKind::Index => "the frame index".to_string(),
         }
     }
 }
@@ -533,7 +542,9 @@ pub trait JobStore: Send + Sync {
     fn reset_failed(&self, id: &str) -> PortResult<bool>;
     /// Stores the plan document and creates the items, PROBING → ENCODING. `items` are
     /// (item, frames). With an [`ItemKind::Analysis`] among them, the job's chunks wait
-    /// ([`Acquired::Early`]) until [`JobStore::revise_plan`] replaces the plan.
+    /// ([`Acquired::Early`]) until [`JobStore::revise_plan`] replaces the plan. With an
+    /// [`ItemKind::Index`] (then the only item), the job waits for
+    /// [`JobStore::save_index`] to plan its chunks.
     fn save_plan(
         &self,
         id: &str,
@@ -555,6 +566,31 @@ pub trait JobStore: Send + Sync {
     /// the plan was already revised (a retried analysis) or the job left ENCODING;
     /// [`PortError::Conflict`] when the lease was lost.
     fn revise_plan(&self, lease: &Lease, plan_doc: &str, rungs: u32) -> PortResult<bool>;
+    /// Replaces the plan of a job waiting for its index with `plan_doc` (its chunks planned
+    /// from the frame table the index item read), under that item's `lease`: one write
+    /// fenced by its token, which also records the job's `duration_secs`, `frames_total`
+    /// and `rungs`, and counts `items` (the plan's items, the index item not among them)
+    /// plus the index item itself as the job's total, so the job cannot be finished before
+    /// the index item is. Sets the job's ladder to wait for its analysis when `items` hold
+    /// one. The items themselves are made by [`JobStore::create_items`]. False when the job
+    /// no longer waits for its index (a retried index item) or left ENCODING;
+    /// [`PortError::Conflict`] when the lease was lost.
+    fn save_index(
+        &self,
+        lease: &Lease,
+        plan_doc: &str,
+        duration_secs: f64,
+        frames_total: u64,
+        rungs: u32,
+        items: &[(ItemRef, u64)],
+    ) -> PortResult<bool>;
+    /// Creates the `items` (item, frames) of the plan [`JobStore::save_index`] saved, those
+    /// that do not exist yet, while `lease` (the index item's) is held and the job is
+    /// ENCODING: a retried index item that finds its plan saved makes whatever the
+    /// attempt before it did not, and never resets an item already made (a worker may hold
+    /// it). [`PortError::Conflict`] when the lease was lost; nothing is made for a job that
+    /// left ENCODING.
+    fn create_items(&self, lease: &Lease, items: &[(ItemRef, u64)]) -> PortResult<()>;
     /// Takes the item's lease for `ttl` if it is free or its lease expired, incrementing the
     /// fencing token. A chunk of a job whose ladder waits for its analysis is
     /// [`Acquired::Early`].

@@ -353,7 +353,7 @@ fn build_tracks(
         ItemKind::Video => 0,
         ItemKind::Audio => 1,
         ItemKind::Text => 2,
-        ItemKind::Analysis => 3,
+        ItemKind::Analysis | ItemKind::Index => 3,
     };
     results.sort_by_key(|(item, _, _)| (order(item.kind), item.index));
     let mut by_rung: HashMap<String, Track> = HashMap::new();

@@ -174,8 +174,8 @@ impl ItemEncoder for FfmpegEncoder {
             },
             ItemKind::Audio => encode::encode_audio(ctx, item.index as usize).map(Encoded::from),
             ItemKind::Text => encode::encode_text(ctx),
-            ItemKind::Analysis => Err(vodpipe_media::Error::PlanMismatch(
-                "the ladder analysis is not an encode".into(),
+            ItemKind::Analysis | ItemKind::Index => Err(vodpipe_media::Error::PlanMismatch(
+                format!("{} is not an encode", item.describe()),
             )),
         }
     }
@@ -534,6 +534,9 @@ impl<'a> Worker<'a> {
         if item.kind == ItemKind::Analysis {
             return self.choose_ladder(d, &lease, &job, &plan, started);
         }
+        if item.kind == ItemKind::Index {
+            return self.index_source(d, &lease, &job, &plan, started);
+        }
         let mut result = self.encode_and_store(d, &lease, &job, &plan);
         let secs = started.elapsed().as_secs_f64();
         // A subtitle file ffmpeg cannot read fails once more (a passing fault gets its
@@ -750,6 +753,97 @@ impl<'a> Worker<'a> {
         self.finish(d, lease, "[]", started.elapsed().as_secs_f64())
     }
 
+    /// The frame index of a source whose container carries none: scans every packet of
+    /// the video stream, plans the chunks from the table (as ingest plans an MP4's), saves
+    /// the plan under the lease, makes the job's other items and queues them, then
+    /// commits. Each step is safe to repeat: a retry after a crash between the save and
+    /// the commit finds the plan saved, scans nothing, makes only the items still missing
+    /// and queues those neither done nor held (a duplicate message finds its item leased
+    /// or done). Until this item commits, the job counts it as unfinished.
+    fn index_source(
+        &mut self,
+        d: &Delivery,
+        lease: &Lease,
+        job: &JobRecord,
+        plan: &Arc<JobPlan>,
+        started: Instant,
+    ) -> PortResult<Turn> {
+        let item = &lease.item;
+        let mut indexed = plan.clone();
+        if plan.index_pending() {
+            let version = job
+                .settings
+                .as_ref()
+                .and_then(|s| s.source_version.as_deref());
+            let (frames, cancel) = (AtomicU64::new(0), Arc::new(AtomicBool::new(false)));
+            let stop = [cancel.clone(), self.shutdown.flag()];
+            let scanned = self.with_heartbeat(d, lease, &frames, &cancel, || {
+                let input = self.open_input(&job.source, version, Duration::from_secs(6 * 3600))?;
+                let timeout = crate::ingest::index_timeout(plan);
+                crate::ingest::index_plan(&self.cfg, &input, plan, timeout, &stop)
+            });
+            let mut jp = match scanned {
+                Ok(jp) => jp,
+                Err(e) => return self.failed(d, lease, e, started.elapsed().as_secs_f64()),
+            };
+            let items = crate::ingest::work_items(&item.job_id, &jp);
+            let frames_total = jp.plan.total_frames;
+            let (doc, duration) = crate::ingest::plan_record(&mut jp)?;
+            match self.ports.jobs.save_index(
+                lease,
+                &doc,
+                duration,
+                frames_total,
+                jp.rungs.len() as u32,
+                &items,
+            ) {
+                Ok(true) => {
+                    tracing::info!(job = %item.job_id, chunks = jp.plan.chunks.len(), frames = frames_total, "frame index read; chunks planned");
+                }
+                // The job left ENCODING (failed, say): nothing to make or queue.
+                Ok(false) => {
+                    tracing::info!(job = %item.job_id, "index not saved; the job moved on");
+                    return self.finish(d, lease, "[]", started.elapsed().as_secs_f64());
+                }
+                Err(PortError::Conflict(why)) => {
+                    // The message is the new holder's now (see `finish`).
+                    tracing::warn!(%why, "lease lost before the index was saved; scan discarded");
+                    return Ok(Turn::Worked);
+                }
+                Err(e) => return Err(e),
+            }
+            indexed = Arc::new(jp);
+        }
+        fail::fail_point!("index-after-save", |_| Err(crate::ports::injected(
+            "index-after-save"
+        )));
+        // A film's thousands of items and messages take a while: the lease and the message
+        // are kept alive meanwhile, so no second worker takes the index over mid-way.
+        let (frames, cancel) = (AtomicU64::new(0), AtomicBool::new(false));
+        let made = self.with_heartbeat(d, lease, &frames, &cancel, || {
+            let items = crate::ingest::work_items(&item.job_id, &indexed);
+            self.ports.jobs.create_items(lease, &items)?;
+            // The analysis first, then audio (a track takes as long as several chunks),
+            // then chunks (left out while an analysis is to run: it queues them).
+            let mut order: Vec<ItemRef> = crate::ingest::unfinished(self.ports.jobs, &item.job_id)?
+                .into_iter()
+                .map(|(i, _)| i)
+                .filter(|i| i.kind != ItemKind::Index)
+                .collect();
+            order.sort_by_key(|i| (i.kind != ItemKind::Analysis, i.kind == ItemKind::Video));
+            let messages: Vec<Message> = order.into_iter().map(Message::Item).collect();
+            self.ports.queue.send_many(Queue::Work(job.tier), &messages)
+        });
+        match made {
+            Ok(()) => self.finish(d, lease, "[]", started.elapsed().as_secs_f64()),
+            Err(PortError::Conflict(why)) => {
+                tracing::warn!(%why, "lease lost while making the job's items");
+                Ok(Turn::Worked)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Releases the lease (counting the outcome) and the message: at once after an
     /// interruption, after a back-off after a failure, and onto the premium queue once a
     /// Spot-tier item has been failed or interrupted `escalate_after` times. A lease that
@@ -848,8 +942,9 @@ impl<'a> Worker<'a> {
             ItemKind::Text => {
                 Duration::from_secs_f64((jp.media.duration_secs.unwrap_or(3600.0) / 4.0).max(600.0))
             }
-            // Never encoded here ([`Worker::choose_ladder`]); its probe runs time themselves.
-            ItemKind::Analysis => Duration::from_secs(600),
+            // Never encoded here ([`Worker::choose_ladder`], [`Worker::index_source`]); their
+            // probe runs and scans time themselves.
+            ItemKind::Analysis | ItemKind::Index => Duration::from_secs(600),
         };
         let ctx = EncodeContext {
             ffmpeg: &self.cfg.ffmpeg,
@@ -971,7 +1066,7 @@ impl<'a> Worker<'a> {
                 .get(item.index as usize)
                 .and_then(|c| c.segments.first())
                 .map_or(0, |s| s.index),
-            ItemKind::Audio | ItemKind::Text | ItemKind::Analysis => 0,
+            ItemKind::Audio | ItemKind::Text | ItemKind::Analysis | ItemKind::Index => 0,
         };
         let mut results = Vec::with_capacity(tracks.len());
         let mut uploads: Vec<(String, &[u8])> = Vec::new();
@@ -986,7 +1081,9 @@ impl<'a> Worker<'a> {
                 {
                     format!("{dir}/{}", t.name)
                 }
-                ItemKind::Audio | ItemKind::Text | ItemKind::Analysis => dir.clone(),
+                ItemKind::Audio | ItemKind::Text | ItemKind::Analysis | ItemKind::Index => {
+                    dir.clone()
+                }
             };
             // Every chunk of a rung shares chunk 0's init segment (the stitch checks that
             // their sample descriptions agree, from the hash below), so only chunk 0 and the
@@ -1010,7 +1107,9 @@ impl<'a> Worker<'a> {
                     bytes: s.bytes.len() as u64,
                     key_frame_bytes: match item.kind {
                         ItemKind::Video => s.key_frame_end,
-                        ItemKind::Audio | ItemKind::Text | ItemKind::Analysis => None,
+                        ItemKind::Audio | ItemKind::Text | ItemKind::Analysis | ItemKind::Index => {
+                            None
+                        }
                     },
                 });
             }
@@ -1158,7 +1257,7 @@ fn chunk_media_secs(jp: &JobPlan, item: &ItemRef) -> f64 {
                 .map_or(jp.plan.segment_secs, |c| c.frames as f64 / fps)
         }
         ItemKind::Audio | ItemKind::Text => jp.media.duration_secs.unwrap_or(0.0),
-        ItemKind::Analysis => 0.0,
+        ItemKind::Analysis | ItemKind::Index => 0.0,
     }
 }
 

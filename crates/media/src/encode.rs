@@ -180,7 +180,8 @@ pub fn chunk_args(
     .map(|s| s.to_string())
     .collect();
     a.extend(chunk_input(ctx, chunk));
-    let mut pre = vec!["setpts=PTS-STARTPTS".to_string()];
+    let mut pre: Vec<String> = preroll_filter(chunk).into_iter().collect();
+    pre.push("setpts=PTS-STARTPTS".to_string());
     if video.field_order == FieldOrder::Interlaced {
         pre.push("bwdif=mode=send_frame:parity=auto:deint=all".into());
     }
@@ -353,14 +354,24 @@ fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &[String]) -> V
 }
 
 /// The input of a chunk's encode: the source, sought to just before the chunk's first
-/// frame (accurate seeking keeps exactly that frame first).
+/// frame (accurate seeking keeps exactly that frame first), or, with a preroll, that much
+/// earlier ([`preroll_filter`] then drops the frames before the chunk).
 fn chunk_input(ctx: &EncodeContext<'_>, chunk: &Chunk) -> Vec<String> {
     let mut a = Vec::new();
-    if chunk.seek_secs > 0.0 {
-        a.extend(["-ss".into(), format!("{:.6}", chunk.seek_secs)]);
+    let seek = chunk.seek_secs - chunk.preroll_secs;
+    if seek > 0.0 {
+        a.extend(["-ss".into(), format!("{seek:.6}")]);
     }
     a.extend(input_args(ctx.source));
     a
+}
+
+/// The filter that drops a chunk's preroll (the frames decoded between where its input
+/// seek landed and its first frame), if it has one. Timestamps enter the graph relative
+/// to the seek, so the chunk's first frame is the first at or after the preroll: the seek
+/// lies halfway between it and the frame before.
+fn preroll_filter(chunk: &Chunk) -> Option<String> {
+    (chunk.preroll_secs > 0.0).then(|| format!("trim=start={:.6}", chunk.preroll_secs))
 }
 
 /// Output options writing one JPEG from `label` of the filter graph.
@@ -404,10 +415,11 @@ fn first_frame_poster_args(
         .map(|s| s.to_string())
         .collect();
     a.extend(chunk_input(ctx, chunk));
+    let trim = preroll_filter(chunk).map_or(String::new(), |t| format!("{t},"));
     a.extend([
         "-filter_complex".into(),
         format!(
-            "[0:{}]scale={}:{}:flags=bicubic,setsar=1[poster]",
+            "[0:{}]{trim}scale={}:{}:flags=bicubic,setsar=1[poster]",
             video.index, size.0, size.1
         ),
     ]);

@@ -3,7 +3,8 @@
 //! a test.
 //!
 //! Read it in pipeline order: [`probe`] (what is this file, is it allowed; [`moov`] reads
-//! an MP4's frame table from its sample tables) → [`policy`] (what the pipeline accepts)
+//! an MP4's frame table from its sample tables; [`relay`] keeps the header probe's reads
+//! to what it needs) → [`policy`] (what the pipeline accepts)
 //! → [`ladder`] (which renditions; [`pertitle`] shapes them to a title) → [`plan`] (frame-exact chunks) → [`encode`] (one
 //! ffmpeg per chunk, audio once per track, and in the chunk encode the poster and thumbnail
 //! sprites; [`captions`] turns subtitles into WebVTT) → [`mp4`] (segments onto one timeline) →
@@ -22,5 +23,6 @@ pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod process;
+pub mod relay;
 
 pub use error::{Error, Result};

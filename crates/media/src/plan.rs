@@ -43,6 +43,15 @@ pub struct Chunk {
     /// Offset of the chunk's first frame from the source's first frame, in time-base ticks;
     /// added to the chunk's decode timestamps to place it on the one continuous timeline.
     pub start_ticks: i64,
+    /// Seconds of source before `seek_secs` that the encode decodes and drops, so that its
+    /// input seek lands before the keyframe its first frame depends on: needed where the
+    /// container has no seek index ([`set_prerolls`]); 0 elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub preroll_secs: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Chunk {
@@ -91,6 +100,11 @@ pub struct Plan {
     /// duration on the output timeline.
     #[serde(default)]
     pub end_ticks: i64,
+    /// Set while the source's frame table is still to be read ([`awaiting_index`]): the
+    /// options the chunks will be planned with once it is, kept here because the worker
+    /// that reads the table plans them, not the ingest that chose them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_index: Option<PlanOptions>,
 }
 
 impl Plan {
@@ -167,6 +181,19 @@ pub fn audio_only(opts: PlanOptions) -> Plan {
         segments: Vec::new(),
         chunks: Vec::new(),
         end_ticks: 0,
+        awaiting_index: None,
+    }
+}
+
+/// The plan of a video whose frame table is not read yet: a container without an index
+/// (MKV, MPEG-TS, MXF, AVI, fragmented MP4) gives its frames' timestamps only to a scan of
+/// every packet, which grows with the source and so runs on a worker, not in the ingest
+/// function. No segments and no chunks until then; `opts` are kept to plan them with.
+pub fn awaiting_index(time_base: Rational, opts: PlanOptions) -> Plan {
+    Plan {
+        time_base,
+        awaiting_index: Some(opts),
+        ..audio_only(opts)
     }
 }
 
@@ -244,6 +271,36 @@ pub fn plan_every(
     )
 }
 
+/// How far before the keyframe a chunk depends on its input seek lands: more than any
+/// B-frame reorder delay, since the seek compares decode timestamps.
+pub const PREROLL_MARGIN_SECS: f64 = 1.0;
+
+/// Moves every chunk's input seek back to [`PREROLL_MARGIN_SECS`] before the last keyframe
+/// at or before its first frame (`keyframes`: presentation timestamps of the source's
+/// keyframes in `time_base`, any order; `frame_pts` as planned), or to the file's start
+/// when there is none; the encode decodes the frames in between and drops them.
+///
+/// For containers without a seek index (MPEG-TS, MPEG-PS): ffmpeg's input seek there lands
+/// on whatever packet is at the target, not on a keyframe, and the frames from there to
+/// the next keyframe cannot be decoded. Measured on ffmpeg 5.1 with an H.264 TS: a chunk
+/// came out starting at the next keyframe, its frame count made up from the next chunk's
+/// frames (a shift the count check cannot see), and the last chunk short.
+pub fn set_prerolls(plan: &mut Plan, frame_pts: &[i64], keyframes: &[i64]) {
+    let mut keys = keyframes.to_vec();
+    keys.sort_unstable();
+    let tb = plan.time_base.as_f64();
+    for c in plan.chunks.iter_mut().filter(|c| c.seek_secs > 0.0) {
+        let Some(&first) = frame_pts.get(c.first_frame as usize) else {
+            continue;
+        };
+        let at = keys.partition_point(|&k| k <= first);
+        c.preroll_secs = match at.checked_sub(1).map(|i| keys[i]) {
+            Some(key) => ((first - key) as f64 * tb + PREROLL_MARGIN_SECS).min(c.seek_secs),
+            None => c.seek_secs,
+        };
+    }
+}
+
 /// Segments starting at `starts` (frame indices, ascending, the first 0), grouped into
 /// chunks of about `opts.chunk_secs`.
 fn assemble(
@@ -292,6 +349,7 @@ fn assemble(
                 segments: segs.to_vec(),
                 seek_secs,
                 start_ticks: frame_pts.get(f).map_or(0, |p| p - origin),
+                preroll_secs: 0.0,
             }
         })
         .collect();
@@ -308,6 +366,7 @@ fn assemble(
         segments,
         chunks,
         end_ticks,
+        awaiting_index: None,
     }
 }
 
@@ -410,6 +469,37 @@ mod tests {
         let firsts: Vec<u64> = p.segments.iter().map(|s| s.first_frame).collect();
         assert_eq!(firsts, [0, 4, 6]);
         assert!(p.segments.iter().all(|s| s.frames > 0));
+    }
+
+    #[test]
+    fn prerolls_reach_back_past_the_keyframe_each_chunk_depends_on() {
+        // 10 fps on a 1 kHz clock, keyframes every 4.5 s, chunks of 4 s.
+        let pts: Vec<i64> = (0..200).map(|i| i * 100).collect();
+        let mut p = plan(
+            &pts,
+            Rational { num: 1, den: 1000 },
+            0.0,
+            PlanOptions {
+                segment_secs: 4.0,
+                chunk_secs: 4.0,
+            },
+        );
+        let keys: Vec<i64> = (0..5).rev().map(|k| k * 4500).collect();
+        set_prerolls(&mut p, &pts, &keys);
+        let prerolls: Vec<f64> = p.chunks.iter().map(|c| c.preroll_secs).collect();
+        // Chunk 1 starts at 4.0 s: its keyframe is at 0 s, and the seek at 3.95 s cannot
+        // go back further than the file's start. Chunk 2 (8.0 s): keyframe 4.5 s.
+        // Chunk 3 (12.0 s): keyframe 9.0 s. Chunk 4 (16.0 s): keyframe 13.5 s.
+        assert_eq!(prerolls.len(), 5);
+        assert_eq!(prerolls[0], 0.0);
+        assert!((prerolls[1] - 3.95).abs() < 1e-9, "{prerolls:?}");
+        assert!((prerolls[2] - 4.5).abs() < 1e-9, "{prerolls:?}");
+        assert!((prerolls[3] - 4.0).abs() < 1e-9, "{prerolls:?}");
+        assert!((prerolls[4] - 3.5).abs() < 1e-9, "{prerolls:?}");
+        // A chunk starting on a keyframe still seeks the margin before it.
+        let mut q = p.clone();
+        set_prerolls(&mut q, &pts, &[0, 8000]);
+        assert!((q.chunks[2].preroll_secs - PREROLL_MARGIN_SECS).abs() < 1e-9);
     }
 
     #[test]

@@ -6,17 +6,36 @@
 //! is refused before it can make ffmpeg read other files or fetch URLs. The same
 //! restrictions are passed to every later ffmpeg run by [`input_args`].
 //!
-//! Planning needs every video frame's timestamp (frame-exact chunks). For MP4 and MOV
-//! sources the table comes from the sample tables in `moov`, read with a few range
-//! requests ([`crate::moov`]); for other containers probing reads the packet table of the
-//! chosen video stream, which reads every packet (nothing is decoded).
+//! Planning needs every video frame's timestamp (frame-exact chunks). Reading them is done
+//! in two steps, because one of them grows with the source:
+//!
+//! - [`probe_header`] is what ingest runs: the container's header and the streams' first
+//!   packets (`-probesize`, `-analyzeduration`; for MPEG-TS also the last packets, where
+//!   ffprobe finds the duration), the input policy, and for MP4 and MOV the frame table
+//!   from the sample tables in `moov`, read with a few range requests ([`crate::moov`]).
+//!   A source read over HTTP is read through a [`crate::relay::Relay`], in closed ranges,
+//!   so the bytes the server sends are the bytes ffprobe reads.
+//! - [`index_frames`] reads the table of any other container (MKV, MPEG-TS, MXF, AVI,
+//!   fragmented MP4) from a scan of every packet of the video stream: nothing is decoded,
+//!   but everything is read. It runs on a worker, as a work item of its own.
+//!
+//! [`probe`] does both, for tools that want a whole plan at once (`vodpipe plan`).
 
 use crate::error::{Error, Result};
 use crate::policy::{InputPolicy, ALLOWED_DEMUXERS};
 use crate::process::ToolRun;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The most bytes ffprobe reads from a source's start to learn its streams (ffmpeg's own
+/// default, written out so the bound is ours: the header probe runs in the ingest function).
+pub const PROBE_BYTES: u64 = 5_000_000;
+/// The most media time, in microseconds, ffprobe reads to learn its streams (ffmpeg's
+/// default; its MPEG-TS and MPEG-PS demuxers take 7 s whatever is asked).
+pub const ANALYZE_MICROS: u64 = 5_000_000;
 
 /// An exact rational (frame rates, time bases, aspect ratios).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,9 +267,28 @@ pub fn input_args(input: &Path) -> Vec<String> {
     a
 }
 
-/// Probes `path` and checks it against `policy`. Every refusal is an [`Error::Rejected`]
-/// with a reason fit for a FAILED job.
+/// Probes `path` and checks it against `policy`, with the frame table read whatever the
+/// container ([`probe_header`], then [`index_frames`] when the header had no table): what a
+/// tool that plans at once needs. Ingest runs [`probe_header`] alone. Every refusal is an
+/// [`Error::Rejected`] with a reason fit for a FAILED job.
 pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaInfo> {
+    let mut info = probe_header(ffprobe, path, policy)?;
+    if info.video.as_ref().is_some_and(|v| v.frame_pts.is_empty()) {
+        let timeout = Duration::from_secs(policy.probe_timeout_secs);
+        index_frames(ffprobe, path, &mut info, policy, timeout, &[])?;
+    }
+    Ok(info)
+}
+
+/// What ingest reads of a source, a bounded amount whatever its size: the streams, the
+/// duration, the input policy's checks, and the frame table when the container carries
+/// one (MP4 and MOV sample tables). Without one the video's `frame_pts` is empty and
+/// [`index_frames`] reads it later, on a worker; `video_start_secs` is then the stream's
+/// start as the header says, until the table settles it. Every refusal is an
+/// [`Error::Rejected`] with a reason fit for a FAILED job; a read that fails, or a probe
+/// that runs out of time, is [`Error::Unavailable`]: nothing is known of the source yet.
+pub fn probe_header(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaInfo> {
+    let started = std::time::Instant::now();
     // A URL's size is checked by whoever presigned it (the object's metadata).
     let size = if is_url(path) {
         0
@@ -263,58 +301,205 @@ pub fn probe(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<MediaIn
         policy.check_size(meta.len())?;
         meta.len()
     };
+    let src = Arc::new(crate::moov::RangeSource::open(path)?);
+    let relay = if is_url(path) {
+        Some(crate::relay::Relay::start(src.clone())?)
+    } else {
+        None
+    };
+    let input = relay
+        .as_ref()
+        .map_or_else(|| path.to_path_buf(), |r| PathBuf::from(r.url()));
     let timeout = Duration::from_secs(policy.probe_timeout_secs);
     let mut args: Vec<String> = ["-v", "error", "-hide_banner", "-of", "json"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    args.extend(["-show_format".into(), "-show_streams".into()]);
-    args.extend(input_args(path));
+    args.extend([
+        "-probesize".into(),
+        PROBE_BYTES.to_string(),
+        "-analyzeduration".into(),
+        ANALYZE_MICROS.to_string(),
+        "-show_format".into(),
+        "-show_streams".into(),
+    ]);
+    args.extend(input_args(&input));
     // ffprobe takes the input as a positional argument, not -i.
     args.retain(|a| a != "-i");
     let out = run_checked(path, || {
+        let failed_before = relay.as_ref().map_or(0, |r| r.failures().0);
         ToolRun::new(ffprobe, args.clone(), "probe")
             .timeout(timeout)
             .run()
-            .map_err(|e| reject_unreadable(e, is_url(path)))
+            .map_err(|e| match &relay {
+                Some(r) => relayed_failure(e, r, failed_before),
+                None => reject_unreadable(e, false),
+            })
     })?;
+    drop(relay);
     let raw: RawProbe = serde_json::from_str(&out.stdout).map_err(|e| Error::Tool {
         step: "probe".into(),
         detail: format!("unreadable ffprobe output: {e}"),
     })?;
     let declared_start = video_start_pts(&raw);
+    let header_start = video_start_secs(&raw);
     let mut info = from_raw(raw, size)?;
     policy.check(&info)?;
     let format_name = info.format_name.clone();
-    if let Some(v) = info.video.as_mut() {
-        v.frame_pts = match table_from_moov(path, &format_name, v, declared_start) {
-            Some(pts) => pts,
-            None => frame_timestamps(ffprobe, path, v.index, timeout)?,
-        };
-        if v.frame_pts.is_empty() {
-            return Err(Error::Rejected("video stream has no frames".into()));
+    let table = info
+        .video
+        .as_ref()
+        .and_then(|v| table_from_moov(&src, path, &format_name, v, declared_start));
+    match (table, info.video.is_some()) {
+        (Some(pts), _) => settle_frames(&mut info, pts, policy)?,
+        (None, true) => info.video_start_secs = header_start.unwrap_or(info.start_secs),
+        (None, false) => {
+            if let Some(first) = info
+                .audio
+                .iter()
+                .map(|a| a.start_secs)
+                .min_by(f64::total_cmp)
+            {
+                // Without video, the timeline starts at the first audio sample.
+                info.video_start_secs = first;
+            }
         }
-        if let Some(declared) = v.declared_frames.filter(|&d| d > v.frame_pts.len() as u64) {
-            return Err(Error::Rejected(format!(
-                "source is truncated or damaged: its header declares {declared} video frames but only {} can be read",
-                v.frame_pts.len()
+    }
+    tracing::info!(
+        source = %path.display(),
+        format = %info.format_name,
+        indexed = info.video.as_ref().is_none_or(|v| !v.frame_pts.is_empty()),
+        bytes_read = src.bytes_read(),
+        reads = src.reads(),
+        secs = started.elapsed().as_secs_f64(),
+        "header probed"
+    );
+    Ok(info)
+}
+
+/// Reads the frame table of `info`'s video from a scan of every packet of the stream in
+/// `path` (everything is read, nothing decoded), for a source whose container carries no
+/// index, and checks it as [`probe_header`] checks a table from the sample tables: frames
+/// there are, as many as the header declares, the duration within `policy`. Returns the
+/// keyframes' timestamps (where a container without a seek index must be sought from:
+/// [`crate::plan::set_prerolls`]). The scan stops after `timeout`, or at once when any of
+/// `cancel` is set. A scan whose reads failed is [`Error::Unavailable`]: a table cut short
+/// must never be planned.
+pub fn index_frames(
+    ffprobe: &str,
+    path: &Path,
+    info: &mut MediaInfo,
+    policy: &InputPolicy,
+    timeout: Duration,
+    cancel: &[Arc<AtomicBool>],
+) -> Result<Vec<i64>> {
+    let Some(index) = info.video.as_ref().map(|v| v.index) else {
+        return Ok(Vec::new());
+    };
+    let started = std::time::Instant::now();
+    let Scan {
+        pts,
+        keyframes,
+        failed_read,
+    } = frame_timestamps(ffprobe, path, index, timeout, cancel)?;
+    if let Some(why) = failed_read {
+        if cut_short(info, &pts) {
+            return Err(Error::Unavailable(format!(
+                "the packet scan met a failing read and its table ends early: {why}"
             )));
         }
-        v.vfr = is_vfr(&v.frame_pts);
-        if let Some(&first) = v.frame_pts.first() {
-            info.video_start_secs = first as f64 * v.time_base.as_f64();
-        }
-        policy.check_duration(v.duration_secs())?;
-    } else if let Some(first) = info
-        .audio
-        .iter()
-        .map(|a| a.start_secs)
-        .min_by(f64::total_cmp)
-    {
-        // Without video, the timeline starts at the first audio sample.
-        info.video_start_secs = first;
+        tracing::warn!(%why, "the packet scan met a failing read and recovered");
     }
-    Ok(info)
+    tracing::info!(
+        source = %path.display(),
+        frames = pts.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "frame table read from a scan of every packet"
+    );
+    settle_frames(info, pts, policy)?;
+    Ok(keyframes)
+}
+
+/// Whether ffmpeg's input seek in the container `format_name` (as ffprobe names it) lands
+/// on any packet rather than on a keyframe: MPEG-TS and MPEG-PS carry no seek index, and
+/// their chunks need a preroll ([`crate::plan::set_prerolls`]).
+pub fn seeks_without_index(format_name: &str) -> bool {
+    format_name.split(',').any(|f| f == "mpegts" || f == "mpeg")
+}
+
+/// Whether a table of `pts` (the video's) ends more than a second, or 1 %, before the
+/// container's duration says the source does; without a duration, any table might.
+fn cut_short(info: &MediaInfo, pts: &[i64]) -> bool {
+    let (Some(v), Some(total), Some(&last)) = (&info.video, info.duration_secs, pts.last()) else {
+        return true;
+    };
+    let end = last as f64 * v.time_base.as_f64() - info.start_secs;
+    end < total - (total * 0.01).max(1.0)
+}
+
+/// Puts a frame table into `info` and checks it: frames there are, as many as the
+/// container declares, the duration within `policy`; the frame rate's regularity and the
+/// video's start follow from it.
+fn settle_frames(info: &mut MediaInfo, pts: Vec<i64>, policy: &InputPolicy) -> Result<()> {
+    let Some(v) = info.video.as_mut() else {
+        return Ok(());
+    };
+    v.frame_pts = pts;
+    if v.frame_pts.is_empty() {
+        return Err(Error::Rejected("video stream has no frames".into()));
+    }
+    if let Some(declared) = v.declared_frames.filter(|&d| d > v.frame_pts.len() as u64) {
+        return Err(Error::Rejected(format!(
+            "source is truncated or damaged: its header declares {declared} video frames but only {} can be read",
+            v.frame_pts.len()
+        )));
+    }
+    v.vfr = is_vfr(&v.frame_pts);
+    if let Some(&first) = v.frame_pts.first() {
+        info.video_start_secs = first as f64 * v.time_base.as_f64();
+    }
+    policy.check_duration(v.duration_secs())
+}
+
+/// The video stream's start in seconds as the header says (`start_time`), where a source
+/// without a frame table has its video begin until the table is read.
+fn video_start_secs(raw: &RawProbe) -> Option<f64> {
+    raw.streams
+        .iter()
+        .find(|s| s.codec_type == "video" && s.disposition.get("attached_pic") != Some(&1))
+        .and_then(|s| s.start_time.as_deref())
+        .and_then(|t| t.parse().ok())
+}
+
+/// A failed header probe read through `relay`: the source's reads failed during the run
+/// (the relay's count grew past `before`) is the transport's fault, whatever ffprobe made
+/// of the 503s; otherwise the relay's transport was sound, and the failure is judged as
+/// a local file's would be, without the "Stream ends prematurely" every block's end makes
+/// ffmpeg print.
+fn relayed_failure(e: Error, relay: &crate::relay::Relay, before: u64) -> Error {
+    let (failures, last) = relay.failures();
+    if failures > before {
+        return Error::Unavailable(format!(
+            "reading the source failed: {}",
+            last.unwrap_or_else(|| "no reason recorded".into())
+        ));
+    }
+    match e {
+        Error::Tool { step, detail } => {
+            let detail: Vec<&str> = detail
+                .lines()
+                .filter(|l| !l.contains("Stream ends prematurely"))
+                .collect();
+            reject_unreadable(
+                Error::Tool {
+                    step,
+                    detail: detail.join("\n"),
+                },
+                false,
+            )
+        }
+        other => reject_unreadable(other, false),
+    }
 }
 
 /// The video stream's first timestamp as ffprobe reports it, to check a frame table
@@ -332,6 +517,7 @@ fn video_start_pts(raw: &RawProbe) -> Option<i64> {
 /// table that disagrees with what ffprobe said about the stream (its time base, its frame
 /// count, its first timestamp).
 fn table_from_moov(
+    src: &crate::moov::RangeSource,
     path: &Path,
     format_name: &str,
     v: &VideoInfo,
@@ -342,8 +528,7 @@ fn table_from_moov(
     }
     let started = std::time::Instant::now();
     let attempt = || -> Result<Option<Vec<i64>>> {
-        let src = crate::moov::RangeSource::open(path)?;
-        let Some(moov) = crate::moov::read_moov(&src)? else {
+        let Some(moov) = crate::moov::read_moov(src)? else {
             return Ok(None);
         };
         let Some(t) = crate::moov::frame_table(&moov, v.index as usize, src.size())? else {
@@ -359,7 +544,7 @@ fn table_from_moov(
         if !agrees {
             tracing::warn!(
                 source = %path.display(),
-                "the sample tables disagree with ffprobe; scanning packets instead"
+                "the sample tables disagree with ffprobe; the table is left to a packet scan"
             );
             return Ok(None);
         }
@@ -376,7 +561,7 @@ fn table_from_moov(
     match attempt() {
         Ok(pts) => pts,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the sample tables; scanning packets instead");
+            tracing::warn!(error = %e, "cannot read the sample tables; the table is left to a packet scan");
             None
         }
     }
@@ -440,7 +625,7 @@ const TRANSPORT_FAILURES: &[&str] = &[
 
 /// ffprobe refusing a file is a property of the file, not a transient failure; but for a
 /// source read over HTTP (`url`), a failing server or network says nothing about the file
-/// and is retried.
+/// and is retried, and neither does a probe that ran out of time.
 fn reject_unreadable(e: Error, url: bool) -> Error {
     match e {
         Error::Tool { detail, .. }
@@ -463,9 +648,11 @@ fn reject_unreadable(e: Error, url: bool) -> Error {
                 };
             Error::Rejected(reason)
         }
-        Error::TimedOut { secs, .. } => {
-            Error::Rejected(format!("probing took longer than {secs} s"))
-        }
+        // A probe that runs out of time says nothing about the bytes: the machine was slow,
+        // or the server (S3 at 0.6 vCPU's pace, a slow network). Retried, never a verdict.
+        Error::TimedOut { step, secs } => Error::Unavailable(format!(
+            "{step} did not finish within its time limit of {secs} s; it will be tried again"
+        )),
         other => other,
     }
 }
@@ -478,34 +665,70 @@ fn last_line(s: &str) -> &str {
         .trim()
 }
 
+/// What a packet scan found: every frame's timestamp, the keyframes', and the last
+/// failed read ffprobe reported for a source read over HTTP, if any (it may have
+/// recovered, or ended the scan there).
+struct Scan {
+    pts: Vec<i64>,
+    keyframes: Vec<i64>,
+    failed_read: Option<String>,
+}
+
 /// Reads every packet timestamp of stream `index` (in its time base), sorted: presentation
-/// order, one per frame.
-fn frame_timestamps(ffprobe: &str, path: &Path, index: u32, timeout: Duration) -> Result<Vec<i64>> {
+/// order, one per frame; and which are keyframes. Stopped after `timeout` or when any of
+/// `cancel` is set.
+fn frame_timestamps(
+    ffprobe: &str,
+    path: &Path,
+    index: u32,
+    timeout: Duration,
+    cancel: &[Arc<AtomicBool>],
+) -> Result<Scan> {
     let mut args: Vec<String> = vec![
         "-v".into(),
         "error".into(),
         "-select_streams".into(),
         index.to_string(),
         "-show_entries".into(),
-        "packet=pts,dts".into(),
+        "packet=pts,dts,flags".into(),
         "-of".into(),
         "csv=p=0".into(),
     ];
     args.extend(input_args(path));
     args.retain(|a| a != "-i");
     let out = run_checked(path, || {
-        ToolRun::new(ffprobe, args.clone(), "probe frames")
-            .timeout(timeout)
+        cancel
+            .iter()
+            .fold(
+                ToolRun::new(ffprobe, args.clone(), "probe frames").timeout(timeout),
+                |run, flag| run.cancel_on(flag.clone()),
+            )
             .run()
             .map_err(|e| reject_unreadable(e, is_url(path)))
     })?;
-    let mut pts = Vec::new();
+    // ffprobe ends a packet scan whose reads failed past every retry as if the file had
+    // ended there, and exits 0: what it printed is the only sign the table may be short.
+    let failed_read = is_url(path)
+        .then(|| {
+            TRANSPORT_FAILURES
+                .iter()
+                .any(|m| out.stderr_tail.contains(*m))
+                .then(|| last_line(&out.stderr_tail).to_string())
+        })
+        .flatten();
+    let (mut pts, mut keyframes) = (Vec::new(), Vec::new());
     for line in out.stdout.lines() {
         let mut parts = line.split(',');
         let p = parts.next().and_then(|s| s.trim().parse::<i64>().ok());
         let d = parts.next().and_then(|s| s.trim().parse::<i64>().ok());
+        let key = parts.next().is_some_and(|f| f.contains('K'));
         match p.or(d) {
-            Some(t) => pts.push(t),
+            Some(t) => {
+                pts.push(t);
+                if key {
+                    keyframes.push(t);
+                }
+            }
             None if line.trim().is_empty() => {}
             None => {
                 return Err(Error::Rejected(
@@ -516,7 +739,13 @@ fn frame_timestamps(ffprobe: &str, path: &Path, index: u32, timeout: Duration) -
     }
     pts.sort_unstable();
     pts.dedup();
-    Ok(pts)
+    keyframes.sort_unstable();
+    keyframes.dedup();
+    Ok(Scan {
+        pts,
+        keyframes,
+        failed_read,
+    })
 }
 
 /// Variable frame rate: some frame duration differs from the median by more than 1 %.
