@@ -16,8 +16,10 @@ one of DynamoDB's limits is brought up to date: a transaction holds up to 100 it
 
 It also counts the requests it serves, by service and operation, with the bytes each
 carried: `GET /_vodpipe/requests` returns the counts as JSON, `DELETE` resets them. The
-control-plane load test (`make load`) reads its AWS calls per item from there, so calls
-made by processes it kills are counted too.
+load tests (`make load`, `make load-control`) read their AWS calls per item from there, so
+calls made by processes they kill are counted too. `GET /_vodpipe/requests/s3` gives S3's
+requests and bytes served by bucket and method (`BUCKET:GET`): what one deployment read,
+whatever else runs on the emulator.
 
 Usage: python moto_server.py [moto_server's arguments]
 """
@@ -131,6 +133,7 @@ threading.Thread(target=_exit_with_parent, daemon=True).start()
 
 _COUNTS_LOCK = threading.Lock()
 _COUNTS: dict = collections.defaultdict(lambda: {"requests": 0, "bytes_in": 0, "bytes_out": 0})
+_BUCKET_COUNTS: dict = collections.defaultdict(lambda: {"requests": 0, "bytes_out": 0})
 
 
 def _service(environ):
@@ -159,7 +162,26 @@ def _operation(environ, service):
 _ORIGINAL_CALL = DomainDispatcherApplication.__call__
 
 
+def _bucket(environ):
+    """The bucket an S3 request names (path style, or a virtual host's first label)."""
+    host = environ.get("HTTP_HOST", "").split(":")[0]
+    first = host.split(".")[0]
+    if "." in host and not first.isdigit() and first not in ("s3", "localhost"):
+        return first
+    return environ.get("PATH_INFO", "/").lstrip("/").split("/")[0]
+
+
 def _counting_call(self, environ, start_response):
+    if environ.get("PATH_INFO") == "/_vodpipe/requests/s3":
+        # S3 requests and bytes by bucket: what one deployment's reads cost, whatever
+        # other tests do on the same emulator.
+        with _COUNTS_LOCK:
+            body = json.dumps(_BUCKET_COUNTS).encode()
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
     if environ.get("PATH_INFO") == "/_vodpipe/requests":
         with _COUNTS_LOCK:
             if environ.get("REQUEST_METHOD") == "DELETE":
@@ -189,6 +211,10 @@ def _counting_call(self, environ, start_response):
         entry["requests"] += 1
         entry["bytes_in"] += size_in
         entry["bytes_out"] += sum(len(c) for c in chunks)
+        if service == "s3":
+            by_bucket = _BUCKET_COUNTS[f"{_bucket(environ)}:{operation}"]
+            by_bucket["requests"] += 1
+            by_bucket["bytes_out"] += sum(len(c) for c in chunks)
     return chunks
 
 

@@ -286,6 +286,118 @@ fn a_five_and_a_half_hour_source_publishes_frame_exact_on_the_aws_backend() {
     assert_published_correctly(&local_job, &src, d.path());
 }
 
+/// S3 bytes served from `bucket` so far (GETs), as the emulator counted them.
+fn bytes_read_from(bucket: &str) -> u64 {
+    emulator::control("GET", "/_vodpipe/requests/s3", None)[format!("{bucket}:GET")]["bytes_out"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Two-hour sources without an index (Matroska, MPEG-TS) publish through S3, SQS and
+/// DynamoDB, frame-exact, and the ingest reads a sliver of each (its header; the packet
+/// scan is the index item's, on a worker). (160x90 at 1 fps, looped with `-c copy`.)
+#[test]
+fn two_hour_unindexed_sources_publish_and_their_ingest_reads_under_five_percent() {
+    emulator::start();
+    let d = tempfile::tempdir().unwrap();
+    let clip = d.path().join("minute.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x90:rate=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=r=8000:a=0.1",
+        "-t",
+        "60",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "4",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "16k",
+        clip.to_str().unwrap(),
+    ]);
+    let list = d.path().join("list.txt");
+    std::fs::write(&list, format!("file '{}'\n", clip.display()).repeat(120)).unwrap();
+    let name = emulator::unique_name("unindexed");
+    let env = aws_env(&name, &d.path().join("scratch"));
+    let settings = emulator::settings(&name);
+    let aws = vodpipe_aws::Aws::connect(settings.clone()).unwrap();
+    let mut jobs = Vec::new();
+    for ext in ["mkv", "ts"] {
+        let src = d.path().join(format!("feature.{ext}"));
+        ffmpeg(&[
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            list.to_str().unwrap(),
+            "-c",
+            "copy",
+            src.to_str().unwrap(),
+        ]);
+        let size = std::fs::metadata(&src).unwrap().len();
+        let key = format!("features/long.{ext}");
+        aws.ingest
+            .put(&key, &std::fs::read(&src).unwrap(), Cacheability::Immutable)
+            .unwrap();
+        let uri = format!("s3://{}/{key}", settings.ingest_bucket);
+        let before = bytes_read_from(&settings.ingest_bucket);
+        let job = json(
+            vodpipe(&env)
+                .args(["ingest", &uri, "--json", "--chunk-seconds", "240"])
+                .output()
+                .unwrap(),
+        );
+        let read = bytes_read_from(&settings.ingest_bucket) - before;
+        assert_eq!(job["status"], "ENCODING", "{job}");
+        let share = read as f64 / size as f64;
+        eprintln!(
+            "{ext}: ingest read {read} of {size} bytes ({:.2} %)",
+            share * 100.0
+        );
+        assert!(share <= 0.05, "{ext}: ingest read {read} of {size} bytes");
+        jobs.push((job["job_id"].as_str().unwrap().to_string(), src));
+    }
+    let mut workers: Vec<_> = (0..2)
+        .map(|_| {
+            vodpipe(&env)
+                .args(["worker", "--idle-exit", "6", "--lease-seconds", "30"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let finals: Vec<_> = jobs
+        .iter()
+        .map(|(id, _)| wait_for_final(&env, id, Duration::from_secs(1500)))
+        .collect();
+    for w in &mut workers {
+        w.wait().unwrap();
+    }
+    for ((_, src), status) in jobs.iter().zip(&finals) {
+        assert_eq!(status["status"], "PUBLISHED", "{status}");
+        assert!(
+            (status["duration_secs"].as_f64().unwrap() - 7200.0).abs() < 2.0,
+            "{status}"
+        );
+        let out = d.path().join(format!(
+            "download-{}",
+            src.extension().unwrap().to_str().unwrap()
+        ));
+        let local_job = download_published(&aws, status, &out);
+        assert_published_correctly(&local_job, src, d.path());
+    }
+}
+
 /// `vodpipe aws tick` runs the fleet function's repairs from a shell. An upload whose
 /// ingest failed on every try (its S3 event in the ingest function's dead-letter queue,
 /// as Lambda leaves it) would be lost without a trace: the tick ingests it again. A dry

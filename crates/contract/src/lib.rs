@@ -816,6 +816,59 @@ pub fn a_job_stranded_in_stitching_is_stitched_again(connect: Connect<'_>) {
     );
 }
 
+/// A source without an index is planned by its index item: the plan saved under that
+/// item's lease, once (a retry finds it saved), the chunks made where absent (one a worker
+/// already finished is never reset), and the job finished only by the last of its items,
+/// however late the index item commits.
+pub fn an_index_item_plans_the_chunks_once_and_finishes_last(connect: Connect<'_>) {
+    let s = connect();
+    probing_job(&*s, "idx");
+    let index = ItemRef {
+        job_id: "idx".into(),
+        kind: vodpipe_control::ports::ItemKind::Index,
+        index: 0,
+    };
+    assert!(s
+        .save_plan("idx", "{}", 0.0, 0, 0, &[(index.clone(), 0)])
+        .unwrap());
+    let held = lease(
+        s.acquire(&index, "indexer", Duration::from_secs(60))
+            .unwrap(),
+    );
+    let chunks: Vec<(ItemRef, u64)> = (0..3).map(|i| (item("idx", i), 100)).collect();
+    assert!(s
+        .save_index(&held, "{\"indexed\": true}", 12.0, 300, 2, &chunks)
+        .unwrap());
+    let job = s.job("idx").unwrap().unwrap();
+    assert_eq!(job.total, 4, "three chunks and the index itself");
+    // The first attempt makes one chunk, which another worker finishes.
+    s.create_items(&held, &chunks[..1]).unwrap();
+    let first = lease(
+        s.acquire(&chunks[0].0, "w", Duration::from_secs(60))
+            .unwrap(),
+    );
+    assert_eq!(s.commit(&first, "{}", 1.0).unwrap(), Completion::More);
+    // The retry finds the plan saved, and makes only what is missing.
+    assert!(
+        !s.save_index(&held, "{}", 12.0, 300, 2, &chunks).unwrap(),
+        "the plan was saved twice"
+    );
+    s.create_items(&held, &chunks).unwrap();
+    let listed = s.items("idx").unwrap();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(
+        listed.iter().any(|(i, st)| *i == chunks[0].0 && st.done),
+        "a finished chunk was made again"
+    );
+    assert_eq!(s.plan_doc("idx").unwrap(), "{\"indexed\": true}");
+    for (i, _) in &chunks[1..] {
+        let l = lease(s.acquire(i, "w", Duration::from_secs(60)).unwrap());
+        assert_eq!(s.commit(&l, "{}", 1.0).unwrap(), Completion::More);
+    }
+    assert_eq!(s.job("idx").unwrap().unwrap().status, JobStatus::Encoding);
+    assert_eq!(s.commit(&held, "{}", 1.0).unwrap(), Completion::Last);
+}
+
 /// A job ENCODING whose messages are gone (lost, or never sent by an ingest that died) has
 /// its unfinished items queued again by the sweep once it has stalled, and only those: not
 /// the item done, not the item a live worker holds. A dry run sends nothing; the repair is
@@ -1139,6 +1192,7 @@ macro_rules! contract_suite {
             records_are_found_by_prefix_and_index,
             a_job_stranded_in_stitching_is_stitched_again,
             a_job_whose_messages_are_gone_is_queued_again,
+            an_index_item_plans_the_chunks_once_and_finishes_last,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
