@@ -236,11 +236,6 @@ pub fn handle_queued(shared: &Shared, event: &Value) -> QueueReport {
     // The wait is the queue's: the ingest itself never sleeps for a settings file.
     let mut cfg = shared.cfg.clone();
     cfg.settings.settings_wait = std::time::Duration::ZERO;
-    let uploads = shared
-        .aws
-        .state
-        .queues
-        .raw(&shared.aws.settings.ingest_events_queue_name());
     let records = event["Records"].as_array().cloned().unwrap_or_default();
     for raw in records {
         let Ok(m) = serde_json::from_value::<QueuedUpload>(raw) else {
@@ -279,11 +274,16 @@ pub fn handle_queued(shared: &Shared, event: &Value) -> QueueReport {
             })
             .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))));
         if let Some(secs) = delay {
-            let delayed = match &uploads {
-                Ok(Some(q)) => q.delay(&m.receipt_handle, std::time::Duration::from_secs_f64(secs)),
-                Ok(None) => Ok(()),
-                Err(e) => Err(PortError::Backend(e.to_string())),
-            };
+            // Looked up only when needed: most uploads are ingested on their first try.
+            let delayed = shared
+                .aws
+                .state
+                .queues
+                .raw(&shared.aws.settings.ingest_events_queue_name())
+                .and_then(|q| match q {
+                    Some(q) => q.delay(&m.receipt_handle, std::time::Duration::from_secs_f64(secs)),
+                    None => Ok(()),
+                });
             if let Err(e) = delayed {
                 // It comes back after the queue's own visibility timeout instead.
                 tracing::warn!(message = %m.message_id, error = %e, "could not set the upload's delay");

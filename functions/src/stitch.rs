@@ -41,10 +41,39 @@ pub fn handle(shared: &Shared, event: &SqsEvent) -> SqsBatchResponse {
                 .collect()
         });
         for id in failed {
+            back_off(shared, group, &id);
             response.add_failure(id);
         }
     }
     response
+}
+
+/// Hides a failed request for a back-off ([`crate::ingest::retry_delay`]: 10 s doubling
+/// with each receive, at most 15 minutes) instead of the queue's visibility timeout
+/// (12 minutes, six times the function's timeout, as Lambda asks): a throttled table
+/// or a lost response recovers in seconds, and its job should not wait a quarter hour.
+fn back_off(shared: &Shared, records: &[aws_lambda_events::event::sqs::SqsMessage], id: &str) {
+    let Some(record) = records.iter().find(|r| r.message_id.as_deref() == Some(id)) else {
+        return;
+    };
+    let receives = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(1);
+    let delay = std::time::Duration::from_secs_f64(crate::ingest::retry_delay(receives));
+    let queue = shared
+        .aws
+        .settings
+        .queue_name(vodpipe_control::ports::Queue::Stitch);
+    let set = shared.aws.state.queues.raw(&queue).and_then(|q| match q {
+        Some(q) => q.delay(record.receipt_handle.as_deref().unwrap_or_default(), delay),
+        None => Ok(()),
+    });
+    if let Err(e) = set {
+        // It comes back after the queue's visibility timeout instead.
+        tracing::warn!(message = %id, error = %e, "could not shorten the failed request's wait");
+    }
 }
 
 /// Stitches one message's job; the message id when it must be delivered again.

@@ -176,8 +176,9 @@ impl SqsQueues {
     }
 }
 
-/// A queue that holds documents other than the pipeline's messages (the S3 events the
-/// ingest function gave up on), read and deleted as they are.
+/// A queue handled below the pipeline's message types: documents other than its messages
+/// (the S3 events of the upload queue and its dead-letter queue), read and deleted as they
+/// are, and messages a function received from Lambda (by their receipt) delayed.
 pub struct RawQueue<'a> {
     queues: &'a SqsQueues,
     url: String,

@@ -46,6 +46,9 @@ pub struct SimulateArgs {
     /// commit).
     #[arg(long, default_value_t = 2.0)]
     item_seconds: f64,
+    /// Seconds of video per chunk (the ingest function's `VODPIPE_CHUNK_SECONDS`).
+    #[arg(long, default_value_t = 20.0)]
+    chunk_seconds: f64,
     /// Upload mix (JSON: {"classes": [{"name", "weight", "min_secs", "max_secs", "width",
     /// "height", "fps", "audio_tracks", "tiers": {"premium", "standard", "bulk"}}]}).
     #[arg(long)]
@@ -123,6 +126,12 @@ pub fn simulate(a: SimulateArgs) -> Result<i32> {
     p.overheads.ingest_secs = a.ingest_seconds;
     p.overheads.stitch_secs = a.stitch_seconds;
     p.overheads.item_secs = a.item_seconds;
+    anyhow::ensure!(
+        a.chunk_seconds >= p.segment_secs,
+        "--chunk-seconds must be at least the segment duration ({} s)",
+        p.segment_secs
+    );
+    p.chunk_secs = a.chunk_seconds;
     if let Some(path) = &a.mix {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -92,27 +92,6 @@ fn queue_depth(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The URL and ARN of a queue bootstrap made.
-fn queue_of(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, String)> {
-    let url = bridge
-        .run(sqs.get_queue_url().queue_name(name).send())
-        .with_context(|| format!("finding queue {name}"))?
-        .queue_url()
-        .unwrap_or_default()
-        .to_string();
-    let arn = bridge
-        .run(
-            sqs.get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send(),
-        )?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    Ok((url, arn))
-}
-
 /// Runs the burst and prints its report; non-zero when an upload was lost, failed or was
 /// published twice.
 pub fn run(a: LoadArgs) -> Result<i32> {
@@ -137,8 +116,8 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     };
 
     // S3 → the upload queue, as the template wires it.
-    let uploads_queue = queue_of(&bridge, &sqs, &settings.ingest_events_queue_name())?;
-    let stitch_queue = queue_of(&bridge, &sqs, &settings.queue_name(Queue::Stitch))?;
+    let uploads_queue = crate::e2e::queue(&bridge, &sqs, &settings.ingest_events_queue_name())?;
+    let stitch_queue = crate::e2e::queue(&bridge, &sqs, &settings.queue_name(Queue::Stitch))?;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
@@ -370,12 +349,15 @@ pub fn run(a: LoadArgs) -> Result<i32> {
 
     // Every upload: exactly one job, PUBLISHED once, every item done.
     let (mut lost, mut twice, mut items) = (Vec::new(), Vec::new(), 0u64);
+    // Seconds workers spent on items, lease to stored segments (what each job sums).
+    let mut item_secs = 0.0;
     for j in 0..a.jobs {
         let uri = format!("s3://{}/{}", settings.ingest_bucket, upload_key(j));
         let jobs = aws.state.jobs_by_source(&uri)?;
         match jobs.as_slice() {
             [job] if job.status == JobStatus::Published && job.done == job.total => {
                 items += u64::from(job.total);
+                item_secs += job.encode_secs;
                 if job.stitch_count != 1 {
                     twice.push(upload_key(j));
                 }
@@ -436,6 +418,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         "calls_per_item": (calls as f64 / items.max(1) as f64 * 100.0).round() / 100.0,
         "mean_ingest_secs": mean(&ingest_stats),
         "mean_stitch_invocation_secs": mean(&stitch_stats),
+        "mean_item_secs": (item_secs / items.max(1) as f64 * 1000.0).round() / 1000.0,
         "ingest_invocations": ingest_stats.iter().map(|s| s.invocations).sum::<u32>(),
         "stitch_invocations": stitch_stats.iter().map(|s| s.invocations).sum::<u32>(),
         "faults": crate::faults::by_service(&injected),

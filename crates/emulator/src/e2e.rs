@@ -130,7 +130,11 @@ struct Wiring {
 }
 
 /// The URL and ARN of queue `name`, created if it does not exist.
-fn queue(bridge: &Bridge, sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, String)> {
+pub(crate) fn queue(
+    bridge: &Bridge,
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+) -> Result<(String, String)> {
     let existing = bridge
         .run(sqs.get_queue_url().queue_name(name).send())
         .ok()

@@ -11,104 +11,11 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// Builds JSON from parser events, turning tagged nodes into intrinsic functions.
-#[derive(Default)]
-struct Builder {
-    stack: Vec<(Value, Option<String>, Option<String>)>,
-    done: Option<Value>,
-    error: Option<String>,
-}
-
-/// The JSON form of a CloudFormation short tag (`!GetAtt A.B` is `{"Fn::GetAtt": [A, B]}`).
-fn intrinsic(tag: &str, v: Value) -> Value {
-    match tag {
-        "Ref" => json!({ "Ref": v }),
-        "Condition" => json!({ "Condition": v }),
-        "GetAtt" => match v {
-            Value::String(s) => {
-                let (res, attr) = s.split_once('.').unwrap_or((&s, ""));
-                json!({ "Fn::GetAtt": [res, attr] })
-            }
-            other => json!({ "Fn::GetAtt": other }),
-        },
-        other => json!({ format!("Fn::{other}"): v }),
-    }
-}
-
-impl Builder {
-    fn push(&mut self, v: Value) {
-        match self.stack.last_mut() {
-            None => self.done = Some(v),
-            Some((Value::Array(a), _, _)) => a.push(v),
-            Some((Value::Object(m), _, key)) => match key.take() {
-                None => match v {
-                    Value::String(k) => *key = Some(k),
-                    other => self.error = Some(format!("a mapping key that is not text: {other}")),
-                },
-                Some(k) => {
-                    m.insert(k, v);
-                }
-            },
-            Some(_) => self.error = Some("a value inside a scalar".into()),
-        }
-    }
-}
-
-fn tag_name(tag: Option<yaml_rust2::parser::Tag>) -> Option<String> {
-    tag.filter(|t| t.handle == "!").map(|t| t.suffix)
-}
-
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: Event, _mark: Marker) {
-        match ev {
-            Event::Scalar(s, style, _, tag) => {
-                let v = match (style, s.as_str()) {
-                    (TScalarStyle::Plain, "true") => Value::Bool(true),
-                    (TScalarStyle::Plain, "false") => Value::Bool(false),
-                    (TScalarStyle::Plain, "") | (TScalarStyle::Plain, "~") => Value::Null,
-                    _ => Value::String(s),
-                };
-                let v = match tag_name(tag) {
-                    Some(t) => intrinsic(&t, v),
-                    None => v,
-                };
-                self.push(v);
-            }
-            Event::SequenceStart(_, tag) => {
-                self.stack
-                    .push((Value::Array(Vec::new()), tag_name(tag), None))
-            }
-            Event::MappingStart(_, tag) => {
-                self.stack
-                    .push((Value::Object(Map::new()), tag_name(tag), None))
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((v, tag, _)) = self.stack.pop() {
-                    let v = match tag {
-                        Some(t) => intrinsic(&t, v),
-                        None => v,
-                    };
-                    self.push(v);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Parses a CloudFormation YAML template into its JSON form.
+/// Parses a CloudFormation YAML template into its JSON form (the simulator's reader:
+/// [`vodpipe_sim::template::parse`]).
 pub fn parse(text: &str) -> Result<Value> {
-    let mut b = Builder::default();
-    Parser::new_from_str(text)
-        .load(&mut b, false)
-        .map_err(|e| anyhow!("template YAML: {e}"))?;
-    if let Some(e) = b.error {
-        bail!("template YAML: {e}");
-    }
-    b.done.context("the template is empty")
+    vodpipe_sim::template::parse(text).map_err(|e| anyhow!("template YAML: {e}"))
 }
 
 /// What the template's references resolve to in one deployment.

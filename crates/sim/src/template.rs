@@ -740,8 +740,10 @@ impl EventReceiver for Builder {
     }
 }
 
-/// Parses CloudFormation YAML into its JSON form.
-fn parse(text: &str) -> Result<Value, String> {
+/// Parses CloudFormation YAML into its JSON form, short tags kept as intrinsics (`!Sub`,
+/// `!GetAtt`, `!Ref`, `!If` … become their `Fn::` forms): the one reader of the template
+/// the simulator and the emulator share, so both see the same file the same way.
+pub fn parse(text: &str) -> Result<Value, String> {
     let mut b = Builder::default();
     Parser::new_from_str(text)
         .load(&mut b, false)
