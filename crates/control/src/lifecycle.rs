@@ -68,6 +68,45 @@ fn launching_key(tier: Tier) -> Key {
     Key::new("FLEET", format!("LAUNCHING#{}", tier.as_str()))
 }
 
+/// Moves a job to the plan whose pages were written under `prefix`, with `writes` (the
+/// lease holder's item fenced by its token, the job while it still waits on `pending`):
+/// a plan revision and an index's plan differ only in the flag. A refused transaction
+/// is retried after a concurrent commit of the same job; a lost lease is an error and a
+/// job no longer waiting is `false`, and either way the unused pages are removed. The
+/// pages of a plan replaced a moment ago stay (they expire with the job's records): a
+/// reader that named them still reads them whole.
+fn swap_plan<S: RecordStore + ?Sized>(
+    store: &S,
+    lease: &Lease,
+    writes: &[Write],
+    prefix: &str,
+    pending: &str,
+    what: &str,
+) -> PortResult<bool> {
+    let id = &lease.item.job_id;
+    for _ in 0..COMMIT_ROUNDS {
+        if store.transact(writes)? {
+            return Ok(true);
+        }
+        let lost = match store.get(&item_key(&lease.item))? {
+            None => true,
+            Some(r) => get_u(&r, "token") != lease.token || get_b(&r, "done"),
+        };
+        let job = store.get(&job_key(id))?;
+        let open = job
+            .as_ref()
+            .is_some_and(|j| status_of(j) == Some(JobStatus::Encoding) && get_b(j, pending));
+        if lost || !open {
+            delete_prefixed(store, id, prefix)?;
+            return if lost { Err(lease.lost()) } else { Ok(false) };
+        }
+    }
+    delete_prefixed(store, id, prefix)?;
+    Err(PortError::Backend(format!(
+        "job {id}: {what} lost {COMMIT_ROUNDS} rounds to concurrent writes"
+    )))
+}
+
 fn launch_trouble(r: &Fields) -> LaunchTrouble {
     LaunchTrouble {
         failures: get_u(r, "failures") as u32,
@@ -789,30 +828,14 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                 ],
             },
         ];
-        for _ in 0..COMMIT_ROUNDS {
-            // The provisional plan's pages stay (they expire with the job's other records):
-            // a reader that named them a moment ago still reads them whole.
-            if self.transact(&writes)? {
-                return Ok(true);
-            }
-            // Refused: say why, or try again after a concurrent commit of the same job.
-            let lost = match self.get(&item_key(&lease.item))? {
-                None => true,
-                Some(r) => get_u(&r, "token") != lease.token || get_b(&r, "done"),
-            };
-            let job = self.get(&job_key(id))?;
-            let open = job.as_ref().is_some_and(|j| {
-                status_of(j) == Some(JobStatus::Encoding) && get_b(j, "ladder_pending")
-            });
-            if lost || !open {
-                delete_prefixed(self, id, &prefix)?;
-                return if lost { Err(lease.lost()) } else { Ok(false) };
-            }
-        }
-        delete_prefixed(self, id, &prefix)?;
-        Err(PortError::Backend(format!(
-            "job {id}: the plan revision lost {COMMIT_ROUNDS} rounds to concurrent writes"
-        )))
+        swap_plan(
+            self,
+            lease,
+            &writes,
+            &prefix,
+            "ladder_pending",
+            "the plan revision",
+        )
     }
 
     fn save_index(
@@ -864,28 +887,14 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                 changes,
             },
         ];
-        for _ in 0..COMMIT_ROUNDS {
-            // The provisional plan's pages stay (they expire with the job's other records).
-            if self.transact(&writes)? {
-                return Ok(true);
-            }
-            let lost = match self.get(&item_key(&lease.item))? {
-                None => true,
-                Some(r) => get_u(&r, "token") != lease.token || get_b(&r, "done"),
-            };
-            let job = self.get(&job_key(id))?;
-            let open = job.as_ref().is_some_and(|j| {
-                status_of(j) == Some(JobStatus::Encoding) && get_b(j, "index_pending")
-            });
-            if lost || !open {
-                delete_prefixed(self, id, &prefix)?;
-                return if lost { Err(lease.lost()) } else { Ok(false) };
-            }
-        }
-        delete_prefixed(self, id, &prefix)?;
-        Err(PortError::Backend(format!(
-            "job {id}: saving the index lost {COMMIT_ROUNDS} rounds to concurrent writes"
-        )))
+        swap_plan(
+            self,
+            lease,
+            &writes,
+            &prefix,
+            "index_pending",
+            "saving the index",
+        )
     }
 
     fn create_items(&self, lease: &Lease, items: &[(ItemRef, u64)]) -> PortResult<()> {
