@@ -306,10 +306,6 @@ fn two_hour_unindexed_sources_publish_and_their_ingest_reads_under_five_percent(
         "lavfi",
         "-i",
         "testsrc2=size=160x90:rate=1",
-        "-f",
-        "lavfi",
-        "-i",
-        "anoisesrc=r=8000:a=0.1",
         "-t",
         "60",
         "-c:v",
@@ -318,10 +314,6 @@ fn two_hour_unindexed_sources_publish_and_their_ingest_reads_under_five_percent(
         "ultrafast",
         "-g",
         "4",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "16k",
         clip.to_str().unwrap(),
     ]);
     let list = d.path().join("list.txt");
@@ -353,7 +345,7 @@ fn two_hour_unindexed_sources_publish_and_their_ingest_reads_under_five_percent(
         let before = bytes_read_from(&settings.ingest_bucket);
         let job = json(
             vodpipe(&env)
-                .args(["ingest", &uri, "--json", "--chunk-seconds", "240"])
+                .args(["ingest", &uri, "--json", "--chunk-seconds", "600"])
                 .output()
                 .unwrap(),
         );

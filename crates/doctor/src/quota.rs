@@ -221,7 +221,7 @@ mod tests {
         let new_account = lambda_concurrency(Ok(10), want);
         assert_eq!(new_account.level, Level::Warn);
         assert!(
-            new_account.detail.contains("below the 72"),
+            new_account.detail.contains("below the 122"),
             "{}",
             new_account.detail
         );

@@ -307,7 +307,8 @@ mod tests {
         assert!(text("worker").contains("arn:aws:dynamodb:us-east-1:123456789012:table/n-jobs"));
         assert!(text("stitch").contains("cloudfront:CreateInvalidation"));
         assert!(text("stitch").contains("distribution/E123"));
-        assert!(text("ingest").contains("arn:aws:sqs:us-east-1:123456789012:n-ingest-events-dlq"));
+        // The upload queue, whose failed and deferred uploads ingest delays.
+        assert!(text("ingest").contains("arn:aws:sqs:us-east-1:123456789012:n-ingest-events\""));
         assert!(!text("worker").contains("cloudfront"));
     }
 

@@ -202,15 +202,10 @@ pub fn chunk_args(
     let mut still_outputs: Vec<(&'static str, &PathBuf, &'static str)> = Vec::new();
     if let Some(st) = stills {
         let (tw, th) = thumbnail_size(video);
-        let picks: Vec<String> = chunk
-            .keyframe_offsets()
-            .iter()
-            .map(|o| format!("eq(n,{o})"))
-            .collect();
         graph.push_str(&format!(
             ";[s{n}]trim=end_frame={},select='{}',scale={tw}:{th}:flags=bicubic,setsar=1,tile={}x1[sprite]",
             chunk.frames,
-            picks.join("+"),
+            frame_set_expr(&chunk.keyframe_offsets()),
             ctx.plan.segments_per_chunk().max(1)
         ));
         still_outputs.push(("[sprite]", &st.sprite, "5"));
@@ -230,11 +225,7 @@ pub fn chunk_args(
         }
     }
     a.extend(["-filter_complex".into(), graph]);
-    let kf: Vec<String> = chunk
-        .keyframe_offsets()
-        .iter()
-        .map(|o| format!("eq(n,{o})"))
-        .collect();
+    let kf = frame_set_expr(&chunk.keyframe_offsets());
     let timescale = video_timescale(video).to_string();
     for (i, (r, out)) in ctx.rungs.iter().zip(outputs).enumerate() {
         a.extend([
@@ -272,10 +263,49 @@ pub fn chunk_args(
     a
 }
 
+/// An ffmpeg expression true on exactly the frame numbers `offsets` (ascending): for
+/// `select` and `-force_key_frames expr:`. ffmpeg's parser refuses more than 100 terms in
+/// one sum, which a long chunk's segment starts exceed (a 10-minute chunk of 4 s segments
+/// has 150), so evenly spaced runs become one `between(n,a,b)*not(mod(n-a,step))` term
+/// each (a constant frame rate's segments are a single run) and the terms are summed in
+/// parenthesised groups of at most 50.
+pub fn frame_set_expr(offsets: &[u64]) -> String {
+    let mut terms = Vec::new();
+    let mut i = 0;
+    while i < offsets.len() {
+        let start = offsets[i];
+        let step = offsets.get(i + 1).map(|n| n - start);
+        let mut end = i;
+        if let Some(step) = step.filter(|s| *s > 0) {
+            while end + 1 < offsets.len() && offsets[end + 1] - offsets[end] == step {
+                end += 1;
+            }
+            if end - i >= 2 {
+                terms.push(format!(
+                    "between(n,{start},{})*not(mod(n-{start},{step}))",
+                    offsets[end]
+                ));
+                i = end + 1;
+                continue;
+            }
+        }
+        terms.push(format!("eq(n,{start})"));
+        i += 1;
+    }
+    if terms.is_empty() {
+        return "0".into();
+    }
+    terms
+        .chunks(50)
+        .map(|group| format!("({})", group.join("+")))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
 /// The encoder options of one rung: capped constant quality, keyframes on exactly the
-/// chunk's segment starts (`kf`: `eq(n,…)` terms) and nowhere else, closed GOPs.
-fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &[String]) -> Vec<String> {
-    let force = format!("expr:{}", kf.join("+"));
+/// chunk's segment starts (`kf`: a [`frame_set_expr`]) and nowhere else, closed GOPs.
+fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &str) -> Vec<String> {
+    let force = format!("expr:{kf}");
     let cap = [
         "-maxrate".to_string(),
         format!("{}k", r.max_kbps),
@@ -755,4 +785,53 @@ fn encode_audio_as(ctx: &EncodeContext<'_>, track: usize, channels: u32) -> Resu
         init: f.init,
         segments: f.fragments,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frame numbers ffmpeg's `select` keeps of the first `frames` of a 1 fps source.
+    fn selected(expr: &str, frames: u64) -> Vec<u64> {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size=16x16:rate=1:duration={frames}"))
+            .args([
+                "-vf",
+                &format!("select='{expr}',showinfo"),
+                "-f",
+                "null",
+                "-",
+            ])
+            .output()
+            .expect("ffmpeg is required: run `make test` (it installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| l.split("pts:").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_long_chunks_frame_sets_stay_within_what_ffmpeg_parses() {
+        // A 10-minute chunk's 4 s segments at 1 fps: 150 starts, one evenly spaced run.
+        let even: Vec<u64> = (0..150).map(|i| i * 4).collect();
+        let expr = frame_set_expr(&even);
+        assert!(expr.len() < 100, "{expr}");
+        assert_eq!(selected(&expr, 600), even);
+        // Uneven spacing (a variable frame rate): 120 starts, no run of three.
+        let mut uneven = vec![0u64];
+        for i in 0..119 {
+            let last = *uneven.last().unwrap_or(&0);
+            uneven.push(last + 3 + (i % 2));
+        }
+        let expr = frame_set_expr(&uneven);
+        assert_eq!(selected(&expr, 420), uneven);
+        assert_eq!(frame_set_expr(&[]), "0");
+    }
 }
