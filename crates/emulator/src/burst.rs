@@ -283,6 +283,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     // (seconds since the start, jobs published): the stitch rate's raw series.
     let mut published_at: Vec<(f64, u64)> = Vec::new();
     let mut last_report = Instant::now();
+    let mut last_sweep = Instant::now();
     let (published, failed) = loop {
         std::thread::sleep(Duration::from_secs(1));
         for (label, url) in [
@@ -315,6 +316,17 @@ pub fn run(a: LoadArgs) -> Result<i32> {
                 a.jobs,
                 queue_depth(&bridge, &sqs, &uploads_queue.0),
             ));
+        }
+        // The fleet tick's stitch sweep (a worker killed between its last commit and its
+        // stitch request strands the job otherwise).
+        if last_sweep.elapsed() >= Duration::from_secs(5) {
+            last_sweep = Instant::now();
+            let stale = (2 * a.lease_seconds) as f64;
+            if let Err(e) =
+                vodpipe_control::sweep::restitch_stranded(&aws.state, &aws.state, stale, false)
+            {
+                say(format!("the stitch sweep failed: {e}"));
+            }
         }
         if a.kill_every > 0.0 && last_kill.elapsed().as_secs_f64() >= a.kill_every {
             last_kill = Instant::now();

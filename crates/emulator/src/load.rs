@@ -576,6 +576,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         "planned and queued in {planned:.1} s; waiting for PUBLISHED"
     ));
     let mut last_report = Instant::now();
+    let mut last_sweep = Instant::now();
     let (published, failed) = loop {
         let published = count_in(&aws, &db, JobStatus::Published)?;
         let failed = count_in(&aws, &db, JobStatus::Failed)?;
@@ -596,6 +597,18 @@ pub fn run(a: LoadArgs) -> Result<i32> {
             ));
         }
         chaos(&mut workers, &mut dice, &mut kills)?;
+        // The fleet's sweep, as a deployment's tick runs it: a worker killed between its
+        // last commit and sending the stitch request leaves its job STITCHING with no
+        // request, which only the sweep asks for again (once the stitch queue is empty).
+        if last_sweep.elapsed() >= Duration::from_secs(5) {
+            last_sweep = Instant::now();
+            let stale = (2 * a.lease_seconds) as f64;
+            if let Err(e) =
+                vodpipe_control::sweep::restitch_stranded(&aws.state, &aws.state, stale, false)
+            {
+                say(format!("the stitch sweep failed: {e}"));
+            }
+        }
         std::thread::sleep(Duration::from_secs(1));
     };
     let elapsed = started.elapsed().as_secs_f64();
