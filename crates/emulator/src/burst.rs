@@ -15,7 +15,9 @@
 //! ingest and stitch invocation and item times (what `vodpipe simulate --burst` replays),
 //! and checks that every upload published exactly once.
 
-use crate::load::{count_in, request_counts, spawn_worker, template_init, worker_role, LoadArgs};
+use crate::load::{
+    count_in, request_counts, spawn_worker, sweep_stitches, template_init, worker_role, LoadArgs,
+};
 use crate::moto::Moto;
 use crate::runtime_api::FunctionHost;
 use crate::sources::{s3_to_function, sqs_to_function, S3Delivery, SourceCtx};
@@ -321,12 +323,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         // stitch request strands the job otherwise).
         if last_sweep.elapsed() >= Duration::from_secs(5) {
             last_sweep = Instant::now();
-            let stale = (2 * a.lease_seconds) as f64;
-            if let Err(e) =
-                vodpipe_control::sweep::restitch_stranded(&aws.state, &aws.state, stale, false)
-            {
-                say(format!("the stitch sweep failed: {e}"));
-            }
+            sweep_stitches(&aws, a.lease_seconds, &say);
         }
         if a.kill_every > 0.0 && last_kill.elapsed().as_secs_f64() >= a.kill_every {
             last_kill = Instant::now();

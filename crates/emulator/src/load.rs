@@ -351,6 +351,17 @@ fn request_cost(service: &str, op: &str, requests: u64, bytes_in: u64, bytes_out
     }
 }
 
+/// The fleet tick's stitch sweep, as a deployment runs it: a worker killed between its
+/// last commit and its stitch request leaves its job STITCHING with no request, which
+/// only the sweep asks for again (once the stitch queue is empty). Stale after two leases.
+pub(crate) fn sweep_stitches(aws: &Aws, lease_seconds: u64, say: &dyn Fn(String)) {
+    let stale = (2 * lease_seconds) as f64;
+    if let Err(e) = vodpipe_control::sweep::restitch_stranded(&aws.state, &aws.state, stale, false)
+    {
+        say(format!("the stitch sweep failed: {e}"));
+    }
+}
+
 /// Jobs in `status`, counted with one query on the status index.
 pub(crate) fn count_in(aws: &Aws, db: &aws_sdk_dynamodb::Client, status: JobStatus) -> Result<u64> {
     let mut total = 0u64;
@@ -602,12 +613,7 @@ pub fn run(a: LoadArgs) -> Result<i32> {
         // request, which only the sweep asks for again (once the stitch queue is empty).
         if last_sweep.elapsed() >= Duration::from_secs(5) {
             last_sweep = Instant::now();
-            let stale = (2 * a.lease_seconds) as f64;
-            if let Err(e) =
-                vodpipe_control::sweep::restitch_stranded(&aws.state, &aws.state, stale, false)
-            {
-                say(format!("the stitch sweep failed: {e}"));
-            }
+            sweep_stitches(&aws, a.lease_seconds, &say);
         }
         std::thread::sleep(Duration::from_secs(1));
     };
