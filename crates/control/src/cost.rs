@@ -6,7 +6,7 @@
 //! prices (us-east-1, Linux/ARM64) and only an estimate; override them in your own build if
 //! your region differs.
 
-use crate::ports::Tier;
+use crate::domain::Tier;
 use serde::{Deserialize, Serialize};
 
 /// The worker task size the estimate assumes.

@@ -20,8 +20,9 @@
 //!   counted as a failed stitch, for a stitch that timed out or crashed reports nothing),
 //!   until [`STITCH_FAILURES_TO_FAIL`] stitches of the job have failed.
 
-use crate::job::JobStatus;
-use crate::ports::{ItemRef, ItemState, JobRecord, Tier};
+use crate::domain::JobStatus;
+use crate::domain::{ItemRef, JobRecord, Tier};
+use crate::ports::ItemState;
 
 /// Failed attempts (each with an error) after which an item's dead letter fails its job.
 pub const FAILURES_TO_FAIL: u32 = 3;
@@ -111,7 +112,7 @@ pub fn stitch(job: Option<&JobRecord>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::ItemKind;
+    use crate::domain::ItemKind;
 
     fn job(status: JobStatus, tier: Tier) -> JobRecord {
         let mut j: JobRecord = serde_json::from_value(serde_json::json!({

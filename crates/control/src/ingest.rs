@@ -4,9 +4,10 @@
 //! at least once) finds the job already there and queues nothing. A source the input
 //! policy refuses, or that cannot be read, ends as a FAILED job with the reason.
 
-use crate::job::JobStatus;
+use crate::domain::JobStatus;
+use crate::domain::{ItemKind, ItemRef, Message, Queue};
 use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
-use crate::ports::{ItemKind, ItemRef, Message, PortResult, Queue};
+use crate::ports::PortResult;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -360,7 +361,7 @@ fn settings_for(
     cfg: &Config,
     source: &Source,
     wait: Duration,
-) -> PortResult<crate::settings::JobSettings> {
+) -> PortResult<crate::domain::JobSettings> {
     let refused = |e: String| {
         crate::settings::fallback(
             &source.key,
@@ -445,7 +446,7 @@ pub fn abandoned_after(cfg: &Config) -> f64 {
 pub(crate) fn requeue_unfinished(
     ports: Ports<'_>,
     job_id: &str,
-    tier: crate::ports::Tier,
+    tier: crate::domain::Tier,
 ) -> PortResult<()> {
     let messages: Vec<Message> = unfinished(ports.jobs, job_id)?
         .into_iter()

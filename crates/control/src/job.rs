@@ -5,68 +5,8 @@
 //! the job already there. The asset name, under which outputs are published, derives from
 //! the source key so published URLs are predictable.
 
-use serde::{Deserialize, Serialize};
+pub use crate::domain::JobStatus;
 use sha2::{Digest, Sha256};
-
-/// The states a job moves through, in order; PUBLISHED and FAILED are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum JobStatus {
-    /// Accepted, not yet probed.
-    Queued,
-    /// Being probed and planned.
-    Probing,
-    /// Chunks and audio are being encoded.
-    Encoding,
-    /// All work done; manifests are being written.
-    Stitching,
-    /// Manifests published; final.
-    Published,
-    /// Stopped with a reason; final.
-    Failed,
-}
-
-impl JobStatus {
-    /// All states, in lifecycle order.
-    pub const ALL: [JobStatus; 6] = [
-        JobStatus::Queued,
-        JobStatus::Probing,
-        JobStatus::Encoding,
-        JobStatus::Stitching,
-        JobStatus::Published,
-        JobStatus::Failed,
-    ];
-
-    /// The stored/displayed name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "QUEUED",
-            JobStatus::Probing => "PROBING",
-            JobStatus::Encoding => "ENCODING",
-            JobStatus::Stitching => "STITCHING",
-            JobStatus::Published => "PUBLISHED",
-            JobStatus::Failed => "FAILED",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<JobStatus> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s))
-    }
-
-    /// Whether nothing more will happen to the job.
-    pub fn is_final(self) -> bool {
-        matches!(self, JobStatus::Published | JobStatus::Failed)
-    }
-}
-
-impl std::fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A job id from the source identity: where it lives (bucket or directory, key) and which
 /// version of it (version id, ETag, or size+mtime for local files).

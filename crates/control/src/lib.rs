@@ -10,11 +10,13 @@
 //! The use-cases: [`ingest`] (a source, with the [`settings`] its upload chose, becomes a
 //! planned, queued job), [`worker`] (lease, encode, commit), [`stitch`] (manifests,
 //! pointers, publish) and [`sweep`] (what no event will ever finish: abandoned ingests,
-//! stranded jobs, and the capacity each tier needs). [`job`] is a job's identity and
-//! states; [`cost`] estimates what a job cost; [`metrics`] reports to CloudWatch.
+//! stranded jobs, and the capacity each tier needs). [`domain`] holds the types they all
+//! speak (a job, its state and settings, work items, tiers and queues); [`job`] is a job's
+//! identity; [`cost`] estimates what a job cost; [`metrics`] reports to CloudWatch.
 
 pub mod cost;
 pub mod dead_letters;
+pub mod domain;
 pub mod ingest;
 pub mod job;
 pub mod lifecycle;

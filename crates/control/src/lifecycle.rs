@@ -20,10 +20,11 @@
 //! - Documents (plans, large results) live in page records of at most [`PAGE_BYTES`],
 //!   outside the job record, so no record nears DynamoDB's 400 KB item limit.
 
-use crate::job::JobStatus;
+use crate::domain::JobStatus;
+use crate::domain::{ItemKind, ItemRef, JobRecord, Tier};
 use crate::ports::{
-    Acquired, Completion, ItemKind, ItemRef, ItemState, JobRecord, JobStore, LaunchClaim,
-    LaunchTrouble, Lease, PortError, PortResult, Release, Tier,
+    Acquired, Completion, ItemState, JobStore, LaunchClaim, LaunchTrouble, Lease, PortError,
+    PortResult, Release,
 };
 use crate::records::{Change, Cond, Fields, Index, Key, RecordStore, Value, Write};
 use std::time::Duration;
@@ -336,7 +337,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         source: &str,
         asset: &str,
         tier: Tier,
-        settings: &crate::settings::JobSettings,
+        settings: &crate::domain::JobSettings,
     ) -> PortResult<(JobRecord, bool)> {
         // The nonce tells this call its create landed even when a retry of the same write
         // (by the SDK, after a lost response) found the record there.
@@ -1174,7 +1175,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         id: &str,
         master_key: &str,
         dash_key: &str,
-        renditions: &[crate::outputs::Rendition],
+        renditions: &[crate::domain::Rendition],
     ) -> PortResult<bool> {
         let renditions = serde_json::to_string(renditions)
             .map_err(|e| PortError::Backend(format!("renditions: {e}")))?;

@@ -100,7 +100,7 @@ pub fn emit(values: &[(&str, f64, Unit)], extra: &[(&str, &str)]) {
 }
 
 /// A job entered `state`.
-pub fn job_state(state: crate::job::JobStatus) {
+pub fn job_state(state: crate::domain::JobStatus) {
     emit(
         &[("JobStateChanges", 1.0, Unit::Count)],
         &[("State", state.as_str())],
@@ -109,7 +109,7 @@ pub fn job_state(state: crate::job::JobStatus) {
 
 /// A job planned (or refused) at ingest, by its tier and where the tier came from: what the
 /// dashboard's "uploads by tier" widget sums.
-pub fn job_ingested(settings: &crate::settings::JobSettings) {
+pub fn job_ingested(settings: &crate::domain::JobSettings) {
     let from = serde_json::to_value(settings.tier.from)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

@@ -6,7 +6,8 @@
 //! the job store has committed that attempt under the lease's token, so a zombie worker's
 //! late upload lands in a directory nothing references.
 
-use crate::ports::{ItemKind, ItemRef};
+pub use crate::domain::Rendition;
+use crate::domain::{ItemKind, ItemRef, JobRecord};
 use serde::{Deserialize, Serialize};
 use vodpipe_media::package::SegmentRef;
 
@@ -58,48 +59,12 @@ pub struct TrackResult {
     pub skipped: Option<String>,
 }
 
-/// One published rendition, as status, the job record and job events list it: what a
-/// person checking an upload wants to know without reading the manifests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rendition {
-    /// Rendition id (`720p`, `audio_0`, `audio_0_51`).
-    pub id: String,
-    /// `video` or `audio`.
-    pub kind: String,
-    /// RFC 6381 codec string.
-    pub codec: String,
-    /// Average bitrate measured from the segments, bits per second.
-    pub average_bps: u64,
-    /// Picture size, for video.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
-    /// Picture size, for video.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub height: Option<u32>,
-    /// Channels, for audio (2, or 6 for 5.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channels: Option<u32>,
-    /// Language, for audio, when the source names one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
-    /// Whether an I-frame playlist lists it for trick play.
-    #[serde(default)]
-    pub trick_play: bool,
-    /// The file to fetch, relative to the job directory, for what is one file: a
-    /// subtitle track's whole WebVTT, the thumbnail track (`thumbnails.vtt`), the poster.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uri: Option<String>,
-    /// Why a track of the source is not published (bitmap subtitles), when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<String>,
-}
-
 /// Where the stitch publishes the WebVTT thumbnail track, in the job directory.
 pub const THUMBNAILS_VTT: &str = "thumbnails.vtt";
 
 /// The key of `job`'s published file of rendition kind `kind` (`poster`, `thumbnails`):
 /// what status and job events point a CMS at.
-pub fn published_key(job: &crate::ports::JobRecord, kind: &str) -> Option<String> {
+pub fn published_key(job: &JobRecord, kind: &str) -> Option<String> {
     job.renditions
         .iter()
         .find(|r| r.kind == kind && r.skipped.is_none())
@@ -108,7 +73,7 @@ pub fn published_key(job: &crate::ports::JobRecord, kind: &str) -> Option<String
 }
 
 /// The languages (or names, for a track without one) of `job`'s published subtitles.
-pub fn subtitle_languages(job: &crate::ports::JobRecord) -> Vec<String> {
+pub fn subtitle_languages(job: &JobRecord) -> Vec<String> {
     job.renditions
         .iter()
         .filter(|r| r.kind == "text" && r.skipped.is_none())

@@ -119,7 +119,7 @@ impl JobPlan {
     }
 
     /// Whether the source's frame table is still to be read, by the job's index item
-    /// ([`crate::ports::ItemKind::Index`]): the plan has no chunks yet and its rungs are
+    /// ([`crate::domain::ItemKind::Index`]): the plan has no chunks yet and its rungs are
     /// provisional (a variable frame rate, known only from the table, rules AV1 out).
     pub fn index_pending(&self) -> bool {
         self.plan.awaiting_index.is_some() && self.media.video.is_some()
@@ -303,7 +303,7 @@ impl TextTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::ItemKind;
+    use crate::domain::ItemKind;
     use vodpipe_media::probe::SubtitleInfo;
 
     /// A 12-second MPEG-TS header as ffprobe reports it: 25 fps on the 90 kHz clock,

@@ -9,7 +9,8 @@
 //! synchronous: the worker's real work is a blocking ffmpeg process, and async adapters
 //! bridge with their runtime's `block_on`.
 
-use crate::job::JobStatus;
+use crate::domain::JobStatus;
+pub use crate::domain::{ItemKind, ItemRef, JobRecord, Message, Queue, Tier};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -126,166 +127,6 @@ pub trait ObjectStore: Send + Sync {
     }
 }
 
-/// The tier a job runs on. Premium runs on on-demand capacity; standard and bulk on Spot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// On-demand capacity, served first.
-    Premium,
-    /// Spot capacity, the default.
-    Standard,
-    /// Spot capacity, served last but never starved.
-    Bulk,
-}
-
-impl Tier {
-    /// All tiers, in priority order.
-    pub const ALL: [Tier; 3] = [Tier::Premium, Tier::Standard, Tier::Bulk];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Premium => "premium",
-            Tier::Standard => "standard",
-            Tier::Bulk => "bulk",
-        }
-    }
-
-    /// Parses a stored or typed name.
-    pub fn parse(s: &str) -> Option<Tier> {
-        Tier::ALL
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
-    }
-}
-
-impl std::fmt::Display for Tier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a unit of work is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemKind {
-    /// A video chunk (every rung).
-    Video,
-    /// One audio track, whole.
-    Audio,
-    /// One subtitle track, converted to WebVTT.
-    Text,
-    /// The per-title ladder analysis of a job whose ladder is `auto`: sampled probe
-    /// encodes that choose the rungs before any chunk is encoded. It runs on a worker, not
-    /// in the ingest function: it needs an encoder, and the workers have one.
-    Analysis,
-    /// The frame table of a source whose container carries none (MKV, MPEG-TS, MXF, AVI,
-    /// fragmented MP4): a scan of every packet, whose cost grows with the source, so it
-    /// runs on a worker, not in the ingest function. A job waiting for it has this item
-    /// alone; the scan plans the chunks and makes every other item of the job
-    /// ([`JobStore::save_index`], [`JobStore::create_items`]).
-    Index,
-}
-
-impl ItemKind {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemKind::Video => "video",
-            ItemKind::Audio => "audio",
-            ItemKind::Text => "text",
-            ItemKind::Analysis => "analysis",
-            ItemKind::Index => "index",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<ItemKind> {
-        match s {
-            "video" => Some(ItemKind::Video),
-            "audio" => Some(ItemKind::Audio),
-            "text" => Some(ItemKind::Text),
-            "analysis" => Some(ItemKind::Analysis),
-            "index" => Some(ItemKind::Index),
-            _ => None,
-        }
-    }
-}
-
-/// A work item's identity: the message body on the queue.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ItemRef {
-    /// Job id.
-    pub job_id: String,
-    /// Chunk or audio track.
-    pub kind: ItemKind,
-    /// Chunk index or track index.
-    pub index: u32,
-}
-
-impl ItemRef {
-    /// How the item is named in messages and errors ("chunk 3", "audio track 0").
-    pub fn describe(&self) -> String {
-        match self.kind {
-            ItemKind::Video => format!("chunk {}", self.index),
-            ItemKind::Audio => format!("audio track {}", self.index),
-            ItemKind::Text => format!("subtitle track {}", self.index),
-            ItemKind::Analysis => "the ladder analysis".to_string(),
-            ItemKind::Index => "the frame index".to_string(),
-        }
-    }
-}
-
-/// A queue: one per tier for work items, one for stitch requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Queue {
-    /// Encoding work for a tier.
-    Work(Tier),
-    /// "This job's last item is done": stitch and publish it.
-    Stitch,
-}
-
-impl Queue {
-    /// Every queue: the tiers' and the stitch queue.
-    pub fn all() -> [Queue; 4] {
-        [
-            Queue::Work(Tier::Premium),
-            Queue::Work(Tier::Standard),
-            Queue::Work(Tier::Bulk),
-            Queue::Stitch,
-        ]
-    }
-
-    /// The stored name (`premium`, `standard`, `bulk`, `stitch`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Queue::Work(t) => t.as_str(),
-            Queue::Stitch => "stitch",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Queue> {
-        if s == "stitch" {
-            return Some(Queue::Stitch);
-        }
-        Tier::parse(s).map(Queue::Work)
-    }
-}
-
-/// A message body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Message {
-    /// Encode this item.
-    Item(ItemRef),
-    /// Stitch and publish this job.
-    Stitch {
-        /// Job id.
-        job_id: String,
-    },
-}
-
 /// A message taken from a queue; invisible to others until its visibility ends.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -325,87 +166,6 @@ pub trait WorkQueue: Send + Sync {
     fn receive_dead(&self, visibility: Duration) -> PortResult<Option<Delivery>>;
     /// Visible plus in-flight messages on `queue` (capacity decisions, status).
     fn depth(&self, queue: Queue) -> PortResult<u64>;
-}
-
-/// A job as the job store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    /// Job id.
-    pub id: String,
-    /// Source URI or path.
-    pub source: String,
-    /// Asset name (output prefix).
-    pub asset: String,
-    /// Tier.
-    pub tier: Tier,
-    /// State.
-    pub status: JobStatus,
-    /// Reason, when FAILED.
-    pub error: Option<String>,
-    /// Items done.
-    pub done: u32,
-    /// Items in all.
-    pub total: u32,
-    /// Frames encoded (chunks done plus progress of chunks in flight).
-    pub frames_done: u64,
-    /// Source frames.
-    pub frames_total: u64,
-    /// Source duration, seconds.
-    pub duration_secs: f64,
-    /// Video renditions.
-    pub rungs: u32,
-    /// Encode attempts started.
-    pub attempts: u32,
-    /// Attempts that failed.
-    pub failures: u32,
-    /// Attempts cut short by an interruption (SIGTERM, Spot reclaim).
-    pub interruptions: u32,
-    /// Seconds of encoding that produced committed results.
-    pub encode_secs: f64,
-    /// Seconds of encoding thrown away (failed or interrupted attempts).
-    pub wasted_secs: f64,
-    /// Created (seconds since the epoch).
-    pub created_at: f64,
-    /// Every item's message sent (just after ENCODING is entered).
-    pub queued_at: Option<f64>,
-    /// First item leased.
-    pub started_at: Option<f64>,
-    /// STITCHING entered.
-    pub stitch_started_at: Option<f64>,
-    /// PUBLISHED or FAILED entered.
-    pub finished_at: Option<f64>,
-    /// Times published (the conditional transition keeps it at 1; counted to prove it).
-    pub stitch_count: u32,
-    /// The last item committed (seconds since the epoch): how the sweep for stalled jobs
-    /// tells a job still moving from one whose messages are gone.
-    #[serde(default)]
-    pub progress_at: Option<f64>,
-    /// Stitches of this job that failed (a store or S3 error; content problems fail the
-    /// job at once), and the last one's reason.
-    #[serde(default)]
-    pub stitch_failures: u32,
-    /// See `stitch_failures`.
-    #[serde(default)]
-    pub stitch_error: Option<String>,
-    /// When a sweep last queued the job's items or requested its stitch again.
-    #[serde(default)]
-    pub repaired_at: Option<f64>,
-    /// Master playlist key, once published.
-    pub master_key: Option<String>,
-    /// MPD key, once published.
-    pub dash_key: Option<String>,
-    /// What was published, once PUBLISHED (empty before, and for jobs published before it
-    /// was recorded).
-    #[serde(default)]
-    pub renditions: Vec<crate::outputs::Rendition>,
-    /// What the upload chose (tier, ladder, segments, codecs, asset) and where each came
-    /// from; none for jobs made before settings were recorded.
-    pub settings: Option<crate::settings::JobSettings>,
-    /// Names the saved plan: a new plan (after a reset) gets a new id, so a worker may keep
-    /// a plan it read under its id instead of reading it again for every item. None where
-    /// reading the plan costs nothing worth saving (SQLite) or before the plan exists.
-    #[serde(default)]
-    pub plan_id: Option<String>,
 }
 
 /// A lease on one item: who may work it, until when, under which fencing token.
@@ -460,7 +220,7 @@ pub trait JobStore: Send + Sync {
         source: &str,
         asset: &str,
         tier: Tier,
-        settings: &crate::settings::JobSettings,
+        settings: &crate::domain::JobSettings,
     ) -> PortResult<(JobRecord, bool)>;
     /// Claims the output name `asset` for `source` (every version of one source shares its
     /// name) unless another source holds it; returns the source holding it now. Two keys
@@ -614,7 +374,7 @@ pub trait JobStore: Send + Sync {
         id: &str,
         master_key: &str,
         dash_key: &str,
-        renditions: &[crate::outputs::Rendition],
+        renditions: &[crate::domain::Rendition],
     ) -> PortResult<bool>;
     /// Every item of a job with its state (to re-queue after an interrupted ingest).
     fn items(&self, id: &str) -> PortResult<Vec<(ItemRef, ItemState)>>;

@@ -19,8 +19,9 @@
 //! value that does not parse or is out of range is a verdict on the upload: the job fails
 //! with the reason and is never retried.
 
-use crate::ports::Tier;
-use serde::{Deserialize, Serialize};
+use crate::domain::Tier;
+pub use crate::domain::{JobSettings, Origin, Setting};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vodpipe_media::error::{Error, Result};
@@ -41,69 +42,6 @@ pub const PROFILES_PREFIX: &str = "_vodpipe/profiles/";
 pub const SEGMENT_SECONDS: (f64, f64) = (1.0, 30.0);
 /// The ladder name that means the deployment's own default.
 pub const DEFAULT_PROFILE: &str = "default";
-
-/// Where a setting came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Origin {
-    /// A command-line flag.
-    Command,
-    /// The object's `x-amz-meta-vodpipe-*` metadata.
-    Metadata,
-    /// The `<key>.vodpipe.json` settings file.
-    SettingsFile,
-    /// The deployment's key-prefix map.
-    Prefix,
-    /// The deployment's default.
-    Default,
-}
-
-/// One resolved setting and where it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Setting<T> {
-    /// The value.
-    pub value: T,
-    /// Where it was set.
-    pub from: Origin,
-}
-
-impl<T> Setting<T> {
-    fn new(value: T, from: Origin) -> Self {
-        Setting { value, from }
-    }
-}
-
-/// Everything an upload chose, as recorded on its job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobSettings {
-    /// The tier (queue and capacity) the job runs on.
-    pub tier: Setting<Tier>,
-    /// The ladder: a profile name, or `inline` for rungs written in the settings file.
-    pub ladder: Setting<String>,
-    /// Segment duration, seconds.
-    pub segment_seconds: Setting<f64>,
-    /// Video codecs.
-    pub codecs: Setting<Vec<String>>,
-    /// The asset name outputs are published under.
-    pub asset: Setting<String>,
-    /// The ladder itself, as it was when the job was made (a profile may change later;
-    /// the job keeps what it was planned with).
-    #[serde(default)]
-    pub ladder_config: LadderConfig,
-    /// Why the upload's own settings could not be used: the job fails with this reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<String>,
-    /// The exact version of the source the job was made from (an S3 version id), read by
-    /// every later step: an upload that overwrites the key mid-encode makes its own job and
-    /// never feeds new bytes to this job's plan. None where sources have no versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_version: Option<String>,
-    /// The upload's place among the uploads of its key: the `sequencer` of its S3 event
-    /// (S3's own order of one key's events), or a local file's modification time. Versions
-    /// of a source are published in this order, never in the order their ingests ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_sequencer: Option<String>,
-}
 
 /// The deployment's side of the resolution.
 #[derive(Debug, Clone)]

@@ -13,10 +13,12 @@
 //! alone and is retired at once; publishing the newest version retires the earlier
 //! versions' directories (finished jobs only) for the store's lifecycle.
 
-use crate::job::JobStatus;
-use crate::outputs::{dash_pointer, job_dir, master_pointer, Rendition, TrackResult};
+use crate::domain::JobStatus;
+use crate::domain::Rendition;
+use crate::domain::{ItemKind, ItemRef, JobRecord};
+use crate::outputs::{dash_pointer, job_dir, master_pointer, TrackResult};
 use crate::pipeline::{JobPlan, Ports};
-use crate::ports::{Cacheability, ItemKind, ItemRef, JobRecord, PortError, PortResult};
+use crate::ports::{Cacheability, PortError, PortResult};
 use std::collections::HashMap;
 use vodpipe_media::package::{self, SegmentRef, Track, TrackKind};
 
@@ -548,7 +550,7 @@ fn skipped_text(index: usize, language: Option<String>, why: String) -> Renditio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::Tier;
+    use crate::domain::Tier;
 
     fn job(id: &str, asset: &str, created_at: f64, status: JobStatus) -> JobRecord {
         JobRecord {

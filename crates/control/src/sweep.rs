@@ -18,10 +18,11 @@
 //! probes last; each job and each tier on its own, so one failure never stops the repair
 //! of the others. A dry run says what each would do and changes nothing.
 
+use crate::domain::JobStatus;
+use crate::domain::{JobRecord, Message, Queue, Tier};
 use crate::ingest::{abandoned_after, ingest, Source};
-use crate::job::JobStatus;
 use crate::pipeline::{Config, Ports};
-use crate::ports::{JobRecord, JobStore, Message, PortResult, Queue, Tier, WorkQueue};
+use crate::ports::{JobStore, PortResult, WorkQueue};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use vodpipe_media::process::now_secs;

@@ -12,13 +12,14 @@
 //! A lost stitch request is asked for again by the next message that finds its job
 //! waiting to be stitched.
 
-use crate::job::{content_hash, JobStatus};
+use crate::domain::JobRecord;
+use crate::domain::JobStatus;
+use crate::domain::{ItemKind, ItemRef, Message, Queue, Tier};
+use crate::job::content_hash;
 use crate::outputs::{attempt_dir, job_dir, TrackResult};
 use crate::pipeline::{Config, JobPlan, Ports, TextSource};
-use crate::ports::JobRecord;
 use crate::ports::{
-    Acquired, Cacheability, Completion, Delivery, ItemKind, ItemRef, Lease, Message, PortError,
-    PortResult, Queue, Release, Tier,
+    Acquired, Cacheability, Completion, Delivery, Lease, PortError, PortResult, Release,
 };
 use crate::stitch::stitch;
 use std::path::PathBuf;

@@ -440,11 +440,9 @@ pub(crate) fn spawn_worker(
         .spawn()?)
 }
 
-/// Runs the load and prints its report; non-zero when a job was lost or published twice.
+/// Runs the control-plane load (`--deployed` is [`crate::burst::run`]) and prints its
+/// report; non-zero when a job was lost or published twice.
 pub fn run(a: LoadArgs) -> Result<i32> {
-    if a.deployed {
-        return crate::burst::run(a);
-    }
     let moto = Moto::start_or_reuse()?;
     let endpoint = moto
         .env()

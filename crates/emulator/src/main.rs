@@ -52,6 +52,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Cmd::E2e(a) => e2e::run(*a),
+        Cmd::Load(a) if a.deployed => burst::run(a),
         Cmd::Load(a) => load::run(a),
         Cmd::LoadWorker(a) => load::worker(a),
     };

@@ -6,7 +6,7 @@
 //! and bitrates scale with the real pixel count when the aspect ratio is not 16:9.
 
 use crate::error::{Error, Result};
-use crate::probe::VideoInfo;
+use crate::info::VideoInfo;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -448,7 +448,7 @@ pub fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{FieldOrder, Rational};
+    use crate::info::{FieldOrder, Rational};
 
     fn video(w: u32, h: u32, rotation: u32) -> VideoInfo {
         VideoInfo {

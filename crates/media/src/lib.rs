@@ -14,6 +14,7 @@
 pub mod captions;
 pub mod encode;
 pub mod error;
+pub mod info;
 pub mod ladder;
 pub mod moov;
 pub mod mp4;

@@ -18,7 +18,7 @@
 
 use crate::error::{Error, Result};
 use crate::ladder::{LadderConfig, Rung};
-use crate::probe::{FieldOrder, VideoInfo};
+use crate::info::{FieldOrder, VideoInfo};
 use crate::process::ToolRun;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! decoded frames with keyframes forced on exactly its segment boundaries, so the chunks
 //! join without a duplicated, missing or shifted frame.
 
-use crate::probe::Rational;
+use crate::info::Rational;
 use serde::{Deserialize, Serialize};
 
 /// A run of frames that becomes one media segment in every rung.

@@ -5,7 +5,7 @@
 //! sources are refused (the product publishes video renditions); the reason says so.
 
 use crate::error::{Error, Result};
-use crate::probe::MediaInfo;
+use crate::info::MediaInfo;
 use serde::{Deserialize, Serialize};
 
 /// Demuxers ffmpeg may use on an upload. Playlist and script demuxers (hls, dash, concat,
@@ -106,7 +106,7 @@ impl InputPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{FieldOrder, Rational, VideoInfo};
+    use crate::info::{FieldOrder, Rational, VideoInfo};
 
     fn media(w: u32, h: u32) -> MediaInfo {
         MediaInfo {
@@ -149,7 +149,7 @@ mod tests {
         m.video = None;
         let err = InputPolicy::default().check(&m).unwrap_err();
         assert!(err.to_string().contains("no video or audio"), "{err}");
-        m.audio.push(crate::probe::AudioInfo {
+        m.audio.push(crate::info::AudioInfo {
             index: 0,
             codec: "aac".into(),
             channels: 2,

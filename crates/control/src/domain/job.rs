@@ -1,0 +1,181 @@
+//! A job as everyone reads it: its state, its record and what it published.
+
+use super::{JobSettings, Tier};
+use serde::{Deserialize, Serialize};
+
+/// The states a job moves through, in order; PUBLISHED and FAILED are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Accepted, not yet probed.
+    Queued,
+    /// Being probed and planned.
+    Probing,
+    /// Chunks and audio are being encoded.
+    Encoding,
+    /// All work done; manifests are being written.
+    Stitching,
+    /// Manifests published; final.
+    Published,
+    /// Stopped with a reason; final.
+    Failed,
+}
+
+impl JobStatus {
+    /// All states, in lifecycle order.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Probing,
+        JobStatus::Encoding,
+        JobStatus::Stitching,
+        JobStatus::Published,
+        JobStatus::Failed,
+    ];
+
+    /// The stored/displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "QUEUED",
+            JobStatus::Probing => "PROBING",
+            JobStatus::Encoding => "ENCODING",
+            JobStatus::Stitching => "STITCHING",
+            JobStatus::Published => "PUBLISHED",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Published | JobStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job as the job store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// Source URI or path.
+    pub source: String,
+    /// Asset name (output prefix).
+    pub asset: String,
+    /// Tier.
+    pub tier: Tier,
+    /// State.
+    pub status: JobStatus,
+    /// Reason, when FAILED.
+    pub error: Option<String>,
+    /// Items done.
+    pub done: u32,
+    /// Items in all.
+    pub total: u32,
+    /// Frames encoded (chunks done plus progress of chunks in flight).
+    pub frames_done: u64,
+    /// Source frames.
+    pub frames_total: u64,
+    /// Source duration, seconds.
+    pub duration_secs: f64,
+    /// Video renditions.
+    pub rungs: u32,
+    /// Encode attempts started.
+    pub attempts: u32,
+    /// Attempts that failed.
+    pub failures: u32,
+    /// Attempts cut short by an interruption (SIGTERM, Spot reclaim).
+    pub interruptions: u32,
+    /// Seconds of encoding that produced committed results.
+    pub encode_secs: f64,
+    /// Seconds of encoding thrown away (failed or interrupted attempts).
+    pub wasted_secs: f64,
+    /// Created (seconds since the epoch).
+    pub created_at: f64,
+    /// Every item's message sent (just after ENCODING is entered).
+    pub queued_at: Option<f64>,
+    /// First item leased.
+    pub started_at: Option<f64>,
+    /// STITCHING entered.
+    pub stitch_started_at: Option<f64>,
+    /// PUBLISHED or FAILED entered.
+    pub finished_at: Option<f64>,
+    /// Times published (the conditional transition keeps it at 1; counted to prove it).
+    pub stitch_count: u32,
+    /// The last item committed (seconds since the epoch): how the sweep for stalled jobs
+    /// tells a job still moving from one whose messages are gone.
+    #[serde(default)]
+    pub progress_at: Option<f64>,
+    /// Stitches of this job that failed (a store or S3 error; content problems fail the
+    /// job at once), and the last one's reason.
+    #[serde(default)]
+    pub stitch_failures: u32,
+    /// See `stitch_failures`.
+    #[serde(default)]
+    pub stitch_error: Option<String>,
+    /// When a sweep last queued the job's items or requested its stitch again.
+    #[serde(default)]
+    pub repaired_at: Option<f64>,
+    /// Master playlist key, once published.
+    pub master_key: Option<String>,
+    /// MPD key, once published.
+    pub dash_key: Option<String>,
+    /// What was published, once PUBLISHED (empty before, and for jobs published before it
+    /// was recorded).
+    #[serde(default)]
+    pub renditions: Vec<Rendition>,
+    /// What the upload chose (tier, ladder, segments, codecs, asset) and where each came
+    /// from; none for jobs made before settings were recorded.
+    pub settings: Option<JobSettings>,
+    /// Names the saved plan: a new plan (after a reset) gets a new id, so a worker may keep
+    /// a plan it read under its id instead of reading it again for every item. None where
+    /// reading the plan costs nothing worth saving (SQLite) or before the plan exists.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+}
+
+/// One published rendition, as status, the job record and job events list it: what a
+/// person checking an upload wants to know without reading the manifests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    /// Rendition id (`720p`, `audio_0`, `audio_0_51`).
+    pub id: String,
+    /// `video` or `audio`.
+    pub kind: String,
+    /// RFC 6381 codec string.
+    pub codec: String,
+    /// Average bitrate measured from the segments, bits per second.
+    pub average_bps: u64,
+    /// Picture size, for video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Picture size, for video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Channels, for audio (2, or 6 for 5.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
+    /// Language, for audio, when the source names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Whether an I-frame playlist lists it for trick play.
+    #[serde(default)]
+    pub trick_play: bool,
+    /// The file to fetch, relative to the job directory, for what is one file: a
+    /// subtitle track's whole WebVTT, the thumbnail track (`thumbnails.vtt`), the poster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Why a track of the source is not published (bitmap subtitles), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
