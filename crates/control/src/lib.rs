@@ -14,9 +14,12 @@
 //! speak (a job, its state and settings, work items, tiers and queues); [`job`] is a job's
 //! identity; [`cost`] estimates what a job cost; [`metrics`] reports to CloudWatch.
 
+pub mod analysis;
+pub mod attempt;
 pub mod cost;
 pub mod dead_letters;
 pub mod domain;
+pub mod indexing;
 pub mod ingest;
 pub mod job;
 pub mod lifecycle;
@@ -26,6 +29,7 @@ pub mod pipeline;
 pub mod ports;
 pub mod records;
 pub mod settings;
+pub mod shutdown;
 pub mod stitch;
 pub mod sweep;
 pub mod worker;

@@ -8,7 +8,12 @@
 
 pub use crate::domain::Rendition;
 use crate::domain::{ItemKind, ItemRef, JobRecord};
+use crate::job::content_hash;
+use crate::pipeline::JobPlan;
+use crate::ports::{Cacheability, ObjectStore};
 use serde::{Deserialize, Serialize};
+use vodpipe_media::encode::Encoded;
+use vodpipe_media::mp4;
 use vodpipe_media::package::SegmentRef;
 
 /// The job directory: rendition playlists and the per-job MPD live here; segment URIs in
@@ -125,6 +130,180 @@ pub fn renditions(tracks: &[vodpipe_media::package::Track]) -> Vec<Rendition> {
             r
         })
         .collect()
+}
+
+/// Stores an encoded item's outputs under its attempt directory (the layout above) in one
+/// batch, so a backend can upload them in parallel, and returns what the item's commit
+/// records about them. Every chunk of a rung shares chunk 0's init segment, so only chunk 0
+/// and the audio tracks store one.
+pub fn store(
+    objects: &dyn ObjectStore,
+    item: &ItemRef,
+    attempt: u32,
+    asset: &str,
+    jp: &JobPlan,
+    out: Encoded,
+) -> vodpipe_media::Result<Vec<TrackResult>> {
+    let tracks = out.tracks;
+    let dir = attempt_dir(item, attempt);
+    let jd = job_dir(asset, &item.job_id);
+    let first_segment = match item.kind {
+        ItemKind::Video => jp
+            .plan
+            .chunks
+            .get(item.index as usize)
+            .and_then(|c| c.segments.first())
+            .map_or(0, |s| s.index),
+        ItemKind::Audio | ItemKind::Text | ItemKind::Analysis | ItemKind::Index => 0,
+    };
+    let mut results = Vec::with_capacity(tracks.len());
+    let mut uploads: Vec<(String, &[u8])> = Vec::new();
+    for t in &tracks {
+        // The stereo rendition of a track sits in its attempt directory, any other
+        // rendition of it (5.1) in a directory of its own below.
+        let tdir = match item.kind {
+            ItemKind::Video => format!("{dir}/{}", t.name),
+            ItemKind::Audio
+                if t.name
+                    != vodpipe_media::encode::audio_rendition_name(item.index as usize, 2) =>
+            {
+                format!("{dir}/{}", t.name)
+            }
+            ItemKind::Audio | ItemKind::Text | ItemKind::Analysis | ItemKind::Index => dir.clone(),
+        };
+        // Every chunk of a rung shares chunk 0's init segment (the stitch checks that
+        // their sample descriptions agree, from the hash below), so only chunk 0 and the
+        // audio tracks store one: a PUT per rung per chunk saved.
+        let init_uri = if item.kind == ItemKind::Video && item.index > 0 {
+            String::new()
+        } else {
+            let uri = format!("{tdir}/init.mp4");
+            uploads.push((format!("{jd}/{uri}"), &t.init));
+            uri
+        };
+        let mut segments = Vec::with_capacity(t.segments.len());
+        for (i, s) in t.segments.iter().enumerate() {
+            let uri = format!("{tdir}/{:05}.m4s", first_segment as usize + i);
+            uploads.push((format!("{jd}/{uri}"), &s.bytes));
+            let start = (s.base_decode_time as i64 + s.first_cts_offset).max(0) as u64;
+            segments.push(SegmentRef {
+                uri,
+                start,
+                duration: s.duration,
+                bytes: s.bytes.len() as u64,
+                key_frame_bytes: match item.kind {
+                    ItemKind::Video => s.key_frame_end,
+                    ItemKind::Audio | ItemKind::Text | ItemKind::Analysis | ItemKind::Index => None,
+                },
+            });
+        }
+        results.push(TrackResult {
+            codec: mp4::codec_string(&t.init, &t.name)?,
+            stsd_hash: content_hash(&mp4::sample_description(&t.init, &t.name)?),
+            name: t.name.clone(),
+            timescale: t.timescale,
+            init_uri,
+            segments,
+            skipped: None,
+        });
+    }
+    // Stills and subtitles: small files beside the segments, listed as tracks of their
+    // own for the stitch.
+    // Every segment's times, once per item (not once per tile: a film has thousands).
+    let times = jp.plan.segment_times();
+    let segment_ms = |i: usize| {
+        times.get(i).map_or((0, 0), |&(a, b)| {
+            let (a, b) = ((a * 1000.0).round() as u64, (b * 1000.0).round() as u64);
+            (a, b.saturating_sub(a))
+        })
+    };
+    let sprite_uri = format!("{dir}/thumbnails.jpg");
+    let poster_uri = format!("{dir}/poster.jpg");
+    if let (Some(sprite), Some(chunk)) =
+        (&out.stills.sprite, jp.plan.chunks.get(item.index as usize))
+    {
+        uploads.push((format!("{jd}/{sprite_uri}"), sprite));
+        results.push(still_result(
+            "thumbnails",
+            String::new(),
+            chunk
+                .segments
+                .iter()
+                .map(|seg| {
+                    let (start, duration) = segment_ms(seg.index as usize);
+                    SegmentRef {
+                        uri: sprite_uri.clone(),
+                        start,
+                        duration,
+                        bytes: sprite.len() as u64,
+                        key_frame_bytes: None,
+                    }
+                })
+                .collect(),
+        ));
+    }
+    if let Some(poster) = &out.stills.poster {
+        uploads.push((format!("{jd}/{poster_uri}"), poster));
+        results.push(still_result("poster", poster_uri.clone(), Vec::new()));
+    }
+    let text_files: Vec<(String, &[u8])> = match &out.text {
+        Some(text) => std::iter::once((format!("{dir}/subtitles.vtt"), text.whole.as_bytes()))
+            .chain(
+                text.segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("{dir}/{i:05}.vtt"), s.body.as_bytes())),
+            )
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Some(text) = &out.text {
+        results.push(TrackResult {
+            name: format!("text_{}", item.index),
+            codec: "wvtt".into(),
+            timescale: 1000,
+            init_uri: format!("{dir}/subtitles.vtt"),
+            stsd_hash: String::new(),
+            skipped: None,
+            segments: text
+                .segments
+                .iter()
+                .zip(text_files.iter().skip(1))
+                .map(|(s, (uri, body))| SegmentRef {
+                    uri: uri.clone(),
+                    start: s.start_ms,
+                    duration: s.duration_ms,
+                    bytes: body.len() as u64,
+                    key_frame_bytes: None,
+                })
+                .collect(),
+        });
+        tracing::info!(item = %item.describe(), cues = text.cues, "subtitles converted");
+    }
+    uploads.extend(
+        text_files
+            .iter()
+            .map(|(uri, body)| (format!("{jd}/{uri}"), *body)),
+    );
+    // Every rung's segments in one batch, so a backend can upload them in parallel.
+    objects
+        .put_many(&uploads, Cacheability::Immutable)
+        .map_err(|e| vodpipe_media::Error::Unavailable(format!("store {jd}/{dir}: {e}")))?;
+    Ok(results)
+}
+
+/// The result entry of a still (a JPEG, timescale ms): the chunk's sprite with one
+/// segment per tile, or the poster with its key as `init_uri`.
+fn still_result(name: &str, init_uri: String, segments: Vec<SegmentRef>) -> TrackResult {
+    TrackResult {
+        name: name.into(),
+        codec: "jpeg".into(),
+        timescale: 1000,
+        init_uri,
+        stsd_hash: String::new(),
+        segments,
+        skipped: None,
+    }
 }
 
 #[cfg(test)]
