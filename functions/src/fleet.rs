@@ -217,11 +217,6 @@ pub fn tick(shared: &Shared, until: Instant, dry_run: bool) -> Result<FleetRepor
         version: None,
         sequencer: None,
     })?;
-    if !dry_run {
-        for id in &resumed {
-            shared.aws.announce(id);
-        }
-    }
     Ok(FleetReport {
         trigger: "command".into(),
         dry_run,

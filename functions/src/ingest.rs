@@ -390,17 +390,12 @@ fn handle_record(
                 error: format!("job {} is being probed by another ingest", ing.job_id),
             }
         }
-        Ok(ing) => {
-            if ing.created {
-                shared.aws.announce(&ing.job_id);
-            }
-            RecordOutcome::Job {
-                key,
-                job_id: ing.job_id,
-                created: ing.created,
-                status: ing.status.as_str().to_string(),
-            }
-        }
+        Ok(ing) => RecordOutcome::Job {
+            key,
+            job_id: ing.job_id,
+            created: ing.created,
+            status: ing.status.as_str().to_string(),
+        },
         Err(e) => RecordOutcome::Failed {
             key,
             error: e.to_string(),

@@ -4,8 +4,8 @@
 //! own and only those that failed are reported back (`batchItemFailures`), so one bad job
 //! never makes a whole batch run again. Stitching is idempotent (only a STITCHING job is
 //! stitched, PUBLISHED is a conditional transition), which is what makes a redelivered
-//! message harmless. A job this invocation moves to PUBLISHED or FAILED is announced as a
-//! job-state event, once. The messages of a batch are stitched at once (each job is its
+//! message harmless. A job this invocation moves to PUBLISHED or FAILED is announced (by the
+//! stitch, through the ports) as a job-state event, once. The messages of a batch are stitched at once (each job is its
 //! own, and each stitch waits on S3 and DynamoDB), so the mapping's concurrency times its
 //! batch size is how many jobs publish together.
 
@@ -99,10 +99,10 @@ fn stitch_one(
         }
     };
     match stitch(shared.aws.ports(), &job_id) {
-        // Announce the change this request made, not a redelivered request's no-op.
+        // The change this request made (announced by the stitch), not a redelivered
+        // request's no-op.
         Ok(Some(status)) => {
             tracing::info!(job = %job_id, %status, "stitched");
-            shared.aws.announce(&job_id);
             if status == JobStatus::Published {
                 // For the ingest bucket's retention rule; a source left untagged is
                 // only kept longer, so a failure here fails nothing.

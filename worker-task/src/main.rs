@@ -84,15 +84,14 @@ fn main() -> Result<()> {
             tracing::warn!(%tier, error = %e, "could not clear the tier's failed launches");
         }
     }
-    // Jobs this task fails (or publishes, where it stitches) are announced on EventBridge
-    // (`VODPIPE_EVENT_BUS`) like the functions' changes.
     let warm = match env_or("VODPIPE_WARM", "false").as_str() {
         "true" | "1" => true,
         "false" | "0" => false,
         other => anyhow::bail!("VODPIPE_WARM is {other:?}; use true or false"),
     };
-    let mut worker = Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone())
-        .with_announcer(Box::new(|job_id: &str| aws.announce(job_id)));
+    // Jobs this task fails (or publishes, where it stitches) are announced through the
+    // ports, on EventBridge (`VODPIPE_EVENT_BUS`), like the functions' changes.
+    let mut worker = Worker::new(aws.ports(), cfg, owner, tiers, shutdown.clone());
     // A task of a fleet also leaves when mostly idle, so the fleet shrinks after a peak;
     // a warm one is there to be idle.
     if !warm {

@@ -10,58 +10,40 @@ use crate::config::Bridge;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
 use std::sync::Arc;
-use vodpipe_control::ports::{JobRecord, PortError, PortResult};
+use vodpipe_control::ports::{JobEvents, JobRecord, PortError, PortResult};
 
 /// The `source` of every event vodpipe puts.
 pub const SOURCE: &str = "vodpipe";
 /// The `detail-type` of job-state events.
 pub const DETAIL_TYPE: &str = "Vodpipe Job State Change";
 
-/// Puts job-state events on one bus.
-pub struct JobEvents {
+/// Puts job-state events on one bus (the job-state events port on AWS).
+pub struct BusEvents {
     client: Client,
     bridge: Arc<Bridge>,
     bus: String,
 }
 
-/// The event detail for `job`: what a subscriber needs without reading the table.
-pub fn detail(job: &JobRecord) -> serde_json::Value {
-    serde_json::json!({
-        "job_id": job.id,
-        "status": job.status.as_str(),
-        "source": job.source,
-        "asset": job.asset,
-        "tier": job.tier.as_str(),
-        "settings": job.settings,
-        "error": job.error,
-        "master_key": job.master_key,
-        "dash_key": job.dash_key,
-        "duration_secs": job.duration_secs,
-        "renditions": job.renditions,
-        "subtitles": vodpipe_control::outputs::subtitle_languages(job),
-        "poster_key": vodpipe_control::outputs::published_key(job, "poster"),
-        "thumbnails_key": vodpipe_control::outputs::published_key(job, "thumbnails"),
-    })
-}
-
-impl JobEvents {
+impl BusEvents {
     /// Events on `bus` (a name or ARN; `default` is the account's default bus).
     pub fn new(bridge: Arc<Bridge>, sdk: &aws_config::SdkConfig, bus: &str) -> Self {
-        JobEvents {
+        BusEvents {
             client: Client::new(sdk),
             bridge,
             bus: bus.to_string(),
         }
     }
+}
 
+impl JobEvents for BusEvents {
     /// Puts one event for `job`'s current state.
-    pub fn job_changed(&self, job: &JobRecord) -> PortResult<()> {
+    fn job_changed(&self, job: &JobRecord) -> PortResult<()> {
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus)
             .source(SOURCE)
             .detail_type(DETAIL_TYPE)
             .resources(format!("vodpipe:job/{}", job.id))
-            .detail(detail(job).to_string())
+            .detail(vodpipe_control::moves::detail(job).to_string())
             .build();
         let out = self
             .bridge

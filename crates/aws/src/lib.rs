@@ -40,6 +40,16 @@ impl vodpipe_control::ports::Fleet for ManualFleet {
     }
 }
 
+/// No event bus configured (`VODPIPE_EVENT_BUS` unset): state changes are logged only.
+pub struct NoEvents;
+
+impl vodpipe_control::ports::JobEvents for NoEvents {
+    fn job_changed(&self, job: &vodpipe_control::ports::JobRecord) -> PortResult<()> {
+        tracing::debug!(job = %job.id, status = %job.status, "no event bus configured; state change not announced");
+        Ok(())
+    }
+}
+
 /// No CDN in front of the bucket: invalidations are logged only.
 pub struct NoCdn;
 
@@ -70,8 +80,8 @@ pub struct Aws {
     pub objects: s3::S3Objects,
     /// The ingest bucket (sources, for `head` and uploads).
     pub ingest: s3::S3Objects,
-    /// Job-state events (`VODPIPE_EVENT_BUS`); none when unset.
-    pub events: Option<events::JobEvents>,
+    /// Job-state events (`VODPIPE_EVENT_BUS`); none put when unset.
+    events: Box<dyn vodpipe_control::ports::JobEvents>,
     fleet: Box<dyn vodpipe_control::ports::Fleet>,
     cdn: Box<dyn vodpipe_control::ports::Cdn>,
 }
@@ -132,7 +142,10 @@ impl Aws {
         let events = std::env::var("VODPIPE_EVENT_BUS")
             .ok()
             .filter(|b| !b.is_empty())
-            .map(|bus| events::JobEvents::new(bridge.clone(), &sdk, &bus));
+            .map_or_else(
+                || Box::new(NoEvents) as Box<dyn vodpipe_control::ports::JobEvents>,
+                |bus| Box::new(events::BusEvents::new(bridge.clone(), &sdk, &bus)),
+            );
         let distributions = env_list("VODPIPE_DISTRIBUTION_IDS");
         let cdn: Box<dyn vodpipe_control::ports::Cdn> = if distributions.is_empty() {
             Box::new(NoCdn)
@@ -192,21 +205,6 @@ impl Aws {
             .tag(&job.source, version.as_deref(), PUBLISHED_TAG, "true")
     }
 
-    /// Puts a job-state event for `job_id` if events are configured. Never fails the caller:
-    /// the table is the source of truth and an event is a notification.
-    pub fn announce(&self, job_id: &str) {
-        let Some(events) = &self.events else {
-            return;
-        };
-        let result = self.state.jobs.job(job_id).and_then(|job| match job {
-            Some(job) => events.job_changed(&job),
-            None => Ok(()),
-        });
-        if let Err(e) = result {
-            tracing::warn!(job = %job_id, error = %e, "could not put the job-state event");
-        }
-    }
-
     /// The ports over AWS.
     pub fn ports(&self) -> vodpipe_control::pipeline::Ports<'_> {
         vodpipe_control::pipeline::Ports {
@@ -215,6 +213,7 @@ impl Aws {
             queue: &self.state,
             fleet: &*self.fleet,
             cdn: &*self.cdn,
+            events: &*self.events,
         }
     }
 }

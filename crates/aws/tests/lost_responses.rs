@@ -172,7 +172,7 @@ fn probing_job(s: &AwsState, id: &str) -> ItemRef {
     s.create_job(id, "s3://b/k.mp4", "k", Tier::Standard, &settings)
         .unwrap();
     assert!(s
-        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
+        .transition(id, vodpipe_control::domain::Transition::Claim, None)
         .unwrap());
     ItemRef {
         job_id: id.into(),

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
+use vodpipe_control::domain::Transition;
 use vodpipe_control::job::JobStatus;
 use vodpipe_control::ports::{
     Acquired, Completion, ItemKind, ItemRef, JobStore, Message, PortError, Queue, Release, Tier,
@@ -60,9 +61,7 @@ fn probing_job(s: &dyn StateBackend, id: &str) {
         &chosen(&source, Tier::Standard),
     )
     .unwrap();
-    assert!(s
-        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
-        .unwrap());
+    assert!(s.transition(id, Transition::Claim, None).unwrap());
 }
 
 /// A job in ENCODING with `n` video items.
@@ -400,21 +399,14 @@ pub fn failed_jobs_hand_out_no_work(connect: Connect<'_>) {
     let s = connect();
     encoding_job(&*s, "dead", 2);
     assert!(s
-        .transition(
-            "dead",
-            &[JobStatus::Encoding],
-            JobStatus::Failed,
-            Some("chunk 0 failed")
-        )
+        .transition("dead", Transition::FailEncode, Some("chunk 0 failed"))
         .unwrap());
     assert!(matches!(
         s.acquire(&item("dead", 1), "w", Duration::from_secs(60))
             .unwrap(),
         Acquired::Finished
     ));
-    assert!(!s
-        .transition("dead", &[JobStatus::Encoding], JobStatus::Stitching, None)
-        .unwrap());
+    assert!(!s.transition("dead", Transition::Complete, None).unwrap());
     assert_eq!(
         s.job("dead").unwrap().unwrap().error.as_deref(),
         Some("chunk 0 failed")
@@ -432,17 +424,10 @@ pub fn a_reset_job_fences_out_its_old_workers(connect: Connect<'_>) {
             .unwrap(),
     );
     assert!(s
-        .transition(
-            "reset",
-            &[JobStatus::Encoding],
-            JobStatus::Failed,
-            Some("x")
-        )
+        .transition("reset", Transition::FailEncode, Some("x"))
         .unwrap());
     assert!(s.reset_failed("reset").unwrap());
-    assert!(s
-        .transition("reset", &[JobStatus::Queued], JobStatus::Probing, None)
-        .unwrap());
+    assert!(s.transition("reset", Transition::Claim, None).unwrap());
     assert!(s
         .save_plan("reset", "{}", 1.0, 10, 1, &[(item("reset", 0), 10)])
         .unwrap());
@@ -642,9 +627,7 @@ pub fn feature_length_documents_round_trip(connect: Connect<'_>) {
         &chosen(source, Tier::Standard),
     )
     .unwrap();
-    assert!(s
-        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
-        .unwrap());
+    assert!(s.transition(id, Transition::Claim, None).unwrap());
     // What the plan of a 6-hour source weighs (every segment, twice).
     let plan = big_doc(700 * 1024, "plan");
     let mut items: Vec<(ItemRef, u64)> = (0..3).map(|i| (item(id, i), 500)).collect();
@@ -711,9 +694,7 @@ pub fn an_abandoned_probe_is_taken_over_once(connect: Connect<'_>) {
         !s.claim_probe("claim", 0.0).unwrap(),
         "a QUEUED job is not claimed"
     );
-    assert!(s
-        .transition("claim", &[JobStatus::Queued], JobStatus::Probing, None)
-        .unwrap());
+    assert!(s.transition("claim", Transition::Claim, None).unwrap());
     assert!(
         !s.claim_probe("claim", 60.0).unwrap(),
         "a job probing for less than the stale time was taken over"

@@ -4,8 +4,8 @@
 //! at least once) finds the job already there and queues nothing. A source the input
 //! policy refuses, or that cannot be read, ends as a FAILED job with the reason.
 
-use crate::domain::JobStatus;
 use crate::domain::{ItemKind, ItemRef, Message, Queue};
+use crate::domain::{JobStatus, Transition};
 use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
 use crate::ports::PortResult;
 use std::path::Path;
@@ -116,12 +116,7 @@ pub fn ingest(
             // failure, or died before claiming it). Whoever wins the conditional move to
             // PROBING probes it.
             JobStatus::Queued => {
-                if !ports.jobs.transition(
-                    &job.id,
-                    &[JobStatus::Queued],
-                    JobStatus::Probing,
-                    None,
-                )? {
+                if !crate::moves::apply(ports, &job.id, Transition::Claim, None)? {
                     let status = ports.jobs.job(&job.id)?.map_or(job.status, |j| j.status);
                     return Ok(Ingested {
                         job_id: job.id,
@@ -144,10 +139,7 @@ pub fn ingest(
                 })
             }
         }
-    } else if !ports
-        .jobs
-        .transition(&job.id, &[JobStatus::Queued], JobStatus::Probing, None)?
-    {
+    } else if !crate::moves::apply(ports, &job.id, Transition::Claim, None)? {
         let status = ports.jobs.job(&job.id)?.map_or(job.status, |j| j.status);
         return Ok(Ingested {
             job_id: job.id,
@@ -219,7 +211,7 @@ pub fn ingest(
                     tracing::warn!(error = %e, "could not ensure worker capacity; queued work waits for workers");
                 }
                 tracing::info!(job = %job.id, chunks = jp.plan.chunks.len(), rungs = jp.rungs.len(), %tier, "planned and queued");
-                crate::metrics::job_state(JobStatus::Encoding);
+                crate::moves::entered(ports, &job.id, Transition::Plan);
                 crate::metrics::job_ingested(&settings);
             }
             Ok(Ingested {
@@ -238,9 +230,7 @@ pub fn ingest(
                 && vodpipe_media::process::now_secs() - job.created_at < give_up_after(cfg, &e) =>
         {
             tracing::error!(job = %job.id, error = %e, "ingest could not probe; left for a retry");
-            ports
-                .jobs
-                .transition(&job.id, &[JobStatus::Probing], JobStatus::Queued, None)?;
+            crate::moves::apply(ports, &job.id, Transition::GiveBack, None)?;
             Err(crate::ports::PortError::Backend(format!(
                 "job {}: {e}",
                 job.id
@@ -256,13 +246,7 @@ pub fn ingest(
                 e
             };
             tracing::warn!(job = %job.id, error = %e, "ingest refused");
-            if ports.jobs.transition(
-                &job.id,
-                &[JobStatus::Probing],
-                JobStatus::Failed,
-                Some(&e.to_string()),
-            )? {
-                crate::metrics::job_state(JobStatus::Failed);
+            if crate::moves::apply(ports, &job.id, Transition::Refuse, Some(&e.to_string()))? {
                 crate::metrics::job_ingested(&settings);
             }
             Ok(Ingested {

@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod job;
 pub mod lifecycle;
 pub mod metrics;
+pub mod moves;
 pub mod outputs;
 pub mod pipeline;
 pub mod ports;

@@ -20,8 +20,8 @@
 //! - Documents (plans, large results) live in page records of at most [`PAGE_BYTES`],
 //!   outside the job record, so no record nears DynamoDB's 400 KB item limit.
 
-use crate::domain::JobStatus;
 use crate::domain::{ItemKind, ItemRef, JobRecord, Tier};
+use crate::domain::{JobStatus, Transition};
 use crate::ports::{
     Acquired, Completion, ItemState, JobStore, LaunchClaim, LaunchTrouble, Lease, PortError,
     PortResult, Release,
@@ -158,6 +158,19 @@ fn status_of(r: &Fields) -> Option<JobStatus> {
 
 fn st(status: JobStatus) -> Value {
     Value::str(status.as_str())
+}
+
+/// The condition of transition `t`'s write: the job is in a state `t` leaves.
+fn leaving(t: Transition) -> Cond {
+    match t.from() {
+        [one] => Cond::Eq("status", st(*one)),
+        many => Cond::In("status", many.iter().map(|s| st(*s)).collect()),
+    }
+}
+
+/// The change transition `t` makes to the job's state.
+fn entering(t: Transition) -> Change {
+    Change::Set("status", st(t.to()))
 }
 
 fn fields(pairs: Vec<(&str, Value)>) -> Fields {
@@ -432,14 +445,9 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         )
     }
 
-    fn transition(
-        &self,
-        id: &str,
-        from: &[JobStatus],
-        to: JobStatus,
-        error: Option<&str>,
-    ) -> PortResult<bool> {
-        let mut changes = vec![Change::Set("status", st(to))];
+    fn transition(&self, id: &str, t: Transition, error: Option<&str>) -> PortResult<bool> {
+        let to = t.to();
+        let mut changes = vec![entering(t)];
         if let Some(e) = error {
             changes.push(Change::Set("error", Value::str(e)));
         }
@@ -453,7 +461,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         let moved = self
             .update(&Write {
                 key: job_key(id),
-                when: Cond::In("status", from.iter().map(|s| st(*s)).collect()),
+                when: leaving(t),
                 changes,
             })?
             .is_some();
@@ -654,7 +662,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         if self
             .update(&Write {
                 key: job_key(id),
-                when: Cond::Eq("status", st(JobStatus::Failed)),
+                when: leaving(Transition::Reset),
                 changes: vec![
                     Change::Set("token_floor", Value::num(token_floor as f64)),
                     Change::Set("attempt_floor", Value::num(attempt_floor as f64)),
@@ -670,7 +678,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         delete_prefixed(self, id, "PLAN#")?;
         delete_prefixed(self, id, "RESULT#")?;
         let mut changes = vec![
-            Change::Set("status", st(JobStatus::Queued)),
+            entering(Transition::Reset),
             Change::Set("done", Value::num(0)),
             Change::Set("total", Value::num(0)),
             // A reset job is new work: the sweep for abandoned ingests counts from here.
@@ -702,7 +710,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(self
             .update(&Write {
                 key: job_key(id),
-                when: Cond::Eq("status", st(JobStatus::Failed)),
+                when: leaving(Transition::Reset),
                 changes,
             })?
             .is_some())
@@ -743,9 +751,9 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(self
             .update(&Write {
                 key: job_key(id),
-                when: Cond::Eq("status", st(JobStatus::Probing)),
+                when: leaving(Transition::Plan),
                 changes: vec![
-                    Change::Set("status", st(JobStatus::Encoding)),
+                    entering(Transition::Plan),
                     Change::Set("plan_ref", Value::str(&plan_ref)),
                     Change::Set("plan_pages", Value::num(plan_pages)),
                     Change::Set("duration_secs", Value::num(duration_secs)),
@@ -1085,7 +1093,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                         let to = vec![
                             count,
                             progress,
-                            Change::Set("status", st(JobStatus::Stitching)),
+                            entering(Transition::Complete),
                             Change::Set("stitch_started_at", Value::num(now)),
                         ];
                         (when, to, true)
@@ -1182,9 +1190,9 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         Ok(self
             .update(&Write {
                 key: job_key(id),
-                when: Cond::Eq("status", st(JobStatus::Stitching)),
+                when: leaving(Transition::Publish),
                 changes: vec![
-                    Change::Set("status", st(JobStatus::Published)),
+                    entering(Transition::Publish),
                     Change::Set("master_key", Value::str(master_key)),
                     Change::Set("dash_key", Value::str(dash_key)),
                     Change::Set("renditions", Value::str(renditions)),

@@ -1,6 +1,6 @@
 //! The pipeline's shared configuration and the bundle of ports the use-cases run on.
 
-use crate::ports::{Cdn, Fleet, JobStore, ObjectStore, WorkQueue};
+use crate::ports::{Cdn, Fleet, JobEvents, JobStore, ObjectStore, WorkQueue};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +24,8 @@ pub struct Ports<'a> {
     pub fleet: &'a dyn Fleet,
     /// CDN invalidations.
     pub cdn: &'a dyn Cdn,
+    /// Job-state announcements.
+    pub events: &'a dyn JobEvents,
 }
 
 /// Knobs every use-case shares. Defaults are what `vodpipe` ships with.

@@ -9,8 +9,8 @@
 //! synchronous: the worker's real work is a blocking ffmpeg process, and async adapters
 //! bridge with their runtime's `block_on`.
 
-use crate::domain::JobStatus;
 pub use crate::domain::{ItemKind, ItemRef, JobRecord, Message, Queue, Tier};
+use crate::domain::{JobStatus, Transition};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -243,14 +243,10 @@ pub trait JobStore: Send + Sync {
     /// Jobs in a state without their sums over items (as [`JobStore::job_brief`]), oldest
     /// first: what sweeps read on every tick, one read per job whatever its length.
     fn brief_jobs_by_status(&self, status: JobStatus) -> PortResult<Vec<JobRecord>>;
-    /// Moves a job from one of `from` to `to` (conditional); returns whether it moved.
-    fn transition(
-        &self,
-        id: &str,
-        from: &[JobStatus],
-        to: JobStatus,
-        error: Option<&str>,
-    ) -> PortResult<bool>;
+    /// Makes transition `t` (conditional on the job being in one of the states it leaves),
+    /// recording `error` as the reason; returns whether it moved. Use-cases go through
+    /// [`crate::moves::apply`], which also counts and announces the change.
+    fn transition(&self, id: &str, t: Transition, error: Option<&str>) -> PortResult<bool>;
     /// Claims the repair of a job still in `status` (its items re-queued, its stitch
     /// requested again): true for exactly one of several callers, and at most once per
     /// `stale_secs` (the claim's time is recorded), so overlapping sweeps, and the sweeps of
@@ -475,4 +471,13 @@ pub trait Fleet: Send + Sync {
 pub trait Cdn: Send + Sync {
     /// Invalidates `paths`; `caller_reference` makes retries idempotent.
     fn invalidate(&self, paths: &[String], caller_reference: &str) -> PortResult<()>;
+}
+
+/// Where a job's state changes are announced (EventBridge on AWS, a JSON-lines file beside
+/// the embedded state), so notifications and downstream workflows follow jobs without
+/// polling the store. Best effort by design: the job store is the truth, and
+/// [`crate::moves`], the one caller, logs a failed announcement and carries on.
+pub trait JobEvents: Send + Sync {
+    /// Announces `job` in the state it has just entered.
+    fn job_changed(&self, job: &JobRecord) -> PortResult<()>;
 }

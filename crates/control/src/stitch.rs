@@ -13,9 +13,9 @@
 //! alone and is retired at once; publishing the newest version retires the earlier
 //! versions' directories (finished jobs only) for the store's lifecycle.
 
-use crate::domain::JobStatus;
 use crate::domain::Rendition;
 use crate::domain::{ItemKind, ItemRef, JobRecord};
+use crate::domain::{JobStatus, Transition};
 use crate::outputs::{dash_pointer, job_dir, master_pointer, TrackResult};
 use crate::pipeline::{JobPlan, Ports};
 use crate::ports::{Cacheability, PortError, PortResult};
@@ -39,13 +39,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     let (tracks, extras) = match build_tracks(&doc, results) {
         Ok(t) => t,
         Err(reason) => {
-            if ports.jobs.transition(
-                job_id,
-                &[JobStatus::Stitching],
-                JobStatus::Failed,
-                Some(&reason),
-            )? {
-                crate::metrics::job_state(JobStatus::Failed);
+            if crate::moves::apply(ports, job_id, Transition::FailStitch, Some(&reason))? {
                 return Ok(Some(JobStatus::Failed));
             }
             return Ok(None);
@@ -310,8 +304,8 @@ pub fn superseded_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
 /// What a published job adds to the dashboard: the state change, its output minutes, what
 /// it cost, and how long its work waited for a worker.
 fn publish_metrics(ports: Ports<'_>, job_id: &str) {
-    use crate::metrics::{emit, job_state, Unit};
-    job_state(JobStatus::Published);
+    use crate::metrics::{emit, Unit};
+    crate::moves::entered(ports, job_id, Transition::Publish);
     if !crate::metrics::enabled() {
         return;
     }

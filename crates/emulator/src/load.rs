@@ -237,7 +237,7 @@ fn plan_job(aws: &Aws, id: &str, doc: &str, jp: &JobPlan) -> Result<Vec<ItemRef>
         .create_job(id, &uri, &settings.asset.value, Tier::Standard, &settings)?;
     ports
         .jobs
-        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)?;
+        .transition(id, vodpipe_control::domain::Transition::Claim, None)?;
     let items = vodpipe_control::ingest::work_items(id, jp);
     ports.jobs.save_plan(
         id,

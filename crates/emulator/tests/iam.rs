@@ -13,7 +13,6 @@ use std::time::Duration;
 use vodpipe_aws::config::{AwsSettings, Bridge};
 use vodpipe_aws::s3::S3Objects;
 use vodpipe_aws::AwsState;
-use vodpipe_control::job::JobStatus;
 use vodpipe_control::ports::{
     Acquired, Cacheability, ItemKind, ItemRef, JobStore, ObjectStore, PortError, Tier,
 };
@@ -111,7 +110,7 @@ fn the_worker_can_discard_a_plan_revision_it_lost() {
         .create_job(id, "s3://b/k.mp4", "k", Tier::Standard, &settings)
         .unwrap();
     admin
-        .transition(id, &[JobStatus::Queued], JobStatus::Probing, None)
+        .transition(id, vodpipe_control::domain::Transition::Claim, None)
         .unwrap();
     let analysis = ItemRef {
         job_id: id.into(),

@@ -2,9 +2,11 @@
 //!
 //! Objects live in a directory ([`objects`]); jobs, items, leases and queues in one SQLite
 //! database ([`state`]); worker capacity is processes of this binary ([`fleet`]); the CDN
-//! records its invalidations in the database. [`Local`] bundles them into the core's
+//! records its invalidations in the database; job-state events go to a JSON-lines file
+//! ([`events`]). [`Local`] bundles them into the core's
 //! [`Ports`](vodpipe_control::pipeline::Ports).
 
+pub mod events;
 pub mod fleet;
 pub mod objects;
 pub mod state;
@@ -24,6 +26,8 @@ pub struct Local {
     pub objects: objects::Objects,
     /// Worker processes.
     pub fleet: fleet::ProcessFleet,
+    /// Job-state events, `<state>/events.jsonl`.
+    pub events: events::EventsFile,
 }
 
 impl Local {
@@ -54,6 +58,7 @@ impl Local {
             state,
             objects: objects::Objects::new(root),
             fleet,
+            events: events::EventsFile::new(state_dir),
         })
     }
 
@@ -65,6 +70,7 @@ impl Local {
             queue: &self.state,
             fleet: &self.fleet,
             cdn: &self.state,
+            events: &self.events,
         }
     }
 }

@@ -32,17 +32,13 @@ fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
         1,
         "one chunk, no audio"
     );
-    let announced = std::sync::Mutex::new(Vec::<String>::new());
     let mut w = Worker::new(
         local.ports(),
         cfg,
         "w1",
         vec![Tier::Premium, Tier::Standard, Tier::Bulk],
         Shutdown::new(),
-    )
-    .with_announcer(Box::new(|id: &str| {
-        announced.lock().unwrap().push(id.into())
-    }));
+    );
     // Two failed attempts on bulk, then the item moves to premium.
     assert_eq!(w.turn().unwrap(), Turn::Worked);
     assert_eq!(local.state.depth(Queue::Work(Tier::Bulk)).unwrap(), 1);
@@ -71,8 +67,20 @@ fn a_failing_item_escalates_then_dead_letters_and_fails_its_job() {
     );
     assert_eq!(job.failures, 5);
     drop(w);
-    // The failure is announced once (EventBridge, on AWS).
-    assert_eq!(*announced.lock().unwrap(), ["job1"]);
+    // The plan and the failure are announced, each once (EventBridge, on AWS).
+    let events = std::fs::read_to_string(local.events.path()).unwrap();
+    let states: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["job_id"].as_str().unwrap(),
+                e["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(states, ["job1 ENCODING", "job1 FAILED"], "{events}");
 }
 
 fn planned(d: &Path) -> (Local, Config) {

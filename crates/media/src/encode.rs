@@ -19,10 +19,10 @@
 //! rung (`-a53cc`).
 
 use crate::error::{Error, Result};
+use crate::info::{FieldOrder, MediaInfo, VideoInfo};
 use crate::ladder::{LadderConfig, Rung, VideoCodec};
 use crate::mp4::{self, Fragment};
 use crate::plan::{Chunk, Plan};
-use crate::info::{FieldOrder, MediaInfo, VideoInfo};
 use crate::probe::input_args;
 use crate::process::ToolRun;
 use std::path::{Path, PathBuf};

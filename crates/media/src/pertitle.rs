@@ -17,8 +17,8 @@
 //! replaces is named for its size and cap (`720p-1100k`).
 
 use crate::error::{Error, Result};
-use crate::ladder::{LadderConfig, Rung};
 use crate::info::{FieldOrder, VideoInfo};
+use crate::ladder::{LadderConfig, Rung};
 use crate::process::ToolRun;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -63,6 +63,93 @@ impl std::fmt::Display for JobStatus {
     }
 }
 
+/// Every change of a job's state the lifecycle allows, named for why it happens. Each
+/// names the states it leaves and the one it enters ([`Transition::from`],
+/// [`Transition::to`]), so the job store's conditional writes take both from here and no
+/// caller picks a pair of its own. A job is born QUEUED ([`crate::ports::JobStore::create_job`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// An ingest takes a job nobody is probing (new, or given back) to probe it.
+    Claim,
+    /// An ingest that could not probe, for reasons not the source's own, gives it back.
+    GiveBack,
+    /// The plan is saved and every item made: encoding starts.
+    Plan,
+    /// The source or the upload's settings are refused.
+    Refuse,
+    /// The last item commits: the job waits for its stitch.
+    Complete,
+    /// The stitch published the asset's pointers.
+    Publish,
+    /// An item failed for good (a permanent error, a dead letter): the encode stops.
+    FailEncode,
+    /// The stitch found the results unusable, or its request kept dying.
+    FailStitch,
+    /// A failed job is made again from its source (a new upload of the same version).
+    Reset,
+}
+
+impl Transition {
+    /// Every transition.
+    pub const ALL: [Transition; 9] = [
+        Transition::Claim,
+        Transition::GiveBack,
+        Transition::Plan,
+        Transition::Refuse,
+        Transition::Complete,
+        Transition::Publish,
+        Transition::FailEncode,
+        Transition::FailStitch,
+        Transition::Reset,
+    ];
+
+    /// The states it leaves: the condition of its write.
+    pub fn from(self) -> &'static [JobStatus] {
+        use JobStatus::*;
+        match self {
+            Transition::Claim => &[Queued],
+            Transition::GiveBack | Transition::Plan | Transition::Refuse => &[Probing],
+            Transition::Complete | Transition::FailEncode => &[Encoding],
+            Transition::Publish | Transition::FailStitch => &[Stitching],
+            Transition::Reset => &[Failed],
+        }
+    }
+
+    /// The state it enters.
+    pub fn to(self) -> JobStatus {
+        match self {
+            Transition::Claim => JobStatus::Probing,
+            Transition::GiveBack | Transition::Reset => JobStatus::Queued,
+            Transition::Plan => JobStatus::Encoding,
+            Transition::Complete => JobStatus::Stitching,
+            Transition::Publish => JobStatus::Published,
+            Transition::Refuse | Transition::FailEncode | Transition::FailStitch => {
+                JobStatus::Failed
+            }
+        }
+    }
+
+    /// Whether the state it enters is one a user acts on (planned, published, failed):
+    /// those are counted and announced ([`crate::moves`]); the steps between are not.
+    pub fn announced(self) -> bool {
+        matches!(
+            self,
+            Transition::Plan
+                | Transition::Publish
+                | Transition::Refuse
+                | Transition::FailEncode
+                | Transition::FailStitch
+        )
+    }
+
+    /// The transition from `from` to `to`, if the lifecycle has one.
+    pub fn between(from: JobStatus, to: JobStatus) -> Option<Transition> {
+        Transition::ALL
+            .into_iter()
+            .find(|t| t.to() == to && t.from().contains(&from))
+    }
+}
+
 /// A job as the job store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -178,4 +265,32 @@ pub struct Rendition {
     /// Why a track of the source is not published (bitmap subtitles), when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_is_reachable_and_final_states_leave_only_by_a_reset() {
+        for st in JobStatus::ALL {
+            let entered = Transition::ALL.iter().any(|t| t.to() == st);
+            assert!(entered || st == JobStatus::Queued, "{st} cannot be reached");
+        }
+        for t in Transition::ALL {
+            assert!(!t.from().contains(&t.to()), "{t:?} goes nowhere");
+            if t.from().iter().any(|s| s.is_final()) {
+                assert_eq!(t, Transition::Reset, "{t:?} leaves a final state");
+            }
+        }
+        assert_eq!(
+            Transition::between(JobStatus::Published, JobStatus::Queued),
+            None,
+            "a published job is never made again: a new upload is a new job"
+        );
+        assert_eq!(
+            Transition::between(JobStatus::Encoding, JobStatus::Failed),
+            Some(Transition::FailEncode)
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! fails, is interrupted, or its message reaches a dead-letter queue.
 
 use super::{Turn, Worker};
-use crate::domain::{JobStatus, Message, Queue, Tier};
+use crate::domain::{Message, Queue, Tier, Transition};
 use crate::ports::{Delivery, Lease, PortError, PortResult, Release};
 use std::time::Duration;
 
@@ -28,16 +28,7 @@ impl Worker<'_> {
     /// Fails a job that is still encoding, with `reason`; a job already past that keeps its
     /// state.
     pub(super) fn fail_job(&self, job_id: &str, reason: &str) -> PortResult<()> {
-        let failed = self.ports.jobs.transition(
-            job_id,
-            &[JobStatus::Encoding],
-            JobStatus::Failed,
-            Some(reason),
-        )?;
-        if failed {
-            crate::metrics::job_state(JobStatus::Failed);
-            self.announce(job_id);
-        }
+        crate::moves::apply(self.ports, job_id, Transition::FailEncode, Some(reason))?;
         Ok(())
     }
 
@@ -77,18 +68,11 @@ impl Worker<'_> {
             }
             Verdict::Fail(reason) => {
                 tracing::error!(job = %job_id, %reason, "dead letter");
-                let from = match d.message {
-                    Message::Item(_) => JobStatus::Encoding,
-                    Message::Stitch { .. } => JobStatus::Stitching,
+                let t = match d.message {
+                    Message::Item(_) => Transition::FailEncode,
+                    Message::Stitch { .. } => Transition::FailStitch,
                 };
-                if self
-                    .ports
-                    .jobs
-                    .transition(&job_id, &[from], JobStatus::Failed, Some(&reason))?
-                {
-                    crate::metrics::job_state(JobStatus::Failed);
-                    self.announce(&job_id);
-                }
+                crate::moves::apply(self.ports, &job_id, t, Some(&reason))?;
             }
         }
         self.ports.queue.delete(d)

@@ -41,10 +41,6 @@ pub enum Turn {
     Interrupted,
 }
 
-/// Told the id of every job this worker moved to a final state (PUBLISHED by a stitch,
-/// FAILED by a dead letter), so a deployment can announce it (EventBridge on AWS).
-pub type Announcer<'a> = Box<dyn Fn(&str) + Send + Sync + 'a>;
-
 /// A worker bound to its ports.
 pub struct Worker<'a> {
     ports: Ports<'a>,
@@ -54,7 +50,6 @@ pub struct Worker<'a> {
     shutdown: Shutdown,
     stitches: bool,
     scale_in: bool,
-    announce: Option<Announcer<'a>>,
     /// The last plan read, under its job and plan id: a worker draining one film's chunks
     /// reads its plan (hundreds of KB for a feature) once, not once per chunk.
     plan_cache: Option<(String, String, Arc<JobPlan>)>,
@@ -85,7 +80,6 @@ impl<'a> Worker<'a> {
             shutdown,
             stitches: true,
             scale_in: false,
-            announce: None,
             plan_cache: None,
             encoder: Box::new(FfmpegEncoder),
             turns_since_dead: DEAD_LETTER_EVERY,
@@ -96,18 +90,6 @@ impl<'a> Worker<'a> {
     pub fn with_encoder(mut self, encoder: Box<dyn ItemEncoder + 'a>) -> Self {
         self.encoder = encoder;
         self
-    }
-
-    /// Calls `announce` with each job this worker moves to a final state.
-    pub fn with_announcer(mut self, announce: Announcer<'a>) -> Self {
-        self.announce = Some(announce);
-        self
-    }
-
-    fn announce(&self, job_id: &str) {
-        if let Some(a) = &self.announce {
-            a(job_id);
-        }
     }
 
     /// Leaves stitch requests to someone else: on AWS the stitch function consumes the
@@ -132,12 +114,7 @@ impl<'a> Worker<'a> {
         if let Some(d) = stitch_request {
             match &d.message {
                 Message::Stitch { job_id } => match stitch(self.ports, job_id) {
-                    Ok(changed) => {
-                        if changed.is_some() {
-                            self.announce(job_id);
-                        }
-                        self.ports.queue.delete(&d)?
-                    }
+                    Ok(_) => self.ports.queue.delete(&d)?,
                     Err(e) => {
                         // Try again later; a stitch that keeps failing dead-letters, is
                         // requested again, and fails its job only after many failures.
