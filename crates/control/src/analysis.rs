@@ -31,7 +31,7 @@ pub fn choose_ladder(at: &Attempt<'_, '_>, job: &JobRecord, plan: &JobPlan) -> P
             let chosen =
                 revised.choose_ladder(&at.cfg.ffmpeg, &input, &scratch, job.duration_secs, &stop);
             let _ = std::fs::remove_dir_all(&scratch);
-            chosen.map(|()| revised)
+            chosen.map(|()| revised).map_err(crate::Error::from)
         });
         let revised = match chosen {
             Ok(r) => r,

@@ -21,7 +21,7 @@ pub enum Ending {
     /// Done: commit the item with this result document.
     Commit(String),
     /// The work failed: interrupted, retried, escalated or failing the job, by the error.
-    Failed(vodpipe_media::Error),
+    Failed(crate::Error),
     /// Another worker holds the item now: nothing is committed, and the message is the
     /// new holder's (deleting it with this stale receipt could leave their work without
     /// one).
@@ -58,7 +58,7 @@ impl Attempt<'_, '_> {
 
     /// The source the job was made from, at its recorded version, as ffmpeg opens it: a
     /// path, or a URL valid for `ttl`.
-    pub fn open_source(&self, job: &JobRecord, ttl: Duration) -> vodpipe_media::Result<PathBuf> {
+    pub fn open_source(&self, job: &JobRecord, ttl: Duration) -> crate::Result<PathBuf> {
         let version = job
             .settings
             .as_ref()
@@ -72,12 +72,12 @@ impl Attempt<'_, '_> {
         source: &str,
         version: Option<&str>,
         ttl: Duration,
-    ) -> vodpipe_media::Result<PathBuf> {
-        self.ports
+    ) -> crate::Result<PathBuf> {
+        Ok(self
+            .ports
             .objects
             .open_source(source, version, ttl)
-            .map(PathBuf::from)
-            .map_err(|e| vodpipe_media::Error::Unavailable(format!("open source: {e}")))
+            .map(PathBuf::from)?)
     }
 
     /// Runs `work` while a thread renews the lease (with `frames` done) and the message

@@ -30,7 +30,9 @@ pub fn index_source(
         let scanned = at.heartbeat(&frames, &cancel, || {
             let input = at.open_source(job, Duration::from_secs(6 * 3600))?;
             let timeout = crate::ingest::index_timeout(plan);
-            crate::ingest::index_plan(at.cfg, &input, plan, timeout, &stop)
+            Ok(crate::ingest::index_plan(
+                at.cfg, &input, plan, timeout, &stop,
+            )?)
         });
         let mut jp = match scanned {
             Ok(jp) => jp,

@@ -19,6 +19,7 @@ pub mod attempt;
 pub mod cost;
 pub mod dead_letters;
 pub mod domain;
+pub mod error;
 pub mod indexing;
 pub mod ingest;
 pub mod job;
@@ -35,4 +36,4 @@ pub mod stitch;
 pub mod sweep;
 pub mod worker;
 
-pub use vodpipe_media::{Error, Result};
+pub use error::{Error, Result};

@@ -143,7 +143,7 @@ pub fn store(
     asset: &str,
     jp: &JobPlan,
     out: Encoded,
-) -> vodpipe_media::Result<Vec<TrackResult>> {
+) -> crate::Result<Vec<TrackResult>> {
     let tracks = out.tracks;
     let dir = attempt_dir(item, attempt);
     let jd = job_dir(asset, &item.job_id);
@@ -288,7 +288,10 @@ pub fn store(
     // Every rung's segments in one batch, so a backend can upload them in parallel.
     objects
         .put_many(&uploads, Cacheability::Immutable)
-        .map_err(|e| vodpipe_media::Error::Unavailable(format!("store {jd}/{dir}: {e}")))?;
+        .map_err(|e| {
+            tracing::warn!(dir = %format!("{jd}/{dir}"), error = %e, "could not store the item's outputs");
+            e
+        })?;
     Ok(results)
 }
 

@@ -7,7 +7,7 @@ use crate::attempt::{Attempt, Ending};
 use crate::domain::{ItemKind, ItemRef, JobRecord};
 use crate::outputs::TrackResult;
 use crate::pipeline::{JobPlan, TextSource};
-use crate::ports::{PortError, PortResult};
+use crate::ports::PortResult;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +93,7 @@ impl Worker<'_> {
                 && lease.failures >= 1
                 && !self.shutdown.is_triggered()
                 && !e.is_infrastructure()
-                && !matches!(e, vodpipe_media::Error::Cancelled { .. })
+                && !e.is_cancelled()
             {
                 tracing::warn!(item = %item.describe(), error = %e, "subtitle track cannot be converted; published as skipped");
                 result = Ok(vec![TrackResult {
@@ -111,7 +111,15 @@ impl Worker<'_> {
             Ok(tracks) => tracks,
             Err(e) => return Ok(Ending::Failed(e)),
         };
-        let doc = serde_json::to_string(&tracks).map_err(|e| PortError::Backend(e.to_string()))?;
+        let doc = match serde_json::to_string(&tracks) {
+            Ok(doc) => doc,
+            Err(e) => {
+                return Ok(Ending::Failed(crate::Error::corrupt(
+                    "the item's result",
+                    e,
+                )))
+            }
+        };
         // Subtitle conversion is not encoding: it would skew the encode metrics.
         if item.kind != ItemKind::Text {
             let media_secs = chunk_media_secs(plan, item);
@@ -139,7 +147,7 @@ impl Worker<'_> {
         at: &Attempt<'_, '_>,
         job: &JobRecord,
         jp: &JobPlan,
-    ) -> vodpipe_media::Result<Vec<TrackResult>> {
+    ) -> crate::Result<Vec<TrackResult>> {
         let lease = at.lease;
         let (source, asset) = (job.source.as_str(), job.asset.as_str());
         let version = job
@@ -156,7 +164,8 @@ impl Worker<'_> {
                     return Err(vodpipe_media::Error::PlanMismatch(format!(
                         "no subtitle track {}",
                         item.index
-                    )))
+                    ))
+                    .into())
                 }
             },
             _ => None,
@@ -214,15 +223,15 @@ impl Worker<'_> {
         at.heartbeat(&frames, &cancel, || {
             let encoded = self.encoder.encode(&ctx, item, &on_frames);
             let _ = std::fs::remove_dir_all(&scratch);
-            encoded.and_then(|out| {
-                if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
-                    return Err(vodpipe_media::Error::Cancelled {
-                        step: format!("store {}", item.describe()),
-                        why: "the lease was lost or the worker is stopping".into(),
-                    });
+            let out = encoded?;
+            if cancel.load(Ordering::SeqCst) || self.shutdown.is_triggered() {
+                return Err(vodpipe_media::Error::Cancelled {
+                    step: format!("store {}", item.describe()),
+                    why: "the lease was lost or the worker is stopping".into(),
                 }
-                crate::outputs::store(self.ports.objects, item, lease.attempt, asset, jp, out)
-            })
+                .into());
+            }
+            crate::outputs::store(self.ports.objects, item, lease.attempt, asset, jp, out)
         })
     }
 }

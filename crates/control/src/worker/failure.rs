@@ -84,7 +84,7 @@ impl Worker<'_> {
         &mut self,
         d: &Delivery,
         lease: &Lease,
-        e: vodpipe_media::Error,
+        e: crate::Error,
         secs: f64,
     ) -> PortResult<Turn> {
         let item = &lease.item;
@@ -93,7 +93,7 @@ impl Worker<'_> {
             self.give_back(d, lease, Release::Interrupted, secs)?;
             return Ok(Turn::Interrupted);
         }
-        if matches!(e, vodpipe_media::Error::Cancelled { .. }) {
+        if e.is_cancelled() {
             // Stopped because the lease was lost (or could not be renewed): not the item's
             // failure. Given back as interrupted if it is still ours.
             tracing::warn!(item = %item.describe(), error = %e, "attempt stopped without its lease");

@@ -24,7 +24,7 @@ pub use tiers::{should_exit, TierPicker, SCALE_IN_BUSY_SHARE, SCALE_IN_WINDOW};
 use crate::attempt::{Attempt, Ending};
 use crate::domain::{ItemKind, ItemRef, JobRecord, JobStatus, Message, Queue, Tier};
 use crate::pipeline::{Config, JobPlan, Ports};
-use crate::ports::{Acquired, Completion, Delivery, Lease, PortError, PortResult, Release};
+use crate::ports::{Acquired, Completion, Delivery, Lease, PortError, PortResult};
 use crate::stitch::stitch;
 use failure::ignore_conflict;
 use std::sync::Arc;
@@ -219,7 +219,7 @@ impl<'a> Worker<'a> {
 
     /// The job's plan: the cached one when `job` names the same plan (a retried job gets a
     /// new plan id), else read afresh.
-    fn plan(&mut self, job: &JobRecord) -> PortResult<Arc<JobPlan>> {
+    fn plan(&mut self, job: &JobRecord) -> crate::Result<Arc<JobPlan>> {
         if let (Some((cached_job, cached_plan, plan)), Some(plan_id)) =
             (&self.plan_cache, &job.plan_id)
         {
@@ -230,7 +230,7 @@ impl<'a> Worker<'a> {
         let doc = self.ports.jobs.plan_doc(&job.id)?;
         let plan: Arc<JobPlan> = Arc::new(
             serde_json::from_str(&doc)
-                .map_err(|e| PortError::Backend(format!("job {} plan unreadable: {e}", job.id)))?,
+                .map_err(|e| crate::Error::corrupt(format!("the plan of job {}", job.id), e))?,
         );
         if let Some(plan_id) = &job.plan_id {
             self.plan_cache = Some((job.id.clone(), plan_id.clone(), plan.clone()));
@@ -292,15 +292,14 @@ impl<'a> Worker<'a> {
         };
         let prepared = job
             .and_then(|j| j.ok_or_else(|| PortError::NotFound(item.job_id.clone())))
+            .map_err(crate::Error::from)
             .and_then(|j| Ok((self.plan(&j)?, j)))
             .map(|(p, j)| (j, p));
+        // A store that did not answer is retried; a plan that does not read back fails the
+        // job, since every retry would read the same bytes.
         let (job, plan) = match prepared {
             Ok(x) => x,
-            Err(e) => {
-                let reason = format!("cannot read the job: {e}");
-                self.give_back(d, &lease, Release::Failed(&reason), 0.0)?;
-                return Ok(Turn::Worked);
-            }
+            Err(e) => return self.failed(d, &lease, e, 0.0),
         };
         let at = Attempt {
             ports: self.ports,
