@@ -9,7 +9,7 @@
 // Chromium driven by playwright-core, and prints one JSON object on stdout.
 // Exit: 0 all requested players passed, 1 a player failed (or timed out),
 // 2 usage / setup error (bad args, chromium or node_modules missing, ...).
-// See README.md.
+// See docs/testing.md ("Playback and the web console").
 
 import http from 'node:http';
 import fs from 'node:fs';

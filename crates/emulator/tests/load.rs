@@ -2,8 +2,8 @@
 //! worker and stitch on moto with a stand-in encoder, worker processes killed mid-item,
 //! duplicate messages injected, and the workers' AWS failing as AWS does (responses lost
 //! after the request was applied, throttling, transaction conflicts); nothing may be lost,
-//! failed or published twice. (`make load` runs
-//! the full size and prints the figures the README quotes.) Needs moto (`make test`
+//! failed or published twice. (`make load-control` runs
+//! the full size and prints the figures docs/performance.md quotes.) Needs moto (`make test`
 //! installs it) and ffmpeg for one template segment; fails loudly without them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
