@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../aws/tests/emulator/mod.rs"]
-mod emulator;
+use vodpipe_testkit::emulator;
 mod support;
 
 use std::collections::HashMap;

@@ -11,8 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../aws/tests/emulator/mod.rs"]
-mod emulator;
+use vodpipe_testkit::emulator;
 mod support;
 
 use serde_json::Value;
