@@ -73,7 +73,8 @@ impl StateOpts {
                         dir.display(),
                     );
                 }
-                let local = crate::open_with(&dir, out, workers, self.max_receives, ffmpeg)?;
+                let local =
+                    crate::local_state::open_with(&dir, out, workers, self.max_receives, ffmpeg)?;
                 Ok(Backend::Local(Box::new(local)))
             }
         }
