@@ -40,11 +40,13 @@ pub fn ingest(a: IngestArgs) -> Result<i32> {
         Backend::Local(l) => {
             Backend::Local(Box::new(with_profiles(*l, a.media.profiles.as_deref())))
         }
+        #[cfg(feature = "aws")]
         aws => aws,
     };
     let mut cfg = config(&a.state.scratch()?, &a.media)?;
     cfg.settings.command_tier = a.tier;
     let source = match &backend {
+        #[cfg(feature = "aws")]
         Backend::Aws(aws) => aws
             .source(&a.input)
             .with_context(|| format!("cannot read {}", a.input))?,

@@ -45,6 +45,10 @@ enum Command {
     /// Treat a folder as the ingest bucket: ingest each file once it stops growing.
     Watch(watch::WatchArgs),
     /// AWS backend administration.
+    #[cfg_attr(
+        not(feature = "aws"),
+        command(about = "AWS backend administration (not in this build: `make build-aws`)")
+    )]
     Aws(aws::AwsArgs),
     /// What N uploads an hour would need from AWS and cost, in virtual time.
     Simulate(simulate::SimulateArgs),

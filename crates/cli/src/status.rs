@@ -107,8 +107,6 @@ fn find(backend: &Backend, job: &str) -> Result<JobRecord> {
         .with_context(|| format!("no job with id or source {job}"))
 }
 
-use vodpipe_aws::config::launch_backoff_secs;
-
 /// Why the workers a job waits for cannot start, if they cannot: its tier's, or
 /// on-demand capacity's (where its items escalate), recorded failed launches.
 fn workers_trouble(backend: &Backend, j: &JobRecord) -> Result<Option<String>> {
@@ -120,7 +118,7 @@ fn workers_trouble(backend: &Backend, j: &JobRecord) -> Result<Option<String>> {
             return Ok(Some(vodpipe_control::sweep::launch_trouble_text(
                 tier,
                 &t,
-                launch_backoff_secs(),
+                backend.launch_backoff_secs(),
             )));
         }
     }
@@ -249,7 +247,11 @@ fn table(backend: &Backend, jobs: &[JobRecord]) -> Result<String> {
             let _ = writeln!(
                 out,
                 "WARNING: {}",
-                vodpipe_control::sweep::launch_trouble_text(tier, &t, launch_backoff_secs())
+                vodpipe_control::sweep::launch_trouble_text(
+                    tier,
+                    &t,
+                    backend.launch_backoff_secs()
+                )
             );
         }
     }

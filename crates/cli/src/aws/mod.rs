@@ -2,8 +2,14 @@
 //! preflight of an account and stack, the fleet function's tick run by hand). The other
 //! commands reach AWS through `--backend aws`; these are the ones only an operator of a
 //! deployment needs.
+//!
+//! The commands themselves need the AWS SDK and are built with the `aws` feature only.
+//! Their command line is always there, so `vodpipe aws …` in the embedded build answers
+//! with how to get a build that has them, not with "unrecognized subcommand".
 
+#[cfg(feature = "aws")]
 mod admin;
+#[cfg(feature = "aws")]
 mod tick;
 
 use anyhow::Result;
@@ -17,6 +23,8 @@ pub struct AwsArgs {
 }
 
 #[derive(Subcommand)]
+// Without the `aws` feature the arguments are parsed (and documented) but never used.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 enum AwsCommand {
     /// Create (idempotently) the buckets, queues and table for NAME and print the
     /// `export VODPIPE_…` lines the other commands need.
@@ -68,6 +76,7 @@ enum AwsCommand {
 }
 
 /// `vodpipe aws …`.
+#[cfg(feature = "aws")]
 pub fn aws(a: AwsArgs) -> Result<i32> {
     match a.command {
         AwsCommand::Bootstrap { name, max_receives } => admin::bootstrap(&name, max_receives),
@@ -83,4 +92,11 @@ pub fn aws(a: AwsArgs) -> Result<i32> {
             json,
         } => tick::tick(stack, dry_run, seconds, json),
     }
+}
+
+/// `vodpipe aws …` in a build without the `aws` feature: an error saying how to get one
+/// with it.
+#[cfg(not(feature = "aws"))]
+pub fn aws(_: AwsArgs) -> Result<i32> {
+    anyhow::bail!(crate::backend::NO_AWS)
 }
