@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build bins demo test e2e-aws chaos-aws load load-control probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build build-aws bins demo test e2e-aws chaos-aws load load-control probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
 
 all: build
 
@@ -104,10 +104,18 @@ worker-image: lambda-deps image-deps
 
 ## Read-only preflight of an account and a deployed stack (quotas, roles, image, network,
 ## functions); every line says what to do about it.
-doctor: build
+doctor: build-aws
 	$(VODPIPE) aws doctor --stack "$(STACK)"
 
+## The embedded `vodpipe` (run, plan, ingest, worker, status, jobs, watch, serve,
+## simulate on files and SQLite): no AWS SDK crate is compiled. `--backend aws` and
+## `vodpipe aws …` in this binary say to use `make build-aws`.
 build:
+	$(CARGO) build --release -p vodpipe-cli --no-default-features
+
+## The full `vodpipe`, AWS backend and `vodpipe aws …` included (the default features, as
+## `cargo install --path crates/cli` builds it), in the same place as `make build`'s.
+build-aws:
 	$(CARGO) build --release -p vodpipe-cli
 
 ## Every binary of the workspace (debug): the CLI, the functions, the worker task and the
@@ -171,9 +179,12 @@ demo: deps build
 test: deps player-deps moto-deps image-deps sam-build bins
 	$(CARGO) test --workspace --no-fail-fast
 
+## Formatting, and clippy on the whole workspace and on the embedded CLI alone (the
+## `aws` feature off), so code on either side of the feature stays warning-free.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p vodpipe-cli --no-default-features --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -8,8 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../crates/aws/tests/emulator/mod.rs"]
-mod emulator;
+use vodpipe_testkit::emulator;
 
 use serde_json::json;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../crates/aws/tests/emulator/mod.rs"]
-mod emulator;
+use vodpipe_testkit::emulator;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod emulator;
+use vodpipe_testkit::emulator;
 
 use std::sync::Arc;
 use vodpipe_aws::cdn::CloudFrontCdn;

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod emulator;
+use vodpipe_testkit::emulator;
 
 use serde_json::json;
 use std::sync::Arc;

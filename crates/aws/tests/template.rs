@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod emulator;
+use vodpipe_testkit::emulator;
 
 use std::collections::BTreeMap;
 use std::path::Path;

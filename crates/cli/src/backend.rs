@@ -1,9 +1,16 @@
 //! Which backend a command runs on: the embedded one (a state directory) or AWS (names
 //! from `VODPIPE_…` variables, credentials and endpoint from the usual AWS ones).
+//!
+//! A build without the `aws` feature still accepts `--backend aws`, and refuses it with
+//! [`NO_AWS`], so a user of the embedded binary learns how to get the other one instead of
+//! being told the flag's value does not exist.
 
-use anyhow::{bail, Context, Result};
+#[cfg(feature = "aws")]
+use anyhow::Context;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
+#[cfg(feature = "aws")]
 use vodpipe_aws::Aws;
 use vodpipe_control::pipeline::Ports;
 use vodpipe_control::ports::{JobStore, ObjectStore, WorkQueue};
@@ -61,9 +68,12 @@ impl StateOpts {
         existing: bool,
     ) -> Result<Backend> {
         match self.backend {
+            #[cfg(feature = "aws")]
             Kind::Aws => Ok(Backend::Aws(Box::new(
                 Aws::from_env().context("connecting to AWS")?,
             ))),
+            #[cfg(not(feature = "aws"))]
+            Kind::Aws => bail!("--backend aws (or VODPIPE_BACKEND=aws): {NO_AWS}"),
             Kind::Local => {
                 let dir = self.state_dir()?;
                 if existing && !dir.join(DB).exists() {
@@ -73,7 +83,8 @@ impl StateOpts {
                         dir.display(),
                     );
                 }
-                let local = crate::open_with(&dir, out, workers, self.max_receives, ffmpeg)?;
+                let local =
+                    crate::local_state::open_with(&dir, out, workers, self.max_receives, ffmpeg)?;
                 Ok(Backend::Local(Box::new(local)))
             }
         }
@@ -97,11 +108,23 @@ const DB: &str = "vodpipe.db";
 /// Where `vodpipe run` keeps its state under `--out`.
 pub const RUN_STATE: &str = ".vodpipe";
 
+/// What a build without the `aws` feature says when asked for AWS: how to get a build
+/// that has it.
+#[cfg(not(feature = "aws"))]
+pub const NO_AWS: &str = "this vodpipe was built without AWS support; build with \
+     `cargo build --release -p vodpipe-cli` (default features) or `make build-aws`";
+
+/// The backoff base the embedded backend reports failed launches with. Its fleet starts
+/// processes and records no failed launch, so this only words a record some other writer
+/// left; it is AWS's default (`VODPIPE_LAUNCH_BACKOFF_SECS` unset).
+const LOCAL_LAUNCH_BACKOFF_SECS: f64 = 60.0;
+
 /// An open backend.
 pub enum Backend {
     /// Embedded.
     Local(Box<Local>),
     /// AWS.
+    #[cfg(feature = "aws")]
     Aws(Box<Aws>),
 }
 
@@ -110,7 +133,28 @@ impl Backend {
     pub fn ports(&self) -> Ports<'_> {
         match self {
             Backend::Local(l) => l.ports(),
+            #[cfg(feature = "aws")]
             Backend::Aws(a) => a.ports(),
+        }
+    }
+
+    /// The backend's name as `--backend` spells it, for the console's page to show which
+    /// store it reads.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local(_) => "local",
+            #[cfg(feature = "aws")]
+            Backend::Aws(_) => "aws",
+        }
+    }
+
+    /// How long a tier's launches wait after its first failed one, doubling with each
+    /// further failure: what `status` and `jobs` need to say when the next launch is.
+    pub fn launch_backoff_secs(&self) -> f64 {
+        match self {
+            Backend::Local(_) => LOCAL_LAUNCH_BACKOFF_SECS,
+            #[cfg(feature = "aws")]
+            Backend::Aws(_) => vodpipe_aws::config::launch_backoff_secs(),
         }
     }
 

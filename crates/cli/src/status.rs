@@ -3,13 +3,43 @@
 //! Everything comes from the job store's indexes (by id, by source, by state), never from
 //! a scan of outputs.
 
+use crate::arg_values::parse_status;
 use crate::backend::{Backend, StateOpts};
 use anyhow::{Context, Result};
+use clap::Args;
 use serde_json::{json, Value};
 use std::time::Duration;
 use vodpipe_control::cost::{compute_cost, output_minutes, WorkerSize};
 use vodpipe_control::job::JobStatus;
 use vodpipe_control::ports::{JobRecord, ObjectStore, Queue, Tier};
+
+/// Arguments of `vodpipe status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Job id, or the source file it was ingested from.
+    job: String,
+    #[command(flatten)]
+    state: StateOpts,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `vodpipe jobs`.
+#[derive(Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    state: StateOpts,
+    /// Only jobs in this state.
+    #[arg(long, value_parser = parse_status)]
+    status: Option<JobStatus>,
+    /// Print JSON (one object per line).
+    #[arg(long)]
+    json: bool,
+    /// Redraw every second until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
 
 fn secs_between(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(b? - a?).map(|d| (d * 1000.0).round() / 1000.0)
@@ -77,8 +107,6 @@ fn find(backend: &Backend, job: &str) -> Result<JobRecord> {
         .with_context(|| format!("no job with id or source {job}"))
 }
 
-use vodpipe_aws::config::launch_backoff_secs;
-
 /// Why the workers a job waits for cannot start, if they cannot: its tier's, or
 /// on-demand capacity's (where its items escalate), recorded failed launches.
 fn workers_trouble(backend: &Backend, j: &JobRecord) -> Result<Option<String>> {
@@ -90,7 +118,7 @@ fn workers_trouble(backend: &Backend, j: &JobRecord) -> Result<Option<String>> {
             return Ok(Some(vodpipe_control::sweep::launch_trouble_text(
                 tier,
                 &t,
-                launch_backoff_secs(),
+                backend.launch_backoff_secs(),
             )));
         }
     }
@@ -98,7 +126,12 @@ fn workers_trouble(backend: &Backend, j: &JobRecord) -> Result<Option<String>> {
 }
 
 /// `vodpipe status`.
-pub fn status(job: String, state: &StateOpts, as_json: bool) -> Result<i32> {
+pub fn status(a: StatusArgs) -> Result<i32> {
+    let StatusArgs {
+        job,
+        state,
+        json: as_json,
+    } = a;
     let backend = state.open(None, 0, None, true)?;
     let j = find(&backend, &job)?;
     let mut v = job_json(backend.objects(), &j);
@@ -214,7 +247,11 @@ fn table(backend: &Backend, jobs: &[JobRecord]) -> Result<String> {
             let _ = writeln!(
                 out,
                 "WARNING: {}",
-                vodpipe_control::sweep::launch_trouble_text(tier, &t, launch_backoff_secs())
+                vodpipe_control::sweep::launch_trouble_text(
+                    tier,
+                    &t,
+                    backend.launch_backoff_secs()
+                )
             );
         }
     }
@@ -248,12 +285,13 @@ fn table(backend: &Backend, jobs: &[JobRecord]) -> Result<String> {
 }
 
 /// `vodpipe jobs`.
-pub fn jobs(
-    state: &StateOpts,
-    status: Option<JobStatus>,
-    as_json: bool,
-    watch: bool,
-) -> Result<i32> {
+pub fn jobs(a: JobsArgs) -> Result<i32> {
+    let JobsArgs {
+        state,
+        status,
+        json: as_json,
+        watch,
+    } = a;
     let backend = state.open(None, 0, None, true)?;
     loop {
         let jobs = backend.jobs().jobs_by_status(status)?;

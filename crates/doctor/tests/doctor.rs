@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../aws/tests/emulator/mod.rs"]
-mod emulator;
+use vodpipe_testkit::emulator;
 
 use std::path::Path;
 use vodpipe_doctor::{Level, Options, Report};

@@ -65,6 +65,8 @@ pub(crate) enum Media {
         state: PathBuf,
     },
     /// A public base URL (CloudFront on AWS), or none known.
+    // Only the AWS backend serves from a base URL; a build without it never makes one.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     Base(Option<String>),
 }
 
@@ -123,6 +125,7 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
             root: l.objects.root().to_path_buf(),
             state: a.state.state_dir()?,
         },
+        #[cfg(feature = "aws")]
         Backend::Aws(_) => {
             if let Some(b) = &a.playback_base {
                 if !(b.starts_with("https://") || b.starts_with("http://")) {

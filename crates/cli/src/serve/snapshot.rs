@@ -2,7 +2,6 @@
 //! every browser, read on a fixed period) and one job's detail (read on demand).
 
 use super::{Console, Media};
-use crate::backend::Backend;
 use crate::status::job_json;
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -50,7 +49,7 @@ impl Poller {
             Err(e) => Some(format!("reading the job store failed: {e:#}")),
         };
         let snap = json!({
-            "backend": match console.backend { Backend::Local(_) => "local", Backend::Aws(_) => "aws" },
+            "backend": console.backend.name(),
             "playable": !matches!(console.media, Media::Base(None)),
             "error": error,
             "queues": self.queues,

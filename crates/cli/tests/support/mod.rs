@@ -507,6 +507,7 @@ pub fn mean_luma(image: &Path) -> f64 {
 
 /// `vodpipe aws bootstrap --name NAME` against the emulator (already started): the
 /// environment it exports, plus a scratch state directory, for a test's `vodpipe` commands.
+#[cfg(feature = "aws")]
 pub fn aws_env(name: &str, scratch: &Path) -> std::collections::HashMap<String, String> {
     let boot = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
         .args(["aws", "bootstrap", "--name", name])
@@ -562,6 +563,7 @@ pub fn wait_for_final(
 /// Downloads what a job published on AWS (everything under its master's directory) into
 /// `out`, and returns its status with `master` and `dash` at the local copies, ready for
 /// [`assert_published_correctly`].
+#[cfg(feature = "aws")]
 pub fn download_published(aws: &vodpipe_aws::Aws, status: &Value, out: &Path) -> Value {
     use vodpipe_control::ports::ObjectStore;
     let master = status["master_key"].as_str().unwrap();

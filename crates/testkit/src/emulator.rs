@@ -1,7 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
-
 //! Starts one moto server for the test binary, on a free port on 127.0.0.1, and points
-//! the AWS SDK at it through the environment.
+//! the AWS SDK at it through the environment: every test of a binary shares it, so a
+//! binary pays for one start, and tests keep apart by naming their resources with
+//! [`unique_name`].
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -16,14 +16,17 @@ fn moto_server() -> PathBuf {
     if let Some(p) = std::env::var_os("VODPIPE_MOTO_SERVER") {
         return PathBuf::from(p);
     }
-    // The workspace root (where `make` puts .venv), from whichever package runs the test.
+    workspace_root().join(".venv/bin/moto_server")
+}
+
+/// The workspace root (where `make` puts .venv, and where the moto launcher script
+/// lives): the nearest directory above this crate with a Cargo.lock.
+fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = here
-        .ancestors()
+    here.ancestors()
         .find(|p| p.join("Cargo.lock").exists())
         .unwrap_or(&here)
-        .to_path_buf();
-    root.join(".venv/bin/moto_server")
+        .to_path_buf()
 }
 
 /// Starts the emulator once and sets `AWS_ENDPOINT_URL` and test credentials.
@@ -34,13 +37,8 @@ pub fn start() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // moto_server's own Python, through the project's launcher (DynamoDB's write
         // isolation kept under concurrent requests).
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .find(|p| p.join("Cargo.lock").exists())
-            .map(PathBuf::from)
-            .unwrap();
         let child = Command::new(exe.parent().unwrap().join("python"))
-            .arg(root.join("scripts/moto_server.py"))
+            .arg(workspace_root().join("scripts/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,0 +1,102 @@
+//! `vodpipe aws`: administration of the AWS backend (creating a deployment's resources, a
+//! preflight of an account and stack, the fleet function's tick run by hand). The other
+//! commands reach AWS through `--backend aws`; these are the ones only an operator of a
+//! deployment needs.
+//!
+//! The commands themselves need the AWS SDK and are built with the `aws` feature only.
+//! Their command line is always there, so `vodpipe aws …` in the embedded build answers
+//! with how to get a build that has them, not with "unrecognized subcommand".
+
+#[cfg(feature = "aws")]
+mod admin;
+#[cfg(feature = "aws")]
+mod tick;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+/// Arguments of `vodpipe aws`.
+#[derive(Args)]
+pub struct AwsArgs {
+    #[command(subcommand)]
+    command: AwsCommand,
+}
+
+#[derive(Subcommand)]
+// Without the `aws` feature the arguments are parsed (and documented) but never used.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+enum AwsCommand {
+    /// Create (idempotently) the buckets, queues and table for NAME and print the
+    /// `export VODPIPE_…` lines the other commands need.
+    Bootstrap {
+        /// Deployment name: the table is NAME-jobs, the queues NAME-premium …, the buckets
+        /// NAME-ACCOUNT-REGION-ingest and -output (as the SAM template names them).
+        #[arg(long)]
+        name: String,
+        /// Receives before a message moves to its dead-letter queue.
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+    },
+    /// Read-only preflight of the account and the deployed stack: Fargate vCPU quotas
+    /// against MaxWorkersPerTier, the ECS service-linked role, Lambda concurrency, the
+    /// worker image, the workers' network, the probe layer. One line per check with OK,
+    /// WARN or FAIL and the command that fixes it; exits 1 if anything FAILs.
+    Doctor {
+        /// The CloudFormation stack (`sam deploy`'s stack name).
+        #[arg(long, default_value = "vodpipe")]
+        stack: String,
+        /// Worker tasks per tier to size the quota checks for (default: the stack's
+        /// MaxWorkersPerTier, or 20).
+        #[arg(long)]
+        max_workers: Option<u32>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fleet function's tick, once, from here: capacity per tier, stitches requested
+    /// again, stalled jobs' items queued again, uploads whose ingest failed on every try
+    /// ingested again, abandoned ingests resumed. For an operator who will not wait for the
+    /// next minute, or a deployment without the function. Resources from the `VODPIPE_…`
+    /// variables, or from the stack's fleet function with `--stack`.
+    Tick {
+        /// Read the fleet function's settings from this deployed stack (variables already
+        /// set win; the function's layer ffprobe is not used here).
+        #[arg(long)]
+        stack: Option<String>,
+        /// Read only: say what the tick would do.
+        #[arg(long)]
+        dry_run: bool,
+        /// Give the tick this long (resumed ingests start only while one fits).
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `vodpipe aws …`.
+#[cfg(feature = "aws")]
+pub fn aws(a: AwsArgs) -> Result<i32> {
+    match a.command {
+        AwsCommand::Bootstrap { name, max_receives } => admin::bootstrap(&name, max_receives),
+        AwsCommand::Doctor {
+            stack,
+            max_workers,
+            json,
+        } => admin::doctor(stack, max_workers, json),
+        AwsCommand::Tick {
+            stack,
+            dry_run,
+            seconds,
+            json,
+        } => tick::tick(stack, dry_run, seconds, json),
+    }
+}
+
+/// `vodpipe aws …` in a build without the `aws` feature: an error saying how to get one
+/// with it.
+#[cfg(not(feature = "aws"))]
+pub fn aws(_: AwsArgs) -> Result<i32> {
+    anyhow::bail!(crate::backend::NO_AWS)
+}

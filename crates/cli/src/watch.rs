@@ -1,0 +1,180 @@
+//! `vodpipe watch`: a folder as the ingest bucket, so the embedded pipeline can be fed the
+//! way a deployment is (files dropped in, settings files and prefixes choosing tiers),
+//! with the sweeps a deployment's scheduled tick runs for work no event will finish.
+
+use crate::arg_values::parse_tier;
+use crate::backend::StateOpts;
+use crate::local_state::{local_source, open_with, reconcile, with_profiles};
+use crate::media_opts::{config, MediaOpts};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vodpipe_control::ingest::ingest;
+use vodpipe_control::ports::Tier;
+use vodpipe_control::sweep;
+use vodpipe_control::worker::Shutdown;
+
+/// Arguments of `vodpipe watch`.
+#[derive(Args)]
+pub struct WatchArgs {
+    /// The folder to watch.
+    dir: PathBuf,
+    #[command(flatten)]
+    state: StateOpts,
+    /// Where published assets go (default STATE/out).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Tier for new jobs that choose none (by a settings file or a prefix directory).
+    #[arg(long, default_value = "standard", value_parser = parse_tier)]
+    tier: Tier,
+    /// Sub-directories that choose a tier, PREFIX=TIER, comma-separated ("" for none).
+    #[arg(long, default_value = "premium/=premium,archive/=bulk")]
+    prefix_tiers: String,
+    /// How long a stable file without a settings file waits for one, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    settings_wait: f64,
+    /// A file is ingested once its size and mtime are unchanged for this long.
+    #[arg(long, default_value_t = 2)]
+    stable_seconds: u64,
+    /// Worker processes to start when work arrives (0: run `vodpipe worker` yourself).
+    #[arg(long, default_value_t = 1)]
+    workers: u32,
+    #[command(flatten)]
+    media: MediaOpts,
+}
+
+/// `vodpipe watch`: runs until SIGTERM or SIGINT.
+pub fn watch(a: WatchArgs) -> Result<i32> {
+    let profiles = a
+        .media
+        .profiles
+        .clone()
+        .unwrap_or_else(|| a.dir.join(vodpipe_control::settings::PROFILES_PREFIX));
+    let local = with_profiles(
+        open_with(
+            &a.state.state_dir()?,
+            a.out.as_deref(),
+            a.workers,
+            a.state.max_receives,
+            Some(&a.media.ffmpeg),
+        )?,
+        Some(&profiles),
+    );
+    let mut cfg = config(&a.state.scratch()?, &a.media)?;
+    cfg.settings.default_tier = a.tier;
+    cfg.settings.prefix_tiers =
+        vodpipe_control::settings::SettingsPolicy::parse_prefix_tiers(&a.prefix_tiers)
+            .map_err(|e| anyhow::anyhow!("--prefix-tiers: {e}"))?;
+    if !(0.0..=120.0).contains(&a.settings_wait) {
+        bail!("--settings-wait must be between 0 and 120 seconds");
+    }
+    cfg.settings.settings_wait = Duration::from_secs_f64(a.settings_wait);
+    let shutdown = Shutdown::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.flag()).context("installing signal handlers")?;
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    eprintln!("watching {} (Ctrl-C to stop)", a.dir.display());
+    // path -> (size, mtime, since when unchanged)
+    let mut seen: std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, Instant)> =
+        Default::default();
+    let mut done: std::collections::HashSet<String> = Default::default();
+    let mut last_sweep: Option<Instant> = None;
+    while !shutdown.is_triggered() {
+        // Once a minute, the sweeps for work no event will finish: stitches lost with the
+        // worker that should have requested them (a job stranded in STITCHING), and jobs
+        // whose items have no message left (ENCODING without progress).
+        if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            last_sweep = Some(Instant::now());
+            let swept = sweep::restitch_stranded(
+                &local.state,
+                &local.state,
+                sweep::STITCH_STALE_SECS,
+                false,
+            )
+            .and_then(|_| {
+                sweep::requeue_stalled(
+                    &local.state,
+                    &local.state,
+                    &cfg,
+                    vodpipe_media::process::now_secs(),
+                    Instant::now() + Duration::from_secs(10),
+                    false,
+                )
+            });
+            if let Err(e) = swept {
+                eprintln!("sweeping stranded jobs failed, will retry: {e}");
+            }
+        }
+        for (path, meta) in uploads_under(&a.dir)? {
+            let (size, mtime) = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+            let e = seen
+                .entry(path.clone())
+                .or_insert((size, mtime, Instant::now()));
+            if e.0 != size || e.1 != mtime {
+                *e = (size, mtime, Instant::now());
+                continue;
+            }
+            if e.2.elapsed() < Duration::from_secs(a.stable_seconds) {
+                continue;
+            }
+            // One unreadable or vanished file must not stop the watcher.
+            let source = match local_source(&path, Some(&a.dir)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("skipping {}: {e:#}", path.display());
+                    continue;
+                }
+            };
+            if !done.insert(source.job_id.clone()) {
+                continue;
+            }
+            match ingest(local.ports(), &cfg, &source, false) {
+                Ok(ing) => eprintln!("{} {} {}", ing.job_id, ing.status, path.display()),
+                Err(e) => {
+                    eprintln!("ingesting {} failed, will retry: {e}", path.display());
+                    done.remove(&source.job_id);
+                }
+            }
+        }
+        // Keep workers alive while anything is unfinished (they exit when idle).
+        reconcile(&local, a.workers)?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(0)
+}
+
+/// Every file under `dir` that is an upload: sub-directories (prefixes) included; hidden
+/// files, settings files and `_vodpipe/` (profiles) left out.
+fn uploads_under(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if d != dir => {
+                eprintln!("skipping {}: {e}", d.display());
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", d.display())),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            if name.starts_with('.') || (d == dir && name == "_vodpipe") {
+                continue;
+            }
+            if meta.is_dir() {
+                todo.push(path);
+            } else if meta.is_file()
+                && !vodpipe_control::settings::is_settings_key(&name)
+                && !vodpipe_media::captions::is_sidecar_name(&name)
+            {
+                out.push((path, meta));
+            }
+        }
+    }
+    Ok(out)
+}
