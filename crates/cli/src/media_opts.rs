@@ -18,7 +18,7 @@ pub struct MediaOpts {
     /// Target chunk duration in seconds (a run of whole segments, one ffmpeg each).
     #[arg(long, default_value_t = 20.0)]
     pub chunk_seconds: f64,
-    /// Ladder and encoder settings as JSON (see README); defaults to the built-in ladder.
+    /// Ladder and encoder settings as JSON (see docs/ladders-and-codecs.md); defaults to the built-in ladder.
     /// `auto`: the built-in ladder shaped per title (a probe encode of sampled seconds
     /// picks each rung's size and quality step). Given here, it beats an upload's settings.
     #[arg(long)]

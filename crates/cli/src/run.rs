@@ -24,8 +24,8 @@ pub struct RunArgs {
     out: PathBuf,
     /// Worker processes (default: half the cores, at least two, at most one per core).
     /// Each encodes one chunk at a time with threads on every core; two or more keep the
-    /// cores busy while one starts, seeks or drains its encoder (see the README's
-    /// benchmark).
+    /// cores busy while one starts, seeks or drains its encoder (see the benchmark in
+    /// docs/performance.md).
     #[arg(long)]
     workers: Option<u32>,
     /// Tier for the jobs; beats a settings file beside an input (default: the settings
