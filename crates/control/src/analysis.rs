@@ -37,7 +37,10 @@ pub fn choose_ladder(at: &Attempt<'_, '_>, job: &JobRecord, plan: &JobPlan) -> P
             Ok(r) => r,
             Err(e) => return Ok(Ending::Failed(e)),
         };
-        let doc = serde_json::to_string(&revised).map_err(|e| PortError::Backend(e.to_string()))?;
+        let doc = match serde_json::to_string(&revised) {
+            Ok(doc) => doc,
+            Err(e) => return Ok(Ending::Failed(crate::Error::corrupt("the revised plan", e))),
+        };
         match at
             .ports
             .jobs

@@ -1,4 +1,4 @@
-//! Job identity and lifecycle.
+//! Job identity: how a job is named, and the asset it publishes under.
 //!
 //! S3 and SQS deliver at least once, so a job's id is a hash of the source's identity
 //! (where it lives and which version of it), never a random id: a duplicate event finds
