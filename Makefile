@@ -175,8 +175,10 @@ demo: deps build
 ## playback in hls.js and shaka, the deployed functions and worker tasks on the emulator
 ## (the same run as `make e2e-aws`, on a small clip, with its checks), the `sam build`
 ## artefacts (the layer's arm64 ffprobe under QEMU) and the worker image (built without
-## Docker, with the worker run inside it).
-test: deps player-deps moto-deps image-deps sam-build bins
+## Docker, with the worker run inside it). `cargo test --workspace` builds every binary the
+## end-to-end tests start (the CLI, the emulator host, the functions, the worker task) before
+## the first test runs.
+test: deps player-deps moto-deps image-deps sam-build
 	$(CARGO) test --workspace --no-fail-fast
 
 ## Formatting, and clippy on the whole workspace and on the embedded CLI alone (the
