@@ -48,6 +48,10 @@ impl vodpipe_control::ports::JobEvents for NoEvents {
         tracing::debug!(job = %job.id, status = %job.status, "no event bus configured; state change not announced");
         Ok(())
     }
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 /// No CDN in front of the bucket: invalidations are logged only.

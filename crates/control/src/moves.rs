@@ -27,6 +27,9 @@ pub fn entered(ports: Ports<'_>, id: &str, t: Transition) {
         return;
     }
     crate::metrics::job_state(t.to());
+    if !ports.events.enabled() {
+        return;
+    }
     let announced = ports.jobs.job(id).and_then(|job| match job {
         Some(job) => ports.events.job_changed(&job),
         None => Ok(()),

@@ -480,4 +480,10 @@ pub trait Cdn: Send + Sync {
 pub trait JobEvents: Send + Sync {
     /// Announces `job` in the state it has just entered.
     fn job_changed(&self, job: &JobRecord) -> PortResult<()>;
+
+    /// Whether announcements go anywhere: where none is configured, the job is not even
+    /// read for one (a read of the job store per announced state, at volume).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
