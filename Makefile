@@ -123,12 +123,11 @@ build-aws:
 bins:
 	$(CARGO) build --workspace --bins
 
-## The three Lambda functions for arm64 (Graviton), as `sam build` packages them; prints
-## their sizes.
+## The Lambda functions' one binary for arm64 (Graviton), as `sam build` packages it for
+## each of the three (its Handler picks the function); prints its size.
 lambda: lambda-deps
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --arm64 -p vodpipe-functions
-	@for f in vodpipe-ingest vodpipe-stitch vodpipe-fleet; do \
-	  printf '%-16s %s\n' $$f "$$(du -h target/lambda/$$f/bootstrap | cut -f1)"; done
+	@printf '%-16s %s\n' vodpipe-lambda "$$(du -h target/lambda/vodpipe-lambda/bootstrap | cut -f1)"
 
 ## The deployed pipeline on the emulator: INPUT uploaded under KEY, the asset downloaded
 ## into OUT, the job's status JSON printed. Every function and task runs with exactly its

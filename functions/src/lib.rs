@@ -1,8 +1,8 @@
 //! The Lambda functions' logic, kept apart from the Lambda runtime so it is tested with
 //! real event payloads and real AWS SDK calls against the emulator.
 //!
-//! Each function is a thin `main` (in `ingest/`, `stitch/`, `fleet/`) over one module
-//! here: [`ingest`] turns S3 ObjectCreated records into jobs, [`stitch`] publishes jobs
+//! The three functions are one binary, `vodpipe-lambda`, whose [`runtime`] runs the loop
+//! the function's `Handler` names, over one module here each: [`ingest`] turns S3 ObjectCreated records into jobs, [`stitch`] publishes jobs
 //! from the stitch queue with partial batch failures, [`fleet`] keeps worker capacity in
 //! line with queue depth and records Spot interruptions. [`env`] builds the AWS ports once
 //! per execution environment and runs the synchronous use-cases off the runtime's threads.
@@ -10,6 +10,7 @@
 pub mod env;
 pub mod fleet;
 pub mod ingest;
+pub mod runtime;
 pub mod s3_keys;
 pub mod stitch;
 

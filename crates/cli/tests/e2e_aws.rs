@@ -20,13 +20,7 @@ use support::*;
 
 fn emulator() -> PathBuf {
     let exe = Path::new(env!("CARGO_BIN_EXE_vodpipe")).with_file_name("vodpipe-emulator");
-    for name in [
-        "vodpipe-emulator",
-        "vodpipe-ingest",
-        "vodpipe-stitch",
-        "vodpipe-fleet",
-        "worker-task",
-    ] {
+    for name in ["vodpipe-emulator", "vodpipe-lambda", "worker-task"] {
         assert!(
             exe.with_file_name(name).exists(),
             "{name} is not built: run `cargo build --workspace --bins` (make test does)"

@@ -169,19 +169,19 @@ pub fn run(a: LoadArgs) -> Result<i32> {
     ] {
         fenv.push((k.to_string(), v));
     }
-    let ingest_bin = function_bin(&a.bin_dir, "vodpipe-ingest")?;
-    let stitch_bin = function_bin(&a.bin_dir, "vodpipe-stitch")?;
-    let hosts = |bin: &Path, n: u32, timeout: u32| -> Result<Vec<Arc<FunctionHost>>> {
+    // The functions' one binary; `_HANDLER` picks the function, as the template's `Handler`
+    // does on Lambda.
+    let bin = function_bin(&a.bin_dir, "vodpipe-lambda")?;
+    let hosts = |handler: &str, n: u32, timeout: u32| -> Result<Vec<Arc<FunctionHost>>> {
+        let stem = format!("vodpipe-{handler}");
+        let mut env = fenv.clone();
+        env.push(("_HANDLER".to_string(), handler.to_string()));
         (0..n.max(1))
             .map(|i| {
-                let stem = bin
-                    .file_name()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("function");
                 FunctionHost::new(
-                    stem,
-                    bin,
-                    fenv.clone(),
+                    &stem,
+                    &bin,
+                    env.clone(),
                     &scratch.join(format!("{stem}-{i}.log")),
                     Duration::from_secs(u64::from(timeout)),
                 )
@@ -189,12 +189,12 @@ pub fn run(a: LoadArgs) -> Result<i32> {
             .collect()
     };
     let ingests = hosts(
-        &ingest_bin,
+        "ingest",
         a.ingest_environments,
         vodpipe_aws::bootstrap::INGEST_TIMEOUT_SECS,
     )?;
     let stitches = hosts(
-        &stitch_bin,
+        "stitch",
         a.stitch_environments,
         vodpipe_aws::bootstrap::STITCH_TIMEOUT_SECS,
     )?;

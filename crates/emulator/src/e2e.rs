@@ -514,9 +514,9 @@ pub fn run(a: E2eArgs) -> Result<i32> {
     let started = Instant::now();
     let input =
         std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let ingest_bin = find_bin(&a.bin_dir, "vodpipe-ingest")?;
-    let stitch_bin = find_bin(&a.bin_dir, "vodpipe-stitch")?;
-    let fleet_bin = find_bin(&a.bin_dir, "vodpipe-fleet")?;
+    // The three functions are one binary; each host's `_HANDLER` picks its function, as
+    // the template's `Handler` does on Lambda.
+    let function_bin = find_bin(&a.bin_dir, "vodpipe-lambda")?;
     let worker_bin = find_bin(&a.bin_dir, "worker-task")?;
     let vodpipe_bin = find_bin(&a.bin_dir, "vodpipe")?;
     std::fs::create_dir_all(&a.out)?;
@@ -570,16 +570,18 @@ pub fn run(a: E2eArgs) -> Result<i32> {
     arm_front_door(&a, &moto.endpoint)?;
 
     // One execution environment per function, with the template's timeouts.
-    let host = |name: &str, bin: &std::path::Path, secs: u64| {
-        let log = work.join(format!("{}.log", name.trim_start_matches("vodpipe-")));
+    let host = |name: &str, secs: u64| {
+        let handler = name.trim_start_matches("vodpipe-");
+        let log = work.join(format!("{handler}.log"));
         let mut fenv = env.clone();
-        fenv.extend(signed(name.trim_start_matches("vodpipe-")));
-        FunctionHost::new(name, bin, fenv, &log, Duration::from_secs(secs))
+        fenv.extend(signed(handler));
+        fenv.push(("_HANDLER".into(), handler.into()));
+        FunctionHost::new(name, &function_bin, fenv, &log, Duration::from_secs(secs))
     };
-    let ingest = host("vodpipe-ingest", &ingest_bin, 300)?;
+    let ingest = host("vodpipe-ingest", 300)?;
     let stitch_timeout = u64::from(vodpipe_aws::bootstrap::STITCH_TIMEOUT_SECS);
-    let stitch = host("vodpipe-stitch", &stitch_bin, stitch_timeout)?;
-    let fleet = host("vodpipe-fleet", &fleet_bin, 300)?;
+    let stitch = host("vodpipe-stitch", stitch_timeout)?;
+    let fleet = host("vodpipe-fleet", 300)?;
     let dead_lettered = Arc::new(std::sync::atomic::AtomicU32::new(0));
 
     let stop = Arc::new(AtomicBool::new(false));
