@@ -15,28 +15,34 @@ use crate::ports::PortResult;
 pub fn apply(ports: Ports<'_>, id: &str, t: Transition, error: Option<&str>) -> PortResult<bool> {
     let moved = ports.jobs.transition(id, t, error)?;
     if moved {
-        entered(ports, id, t);
+        let _ = entered(ports, id, t);
     }
     Ok(moved)
 }
 
 /// Counts and announces that job `id` made transition `t`, which the caller's own write
-/// made. Never fails the caller: the job store is the truth, an announcement a courtesy.
-pub fn entered(ports: Ports<'_>, id: &str, t: Transition) {
+/// made; returns the job as read for the announcement, so a caller that needs it too does
+/// not read it again. Never fails the caller: the job store is the truth, an announcement
+/// a courtesy.
+pub fn entered(ports: Ports<'_>, id: &str, t: Transition) -> Option<JobRecord> {
     if !t.announced() {
-        return;
+        return None;
     }
     crate::metrics::job_state(t.to());
     if !ports.events.enabled() {
-        return;
+        return None;
     }
-    let announced = ports.jobs.job(id).and_then(|job| match job {
-        Some(job) => ports.events.job_changed(&job),
-        None => Ok(()),
-    });
-    if let Err(e) = announced {
+    let job = match ports.jobs.job(id) {
+        Ok(job) => job?,
+        Err(e) => {
+            tracing::warn!(job = %id, error = %e, "could not read the job to announce its state");
+            return None;
+        }
+    };
+    if let Err(e) = ports.events.job_changed(&job) {
         tracing::warn!(job = %id, error = %e, "could not announce the job's state");
     }
+    Some(job)
 }
 
 /// What an announcement of `job` says: what a subscriber needs without reading the job

@@ -305,12 +305,17 @@ pub fn superseded_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
 /// it cost, and how long its work waited for a worker.
 fn publish_metrics(ports: Ports<'_>, job_id: &str) {
     use crate::metrics::{emit, Unit};
-    crate::moves::entered(ports, job_id, Transition::Publish);
+    let announced = crate::moves::entered(ports, job_id, Transition::Publish);
     if !crate::metrics::enabled() {
         return;
     }
-    let Ok(Some(j)) = ports.jobs.job(job_id) else {
-        return;
+    // The job as the announcement read it, else read now: one read per publish.
+    let j = match announced {
+        Some(j) => j,
+        None => match ports.jobs.job(job_id) {
+            Ok(Some(j)) => j,
+            _ => return,
+        },
     };
     let cost = crate::cost::compute_cost(
         j.tier,
