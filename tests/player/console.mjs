@@ -57,13 +57,84 @@ try {
 
 const deadline = Date.now() + opts.timeoutSecs * 1000;
 const left = () => Math.max(1000, deadline - Date.now());
-const report = { ok: false, step: 'start', console_errors: [] };
+// The failure's own fields first, so a truncated log still shows them.
+const report = { ok: false, step: 'start', error: null, video_at_error: null, console_errors: [] };
 // Whatever hangs (a promise a player never settles), the report is written at the deadline.
 const watchdog = setTimeout(() => {
   report.error = `timed out after ${opts.timeoutSecs} s at step ${report.step}`;
   process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   process.exit(1);
 }, opts.timeoutSecs * 1000 + 15000);
+
+// How long a playing player may go without reaching the end before it counts as stuck.
+const STUCK_SECS = 60;
+
+// One playback through the console's own controls: the toggle, the lowest rendition once a
+// picture is shown (as a viewer would pick it), the first subtitle track, then play from 0
+// at --rate to the end. Fills `r`; returns 'ended', 'error' or 'stuck'.
+async function playOnce(page, kind, r) {
+  await page.click(`#player-toggle button[data-player="${kind}"]`);
+  await page.waitForFunction((k) => {
+    const p = window.vodpipeConsole.player();
+    return p && p.kind === k && (p.ready || p.error);
+  }, kind, { timeout: left() });
+  Object.assign(r, await page.evaluate(() => window.vodpipeConsole.player()));
+  if (r.error) return 'error';
+  await page.waitForFunction(() => document.querySelector('#video').readyState >= 2
+    || (window.vodpipeConsole.player() || {}).error, null, { timeout: left() });
+  const options = await page.locator('#rendition option').count();
+  await page.selectOption('#rendition', String(options - 2));
+  if (r.subtitles.length) await page.selectOption('#subtitles', '0');
+  r.thumbnails = await page.locator('#thumbs .thumb').count();
+  const t0 = Date.now();
+  await page.evaluate((rate) => {
+    const v = document.querySelector('#video');
+    v.currentTime = 0;
+    v.playbackRate = rate;
+    v.play().catch(() => {});
+  }, opts.rate);
+  try {
+    await page.waitForFunction(() => {
+      const v = document.querySelector('#video');
+      return v.ended || (Number.isFinite(v.duration) && v.duration > 0 && v.currentTime >= v.duration - 0.3)
+        || (window.vodpipeConsole.player() || {}).error;
+    }, null, { timeout: Math.min(left(), STUCK_SECS * 1000), polling: 250 });
+  } catch (e) {
+    if (!String(e && e.message).includes('Timeout') || deadline - Date.now() < 5000) throw e;
+    r.stuck = await videoState(page);
+    return 'stuck';
+  }
+  Object.assign(r, await page.evaluate(() => {
+    const v = document.querySelector('#video');
+    const showing = [...v.textTracks].filter((t) => t.mode === 'showing');
+    return {
+      ended: v.ended || v.currentTime >= v.duration - 0.3,
+      current_time: v.currentTime,
+      duration: v.duration,
+      video_height: v.videoHeight,
+      text_tracks_showing: showing.length,
+      cues_seen: showing.reduce((n, t) => n + (t.cues ? t.cues.length : 0), 0),
+      error: (window.vodpipeConsole.player() || {}).error,
+      state_line: document.querySelector('#player-state').textContent,
+    };
+  }));
+  r.play_secs = (Date.now() - t0) / 1000;
+  return r.error ? 'error' : 'ended';
+}
+
+// Where the player stands: the element's state, its buffer and the player's own account.
+function videoState(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector('#video');
+    if (!v) return null;
+    const ranges = [];
+    for (let i = 0; i < v.buffered.length; i++) ranges.push([v.buffered.start(i), v.buffered.end(i)]);
+    return { current_time: v.currentTime, duration: v.duration, paused: v.paused, ended: v.ended,
+      ready_state: v.readyState, network_state: v.networkState, error: v.error && v.error.message,
+      buffered: ranges, rate: v.playbackRate, state_line: document.querySelector('#player-state').textContent,
+      player: window.vodpipeConsole.debug() };
+  });
+}
 
 let browser;
 try {
@@ -134,45 +205,18 @@ try {
       report.step = kind;
       const r = { kind };
       report[kind] = r;
-      await page.click(`#player-toggle button[data-player="${kind}"]`);
-      await page.waitForFunction((k) => {
-        const p = window.vodpipeConsole.player();
-        return p && p.kind === k && (p.ready || p.error);
-      }, kind, { timeout: left() });
-      Object.assign(r, await page.evaluate(() => window.vodpipeConsole.player()));
-      if (r.error) continue;
-      // The lowest rendition and the first subtitle track, chosen in the console's selectors.
-      const options = await page.locator('#rendition option').count();
-      await page.selectOption('#rendition', String(options - 2));
-      if (r.subtitles.length) await page.selectOption('#subtitles', '0');
-      r.thumbnails = await page.locator('#thumbs .thumb').count();
-      const t0 = Date.now();
-      await page.evaluate((rate) => {
-        const v = document.querySelector('#video');
-        v.currentTime = 0;
-        v.playbackRate = rate;
-        v.play().catch(() => {});
-      }, opts.rate);
-      await page.waitForFunction(() => {
-        const v = document.querySelector('#video');
-        return v.ended || (Number.isFinite(v.duration) && v.duration > 0 && v.currentTime >= v.duration - 0.3)
-          || (window.vodpipeConsole.player() || {}).error;
-      }, null, { timeout: left(), polling: 250 });
-      Object.assign(r, await page.evaluate(() => {
-        const v = document.querySelector('#video');
-        const showing = [...v.textTracks].filter((t) => t.mode === 'showing');
-        return {
-          ended: v.ended || v.currentTime >= v.duration - 0.3,
-          current_time: v.currentTime,
-          duration: v.duration,
-          video_height: v.videoHeight,
-          text_tracks_showing: showing.length,
-          cues_seen: showing.reduce((n, t) => n + (t.cues ? t.cues.length : 0), 0),
-          error: (window.vodpipeConsole.player() || {}).error,
-          state_line: document.querySelector('#player-state').textContent,
-        };
-      }));
-      r.play_secs = (Date.now() - t0) / 1000;
+      let outcome = await playOnce(page, kind, r);
+      // A player that loads nothing more for a minute with no error (seen once on a loaded
+      // machine: hls.js fetched no fragment after the rendition switch) is started again
+      // once through the same toggle; the first attempt stays in the report, and a second
+      // stall fails the check.
+      if (outcome === 'stuck') {
+        r.first_attempt = { stuck: r.stuck };
+        delete r.stuck;
+        r.retried = true;
+        outcome = await playOnce(page, kind, r);
+      }
+      if (outcome === 'stuck') throw new Error(`${kind} made no progress for ${STUCK_SECS} s (twice)`);
     }
     report.step = 'back to hls';
     // Back from shaka to hls.js: the new player plays (shaka's teardown finishes late and
@@ -203,16 +247,7 @@ try {
   report.error = String(e && e.message || e).split('\n')[0];
   // Where the player stood, for the failure message.
   try {
-    report.video_at_error = await browser.contexts()[0].pages()[0].evaluate(() => {
-      const v = document.querySelector('#video');
-      if (!v) return null;
-      const ranges = [];
-      for (let i = 0; i < v.buffered.length; i++) ranges.push([v.buffered.start(i), v.buffered.end(i)]);
-      return { current_time: v.currentTime, duration: v.duration, paused: v.paused, ended: v.ended,
-        ready_state: v.readyState, network_state: v.networkState, error: v.error && v.error.message,
-        buffered: ranges, rate: v.playbackRate, state_line: document.querySelector('#player-state').textContent,
-        player: window.vodpipeConsole.debug() };
-    });
+    report.video_at_error = await videoState(browser.contexts()[0].pages()[0]);
   } catch (e2) {
     report.video_at_error = String(e2);
   }

@@ -418,6 +418,17 @@ function startHls(me, video, url) {
   const hls = new Hls({ renderTextTracksNatively: true, enableWebVTT: true });
   me.destroy = () => hls.destroy();
   hls.on(Hls.Events.ERROR, (_, e) => { if (e.fatal) { me.error = `${e.type}: ${e.details}`; playerState(); } });
+  // The player's last steps, for window.vodpipeConsole.debug() when playback stands still.
+  const steps = [];
+  const step = (name) => (_, e) => {
+    const f = (e && e.frag) || {};
+    steps.push(`${name} ${f.type || ''} ${f.level ?? (e && e.level) ?? ''} ${f.sn ?? ''} ${(e && e.details) || ''}`.trim());
+    if (steps.length > 30) steps.shift();
+  };
+  for (const name of ['LEVEL_SWITCHING', 'FRAG_LOADING', 'FRAG_LOADED', 'FRAG_BUFFERED', 'BUFFER_FLUSHED', 'ERROR']) {
+    hls.on(Hls.Events[name], step(name));
+  }
+  me.debug = () => ({ current_level: hls.currentLevel, load_level: hls.loadLevel, next_load_level: hls.nextLoadLevel, steps: [...steps] });
   return new Promise((resolve, reject) => {
     hls.on(Hls.Events.MANIFEST_PARSED, () => {
       me.levels = hls.levels.map((l, i) => ({ i, h: l.height, bw: l.bitrate }));

@@ -751,10 +751,17 @@ pub fn console_report(url: &str, source_name: &str, play: bool, screenshots: &Pa
 }
 
 /// Each of the console's players (in a [`console_report`]) played to the end of an asset
-/// of `secs` seconds without an error; returns their reports.
+/// of `secs` seconds without an error (a player that stood still once and played when
+/// started again is reported on stderr); returns their reports.
 pub fn assert_console_played(report: &Value, secs: f64) -> [&Value; 2] {
     ["hls", "shaka"].map(|kind| {
         let p = &report[kind];
+        if p["retried"] == true {
+            eprintln!(
+                "{kind} stood still once and played when started again: {:#}",
+                p["first_attempt"]
+            );
+        }
         assert!(p["error"].is_null(), "{kind}: {p:#}");
         assert_eq!(p["ended"], true, "{kind} did not reach the end: {p:#}");
         assert!(
