@@ -73,6 +73,10 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The asset cannot be protected as asked (a codec the encryption cannot handle, a
+    /// bitstream it cannot walk): the job fails with the reason, never publishes clear.
+    #[error("content protection: {0}")]
+    Protection(String),
     /// A configuration file (ladder profiles) is invalid.
     #[error("invalid configuration {path}: {reason}")]
     Config {
@@ -103,7 +107,10 @@ impl Error {
     /// Whether retrying the same work could succeed. Rejections and plan mismatches on
     /// deterministic input are still retried once by the worker; rejections never are.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::Rejected(_) | Error::Config { .. })
+        matches!(
+            self,
+            Error::Rejected(_) | Error::Config { .. } | Error::Protection(_)
+        )
     }
 
     /// Whether the failure lies with the machine, not the input: a tool that cannot start

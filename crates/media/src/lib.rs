@@ -8,10 +8,11 @@
 //! → [`ladder`] (which renditions; [`pertitle`] shapes them to a title) → [`plan`] (frame-exact chunks) → [`encode`] (one
 //! ffmpeg per chunk, audio once per track, and in the chunk encode the poster and thumbnail
 //! sprites; [`captions`] turns subtitles into WebVTT) → [`mp4`] (segments onto one timeline) →
-//! [`package`] (HLS and DASH manifests). [`process`] runs ffmpeg and ffprobe with
+//! [`cenc`] (common encryption, when asked) → [`package`] (HLS and DASH manifests). [`process`] runs ffmpeg and ffprobe with
 //! deadlines. The control plane (`vodpipe-control`) decides when and where each runs.
 
 pub mod captions;
+pub mod cenc;
 pub mod encode;
 pub mod error;
 pub mod info;

@@ -44,9 +44,9 @@ pub struct Fragment {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BoxRef {
     pub(crate) kind: [u8; 4],
-    start: usize,
-    header: usize,
-    end: usize,
+    pub(crate) start: usize,
+    pub(crate) header: usize,
+    pub(crate) end: usize,
 }
 
 impl BoxRef {
