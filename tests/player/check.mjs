@@ -3,6 +3,7 @@
 //
 //   node check.mjs --root DIR [--hls REL_MASTER] [--dash REL_MPD]
 //                  [--timeout-secs N] [--rate R] [--stuck-secs N] [--video-codec CODEC]
+//                  [--clearkey KID:KEY] [--expect-refusal]
 //
 // Serves DIR (plus hls.js / shaka-player from node_modules and a generated
 // page) on 127.0.0.1, plays each requested stream to the end in Debian's
@@ -36,6 +37,11 @@ const USAGE = `usage: node check.mjs --root DIR [--hls REL_PATH_TO_MASTER] [--da
                       [--stuck-secs N (default 15: give up if currentTime does not move)]
                       [--video-codec CODEC (play only the variants of this codec string,
                        e.g. av01.0.04M.08; fails unless that is what played)]
+                      [--clearkey KID:KEY (32 hex each: a protected asset's Clear Key; shaka
+                       is given it inline, hls.js licenses it from this server's /_licence,
+                       which answers with a W3C JSON Web Key set)]
+                      [--expect-refusal (pass only if no player plays: a protected asset
+                       without its key)]
 At least one of --hls / --dash is required. Paths are relative to --root.`;
 
 class SetupError extends Error {}
@@ -47,7 +53,7 @@ function setupFail(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15, videoCodec: null };
+  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15, videoCodec: null, clearkey: null, expectRefusal: false };
   const num = (name, v, min, max) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || n > max) throw new SetupError(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
@@ -69,6 +75,13 @@ function parseArgs(argv) {
       case '--rate': o.rate = num(k, take(), 0.25, 16); break;
       case '--stuck-secs': o.stuckSecs = num(k, take(), 1, 86400); break;
       case '--video-codec': o.videoCodec = take(); break;
+      case '--clearkey': {
+        const m = /^([0-9a-fA-F]{32}):([0-9a-fA-F]{32})$/.exec(take());
+        if (!m) throw new SetupError('--clearkey takes KID:KEY, 32 hex digits each');
+        o.clearkey = { kid: m[1].toLowerCase(), key: m[2].toLowerCase() };
+        break;
+      }
+      case '--expect-refusal': o.expectRefusal = true; break;
       case '-h': case '--help': process.stdout.write(USAGE + '\n'); process.exit(0);
       default: throw new SetupError(`unknown argument ${JSON.stringify(a)}`);
     }
@@ -127,7 +140,12 @@ function parseRange(header, size) {
   return { start, end };
 }
 
-function startServer({ root, libs, page, log }) {
+// base64url of the bytes of a hex string (JSON Web Key encoding).
+function hexToB64url(hex) {
+  return Buffer.from(hex, 'hex').toString('base64url');
+}
+
+function startServer({ root, libs, page, log, clearkey }) {
   const server = http.createServer((req, res) => {
     const send = (status, body, type = 'text/plain; charset=utf-8') => {
       res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
@@ -139,6 +157,22 @@ function startServer({ root, libs, page, log }) {
     } catch {
       log(req, 400);
       return send(400, 'bad url\n');
+    }
+    // A Clear Key licence server: the W3C request ({"kids": [...]}) answered with a JSON
+    // Web Key set holding the asset's key for the key IDs it knows.
+    if (req.method === 'POST' && pathname === '/_licence') {
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', () => {
+        let kids = [];
+        try { kids = JSON.parse(body).kids || []; } catch { /* answered empty */ }
+        const keys = clearkey ? kids.filter((k) => k === hexToB64url(clearkey.kid))
+          .map((k) => ({ kty: 'oct', kid: k, k: hexToB64url(clearkey.key) })) : [];
+        server.licences = (server.licences || 0) + 1;
+        log(req, 200);
+        send(200, JSON.stringify({ keys, type: 'temporary' }), 'application/json');
+      });
+      return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') { log(req, 405); return send(405, 'method not allowed\n'); }
     if (pathname === '/' || pathname === '/index.html') { log(req, 200); return send(200, page, MIME['.html']); }
@@ -310,7 +344,8 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     const Hls = window.Hls;
     st.player = `hls.js ${Hls.version}`;
     if (!Hls.isSupported()) throw new Error('Hls.isSupported() is false (no MSE / codecs)');
-    const hls = player = new Hls({ backBufferLength: Infinity, maxBufferLength: 60 });
+    const drm = st.drm ? { emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: st.drm.licence_url } } } : {};
+    const hls = player = new Hls({ backBufferLength: Infinity, maxBufferLength: 60, ...drm });
     hls.on(Hls.Events.ERROR, (ev, d) => {
       const e = { source: 'hls.js', fatal: !!d.fatal, type: d.type, details: d.details };
       if (d.reason) e.reason = String(d.reason);
@@ -371,6 +406,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     const p = player = new shaka.Player();
     await p.attach(video);
     p.configure({ streaming: { bufferingGoal: 60, rebufferingGoal: 2, bufferBehind: 3600 } });
+    if (st.drm) p.configure({ drm: { clearKeys: { [st.drm.kid]: st.drm.key } } });
     if (st.video_codec) {
       p.configure({ preferredVideo: [{ label: '', role: '', language: '', codec: st.video_codec, hdrLevel: '', layout: '' }], abr: { enabled: false } });
     }
@@ -427,7 +463,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       for (const t of types) out[t] = !!(window.MediaSource && MediaSource.isTypeSupported(t));
       return { mse: !!window.MediaSource, types: out, user_agent: navigator.userAgent };
     },
-    start(kind, url, rate, stuckSecs, videoCodec) {
+    start(kind, url, rate, stuckSecs, videoCodec, drm) {
       video = document.createElement('video');
       video.muted = true;
       video.autoplay = false;
@@ -442,6 +478,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
         quality: null, player_stats: null, stuck_secs: stuckSecs, video_codec: videoCodec || null, codec_levels: null,
         text_tracks: [], cues: {}, image_tracks: [], thumbnail_at_5s: null, t_start: performance.now(), wall_secs: 0,
+        drm: drm || null,
       };
       // Players may reset the rate on load; force it back whenever it drifts.
       video.addEventListener('ratechange', () => { if (video.playbackRate !== 0 && video.playbackRate !== rate) video.playbackRate = rate; });
@@ -563,7 +600,7 @@ async function main() {
   let currentKind = null;
   const httpLog = { hls: { requests: 0, errors: [] }, dash: { requests: 0, errors: [] } };
   const server = await startServer({
-    root, libs, page: pageHtml(),
+    root, libs, page: pageHtml(), clearkey: opts.clearkey,
     log: (req, status) => {
       if (!currentKind) return;
       const h = httpLog[currentKind];
@@ -616,7 +653,8 @@ async function main() {
         const left = () => Math.max(1, deadline - Date.now());
         await page.goto(base + '/', { timeout: Math.min(30000, left()) });
         await page.waitForFunction(() => window.__vp_ready === true, null, { timeout: Math.min(30000, left()) });
-        await page.evaluate(([k, u, rate, stuck, codec]) => window.__vp.start(k, u, rate, stuck, codec), [w.kind, base + w.url, opts.rate, opts.stuckSecs, opts.videoCodec]);
+        const drm = opts.clearkey ? { kid: opts.clearkey.kid, key: opts.clearkey.key, licence_url: base + '/_licence' } : null;
+        await page.evaluate(([k, u, rate, stuck, codec, d]) => window.__vp.start(k, u, rate, stuck, codec, d), [w.kind, base + w.url, opts.rate, opts.stuckSecs, opts.videoCodec, drm]);
         for (;;) {
           r = await page.evaluate(() => window.__vp.snapshot());
           if (r.done) break;
@@ -636,7 +674,11 @@ async function main() {
       r.console_errors = consoleErrors;
       r.http = httpLog[w.kind];
       r.dash_gap_stats = r.player_stats && w.kind === 'dash' ? (r.player_stats.stallsDetected || 0) + (r.player_stats.gapsJumped || 0) : 0;
-      const failures = judge(r, httpLog[w.kind].errors);
+      // Refused: no player may play past its first second, nor reach the end.
+      const failures = opts.expectRefusal
+        ? (r.ended || (typeof r.current_time === 'number' && r.current_time > 1)
+          ? [`played to ${r.current_time} s without the key`] : [])
+        : judge(r, httpLog[w.kind].errors);
       // Whether underruns are all that failed (see STARVE_S).
       const underrunOnly = failures.length > 0 && judge({ ...r, underruns: 0 }, httpLog[w.kind].errors).length === 0;
       delete r.kind; delete r.done; delete r.dash_gap_stats;
@@ -656,6 +698,7 @@ async function main() {
     process.exit(2);
   }
   result.ok = wanted.every((w) => result[w.kind] && result[w.kind].ok);
+  result.licences = server.licences || 0;
   result.retry_slower = !result.ok && wanted.every((w) => result[w.kind] && (result[w.kind].ok || result[w.kind].underrun_only));
   result.elapsed_secs = +((Date.now() - tStart) / 1000).toFixed(2);
   process.stdout.write(JSON.stringify(result, null, 2) + '\n');

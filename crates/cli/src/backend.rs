@@ -83,8 +83,14 @@ impl StateOpts {
                         dir.display(),
                     );
                 }
-                let local =
-                    crate::local_state::open_with(&dir, out, workers, self.max_receives, ffmpeg)?;
+                let local = crate::local_state::open_with(
+                    &dir,
+                    out,
+                    workers,
+                    self.max_receives,
+                    ffmpeg,
+                    None,
+                )?;
                 Ok(Backend::Local(Box::new(local)))
             }
         }

@@ -27,6 +27,7 @@ pub fn open_with(
     workers: u32,
     max_receives: u32,
     ffmpeg: Option<&str>,
+    drm_keys: Option<&Path>,
 ) -> Result<Local> {
     // Absolute, so workers started from another directory agree on every path.
     let state =
@@ -35,6 +36,10 @@ pub fn open_with(
     let mut fleet = ProcessFleet::new(exe, state.clone(), workers, 2);
     if let Some(f) = ffmpeg {
         fleet = fleet.with_ffmpeg(f);
+    }
+    if let Some(k) = drm_keys {
+        let k = std::path::absolute(k).with_context(|| format!("resolving {}", k.display()))?;
+        fleet = fleet.with_drm_keys(&k);
     }
     Local::open(&state, out, fleet, max_receives)
         .with_context(|| format!("opening state {}", state.display()))

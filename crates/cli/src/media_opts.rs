@@ -1,11 +1,14 @@
 //! The options that shape new jobs (segment and chunk lengths, the ladder, codecs,
-//! profiles, the ffmpeg binaries), shared by every command that plans: `run`, `plan`,
+//! profiles, the ffmpeg binaries, content protection), shared by every command that plans: `run`, `plan`,
 //! `ingest` and `watch` accept and check them the same way.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use vodpipe_control::keys::KeyFile;
 use vodpipe_control::pipeline::Config;
+use vodpipe_media::cenc::{DrmConfig, Scheme, System};
 use vodpipe_media::ladder::{LadderConfig, VideoCodec};
 use vodpipe_media::plan::PlanOptions;
 
@@ -37,6 +40,22 @@ pub struct MediaOpts {
     /// ffprobe binary.
     #[arg(long, env = "VODPIPE_FFPROBE", default_value = "ffprobe")]
     pub ffprobe: String,
+    /// Encrypt every video rung and audio rendition (H.264 ladders): `cbcs` (every
+    /// player, FairPlay included) or `cenc`. Beats an upload's own choice.
+    #[arg(long, value_parser = parse_scheme)]
+    pub drm: Option<Scheme>,
+    /// The key file workers encrypt with when a job asks for protection without a key
+    /// server: `{"kid": "<32 hex>", "key": "<32 hex>"}`, or `{"video": {…}, "audio": {…}}`.
+    #[arg(long, env = "VODPIPE_DRM_KEYS")]
+    pub drm_keys: Option<PathBuf>,
+    /// DRM systems to signal with `--drm`, comma-separated: clearkey, widevine, playready,
+    /// fairplay (default: clearkey with a key file; widevine, playready and, for cbcs,
+    /// fairplay with a key server).
+    #[arg(long, value_delimiter = ',', value_parser = parse_system)]
+    pub drm_systems: Vec<System>,
+    /// A SPEKE v2.0 key server to get the keys from (instead of `--drm-keys`).
+    #[arg(long)]
+    pub drm_speke: Option<String>,
 }
 
 /// The pipeline configuration from the media options.
@@ -69,7 +88,44 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         c.ladder.codecs = codecs.clone();
         c.settings.command_codecs = Some(codecs.clone());
     }
+    if let Some(path) = &m.drm_keys {
+        c.keys.file = Some(Arc::new(
+            KeyFile::read(path).map_err(|e| anyhow!("--drm-keys {e}"))?,
+        ));
+    }
+    match m.drm {
+        Some(scheme) => {
+            let drm = DrmConfig {
+                scheme,
+                systems: m.drm_systems.clone(),
+                speke_url: m.drm_speke.clone(),
+            };
+            drm.validate().map_err(|e| anyhow!("--drm: {e}"))?;
+            if drm.speke_url.is_none() && m.drm_keys.is_none() {
+                bail!("--drm needs a key source: --drm-keys FILE or --drm-speke URL");
+            }
+            c.ladder.drm = Some(drm.clone());
+            c.ladder.validate().map_err(|e| anyhow!("{e}"))?;
+            c.settings.command_drm = Some(drm);
+        }
+        None if m.drm_speke.is_some() || !m.drm_systems.is_empty() => {
+            bail!("--drm-speke and --drm-systems go with --drm cbcs|cenc");
+        }
+        None => {}
+    }
     Ok(c)
+}
+
+/// `--drm`: a scheme name.
+fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
+    Scheme::parse(s).ok_or_else(|| format!("{s:?} is not a scheme; use cbcs or cenc"))
+}
+
+/// `--drm-systems`: one system name.
+fn parse_system(s: &str) -> std::result::Result<System, String> {
+    System::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a DRM system; use clearkey, widevine, playready or fairplay")
+    })
 }
 
 /// The codecs `--codecs` names (one value, so clap does not split it into many).

@@ -54,7 +54,14 @@ pub fn run(a: RunArgs) -> Result<i32> {
         (cores / 2).max(2).min(cores.max(1))
     });
     let local = with_profiles(
-        open_with(&state, Some(&a.out), workers, 5, Some(&a.media.ffmpeg))?,
+        open_with(
+            &state,
+            Some(&a.out),
+            workers,
+            5,
+            Some(&a.media.ffmpeg),
+            a.media.drm_keys.as_deref(),
+        )?,
         a.media.profiles.as_deref(),
     );
     let mut cfg = config(&state.join("scratch"), &a.media)?;

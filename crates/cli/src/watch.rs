@@ -58,6 +58,7 @@ pub fn watch(a: WatchArgs) -> Result<i32> {
             a.workers,
             a.state.max_receives,
             Some(&a.media.ffmpeg),
+            a.media.drm_keys.as_deref(),
         )?,
         Some(&profiles),
     );

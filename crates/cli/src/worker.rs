@@ -31,6 +31,10 @@ pub struct WorkerArgs {
     /// Leave the stitch queue alone (a deployed stack's stitch function consumes it).
     #[arg(long)]
     no_stitch: bool,
+    /// The key file to encrypt with when a job asks for protection without a key server
+    /// (see `vodpipe run --drm-keys`).
+    #[arg(long, env = "VODPIPE_DRM_KEYS")]
+    drm_keys: Option<std::path::PathBuf>,
 }
 
 /// `vodpipe worker`: runs until SIGTERM, SIGINT or `--idle-exit`.
@@ -43,6 +47,12 @@ pub fn worker(a: WorkerArgs) -> Result<i32> {
     let mut cfg = Config::new(a.state.scratch()?);
     cfg.ffmpeg = a.ffmpeg;
     cfg.lease_ttl = Duration::from_secs(a.lease_seconds.max(3));
+    if let Some(path) = &a.drm_keys {
+        cfg.keys.file = Some(std::sync::Arc::new(
+            vodpipe_control::keys::KeyFile::read(path)
+                .map_err(|e| anyhow::anyhow!("--drm-keys {e}"))?,
+        ));
+    }
     let owner = format!("{}-{}", hostname(), std::process::id());
     let mut w = Worker::new(backend.ports(), cfg, owner, a.tiers, shutdown.clone());
     if a.no_stitch {

@@ -12,7 +12,7 @@
 //! pointers, publish) and [`sweep`] (what no event will ever finish: abandoned ingests,
 //! stranded jobs, and the capacity each tier needs). [`domain`] holds the types they all
 //! speak (a job, its state and settings, work items, tiers and queues); [`job`] is a job's
-//! identity; [`cost`] estimates what a job cost; [`metrics`] reports to CloudWatch.
+//! identity; [`keys`] gives a protected asset's content keys; [`cost`] estimates what a job cost; [`metrics`] reports to CloudWatch.
 
 pub mod analysis;
 pub mod attempt;
@@ -23,6 +23,7 @@ pub mod error;
 pub mod indexing;
 pub mod ingest;
 pub mod job;
+pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod moves;

@@ -62,6 +62,10 @@ pub struct TrackResult {
     /// Why the item published nothing (a subtitle file ffmpeg could not read), when so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// How the track was encrypted (scheme, key ID, each DRM system's data; never the
+    /// key), when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<vodpipe_media::cenc::Signalling>,
 }
 
 /// Where the stitch publishes the WebVTT thumbnail track, in the job directory.
@@ -205,6 +209,7 @@ pub fn store(
             init_uri,
             segments,
             skipped: None,
+            protection: t.protection.clone(),
         });
     }
     // Stills and subtitles: small files beside the segments, listed as tracks of their
@@ -265,6 +270,7 @@ pub fn store(
             init_uri: format!("{dir}/subtitles.vtt"),
             stsd_hash: String::new(),
             skipped: None,
+            protection: None,
             segments: text
                 .segments
                 .iter()
@@ -306,6 +312,7 @@ fn still_result(name: &str, init_uri: String, segments: Vec<SegmentRef>) -> Trac
         stsd_hash: String::new(),
         segments,
         skipped: None,
+        protection: None,
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Config {
     /// The deployment's side of per-upload settings: default tier, prefix map, how long
     /// to wait for a settings file, command-line choices.
     pub settings: crate::settings::SettingsPolicy,
+    /// Where protected assets' keys come from (a key file, a signer for key servers).
+    pub keys: crate::keys::Keys,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             retry_delay: Duration::from_secs(2),
             scratch: scratch.into(),
             settings: crate::settings::SettingsPolicy::default(),
+            keys: crate::keys::Keys::default(),
         }
     }
 }

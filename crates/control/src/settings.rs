@@ -24,6 +24,7 @@ pub use crate::domain::{JobSettings, Origin, Setting};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use vodpipe_media::cenc::{DrmConfig, Scheme, System};
 use vodpipe_media::error::{Error, Result};
 use vodpipe_media::ladder::{LadderConfig, VideoCodec};
 
@@ -59,6 +60,8 @@ pub struct SettingsPolicy {
     pub command_ladder: bool,
     /// Codecs given on the command line (`--codecs`): beat everything else.
     pub command_codecs: Option<Vec<VideoCodec>>,
+    /// Content protection given on the command line (`--drm`): beats everything else.
+    pub command_drm: Option<DrmConfig>,
 }
 
 impl Default for SettingsPolicy {
@@ -70,6 +73,7 @@ impl Default for SettingsPolicy {
             command_tier: None,
             command_ladder: false,
             command_codecs: None,
+            command_drm: None,
         }
     }
 }
@@ -130,6 +134,7 @@ struct SettingsFile {
     loudness_lufs: Option<f64>,
     thumbnails: Option<bool>,
     auto: Option<bool>,
+    drm: Option<DrmConfig>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -229,6 +234,44 @@ fn parse_profile_name(value: &str, what: &str) -> Result<String> {
             "{what} is {value:?}; a ladder name is letters, digits, '-' and '_'"
         )))
     }
+}
+
+/// Reads content protection from metadata: `vodpipe-drm` is `cbcs`, `cenc` or `none` (off,
+/// whatever the ladder says); `vodpipe-drm-systems` a comma list; `vodpipe-drm-speke-url`
+/// the key server.
+fn parse_drm_metadata(
+    scheme: &str,
+    systems: Option<String>,
+    speke_url: Option<String>,
+) -> Result<Option<DrmConfig>> {
+    if scheme.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let scheme = Scheme::parse(&scheme.to_ascii_lowercase()).ok_or_else(|| {
+        reject(format!(
+            "x-amz-meta-vodpipe-drm is {scheme:?}; use cbcs, cenc or none"
+        ))
+    })?;
+    let systems = match systems {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                System::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+                    reject(format!(
+                        "x-amz-meta-vodpipe-drm-systems names {s:?}; use clearkey, widevine, playready or fairplay"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    Ok(Some(DrmConfig {
+        scheme,
+        systems,
+        speke_url,
+    }))
 }
 
 /// Resolves an upload's settings under `policy`. `base` is the deployment's default ladder
@@ -393,6 +436,35 @@ pub fn resolve(
         .filter_map(|c| VideoCodec::parse(c))
         .collect();
 
+    let drm = if let Some(d) = &policy.command_drm {
+        Some(Setting::new(d.clone(), Origin::Command))
+    } else if let Some(v) = meta("drm") {
+        parse_drm_metadata(&v, meta("drm-systems"), meta("drm-speke-url"))?
+            .map(|d| Setting::new(d, Origin::Metadata))
+    } else if let Some(d) = &file.drm {
+        Some(Setting::new(d.clone(), Origin::SettingsFile))
+    } else {
+        ladder_cfg.drm.clone().map(|d| Setting::new(d, ladder.from))
+    };
+    ladder_cfg.drm = drm.as_ref().map(|d| d.value.clone());
+    if let Some(d) = &drm {
+        let what = match d.from {
+            Origin::Command => "--drm".to_string(),
+            Origin::Metadata => "x-amz-meta-vodpipe-drm".to_string(),
+            Origin::SettingsFile => format!("\"drm\" in {file_name}"),
+            Origin::Prefix | Origin::Default => format!("the ladder {:?}", ladder.value),
+        };
+        d.value
+            .validate()
+            .map_err(|e| reject(format!("{what}: {e}")))?;
+        if let Some(c) = ladder_cfg.codecs.iter().find(|c| **c != VideoCodec::H264) {
+            return Err(reject(format!(
+                "{what}: {} rungs cannot be protected yet (only H.264 slice headers are walked); protect an H.264 ladder",
+                c.name()
+            )));
+        }
+    }
+
     let asset = if let Some(v) = meta("asset") {
         Setting::new(
             parse_asset(&v, "x-amz-meta-vodpipe-asset")?,
@@ -417,6 +489,7 @@ pub fn resolve(
         refusal: None,
         source_version: None,
         source_sequencer: None,
+        drm,
     })
 }
 
@@ -445,6 +518,7 @@ pub fn fallback(
         refusal,
         source_version: None,
         source_sequencer: None,
+        drm: None,
     }
 }
 

@@ -392,6 +392,7 @@ fn build_tracks(
                     timescale: t.timescale,
                     init_uri: t.init_uri,
                     segments: t.segments,
+                    protection: None,
                 });
                 continue;
             }
@@ -418,6 +419,7 @@ fn build_tracks(
                     timescale: t.timescale,
                     init_uri: t.init_uri,
                     segments: t.segments,
+                    protection: t.protection,
                 });
                 continue;
             }
@@ -461,7 +463,16 @@ fn build_tracks(
                 timescale: t.timescale,
                 init_uri: t.init_uri.clone(),
                 segments: Vec::new(),
+                protection: t.protection.clone(),
             });
+            // One init segment and one key for every chunk of a rung.
+            if entry.protection != t.protection {
+                return Err(format!(
+                    "{} of rung {} is protected differently from chunk 0 (scheme or key ID); cannot share one init segment",
+                    item.describe(),
+                    t.name
+                ));
+            }
             entry.segments.extend(t.segments);
         }
     }
@@ -502,6 +513,7 @@ fn build_tracks(
                 timescale: 1000,
                 init_uri: String::new(),
                 segments: tiles,
+                protection: None,
             });
         }
     }

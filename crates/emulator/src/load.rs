@@ -162,6 +162,7 @@ impl ItemEncoder for StandInEncoder {
                         })
                         .collect(),
                     timescale: video.time_base.den as u32,
+                    protection: None,
                 })
                 .collect::<Vec<_>>(),
         ))

@@ -17,6 +17,7 @@ pub struct ProcessFleet {
     max: u32,
     idle_exit_secs: u64,
     ffmpeg: Option<String>,
+    drm_keys: Option<PathBuf>,
     children: Mutex<Vec<Child>>,
 }
 
@@ -29,6 +30,7 @@ impl ProcessFleet {
             max,
             idle_exit_secs,
             ffmpeg: None,
+            drm_keys: None,
             children: Mutex::new(Vec::new()),
         }
     }
@@ -36,6 +38,12 @@ impl ProcessFleet {
     /// Workers use this ffmpeg (the one the user chose for the whole run).
     pub fn with_ffmpeg(mut self, ffmpeg: &str) -> Self {
         self.ffmpeg = Some(ffmpeg.to_string());
+        self
+    }
+
+    /// Workers encrypt with this key file (its path travels, never the key).
+    pub fn with_drm_keys(mut self, path: &std::path::Path) -> Self {
+        self.drm_keys = Some(path.to_path_buf());
         self
     }
 
@@ -93,6 +101,9 @@ impl Fleet for ProcessFleet {
                 .stdin(Stdio::null());
             if let Some(f) = &self.ffmpeg {
                 cmd.env("VODPIPE_FFMPEG", f);
+            }
+            if let Some(k) = &self.drm_keys {
+                cmd.env("VODPIPE_DRM_KEYS", k);
             }
             let child = cmd.spawn().map_err(|e| {
                 PortError::Backend(format!("starting a worker ({}): {e}", self.exe.display()))

@@ -75,6 +75,8 @@ pub struct TrackOutput {
     pub segments: Vec<Fragment>,
     /// Track timescale (ticks per second).
     pub timescale: u32,
+    /// How the track was encrypted, once it is ([`crate::cenc`]).
+    pub protection: Option<crate::cenc::Signalling>,
 }
 
 /// What one work item produced: fMP4 tracks, and for a video chunk its stills, or for a
@@ -531,6 +533,7 @@ pub fn encode_chunk(
             timescale: mp4::timescale(&f.init, &what)?,
             init: f.init,
             segments: f.fragments,
+            protection: None,
         });
     }
     let mut out = Encoded::from(tracks);
@@ -785,6 +788,7 @@ fn encode_audio_as(ctx: &EncodeContext<'_>, track: usize, channels: u32) -> Resu
         timescale: mp4::timescale(&f.init, &what)?,
         init: f.init,
         segments: f.fragments,
+        protection: None,
     })
 }
 

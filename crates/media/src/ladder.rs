@@ -148,6 +148,10 @@ pub struct LadderConfig {
     /// for each rung of this ladder, the size and quality step that reach the same picture
     /// quality in the fewest bits (see [`crate::pertitle`]). Off by default.
     pub auto: bool,
+    /// Common encryption of every rung and audio rendition (see [`crate::cenc`]); none by
+    /// default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drm: Option<crate::cenc::DrmConfig>,
 }
 
 impl Default for LadderConfig {
@@ -178,6 +182,7 @@ impl Default for LadderConfig {
             av1_crf: 35,
             av1_preset: 10,
             auto: false,
+            drm: None,
         }
     }
 }
@@ -240,6 +245,15 @@ impl LadderConfig {
         ];
         if self.codecs.is_empty() {
             return Err("codecs names no codec; use h264, hevc or av1".into());
+        }
+        if let Some(drm) = &self.drm {
+            drm.validate().map_err(|e| format!("drm: {e}"))?;
+            if let Some(c) = self.codecs.iter().find(|c| **c != VideoCodec::H264) {
+                return Err(format!(
+                    "drm: {} rungs cannot be protected yet (only H.264 slice headers are walked); use codecs [\"h264\"]",
+                    c.name()
+                ));
+            }
         }
         if let Some(c) = VideoCodec::ALL
             .iter()

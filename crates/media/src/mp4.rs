@@ -420,7 +420,19 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
     let body = stsd.body();
     let entries = boxes(init, body.start + 8..body.end, ctx)?;
     let entry = entries.first().ok_or_else(|| err(ctx, "empty stsd"))?;
-    match &entry.kind {
+    // A protected entry (`encv`/`enca`) names its codec in `sinf`/`frma`.
+    let mut kind = entry.kind;
+    if &kind == b"encv" || &kind == b"enca" {
+        let fields = if &kind == b"enca" { 28 } else { 78 };
+        let inner = entry.body().start + fields..entry.end;
+        let sinf = child(init, inner, b"sinf", ctx)?.ok_or_else(|| err(ctx, "no sinf"))?;
+        let frma = child(init, sinf.body(), b"frma", ctx)?.ok_or_else(|| err(ctx, "no frma"))?;
+        kind.copy_from_slice(
+            init.get(frma.body().start..frma.body().start + 4)
+                .ok_or_else(|| err(ctx, "short frma"))?,
+        );
+    }
+    match &kind {
         b"avc1" | b"avc3" => {
             // Visual sample entry: 8 reserved/index bytes + 70 bytes of fields, then boxes.
             let inner = entry.body().start + 78..entry.end;
@@ -431,7 +443,7 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
                 .ok_or_else(|| err(ctx, "short avcC"))?;
             Ok(format!(
                 "{}.{:02X}{:02X}{:02X}",
-                String::from_utf8_lossy(&entry.kind),
+                String::from_utf8_lossy(&kind),
                 p[0],
                 p[1],
                 p[2]
@@ -442,7 +454,7 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
             let hvcc = child(init, inner, b"hvcC", ctx)?.ok_or_else(|| err(ctx, "no hvcC"))?;
             let b = hvcc.body().start;
             let p = init.get(b..b + 13).ok_or_else(|| err(ctx, "short hvcC"))?;
-            Ok(hevc_codec_string(&entry.kind, p))
+            Ok(hevc_codec_string(&kind, p))
         }
         b"av01" => {
             let inner = entry.body().start + 78..entry.end;

@@ -7,6 +7,8 @@
 //! `tfdt`), so there are no discontinuity tags. Bandwidths are measured from the real
 //! segment sizes, not copied from the ladder.
 
+use crate::cenc::{Scheme, Signalling, System};
+use base64::Engine as _;
 use m3u8_rs::{
     AlternativeMedia, AlternativeMediaType, ByteRange, Map, MasterPlaylist, MediaPlaylist,
     MediaPlaylistType, MediaSegment, Resolution, VariantStream,
@@ -99,6 +101,10 @@ pub struct Track {
     pub init_uri: String,
     /// Media segments, in order.
     pub segments: Vec<SegmentRef>,
+    /// How the track is encrypted, when it is: what its playlists and its adaptation set
+    /// signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<Signalling>,
 }
 
 impl Track {
@@ -225,7 +231,101 @@ fn vod_playlist(track: &Track, iframes: bool) -> String {
         independent_segments: true,
         ..Default::default()
     };
-    write_playlist(|w| pl.write_to(w))
+    let text = write_playlist(|w| pl.write_to(w));
+    match &track.protection {
+        // The keys apply to the init segment and every segment after them.
+        Some(p) => insert_before(&text, &["#EXT-X-MAP", "#EXTINF"], &hls_keys(p, "EXT-X-KEY")),
+        None => text,
+    }
+}
+
+/// `text` with `lines` inserted before the first line starting with one of `markers`.
+fn insert_before(text: &str, markers: &[&str], lines: &[String]) -> String {
+    let mut out = String::with_capacity(text.len() + lines.iter().map(String::len).sum::<usize>());
+    let mut done = false;
+    for line in text.lines() {
+        if !done && markers.iter().any(|m| line.starts_with(m)) {
+            for l in lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+            done = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The `#EXT-X-KEY` (or `#EXT-X-SESSION-KEY`) lines of a protected track, one per DRM
+/// system: `SAMPLE-AES` for cbcs, `SAMPLE-AES-CTR` for cenc, with each system's
+/// `KEYFORMAT` and the URI its players read (the KID for Clear Key, the `pssh` for
+/// Widevine, the key server's data for PlayReady, `skd://` for FairPlay).
+fn hls_keys(p: &Signalling, tag: &str) -> Vec<String> {
+    let method = match p.scheme {
+        Scheme::Cbcs => "SAMPLE-AES",
+        Scheme::Cenc => "SAMPLE-AES-CTR",
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut kid = [0u8; 16];
+    let _ = hex::decode_to_slice(&p.kid, &mut kid);
+    p.systems
+        .iter()
+        .filter_map(|s| {
+            let (format, uri) = match s.system {
+                System::ClearKey => (
+                    "org.w3.clearkey",
+                    format!("data:text/plain;base64,{}", b64.encode(kid)),
+                ),
+                System::Widevine => (
+                    "urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed",
+                    s.hls_uri.clone().or_else(|| {
+                        s.pssh.as_ref().map(|b| format!("data:text/plain;base64,{b}"))
+                    })?,
+                ),
+                System::PlayReady => ("com.microsoft.playready", s.hls_uri.clone()?),
+                System::FairPlay => ("com.apple.streamingkeydelivery", s.hls_uri.clone()?),
+            };
+            let keyid = match s.system {
+                System::Widevine | System::ClearKey => format!(",KEYID=0x{}", p.kid),
+                System::PlayReady | System::FairPlay => String::new(),
+            };
+            Some(format!(
+                r#"#{tag}:METHOD={method},URI="{uri}"{keyid},KEYFORMAT="{format}",KEYFORMATVERSIONS="1""#
+            ))
+        })
+        .collect()
+}
+
+/// The session keys of a master playlist: every protected track's keys, once each, so a
+/// player can license before it loads a rendition.
+fn session_keys(tracks: &[Track]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in tracks.iter().filter_map(|t| t.protection.as_ref()) {
+        for line in hls_keys(p, "EXT-X-SESSION-KEY") {
+            if !out.contains(&line) {
+                out.push(line);
+            }
+        }
+    }
+    out
+}
+
+/// A master playlist with the session keys of `tracks` after its header.
+fn with_session_keys(text: String, tracks: &[Track]) -> String {
+    let keys = session_keys(tracks);
+    if keys.is_empty() {
+        return text;
+    }
+    insert_before(
+        &text,
+        &[
+            "#EXT-X-MEDIA",
+            "#EXT-X-STREAM-INF",
+            "#EXT-X-I-FRAME-STREAM-INF",
+        ],
+        &keys,
+    )
 }
 
 fn write_playlist(f: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
@@ -236,8 +336,13 @@ fn write_playlist(f: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String
 }
 
 /// The HLS master playlist. `prefix` is prepended to every playlist URI (the master
-/// pointer lives above the job directory).
+/// pointer lives above the job directory). A protected asset's keys are listed as session
+/// keys.
 pub fn master_playlist(tracks: &[Track], prefix: &str) -> String {
+    with_session_keys(master_body(tracks, prefix), tracks)
+}
+
+fn master_body(tracks: &[Track], prefix: &str) -> String {
     let audio: Vec<&Track> = tracks
         .iter()
         .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
@@ -415,6 +520,41 @@ fn audio_only_master(audio: &[&Track], subtitles: &[AlternativeMedia], prefix: &
     write_playlist(|w| pl.write_to(w))
 }
 
+/// The `ContentProtection` elements of a protected adaptation set: the common scheme with
+/// the default KID, then one per DRM system with its `pssh` (FairPlay has none in DASH).
+fn content_protection(x: &mut String, p: &Signalling) {
+    let _ = writeln!(
+        x,
+        r#"      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="{}" cenc:default_KID="{}"/>"#,
+        p.scheme.as_str(),
+        p.kid_uuid()
+    );
+    for s in &p.systems {
+        let value = match s.system {
+            System::ClearKey => "ClearKey1.0",
+            System::Widevine => "Widevine",
+            System::PlayReady => "MSPR 2.0",
+            System::FairPlay => continue,
+        };
+        let _ = write!(
+            x,
+            r#"      <ContentProtection schemeIdUri="urn:uuid:{}" value="{value}""#,
+            s.system.uuid()
+        );
+        match &s.pssh {
+            Some(pssh) => {
+                let _ = writeln!(
+                    x,
+                    ">\n        <cenc:pssh>{pssh}</cenc:pssh>\n      </ContentProtection>"
+                );
+            }
+            None => {
+                let _ = writeln!(x, "/>");
+            }
+        }
+    }
+}
+
 fn iso_duration(secs: f64) -> String {
     format!("PT{secs:.3}S")
 }
@@ -433,9 +573,14 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
     let duration = tracks.iter().map(Track::duration_secs).fold(0.0, f64::max);
     let mut x = String::new();
     let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let cenc_ns = if tracks.iter().any(|t| t.protection.is_some()) {
+        r#" xmlns:cenc="urn:mpeg:cenc:2013""#
+    } else {
+        ""
+    };
     let _ = writeln!(
         x,
-        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="{}" minBufferTime="PT4S">"#,
+        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011"{cenc_ns} profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="{}" minBufferTime="PT4S">"#,
         iso_duration(duration)
     );
     let _ = writeln!(x, r#"  <Period id="0" start="PT0S">"#);
@@ -457,6 +602,13 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
             x,
             r#"    <AdaptationSet id="{set}" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#
         );
+        if let Some(p) = videos
+            .iter()
+            .find(|t| codec_family(&t.codec) == *family)
+            .and_then(|t| t.protection.as_ref())
+        {
+            content_protection(&mut x, p);
+        }
         for t in videos.iter().filter(|t| codec_family(&t.codec) == *family) {
             if let TrackKind::Video {
                 width,
@@ -496,6 +648,9 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
             r#"    <AdaptationSet id="{}" contentType="audio" mimeType="audio/mp4"{lang} segmentAlignment="true" startWithSAP="1">"#,
             first_audio_set + i
         );
+        if let Some(p) = &t.protection {
+            content_protection(&mut x, p);
+        }
         if i == 0 {
             let _ = writeln!(
                 x,
@@ -740,6 +895,7 @@ mod tests {
             codec: "avc1.64001E".into(),
             timescale: 30000,
             init_uri: "c00000.1/360p/init.mp4".into(),
+            protection: None,
             segments: vec![
                 SegmentRef {
                     uri: "c00000.1/360p/00000.m4s".into(),
@@ -770,6 +926,7 @@ mod tests {
             codec: "mp4a.40.2".into(),
             timescale: 48000,
             init_uri: "audio_0/init.mp4".into(),
+            protection: None,
             segments: vec![SegmentRef {
                 uri: "audio_0/00000.m4s".into(),
                 start: 0,
@@ -888,6 +1045,7 @@ mod tests {
             codec: "wvtt".into(),
             timescale: 1000,
             init_uri: "t0.1/subtitles.vtt".into(),
+            protection: None,
             segments: vec![
                 SegmentRef {
                     uri: "t0.1/00000.vtt".into(),
@@ -925,6 +1083,7 @@ mod tests {
             codec: "jpeg".into(),
             timescale: 1000,
             init_uri: String::new(),
+            protection: None,
             segments: vec![
                 tile("c00000.1/thumbnails.jpg", 0, 4004),
                 tile("c00000.1/thumbnails.jpg", 4004, 4004),

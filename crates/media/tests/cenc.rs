@@ -61,6 +61,7 @@ fn fragmented(dir: &Path, name: &str, codec_args: &[&str], input: &[&str]) -> Tr
         timescale: mp4::timescale(&f.init, name).unwrap(),
         init: f.init,
         segments: f.fragments,
+        protection: None,
     }
 }
 

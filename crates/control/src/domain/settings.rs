@@ -66,4 +66,8 @@ pub struct JobSettings {
     /// of a source are published in this order, never in the order their ingests ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sequencer: Option<String>,
+    /// Content protection, when the upload (or its ladder) asks for it: the scheme, the
+    /// DRM systems and the key server, never a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drm: Option<Setting<vodpipe_media::cenc::DrmConfig>>,
 }

@@ -104,6 +104,7 @@ impl Worker<'_> {
                     stsd_hash: String::new(),
                     segments: Vec::new(),
                     skipped: Some(e.to_string()),
+                    protection: None,
                 }]);
             }
         }
@@ -231,7 +232,38 @@ impl Worker<'_> {
                 }
                 .into());
             }
+            let out = self.protect(out, job, jp, item)?;
             crate::outputs::store(self.ports.objects, item, lease.attempt, asset, jp, out)
         })
+    }
+
+    /// Encrypts an item's video rungs or audio renditions when its job asks for content
+    /// protection, with the asset's keys from the key provider (asked on every item: the
+    /// key is never stored). Subtitles and stills stay clear.
+    fn protect(
+        &self,
+        mut out: Encoded,
+        job: &JobRecord,
+        jp: &JobPlan,
+        item: &ItemRef,
+    ) -> crate::Result<Encoded> {
+        let Some(drm) = &jp.config.drm else {
+            return Ok(out);
+        };
+        if out.tracks.is_empty() {
+            return Ok(out);
+        }
+        let keys = self.cfg.keys.asset_keys(&job.asset, drm)?;
+        let track_keys = match item.kind {
+            ItemKind::Audio => &keys.audio,
+            _ => &keys.video,
+        };
+        let protection = track_keys.protection(drm.scheme);
+        for t in &mut out.tracks {
+            vodpipe_media::cenc::protect_track(t, &protection)?;
+            t.protection = Some(track_keys.signalling(drm.scheme));
+        }
+        tracing::info!(item = %item.describe(), scheme = drm.scheme.as_str(), kid = %hex::encode(track_keys.key.kid), "protected");
+        Ok(out)
     }
 }

@@ -9,7 +9,8 @@
 //! - [`avc`]: where an H.264 slice header ends (it stays clear);
 //! - [`crypt`]: subsamples and AES-CBC/CTR over them;
 //! - [`boxes`]: `encv`/`enca` + `sinf`, `pssh`, `senc`/`saiz`/`saio`;
-//! - [`systems`]: the DRM systems and their `pssh` data.
+//! - [`systems`]: the DRM systems and their `pssh` data;
+//! - [`keys`]: what an upload asks for, the keys a provider gives, what manifests say.
 //!
 //! HEVC and AV1 rungs are refused with the reason (their slice and tile headers are not
 //! walked yet); H.264 and AAC are protected.
@@ -17,7 +18,11 @@
 pub mod avc;
 pub mod boxes;
 pub mod crypt;
+pub mod keys;
 pub mod systems;
+
+pub use keys::{AssetKeys, DrmConfig, Signalling, TrackKeys};
+pub use systems::System;
 
 use crate::encode::TrackOutput;
 use crate::error::{Error, Result};
