@@ -237,11 +237,24 @@ function jobHead(d) {
     ['Attempts', `${d.attempts} (${d.failures} failed, ${d.interruptions} interrupted)`],
     ['Estimated cost', usd(d.estimated_cost_usd)],
     ['Subtitles', (d.subtitles || []).join(', ') || '–'],
+    ['Protection', protectionText(d)],
   ];
   put($('#job-head'),
     el('h1', {}, d.name, ' ', badge(d.status)),
     d.error ? el('div', { class: 'error-box', text: d.error }) : null,
     el('dl', { class: 'facts card' }, facts.map(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })])));
+}
+
+// What protects the asset (scheme, key IDs, DRM systems), or that nothing does.
+function protectionText(d) {
+  const p = d.protection;
+  if (!p) {
+    const asked = d.settings && d.settings.drm;
+    return asked ? `${asked.value.scheme} (keys not yet applied)` : 'none (clear)';
+  }
+  const kids = p.video_kid && p.video_kid === p.audio_kid ? `KID ${p.video_kid}`
+    : [p.video_kid && `video KID ${p.video_kid}`, p.audio_kid && `audio KID ${p.audio_kid}`].filter(Boolean).join(', ');
+  return `${p.scheme} · ${kids} · ${(p.systems || []).join(', ')}`;
 }
 
 function jobTimeline(d) {
@@ -394,9 +407,13 @@ async function startPlayer(kind) {
   if (player !== null || $('#video') !== video) return; // another start came first
   const me = { kind, renditions: [], subtitles: [], error: null, ready: false, destroy() {}, pick() {}, subtitle() {} };
   player = me;
+  // A protected asset that signals Clear Key plays with the console's own licence.
+  const p = d.protection;
+  const licence = p && (p.systems || []).includes('clearkey')
+    ? `/api/licence/${encodeURIComponent(d.job_id)}` : null;
   try {
-    if (kind === 'hls') await startHls(me, video, d.urls.hls);
-    else await startShaka(me, video, d.urls.dash);
+    if (kind === 'hls') await startHls(me, video, d.urls.hls, licence);
+    else await startShaka(me, video, d.urls.dash, licence);
   } catch (e) {
     me.error = String(e && e.message || e);
   }
@@ -413,9 +430,10 @@ function fillSubtitles(me) {
   fillSelect($('#subtitles'), [['-1', 'Off'], ...me.subtitles.map((t, i) => [String(i), t])], -1);
 }
 
-function startHls(me, video, url) {
+function startHls(me, video, url, licence) {
   if (!window.Hls || !Hls.isSupported()) throw new Error('hls.js cannot play in this browser (no MediaSource)');
-  const hls = new Hls({ renderTextTracksNatively: true, enableWebVTT: true });
+  const drm = licence ? { emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: licence } } } : {};
+  const hls = new Hls({ renderTextTracksNatively: true, enableWebVTT: true, ...drm });
   me.destroy = () => hls.destroy();
   hls.on(Hls.Events.ERROR, (_, e) => { if (e.fatal) { me.error = `${e.type}: ${e.details}`; playerState(); } });
   // The player's last steps, for window.vodpipeConsole.debug() when playback stands still.
@@ -449,13 +467,14 @@ function startHls(me, video, url) {
   });
 }
 
-async function startShaka(me, video, url) {
+async function startShaka(me, video, url, licence) {
   if (!window.shaka) throw new Error('shaka-player did not load');
   shaka.polyfill.installAll();
   if (!shaka.Player.isBrowserSupported()) throw new Error('shaka-player cannot play in this browser');
   const p = new shaka.Player();
   me.destroy = () => p.destroy();
   await p.attach(video);
+  if (licence) p.configure({ drm: { servers: { 'org.w3.clearkey': new URL(licence, location.href).href } } });
   p.addEventListener('error', (e) => { me.error = `shaka error ${e.detail && e.detail.code}`; playerState(); });
   await p.load(url);
   const byHeight = new Map();

@@ -64,6 +64,7 @@ pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
         "output_prefix": objects.locate(&format!("{}/", j.asset)),
         "dash_key": j.dash_key,
         "renditions": j.renditions,
+        "protection": vodpipe_control::outputs::protection(j),
         "subtitles": vodpipe_control::outputs::subtitle_languages(j),
         "poster": locate(&poster_key),
         "poster_key": poster_key,
@@ -163,6 +164,16 @@ pub fn status(a: StatusArgs) -> Result<i32> {
             origin(s.codecs.from),
             s.asset.value,
             origin(s.asset.from)
+        );
+    }
+    if let Some(p) = vodpipe_control::outputs::protection(&j) {
+        println!("protected {}", p.describe());
+    } else if let Some(d) = j.settings.as_ref().and_then(|s| s.drm.as_ref()) {
+        println!(
+            "protected {} ({}), keys from {}",
+            d.value.scheme.as_str(),
+            origin(d.from),
+            d.value.speke_url.as_deref().unwrap_or("the worker's key file")
         );
     }
     println!(

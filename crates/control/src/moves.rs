@@ -60,6 +60,7 @@ pub fn detail(job: &JobRecord) -> serde_json::Value {
         "dash_key": job.dash_key,
         "duration_secs": job.duration_secs,
         "renditions": job.renditions,
+        "protection": crate::outputs::protection(job),
         "subtitles": crate::outputs::subtitle_languages(job),
         "poster_key": crate::outputs::published_key(job, "poster"),
         "thumbnails_key": crate::outputs::published_key(job, "thumbnails"),

@@ -7,7 +7,7 @@
 //! late upload lands in a directory nothing references.
 
 pub use crate::domain::Rendition;
-use crate::domain::{ItemKind, ItemRef, JobRecord};
+use crate::domain::{ItemKind, ItemRef, JobRecord, RenditionProtection};
 use crate::job::content_hash;
 use crate::pipeline::JobPlan;
 use crate::ports::{Cacheability, ObjectStore};
@@ -90,6 +90,56 @@ pub fn subtitle_languages(job: &JobRecord) -> Vec<String> {
         .collect()
 }
 
+/// How a job's published asset is protected: what status, events and the console say
+/// (the scheme, the key IDs, the DRM systems; never a key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssetProtection {
+    /// cbcs or cenc.
+    pub scheme: vodpipe_media::cenc::Scheme,
+    /// The video rungs' key ID.
+    pub video_kid: Option<String>,
+    /// The audio renditions' key ID.
+    pub audio_kid: Option<String>,
+    /// The DRM systems signalled.
+    pub systems: Vec<vodpipe_media::cenc::System>,
+}
+
+impl AssetProtection {
+    /// One line: `cbcs, KID 0123… (video) 4567… (audio), clearkey widevine`.
+    pub fn describe(&self) -> String {
+        let kids = match (&self.video_kid, &self.audio_kid) {
+            (Some(v), Some(a)) if v == a => format!("KID {v}"),
+            (v, a) => {
+                let each: Vec<String> = [(v, "video"), (a, "audio")]
+                    .into_iter()
+                    .filter_map(|(k, what)| k.as_ref().map(|k| format!("{k} ({what})")))
+                    .collect();
+                format!("KID {}", each.join(" "))
+            }
+        };
+        let systems: Vec<&str> = self.systems.iter().map(|s| s.as_str()).collect();
+        format!("{}, {kids}, {}", self.scheme.as_str(), systems.join(" "))
+    }
+}
+
+/// The protection of `job`'s published renditions, when they are protected.
+pub fn protection(job: &JobRecord) -> Option<AssetProtection> {
+    let of = |kind: &str| {
+        job.renditions
+            .iter()
+            .find(|r| r.kind == kind)
+            .and_then(|r| r.protection.as_ref())
+    };
+    let (v, a) = (of("video"), of("audio"));
+    let first = v.or(a)?;
+    Some(AssetProtection {
+        scheme: first.scheme,
+        video_kid: v.map(|p| p.kid.clone()),
+        audio_kid: a.map(|p| p.kid.clone()),
+        systems: first.systems.clone(),
+    })
+}
+
 /// The renditions of `tracks`, in manifest order.
 pub fn renditions(tracks: &[vodpipe_media::package::Track]) -> Vec<Rendition> {
     use vodpipe_media::package::{has_iframes, TrackKind};
@@ -108,6 +158,11 @@ pub fn renditions(tracks: &[vodpipe_media::package::Track]) -> Vec<Rendition> {
                 trick_play: has_iframes(t),
                 uri: None,
                 skipped: None,
+                protection: t.protection.as_ref().map(|p| RenditionProtection {
+                    scheme: p.scheme,
+                    kid: p.kid.clone(),
+                    systems: p.systems.iter().map(|s| s.system).collect(),
+                }),
             };
             match &t.kind {
                 TrackKind::Video { width, height, .. } => {

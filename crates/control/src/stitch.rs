@@ -530,6 +530,7 @@ fn build_tracks(
             language: None,
             trick_play: false,
             uri: Some(uri),
+            protection: None,
             skipped: None,
         });
     }
@@ -555,6 +556,7 @@ fn skipped_text(index: usize, language: Option<String>, why: String) -> Renditio
         trick_play: false,
         uri: None,
         skipped: Some(why),
+        protection: None,
     }
 }
 

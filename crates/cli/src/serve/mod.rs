@@ -8,6 +8,7 @@
 //! hundred open tabs cost the store what one does.
 
 mod assets;
+mod licence;
 mod media;
 mod snapshot;
 
@@ -51,6 +52,10 @@ pub struct ServeArgs {
     /// Jobs in the live table at most (the newest; `vodpipe jobs --json` lists them all).
     #[arg(long, default_value_t = 500)]
     max_jobs: usize,
+    /// The key file protected jobs were encrypted with: the console's player then plays
+    /// those that signal Clear Key, through a licence it serves (SPEKE jobs need no file).
+    #[arg(long, env = "VODPIPE_DRM_KEYS")]
+    drm_keys: Option<PathBuf>,
 }
 
 /// Where a published key can be fetched by a browser.
@@ -105,6 +110,8 @@ pub(crate) struct Console {
     media: Media,
     snapshot: watch::Receiver<Arc<String>>,
     stopping: watch::Receiver<bool>,
+    /// Where protected assets' keys come from, for Clear Key playback.
+    keys: vodpipe_control::keys::Keys,
 }
 
 /// `vodpipe serve`.
@@ -135,6 +142,13 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
             Media::Base(a.playback_base.clone())
         }
     };
+    let mut keys = vodpipe_control::keys::Keys::default();
+    if let Some(path) = &a.drm_keys {
+        keys.file = Some(Arc::new(
+            vodpipe_control::keys::KeyFile::read(path)
+                .map_err(|e| anyhow::anyhow!("--drm-keys {e}"))?,
+        ));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(String::from("{}")));
     let console = Arc::new(Console {
@@ -142,6 +156,7 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
         media,
         snapshot: snap_rx,
         stopping: stop_rx,
+        keys,
     });
     // The first snapshot is read before anyone can ask for it.
     let mut poller = snapshot::Poller::new(a.max_jobs);
@@ -237,6 +252,7 @@ fn router(console: Arc<Console>, hosts: Option<Vec<String>>) -> Router {
         .route("/api/jobs", get(jobs))
         .route("/api/jobs/{id}", get(job))
         .route("/api/events", get(events))
+        .route("/api/licence/{id}", axum::routing::post(licence::licence))
         .merge(media::routes())
         .with_state(console)
         .layer(axum::middleware::from_fn_with_state(hosts, check_host))

@@ -265,6 +265,21 @@ pub struct Rendition {
     /// Why a track of the source is not published (bitmap subtitles), when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// How it is encrypted, when it is: the scheme, the key ID and the DRM systems
+    /// signalled (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<RenditionProtection>,
+}
+
+/// A protected rendition's scheme, key ID and DRM systems, as status and events say them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenditionProtection {
+    /// cbcs or cenc.
+    pub scheme: vodpipe_media::cenc::Scheme,
+    /// The key ID, 32 lowercase hex digits.
+    pub kid: String,
+    /// The DRM systems its manifests signal.
+    pub systems: Vec<vodpipe_media::cenc::System>,
 }
 
 #[cfg(test)]

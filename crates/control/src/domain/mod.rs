@@ -9,6 +9,6 @@ mod settings;
 mod tier;
 
 pub use item::{ItemKind, ItemRef, Message};
-pub use job::{JobRecord, JobStatus, Rendition, Transition};
+pub use job::{JobRecord, JobStatus, Rendition, RenditionProtection, Transition};
 pub use settings::{JobSettings, Origin, Setting};
 pub use tier::{Queue, Tier};
