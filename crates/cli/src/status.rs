@@ -173,7 +173,10 @@ pub fn status(a: StatusArgs) -> Result<i32> {
             "protected {} ({}), keys from {}",
             d.value.scheme.as_str(),
             origin(d.from),
-            d.value.speke_url.as_deref().unwrap_or("the worker's key file")
+            d.value
+                .speke_url
+                .as_deref()
+                .unwrap_or("the worker's key file")
         );
     }
     println!(

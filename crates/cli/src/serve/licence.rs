@@ -19,8 +19,8 @@ pub(super) struct LicenceRequest {
     kids: Vec<String>,
 }
 
-/// `POST /api/licence/{job}`: the JSON Web Key set for the key IDs asked for, among the
-/// job's asset's keys.
+/// `POST /api/licence/{job}`: the JSON Web Key set of the job's asset (every key of it,
+/// when the request names one of them).
 pub(super) async fn licence(
     State(c): State<Arc<Console>>,
     UrlPath(id): UrlPath<String>,
@@ -30,7 +30,10 @@ pub(super) async fn licence(
     let req: LicenceRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("not a Clear Key licence request: {e}"))
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a Clear Key licence request: {e}"),
+            )
                 .into_response()
         }
     };
@@ -70,13 +73,24 @@ fn keys_for(
         .keys
         .asset_keys(&job.asset, &drm)
         .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
+    // Every key of the asset, whichever the player asked for first: a video and an audio
+    // key are then both in the player's one session (players ask once per session).
     let mut both = vec![&keys.video.key, &keys.audio.key];
     both.dedup_by_key(|k| k.kid);
+    if !kids.iter().any(|want| {
+        both.iter()
+            .any(|k| b64.encode(k.kid) == want.trim_end_matches('='))
+    }) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("job {id}'s asset has none of the key IDs asked for"),
+        ));
+    }
     let set: Vec<serde_json::Value> = both
         .into_iter()
-        .map(|k| (b64.encode(k.kid), k))
-        .filter(|(kid, _)| kids.iter().any(|want| want.trim_end_matches('=') == kid))
-        .map(|(kid, k)| serde_json::json!({"kty": "oct", "kid": kid, "k": b64.encode(k.key)}))
+        .map(
+            |k| serde_json::json!({"kty": "oct", "kid": b64.encode(k.kid), "k": b64.encode(k.key)}),
+        )
         .collect();
     Ok(serde_json::json!({"keys": set, "type": "temporary"}))
 }
