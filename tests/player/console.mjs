@@ -69,9 +69,10 @@ const watchdog = setTimeout(() => {
 // How long a playing player may go without reaching the end before it counts as stuck.
 const STUCK_SECS = 60;
 
-// One playback through the console's own controls: the toggle, the lowest rendition once a
-// picture is shown (as a viewer would pick it), the first subtitle track, then play from 0
-// at --rate to the end. Fills `r`; returns 'ended', 'error' or 'stuck'.
+// One playback through the console's own controls: the toggle, the lowest rendition (before
+// the player has buffered the short clip whole, so the switch shows), the first subtitle
+// track, then play from 0 at --rate to the end. Fills `r`; returns 'ended', 'error' or
+// 'stuck'.
 async function playOnce(page, kind, r) {
   await page.click(`#player-toggle button[data-player="${kind}"]`);
   await page.waitForFunction((k) => {
@@ -80,8 +81,6 @@ async function playOnce(page, kind, r) {
   }, kind, { timeout: left() });
   Object.assign(r, await page.evaluate(() => window.vodpipeConsole.player()));
   if (r.error) return 'error';
-  await page.waitForFunction(() => document.querySelector('#video').readyState >= 2
-    || (window.vodpipeConsole.player() || {}).error, null, { timeout: left() });
   const options = await page.locator('#rendition option').count();
   await page.selectOption('#rendition', String(options - 2));
   if (r.subtitles.length) await page.selectOption('#subtitles', '0');
