@@ -42,6 +42,46 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// The stack's content protection: `VODPIPE_SPEKE_URL` (the key server an upload that
+/// asks for protection gets its keys from), and `VODPIPE_DRM` (`cbcs`, `cenc`, or empty:
+/// protect every upload that does not say otherwise) with `VODPIPE_DRM_SYSTEMS`.
+fn drm_defaults(cfg: &mut Config) -> Result<(), FunctionError> {
+    use vodpipe_media::cenc::{DrmConfig, Scheme, System};
+    let url = env_or("VODPIPE_SPEKE_URL", "");
+    cfg.settings.default_speke_url = (!url.is_empty()).then(|| url.clone());
+    let scheme = env_or("VODPIPE_DRM", "");
+    if scheme.is_empty() || scheme == "none" {
+        return Ok(());
+    }
+    let scheme = Scheme::parse(&scheme).ok_or_else(|| {
+        FunctionError::Config(format!("VODPIPE_DRM is {scheme:?}; use cbcs, cenc or none"))
+    })?;
+    let systems = env_or("VODPIPE_DRM_SYSTEMS", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            System::parse(s)
+                .ok_or_else(|| FunctionError::Config(format!("VODPIPE_DRM_SYSTEMS names {s:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let drm = DrmConfig {
+        scheme,
+        systems,
+        speke_url: cfg.settings.default_speke_url.clone(),
+    };
+    if drm.speke_url.is_none() {
+        return Err(FunctionError::Config(
+            "VODPIPE_DRM needs VODPIPE_SPEKE_URL: workers on AWS get their keys from a key server"
+                .into(),
+        ));
+    }
+    drm.validate()
+        .map_err(|e| FunctionError::Config(format!("VODPIPE_DRM: {e}")))?;
+    cfg.ladder.drm = Some(drm);
+    Ok(())
+}
+
 impl Shared {
     /// Reads the `VODPIPE_…` settings and connects. Call it before starting the Lambda
     /// runtime: it blocks on SDK set-up.
@@ -98,6 +138,7 @@ impl Shared {
             _ => 0.0,
         };
         cfg.settings.settings_wait = std::time::Duration::from_secs_f64(wait);
+        drm_defaults(&mut cfg)?;
         Ok(Arc::new(Shared { aws, cfg }))
     }
 

@@ -13,7 +13,8 @@
 //! and `VODPIPE_WORKER_STITCHES` (default `false`: the stitch function consumes the stitch
 //! queue; `true` where no function is deployed), and `VODPIPE_WARM` (`true` on the tasks
 //! the fleet starts to keep a tier's warm minimum: they leave after their idle time only,
-//! never by the fleet's scale-in rule).
+//! never by the fleet's scale-in rule), and `VODPIPE_SPEKE_ROLE_ARN` (a role to assume for
+//! signing requests to a SPEKE key server; default: the task role).
 
 use anyhow::{Context, Result};
 use std::time::Duration;
@@ -64,6 +65,16 @@ fn main() -> Result<()> {
             .max(3),
     );
     let aws = vodpipe_aws::Aws::from_env().context("connecting to AWS")?;
+    // Requests to a SPEKE key server are signed (SigV4, execute-api), as the reference
+    // server behind API Gateway requires, with the task role or VODPIPE_SPEKE_ROLE_ARN.
+    let role = env_or("VODPIPE_SPEKE_ROLE_ARN", "");
+    cfg.keys.signer = Some(std::sync::Arc::new(
+        vodpipe_aws::speke::SpekeSigner::new(
+            aws.bridge.clone(),
+            (!role.is_empty()).then_some(role.as_str()),
+        )
+        .map_err(|e| anyhow::anyhow!("SPEKE signing: {e}"))?,
+    ));
     // A Fargate task's host name is its own (its private address), so leases and the
     // console's timeline can tell tasks apart; the process id separates tasks that share
     // a host (the emulator).

@@ -62,6 +62,9 @@ pub struct SettingsPolicy {
     pub command_codecs: Option<Vec<VideoCodec>>,
     /// Content protection given on the command line (`--drm`): beats everything else.
     pub command_drm: Option<DrmConfig>,
+    /// The deployment's key server: an upload that asks for protection without naming
+    /// one gets its keys from here (on AWS, where workers have no key file).
+    pub default_speke_url: Option<String>,
 }
 
 impl Default for SettingsPolicy {
@@ -74,6 +77,7 @@ impl Default for SettingsPolicy {
             command_ladder: false,
             command_codecs: None,
             command_drm: None,
+            default_speke_url: None,
         }
     }
 }
@@ -446,6 +450,12 @@ pub fn resolve(
     } else {
         ladder_cfg.drm.clone().map(|d| Setting::new(d, ladder.from))
     };
+    let drm = drm.map(|mut d| {
+        if d.value.speke_url.is_none() {
+            d.value.speke_url = policy.default_speke_url.clone();
+        }
+        d
+    });
     ladder_cfg.drm = drm.as_ref().map(|d| d.value.clone());
     if let Some(d) = &drm {
         let what = match d.from {
@@ -775,5 +785,91 @@ mod tests {
         assert!(is_settings_key("_vodpipe/profiles/mobile.json"));
         assert!(!is_settings_key("uploads/a.mov"));
         assert_eq!(settings_key("a/b.mov"), "a/b.mov.vodpipe.json");
+    }
+
+    #[test]
+    fn protection_comes_from_the_command_metadata_file_or_ladder_and_bad_ones_are_refused() {
+        // A settings file, with the deployment's key server filled in.
+        let p = SettingsPolicy {
+            default_speke_url: Some("https://keys.example/speke".into()),
+            ..policy()
+        };
+        let u = upload(
+            "a.mp4",
+            &[],
+            Some(r#"{"drm": {"scheme": "cbcs", "systems": ["widevine"]}}"#),
+        );
+        let s = resolve(&u, &p, &LadderConfig::default(), 4.0, &mobile).unwrap();
+        let d = s.drm.unwrap();
+        assert_eq!(d.from, Origin::SettingsFile);
+        assert_eq!(
+            d.value.speke_url.as_deref(),
+            Some("https://keys.example/speke")
+        );
+        assert_eq!(s.ladder_config.drm, Some(d.value));
+        // Metadata beats the file; "none" turns a ladder's protection off.
+        let u = upload(
+            "a.mp4",
+            &[("vodpipe-drm", "cenc"), ("vodpipe-drm-systems", "clearkey")],
+            Some(r#"{"drm": {"scheme": "cbcs"}}"#),
+        );
+        let (s, l) = resolved(&u).unwrap();
+        assert_eq!(s.drm.as_ref().unwrap().from, Origin::Metadata);
+        assert_eq!(l.drm.unwrap().scheme, Scheme::Cenc);
+        let protected = LadderConfig {
+            drm: Some(DrmConfig {
+                scheme: Scheme::Cbcs,
+                systems: Vec::new(),
+                speke_url: None,
+            }),
+            ..LadderConfig::default()
+        };
+        let u = upload("a.mp4", &[("vodpipe-drm", "none")], None);
+        let s = resolve(&u, &policy(), &protected, 4.0, &mobile).unwrap();
+        assert!(s.drm.is_none() && s.ladder_config.drm.is_none());
+        let s = resolve(
+            &upload("a.mp4", &[], None),
+            &policy(),
+            &protected,
+            4.0,
+            &mobile,
+        )
+        .unwrap();
+        assert_eq!(s.drm.unwrap().from, Origin::Default);
+        // Refusals name the rule and where the choice came from.
+        for (u, why) in [
+            (
+                upload("a.mp4", &[("vodpipe-drm", "aes")], None),
+                "use cbcs, cenc or none",
+            ),
+            (
+                upload(
+                    "a.mp4",
+                    &[("vodpipe-drm", "cbcs"), ("vodpipe-drm-systems", "netflix")],
+                    None,
+                ),
+                "drm-systems names",
+            ),
+            (
+                upload(
+                    "a.mp4",
+                    &[],
+                    Some(r#"{"drm": {"scheme": "cenc", "systems": ["fairplay"]}}"#),
+                ),
+                "FairPlay takes cbcs",
+            ),
+            (
+                upload(
+                    "a.mp4",
+                    &[],
+                    Some(r#"{"codecs": ["av1"], "drm": {"scheme": "cbcs"}}"#),
+                ),
+                "av1 rungs cannot be protected yet",
+            ),
+        ] {
+            let e = resolved(&u).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(e.starts_with("input rejected"), "{e}");
+        }
     }
 }

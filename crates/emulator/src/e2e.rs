@@ -420,6 +420,11 @@ pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
         ("VODPIPE_DEFAULT_TIER", "standard".to_string()),
         ("VODPIPE_PREFIX_TIERS", k.prefix_tiers.clone()),
         ("VODPIPE_SETTINGS_WAIT_SECONDS", k.settings_wait.to_string()),
+        // The template's defaults: no stack-wide protection, no key server (an upload
+        // names its own).
+        ("VODPIPE_DRM", "none".to_string()),
+        ("VODPIPE_DRM_SYSTEMS", String::new()),
+        ("VODPIPE_SPEKE_URL", String::new()),
         ("VODPIPE_METRICS", "emf".to_string()),
         // The host's ffprobe, fed through the loopback server exactly as the layer's is.
         ("VODPIPE_FFPROBE", "ffprobe".to_string()),
@@ -451,6 +456,8 @@ pub fn task_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
         ("VODPIPE_METRICS", "emf".to_string()),
         ("VODPIPE_EVENT_BUS", "default".to_string()),
         ("VODPIPE_LOG", "info".to_string()),
+        // The template's default: key server requests signed with the task role.
+        ("VODPIPE_SPEKE_ROLE_ARN", String::new()),
     ] {
         env.push((key.to_string(), v));
     }

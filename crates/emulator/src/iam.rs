@@ -156,6 +156,8 @@ impl EmulatedNames {
         );
         c.conditions.insert("HasWorkerImage".into(), false);
         c.conditions.insert("OwnNetwork".into(), false);
+        // The emulated deployment's workers sign key server requests with their own role.
+        c.conditions.insert("HasSpekeRole".into(), false);
         c
     }
 

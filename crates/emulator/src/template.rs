@@ -67,6 +67,8 @@ pub fn resolve(v: &Value, ctx: &Resolution) -> Result<Value> {
         Value::Object(m) if m.len() == 1 => {
             let (k, arg) = m.iter().next().context("one key")?;
             match k.as_str() {
+                // A property or list entry CloudFormation leaves out.
+                "Ref" if arg.as_str() == Some("AWS::NoValue") => Value::Null,
                 "Ref" => Value::String(ctx.lookup(arg.as_str().context("Ref of a non-name")?)?),
                 "Fn::GetAtt" => {
                     let parts: Vec<&str> = arg
@@ -173,6 +175,17 @@ pub fn statements(template: &Value, logical: &str, ctx: &Resolution) -> Result<V
         .with_context(|| format!("{logical} has no Policies"))?;
     let mut out = Vec::new();
     for p in policies {
+        // A policy chosen by a condition (`!If [C, policy, !Ref AWS::NoValue]`).
+        let chosen;
+        let p = if p.get("Fn::If").is_some() {
+            chosen = resolve(p, ctx)?;
+            if chosen.is_null() {
+                continue;
+            }
+            &chosen
+        } else {
+            p
+        };
         let doc = if p.get("PolicyDocument").is_some() {
             &p["PolicyDocument"]
         } else {

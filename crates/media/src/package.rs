@@ -1189,4 +1189,78 @@ mod tests {
             "{master}"
         );
     }
+
+    fn protected(mut t: Track, scheme: Scheme) -> Track {
+        use crate::cenc::{keys::SystemSignal, Signalling};
+        t.protection = Some(Signalling {
+            scheme,
+            kid: "0123456789abcdef0123456789abcdef".into(),
+            systems: vec![
+                SystemSignal {
+                    system: System::ClearKey,
+                    pssh: Some("Y2s=".into()),
+                    hls_uri: None,
+                },
+                SystemSignal {
+                    system: System::Widevine,
+                    pssh: Some("d3Y=".into()),
+                    hls_uri: None,
+                },
+                SystemSignal {
+                    system: System::FairPlay,
+                    pssh: None,
+                    hls_uri: Some("skd://k".into()),
+                },
+            ],
+        });
+        t
+    }
+
+    #[test]
+    fn protected_tracks_signal_their_keys_in_every_playlist_and_adaptation_set() {
+        let v = protected(video(), Scheme::Cbcs);
+        let media = media_playlist(&v);
+        let keys: Vec<&str> = media
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-KEY:"))
+            .collect();
+        assert_eq!(keys.len(), 3, "{media}");
+        assert!(keys
+            .iter()
+            .all(|k| k.starts_with("#EXT-X-KEY:METHOD=SAMPLE-AES,")));
+        assert!(
+            keys[0].contains(r#"KEYFORMAT="org.w3.clearkey""#)
+                && keys[0].contains("URI=\"data:text/plain;base64,ASNFZ4mrze8BI0VniavN7w==\"")
+        );
+        assert!(
+            keys[1].contains(r#"URI="data:text/plain;base64,d3Y=""#)
+                && keys[1].contains("KEYID=0x0123456789abcdef0123456789abcdef")
+        );
+        assert!(keys[2].contains(r#"URI="skd://k",KEYFORMAT="com.apple.streamingkeydelivery""#));
+        assert!(media.find("#EXT-X-KEY").unwrap() < media.find("#EXT-X-MAP").unwrap());
+        let iframes = iframe_playlist(&v).unwrap();
+        assert_eq!(iframes.matches("#EXT-X-KEY:").count(), 3, "{iframes}");
+        let master = master_playlist(&[v.clone(), protected(audio(), Scheme::Cbcs)], "j/");
+        assert_eq!(master.matches("#EXT-X-SESSION-KEY:").count(), 3, "{master}");
+        assert!(master.find("#EXT-X-SESSION-KEY").unwrap() < master.find("#EXT-X-MEDIA").unwrap());
+        // cenc is SAMPLE-AES-CTR.
+        let c = media_playlist(&protected(video(), Scheme::Cenc));
+        assert!(c.contains("#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,"), "{c}");
+        // DASH: the common scheme with the default KID, then a system per pssh.
+        let m = mpd(&[v, protected(audio(), Scheme::Cbcs)], "");
+        assert!(m.contains(r#"xmlns:cenc="urn:mpeg:cenc:2013""#));
+        assert_eq!(
+            m.matches(r#"<ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cbcs" cenc:default_KID="01234567-89ab-cdef-0123-456789abcdef"/>"#).count(),
+            2,
+            "{m}"
+        );
+        assert!(m.contains("<cenc:pssh>d3Y=</cenc:pssh>"));
+        assert!(
+            !m.contains("94ce86fb"),
+            "FairPlay has no DASH signalling: {m}"
+        );
+        // A clear asset says nothing of it.
+        assert!(!mpd(&[video()], "").contains("cenc"));
+        assert!(!master_playlist(&[video(), audio()], "").contains("KEY"));
+    }
 }

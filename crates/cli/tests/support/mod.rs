@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod protected;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
