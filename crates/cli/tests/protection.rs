@@ -1,5 +1,5 @@
 //! Content protection end to end on the embedded backend: `vodpipe run --drm cbcs|cenc`
-//! with a key file, and with keys from a SPEKE v2.0 key server (a stand-in that checks the
+//! (H.264 and HEVC rungs) with a key file, and with keys from a SPEKE v2.0 key server (a stand-in that checks the
 //! CPIX request as the reference server would read it). Every protected segment decrypts
 //! back to the clear run's samples (x264 is deterministic, so a clear run of the same
 //! source is the reference); ffmpeg decodes the `cenc` segments with the key; both players
@@ -165,7 +165,14 @@ fn cbcs_and_cenc_round_trip_play_with_the_key_and_are_refused_without_it() {
     let r = vodpipe_run(
         &[&src],
         &clear_out,
-        &["--chunk-seconds", "4", "--ladder", ladder],
+        &[
+            "--chunk-seconds",
+            "4",
+            "--ladder",
+            ladder,
+            "--codecs",
+            "h264,hevc",
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let clear = job_files(&clear_out, &r.jobs[0]);
@@ -181,6 +188,8 @@ fn cbcs_and_cenc_round_trip_play_with_the_key_and_are_refused_without_it() {
                 "4",
                 "--ladder",
                 ladder,
+                "--codecs",
+                "h264,hevc",
                 "--drm",
                 scheme,
                 "--drm-keys",
@@ -210,7 +219,9 @@ fn cbcs_and_cenc_round_trip_play_with_the_key_and_are_refused_without_it() {
 
         let prot = job_files(&out, job);
         let n = assert_round_trips(&clear, &prot, &key_bytes(KEY));
-        assert!(n >= 6, "{scheme}: {n} segments");
+        // Two H.264 and two HEVC rungs of two segments each, and the audio.
+        assert!(n >= 10, "{scheme}: {n} segments");
+        assert!(prot.keys().any(|k| k.contains("_hevc/")), "{prot:?}");
 
         // The manifests: a key line per system in every media and I-frame playlist, the
         // session keys in the master, ContentProtection in the MPD.
@@ -376,10 +387,10 @@ fn an_upload_chooses_protection_and_bad_choices_fail_the_job_with_the_reason() {
             "FairPlay takes cbcs",
         ),
         (
-            "hevc",
-            r#"{"codecs": ["hevc"], "drm": {"scheme": "cbcs"}}"#,
+            "av1",
+            r#"{"codecs": ["h264", "av1"], "drm": {"scheme": "cbcs"}}"#,
             &with_keys[..],
-            "hevc rungs cannot be protected yet",
+            "av1 rungs cannot be protected yet",
         ),
         (
             "playready_file",

@@ -467,10 +467,9 @@ pub fn resolve(
         d.value
             .validate()
             .map_err(|e| reject(format!("{what}: {e}")))?;
-        if let Some(c) = ladder_cfg.codecs.iter().find(|c| **c != VideoCodec::H264) {
+        if ladder_cfg.codecs.contains(&VideoCodec::Av1) {
             return Err(reject(format!(
-                "{what}: {} rungs cannot be protected yet (only H.264 slice headers are walked); protect an H.264 ladder",
-                c.name()
+                "{what}: av1 rungs cannot be protected yet (their tile headers are not walked); protect h264 and hevc rungs"
             )));
         }
     }

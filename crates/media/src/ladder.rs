@@ -248,11 +248,11 @@ impl LadderConfig {
         }
         if let Some(drm) = &self.drm {
             drm.validate().map_err(|e| format!("drm: {e}"))?;
-            if let Some(c) = self.codecs.iter().find(|c| **c != VideoCodec::H264) {
-                return Err(format!(
-                    "drm: {} rungs cannot be protected yet (only H.264 slice headers are walked); use codecs [\"h264\"]",
-                    c.name()
-                ));
+            if self.codecs.contains(&VideoCodec::Av1) {
+                return Err(
+                    "drm: av1 rungs cannot be protected yet (their tile headers are not walked); use h264 and hevc"
+                        .into(),
+                );
             }
         }
         if let Some(c) = VideoCodec::ALL

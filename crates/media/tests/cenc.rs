@@ -7,7 +7,9 @@
 
 use std::path::Path;
 use std::process::Command;
-use vodpipe_media::cenc::{self, avc::AvcParams, boxes, systems, ContentKey, Protection, Scheme};
+use vodpipe_media::cenc::{
+    self, avc::AvcParams, boxes, hevc::HevcParams, systems, ContentKey, Protection, Scheme,
+};
 use vodpipe_media::encode::TrackOutput;
 use vodpipe_media::mp4;
 
@@ -83,7 +85,9 @@ const AUDIO_IN: [&str; 6] = [
 ];
 
 /// The encodes the tests protect: x264 as the ladder uses it (CABAC, B-frames, weighted
-/// prediction), a baseline CAVLC one with several slices per frame, and AAC.
+/// prediction), a baseline CAVLC one with several slices per frame, x265 as the ladder uses
+/// it (wavefront entry points, B-frames, weighted prediction, SAO), x265 with three slice
+/// segments per picture, weighted bi-prediction and three references, and AAC.
 fn tracks(dir: &Path) -> Vec<TrackOutput> {
     vec![
         fragmented(
@@ -109,14 +113,84 @@ fn tracks(dir: &Path) -> Vec<TrackOutput> {
             ],
             &VIDEO_IN,
         ),
+        fragmented(
+            dir,
+            "hevc",
+            &[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "veryfast",
+                "-tag:v",
+                "hvc1",
+                "-x265-params",
+                "log-level=error:keyint=25:min-keyint=25:open-gop=0",
+                "-g",
+                "25",
+            ],
+            &VIDEO_IN,
+        ),
+        fragmented(
+            dir,
+            "hevc_slices",
+            &[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "medium",
+                "-tag:v",
+                "hvc1",
+                "-x265-params",
+                "log-level=error:slices=3:ref=3:weightb=1:keyint=25:min-keyint=25:open-gop=0",
+                "-g",
+                "25",
+            ],
+            &VIDEO_IN,
+        ),
         fragmented(dir, "aac", &["-c:a", "aac", "-b:a", "96k"], &AUDIO_IN),
     ]
 }
 
-fn avc_params(init: &[u8]) -> AvcParams {
-    let entry = boxes::sample_entry(init, "test").unwrap();
-    let avcc = entry.children.iter().find(|(k, _)| k == b"avcC").unwrap();
-    AvcParams::from_avcc(&avcc.1).unwrap()
+/// The slice header walker of a video track.
+enum Params {
+    Avc(AvcParams),
+    Hevc(HevcParams),
+}
+
+impl Params {
+    fn of(init: &[u8]) -> Params {
+        let entry = boxes::sample_entry(init, "test").unwrap();
+        let config = |k: &[u8; 4]| {
+            entry
+                .children
+                .iter()
+                .find(|(c, _)| c == k)
+                .map(|(_, b)| b.clone())
+        };
+        match &entry.format {
+            b"avc1" => Params::Avc(AvcParams::from_avcc(&config(b"avcC").unwrap()).unwrap()),
+            b"hvc1" => Params::Hevc(HevcParams::from_hvcc(&config(b"hvcC").unwrap()).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    fn length_size(&self) -> usize {
+        match self {
+            Params::Avc(p) => p.length_size,
+            Params::Hevc(p) => p.length_size,
+        }
+    }
+    fn bits(&self, nal: &[u8]) -> Option<usize> {
+        match self {
+            Params::Avc(p) => p.slice_header_bits(nal).unwrap(),
+            Params::Hevc(p) => p.slice_header_bits(nal).unwrap(),
+        }
+    }
+    fn len(&self, nal: &[u8]) -> Option<usize> {
+        match self {
+            Params::Avc(p) => p.slice_header_len(nal).unwrap(),
+            Params::Hevc(p) => p.slice_header_len(nal).unwrap(),
+        }
+    }
 }
 
 fn nals(sample: &[u8], n: usize) -> Vec<&[u8]> {
@@ -136,6 +210,7 @@ fn nals(sample: &[u8], n: usize) -> Vec<&[u8]> {
 fn slice_headers_end_where_ffmpeg_says() {
     let d = tempfile::tempdir().unwrap();
     for t in tracks(d.path()).into_iter().filter(|t| t.name != "aac") {
+        let hevc = t.name.starts_with("hevc");
         // ffmpeg's parser: the bit after each slice header's last field.
         let file = d.path().join(format!("{}.mp4", t.name));
         let mut whole = t.init.clone();
@@ -157,7 +232,7 @@ fn slice_headers_end_where_ffmpeg_says() {
             let Some(rest) = line.split("] ").nth(1) else {
                 continue;
             };
-            if rest.starts_with("Slice Header") {
+            if rest.starts_with("Slice Header") || rest.starts_with("Slice Segment Header") {
                 if let Some(e) = last_end.take() {
                     expected.push(e);
                 }
@@ -175,6 +250,8 @@ fn slice_headers_end_where_ffmpeg_says() {
                 }
                 continue;
             }
+            // H.264's slice data starts with CABAC alignment bits; HEVC's header ends with
+            // its own byte alignment.
             if in_slice && f[1] != "cabac_alignment_one_bit" {
                 last_end = Some(f[0].parse::<usize>().unwrap() + f[f.len() - 3].len());
             }
@@ -182,16 +259,20 @@ fn slice_headers_end_where_ffmpeg_says() {
         if let Some(e) = last_end.take() {
             expected.push(e);
         }
-        let params = avc_params(&t.init);
+        let params = Params::of(&t.init);
         let mut ours = Vec::new();
         for s in &t.segments {
             for sample in cenc::fragment_samples(&s.bytes, "test").unwrap() {
-                for nal in nals(&sample, params.length_size) {
-                    if let Some(bits) = params.slice_header_bits(nal).unwrap() {
+                for nal in nals(&sample, params.length_size()) {
+                    if let Some(bits) = params.bits(nal) {
                         ours.push(bits);
                     }
                 }
             }
+        }
+        if hevc {
+            // A slice segment header ends on a byte boundary.
+            assert!(ours.iter().all(|b| b % 8 == 0), "{}", t.name);
         }
         assert!(ours.len() >= 100, "{}: {} slices", t.name, ours.len());
         assert_eq!(ours, expected, "{}: slice header lengths (bits)", t.name);
@@ -223,7 +304,14 @@ fn every_protected_sample_decrypts_to_the_clear_one_in_both_schemes() {
             let entry = boxes::sample_entry_any(&p.init, "test").unwrap();
             let video = t.name != "aac";
             assert_eq!(&entry.format, if video { b"encv" } else { b"enca" });
-            assert_eq!(&format, if video { b"avc1" } else { b"mp4a" });
+            let original: &[u8; 4] = if !video {
+                b"mp4a"
+            } else if t.name.starts_with("hevc") {
+                b"hvc1"
+            } else {
+                b"avc1"
+            };
+            assert_eq!(&format, original);
             // Both pssh boxes in the moov.
             for sys in [systems::System::ClearKey, systems::System::Widevine] {
                 assert!(p.init.windows(16).any(|w| w == sys.id()), "{:?} pssh", sys);
@@ -271,34 +359,38 @@ fn every_protected_sample_decrypts_to_the_clear_one_in_both_schemes() {
 #[test]
 fn clear_bytes_are_the_nal_and_slice_headers() {
     let d = tempfile::tempdir().unwrap();
-    let t = tracks(d.path()).remove(0);
-    let params = avc_params(&t.init);
-    let mut p = t.clone();
-    cenc::protect_track(&mut p, &protection(Scheme::Cbcs)).unwrap();
-    let e = &p.segments[0];
-    let aux = boxes::read_senc(&e.bytes, 0, "test").unwrap();
-    let samples = cenc::fragment_samples(&t.segments[0].bytes, "clear").unwrap();
-    for (sample, a) in samples.iter().zip(&aux) {
-        // Each protected range starts right after a slice header.
-        let mut at = 0;
-        let mut starts = Vec::new();
-        for nal in nals(sample, params.length_size) {
-            if let Some(h) = params.slice_header_len(nal).unwrap() {
-                starts.push(at + 4 + h);
+    for t in tracks(d.path()).into_iter().filter(|t| t.name != "aac") {
+        let params = Params::of(&t.init);
+        let mut p = t.clone();
+        cenc::protect_track(&mut p, &protection(Scheme::Cbcs)).unwrap();
+        let e = &p.segments[0];
+        let aux = boxes::read_senc(&e.bytes, 0, "test").unwrap();
+        let samples = cenc::fragment_samples(&t.segments[0].bytes, "clear").unwrap();
+        let mut slices = 0;
+        for (sample, a) in samples.iter().zip(&aux) {
+            // Each protected range starts right after a slice header.
+            let mut at = 0;
+            let mut starts = Vec::new();
+            for nal in nals(sample, params.length_size()) {
+                if let Some(h) = params.len(nal) {
+                    starts.push(at + params.length_size() + h);
+                }
+                at += params.length_size() + nal.len();
             }
-            at += 4 + nal.len();
-        }
-        let mut pos = 0;
-        let mut protected_starts = Vec::new();
-        for s in &a.subsamples {
-            pos += s.clear as usize;
-            if s.protected > 0 {
-                protected_starts.push(pos);
+            let mut pos = 0;
+            let mut protected_starts = Vec::new();
+            for s in &a.subsamples {
+                pos += s.clear as usize;
+                if s.protected > 0 {
+                    protected_starts.push(pos);
+                }
+                pos += s.protected as usize;
             }
-            pos += s.protected as usize;
+            assert_eq!(pos, sample.len(), "{}", t.name);
+            assert_eq!(protected_starts, starts, "{}", t.name);
+            slices += starts.len();
         }
-        assert_eq!(pos, sample.len());
-        assert_eq!(protected_starts, starts);
+        assert!(slices >= 20, "{}: {slices} slices", t.name);
     }
 }
 
@@ -358,27 +450,18 @@ fn ffmpeg_decrypts_cenc_to_the_clear_frames() {
 }
 
 #[test]
-fn hevc_and_av1_are_refused_with_the_reason() {
+fn av1_is_refused_with_the_reason() {
     let d = tempfile::tempdir().unwrap();
     let t = fragmented(
         d.path(),
-        "hevc",
-        &[
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-tag:v",
-            "hvc1",
-            "-x265-params",
-            "log-level=error",
-        ],
+        "av1",
+        &["-c:v", "libsvtav1", "-preset", "12", "-g", "25"],
         &VIDEO_IN,
     );
     let err = cenc::protect_track(&mut t.clone(), &protection(Scheme::Cbcs)).unwrap_err();
     assert!(
         err.to_string()
-            .contains("HEVC rungs cannot be protected yet"),
+            .contains("AV1 rungs cannot be protected yet"),
         "{err}"
     );
     assert!(err.is_permanent());

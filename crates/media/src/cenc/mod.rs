@@ -6,18 +6,21 @@
 //! the same way by every chunk (same key ID, same constant IV), so the stitch's check that
 //! every chunk's sample description matches still holds.
 //!
-//! - [`avc`]: where an H.264 slice header ends (it stays clear);
+//! - [`avc`] and [`hevc`]: where an H.264 slice header or an HEVC slice segment header
+//!   ends (it stays clear), over [`bits`];
 //! - [`crypt`]: subsamples and AES-CBC/CTR over them;
 //! - [`boxes`]: `encv`/`enca` + `sinf`, `pssh`, `senc`/`saiz`/`saio`;
 //! - [`systems`]: the DRM systems and their `pssh` data;
 //! - [`keys`]: what an upload asks for, the keys a provider gives, what manifests say.
 //!
-//! HEVC and AV1 rungs are refused with the reason (their slice and tile headers are not
-//! walked yet); H.264 and AAC are protected.
+//! H.264, HEVC and AAC are protected; AV1 rungs are refused with the reason (their tile
+//! headers are not walked yet).
 
 pub mod avc;
+pub mod bits;
 pub mod boxes;
 pub mod crypt;
+pub mod hevc;
 pub mod keys;
 pub mod systems;
 
@@ -31,6 +34,7 @@ use aes::cipher::{BlockEncrypt, KeyInit};
 use avc::AvcParams;
 use boxes::{SampleAux, Tenc};
 use crypt::Pattern;
+use hevc::HevcParams;
 use serde::{Deserialize, Serialize};
 
 /// The common encryption scheme.
@@ -122,6 +126,8 @@ fn refuse(why: impl Into<String>) -> Error {
 enum Layout {
     /// Length-prefixed H.264 NAL units: headers and slice headers clear.
     Avc(AvcParams),
+    /// Length-prefixed HEVC NAL units: headers and slice segment headers clear.
+    Hevc(HevcParams),
     /// Every byte is payload (AAC): the whole sample is protected.
     Whole,
 }
@@ -153,10 +159,15 @@ pub fn protect_init(init: &[u8], p: &Protection, ctx: &str) -> Result<(Vec<u8>, 
         }
         b"mp4a" => Layout::Whole,
         b"hvc1" | b"hev1" => {
-            return Err(refuse(format!(
-                "{ctx}: HEVC rungs cannot be protected yet (their slice headers are not walked); \
-                 protect an H.264 ladder"
-            )))
+            let hvcc = entry
+                .children
+                .iter()
+                .find(|(k, _)| k == b"hvcC")
+                .ok_or_else(|| refuse(format!("{ctx}: an HEVC track without hvcC")))?;
+            Layout::Hevc(
+                HevcParams::from_hvcc(&hvcc.1)
+                    .map_err(|e| refuse(format!("{ctx}: HEVC parameter sets: {}", e.0)))?,
+            )
         }
         b"av01" => {
             return Err(refuse(format!(
@@ -170,7 +181,7 @@ pub fn protect_init(init: &[u8], p: &Protection, ctx: &str) -> Result<(Vec<u8>, 
             )))
         }
     };
-    let video = matches!(layout, Layout::Avc(_));
+    let video = !matches!(layout, Layout::Whole);
     let tenc = match p.scheme {
         Scheme::Cbcs => Tenc {
             kid: p.key.kid,
@@ -210,6 +221,8 @@ impl TrackProtector {
             let subs = match &mut self.layout {
                 Layout::Avc(params) => nal_subsamples(params, &f.bytes[r.clone()], self.scheme)
                     .map_err(|e| refuse(format!("{ctx}: {e}")))?,
+                Layout::Hevc(params) => nal_subsamples(params, &f.bytes[r.clone()], self.scheme)
+                    .map_err(|e| refuse(format!("{ctx}: {e}")))?,
                 Layout::Whole => Vec::new(),
             };
             let iv = match self.scheme {
@@ -235,7 +248,7 @@ impl TrackProtector {
                 subsamples: subs,
             });
         }
-        let video = matches!(self.layout, Layout::Avc(_));
+        let video = !matches!(self.layout, Layout::Whole);
         // cbcs audio: a constant IV and whole samples leave nothing to say per sample.
         if self.scheme == Scheme::Cbcs && !video {
             return Ok(());
@@ -259,14 +272,48 @@ impl TrackProtector {
     }
 }
 
-/// The subsamples of one H.264 sample: NAL length fields, NAL headers, parameter sets,
+/// What finding a video sample's clear bytes takes: its NAL units' length field size, its
+/// parameter sets (in band ones read as they come), and where each slice header ends.
+trait NalHeaders {
+    fn length_size(&self) -> usize;
+    fn add(&mut self, nal: &[u8]) -> std::result::Result<(), String>;
+    fn slice_header(&self, nal: &[u8]) -> std::result::Result<Option<usize>, String>;
+}
+
+impl NalHeaders for AvcParams {
+    fn length_size(&self) -> usize {
+        self.length_size
+    }
+    fn add(&mut self, nal: &[u8]) -> std::result::Result<(), String> {
+        AvcParams::add(self, nal).map_err(|e| format!("H.264 parameter set: {}", e.0))
+    }
+    fn slice_header(&self, nal: &[u8]) -> std::result::Result<Option<usize>, String> {
+        self.slice_header_len(nal)
+            .map_err(|e| format!("H.264 slice header: {}", e.0))
+    }
+}
+
+impl NalHeaders for HevcParams {
+    fn length_size(&self) -> usize {
+        self.length_size
+    }
+    fn add(&mut self, nal: &[u8]) -> std::result::Result<(), String> {
+        HevcParams::add(self, nal).map_err(|e| format!("HEVC parameter set: {}", e.0))
+    }
+    fn slice_header(&self, nal: &[u8]) -> std::result::Result<Option<usize>, String> {
+        self.slice_header_len(nal)
+            .map_err(|e| format!("HEVC slice segment header: {}", e.0))
+    }
+}
+
+/// The subsamples of one video sample: NAL length fields, NAL headers, parameter sets,
 /// SEI and slice headers clear; slice data protected (for `cenc`, in whole blocks).
 fn nal_subsamples(
-    params: &mut AvcParams,
+    params: &mut impl NalHeaders,
     sample: &[u8],
     scheme: Scheme,
 ) -> std::result::Result<Vec<crypt::Subsample>, String> {
-    let n = params.length_size;
+    let n = params.length_size();
     let mut ranges = Vec::new();
     let mut at = 0;
     while at < sample.len() {
@@ -279,13 +326,8 @@ fn nal_subsamples(
         let nal = sample
             .get(at + n..at + n + len)
             .ok_or_else(|| "a NAL unit past the sample's end".to_string())?;
-        params
-            .add(nal)
-            .map_err(|e| format!("H.264 parameter set: {}", e.0))?;
-        match params
-            .slice_header_len(nal)
-            .map_err(|e| format!("H.264 slice header: {}", e.0))?
-        {
+        params.add(nal)?;
+        match params.slice_header(nal)? {
             Some(header) => {
                 let mut clear = n + header;
                 let mut protected = len - header;
