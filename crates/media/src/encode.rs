@@ -792,6 +792,18 @@ fn encode_audio_as(ctx: &EncodeContext<'_>, track: usize, channels: u32) -> Resu
     })
 }
 
+/// Encrypts an encoded track in place, its init segment and every fragment ([`crate::cenc`]):
+/// what a protected job's worker does to each rung and audio rendition before storing it.
+pub fn protect_track(track: &mut TrackOutput, p: &crate::cenc::Protection) -> Result<()> {
+    let ctx = format!("protecting {}", track.name);
+    let (init, mut protector) = crate::cenc::protect_init(&track.init, p, &ctx)?;
+    track.init = init;
+    for f in &mut track.segments {
+        protector.protect(f, &ctx)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

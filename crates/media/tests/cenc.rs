@@ -297,7 +297,7 @@ fn every_protected_sample_decrypts_to_the_clear_one_in_both_schemes() {
     for scheme in [Scheme::Cbcs, Scheme::Cenc] {
         for t in &clear {
             let mut p = t.clone();
-            cenc::protect_track(&mut p, &protection(scheme)).unwrap();
+            vodpipe_media::encode::protect_track(&mut p, &protection(scheme)).unwrap();
             let (s, format, tenc) = boxes::read_protection(&p.init, "test").unwrap();
             assert_eq!(s, scheme);
             assert_eq!(tenc.kid, KEY.kid);
@@ -318,7 +318,7 @@ fn every_protected_sample_decrypts_to_the_clear_one_in_both_schemes() {
             }
             // The same init whatever the chunk: what the stitch compares.
             let mut again = t.clone();
-            cenc::protect_track(&mut again, &protection(scheme)).unwrap();
+            vodpipe_media::encode::protect_track(&mut again, &protection(scheme)).unwrap();
             assert_eq!(
                 again.init, p.init,
                 "{} {scheme:?}: init differs between runs",
@@ -362,7 +362,7 @@ fn clear_bytes_are_the_nal_and_slice_headers() {
     for t in tracks(d.path()).into_iter().filter(|t| t.name != "aac") {
         let params = Params::of(&t.init);
         let mut p = t.clone();
-        cenc::protect_track(&mut p, &protection(Scheme::Cbcs)).unwrap();
+        vodpipe_media::encode::protect_track(&mut p, &protection(Scheme::Cbcs)).unwrap();
         let e = &p.segments[0];
         let aux = boxes::read_senc(&e.bytes, 0, "test").unwrap();
         let samples = cenc::fragment_samples(&t.segments[0].bytes, "clear").unwrap();
@@ -425,7 +425,7 @@ fn ffmpeg_decrypts_cenc_to_the_clear_frames() {
     };
     for t in tracks(d.path()) {
         let mut p = t.clone();
-        cenc::protect_track(&mut p, &protection(Scheme::Cenc)).unwrap();
+        vodpipe_media::encode::protect_track(&mut p, &protection(Scheme::Cenc)).unwrap();
         let mut frames = 0;
         for (i, (c, e)) in t.segments.iter().zip(&p.segments).enumerate() {
             let write = |name: String, init: &[u8], frag: &[u8]| {
@@ -458,7 +458,8 @@ fn av1_is_refused_with_the_reason() {
         &["-c:v", "libsvtav1", "-preset", "12", "-g", "25"],
         &VIDEO_IN,
     );
-    let err = cenc::protect_track(&mut t.clone(), &protection(Scheme::Cbcs)).unwrap_err();
+    let err = vodpipe_media::encode::protect_track(&mut t.clone(), &protection(Scheme::Cbcs))
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("AV1 rungs cannot be protected yet"),

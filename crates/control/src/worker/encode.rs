@@ -260,7 +260,7 @@ impl Worker<'_> {
         };
         let protection = track_keys.protection(drm.scheme);
         for t in &mut out.tracks {
-            vodpipe_media::cenc::protect_track(t, &protection)?;
+            vodpipe_media::encode::protect_track(t, &protection)?;
             t.protection = Some(track_keys.signalling(drm.scheme));
         }
         tracing::info!(item = %item.describe(), scheme = drm.scheme.as_str(), kid = %hex::encode(track_keys.key.kid), "protected");

@@ -27,7 +27,6 @@ pub mod systems;
 pub use keys::{AssetKeys, DrmConfig, Signalling, TrackKeys};
 pub use systems::System;
 
-use crate::encode::TrackOutput;
 use crate::error::{Error, Result};
 use crate::mp4::Fragment;
 use aes::cipher::{BlockEncrypt, KeyInit};
@@ -343,17 +342,6 @@ fn nal_subsamples(
         at += n + len;
     }
     Ok(crypt::subsamples(&ranges))
-}
-
-/// Protects an encoded track in place: its init segment and every fragment.
-pub fn protect_track(track: &mut TrackOutput, p: &Protection) -> Result<()> {
-    let ctx = format!("protecting {}", track.name);
-    let (init, mut protector) = protect_init(&track.init, p, &ctx)?;
-    track.init = init;
-    for f in &mut track.segments {
-        protector.protect(f, &ctx)?;
-    }
-    Ok(())
 }
 
 /// Decrypts a protected fragment's samples with `key`, from what its init segment and
