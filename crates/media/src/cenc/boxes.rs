@@ -92,8 +92,9 @@ pub struct SampleEntry {
 
 const TRACK_PATH: [&[u8; 4]; 6] = [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"];
 
-/// Reads the (single) sample entry of an init segment's (single) track.
-pub fn sample_entry(init: &[u8], ctx: &str) -> Result<SampleEntry> {
+/// The single sample entry of an init segment's single track, and the bytes of fields
+/// before its child boxes (ISO/IEC 14496-12: 78 for a visual entry, 28 for an audio one).
+fn entry(init: &[u8], ctx: &str) -> Result<(BoxRef, usize)> {
     let mut range = 0..init.len();
     for name in TRACK_PATH {
         let b = child(init, range, name, ctx)?
@@ -104,36 +105,48 @@ pub fn sample_entry(init: &[u8], ctx: &str) -> Result<SampleEntry> {
     let [e] = entries.as_slice() else {
         return Err(err(ctx, "the track has not exactly one sample entry"));
     };
-    let format = e.kind;
-    let fields = match &format {
-        b"avc1" | b"avc3" | b"hvc1" | b"hev1" | b"av01" | b"vp09" => 78,
-        b"mp4a" | b"ac-3" | b"ec-3" | b"Opus" | b"fLaC" => 28,
+    let fields = match &e.kind {
+        b"avc1" | b"avc3" | b"hvc1" | b"hev1" | b"av01" | b"vp09" | b"encv" => 78,
+        b"mp4a" | b"ac-3" | b"ec-3" | b"Opus" | b"fLaC" | b"enca" => 28,
         other => {
             return Err(err(
                 ctx,
                 format!(
-                    "sample entry {} cannot be protected",
+                    "sample entry {} is not one vodpipe writes",
                     String::from_utf8_lossy(other)
                 ),
             ))
         }
     };
-    let body = e.body();
-    if body.len() < fields {
+    if e.body().len() < fields {
         return Err(err(ctx, "short sample entry"));
     }
-    if fields == 28 && init[body.start + 8..body.start + 10] != [0, 0] {
-        return Err(err(ctx, "a QuickTime sound description (version 1 or 2)"));
-    }
+    Ok((*e, fields))
+}
+
+fn read_entry(init: &[u8], e: BoxRef, fields: usize, ctx: &str) -> Result<SampleEntry> {
+    let body = e.body();
     let children = boxes(init, body.start + fields..body.end, ctx)?
         .into_iter()
         .map(|c| (c.kind, init[c.body()].to_vec()))
         .collect();
     Ok(SampleEntry {
-        format,
+        format: e.kind,
         fields,
         children,
     })
+}
+
+/// Reads the (single) sample entry of a clear init segment's (single) track.
+pub fn sample_entry(init: &[u8], ctx: &str) -> Result<SampleEntry> {
+    let (e, fields) = entry(init, ctx)?;
+    if &e.kind == b"encv" || &e.kind == b"enca" {
+        return Err(err(ctx, "the track is protected already"));
+    }
+    if fields == 28 && init[e.body().start + 8..e.body().start + 10] != [0, 0] {
+        return Err(err(ctx, "a QuickTime sound description (version 1 or 2)"));
+    }
+    read_entry(init, e, fields, ctx)
 }
 
 /// The protected init segment: the sample entry renamed `encv`/`enca` with a `sinf`
@@ -455,30 +468,10 @@ pub fn read_protection(init: &[u8], ctx: &str) -> Result<(Scheme, [u8; 4], Tenc)
     ))
 }
 
-/// [`sample_entry`] that also accepts `encv`/`enca`.
+/// [`sample_entry`] that also reads a protected (`encv`/`enca`) one.
 pub fn sample_entry_any(init: &[u8], ctx: &str) -> Result<SampleEntry> {
-    let mut range = 0..init.len();
-    for name in TRACK_PATH {
-        let b = child(init, range, name, ctx)?
-            .ok_or_else(|| err(ctx, format!("no {}", String::from_utf8_lossy(name))))?;
-        range = b.body();
-    }
-    let entries = boxes(init, range.start + 8..range.end, ctx)?;
-    let e = entries.first().ok_or_else(|| err(ctx, "no sample entry"))?;
-    let fields = match &e.kind {
-        b"enca" | b"mp4a" => 28,
-        _ => 78,
-    };
-    let body = e.body();
-    let children = boxes(init, body.start + fields..body.end, ctx)?
-        .into_iter()
-        .map(|c| (c.kind, init[c.body()].to_vec()))
-        .collect();
-    Ok(SampleEntry {
-        format: e.kind,
-        fields,
-        children,
-    })
+    let (e, fields) = entry(init, ctx)?;
+    read_entry(init, e, fields, ctx)
 }
 
 /// Reads a fragment's `senc` entries.
