@@ -93,32 +93,6 @@ fn assert_round_trips(
     segments.len()
 }
 
-/// Runs `node tests/player/check.mjs` with extra arguments (see support::assert_plays).
-fn check(root: &Path, hls: &str, dash: &str, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player/check.mjs"))
-        .args([
-            "--root",
-            root.to_str().unwrap(),
-            "--hls",
-            hls,
-            "--dash",
-            dash,
-            "--timeout-secs",
-            "180",
-        ])
-        .args(extra)
-        .output()
-        .expect("node is required: run `make player-deps` (make test does)");
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "playback check {extra:?} failed:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&report).unwrap()
-}
-
 /// Whether `needle` appears in any file under `dir` (the key in hex, base64 or raw).
 fn key_appears_under(dir: &Path, key: &[u8; 16]) -> Option<PathBuf> {
     let forms: Vec<Vec<u8>> = vec![
@@ -307,7 +281,7 @@ fn cbcs_and_cenc_round_trip_play_with_the_key_and_are_refused_without_it() {
                 .to_string()
         };
         let (hls, dash) = (rel("master"), rel("dash"));
-        let played = check(&out, &hls, &dash, &["--clearkey", &format!("{KID}:{KEY}")]);
+        let played = assert_plays_with(&out, &hls, &dash, &["--clearkey", &format!("{KID}:{KEY}")]);
         assert_eq!(played["ok"], true);
         assert!(
             played["licences"].as_u64().unwrap() >= 1,
@@ -316,7 +290,7 @@ fn cbcs_and_cenc_round_trip_play_with_the_key_and_are_refused_without_it() {
         for kind in ["hls", "dash"] {
             assert_eq!(played[kind]["ended"], true, "{kind}: {:#}", played[kind]);
         }
-        let refused = check(
+        let refused = assert_plays_with(
             &out,
             &hls,
             &dash,
@@ -328,7 +302,7 @@ fn cbcs_and_cenc_round_trip_play_with_the_key_and_are_refused_without_it() {
                 "{kind} played without the key"
             );
         }
-        let wrong = check(
+        let wrong = assert_plays_with(
             &out,
             &hls,
             &dash,

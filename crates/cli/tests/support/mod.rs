@@ -391,8 +391,15 @@ pub fn assert_published_correctly(job: &Value, source: &Path, scratch: &Path) ->
 /// headless Chromium (tests/player/check.mjs); panics with the player's report otherwise.
 /// Returns the report: what each player listed (text tracks, cues, image tracks).
 pub fn assert_plays(root: &Path, hls: &str, dash: &str) -> Value {
+    assert_plays_with(root, hls, dash, &[])
+}
+
+/// [`assert_plays`] with more of check.mjs's arguments: `--clearkey KID:KEY` for a protected
+/// asset, `--expect-refusal` (passes only if no player plays), `--stuck-secs N`.
+pub fn assert_plays_with(root: &Path, hls: &str, dash: &str, extra: &[&str]) -> Value {
     let mut args = vec!["--root".to_string(), root.display().to_string()];
     args.extend(["--hls", hls, "--dash", dash, "--timeout-secs", "180"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
     node_report("check.mjs", &args, "playback check")
 }
 

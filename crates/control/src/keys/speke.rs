@@ -38,8 +38,8 @@ pub struct Speke {
     timeout: Duration,
 }
 
-/// The key ID vodpipe asks a key server for: the asset's content ID and the track type,
-/// hashed, so it is the same on every request for the asset.
+/// The key ID vodpipe asks a key server for: the asset's content ID and a label, hashed, so
+/// it is the same on every request for the asset.
 pub fn key_id(content_id: &str, track: &str) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"vodpipe kid\0");
@@ -60,49 +60,33 @@ fn esc(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// The CPIX 2.3 request for `content_id`'s video and audio keys.
-pub fn request_document(
-    content_id: &str,
-    drm: &DrmConfig,
-    video: &[u8; 16],
-    audio: &[u8; 16],
-) -> String {
+/// The CPIX 2.3 request for `content_id`'s key `kid`, which every video and audio track
+/// of the asset is encrypted with (no usage rules: one key for all tracks).
+pub fn request_document(content_id: &str, drm: &DrmConfig, kid: &[u8; 16]) -> String {
     let scheme = drm.scheme.as_str();
-    let (v, a) = (uuid_string(video), uuid_string(audio));
+    let kid = uuid_string(kid);
     let mut x = String::new();
     x.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     x.push_str(&format!(
         r#"<cpix:CPIX xmlns:cpix="urn:dashif:org:cpix" xmlns:pskc="urn:ietf:params:xml:ns:keyprov:pskc" contentId="{}" version="2.3">"#,
         esc(content_id)
     ));
-    x.push_str("<cpix:ContentKeyList>");
-    for kid in [&v, &a] {
+    x.push_str(&format!(
+        r#"<cpix:ContentKeyList><cpix:ContentKey kid="{kid}" commonEncryptionScheme="{scheme}"/></cpix:ContentKeyList>"#
+    ));
+    x.push_str("<cpix:DRMSystemList>");
+    for system in drm.systems() {
         x.push_str(&format!(
-            r#"<cpix:ContentKey kid="{kid}" commonEncryptionScheme="{scheme}"/>"#
+            r#"<cpix:DRMSystem kid="{kid}" systemId="{}">"#,
+            system.uuid()
         ));
-    }
-    x.push_str("</cpix:ContentKeyList><cpix:DRMSystemList>");
-    for kid in [&v, &a] {
-        for system in drm.systems() {
-            x.push_str(&format!(
-                r#"<cpix:DRMSystem kid="{kid}" systemId="{}">"#,
-                system.uuid()
-            ));
-            if system != System::FairPlay {
-                x.push_str("<cpix:PSSH/><cpix:ContentProtectionData/>");
-            }
-            x.push_str(r#"<cpix:HLSSignalingData playlist="media"/><cpix:HLSSignalingData playlist="master"/>"#);
-            x.push_str("</cpix:DRMSystem>");
+        if system != System::FairPlay {
+            x.push_str("<cpix:PSSH/><cpix:ContentProtectionData/>");
         }
+        x.push_str(r#"<cpix:HLSSignalingData playlist="media"/><cpix:HLSSignalingData playlist="master"/>"#);
+        x.push_str("</cpix:DRMSystem>");
     }
-    x.push_str("</cpix:DRMSystemList><cpix:ContentKeyUsageRuleList>");
-    x.push_str(&format!(
-        r#"<cpix:ContentKeyUsageRule kid="{v}" intendedTrackType="VIDEO"><cpix:VideoFilter/></cpix:ContentKeyUsageRule>"#
-    ));
-    x.push_str(&format!(
-        r#"<cpix:ContentKeyUsageRule kid="{a}" intendedTrackType="AUDIO"><cpix:AudioFilter/></cpix:ContentKeyUsageRule>"#
-    ));
-    x.push_str("</cpix:ContentKeyUsageRuleList></cpix:CPIX>");
+    x.push_str("</cpix:DRMSystemList></cpix:CPIX>");
     x
 }
 
@@ -119,14 +103,9 @@ fn key_uri(line: &str) -> Option<String> {
     Some(line[at..end].to_string())
 }
 
-/// Reads a key server's CPIX answer: for each KID asked for, its key and each system's
-/// data.
-pub fn parse_response(
-    doc: &str,
-    drm: &DrmConfig,
-    video: &[u8; 16],
-    audio: &[u8; 16],
-) -> Result<AssetKeys, KeyError> {
+/// Reads a key server's CPIX answer: the key of the KID asked for and each system's data,
+/// for the asset's video and audio alike.
+pub fn parse_response(doc: &str, drm: &DrmConfig, kid: &[u8; 16]) -> Result<AssetKeys, KeyError> {
     let refuse = |why: String| KeyError::Refused(format!("the key server's answer: {why}"));
     let x = roxmltree::Document::parse(doc).map_err(|e| refuse(format!("not XML ({e})")))?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -222,8 +201,8 @@ pub fn parse_response(
         })
     };
     Ok(AssetKeys {
-        video: track(video)?,
-        audio: track(audio)?,
+        video: track(kid)?,
+        audio: track(kid)?,
     })
 }
 
@@ -240,8 +219,8 @@ impl Speke {
 
 impl KeyProvider for Speke {
     fn asset_keys(&self, content_id: &str, drm: &DrmConfig) -> Result<AssetKeys, KeyError> {
-        let (video, audio) = (key_id(content_id, "video"), key_id(content_id, "audio"));
-        let body = request_document(content_id, drm, &video, &audio);
+        let kid = key_id(content_id, "asset");
+        let body = request_document(content_id, drm, &kid);
         let mut headers = vec![
             ("Content-Type".to_string(), "application/xml".to_string()),
             ("X-Speke-Version".to_string(), SPEKE_VERSION.to_string()),
@@ -276,7 +255,7 @@ impl KeyProvider for Speke {
             }
             Err(e) => return Err(KeyError::Unavailable(format!("{host}: {e}"))),
         };
-        parse_response(&answer, drm, &video, &audio)
+        parse_response(&answer, drm, &kid)
     }
 }
 
@@ -295,10 +274,10 @@ mod tests {
 
     #[test]
     fn the_request_names_the_content_the_keys_the_scheme_and_the_systems() {
-        let (v, a) = (key_id("film", "video"), key_id("film", "audio"));
-        assert_ne!(v, a);
-        assert_eq!(v, key_id("film", "video"));
-        let doc = request_document("film & co", &drm(), &v, &a);
+        let v = key_id("film", "asset");
+        assert_ne!(v, key_id("other film", "asset"));
+        assert_eq!(v, key_id("film", "asset"));
+        let doc = request_document("film & co", &drm(), &v);
         let x = roxmltree::Document::parse(&doc).unwrap();
         let root = x.root_element();
         assert_eq!(root.attribute("contentId"), Some("film & co"));
@@ -307,7 +286,8 @@ mod tests {
             .descendants()
             .filter(|n| n.tag_name().name() == "ContentKey")
             .collect();
-        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].attribute("kid"), Some(uuid_string(&v).as_str()));
         assert!(keys
             .iter()
             .all(|k| k.attribute("commonEncryptionScheme") == Some("cbcs")));
@@ -316,16 +296,16 @@ mod tests {
             .filter(|n| n.tag_name().name() == "DRMSystem")
             .map(|n| n.attribute("systemId").unwrap().to_string())
             .collect();
-        assert_eq!(systems.len(), 4);
+        assert_eq!(systems.len(), 2);
         assert!(systems.contains(&System::Widevine.uuid()));
         assert!(systems.contains(&System::FairPlay.uuid()));
     }
 
     #[test]
     fn an_answer_without_a_key_or_a_system_is_refused_with_the_reason() {
-        let (v, a) = (key_id("film", "video"), key_id("film", "audio"));
-        let doc = request_document("film", &drm(), &v, &a);
-        let err = parse_response(&doc, &drm(), &v, &a).unwrap_err();
+        let v = key_id("film", "asset");
+        let doc = request_document("film", &drm(), &v);
+        let err = parse_response(&doc, &drm(), &v).unwrap_err();
         assert!(err.to_string().contains("has no plain value"), "{err}");
         assert!(matches!(err, KeyError::Refused(_)));
     }
