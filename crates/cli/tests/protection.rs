@@ -108,24 +108,12 @@ fn key_appears_under(dir: &Path, key: &[u8; 16]) -> Option<PathBuf> {
             .into_bytes(),
         key.to_vec(),
     ];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let bytes = std::fs::read(&p).unwrap();
-            if forms
-                .iter()
-                .any(|f| bytes.windows(f.len()).any(|w| w == f.as_slice()))
-            {
-                return Some(p);
-            }
-        }
-    }
-    None
+    files_under(dir).into_iter().find(|p| {
+        let bytes = std::fs::read(p).unwrap();
+        forms
+            .iter()
+            .any(|f| bytes.windows(f.len()).any(|w| w == f.as_slice()))
+    })
 }
 
 #[test]

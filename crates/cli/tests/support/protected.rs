@@ -15,15 +15,23 @@ pub fn job_files(out: &Path, job: &serde_json::Value) -> BTreeMap<String, PathBu
     let asset_dir = master.parent().unwrap();
     let job_dir = asset_dir.join(job["job_id"].as_str().unwrap());
     assert!(job_dir.starts_with(out));
-    let mut files = BTreeMap::new();
-    let mut stack = vec![job_dir.clone()];
+    files_under(&job_dir)
+        .into_iter()
+        .map(|p| (p.strip_prefix(&job_dir).unwrap().display().to_string(), p))
+        .collect()
+}
+
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
             } else {
-                files.insert(p.strip_prefix(&job_dir).unwrap().display().to_string(), p);
+                files.push(p);
             }
         }
     }

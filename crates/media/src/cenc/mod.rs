@@ -233,7 +233,7 @@ impl TrackProtector {
                     iv
                 }
             };
-            let full_iv = self.full_iv(&iv);
+            let full_iv = sample_iv(&self.tenc, &iv);
             crypt::encrypt(
                 self.scheme,
                 &self.key.key,
@@ -257,16 +257,18 @@ impl TrackProtector {
         f.key_frame_end = f.key_frame_end.map(|e| e + added as u64);
         Ok(())
     }
+}
 
-    fn full_iv(&self, per_sample: &[u8]) -> [u8; 16] {
-        match self.tenc.constant_iv {
-            Some(iv) if per_sample.is_empty() => iv,
-            _ => {
-                let mut iv = [0u8; 16];
-                iv[..per_sample.len().min(16)]
-                    .copy_from_slice(&per_sample[..per_sample.len().min(16)]);
-                iv
-            }
+/// A sample's 16-byte IV: the track's constant IV (cbcs), or its own from `senc`, zero
+/// padded (an 8-byte cenc IV is the counter block's high half).
+fn sample_iv(tenc: &Tenc, per_sample: &[u8]) -> [u8; 16] {
+    match tenc.constant_iv {
+        Some(iv) => iv,
+        None => {
+            let mut iv = [0u8; 16];
+            let n = per_sample.len().min(16);
+            iv[..n].copy_from_slice(&per_sample[..n]);
+            iv
         }
     }
 }
@@ -378,14 +380,7 @@ pub fn decrypt_samples(
     let mut out = Vec::with_capacity(aux.len());
     for (r, a) in found.ranges.iter().zip(&aux) {
         let mut s = frag[r.clone()].to_vec();
-        let iv = match tenc.constant_iv {
-            Some(iv) => iv,
-            None => {
-                let mut iv = [0u8; 16];
-                iv[..a.iv.len().min(16)].copy_from_slice(&a.iv[..a.iv.len().min(16)]);
-                iv
-            }
-        };
+        let iv = sample_iv(&tenc, &a.iv);
         crypt::decrypt(scheme, key, &iv, tenc.pattern, &mut s, &a.subsamples);
         out.push(s);
     }
