@@ -42,6 +42,9 @@ const USAGE = `usage: node check.mjs --root DIR [--hls REL_PATH_TO_MASTER] [--da
                        which answers with a W3C JSON Web Key set)]
                       [--expect-refusal (pass only if no player plays: a protected asset
                        without its key)]
+                      [--prefer-range PQ|HLG (ask both players for that HDR range: hls.js
+                       videoPreference, shaka preferredVideo hdrLevel; the report lists
+                       every variant's range and the one played)]
 At least one of --hls / --dash is required. Paths are relative to --root.`;
 
 class SetupError extends Error {}
@@ -53,7 +56,7 @@ function setupFail(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15, videoCodec: null, clearkey: null, expectRefusal: false };
+  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15, videoCodec: null, clearkey: null, expectRefusal: false, preferRange: null };
   const num = (name, v, min, max) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || n > max) throw new SetupError(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
@@ -82,6 +85,12 @@ function parseArgs(argv) {
         break;
       }
       case '--expect-refusal': o.expectRefusal = true; break;
+      case '--prefer-range': {
+        const r = take().toUpperCase();
+        if (r !== 'PQ' && r !== 'HLG') throw new SetupError('--prefer-range takes PQ or HLG');
+        o.preferRange = r;
+        break;
+      }
       case '-h': case '--help': process.stdout.write(USAGE + '\n'); process.exit(0);
       default: throw new SetupError(`unknown argument ${JSON.stringify(a)}`);
     }
@@ -266,12 +275,15 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         const s = player.getStats();
         st.player_stats = { stallsDetected: s.stallsDetected, gapsJumped: s.gapsJumped, manifestGapCount: s.manifestGapCount,
           nonFatalErrorCount: s.nonFatalErrorCount, bufferingTime: num(s.bufferingTime), width: s.width, height: s.height, currentCodecs: s.currentCodecs };
+        const active = player.getVariantTracks().find((t) => t.active);
+        st.player_stats.range = active ? active.hdr || null : null;
       } catch (e) { /* player destroyed */ }
     }
     if (st.kind === 'hls' && player) {
       const lvl = player.levels && player.levels[player.currentLevel];
       st.player_stats = { levels: player.levels ? player.levels.length : 0, current_level: player.currentLevel,
-        width: lvl ? lvl.width : null, height: lvl ? lvl.height : null, codecs: lvl ? [lvl.videoCodec, lvl.audioCodec].filter(Boolean).join(',') : null };
+        width: lvl ? lvl.width : null, height: lvl ? lvl.height : null, codecs: lvl ? [lvl.videoCodec, lvl.audioCodec].filter(Boolean).join(',') : null,
+        range: lvl ? lvl.videoRange || null : null };
     }
     st.text_track_modes = Array.from(video.textTracks || []).map((t) => `${t.kind}:${t.language}:${t.mode}:${t.cues ? t.cues.length : 'null'}`);
     if (st.kind === 'hls' && player) {
@@ -345,7 +357,8 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     st.player = `hls.js ${Hls.version}`;
     if (!Hls.isSupported()) throw new Error('Hls.isSupported() is false (no MSE / codecs)');
     const drm = st.drm ? { emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: st.drm.licence_url } } } : {};
-    const hls = player = new Hls({ backBufferLength: Infinity, maxBufferLength: 60, ...drm });
+    const prefer = st.prefer_range ? { videoPreference: { preferHDR: true, allowedVideoRanges: [st.prefer_range] } } : {};
+    const hls = player = new Hls({ backBufferLength: Infinity, maxBufferLength: 60, ...drm, ...prefer });
     hls.on(Hls.Events.ERROR, (ev, d) => {
       const e = { source: 'hls.js', fatal: !!d.fatal, type: d.type, details: d.details };
       if (d.reason) e.reason = String(d.reason);
@@ -383,6 +396,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       st.text_tracks = tracks.map((t) => ({ language: t.lang || null, name: t.name || null }));
     });
     hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      st.variants_listed = hls.levels.map((l) => ({ codec: l.videoCodec || null, range: l.videoRange || null, height: l.height }));
       if (st.video_codec) {
         // Only this codec's variants: the lowest of them, locked (no ABR switch away).
         const want = st.video_codec.toLowerCase();
@@ -410,6 +424,9 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     if (st.video_codec) {
       p.configure({ preferredVideo: [{ label: '', role: '', language: '', codec: st.video_codec, hdrLevel: '', layout: '' }], abr: { enabled: false } });
     }
+    if (st.prefer_range) {
+      p.configure({ preferredVideo: [{ label: '', role: '', language: '', codec: '', hdrLevel: st.prefer_range, layout: '' }] });
+    }
     p.addEventListener('error', (ev) => {
       const d = ev.detail || {};
       const e = { source: 'shaka', fatal: d.severity === 2, severity: d.severity, category: d.category, code: d.code,
@@ -432,6 +449,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     }
     // Subtitles and thumbnails: what the player found; the first text track is shown so
     // its cues load, and the thumbnail at 5 s is looked up as a seek bar would.
+    st.variants_listed = p.getVariantTracks().map((t) => ({ codec: t.videoCodec || null, range: t.hdr || null, height: t.height }));
     const texts = p.getTextTracks();
     st.text_tracks = texts.map((t) => ({ language: t.language || null, name: t.label || null }));
     if (texts.length) {
@@ -463,7 +481,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       for (const t of types) out[t] = !!(window.MediaSource && MediaSource.isTypeSupported(t));
       return { mse: !!window.MediaSource, types: out, user_agent: navigator.userAgent };
     },
-    start(kind, url, rate, stuckSecs, videoCodec, drm) {
+    start(kind, url, rate, stuckSecs, videoCodec, drm, preferRange) {
       video = document.createElement('video');
       video.muted = true;
       video.autoplay = false;
@@ -478,7 +496,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
         quality: null, player_stats: null, stuck_secs: stuckSecs, video_codec: videoCodec || null, codec_levels: null,
         text_tracks: [], cues: {}, image_tracks: [], thumbnail_at_5s: null, t_start: performance.now(), wall_secs: 0,
-        drm: drm || null,
+        drm: drm || null, prefer_range: preferRange || null, variants_listed: null,
       };
       // Players may reset the rate on load; force it back whenever it drifts.
       video.addEventListener('ratechange', () => { if (video.playbackRate !== 0 && video.playbackRate !== rate) video.playbackRate = rate; });
@@ -654,7 +672,7 @@ async function main() {
         await page.goto(base + '/', { timeout: Math.min(30000, left()) });
         await page.waitForFunction(() => window.__vp_ready === true, null, { timeout: Math.min(30000, left()) });
         const drm = opts.clearkey ? { kid: opts.clearkey.kid, key: opts.clearkey.key, licence_url: base + '/_licence' } : null;
-        await page.evaluate(([k, u, rate, stuck, codec, d]) => window.__vp.start(k, u, rate, stuck, codec, d), [w.kind, base + w.url, opts.rate, opts.stuckSecs, opts.videoCodec, drm]);
+        await page.evaluate(([k, u, rate, stuck, codec, d, pr]) => window.__vp.start(k, u, rate, stuck, codec, d, pr), [w.kind, base + w.url, opts.rate, opts.stuckSecs, opts.videoCodec, drm, opts.preferRange]);
         for (;;) {
           r = await page.evaluate(() => window.__vp.snapshot());
           if (r.done) break;

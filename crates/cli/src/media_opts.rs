@@ -9,7 +9,7 @@ use std::sync::Arc;
 use vodpipe_control::keys::KeyFile;
 use vodpipe_control::pipeline::Config;
 use vodpipe_media::cenc::{DrmConfig, Scheme, System};
-use vodpipe_media::ladder::{LadderConfig, VideoCodec};
+use vodpipe_media::ladder::{HdrMode, LadderConfig, VideoCodec};
 use vodpipe_media::plan::PlanOptions;
 
 /// Options for planning new jobs.
@@ -56,6 +56,11 @@ pub struct MediaOpts {
     /// A SPEKE v2.0 key server to get the keys from (instead of `--drm-keys`).
     #[arg(long)]
     pub drm_speke: Option<String>,
+    /// What an HDR source (PQ or HLG) gets: `keep` (HEVC Main 10 rungs, and AV1 10-bit
+    /// with `--codecs …av1`, beside tone-mapped H.264 SDR rungs) or `sdr-only`
+    /// (tone-mapped rungs only). Beats an upload's own choice; default: keep.
+    #[arg(long, value_parser = parse_hdr)]
+    pub hdr: Option<HdrMode>,
 }
 
 /// The pipeline configuration from the media options.
@@ -88,6 +93,10 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         c.ladder.codecs = codecs.clone();
         c.settings.command_codecs = Some(codecs.clone());
     }
+    if let Some(mode) = m.hdr {
+        c.ladder.hdr = mode;
+        c.settings.command_hdr = Some(mode);
+    }
     if let Some(path) = &m.drm_keys {
         c.keys.file = Some(Arc::new(
             KeyFile::read(path).map_err(|e| anyhow!("--drm-keys {e}"))?,
@@ -114,6 +123,11 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         None => {}
     }
     Ok(c)
+}
+
+/// `--hdr`: keep or sdr-only.
+fn parse_hdr(s: &str) -> std::result::Result<HdrMode, String> {
+    HdrMode::parse(s).ok_or_else(|| format!("{s:?} is not an HDR choice; use keep or sdr-only"))
 }
 
 /// `--drm`: a scheme name.

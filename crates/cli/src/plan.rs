@@ -86,6 +86,17 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
             ""
         },
     );
+    if v.colour.dynamic_range().is_hdr() {
+        println!("  colour {}", v.colour.describe());
+        println!(
+            "  hdr {}: {}",
+            p.config.hdr.name(),
+            match p.config.hdr.name() {
+                "keep" => "HDR rungs beside a tone-mapped SDR ladder",
+                _ => "tone-mapped SDR rungs only",
+            }
+        );
+    }
     for t in &p.media.audio {
         println!(
             "  audio #{} {} {} ch {} Hz {}",
@@ -111,8 +122,13 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
         } else {
             String::new()
         };
+        let range = if r.range.is_hdr() {
+            format!("  {}", r.range.hls_name())
+        } else {
+            String::new()
+        };
         println!(
-            "  {:>6}  {}x{}  max {} kb/s{step}",
+            "  {:>6}  {}x{}  max {} kb/s{step}{range}",
             r.name, r.width, r.height, r.max_kbps
         );
     }

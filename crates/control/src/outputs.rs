@@ -66,6 +66,10 @@ pub struct TrackResult {
     /// key), when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection: Option<vodpipe_media::cenc::Signalling>,
+    /// The colour the rung's init segment states (`colr`), for the manifests' HDR
+    /// signalling, when it states one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<vodpipe_media::colour::Cicp>,
 }
 
 /// Where the stitch publishes the WebVTT thumbnail track, in the job directory.
@@ -163,6 +167,7 @@ pub fn renditions(tracks: &[vodpipe_media::package::Track]) -> Vec<Rendition> {
                     kid: p.kid.clone(),
                     systems: p.systems.iter().map(|s| s.system).collect(),
                 }),
+                range: Some(t.dynamic_range()).filter(|r| r.is_hdr()),
             };
             match &t.kind {
                 TrackKind::Video { width, height, .. } => {
@@ -265,6 +270,7 @@ pub fn store(
             segments,
             skipped: None,
             protection: t.protection.clone(),
+            colour: mp4::colour(&t.init, &t.name)?,
         });
     }
     // Stills and subtitles: small files beside the segments, listed as tracks of their
@@ -326,6 +332,7 @@ pub fn store(
             stsd_hash: String::new(),
             skipped: None,
             protection: None,
+            colour: None,
             segments: text
                 .segments
                 .iter()
@@ -368,6 +375,7 @@ fn still_result(name: &str, init_uri: String, segments: Vec<SegmentRef>) -> Trac
         segments,
         skipped: None,
         protection: None,
+        colour: None,
     }
 }
 

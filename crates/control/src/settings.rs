@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use vodpipe_media::cenc::{DrmConfig, Scheme, System};
 use vodpipe_media::error::{Error, Result};
-use vodpipe_media::ladder::{LadderConfig, VideoCodec};
+use vodpipe_media::ladder::{HdrMode, LadderConfig, VideoCodec};
 
 /// The largest settings file read, in bytes: settings are a few lines, and an upload must
 /// not make ingest read an arbitrarily large object into memory.
@@ -62,6 +62,8 @@ pub struct SettingsPolicy {
     pub command_codecs: Option<Vec<VideoCodec>>,
     /// Content protection given on the command line (`--drm`): beats everything else.
     pub command_drm: Option<DrmConfig>,
+    /// What HDR sources get, given on the command line (`--hdr`): beats everything else.
+    pub command_hdr: Option<HdrMode>,
     /// The deployment's key server: an upload that asks for protection without naming
     /// one gets its keys from here (on AWS, where workers have no key file).
     pub default_speke_url: Option<String>,
@@ -77,6 +79,7 @@ impl Default for SettingsPolicy {
             command_ladder: false,
             command_codecs: None,
             command_drm: None,
+            command_hdr: None,
             default_speke_url: None,
         }
     }
@@ -139,6 +142,7 @@ struct SettingsFile {
     thumbnails: Option<bool>,
     auto: Option<bool>,
     drm: Option<DrmConfig>,
+    hdr: Option<String>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -206,6 +210,11 @@ fn parse_codecs(values: &[String], what: &str) -> Result<Vec<String>> {
         )));
     }
     Ok(codecs)
+}
+
+fn parse_hdr(value: &str, what: &str) -> Result<HdrMode> {
+    HdrMode::parse(value)
+        .ok_or_else(|| reject(format!("{what} is {value:?}; use keep or sdr-only")))
 }
 
 fn parse_asset(value: &str, what: &str) -> Result<String> {
@@ -472,6 +481,14 @@ pub fn resolve(
                 "{what}: av1 rungs cannot be protected yet (their tile headers are not walked); protect h264 and hevc rungs"
             )));
         }
+    }
+
+    if let Some(mode) = policy.command_hdr {
+        ladder_cfg.hdr = mode;
+    } else if let Some(v) = meta("hdr") {
+        ladder_cfg.hdr = parse_hdr(&v, "x-amz-meta-vodpipe-hdr")?;
+    } else if let Some(v) = &file.hdr {
+        ladder_cfg.hdr = parse_hdr(v, &format!("\"hdr\" in {file_name}"))?;
     }
 
     let asset = if let Some(v) = meta("asset") {
@@ -870,5 +887,56 @@ mod tests {
             assert!(e.contains(why), "{e}");
             assert!(e.starts_with("input rejected"), "{e}");
         }
+    }
+
+    #[test]
+    fn what_hdr_sources_get_comes_from_the_command_metadata_file_or_ladder() {
+        let resolve_with = |p: &SettingsPolicy, u: &UploadSettings| {
+            resolve(u, p, &LadderConfig::default(), 4.0, &mobile)
+        };
+        // Nothing said: HDR is kept.
+        let s = resolve_with(&policy(), &upload("a.mp4", &[], None)).unwrap();
+        assert_eq!(s.ladder_config.hdr, HdrMode::Keep);
+        let s = resolve_with(
+            &policy(),
+            &upload("a.mp4", &[], Some(r#"{"hdr": "sdr-only"}"#)),
+        )
+        .unwrap();
+        assert_eq!(s.ladder_config.hdr, HdrMode::SdrOnly);
+        // Metadata beats the file, the command line beats both.
+        let u = upload(
+            "a.mp4",
+            &[("vodpipe-hdr", "keep")],
+            Some(r#"{"hdr": "sdr-only"}"#),
+        );
+        assert_eq!(
+            resolve_with(&policy(), &u).unwrap().ladder_config.hdr,
+            HdrMode::Keep
+        );
+        let p = SettingsPolicy {
+            command_hdr: Some(HdrMode::SdrOnly),
+            ..policy()
+        };
+        assert_eq!(
+            resolve_with(&p, &u).unwrap().ladder_config.hdr,
+            HdrMode::SdrOnly
+        );
+        // A profile may say it too.
+        let sdr = LadderConfig {
+            hdr: HdrMode::SdrOnly,
+            ..LadderConfig::default()
+        };
+        let s = resolve(&upload("a.mp4", &[], None), &policy(), &sdr, 4.0, &mobile).unwrap();
+        assert_eq!(s.ladder_config.hdr, HdrMode::SdrOnly);
+        let e = resolve_with(
+            &policy(),
+            &upload("a.mp4", &[("vodpipe-hdr", "dolby")], None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("x-amz-meta-vodpipe-hdr is \"dolby\"; use keep or sdr-only"),
+            "{e}"
+        );
     }
 }

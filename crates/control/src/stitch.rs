@@ -393,6 +393,7 @@ fn build_tracks(
                     init_uri: t.init_uri,
                     segments: t.segments,
                     protection: None,
+                    colour: None,
                 });
                 continue;
             }
@@ -420,6 +421,7 @@ fn build_tracks(
                     init_uri: t.init_uri,
                     segments: t.segments,
                     protection: t.protection,
+                    colour: None,
                 });
                 continue;
             }
@@ -464,6 +466,7 @@ fn build_tracks(
                 init_uri: t.init_uri.clone(),
                 segments: Vec::new(),
                 protection: t.protection.clone(),
+                colour: t.colour,
             });
             // One init segment and one key for every chunk of a rung.
             if entry.protection != t.protection {
@@ -514,6 +517,7 @@ fn build_tracks(
                 init_uri: String::new(),
                 segments: tiles,
                 protection: None,
+                colour: None,
             });
         }
     }
@@ -532,6 +536,7 @@ fn build_tracks(
             uri: Some(uri),
             protection: None,
             skipped: None,
+            range: None,
         });
     }
     for (i, t) in jp.texts.iter().enumerate() {
@@ -557,6 +562,7 @@ fn skipped_text(index: usize, language: Option<String>, why: String) -> Renditio
         uri: None,
         skipped: Some(why),
         protection: None,
+        range: None,
     }
 }
 

@@ -196,6 +196,7 @@ fn synthetic_plan(items: u32) -> JobPlan {
         time_base,
         vfr: false,
         frame_pts: Vec::new(),
+        colour: Default::default(),
         declared_frames: None,
     };
     let config = LadderConfig::default();

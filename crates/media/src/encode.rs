@@ -189,15 +189,72 @@ pub fn chunk_args(
         pre.push("bwdif=mode=send_frame:parity=auto:deint=all".into());
     }
     let n = ctx.rungs.len();
-    let branches = n + stills.map_or(0, |s| 1 + usize::from(s.poster.is_some()));
-    let mut graph = format!("[0:{}]{},split={branches}", video.index, pre.join(","));
-    for i in 0..branches {
-        graph.push_str(&format!("[s{i}]"));
+    let still_count = stills.map_or(0, |s| 1 + usize::from(s.poster.is_some()));
+    let source_range = video.colour.dynamic_range();
+    // An HDR source's SDR rungs and stills come from one tone-mapped branch (tone-mapped
+    // once, at the largest size any of them needs); its HDR rungs keep 10 bits.
+    let sdr_rungs: Vec<usize> = (0..n).filter(|&i| !ctx.rungs[i].range.is_hdr()).collect();
+    let tone_map = source_range.is_hdr() && sdr_rungs.len() + still_count > 0;
+    // Label of each rung's input, and of each still's.
+    let mut rung_in: Vec<String> = vec![String::new(); n];
+    let mut still_in: Vec<String> = Vec::new();
+    let mut top: Vec<String> = Vec::new();
+    let mut tm_graph = String::new();
+    if tone_map {
+        for (i, label) in rung_in.iter_mut().enumerate() {
+            if ctx.rungs[i].range.is_hdr() {
+                *label = format!("[s{i}]");
+                top.push(label.clone());
+            }
+        }
+        top.push("[tm]".into());
+        let (tw, th) = tone_map_size(
+            ctx.rungs,
+            &sdr_rungs,
+            stills.and_then(|s| s.poster.as_ref()).is_some(),
+        );
+        let outs = sdr_rungs.len() + still_count;
+        tm_graph = format!(
+            ";[tm]scale={tw}:{th}:flags=bicubic,{},split={outs}",
+            tone_map_filter(&video.colour)
+        );
+        for &i in &sdr_rungs {
+            rung_in[i] = format!("[t{i}]");
+            tm_graph.push_str(&rung_in[i]);
+        }
+        for k in 0..still_count {
+            let l = format!("[ts{k}]");
+            tm_graph.push_str(&l);
+            still_in.push(l);
+        }
+    } else {
+        for (i, label) in rung_in.iter_mut().enumerate() {
+            *label = format!("[s{i}]");
+            top.push(label.clone());
+        }
+        for k in 0..still_count {
+            let l = format!("[s{}]", n + k);
+            top.push(l.clone());
+            still_in.push(l);
+        }
     }
+    let mut graph = format!(
+        "[0:{}]{},split={}{}",
+        video.index,
+        pre.join(","),
+        top.len(),
+        top.concat()
+    );
+    graph.push_str(&tm_graph);
     for (i, r) in ctx.rungs.iter().enumerate() {
+        let format = if r.range.is_hdr() {
+            "yuv420p10le"
+        } else {
+            "yuv420p"
+        };
         graph.push_str(&format!(
-            ";[s{i}]scale={}:{}:flags=bicubic,setsar=1,format=yuv420p[v{i}]",
-            r.width, r.height
+            ";{}scale={}:{}:flags=bicubic,setsar=1,format={format}[v{i}]",
+            rung_in[i], r.width, r.height
         ));
     }
     // Stills come from frames the chunk decodes anyway. Each still branch ends with the
@@ -206,7 +263,8 @@ pub fn chunk_args(
     if let Some(st) = stills {
         let (tw, th) = thumbnail_size(video);
         graph.push_str(&format!(
-            ";[s{n}]trim=end_frame={},select='{}',scale={tw}:{th}:flags=bicubic,setsar=1,tile={}x1[sprite]",
+            ";{}trim=end_frame={},select='{}',scale={tw}:{th}:flags=bicubic,setsar=1,tile={}x1[sprite]",
+            still_in[0],
             chunk.frames,
             frame_set_expr(&chunk.keyframe_offsets()),
             ctx.plan.segments_per_chunk().max(1)
@@ -219,8 +277,8 @@ pub fn chunk_args(
                 .saturating_sub(chunk.first_frame)
                 .min(chunk.frames.saturating_sub(1));
             graph.push_str(&format!(
-                ";[s{}]trim=start_frame={from}:end_frame={},scale={pw}:{ph}:flags=bicubic,setsar=1,signalstats,metadata=mode=select:key=lavfi.signalstats.YAVG:value={POSTER_MIN_LUMA}:function=greater,thumbnail=n={}[poster]",
-                n + 1,
+                ";{}trim=start_frame={from}:end_frame={},scale={pw}:{ph}:flags=bicubic,setsar=1,signalstats,metadata=mode=select:key=lavfi.signalstats.YAVG:value={POSTER_MIN_LUMA}:function=greater,thumbnail=n={}[poster]",
+                still_in[1],
                 chunk.frames,
                 POSTER_CANDIDATES.min(chunk.frames - from).max(2)
             ));
@@ -237,7 +295,9 @@ pub fn chunk_args(
             "-frames:v".into(),
             chunk.frames.to_string(),
         ]);
-        a.extend(encoder_args(ctx.config, r, chunk, &kf));
+        let hdr = r.range.is_hdr().then_some(&video.colour);
+        a.extend(encoder_args(ctx.config, r, chunk, &kf, hdr));
+        a.extend(colour_args(r, &video.colour));
         a.extend([
             "-fps_mode".into(),
             "passthrough".into(),
@@ -305,9 +365,80 @@ pub fn frame_set_expr(offsets: &[u64]) -> String {
         .join("+")
 }
 
+/// The largest picture an HDR source's tone-mapped branch must give: its SDR rungs' and,
+/// with a poster, the poster's.
+fn tone_map_size(rungs: &[Rung], sdr: &[usize], poster: bool) -> (u32, u32) {
+    let mut sizes: Vec<(u32, u32)> = sdr
+        .iter()
+        .map(|&i| (rungs[i].width, rungs[i].height))
+        .collect();
+    if poster {
+        sizes.extend(poster_size(rungs));
+    }
+    if sizes.is_empty() {
+        // Only the sprite: its tiles are small, the smallest rung is plenty.
+        sizes.extend(
+            rungs
+                .iter()
+                .map(|r| (r.width, r.height))
+                .min_by_key(|(w, h)| w * h),
+        );
+    }
+    sizes
+        .into_iter()
+        .max_by_key(|(w, h)| u64::from(*w) * u64::from(*h))
+        .unwrap_or((THUMB_WIDTH, THUMB_WIDTH))
+}
+
+/// The filters that tone-map an HDR picture (PQ or HLG, as `colour` states) to BT.709 SDR,
+/// 8-bit limited range: zimg to linear light (100 cd/m² as 1.0), BT.709 primaries, the
+/// Möbius curve (linear through the shadows and mid-tones, so a picture graded near SDR
+/// white keeps its brightness, with highlights rolled off rather than clipped; Hable's
+/// curve darkened such pictures by a third), BT.709 transfer and matrix.
+pub fn tone_map_filter(colour: &crate::colour::Colour) -> String {
+    format!(
+        "zscale={}:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=mobius:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p",
+        colour.zscale_input()
+    )
+}
+
+/// The colour a rung states, in its bitstream (VUI) and its `colr` box: an HDR rung its
+/// source's own description, an SDR rung of an HDR source BT.709 (it was tone-mapped). An
+/// SDR source's rungs get nothing new: they publish exactly as they always have.
+fn colour_args(r: &Rung, source: &crate::colour::Colour) -> Vec<String> {
+    let (p, t, m) = if r.range.is_hdr() {
+        source.hdr_triplet()
+    } else if source.dynamic_range().is_hdr() {
+        ("bt709", "bt709", "bt709")
+    } else {
+        return Vec::new();
+    };
+    [
+        "-color_primaries",
+        p,
+        "-color_trc",
+        t,
+        "-colorspace",
+        m,
+        "-color_range",
+        "tv",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// The encoder options of one rung: capped constant quality, keyframes on exactly the
 /// chunk's segment starts (`kf`: a [`frame_set_expr`]) and nowhere else, closed GOPs.
-fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &str) -> Vec<String> {
+///
+/// `hdr` is the source's colour when the rung is HDR: its static metadata goes into an SEI
+/// (x265) or a metadata OBU (SVT-AV1) on every key frame.
+fn encoder_args(
+    cfg: &LadderConfig,
+    r: &Rung,
+    chunk: &Chunk,
+    kf: &str,
+    hdr: Option<&crate::colour::Colour>,
+) -> Vec<String> {
     let force = format!("expr:{kf}");
     let cap = [
         "-maxrate".to_string(),
@@ -347,21 +478,28 @@ fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &str) -> Vec<St
             a.push(cfg.hevc_preset.clone());
             a.extend(["-crf".into(), r.crf(cfg.hevc_crf).to_string()]);
             a.extend(cap);
-            a.extend(
-                [
-                    "-profile:v",
-                    "main",
-                    // Parameter sets in the sample entry only: what Apple's players need.
-                    "-tag:v",
-                    "hvc1",
-                    "-x265-params",
-                    "keyint=-1:min-keyint=1:scenecut=0:open-gop=0:bframes=3:repeat-headers=0:info=0:log-level=error",
-                    "-forced-idr",
-                    "1",
-                    "-force_key_frames",
-                ]
-                .map(String::from),
+            let mut params = String::from(
+                "keyint=-1:min-keyint=1:scenecut=0:open-gop=0:bframes=3:repeat-headers=0:info=0:log-level=error",
             );
+            for p in hdr
+                .map(crate::colour::Colour::x265_params)
+                .unwrap_or_default()
+            {
+                params.push(':');
+                params.push_str(&p);
+            }
+            a.extend([
+                "-profile:v".into(),
+                if hdr.is_some() { "main10" } else { "main" }.into(),
+                // Parameter sets in the sample entry only: what Apple's players need.
+                "-tag:v".into(),
+                "hvc1".into(),
+                "-x265-params".into(),
+                params,
+                "-forced-idr".into(),
+                "1".into(),
+                "-force_key_frames".into(),
+            ]);
             a.push(force);
         }
         VideoCodec::Av1 => {
@@ -377,9 +515,15 @@ fn encoder_args(cfg: &LadderConfig, r: &Rung, chunk: &Chunk, kf: &str) -> Vec<St
                 "-g".into(),
                 gop.to_string(),
                 // Closed GOPs (real key frames, not forward keyframes), no scene-cut
-                // keyframes.
+                // keyframes; an HDR rung's static metadata on every key frame.
                 "-svtav1-params".into(),
-                "irefresh-type=2:scd=0".into(),
+                std::iter::once("irefresh-type=2:scd=0".to_string())
+                    .chain(
+                        hdr.map(crate::colour::Colour::svtav1_params)
+                            .unwrap_or_default(),
+                    )
+                    .collect::<Vec<_>>()
+                    .join(":"),
             ]);
         }
     }
@@ -449,10 +593,15 @@ fn first_frame_poster_args(
         .collect();
     a.extend(chunk_input(ctx, chunk));
     let trim = preroll_filter(chunk).map_or(String::new(), |t| format!("{t},"));
+    let tone_map = if video.colour.dynamic_range().is_hdr() {
+        format!(",{}", tone_map_filter(&video.colour))
+    } else {
+        String::new()
+    };
     a.extend([
         "-filter_complex".into(),
         format!(
-            "[0:{}]{trim}scale={}:{}:flags=bicubic,setsar=1[poster]",
+            "[0:{}]{trim}scale={}:{}:flags=bicubic,setsar=1{tone_map}[poster]",
             video.index, size.0, size.1
         ),
     ]);
@@ -527,6 +676,12 @@ pub fn encode_chunk(
             mp4::shift_composition(frag, reorder, &what)?;
             let rel = frag.base_decode_time - base;
             mp4::shift_decode_time(frag, offset + rel - frag.base_decode_time, &what)?;
+        }
+        if rung.range.is_hdr() {
+            // ffmpeg writes the colour (`colr`) but not the static metadata: the rung's
+            // init carries the source's `mdcv` and `clli` too.
+            f.init =
+                mp4::add_to_sample_entry(&f.init, &crate::colour::hdr_boxes(&video.colour), &what)?;
         }
         tracks.push(TrackOutput {
             name: rung.name.clone(),

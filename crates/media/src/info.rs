@@ -72,6 +72,10 @@ pub struct VideoInfo {
     /// Presentation timestamp of every frame, ascending, in `time_base` units. Used for
     /// planning; empty in the plan stored with a job.
     pub frame_pts: Vec<i64>,
+    /// The colour description and HDR static metadata the source states: what HDR rungs
+    /// carry again, and what makes a source HDR ([`crate::colour`]).
+    #[serde(default)]
+    pub colour: crate::colour::Colour,
     /// Frame count the container's header declares (MP4/MOV), to detect truncation.
     #[serde(default)]
     pub declared_frames: Option<u64>,

@@ -5,6 +5,7 @@
 //! video gets a portrait ladder; the source is never upscaled, dimensions are even (4:2:0),
 //! and bitrates scale with the real pixel count when the aspect ratio is not 16:9.
 
+use crate::colour::DynamicRange;
 use crate::error::{Error, Result};
 use crate::info::VideoInfo;
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,47 @@ impl VideoCodec {
     }
 }
 
+/// What an HDR source (PQ or HLG) gets.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HdrMode {
+    /// HDR rungs (HEVC Main 10, and AV1 10-bit when the ladder asks for AV1) carrying the
+    /// source's colour and static metadata, beside an SDR ladder of H.264 rungs tone-mapped
+    /// to BT.709 for every screen that cannot show HDR.
+    #[default]
+    Keep,
+    /// Tone-mapped SDR rungs only, in the ladder's codecs: for catalogues whose players
+    /// are all SDR.
+    SdrOnly,
+}
+
+impl HdrMode {
+    /// The name settings and flags use.
+    pub fn name(self) -> &'static str {
+        match self {
+            HdrMode::Keep => "keep",
+            HdrMode::SdrOnly => "sdr-only",
+        }
+    }
+
+    /// The mode `name` names.
+    pub fn parse(name: &str) -> Option<HdrMode> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "keep" => Some(HdrMode::Keep),
+            "sdr-only" | "sdr_only" | "sdr" => Some(HdrMode::SdrOnly),
+            _ => None,
+        }
+    }
+}
+
+/// What an HDR rung's bitrate cap is against the same codec's SDR rung: 10-bit PQ and HLG
+/// pictures spend about a quarter more bits for the same quality (Apple's HLS authoring
+/// specification lists its HDR HEVC ladder about that much above its SDR HEVC one).
+pub const HDR_CAP_FACTOR: f64 = 1.25;
+
+/// What a rung name may not end with: HDR rungs are named `<size>_<codec>_hdr`.
+pub const HDR_SUFFIX: &str = "_hdr";
+
 /// The ladder and encoder settings, loadable from a JSON file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -152,6 +194,14 @@ pub struct LadderConfig {
     /// default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drm: Option<crate::cenc::DrmConfig>,
+    /// What an HDR source gets: HDR rungs beside an SDR ladder (`keep`, the default), or
+    /// SDR rungs only (`sdr-only`). SDR sources are not affected.
+    #[serde(skip_serializing_if = "is_keep")]
+    pub hdr: HdrMode,
+}
+
+fn is_keep(m: &HdrMode) -> bool {
+    *m == HdrMode::Keep
 }
 
 impl Default for LadderConfig {
@@ -183,6 +233,7 @@ impl Default for LadderConfig {
             av1_preset: 10,
             auto: false,
             drm: None,
+            hdr: HdrMode::Keep,
         }
     }
 }
@@ -262,12 +313,13 @@ impl LadderConfig {
             return Err(format!("codecs lists {} twice", c.name()));
         }
         if let Some(r) = self.rungs.iter().find(|r| {
-            VideoCodec::ALL
-                .iter()
-                .any(|c| !c.suffix().is_empty() && r.name.ends_with(c.suffix()))
+            r.name.ends_with(HDR_SUFFIX)
+                || VideoCodec::ALL
+                    .iter()
+                    .any(|c| !c.suffix().is_empty() && r.name.ends_with(c.suffix()))
         }) {
             return Err(format!(
-                "rung name {:?} ends like another codec's rungs (_hevc, _av1); choose another",
+                "rung name {:?} ends like another codec's or HDR rungs (_hevc, _av1, _hdr); choose another",
                 r.name
             ));
         }
@@ -332,6 +384,14 @@ pub struct Rung {
     /// ladder chose for this rung (0: the ladder's own quality).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub crf_offset: u32,
+    /// The dynamic range this rung is made for: an HDR rung keeps its source's colour and
+    /// static metadata; an SDR rung of an HDR source is tone-mapped to BT.709.
+    #[serde(default, skip_serializing_if = "is_sdr")]
+    pub range: DynamicRange,
+}
+
+fn is_sdr(r: &DynamicRange) -> bool {
+    !r.is_hdr()
 }
 
 fn is_zero(x: &u32) -> bool {
@@ -370,23 +430,43 @@ pub fn ladder_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
 
 /// `sizes` (H.264 rungs, from the fixed ladder or a per-title choice) in each of the
 /// ladder's codecs, as [`ladder_for`] lists them.
+///
+/// An HDR source under [`HdrMode::Keep`] gets two ladders: the SDR one in H.264 (what every
+/// player can show), then the HDR one in HEVC Main 10 and, when the ladder asks for AV1,
+/// AV1 10-bit, named `<size>_hevc_hdr` and `<size>_av1_hdr`. Under [`HdrMode::SdrOnly`],
+/// and for every SDR source, the ladder's codecs are all SDR.
 pub fn in_codecs(video: &VideoInfo, cfg: &LadderConfig, sizes: Vec<Rung>) -> Vec<Rung> {
-    let mut codecs: Vec<VideoCodec> = cfg
-        .codecs
-        .iter()
-        .copied()
-        .filter(|c| *c != VideoCodec::Av1 || !video.vfr)
-        .collect();
-    if codecs.is_empty() {
-        codecs.push(VideoCodec::H264);
-    }
-    codecs
-        .iter()
-        .flat_map(|&codec| {
+    let usable = |c: &VideoCodec| *c != VideoCodec::Av1 || !video.vfr;
+    let source_range = video.colour.dynamic_range();
+    let sets: Vec<(VideoCodec, DynamicRange)> = if source_range.is_hdr() && cfg.hdr == HdrMode::Keep
+    {
+        let mut sets = vec![
+            (VideoCodec::H264, DynamicRange::Sdr),
+            (VideoCodec::Hevc, source_range),
+        ];
+        if cfg.codecs.contains(&VideoCodec::Av1) && usable(&VideoCodec::Av1) {
+            sets.push((VideoCodec::Av1, source_range));
+        }
+        sets
+    } else {
+        let mut codecs: Vec<VideoCodec> = cfg.codecs.iter().copied().filter(usable).collect();
+        if codecs.is_empty() {
+            codecs.push(VideoCodec::H264);
+        }
+        codecs.into_iter().map(|c| (c, DynamicRange::Sdr)).collect()
+    };
+    sets.iter()
+        .flat_map(|&(codec, range)| {
+            let (suffix, factor) = if range.is_hdr() {
+                (HDR_SUFFIX, codec.cap_factor() * HDR_CAP_FACTOR)
+            } else {
+                ("", codec.cap_factor())
+            };
             sizes.iter().map(move |r| Rung {
-                name: format!("{}{}", r.name, codec.suffix()),
-                max_kbps: ((f64::from(r.max_kbps) * codec.cap_factor()).round() as u32).max(100),
+                name: format!("{}{}{suffix}", r.name, codec.suffix()),
+                max_kbps: ((f64::from(r.max_kbps) * factor).round() as u32).max(100),
                 codec,
+                range,
                 ..r.clone()
             })
         })
@@ -437,6 +517,7 @@ pub fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
             max_kbps: scaled_kbps(spec, width, height),
             codec: VideoCodec::H264,
             crf_offset: 0,
+            range: DynamicRange::Sdr,
         });
     }
     if rungs.is_empty() {
@@ -454,6 +535,7 @@ pub fn sizes_for(video: &VideoInfo, cfg: &LadderConfig) -> Vec<Rung> {
             max_kbps: scaled_kbps(&smallest, width, height),
             codec: VideoCodec::H264,
             crf_offset: 0,
+            range: DynamicRange::Sdr,
         });
     }
     rungs
@@ -478,6 +560,7 @@ mod tests {
             time_base: Rational { num: 1, den: 30 },
             vfr: false,
             frame_pts: vec![],
+            colour: Default::default(),
             declared_frames: None,
         }
     }
@@ -636,5 +719,56 @@ mod tests {
         let old: Rung =
             serde_json::from_str(r#"{"name":"a","width":2,"height":2,"max_kbps":1}"#).unwrap();
         assert_eq!(old.codec, VideoCodec::H264);
+    }
+
+    #[test]
+    fn an_hdr_source_gets_hdr_rungs_beside_an_sdr_h264_ladder_unless_told_otherwise() {
+        let mut v = video(1280, 720, 0);
+        v.colour.transfer = Some("smpte2084".into());
+        let cfg = LadderConfig {
+            codecs: vec![VideoCodec::H264, VideoCodec::Av1],
+            ..LadderConfig::default()
+        };
+        let r = ladder_for(&v, &cfg);
+        let names: Vec<&str> = r.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(&names[..2], ["720p", "540p"]);
+        assert_eq!(&names[5..7], ["720p_hevc_hdr", "540p_hevc_hdr"]);
+        assert_eq!(&names[10..12], ["720p_av1_hdr", "540p_av1_hdr"]);
+        assert_eq!(r.len(), 15);
+        assert!(r[..5]
+            .iter()
+            .all(|r| r.codec == VideoCodec::H264 && !r.range.is_hdr()));
+        assert!(r[5..].iter().all(|r| r.range == DynamicRange::Pq));
+        // An HDR rung is capped a quarter above its codec's SDR cap.
+        assert_eq!(
+            r[5].max_kbps,
+            (3000.0_f64 * 0.7 * HDR_CAP_FACTOR).round() as u32
+        );
+        // HLG stays HLG; sdr-only gives the ladder's own codecs, all SDR.
+        v.colour.transfer = Some("arib-std-b67".into());
+        assert!(ladder_for(&v, &cfg)[5..]
+            .iter()
+            .all(|r| r.range == DynamicRange::Hlg));
+        let sdr = LadderConfig {
+            hdr: HdrMode::SdrOnly,
+            ..cfg.clone()
+        };
+        let r = ladder_for(&v, &sdr);
+        assert_eq!(r.len(), 10);
+        assert!(r.iter().all(|r| !r.range.is_hdr()));
+        assert_eq!(r[5].name, "720p_av1");
+        // An SDR source's ladder is untouched by any of it.
+        let plain = ladder_for(&video(1280, 720, 0), &cfg);
+        assert_eq!(plain.len(), 10);
+        assert!(plain
+            .iter()
+            .all(|r| !r.range.is_hdr() && !r.name.ends_with(HDR_SUFFIX)));
+        // Plans stored before ranges existed read as SDR, and SDR rungs store no range.
+        let json = serde_json::to_string(&plain[0]).unwrap();
+        assert!(!json.contains("range"), "{json}");
+        assert_eq!(HdrMode::parse("SDR-only"), Some(HdrMode::SdrOnly));
+        let mut named = LadderConfig::default();
+        named.rungs[0].name = "1080p_hdr".into();
+        assert!(named.validate().unwrap_err().contains("_hdr"));
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Read it in pipeline order: [`probe`] (what is this file, is it allowed; [`moov`] reads
 //! an MP4's frame table from its sample tables; [`relay`] keeps the header probe's reads
-//! to what it needs) → [`policy`] (what the pipeline accepts)
+//! to what it needs; [`colour`] is what it learns of HDR) → [`policy`] (what the pipeline accepts)
 //! → [`ladder`] (which renditions; [`pertitle`] shapes them to a title) → [`plan`] (frame-exact chunks) → [`encode`] (one
 //! ffmpeg per chunk, audio once per track, and in the chunk encode the poster and thumbnail
 //! sprites; [`captions`] turns subtitles into WebVTT) → [`mp4`] (segments onto one timeline) →
@@ -13,6 +13,7 @@
 
 pub mod captions;
 pub mod cenc;
+pub mod colour;
 pub mod encode;
 pub mod error;
 pub mod info;

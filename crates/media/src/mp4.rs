@@ -461,7 +461,25 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
             let av1c = child(init, inner, b"av1C", ctx)?.ok_or_else(|| err(ctx, "no av1C"))?;
             let b = av1c.body().start;
             let p = init.get(b..b + 3).ok_or_else(|| err(ctx, "short av1C"))?;
-            Ok(av1_codec_string(p))
+            let mut s = av1_codec_string(p);
+            // The optional fields default to BT.709 limited range; any other colour (HDR)
+            // must be spelled out, or a player reads the rung as SDR.
+            if let Some(c) = colour(init, ctx)?
+                .filter(|c| (c.primaries, c.transfer, c.matrix, c.full_range) != (1, 1, 1, false))
+            {
+                s.push_str(&format!(
+                    ".{}.{}{}{}.{:02}.{:02}.{:02}.{}",
+                    u8::from(p[2] & 0x10 != 0),
+                    u8::from(p[2] & 0x08 != 0),
+                    u8::from(p[2] & 0x04 != 0),
+                    p[2] & 0x03,
+                    c.primaries,
+                    c.transfer,
+                    c.matrix,
+                    u8::from(c.full_range)
+                ));
+            }
+            Ok(s)
         }
         // vodpipe encodes AAC-LC only.
         b"mp4a" => Ok("mp4a.40.2".into()),
@@ -470,6 +488,115 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
             format!("unexpected sample entry {}", String::from_utf8_lossy(other)),
         )),
     }
+}
+
+/// A box of `kind` around `body` (32-bit size).
+pub fn make_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(body.len() + 8);
+    b.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
+    b.extend_from_slice(kind);
+    b.extend_from_slice(body);
+    b
+}
+
+/// A path element that matches any box.
+pub(crate) const ANY: &[u8; 4] = b"****";
+
+/// Rebuilds `parent`'s body with the boxes at `path` below it rewritten by `f` (the last
+/// element may be [`ANY`]), every box on the way resized.
+pub(crate) fn rewrite_entry(
+    d: &[u8],
+    parent: BoxRef,
+    path: &[&[u8; 4]],
+    f: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>>,
+    ctx: &str,
+) -> Result<Vec<u8>> {
+    let body = parent.body();
+    let lead = if &parent.kind == b"stsd" { 8 } else { 0 };
+    let mut out = d[body.start..body.start + lead].to_vec();
+    for b in boxes(d, body.start + lead..body.end, ctx)? {
+        match path.first() {
+            Some(&name) if name == ANY => out.extend(f(&d[b.start..b.end])?),
+            Some(&name) if *name == b.kind => {
+                if b.header != 8 {
+                    return Err(err(ctx, "a 64-bit box size on the way to the sample entry"));
+                }
+                out.extend(make_box(&b.kind, &rewrite_entry(d, b, &path[1..], f, ctx)?));
+            }
+            _ => out.extend_from_slice(&d[b.start..b.end]),
+        }
+    }
+    Ok(out)
+}
+
+/// The path from `moov` down to every sample entry.
+const ENTRY_PATH: [&[u8; 4]; 6] = [b"trak", b"mdia", b"minf", b"stbl", b"stsd", ANY];
+
+/// The colour the track's sample entry states in its `colr` box (`nclx`), if it has one:
+/// what the manifests signal (HLS `VIDEO-RANGE`, DASH's `cicp` descriptors).
+pub fn colour(init: &[u8], ctx: &str) -> Result<Option<crate::colour::Cicp>> {
+    let stsd = path(
+        init,
+        &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+        ctx,
+    )?
+    .ok_or_else(|| err(ctx, "no stsd"))?;
+    let body = stsd.body();
+    let entries = boxes(init, body.start + 8..body.end, ctx)?;
+    let Some(entry) = entries.first() else {
+        return Ok(None);
+    };
+    if !matches!(
+        &entry.kind,
+        b"avc1" | b"avc3" | b"hvc1" | b"hev1" | b"av01" | b"encv"
+    ) || entry.body().len() < 78
+    {
+        return Ok(None);
+    }
+    let inner = entry.body().start + 78..entry.end;
+    Ok(child(init, inner, b"colr", ctx)?
+        .and_then(|c| crate::colour::Cicp::from_colr(&init[c.body()])))
+}
+
+/// The init segment with `extra` (whole boxes) added to its video sample entry, right
+/// after its `colr` box (or last, without one): how an HDR rung's `mdcv` and `clli` get
+/// into the container when the muxer writes only `colr`.
+pub fn add_to_sample_entry(init: &[u8], extra: &[u8], ctx: &str) -> Result<Vec<u8>> {
+    if extra.is_empty() {
+        return Ok(init.to_vec());
+    }
+    let mut add = |entry: &[u8]| -> Result<Vec<u8>> {
+        if entry.len() < 8 + 78 {
+            return Err(err(ctx, "short visual sample entry"));
+        }
+        let mut kind = [0u8; 4];
+        kind.copy_from_slice(&entry[4..8]);
+        let mut body = entry[8..8 + 78].to_vec();
+        let children = boxes(entry, 8 + 78..entry.len(), ctx)?;
+        let after = children.iter().position(|c| &c.kind == b"colr");
+        for (i, c) in children.iter().enumerate() {
+            body.extend_from_slice(&entry[c.start..c.end]);
+            if after == Some(i) {
+                body.extend_from_slice(extra);
+            }
+        }
+        if after.is_none() {
+            body.extend_from_slice(extra);
+        }
+        Ok(make_box(&kind, &body))
+    };
+    let mut out = Vec::with_capacity(init.len() + extra.len());
+    for b in boxes(init, 0..init.len(), ctx)? {
+        if &b.kind == b"moov" {
+            out.extend(make_box(
+                b"moov",
+                &rewrite_entry(init, b, &ENTRY_PATH, &mut add, ctx)?,
+            ));
+        } else {
+            out.extend_from_slice(&init[b.start..b.end]);
+        }
+    }
+    Ok(out)
 }
 
 /// The HEVC codec string (ISO/IEC 14496-15 Annex E) from the first 13 bytes of an
@@ -607,5 +734,65 @@ mod tests {
         assert_eq!(av1_codec_string(&[0x81, 0x05, 0x0C]), "av01.0.05M.08");
         // High profile, level 5.1 (13), high tier, 10 bits.
         assert_eq!(av1_codec_string(&[0x81, 0x2D, 0xC0]), "av01.1.13H.10");
+    }
+
+    /// A minimal init segment: moov/trak/mdia/minf/stbl/stsd with one visual entry of
+    /// `kind` holding `children`.
+    fn init_with(kind: &[u8; 4], children: &[u8]) -> Vec<u8> {
+        let mut entry = vec![0u8; 78];
+        entry.extend_from_slice(children);
+        let mut stsd = vec![0, 0, 0, 0, 0, 0, 0, 1];
+        stsd.extend(bx(kind, &entry));
+        let stbl = bx(b"stbl", &bx(b"stsd", &stsd));
+        let moov = bx(b"moov", &bx(b"trak", &bx(b"mdia", &bx(b"minf", &stbl))));
+        [bx(b"ftyp", b"isom"), moov].concat()
+    }
+
+    #[test]
+    fn hdr_boxes_go_after_colr_and_every_size_on_the_way_grows() {
+        let colr = bx(b"colr", &[b'n', b'c', b'l', b'x', 0, 9, 0, 16, 0, 9, 0]);
+        let pasp = bx(b"pasp", &[0, 0, 0, 1, 0, 0, 0, 1]);
+        let init = init_with(b"hvc1", &[colr.clone(), pasp.clone()].concat());
+        let extra = [bx(b"mdcv", &[1u8; 24]), bx(b"clli", &[0, 100, 0, 50])].concat();
+        let out = add_to_sample_entry(&init, &extra, "t").unwrap();
+        assert_eq!(out.len(), init.len() + extra.len());
+        let c = colour(&out, "t").unwrap().unwrap();
+        assert_eq!(c.dynamic_range(), crate::colour::DynamicRange::Pq);
+        // The boxes parse all the way down, in order: colr, mdcv, clli, pasp.
+        let stsd = path(
+            &out,
+            &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+            "t",
+        )
+        .unwrap()
+        .unwrap();
+        let entry = boxes(&out, stsd.body().start + 8..stsd.end, "t").unwrap()[0];
+        let kinds: Vec<[u8; 4]> = boxes(&out, entry.body().start + 78..entry.end, "t")
+            .unwrap()
+            .iter()
+            .map(|b| b.kind)
+            .collect();
+        assert_eq!(kinds, [*b"colr", *b"mdcv", *b"clli", *b"pasp"]);
+        // Nothing to add leaves the init as it was; no colr puts them last.
+        assert_eq!(add_to_sample_entry(&init, &[], "t").unwrap(), init);
+        let bare = init_with(b"avc1", &pasp);
+        assert!(colour(&bare, "t").unwrap().is_none());
+        let out = add_to_sample_entry(&bare, &extra, "t").unwrap();
+        assert_eq!(&out[out.len() - extra.len()..], &extra[..]);
+    }
+
+    #[test]
+    fn an_hdr_av1_codec_string_spells_out_its_colour() {
+        let colr = bx(b"colr", &[b'n', b'c', b'l', b'x', 0, 9, 0, 16, 0, 9, 0]);
+        let av1c = bx(b"av1C", &[0x81, 0x05, 0x4D, 0]);
+        let init = init_with(b"av01", &[av1c.clone(), colr].concat());
+        assert_eq!(
+            codec_string(&init, "t").unwrap(),
+            "av01.0.05M.10.0.111.09.16.09.0"
+        );
+        // BT.709 limited range is the default and is left out.
+        let sdr = bx(b"colr", &[b'n', b'c', b'l', b'x', 0, 1, 0, 1, 0, 1, 0]);
+        let init = init_with(b"av01", &[av1c, sdr].concat());
+        assert_eq!(codec_string(&init, "t").unwrap(), "av01.0.05M.10");
     }
 }

@@ -8,10 +8,11 @@
 //! segment sizes, not copied from the ladder.
 
 use crate::cenc::{Scheme, Signalling, System};
+use crate::colour::DynamicRange;
 use base64::Engine as _;
 use m3u8_rs::{
     AlternativeMedia, AlternativeMediaType, ByteRange, Map, MasterPlaylist, MediaPlaylist,
-    MediaPlaylistType, MediaSegment, Resolution, VariantStream,
+    MediaPlaylistType, MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -105,9 +106,18 @@ pub struct Track {
     /// signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection: Option<Signalling>,
+    /// The colour a video track's sample entry states (`colr`): what HLS's `VIDEO-RANGE`
+    /// and DASH's `cicp` descriptors say of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<crate::colour::Cicp>,
 }
 
 impl Track {
+    /// The dynamic range the track's colour states (SDR when it states none).
+    pub fn dynamic_range(&self) -> DynamicRange {
+        self.colour.map_or(DynamicRange::Sdr, |c| c.dynamic_range())
+    }
+
     fn secs(&self, ticks: u64) -> f64 {
         ticks as f64 / f64::from(self.timescale)
     }
@@ -370,6 +380,17 @@ fn master_body(tracks: &[Track], prefix: &str) -> String {
     let audio_peak = audio.iter().map(|t| t.peak_bps()).max().unwrap_or(0);
     let audio_avg = audio.iter().map(|t| t.average_bps()).max().unwrap_or(0);
     let audio_codec = audio.first().map(|t| t.codec.clone());
+    // An asset with HDR renditions says every variant's range, so a player that cannot
+    // show HDR keeps to the SDR ones; an SDR-only asset's playlists stay as they were.
+    let signal_range = tracks.iter().any(|t| t.dynamic_range().is_hdr());
+    let range = |t: &Track| {
+        signal_range.then(|| {
+            std::collections::HashMap::from([(
+                "VIDEO-RANGE".to_string(),
+                QuotedOrUnquoted::Unquoted(t.dynamic_range().hls_name().to_string()),
+            )])
+        })
+    };
     let variants = tracks
         .iter()
         .filter_map(|t| match t.kind {
@@ -394,6 +415,7 @@ fn master_body(tracks: &[Track], prefix: &str) -> String {
                 ),
                 audio: audio_codec.as_ref().map(|_| "audio".to_string()),
                 subtitles: subtitle_group.clone(),
+                other_attributes: range(t),
                 ..Default::default()
             }),
             _ => None,
@@ -411,6 +433,7 @@ fn master_body(tracks: &[Track], prefix: &str) -> String {
                     width: u64::from(width),
                     height: u64::from(height),
                 }),
+                other_attributes: range(t),
                 ..Default::default()
             })
         }))
@@ -555,6 +578,35 @@ fn content_protection(x: &mut String, p: &Signalling) {
     }
 }
 
+/// An adaptation set's colour as DASH-IF's interoperability guidelines signal it (the
+/// `urn:mpeg:mpegB:cicp` schemes of ISO/IEC 23001-8): an HDR transfer as an essential
+/// property, so a player that does not know PQ or HLG skips the set rather than
+/// showing it washed out; everything else as supplemental properties.
+fn colour_properties(x: &mut String, c: crate::colour::Cicp) {
+    let scheme = "urn:mpeg:mpegB:cicp";
+    // An SDR Representation's transfer is only informative: no player may skip it.
+    let kind = if c.dynamic_range().is_hdr() {
+        "Essential"
+    } else {
+        "Supplemental"
+    };
+    let _ = writeln!(
+        x,
+        r#"      <{kind}Property schemeIdUri="{scheme}:TransferCharacteristics" value="{}"/>"#,
+        c.transfer
+    );
+    let _ = writeln!(
+        x,
+        r#"      <SupplementalProperty schemeIdUri="{scheme}:ColourPrimaries" value="{}"/>"#,
+        c.primaries
+    );
+    let _ = writeln!(
+        x,
+        r#"      <SupplementalProperty schemeIdUri="{scheme}:MatrixCoefficients" value="{}"/>"#,
+        c.matrix
+    );
+}
+
 fn iso_duration(secs: f64) -> String {
     format!("PT{secs:.3}S")
 }
@@ -588,28 +640,38 @@ pub fn mpd(tracks: &[Track], prefix: &str) -> String {
         .iter()
         .filter(|t| matches!(t.kind, TrackKind::Video { .. }))
         .collect();
-    // One adaptation set per codec (players switch within a set, never across codecs),
-    // in the order the codecs first appear.
-    let mut families: Vec<&str> = Vec::new();
+    // One adaptation set per codec and range (players switch within a set, never across
+    // codecs, and never between HDR and SDR), in the order they first appear.
+    let signal_range = videos.iter().any(|t| t.dynamic_range().is_hdr());
+    let mut families: Vec<(&str, DynamicRange)> = Vec::new();
     for t in &videos {
-        let f = codec_family(&t.codec);
+        let f = (codec_family(&t.codec), t.dynamic_range());
         if !families.contains(&f) {
             families.push(f);
         }
     }
     for (set, family) in families.iter().enumerate() {
+        let in_set = |t: &&&Track| (codec_family(&t.codec), t.dynamic_range()) == *family;
         let _ = writeln!(
             x,
             r#"    <AdaptationSet id="{set}" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">"#
         );
         if let Some(p) = videos
             .iter()
-            .find(|t| codec_family(&t.codec) == *family)
+            .find(in_set)
             .and_then(|t| t.protection.as_ref())
         {
             content_protection(&mut x, p);
         }
-        for t in videos.iter().filter(|t| codec_family(&t.codec) == *family) {
+        // A set's Representations share their range (the sets are split by it), and
+        // players read the colour where DASH-IF puts it: on the set.
+        if let (true, Some(c)) = (
+            signal_range,
+            videos.iter().find(in_set).and_then(|t| t.colour),
+        ) {
+            colour_properties(&mut x, c);
+        }
+        for t in videos.iter().filter(in_set) {
             if let TrackKind::Video {
                 width,
                 height,
@@ -896,6 +958,7 @@ mod tests {
             timescale: 30000,
             init_uri: "c00000.1/360p/init.mp4".into(),
             protection: None,
+            colour: None,
             segments: vec![
                 SegmentRef {
                     uri: "c00000.1/360p/00000.m4s".into(),
@@ -927,6 +990,7 @@ mod tests {
             timescale: 48000,
             init_uri: "audio_0/init.mp4".into(),
             protection: None,
+            colour: None,
             segments: vec![SegmentRef {
                 uri: "audio_0/00000.m4s".into(),
                 start: 0,
@@ -1046,6 +1110,7 @@ mod tests {
             timescale: 1000,
             init_uri: "t0.1/subtitles.vtt".into(),
             protection: None,
+            colour: None,
             segments: vec![
                 SegmentRef {
                     uri: "t0.1/00000.vtt".into(),
@@ -1084,6 +1149,7 @@ mod tests {
             timescale: 1000,
             init_uri: String::new(),
             protection: None,
+            colour: None,
             segments: vec![
                 tile("c00000.1/thumbnails.jpg", 0, 4004),
                 tile("c00000.1/thumbnails.jpg", 4004, 4004),
@@ -1188,6 +1254,57 @@ mod tests {
             master.contains(r#"CODECS="avc1.64001E,mp4a.40.2""#),
             "{master}"
         );
+    }
+
+    #[test]
+    fn hdr_tracks_make_every_variant_say_its_range_and_get_sets_of_their_own() {
+        use crate::colour::Cicp;
+        let cicp = |p, t, m| Cicp {
+            primaries: p,
+            transfer: t,
+            matrix: m,
+            full_range: false,
+        };
+        // An SDR asset's manifests say nothing of ranges, colr or not.
+        let mut sdr = video();
+        sdr.colour = Some(cicp(1, 1, 1));
+        let plain = [sdr.clone(), audio()];
+        assert!(!master_playlist(&plain, "job/").contains("VIDEO-RANGE"));
+        assert!(!mpd(&plain, "job/").contains("cicp"));
+        // With a PQ rung beside it, every variant and I-frame stream says its range.
+        let mut pq = video();
+        pq.id = "360p_hevc_hdr".into();
+        pq.codec = "hvc1.2.4.L63.90".into();
+        pq.colour = Some(cicp(9, 16, 9));
+        let tracks = [sdr, pq, audio()];
+        let master = master_playlist(&tracks, "job/");
+        let lines: Vec<&str> = master
+            .lines()
+            .filter(|l| l.contains("STREAM-INF"))
+            .collect();
+        assert_eq!(lines.len(), 4, "{master}");
+        for l in &lines {
+            let want = if l.contains("hvc1") { "PQ" } else { "SDR" };
+            assert!(l.contains(&format!("VIDEO-RANGE={want}")), "{l}");
+        }
+        let m = mpd(&tracks, "job/");
+        let sets: Vec<&str> = m.split("<AdaptationSet ").skip(1).collect();
+        assert!(sets[0].contains(
+            r#"<SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:TransferCharacteristics" value="1"/>"#
+        ), "{m}");
+        assert!(sets[1].contains(
+            r#"<EssentialProperty schemeIdUri="urn:mpeg:mpegB:cicp:TransferCharacteristics" value="16"/>"#
+        ), "{m}");
+        assert!(
+            sets[1].contains(r#"cicp:ColourPrimaries" value="9""#),
+            "{m}"
+        );
+        // Two ranges of one codec never share a set.
+        let mut hevc_sdr = tracks[1].clone();
+        hevc_sdr.id = "360p_hevc".into();
+        hevc_sdr.colour = Some(cicp(1, 1, 1));
+        let m = mpd(&[tracks[1].clone(), hevc_sdr, audio()], "job/");
+        assert_eq!(m.matches(r#"contentType="video""#).count(), 2, "{m}");
     }
 
     fn protected(mut t: Track, scheme: Scheme) -> Track {

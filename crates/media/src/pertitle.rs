@@ -484,6 +484,7 @@ pub fn choose(fixed: &[Rung], points: &[Point]) -> (Vec<Rung>, Vec<Choice>) {
                 max_kbps: cap,
                 codec: r.codec,
                 crf_offset: best.crf_offset,
+                range: r.range,
             });
             Some(name)
         };
@@ -514,6 +515,7 @@ mod tests {
             max_kbps: cap,
             codec: VideoCodec::H264,
             crf_offset: 0,
+            range: Default::default(),
         }
     }
 

@@ -126,6 +126,7 @@ mod tests {
                 time_base: Rational { num: 1, den: 30 },
                 vfr: false,
                 frame_pts: vec![],
+                colour: Default::default(),
                 declared_frames: None,
             }),
             audio: vec![],

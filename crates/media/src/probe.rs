@@ -154,7 +154,6 @@ pub fn probe_header(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<
                 None => reject_unreadable(e, false),
             })
     })?;
-    drop(relay);
     let raw: RawProbe = serde_json::from_str(&out.stdout).map_err(|e| Error::Tool {
         step: "probe".into(),
         detail: format!("unreadable ffprobe output: {e}"),
@@ -162,6 +161,24 @@ pub fn probe_header(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<
     let declared_start = video_start_pts(&raw);
     let header_start = video_start_secs(&raw);
     let mut info = from_raw(raw, size)?;
+    if let Some(v) = info.video.as_mut() {
+        if v.colour.dynamic_range().is_hdr()
+            && (v.colour.mastering.is_none() || v.colour.light.is_none())
+        {
+            // The container said nothing of the static metadata: the first frame's SEI
+            // says it (one frame decoded). Best effort: a probe without this stream's
+            // decoder (the ingest layer has no AV1 decoder) still publishes the colour.
+            match first_frame_side_data(ffprobe, &input, v.index, timeout) {
+                Ok(side) => v.colour.read_side_data(&side),
+                Err(e) => tracing::warn!(
+                    source = %path.display(),
+                    error = %e,
+                    "the first frame's HDR static metadata could not be read; HDR rungs carry the colour description alone"
+                ),
+            }
+        }
+    }
+    drop(relay);
     policy.check(&info)?;
     let format_name = info.format_name.clone();
     let table = info
@@ -193,6 +210,52 @@ pub fn probe_header(ffprobe: &str, path: &Path, policy: &InputPolicy) -> Result<
         "header probed"
     );
     Ok(info)
+}
+
+/// The side data of the first frame of stream `index` (mastering display and light level
+/// SEI, as the decoder exports them): one frame decoded.
+fn first_frame_side_data(
+    ffprobe: &str,
+    input: &Path,
+    index: u32,
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>> {
+    let mut args: Vec<String> = ["-v", "error", "-hide_banner", "-of", "json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend([
+        "-select_streams".into(),
+        index.to_string(),
+        "-read_intervals".into(),
+        "%+#1".into(),
+        "-show_entries".into(),
+        "frame_side_data".into(),
+    ]);
+    args.extend(input_args(input));
+    args.retain(|a| a != "-i");
+    let out = ToolRun::new(ffprobe, args, "probe first frame")
+        .timeout(timeout)
+        .run()?;
+    #[derive(Deserialize)]
+    struct Frames {
+        #[serde(default)]
+        frames: Vec<Frame>,
+    }
+    #[derive(Deserialize)]
+    struct Frame {
+        #[serde(default)]
+        side_data_list: Vec<serde_json::Value>,
+    }
+    let f: Frames = serde_json::from_str(&out.stdout).map_err(|e| Error::Tool {
+        step: "probe first frame".into(),
+        detail: format!("unreadable ffprobe output: {e}"),
+    })?;
+    Ok(f.frames
+        .into_iter()
+        .next()
+        .map(|f| f.side_data_list)
+        .unwrap_or_default())
 }
 
 /// Reads the frame table of `info`'s video from a scan of every packet of the stream in
@@ -602,6 +665,10 @@ struct RawStream {
     height: Option<u32>,
     sample_aspect_ratio: Option<String>,
     pix_fmt: Option<String>,
+    color_range: Option<String>,
+    color_space: Option<String>,
+    color_transfer: Option<String>,
+    color_primaries: Option<String>,
     field_order: Option<String>,
     avg_frame_rate: Option<String>,
     r_frame_rate: Option<String>,
@@ -734,12 +801,31 @@ fn video_info(s: &RawStream) -> Result<VideoInfo> {
         time_base,
         vfr: false,
         frame_pts: Vec::new(),
+        colour: colour_of(s),
         declared_frames: s
             .nb_frames
             .as_deref()
             .and_then(|n| n.parse().ok())
             .filter(|&n| n > 0),
     })
+}
+
+/// The stream's colour description as ffprobe states it ("unknown" and "reserved" are
+/// not statements), with any static metadata the container carries.
+fn colour_of(s: &RawStream) -> crate::colour::Colour {
+    let stated = |v: &Option<String>| {
+        v.clone()
+            .filter(|x| !x.is_empty() && x != "unknown" && !x.starts_with("reserved"))
+    };
+    let mut c = crate::colour::Colour {
+        primaries: stated(&s.color_primaries),
+        transfer: stated(&s.color_transfer),
+        matrix: stated(&s.color_space),
+        range: stated(&s.color_range),
+        ..Default::default()
+    };
+    c.read_side_data(&s.side_data_list);
+    c
 }
 
 #[cfg(test)]

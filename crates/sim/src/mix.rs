@@ -190,6 +190,7 @@ fn video(c: &UploadClass) -> VideoInfo {
         time_base: Rational { num: 1, den: 90000 },
         vfr: false,
         frame_pts: Vec::new(),
+        colour: Default::default(),
         declared_frames: None,
     }
 }

@@ -269,6 +269,9 @@ pub struct Rendition {
     /// signalled (never the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection: Option<RenditionProtection>,
+    /// The dynamic range of an HDR video rendition (`PQ`, `HLG`); absent for SDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<vodpipe_media::colour::DynamicRange>,
 }
 
 /// A protected rendition's scheme, key ID and DRM systems, as status and events say them.

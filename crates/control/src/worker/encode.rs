@@ -105,6 +105,7 @@ impl Worker<'_> {
                     segments: Vec::new(),
                     skipped: Some(e.to_string()),
                     protection: None,
+                    colour: None,
                 }]);
             }
         }

@@ -9,22 +9,13 @@
 use super::crypt::{Pattern, Subsample};
 use super::Scheme;
 use crate::error::{Error, Result};
-use crate::mp4::{be_u32, boxes, child, BoxRef};
+use crate::mp4::{be_u32, boxes, child, make_box, rewrite_entry, BoxRef, ANY};
 
 fn err(ctx: &str, reason: impl Into<String>) -> Error {
     Error::Mp4 {
         context: ctx.into(),
         reason: reason.into(),
     }
-}
-
-/// A box of `kind` around `body` (32-bit size).
-pub fn make_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(body.len() + 8);
-    b.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
-    b.extend_from_slice(kind);
-    b.extend_from_slice(body);
-    b
 }
 
 fn full_box(kind: &[u8; 4], version: u8, flags: u32, body: &[u8]) -> Vec<u8> {
@@ -182,36 +173,6 @@ pub fn protect_init(
             body.extend_from_slice(p);
         }
         out.extend(make_box(b"moov", &body));
-    }
-    Ok(out)
-}
-
-/// A path element that matches any box.
-const ANY: &[u8; 4] = b"****";
-
-/// Rebuilds `parent`'s body with the boxes at `path` below it rewritten by `f` (the last
-/// element may be [`ANY`]), every box on the way resized.
-fn rewrite_entry(
-    d: &[u8],
-    parent: BoxRef,
-    path: &[&[u8; 4]],
-    f: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>>,
-    ctx: &str,
-) -> Result<Vec<u8>> {
-    let body = parent.body();
-    let lead = if &parent.kind == b"stsd" { 8 } else { 0 };
-    let mut out = d[body.start..body.start + lead].to_vec();
-    for b in boxes(d, body.start + lead..body.end, ctx)? {
-        match path.first() {
-            Some(&name) if name == ANY => out.extend(f(&d[b.start..b.end])?),
-            Some(&name) if *name == b.kind => {
-                if b.header != 8 {
-                    return Err(err(ctx, "a 64-bit box size on the way to the sample entry"));
-                }
-                out.extend(make_box(&b.kind, &rewrite_entry(d, b, &path[1..], f, ctx)?));
-            }
-            _ => out.extend_from_slice(&d[b.start..b.end]),
-        }
     }
     Ok(out)
 }

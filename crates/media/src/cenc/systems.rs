@@ -89,7 +89,7 @@ pub fn pssh_box(system: [u8; 16], kids: &[[u8; 16]], data: &[u8]) -> Vec<u8> {
     }
     body.extend_from_slice(&(data.len() as u32).to_be_bytes());
     body.extend_from_slice(data);
-    super::boxes::make_box(b"pssh", &body)
+    crate::mp4::make_box(b"pssh", &body)
 }
 
 /// The W3C common-system `pssh` (Clear Key): version 1, the key IDs, no data.
