@@ -115,8 +115,18 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
             "yuv420p10le",
             "-c:v",
             "libx265",
+            // HDR10: the static metadata is in the first frame's SEI only (the muxer
+            // writes the colour, not the mastering display), so the probe decodes a frame.
             "-x265-params",
-            "log-level=error",
+            "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:\
+             master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50):\
+             max-cll=1000,400:hdr10=1",
+            "-color_primaries",
+            "bt2020",
+            "-color_trc",
+            "smpte2084",
+            "-colorspace",
+            "bt2020nc",
         ],
         &mkv,
     );
@@ -187,6 +197,12 @@ fn the_layer_probe_sees_what_the_host_ffprobe_sees_over_localhost() {
             !layer["video"]["frame_pts"].as_array().unwrap().is_empty(),
             "{key}: no frame table"
         );
+        if key.ends_with("hevc10.mkv") {
+            let c = &layer["video"]["colour"];
+            assert_eq!(c["transfer"], "smpte2084", "{key}: {c}");
+            assert_eq!(c["mastering"]["max_luminance"], 10_000_000, "{key}: {c}");
+            assert_eq!(c["light"]["max_cll"], 1000, "{key}: {c}");
+        }
     }
 }
 
