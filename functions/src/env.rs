@@ -138,6 +138,19 @@ impl Shared {
             _ => 0.0,
         };
         cfg.settings.settings_wait = std::time::Duration::from_secs_f64(wait);
+        cfg.settings.max_job_cost_usd = match env_or("VODPIPE_MAX_JOB_COST_USD", "").trim() {
+            "" => None,
+            v => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n > 0.0)
+                    .ok_or_else(|| {
+                        FunctionError::Config(format!(
+                            "VODPIPE_MAX_JOB_COST_USD is {v:?}; use a positive number of US dollars, or nothing"
+                        ))
+                    })?,
+            ),
+        };
         drm_defaults(&mut cfg)?;
         Ok(Arc::new(Shared { aws, cfg }))
     }

@@ -185,7 +185,7 @@ fn probing_job(s: &AwsState, id: &str) -> ItemRef {
 fn encoding_job(s: &AwsState, id: &str) -> ItemRef {
     let item = probing_job(s, id);
     assert!(s
-        .save_plan(id, "{}", 4.0, 100, 1, &[(item.clone(), 100)])
+        .save_plan(id, "{}", 4.0, 100, 1, 0.0, &[(item.clone(), 100)])
         .unwrap());
     item
 }
@@ -243,7 +243,8 @@ fn a_plan_whose_final_write_lost_its_response_is_still_saved_and_queued() {
     let item = probing_job(&s, id);
     // save_plan's one update is the move to ENCODING; its response is lost.
     let (saved, injected) = emulator::with_faults(lose_one("UpdateItem", &name), || {
-        s.save_plan(id, "{}", 4.0, 100, 1, &[(item, 100)]).unwrap()
+        s.save_plan(id, "{}", 4.0, 100, 1, 0.0, &[(item, 100)])
+            .unwrap()
     });
     assert_eq!(injected["dynamodb:UpdateItem"]["lost"], 1, "{injected}");
     assert!(saved, "ingest would return without queuing a single item");

@@ -61,6 +61,11 @@ pub struct MediaOpts {
     /// (tone-mapped rungs only). Beats an upload's own choice; default: keep.
     #[arg(long, value_parser = parse_hdr)]
     pub hdr: Option<HdrMode>,
+    /// The most a job may cost, in USD, by its plan's estimate (list prices for its
+    /// pixels and codecs): a job estimated above it fails before anything is encoded. An
+    /// upload may ask for less (`"max_cost_usd"`, `vodpipe-max-cost-usd`), never more.
+    #[arg(long, value_parser = parse_budget)]
+    pub max_cost_usd: Option<f64>,
 }
 
 /// The pipeline configuration from the media options.
@@ -93,6 +98,7 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         c.ladder.codecs = codecs.clone();
         c.settings.command_codecs = Some(codecs.clone());
     }
+    c.settings.max_job_cost_usd = m.max_cost_usd;
     if let Some(mode) = m.hdr {
         c.ladder.hdr = mode;
         c.settings.command_hdr = Some(mode);
@@ -123,6 +129,16 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         None => {}
     }
     Ok(c)
+}
+
+/// `--max-cost-usd`: a positive number of dollars.
+fn parse_budget(s: &str) -> std::result::Result<f64, String> {
+    s.trim()
+        .trim_start_matches('$')
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("{s:?} is not a budget; use a positive number of US dollars"))
 }
 
 /// `--hdr`: keep or sdr-only.

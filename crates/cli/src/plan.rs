@@ -6,6 +6,7 @@ use crate::media_opts::{config, MediaOpts};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
+use vodpipe_control::cost::usd;
 use vodpipe_control::ingest::prepare_local;
 
 /// Arguments of `vodpipe plan`.
@@ -46,6 +47,10 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
         }
     };
     let v = p.media.video.as_ref().context("no video")?;
+    let tier = cfg
+        .settings
+        .command_tier
+        .unwrap_or(cfg.settings.default_tier);
     if a.json {
         let mut media = serde_json::to_value(&p.media)?;
         if let Some(video) = media.get_mut("video").and_then(|v| v.as_object_mut()) {
@@ -59,6 +64,7 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
                 "frames": p.plan.total_frames,
                 "duration_secs": v.duration_secs(),
                 "rungs": p.rungs,
+                "planned_cost_usd": p.planned_cost_usd(tier),
                 "per_title": p.per_title,
                 "segments": p.plan.segments.len(),
                 "chunks": p.plan.chunks.iter().map(|c| serde_json::json!({
@@ -132,6 +138,16 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
             r.name, r.width, r.height, r.max_kbps
         );
     }
+    let cost = p.planned_cost_usd(tier);
+    let budget = match cfg.settings.max_job_cost_usd {
+        Some(b) if cost > b => format!(": over the budget of {}, a job would fail", usd(b)),
+        Some(b) => format!(", within the budget of {}", usd(b)),
+        None => String::new(),
+    };
+    println!(
+        "cost: estimated {} on the {tier} tier (list prices){budget}",
+        usd(cost)
+    );
     println!(
         "plan: {} segments of ~{} s in {} chunks",
         p.plan.segments.len(),

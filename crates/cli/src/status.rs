@@ -88,6 +88,10 @@ pub fn job_json(objects: &dyn ObjectStore, j: &JobRecord) -> Value {
             "total_secs": secs_between(Some(j.created_at), j.finished_at),
         },
         "estimated_cost_usd": (compute_cost(j.tier, spent, WorkerSize::default()) * 1e6).round() / 1e6,
+        // What the plan was estimated to cost before anything was encoded, and the budget
+        // it was checked against.
+        "planned_cost_usd": j.planned_cost_usd.map(|c| (c * 1e9).round() / 1e9),
+        "max_cost_usd": j.settings.as_ref().and_then(|s| s.max_cost_usd.as_ref()).map(|b| b.value),
         "elapsed_secs": secs_between(Some(j.created_at), j.finished_at),
     })
 }
@@ -178,6 +182,26 @@ pub fn status(a: StatusArgs) -> Result<i32> {
                 .as_deref()
                 .unwrap_or("the worker's key file")
         );
+    }
+    let budget = j
+        .settings
+        .as_ref()
+        .and_then(|s| s.max_cost_usd.as_ref())
+        .map(|b| {
+            format!(
+                ", budget {} ({})",
+                vodpipe_control::cost::usd(b.value),
+                origin(b.from)
+            )
+        })
+        .unwrap_or_default();
+    if let Some(c) = j.planned_cost_usd {
+        println!(
+            "planned   estimated cost {} before encoding{budget}",
+            vodpipe_control::cost::usd(c)
+        );
+    } else if !budget.is_empty() {
+        println!("planned   not yet{budget}");
     }
     println!(
         "progress  {}/{} items, {}/{} frames",

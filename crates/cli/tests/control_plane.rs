@@ -93,6 +93,8 @@ fn ingest_worker_status_and_jobs_work_across_processes() {
     assert!(s["timings"]["encode_secs"].as_f64().unwrap() > 0.0, "{s}");
     assert!(s["timings"]["queue_wait_secs"].as_f64().is_some(), "{s}");
     assert!(s["estimated_cost_usd"].as_f64().unwrap() > 0.0, "{s}");
+    // The plan's estimate, made before anything was encoded, is kept.
+    assert!(s["planned_cost_usd"].as_f64().unwrap() > 0.0, "{s}");
     assert!(s["output_minutes"].as_f64().unwrap() > 0.0, "{s}");
     assert!(Path::new(s["master"].as_str().unwrap()).exists());
     assert_published_correctly(&s, &src, d.path());
@@ -132,6 +134,101 @@ fn ingest_worker_status_and_jobs_work_across_processes() {
         paths.contains("/talk/master.m3u8") && paths.contains("/talk/manifest.mpd"),
         "{paths}"
     );
+}
+
+/// A budget: an upload whose plan is estimated above what its settings file allows fails
+/// at ingest with both figures, before any encode (no item was ever attempted); one
+/// within it is encoded, and a deployment's budget caps what an upload may ask for.
+#[test]
+fn a_plan_over_its_budget_fails_before_anything_is_encoded() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let src = d.path().join("pricey.mp4");
+    make_clip(&src, "320x180", "25", 4, Some(440), FAST_H264);
+    std::fs::write(
+        d.path().join("pricey.mp4.vodpipe.json"),
+        r#"{"max_cost_usd": 0.000000001}"#,
+    )
+    .unwrap();
+    let refused = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_vodpipe"))
+            .args(args)
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "vodpipe {args:?} should fail");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = refused(&["ingest", src.to_str().unwrap(), "--json"]);
+    let id = first["job_id"].as_str().unwrap().to_string();
+    let s = vodpipe(&["status", &id, "--json"], &state);
+    assert_eq!(s["status"], "FAILED", "{s}");
+    let why = s["error"].as_str().unwrap();
+    assert!(
+        why.contains("estimated cost $0.0000")
+            && why.contains(
+                "is over the budget of $0.00000000100 (\"max_cost_usd\" in its settings file)"
+            )
+            && why.contains("nothing was encoded"),
+        "{why}"
+    );
+    assert_eq!(
+        s["settings"]["max_cost_usd"]["from"], "settings-file",
+        "{s}"
+    );
+    assert_eq!(s["attempts"], 0, "{s}");
+    assert_eq!(s["chunks_total"], 0, "{s}");
+    // Within a generous budget it publishes, and the deployment's lower budget wins over
+    // what an upload asks for.
+    std::fs::write(
+        d.path().join("pricey.mp4.vodpipe.json"),
+        r#"{"max_cost_usd": 5}"#,
+    )
+    .unwrap();
+    let other = d.path().join("capped.mp4");
+    std::fs::copy(&src, &other).unwrap();
+    std::fs::write(
+        d.path().join("capped.mp4.vodpipe.json"),
+        r#"{"max_cost_usd": 5}"#,
+    )
+    .unwrap();
+    let capped = refused(&[
+        "ingest",
+        other.to_str().unwrap(),
+        "--max-cost-usd",
+        "0.000000002",
+        "--json",
+    ]);
+    let c = vodpipe(
+        &["status", capped["job_id"].as_str().unwrap(), "--json"],
+        &state,
+    );
+    assert_eq!(c["status"], "FAILED", "{c}");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .contains("the deployment's MaxJobCostUsd"),
+        "{c}"
+    );
+    assert_eq!(c["max_cost_usd"], 0.000000002, "{c}");
+    let moved = d.path().join("fine.mp4");
+    std::fs::copy(&src, &moved).unwrap();
+    std::fs::write(
+        d.path().join("fine.mp4.vodpipe.json"),
+        r#"{"max_cost_usd": 5}"#,
+    )
+    .unwrap();
+    let ok = vodpipe(&["ingest", moved.to_str().unwrap(), "--json"], &state);
+    drain(&state);
+    let o = vodpipe(
+        &["status", ok["job_id"].as_str().unwrap(), "--json"],
+        &state,
+    );
+    assert_eq!(o["status"], "PUBLISHED", "{o}");
+    let planned = o["planned_cost_usd"].as_f64().unwrap();
+    assert!(planned > 0.0 && planned < 5.0, "{o}");
 }
 
 #[test]

@@ -243,6 +243,44 @@ fn a_hostile_upload_fails_once_with_its_reason_and_starts_no_worker() {
     assert_eq!(emu["metrics"]["JobStateChanges:FAILED"], 1, "{emu:#}");
 }
 
+/// A budget on the deployed shape: the stack allows $5 a job (`MaxJobCostUsd`), the upload's
+/// metadata asks for less than its plan is estimated at. The ingest function fails the
+/// job with both figures and starts no worker: nothing is encoded.
+#[test]
+fn an_upload_over_its_budget_fails_at_ingest_and_starts_no_worker() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "320x180", "25", 4, Some(440), FAST_H264);
+    let out = d.path().join("out");
+    let (code, job) = e2e(
+        &src,
+        "uploads/pricey.mp4",
+        &out,
+        "e2e-budget",
+        &[
+            "--max-job-cost-usd",
+            "5",
+            "--metadata",
+            "vodpipe-max-cost-usd=0.000000001",
+        ],
+    );
+    let emu = &job["emulator"];
+    assert_eq!(code, 1, "{job:#}");
+    assert_eq!(job["status"], "FAILED", "{job:#}");
+    let reason = job["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("is over the budget of $0.00000000100 (x-amz-meta-vodpipe-max-cost-usd); nothing was encoded"),
+        "{job:#}"
+    );
+    assert_eq!(
+        job["settings"]["max_cost_usd"]["from"], "metadata",
+        "{job:#}"
+    );
+    assert_eq!(emu["functions"]["ingest"]["errors"], 0, "{emu:#}");
+    assert_eq!(emu["fargate"]["started"], 0, "{emu:#}");
+    assert_eq!(statuses(emu), ["FAILED"], "{emu:#}");
+}
+
 /// Two uploads choose their tiers, and the first its ladder too: a deployment profile
 /// asking for a per-title ladder, whose analysis the worker tasks run as the job's first
 /// item before its chunks.

@@ -69,7 +69,7 @@ fn encoding_job(s: &dyn StateBackend, id: &str, n: u32) -> Vec<ItemRef> {
     probing_job(s, id);
     let items: Vec<(ItemRef, u64)> = (0..n).map(|i| (item(id, i), 10)).collect();
     assert!(s
-        .save_plan(id, "{}", 1.0, 10 * u64::from(n), 1, &items)
+        .save_plan(id, "{}", 1.0, 10 * u64::from(n), 1, 0.0, &items)
         .unwrap());
     items.into_iter().map(|(i, _)| i).collect()
 }
@@ -429,7 +429,7 @@ pub fn a_reset_job_fences_out_its_old_workers(connect: Connect<'_>) {
     assert!(s.reset_failed("reset").unwrap());
     assert!(s.transition("reset", Transition::Claim, None).unwrap());
     assert!(s
-        .save_plan("reset", "{}", 1.0, 10, 1, &[(item("reset", 0), 10)])
+        .save_plan("reset", "{}", 1.0, 10, 1, 0.0, &[(item("reset", 0), 10)])
         .unwrap());
     assert_fenced_out(&*s, &old, "old worker's");
     let new = lease(
@@ -457,8 +457,14 @@ pub fn chunks_wait_for_the_ladder_analysis(connect: Connect<'_>) {
     };
     let items = vec![(item(id, 0), 10), (item(id, 1), 10), (analysis.clone(), 0)];
     assert!(s
-        .save_plan(id, r#"{"provisional":true}"#, 1.0, 20, 4, &items)
+        .save_plan(id, r#"{"provisional":true}"#, 1.0, 20, 4, 0.25, &items)
         .unwrap());
+    // The plan's estimate is kept with the job, for status.
+    assert_eq!(
+        s.job(id).unwrap().unwrap().planned_cost_usd,
+        Some(0.25),
+        "the planned cost"
+    );
     assert_eq!(
         s.acquire(&item(id, 0), "early", Duration::from_secs(60))
             .unwrap(),
@@ -640,7 +646,7 @@ pub fn feature_length_documents_round_trip(connect: Connect<'_>) {
         0,
     ));
     assert!(s
-        .save_plan(id, &plan, 6.0 * 3600.0, 1500, 4, &items)
+        .save_plan(id, &plan, 6.0 * 3600.0, 1500, 4, 0.0, &items)
         .unwrap());
     assert!(
         s.plan_doc(id).unwrap() == plan,
@@ -810,7 +816,7 @@ pub fn an_index_item_plans_the_chunks_once_and_finishes_last(connect: Connect<'_
         index: 0,
     };
     assert!(s
-        .save_plan("idx", "{}", 0.0, 0, 0, &[(index.clone(), 0)])
+        .save_plan("idx", "{}", 0.0, 0, 0, 0.0, &[(index.clone(), 0)])
         .unwrap());
     let held = lease(
         s.acquire(&index, "indexer", Duration::from_secs(60))
@@ -818,7 +824,7 @@ pub fn an_index_item_plans_the_chunks_once_and_finishes_last(connect: Connect<'_
     );
     let chunks: Vec<(ItemRef, u64)> = (0..3).map(|i| (item("idx", i), 100)).collect();
     assert!(s
-        .save_index(&held, "{\"indexed\": true}", 12.0, 300, 2, &chunks)
+        .save_index(&held, "{\"indexed\": true}", 12.0, 300, 2, 0.0, &chunks)
         .unwrap());
     let job = s.job("idx").unwrap().unwrap();
     assert_eq!(job.total, 4, "three chunks and the index itself");
@@ -831,7 +837,8 @@ pub fn an_index_item_plans_the_chunks_once_and_finishes_last(connect: Connect<'_
     assert_eq!(s.commit(&first, "{}", 1.0).unwrap(), Completion::More);
     // The retry finds the plan saved, and makes only what is missing.
     assert!(
-        !s.save_index(&held, "{}", 12.0, 300, 2, &chunks).unwrap(),
+        !s.save_index(&held, "{}", 12.0, 300, 2, 0.0, &chunks)
+            .unwrap(),
         "the plan was saved twice"
     );
     s.create_items(&held, &chunks).unwrap();

@@ -40,6 +40,9 @@ pub fn index_source(
         };
         let items = crate::ingest::work_items(&item.job_id, &jp);
         let frames_total = jp.plan.total_frames;
+        // The budget was checked at ingest on the container's duration; the frame table
+        // settles the estimate status shows.
+        let planned_cost = jp.planned_cost_usd(job.tier);
         let (doc, duration) = crate::ingest::plan_record(&mut jp)?;
         match at.ports.jobs.save_index(
             at.lease,
@@ -47,6 +50,7 @@ pub fn index_source(
             duration,
             frames_total,
             jp.rungs.len() as u32,
+            planned_cost,
             &items,
         ) {
             Ok(true) => {

@@ -165,8 +165,13 @@ pub fn ingest(
         ),
     };
     let tier = job.tier;
+    // A plan over its budget fails here, before anything is encoded.
+    let prepared = prepared.and_then(|jp| {
+        let cost = jp.planned_cost_usd(tier);
+        within_budget(cost, settings.max_cost_usd.as_ref()).map(|()| (jp, cost))
+    });
     match prepared {
-        Ok(mut jp) => {
+        Ok((mut jp, planned_cost)) => {
             let items = work_items(&job.id, &jp);
             let (doc, duration) = plan_record(&mut jp)?;
             if ports.jobs.save_plan(
@@ -175,6 +180,7 @@ pub fn ingest(
                 duration,
                 jp.plan.total_frames,
                 jp.rungs.len() as u32,
+                planned_cost,
                 &items,
             )? {
                 fail::fail_point!("ingest-after-plan", |_| Err(crate::ports::injected(
@@ -256,6 +262,31 @@ pub fn ingest(
             })
         }
     }
+}
+
+/// Whether a plan estimated at `cost` USD may be encoded under `budget`: a refusal naming
+/// both and where the budget came from when it may not.
+pub fn within_budget(
+    cost: f64,
+    budget: Option<&crate::domain::Setting<f64>>,
+) -> vodpipe_media::Result<()> {
+    use crate::domain::Origin;
+    let Some(b) = budget else {
+        return Ok(());
+    };
+    if cost <= b.value {
+        return Ok(());
+    }
+    let from = match b.from {
+        Origin::Metadata => "x-amz-meta-vodpipe-max-cost-usd",
+        Origin::SettingsFile => "\"max_cost_usd\" in its settings file",
+        _ => "the deployment's MaxJobCostUsd (--max-cost-usd)",
+    };
+    Err(vodpipe_media::Error::Rejected(format!(
+        "estimated cost {} is over the budget of {} ({from}); nothing was encoded",
+        crate::cost::usd(cost),
+        crate::cost::usd(b.value)
+    )))
 }
 
 /// The work items of a plan, with the frames each covers: every video chunk, then every

@@ -300,6 +300,7 @@ fn job_record(r: &Fields, id: String, items: &[(String, Fields)]) -> JobRecord {
         frames_total: get_u(r, "frames_total"),
         duration_secs: get_f(r, "duration_secs").unwrap_or(0.0),
         rungs: get_u(r, "rungs") as u32,
+        planned_cost_usd: get_f(r, "planned_cost_usd"),
         attempts: sum("attempts") as u32,
         failures: sum("failures") as u32,
         interruptions: sum("interruptions") as u32,
@@ -723,6 +724,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         duration_secs: f64,
         frames_total: u64,
         rungs: u32,
+        planned_cost_usd: f64,
         items: &[(ItemRef, u64)],
     ) -> PortResult<bool> {
         let job = self
@@ -759,6 +761,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                     Change::Set("duration_secs", Value::num(duration_secs)),
                     Change::Set("frames_total", Value::num(frames_total as f64)),
                     Change::Set("rungs", Value::num(rungs)),
+                    Change::Set("planned_cost_usd", Value::num(planned_cost_usd)),
                     Change::Set("total", Value::num(items.len() as f64)),
                     // What a commit compares `done` with to know, without reading the
                     // job, that it is not the last.
@@ -854,6 +857,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
         duration_secs: f64,
         frames_total: u64,
         rungs: u32,
+        planned_cost_usd: f64,
         items: &[(ItemRef, u64)],
     ) -> PortResult<bool> {
         let id = &lease.item.job_id;
@@ -873,6 +877,7 @@ impl<S: RecordStore + ?Sized> JobStore for S {
             Change::Set("duration_secs", Value::num(duration_secs)),
             Change::Set("frames_total", Value::num(frames_total as f64)),
             Change::Set("rungs", Value::num(rungs)),
+            Change::Set("planned_cost_usd", Value::num(planned_cost_usd)),
             Change::Set("total", Value::num(total as f64)),
             Change::Set("last_index", Value::num((total - 1) as f64)),
             Change::Remove("index_pending"),

@@ -151,6 +151,26 @@ impl JobPlan {
         self.media = media;
     }
 
+    /// What this plan is estimated to cost on `tier` before anything is encoded
+    /// ([`crate::cost::planned_cost`]): the planned frames, or for a plan still waiting for
+    /// its frame index, the container's duration at the nominal frame rate.
+    pub fn planned_cost_usd(&self, tier: crate::domain::Tier) -> f64 {
+        let duration = self.media.duration_secs.unwrap_or(0.0);
+        let frames = match (&self.media.video, self.plan.total_frames) {
+            (_, n) if n > 0 => n,
+            (Some(v), _) => (duration * v.frame_rate.as_f64()).round().max(0.0) as u64,
+            (None, _) => 0,
+        };
+        crate::cost::planned_cost(
+            tier,
+            &self.rungs,
+            frames,
+            self.media.audio.len(),
+            duration,
+            crate::cost::WorkerSize::default(),
+        )
+    }
+
     /// Whether the rungs are the fixed ladder standing in until a per-title analysis
     /// chooses them (the ladder is `auto` and none has run): chunks must wait.
     pub fn ladder_pending(&self) -> bool {

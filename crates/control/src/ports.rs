@@ -301,6 +301,10 @@ pub trait JobStore: Send + Sync {
     /// ([`Acquired::Early`]) until [`JobStore::revise_plan`] replaces the plan. With an
     /// [`ItemKind::Index`] (then the only item), the job waits for
     /// [`JobStore::save_index`] to plan its chunks.
+    ///
+    /// `planned_cost_usd` is what the plan is estimated to cost before anything is
+    /// encoded ([`crate::cost::planned_cost`]), kept for status.
+    #[allow(clippy::too_many_arguments)]
     fn save_plan(
         &self,
         id: &str,
@@ -308,6 +312,7 @@ pub trait JobStore: Send + Sync {
         duration_secs: f64,
         frames_total: u64,
         rungs: u32,
+        planned_cost_usd: f64,
         items: &[(ItemRef, u64)],
     ) -> PortResult<bool>;
     /// Records that every item of the job has its message on the queue (`queued_at`): a
@@ -331,6 +336,7 @@ pub trait JobStore: Send + Sync {
     /// one. The items themselves are made by [`JobStore::create_items`]. False when the job
     /// no longer waits for its index (a retried index item) or left ENCODING;
     /// [`PortError::Conflict`] when the lease was lost.
+    #[allow(clippy::too_many_arguments)]
     fn save_index(
         &self,
         lease: &Lease,
@@ -338,6 +344,7 @@ pub trait JobStore: Send + Sync {
         duration_secs: f64,
         frames_total: u64,
         rungs: u32,
+        planned_cost_usd: f64,
         items: &[(ItemRef, u64)],
     ) -> PortResult<bool>;
     /// Creates the `items` (item, frames) of the plan [`JobStore::save_index`] saved, those

@@ -67,6 +67,9 @@ pub struct SettingsPolicy {
     /// The deployment's key server: an upload that asks for protection without naming
     /// one gets its keys from here (on AWS, where workers have no key file).
     pub default_speke_url: Option<String>,
+    /// The most any job may cost, in USD, by its plan's estimate (`--max-cost-usd`, the
+    /// template's `MaxJobCostUsd`): an upload may ask for less, never for more.
+    pub max_job_cost_usd: Option<f64>,
 }
 
 impl Default for SettingsPolicy {
@@ -81,6 +84,7 @@ impl Default for SettingsPolicy {
             command_drm: None,
             command_hdr: None,
             default_speke_url: None,
+            max_job_cost_usd: None,
         }
     }
 }
@@ -143,6 +147,7 @@ struct SettingsFile {
     auto: Option<bool>,
     drm: Option<DrmConfig>,
     hdr: Option<String>,
+    max_cost_usd: Option<f64>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -210,6 +215,16 @@ fn parse_codecs(values: &[String], what: &str) -> Result<Vec<String>> {
         )));
     }
     Ok(codecs)
+}
+
+fn parse_budget(value: f64, what: &str) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(reject(format!(
+            "{what} is {value}; a budget is a positive number of US dollars"
+        )))
+    }
 }
 
 fn parse_hdr(value: &str, what: &str) -> Result<HdrMode> {
@@ -491,6 +506,28 @@ pub fn resolve(
         ladder_cfg.hdr = parse_hdr(v, &format!("\"hdr\" in {file_name}"))?;
     }
 
+    let upload_budget = if let Some(v) = meta("max-cost-usd") {
+        let what = "x-amz-meta-vodpipe-max-cost-usd";
+        let n: f64 = v.trim().trim_start_matches('$').parse().map_err(|_| {
+            reject(format!(
+                "{what} is {v:?}; use a number of US dollars, e.g. 2.50"
+            ))
+        })?;
+        Some(Setting::new(parse_budget(n, what)?, Origin::Metadata))
+    } else if let Some(n) = file.max_cost_usd {
+        Some(Setting::new(
+            parse_budget(n, &format!("\"max_cost_usd\" in {file_name}"))?,
+            Origin::SettingsFile,
+        ))
+    } else {
+        None
+    };
+    let max_cost_usd = match (upload_budget, policy.max_job_cost_usd) {
+        (Some(u), Some(d)) if d < u.value => Some(Setting::new(d, Origin::Default)),
+        (Some(u), _) => Some(u),
+        (None, d) => d.map(|d| Setting::new(d, Origin::Default)),
+    };
+
     let asset = if let Some(v) = meta("asset") {
         Setting::new(
             parse_asset(&v, "x-amz-meta-vodpipe-asset")?,
@@ -516,6 +553,7 @@ pub fn resolve(
         source_version: None,
         source_sequencer: None,
         drm,
+        max_cost_usd,
     })
 }
 
@@ -545,6 +583,9 @@ pub fn fallback(
         source_version: None,
         source_sequencer: None,
         drm: None,
+        max_cost_usd: policy
+            .max_job_cost_usd
+            .map(|d| Setting::new(d, Origin::Default)),
     }
 }
 
@@ -937,6 +978,72 @@ mod tests {
         assert!(
             e.contains("x-amz-meta-vodpipe-hdr is \"dolby\"; use keep or sdr-only"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_budget_is_the_uploads_or_the_deployments_whichever_is_lower() {
+        let cap = |d: Option<f64>| SettingsPolicy {
+            max_job_cost_usd: d,
+            ..policy()
+        };
+        let none = resolve(
+            &upload("a.mp4", &[], None),
+            &cap(None),
+            &LadderConfig::default(),
+            4.0,
+            &mobile,
+        )
+        .unwrap();
+        assert!(none.max_cost_usd.is_none());
+        let u = upload(
+            "a.mp4",
+            &[("vodpipe-max-cost-usd", "$2.50")],
+            Some(r#"{"max_cost_usd": 9}"#),
+        );
+        let s = resolve(&u, &cap(Some(10.0)), &LadderConfig::default(), 4.0, &mobile).unwrap();
+        let b = s.max_cost_usd.unwrap();
+        assert_eq!((b.value, b.from), (2.5, Origin::Metadata));
+        let s = resolve(&u, &cap(Some(1.0)), &LadderConfig::default(), 4.0, &mobile).unwrap();
+        let b = s.max_cost_usd.unwrap();
+        assert_eq!((b.value, b.from), (1.0, Origin::Default));
+        let f = upload("a.mp4", &[], Some(r#"{"max_cost_usd": 0.75}"#));
+        let b = resolve(&f, &cap(None), &LadderConfig::default(), 4.0, &mobile)
+            .unwrap()
+            .max_cost_usd
+            .unwrap();
+        assert_eq!((b.value, b.from), (0.75, Origin::SettingsFile));
+        for (u, why) in [
+            (
+                upload("a.mp4", &[("vodpipe-max-cost-usd", "cheap")], None),
+                "use a number of US dollars",
+            ),
+            (
+                upload("a.mp4", &[("vodpipe-max-cost-usd", "-1")], None),
+                "a positive number",
+            ),
+            (
+                upload("a.mp4", &[], Some(r#"{"max_cost_usd": 0}"#)),
+                "a positive number",
+            ),
+        ] {
+            let e = resolve(&u, &cap(None), &LadderConfig::default(), 4.0, &mobile)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        // A job refused for other reasons still keeps the deployment's budget.
+        assert_eq!(
+            fallback(
+                "a.mp4",
+                &cap(Some(3.0)),
+                4.0,
+                &LadderConfig::default(),
+                None
+            )
+            .max_cost_usd
+            .map(|b| b.value),
+            Some(3.0)
         );
     }
 }

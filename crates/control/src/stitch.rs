@@ -585,6 +585,7 @@ mod tests {
             frames_total: 0,
             duration_secs: 0.0,
             rungs: 0,
+            planned_cost_usd: None,
             attempts: 0,
             failures: 0,
             interruptions: 0,

@@ -58,6 +58,9 @@ pub struct E2eArgs {
     /// test uploads that have one send it first).
     #[arg(long, default_value_t = 0.0)]
     pub settings_wait: f64,
+    /// The stack's `MaxJobCostUsd` (empty, the template's default: no budget).
+    #[arg(long, default_value = "")]
+    pub max_job_cost_usd: String,
     /// Where the published asset is downloaded.
     #[arg(long)]
     pub out: PathBuf,
@@ -401,6 +404,8 @@ pub struct TestKnobs {
     pub prefix_tiers: String,
     /// How long ingest waits for a settings file (short: test uploads send it at once).
     pub settings_wait: f64,
+    /// The stack's `MaxJobCostUsd` (empty: none).
+    pub max_job_cost_usd: String,
 }
 
 /// The functions' environment: the template's `Globals` and per-function variables (the
@@ -422,6 +427,7 @@ pub fn function_env(n: &EnvNames, k: &TestKnobs) -> Vec<(String, String)> {
         ("VODPIPE_SETTINGS_WAIT_SECONDS", k.settings_wait.to_string()),
         // The template's defaults: no stack-wide protection, no key server (an upload
         // names its own).
+        ("VODPIPE_MAX_JOB_COST_USD", k.max_job_cost_usd.clone()),
         ("VODPIPE_DRM", "none".to_string()),
         ("VODPIPE_DRM_SYSTEMS", String::new()),
         ("VODPIPE_SPEKE_URL", String::new()),
@@ -556,6 +562,7 @@ pub fn run(a: E2eArgs) -> Result<i32> {
         scratch: work.join("scratch"),
         prefix_tiers: a.prefix_tiers.clone(),
         settings_wait: a.settings_wait,
+        max_job_cost_usd: a.max_job_cost_usd.clone(),
     };
     // The harness and `vodpipe status` see the emulator as its owner does.
     let env: Vec<(String, String)> = moto
@@ -1097,6 +1104,7 @@ mod tests {
                 scratch: PathBuf::from("/tmp/x"),
                 prefix_tiers: String::new(),
                 settings_wait: 0.0,
+                max_job_cost_usd: String::new(),
             },
         )
     }

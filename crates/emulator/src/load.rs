@@ -247,6 +247,7 @@ fn plan_job(aws: &Aws, id: &str, doc: &str, jp: &JobPlan) -> Result<Vec<ItemRef>
         jp.media.duration_secs.unwrap_or(0.0),
         jp.plan.total_frames,
         jp.rungs.len() as u32,
+        0.0,
         &items,
     )?;
     let messages: Vec<Message> = items

@@ -129,6 +129,7 @@ fn the_worker_can_discard_a_plan_revision_it_lost() {
             4.0,
             100,
             1,
+            0.0,
             &[(chunk, 100), (analysis.clone(), 0)]
         )
         .unwrap());

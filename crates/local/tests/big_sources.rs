@@ -345,12 +345,12 @@ fn saved_by_a_doomed_worker(
     let rungs = indexed.rungs.len() as u32;
     assert!(local
         .state
-        .save_index(&lease, &doc, duration, frames, rungs, &items)
+        .save_index(&lease, &doc, duration, frames, rungs, 0.0, &items)
         .unwrap());
     // A second save (a retry that scanned again) changes nothing.
     assert!(!local
         .state
-        .save_index(&lease, &doc, duration, frames, rungs, &items)
+        .save_index(&lease, &doc, duration, frames, rungs, 0.0, &items)
         .unwrap());
     (local, cfg, lease, items)
 }

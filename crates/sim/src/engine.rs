@@ -24,12 +24,9 @@ use vodpipe_control::sweep::{launch_target, runs_on_spot, served_tiers, wanted_w
 use vodpipe_control::worker::{escalates, should_exit, TierPicker, SCALE_IN_WINDOW};
 use vodpipe_media::ladder::LadderConfig;
 
-/// Pixels per vCPU-second the encoder gets through, from `make bench` on this code: 60 s
-/// of 1280×720 at 29.97 fps into the five-rung 720p ladder (2,131,776 px a frame) took
-/// `vodpipe run` 32.07 s on 2 vCPUs (docs/performance.md, "Encoding: make bench", median run): 3.83e9 px
-/// over 64.1 vCPU-s. The clip is synthetic (testsrc2); camera footage encodes slower, which
-/// `--encode-speed` lets a run say.
-pub const BENCH_PIXELS_PER_VCPU_SECOND: f64 = 5.98e7;
+/// Pixels per vCPU-second the encoder gets through (the control plane's own estimate, so
+/// the simulator and a plan's budget check price work alike).
+pub use vodpipe_control::cost::BENCH_PIXELS_PER_VCPU_SECOND;
 
 /// The three tiers, in queue priority order.
 pub const TIERS: [Tier; 3] = [Tier::Premium, Tier::Standard, Tier::Bulk];

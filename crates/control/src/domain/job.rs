@@ -177,6 +177,9 @@ pub struct JobRecord {
     pub duration_secs: f64,
     /// Video renditions.
     pub rungs: u32,
+    /// What the plan was estimated to cost before anything was encoded (USD, list
+    /// prices); none before the job is planned.
+    pub planned_cost_usd: Option<f64>,
     /// Encode attempts started.
     pub attempts: u32,
     /// Attempts that failed.

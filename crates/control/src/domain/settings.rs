@@ -70,4 +70,9 @@ pub struct JobSettings {
     /// DRM systems and the key server, never a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drm: Option<Setting<vodpipe_media::cenc::DrmConfig>>,
+    /// The most the job may cost, in USD, by its plan's estimate: the upload's own budget
+    /// or the deployment's, whichever is lower. A plan estimated above it fails before
+    /// anything is encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<Setting<f64>>,
 }
