@@ -66,6 +66,11 @@ pub struct MediaOpts {
     /// upload may ask for less (`"max_cost_usd"`, `vodpipe-max-cost-usd`), never more.
     #[arg(long, value_parser = parse_budget)]
     pub max_cost_usd: Option<f64>,
+    /// Publish only this range of the source, frame-exact: `START-END` (or `START-`, to
+    /// the end), each time as seconds or HH:MM:SS.mmm from its first frame. Audio and
+    /// subtitles are cut to it, and nothing outside it is encoded. Beats an upload's own.
+    #[arg(long, value_parser = parse_clip)]
+    pub clip: Option<vodpipe_media::clip::Clip>,
 }
 
 /// The pipeline configuration from the media options.
@@ -82,6 +87,7 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
     c.plan = PlanOptions {
         segment_secs: m.segment_seconds,
         chunk_secs: m.chunk_seconds,
+        clip: None,
     };
     if let Some(p) = &m.ladder {
         c.ladder = if p.as_os_str() == "auto" && !p.exists() {
@@ -99,6 +105,8 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         c.settings.command_codecs = Some(codecs.clone());
     }
     c.settings.max_job_cost_usd = m.max_cost_usd;
+    c.plan.clip = m.clip;
+    c.settings.command_clip = m.clip;
     if let Some(mode) = m.hdr {
         c.ladder.hdr = mode;
         c.settings.command_hdr = Some(mode);
@@ -129,6 +137,11 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         None => {}
     }
     Ok(c)
+}
+
+/// `--clip`: START-END.
+fn parse_clip(s: &str) -> std::result::Result<vodpipe_media::clip::Clip, String> {
+    vodpipe_media::clip::Clip::parse(s)
 }
 
 /// `--max-cost-usd`: a positive number of dollars.

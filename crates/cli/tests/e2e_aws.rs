@@ -281,6 +281,30 @@ fn an_upload_over_its_budget_fails_at_ingest_and_starts_no_worker() {
     assert_eq!(statuses(emu), ["FAILED"], "{emu:#}");
 }
 
+/// Clipping on the deployed shape: an upload whose metadata asks for 1.5-4.25 s publishes
+/// exactly the source's frames 38 to 106, its audio and subtitles cut to them.
+#[test]
+fn a_clipped_upload_publishes_only_its_range() {
+    let d = tempfile::tempdir().unwrap();
+    let src = support::clipped::clip_source(d.path());
+    let out = d.path().join("out");
+    let (code, job) = e2e(
+        &src,
+        "uploads/clipped.mp4",
+        &out,
+        "e2e-clip",
+        &[
+            "--metadata",
+            "vodpipe-clip=1.5-4.25",
+            "--chunk-seconds",
+            "2",
+        ],
+    );
+    assert_eq!(code, 0, "{job:#}");
+    assert_eq!(job["settings"]["clip"]["from"], "metadata", "{job:#}");
+    support::clipped::assert_clipped(&job, &src, 38, 69, 2.76, d.path());
+}
+
 /// Two uploads choose their tiers, and the first its ladder too: a deployment profile
 /// asking for a per-title ladder, whose analysis the worker tasks run as the job's first
 /// item before its chunks.

@@ -151,6 +151,7 @@ pub fn ingest(
     job_cfg.ladder = settings.ladder_config.clone();
     job_cfg.plan.segment_secs = settings.segment_seconds.value;
     job_cfg.plan.chunk_secs = job_cfg.plan.chunk_secs.max(job_cfg.plan.segment_secs);
+    job_cfg.plan.clip = settings.clip.as_ref().map(|c| c.value);
     // A per-title ladder is chosen by the job's first work item, on a worker (which has an
     // encoder; the ingest function has a probe only): the plan is saved with the fixed
     // ladder standing in (`ladder_pending`), and the analysis revises it before any chunk
@@ -554,7 +555,13 @@ pub fn prepare_local(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan
 /// `cfg`; a video without its frame table is planned by its index item later
 /// ([`index_plan`]).
 pub fn plan_source(cfg: &Config, path: &Path) -> vodpipe_media::Result<JobPlan> {
-    let media = probe_header(&cfg.ffprobe, path, &cfg.policy)?;
+    let mut media = probe_header(&cfg.ffprobe, path, &cfg.policy)?;
+    // A clip cuts the frame table; one not read yet is cut when its index item reads it.
+    if let Some(clip) = cfg.plan.clip {
+        if media.video.as_ref().is_none_or(|v| !v.frame_pts.is_empty()) {
+            clip.apply(&mut media)?;
+        }
+    }
     Ok(JobPlan::new(media, &cfg.ladder, cfg.plan))
 }
 
@@ -578,6 +585,9 @@ pub fn index_plan(
         timeout,
         cancel,
     )?;
+    if let Some(clip) = jp.plan.awaiting_index.and_then(|o| o.clip) {
+        clip.apply(&mut media)?;
+    }
     let mut indexed = jp.clone();
     indexed.index(media, &keyframes);
     Ok(indexed)

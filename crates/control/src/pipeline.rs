@@ -237,6 +237,15 @@ fn plan_video(
         }
         None => vodpipe_media::plan::plan(&video.frame_pts, video.time_base, start_secs, opts),
     };
+    let mut plan = plan;
+    if opts.clip.is_some() {
+        // A clip's first frame is not the source's: the first chunk seeks to it as every
+        // other chunk seeks to its own, half a frame before it.
+        if let (Some(c), Some(&first)) = (plan.chunks.first_mut(), video.frame_pts.first()) {
+            let half = video.nominal_frame_ticks() as f64 / 2.0;
+            c.seek_secs = ((first as f64 - half) * video.time_base.as_f64() - start_secs).max(0.0);
+        }
+    }
     (rungs, plan)
 }
 
@@ -352,6 +361,7 @@ mod tests {
         let opts = PlanOptions {
             segment_secs: 2.0,
             chunk_secs: 4.0,
+            clip: None,
         };
         let mut jp = JobPlan::new(ts_header(), &LadderConfig::default(), opts);
         assert!(jp.index_pending() && jp.plan.chunks.is_empty());

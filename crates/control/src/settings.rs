@@ -67,6 +67,8 @@ pub struct SettingsPolicy {
     /// The deployment's key server: an upload that asks for protection without naming
     /// one gets its keys from here (on AWS, where workers have no key file).
     pub default_speke_url: Option<String>,
+    /// A clip given on the command line (`--clip`): beats everything else.
+    pub command_clip: Option<vodpipe_media::clip::Clip>,
     /// The most any job may cost, in USD, by its plan's estimate (`--max-cost-usd`, the
     /// template's `MaxJobCostUsd`): an upload may ask for less, never for more.
     pub max_job_cost_usd: Option<f64>,
@@ -84,6 +86,7 @@ impl Default for SettingsPolicy {
             command_drm: None,
             command_hdr: None,
             default_speke_url: None,
+            command_clip: None,
             max_job_cost_usd: None,
         }
     }
@@ -148,6 +151,7 @@ struct SettingsFile {
     drm: Option<DrmConfig>,
     hdr: Option<String>,
     max_cost_usd: Option<f64>,
+    clip: Option<String>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -215,6 +219,10 @@ fn parse_codecs(values: &[String], what: &str) -> Result<Vec<String>> {
         )));
     }
     Ok(codecs)
+}
+
+fn parse_clip(value: &str, what: &str) -> Result<vodpipe_media::clip::Clip> {
+    vodpipe_media::clip::Clip::parse(value).map_err(|e| reject(format!("{what}: {e}")))
 }
 
 fn parse_budget(value: f64, what: &str) -> Result<f64> {
@@ -528,6 +536,22 @@ pub fn resolve(
         (None, d) => d.map(|d| Setting::new(d, Origin::Default)),
     };
 
+    let clip = if let Some(c) = policy.command_clip {
+        Some(Setting::new(c, Origin::Command))
+    } else if let Some(v) = meta("clip") {
+        Some(Setting::new(
+            parse_clip(&v, "x-amz-meta-vodpipe-clip")?,
+            Origin::Metadata,
+        ))
+    } else if let Some(v) = &file.clip {
+        Some(Setting::new(
+            parse_clip(v, &format!("\"clip\" in {file_name}"))?,
+            Origin::SettingsFile,
+        ))
+    } else {
+        None
+    };
+
     let asset = if let Some(v) = meta("asset") {
         Setting::new(
             parse_asset(&v, "x-amz-meta-vodpipe-asset")?,
@@ -554,6 +578,7 @@ pub fn resolve(
         source_sequencer: None,
         drm,
         max_cost_usd,
+        clip,
     })
 }
 
@@ -586,6 +611,7 @@ pub fn fallback(
         max_cost_usd: policy
             .max_job_cost_usd
             .map(|d| Setting::new(d, Origin::Default)),
+        clip: None,
     }
 }
 
@@ -1044,6 +1070,45 @@ mod tests {
             .max_cost_usd
             .map(|b| b.value),
             Some(3.0)
+        );
+    }
+
+    #[test]
+    fn a_clip_comes_from_the_command_metadata_or_file_and_a_bad_one_is_refused() {
+        let r = |u: &UploadSettings, p: &SettingsPolicy| {
+            resolve(u, p, &LadderConfig::default(), 4.0, &mobile)
+        };
+        let u = upload(
+            "a.mp4",
+            &[("vodpipe-clip", "10-20")],
+            Some(r#"{"clip": "00:00:01-00:00:02"}"#),
+        );
+        let c = r(&u, &policy()).unwrap().clip.unwrap();
+        assert_eq!(
+            (c.value.start_secs, c.value.end_secs, c.from),
+            (10.0, Some(20.0), Origin::Metadata)
+        );
+        let f = upload("a.mp4", &[], Some(r#"{"clip": "00:00:01-00:00:02"}"#));
+        let c = r(&f, &policy()).unwrap().clip.unwrap();
+        assert_eq!((c.value.start_secs, c.from), (1.0, Origin::SettingsFile));
+        let p = SettingsPolicy {
+            command_clip: vodpipe_media::clip::Clip::parse("5-").ok(),
+            ..policy()
+        };
+        assert_eq!(r(&u, &p).unwrap().clip.unwrap().from, Origin::Command);
+        assert!(r(&upload("a.mp4", &[], None), &policy())
+            .unwrap()
+            .clip
+            .is_none());
+        let e = r(
+            &upload("a.mp4", &[("vodpipe-clip", "20-10")], None),
+            &policy(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("x-amz-meta-vodpipe-clip") && e.contains("not after its start"),
+            "{e}"
         );
     }
 }

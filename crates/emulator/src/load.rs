@@ -181,6 +181,7 @@ fn synthetic_plan(items: u32) -> JobPlan {
         PlanOptions {
             segment_secs: 4.0,
             chunk_secs: 4.0,
+            clip: None,
         },
     );
     let video = VideoInfo {
@@ -211,6 +212,7 @@ fn synthetic_plan(items: u32) -> JobPlan {
             subtitles: Vec::new(),
             video_start_secs: 0.0,
             start_secs: 0.0,
+            end_secs: None,
         },
         rungs,
         plan,

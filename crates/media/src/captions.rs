@@ -131,6 +131,10 @@ pub struct Limits {
     pub timeout: Duration,
     /// Flags that stop it (lost lease, shutdown).
     pub cancel: Vec<Arc<AtomicBool>>,
+    /// Where the output timeline ends, in seconds, when the published part of the source
+    /// ends before the source does (a clip): cues from there on are dropped, and one that
+    /// runs past it ends there.
+    pub until_secs: Option<f64>,
 }
 
 /// Converts one subtitle source to WebVTT with ffmpeg, moves its cues by `-offset_secs`
@@ -186,7 +190,14 @@ pub fn webvtt_rendition(
         .map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
     let _ = std::fs::remove_file(&out);
     let offset_ms = (offset_secs * 1000.0).round() as i64;
-    let cues = shift(parse(&text), -offset_ms);
+    let mut cues = shift(parse(&text), -offset_ms);
+    if let Some(until) = limits.until_secs {
+        let until_ms = (until * 1000.0).round() as i64;
+        cues.retain(|c| c.start_ms < until_ms);
+        for c in &mut cues {
+            c.end_ms = c.end_ms.min(until_ms);
+        }
+    }
     Ok(TextOutput {
         whole: whole(&cues),
         segments: segment(&cues, bounds),

@@ -803,6 +803,15 @@ pub fn audio_args(
     if trim > 0 {
         filter.push_str(&format!(",atrim=start_sample={trim},asetpts=PTS-STARTPTS"));
     }
+    if let Some(end) = ctx.media.end_secs {
+        // A clip's end: the last sample kept is the one presented just before it on the
+        // output timeline, where sample n of what is left plays at (priming + lead + n) /
+        // rate.
+        let keep = ((end - ctx.media.video_start_secs) * rate).round() as i64
+            - AAC_PRIMING_SAMPLES
+            - lead.max(0);
+        filter.push_str(&format!(",atrim=end_sample={}", keep.max(1)));
+    }
     if let Some(lufs) = ctx.config.loudness_lufs {
         // loudnorm works at 192 kHz; back to the output rate after it.
         filter.push_str(&format!(
@@ -899,6 +908,7 @@ pub fn encode_text(ctx: &EncodeContext<'_>) -> Result<Encoded> {
         &Limits {
             timeout: ctx.timeout,
             cancel: vec![ctx.cancel.clone(), ctx.shutdown.clone()],
+            until_secs: ctx.media.end_secs.map(|e| e - ctx.media.video_start_secs),
         },
     )?;
     Ok(Encoded {

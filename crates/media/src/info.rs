@@ -191,4 +191,9 @@ pub struct MediaInfo {
     pub video_start_secs: f64,
     /// The container's start time in seconds; ffmpeg's `-ss` is relative to it.
     pub start_secs: f64,
+    /// Where the published part of the source ends, in seconds on the container's clock,
+    /// when it ends before the source does (a [`crate::clip::Clip`]): the audio and the
+    /// subtitles are cut there as the frame table is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_secs: Option<f64>,
 }

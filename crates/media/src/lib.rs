@@ -13,6 +13,7 @@
 
 pub mod captions;
 pub mod cenc;
+pub mod clip;
 pub mod colour;
 pub mod encode;
 pub mod error;

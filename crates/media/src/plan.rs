@@ -156,6 +156,9 @@ pub struct PlanOptions {
     pub segment_secs: f64,
     /// Target chunk duration, in seconds; rounded to whole segments (default 20).
     pub chunk_secs: f64,
+    /// The part of the source to publish, when not all of it ([`crate::clip`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<crate::clip::Clip>,
 }
 
 impl Default for PlanOptions {
@@ -163,6 +166,7 @@ impl Default for PlanOptions {
         PlanOptions {
             segment_secs: 4.0,
             chunk_secs: 20.0,
+            clip: None,
         }
     }
 }
@@ -414,6 +418,7 @@ mod tests {
             PlanOptions {
                 segment_secs: 4.0,
                 chunk_secs: 8.0,
+                clip: None,
             },
         );
         let mut next = 0;
@@ -440,6 +445,7 @@ mod tests {
             PlanOptions {
                 segment_secs: 4.0,
                 chunk_secs: 4.0,
+                clip: None,
             },
         );
         let c = &p.chunks[1];
@@ -482,6 +488,7 @@ mod tests {
             PlanOptions {
                 segment_secs: 4.0,
                 chunk_secs: 4.0,
+                clip: None,
             },
         );
         let keys: Vec<i64> = (0..5).rev().map(|k| k * 4500).collect();
@@ -513,6 +520,7 @@ mod tests {
             PlanOptions {
                 segment_secs: 4.0,
                 chunk_secs: 4.0,
+                clip: None,
             },
         );
         assert!(

@@ -133,6 +133,7 @@ mod tests {
             subtitles: vec![],
             video_start_secs: 0.0,
             start_secs: 0.0,
+            end_secs: None,
         }
     }
 

@@ -750,6 +750,7 @@ fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
             .start_time
             .and_then(|t| t.parse().ok())
             .unwrap_or(0.0),
+        end_secs: None,
     })
 }
 

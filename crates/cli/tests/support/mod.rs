@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod clipped;
 pub mod protected;
 
 use serde_json::Value;

@@ -75,4 +75,7 @@ pub struct JobSettings {
     /// anything is encoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<Setting<f64>>,
+    /// The part of the source to publish, when not all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<Setting<vodpipe_media::clip::Clip>>,
 }
