@@ -12,11 +12,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-## Install ffmpeg/ffprobe (Debian's package) if missing.
+## Install ffmpeg/ffprobe (Debian's package) if missing, and OpenSSL's command line (the
+## signed-playback test checks signatures with it).
 deps:
-	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then \
-	  echo "installing ffmpeg…"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; \
+	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null || ! command -v openssl >/dev/null; then \
+	  echo "installing ffmpeg and openssl…"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg openssl >/dev/null; \
 	fi
 	@ffmpeg -hide_banner -version | head -1
 

@@ -13,6 +13,7 @@
 // See docs/testing.md ("Playback and the web console").
 
 import http from 'node:http';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +43,14 @@ const USAGE = `usage: node check.mjs --root DIR [--hls REL_PATH_TO_MASTER] [--da
                        which answers with a W3C JSON Web Key set)]
                       [--expect-refusal (pass only if no player plays: a protected asset
                        without its key)]
+                      [--cloudfront-public-key PEM (serve /media/ only to requests carrying
+                       a CloudFront signature this public key verifies: a custom or canned
+                       policy, RSA-SHA256 or -SHA1, not expired, its resource matching
+                       --cloudfront-origin + the path; 403 otherwise)]
+                      [--cloudfront-origin URL (the distribution as signed resources name it,
+                       default http://vodpipe.test)]
+                      [--signed-query QUERY (both players append it to every media request:
+                       what vodpipe aws sign prints)]
                       [--prefer-range PQ|HLG (ask both players for that HDR range: hls.js
                        videoPreference, shaka preferredVideo hdrLevel; the report lists
                        every variant's range and the one played)]
@@ -56,7 +65,7 @@ function setupFail(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15, videoCodec: null, clearkey: null, expectRefusal: false, preferRange: null };
+  const o = { root: null, hls: null, dash: null, timeoutSecs: 120, rate: 8, stuckSecs: 15, videoCodec: null, clearkey: null, expectRefusal: false, preferRange: null, cloudfrontKey: null, cloudfrontOrigin: 'http://vodpipe.test', signedQuery: null };
   const num = (name, v, min, max) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || n > max) throw new SetupError(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
@@ -85,6 +94,9 @@ function parseArgs(argv) {
         break;
       }
       case '--expect-refusal': o.expectRefusal = true; break;
+      case '--cloudfront-public-key': o.cloudfrontKey = fs.readFileSync(take(), 'utf8'); break;
+      case '--cloudfront-origin': o.cloudfrontOrigin = take().replace(/\/$/, ''); break;
+      case '--signed-query': o.signedQuery = take(); break;
       case '--prefer-range': {
         const r = take().toUpperCase();
         if (r !== 'PQ' && r !== 'HLG') throw new SetupError('--prefer-range takes PQ or HLG');
@@ -154,7 +166,47 @@ function hexToB64url(hex) {
   return Buffer.from(hex, 'hex').toString('base64url');
 }
 
-function startServer({ root, libs, page, log, clearkey }) {
+// CloudFront's base64 (`-`, `_`, `~` for `+`, `=`, `/`) back to bytes.
+function cloudfrontB64(s) {
+  return Buffer.from(String(s).replace(/-/g, '+').replace(/_/g, '=').replace(/~/g, '/'), 'base64');
+}
+
+// What CloudFront checks of a request to a distribution with trusted key groups, written
+// from its documentation independently of vodpipe's signer: the policy (a custom one sent
+// as Policy, or the canned one rebuilt from the URL and Expires), its signature under the
+// public key with the named hash, the time window, and the resource (with * and ?
+// wildcards) against the URL the viewer asked for. Returns null when allowed, else why not.
+function cloudfrontRefusal(reqUrl, { key, origin }) {
+  const u = new URL(reqUrl, origin);
+  const q = u.searchParams;
+  const sig = q.get('Signature'), kid = q.get('Key-Pair-Id');
+  if (!sig || !kid) return 'unsigned';
+  const hash = (q.get('Hash-Algorithm') || 'SHA1').toUpperCase();
+  if (hash !== 'SHA1' && hash !== 'SHA256') return `hash ${hash}`;
+  for (const k of ['Policy', 'Signature', 'Key-Pair-Id', 'Hash-Algorithm', 'Expires']) q.delete(k);
+  const asked = origin + u.pathname + (q.toString() ? '?' + q.toString() : '');
+  let policy;
+  if (u.searchParams.has('Policy') || reqUrl.includes('Policy=')) {
+    policy = cloudfrontB64(new URL(reqUrl, origin).searchParams.get('Policy')).toString('utf8');
+  } else {
+    const expires = new URL(reqUrl, origin).searchParams.get('Expires');
+    if (!expires) return 'no policy and no Expires';
+    policy = `{"Statement":[{"Resource":"${asked}","Condition":{"DateLessThan":{"AWS:EpochTime":${expires}}}}]}`;
+  }
+  const ok = crypto.verify(hash === 'SHA256' ? 'sha256' : 'sha1', Buffer.from(policy, 'utf8'), key, cloudfrontB64(sig));
+  if (!ok) return 'bad signature';
+  let st;
+  try { st = JSON.parse(policy).Statement[0]; } catch { return 'unreadable policy'; }
+  const now = Math.floor(Date.now() / 1000);
+  const c = st.Condition || {};
+  if (!(c.DateLessThan && now < c.DateLessThan['AWS:EpochTime'])) return 'expired';
+  if (c.DateGreaterThan && now < c.DateGreaterThan['AWS:EpochTime']) return 'not yet valid';
+  const glob = new RegExp('^' + String(st.Resource).replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
+  if (!glob.test(asked)) return `resource ${st.Resource} does not cover ${asked}`;
+  return null;
+}
+
+function startServer({ root, libs, page, log, clearkey, cloudfront }) {
   const server = http.createServer((req, res) => {
     const send = (status, body, type = 'text/plain; charset=utf-8') => {
       res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
@@ -189,7 +241,19 @@ function startServer({ root, libs, page, log, clearkey }) {
 
     let file = null;
     if (pathname.startsWith('/_lib/')) file = libs[pathname.slice('/_lib/'.length)] || null;
-    else if (pathname.startsWith('/media/')) file = insideRoot(root, pathname.slice('/media/'.length));
+    else if (pathname.startsWith('/media/')) {
+      if (cloudfront) {
+        const why = cloudfrontRefusal(req.url, cloudfront);
+        server.signed_checked = (server.signed_checked || 0) + 1;
+        if (why) {
+          server.signed_refused = (server.signed_refused || 0) + 1;
+          if (!server.refusal) server.refusal = { url: req.url.slice(0, 200), why };
+          log(req, 403);
+          return send(403, `AccessDenied: ${why}\n`);
+        }
+      }
+      file = insideRoot(root, pathname.slice('/media/'.length));
+    }
     let st = null;
     try { st = file && fs.statSync(file); } catch { st = null; }
     if (!st || !st.isFile()) { log(req, 404); return send(404, 'not found\n'); }
@@ -352,13 +416,20 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     }, 250);
   }
 
+  // `u` with the signed query appended (vodpipe aws sign's): every request of a player
+  // to a private distribution carries it.
+  function withQuery(u, q) {
+    return u + (u.includes('?') ? '&' : '?') + q;
+  }
+
   async function startHls(url) {
     const Hls = window.Hls;
     st.player = `hls.js ${Hls.version}`;
     if (!Hls.isSupported()) throw new Error('Hls.isSupported() is false (no MSE / codecs)');
     const drm = st.drm ? { emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: st.drm.licence_url } } } : {};
     const prefer = st.prefer_range ? { videoPreference: { preferHDR: true, allowedVideoRanges: [st.prefer_range] } } : {};
-    const hls = player = new Hls({ backBufferLength: Infinity, maxBufferLength: 60, ...drm, ...prefer });
+    const signed = st.signed_query ? { xhrSetup: (xhr, u) => { xhr.open('GET', withQuery(u, st.signed_query), true); } } : {};
+    const hls = player = new Hls({ backBufferLength: Infinity, maxBufferLength: 60, ...drm, ...prefer, ...signed });
     hls.on(Hls.Events.ERROR, (ev, d) => {
       const e = { source: 'hls.js', fatal: !!d.fatal, type: d.type, details: d.details };
       if (d.reason) e.reason = String(d.reason);
@@ -419,6 +490,9 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     if (!shaka.Player.isBrowserSupported()) throw new Error('shaka.Player.isBrowserSupported() is false');
     const p = player = new shaka.Player();
     await p.attach(video);
+    if (st.signed_query) {
+      p.getNetworkingEngine().registerRequestFilter((type, request) => { request.uris = request.uris.map((u) => withQuery(u, st.signed_query)); });
+    }
     p.configure({ streaming: { bufferingGoal: 60, rebufferingGoal: 2, bufferBehind: 3600 } });
     if (st.drm) p.configure({ drm: { clearKeys: { [st.drm.kid]: st.drm.key } } });
     if (st.video_codec) {
@@ -481,7 +555,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
       for (const t of types) out[t] = !!(window.MediaSource && MediaSource.isTypeSupported(t));
       return { mse: !!window.MediaSource, types: out, user_agent: navigator.userAgent };
     },
-    start(kind, url, rate, stuckSecs, videoCodec, drm, preferRange) {
+    start(kind, url, rate, stuckSecs, videoCodec, drm, preferRange, signedQuery) {
       video = document.createElement('video');
       video.muted = true;
       video.autoplay = false;
@@ -496,7 +570,7 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
         error_count: 0, fatal_errors: 0, nonfatal_errors: 0, errors: [], buffered: [], buffered_ranges: null, max_buffered_ranges: 0,
         quality: null, player_stats: null, stuck_secs: stuckSecs, video_codec: videoCodec || null, codec_levels: null,
         text_tracks: [], cues: {}, image_tracks: [], thumbnail_at_5s: null, t_start: performance.now(), wall_secs: 0,
-        drm: drm || null, prefer_range: preferRange || null, variants_listed: null,
+        drm: drm || null, prefer_range: preferRange || null, variants_listed: null, signed_query: signedQuery || null,
       };
       // Players may reset the rate on load; force it back whenever it drifts.
       video.addEventListener('ratechange', () => { if (video.playbackRate !== 0 && video.playbackRate !== rate) video.playbackRate = rate; });
@@ -619,6 +693,7 @@ async function main() {
   const httpLog = { hls: { requests: 0, errors: [] }, dash: { requests: 0, errors: [] } };
   const server = await startServer({
     root, libs, page: pageHtml(), clearkey: opts.clearkey,
+    cloudfront: opts.cloudfrontKey ? { key: opts.cloudfrontKey, origin: opts.cloudfrontOrigin } : null,
     log: (req, status) => {
       if (!currentKind) return;
       const h = httpLog[currentKind];
@@ -672,7 +747,7 @@ async function main() {
         await page.goto(base + '/', { timeout: Math.min(30000, left()) });
         await page.waitForFunction(() => window.__vp_ready === true, null, { timeout: Math.min(30000, left()) });
         const drm = opts.clearkey ? { kid: opts.clearkey.kid, key: opts.clearkey.key, licence_url: base + '/_licence' } : null;
-        await page.evaluate(([k, u, rate, stuck, codec, d, pr]) => window.__vp.start(k, u, rate, stuck, codec, d, pr), [w.kind, base + w.url, opts.rate, opts.stuckSecs, opts.videoCodec, drm, opts.preferRange]);
+        await page.evaluate(([k, u, rate, stuck, codec, d, pr, sq]) => window.__vp.start(k, u, rate, stuck, codec, d, pr, sq), [w.kind, base + w.url, opts.rate, opts.stuckSecs, opts.videoCodec, drm, opts.preferRange, opts.signedQuery]);
         for (;;) {
           r = await page.evaluate(() => window.__vp.snapshot());
           if (r.done) break;
@@ -717,6 +792,9 @@ async function main() {
   }
   result.ok = wanted.every((w) => result[w.kind] && result[w.kind].ok);
   result.licences = server.licences || 0;
+  if (opts.cloudfrontKey) {
+    result.cloudfront = { checked: server.signed_checked || 0, refused: server.signed_refused || 0, first_refusal: server.refusal || null };
+  }
   result.retry_slower = !result.ok && wanted.every((w) => result[w.kind] && (result[w.kind].ok || result[w.kind].underrun_only));
   result.elapsed_secs = +((Date.now() - tStart) / 1000).toFixed(2);
   process.stdout.write(JSON.stringify(result, null, 2) + '\n');

@@ -15,6 +15,7 @@ pub mod events;
 pub mod fleet;
 pub mod loopback;
 pub mod s3;
+pub mod signed_urls;
 pub mod speke;
 pub mod sqs;
 

@@ -605,3 +605,39 @@ fn the_template_deploys_from_the_root_with_no_parameter_given() {
         Some("0.0.0.0/0")
     );
 }
+
+/// Private playback is one parameter away and off by default: a public key makes the
+/// distribution trust a key group of it on every cache behaviour, and the stack names the
+/// key ID `vodpipe aws sign` takes.
+#[test]
+fn private_playback_is_a_key_group_the_distribution_trusts_when_a_key_is_given() {
+    let t = template("vodpipe");
+    assert_eq!(
+        t["Parameters"]["PlaybackPublicKey"]["Default"].as_str(),
+        Some("")
+    );
+    for r in ["PlaybackKey", "PlaybackKeyGroup"] {
+        assert_eq!(
+            t["Resources"][r]["Condition"].as_str(),
+            Some("PrivatePlayback"),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        resource(&t, "PlaybackKey")["PublicKeyConfig"]["EncodedKey"].as_str(),
+        Some("PlaybackPublicKey")
+    );
+    let cfg = &resource(&t, "Distribution")["DistributionConfig"];
+    let behaviours: Vec<&Yaml> = std::iter::once(&cfg["DefaultCacheBehavior"])
+        .chain(cfg["CacheBehaviors"].as_vec().unwrap().iter())
+        .collect();
+    assert_eq!(behaviours.len(), 3);
+    for b in behaviours {
+        let trusted = format!("{:?}", b["TrustedKeyGroups"]);
+        assert!(
+            trusted.contains("PrivatePlayback") && trusted.contains("PlaybackKeyGroup"),
+            "{trusted}"
+        );
+    }
+    assert!(!t["Outputs"]["PlaybackKeyPairId"].is_badvalue());
+}

@@ -10,6 +10,8 @@
 #[cfg(feature = "aws")]
 mod admin;
 #[cfg(feature = "aws")]
+mod sign;
+#[cfg(feature = "aws")]
 mod tick;
 
 use anyhow::Result;
@@ -73,6 +75,28 @@ enum AwsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Signed playback of an asset on a private distribution (`PlaybackPublicKey` set):
+    /// a custom policy over the asset's directory, printed as the HLS and DASH URLs, the
+    /// query string a player appends to every request, and the signed cookies.
+    Sign {
+        /// The asset (its name under the playback base, e.g. `uploads/film`).
+        asset: String,
+        /// How long the signature is good for: `90s`, `30m`, `2h`, `7d`.
+        #[arg(long, default_value = "2h", value_parser = sign::parse_duration)]
+        expires: std::time::Duration,
+        /// The distribution's playback base URL (the stack's `PlaybackBase` output).
+        #[arg(long, env = "VODPIPE_PLAYBACK_BASE")]
+        base: String,
+        /// The public key's ID in the key group (the stack's `PlaybackKeyPairId` output).
+        #[arg(long, env = "VODPIPE_PLAYBACK_KEY_PAIR_ID")]
+        key_pair_id: String,
+        /// The private key's PEM file (`openssl genrsa`); never leaves this machine.
+        #[arg(long, env = "VODPIPE_PLAYBACK_PRIVATE_KEY")]
+        private_key: std::path::PathBuf,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `vodpipe aws …`.
@@ -91,6 +115,14 @@ pub fn aws(a: AwsArgs) -> Result<i32> {
             seconds,
             json,
         } => tick::tick(stack, dry_run, seconds, json),
+        AwsCommand::Sign {
+            asset,
+            expires,
+            base,
+            key_pair_id,
+            private_key,
+            json,
+        } => sign::sign(&asset, expires, &base, &key_pair_id, &private_key, json),
     }
 }
 
