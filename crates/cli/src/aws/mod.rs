@@ -82,7 +82,7 @@ enum AwsCommand {
         /// The asset (its name under the playback base, e.g. `uploads/film`).
         asset: String,
         /// How long the signature is good for: `90s`, `30m`, `2h`, `7d`.
-        #[arg(long, default_value = "2h", value_parser = sign::parse_duration)]
+        #[arg(long, default_value = "2h", value_parser = parse_duration)]
         expires: std::time::Duration,
         /// The distribution's playback base URL (the stack's `PlaybackBase` output).
         #[arg(long, env = "VODPIPE_PLAYBACK_BASE")]
@@ -97,6 +97,28 @@ enum AwsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `90s`, `30m`, `2h`, `7d` (a plain number is seconds).
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 2h, 7d)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("a signature must last more than 0 seconds".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// `vodpipe aws …`.

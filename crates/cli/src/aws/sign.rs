@@ -5,28 +5,6 @@ use std::path::Path;
 use std::time::Duration;
 use vodpipe_aws::signed_urls::UrlSigner;
 
-/// `90s`, `30m`, `2h`, `7d` (a plain number is seconds).
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 2h, 7d)"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: use s, m, h or d")),
-    };
-    if secs == 0 {
-        return Err("a signature must last more than 0 seconds".into());
-    }
-    Ok(Duration::from_secs(secs))
-}
-
 /// Signs a custom policy over `base/asset/*` for `expires` and prints what a player needs.
 pub fn sign(
     asset: &str,
