@@ -77,23 +77,7 @@ fn captioned_clip(d: &Path) -> (PathBuf, PathBuf) {
     .unwrap();
     std::fs::write(&es, "1\n00:00:03,000 --> 00:00:04,500\nHola\n").unwrap();
     let src = d.join("src.mp4");
-    ffmpeg(&[
-        "-i",
-        clip.to_str().unwrap(),
-        "-i",
-        en.to_str().unwrap(),
-        "-map",
-        "0",
-        "-map",
-        "1",
-        "-c",
-        "copy",
-        "-c:s",
-        "mov_text",
-        "-metadata:s:s:0",
-        "language=eng",
-        src.to_str().unwrap(),
-    ]);
+    with_english_subtitles(&clip, &en, &src);
     (src, es)
 }
 

@@ -409,8 +409,8 @@ pub fn sample_description(init: &[u8], ctx: &str) -> Result<Vec<u8>> {
     Ok(init[stsd.start..stsd.end].to_vec())
 }
 
-/// The RFC 6381 codec string of the track (`avc1.64001F`, `mp4a.40.2`).
-pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
+/// The first sample entry of the track's `stsd`, if it has one.
+fn first_entry(init: &[u8], ctx: &str) -> Result<Option<BoxRef>> {
     let stsd = path(
         init,
         &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
@@ -418,8 +418,12 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
     )?
     .ok_or_else(|| err(ctx, "no stsd"))?;
     let body = stsd.body();
-    let entries = boxes(init, body.start + 8..body.end, ctx)?;
-    let entry = entries.first().ok_or_else(|| err(ctx, "empty stsd"))?;
+    Ok(boxes(init, body.start + 8..body.end, ctx)?.first().copied())
+}
+
+/// The RFC 6381 codec string of the track (`avc1.64001F`, `mp4a.40.2`).
+pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
+    let entry = &first_entry(init, ctx)?.ok_or_else(|| err(ctx, "empty stsd"))?;
     // A protected entry (`encv`/`enca`) names its codec in `sinf`/`frma`.
     let mut kind = entry.kind;
     if &kind == b"encv" || &kind == b"enca" {
@@ -535,15 +539,7 @@ const ENTRY_PATH: [&[u8; 4]; 6] = [b"trak", b"mdia", b"minf", b"stbl", b"stsd", 
 /// The colour the track's sample entry states in its `colr` box (`nclx`), if it has one:
 /// what the manifests signal (HLS `VIDEO-RANGE`, DASH's `cicp` descriptors).
 pub fn colour(init: &[u8], ctx: &str) -> Result<Option<crate::colour::Cicp>> {
-    let stsd = path(
-        init,
-        &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
-        ctx,
-    )?
-    .ok_or_else(|| err(ctx, "no stsd"))?;
-    let body = stsd.body();
-    let entries = boxes(init, body.start + 8..body.end, ctx)?;
-    let Some(entry) = entries.first() else {
+    let Some(entry) = first_entry(init, ctx)? else {
         return Ok(None);
     };
     if !matches!(

@@ -20,23 +20,7 @@ pub fn clip_source(d: &Path) -> PathBuf {
     )
     .unwrap();
     let src = d.join("src.mp4");
-    ffmpeg(&[
-        "-i",
-        plain.to_str().unwrap(),
-        "-i",
-        srt.to_str().unwrap(),
-        "-map",
-        "0",
-        "-map",
-        "1",
-        "-c",
-        "copy",
-        "-c:s",
-        "mov_text",
-        "-metadata:s:s:0",
-        "language=eng",
-        src.to_str().unwrap(),
-    ]);
+    with_english_subtitles(&plain, &srt, &src);
     src
 }
 
@@ -61,22 +45,7 @@ fn worst_psnr_against(rendition: &Path, source: &Path, first: u64, count: u64) -
         "null",
         "-",
     ]);
-    let log = std::fs::read_to_string(&stats).unwrap();
-    let worst = log
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix("psnr_avg:"))
-        })
-        .map(|v| {
-            if v == "inf" {
-                f64::INFINITY
-            } else {
-                v.parse().unwrap()
-            }
-        })
-        .fold(f64::INFINITY, f64::min);
-    (worst, log.lines().count() as u64)
+    worst_psnr_in(&stats)
 }
 
 /// Checks a job that published `source` clipped to frames `first..first + frames`

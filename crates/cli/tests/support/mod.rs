@@ -77,6 +77,49 @@ pub fn make_clip(
     ffmpeg(&a);
 }
 
+/// `video` with the SubRip file `srt` muxed in as an English mov_text track, written to
+/// `out` (the video and audio copied as they are).
+pub fn with_english_subtitles(video: &Path, srt: &Path, out: &Path) {
+    ffmpeg(&[
+        "-i",
+        video.to_str().unwrap(),
+        "-i",
+        srt.to_str().unwrap(),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c",
+        "copy",
+        "-c:s",
+        "mov_text",
+        "-metadata:s:s:0",
+        "language=eng",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// The worst `psnr_avg` in an ffmpeg `psnr=stats_file=` log (`inf` for identical frames)
+/// and how many frames it lists.
+pub fn worst_psnr_in(stats: &Path) -> (f64, u64) {
+    let log = std::fs::read_to_string(stats).unwrap();
+    let worst = log
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("psnr_avg:"))
+        })
+        .map(|v| {
+            if v == "inf" {
+                f64::INFINITY
+            } else {
+                v.parse().unwrap()
+            }
+        })
+        .fold(f64::INFINITY, f64::min);
+    (worst, log.lines().count() as u64)
+}
+
 /// ffprobe JSON for `args` + `path`.
 pub fn ffprobe_json(args: &[&str], path: &Path) -> Value {
     require("ffprobe");
@@ -268,24 +311,9 @@ pub fn assert_psnr_at_least(rendition: &Path, source: &Path, min_db: f64) {
         "null",
         "-",
     ]);
-    let log = std::fs::read_to_string(&stats).unwrap();
-    let mut frames = 0;
-    let mut worst = f64::INFINITY;
-    for line in log.lines() {
-        let avg = line
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("psnr_avg:"))
-            .unwrap();
-        let db = if avg == "inf" {
-            f64::INFINITY
-        } else {
-            avg.parse().unwrap()
-        };
-        worst = worst.min(db);
-        frames += 1;
-    }
+    let (worst, frames) = worst_psnr_in(&stats);
     assert_eq!(
-        frames as u64,
+        frames,
         decoded_frames(source),
         "PSNR compared a different number of frames"
     );
