@@ -658,6 +658,17 @@ impl ObjectStore for S3Objects {
         }
     }
 
+    fn overlay(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
+        match &self.profiles_bucket {
+            Some(bucket) => self.get_optional(
+                bucket,
+                &vodpipe_control::settings::overlay_key(name),
+                Some(vodpipe_media::overlay::MAX_PNG_BYTES + 1),
+            ),
+            None => Ok(None),
+        }
+    }
+
     fn open_source(
         &self,
         source: &str,

@@ -71,6 +71,11 @@ pub struct MediaOpts {
     /// subtitles are cut to it, and nothing outside it is encoded. Beats an upload's own.
     #[arg(long, value_parser = parse_clip)]
     pub clip: Option<vodpipe_media::clip::Clip>,
+    /// Draw a PNG over every rung: `FILE.png[,position=top-right][,width=0.15]
+    /// [,margin=0.02][,opacity=1][,between=START-END]` (width and margin as shares of the
+    /// picture's width, times on the published timeline). Beats an upload's own.
+    #[arg(long)]
+    pub overlay: Option<String>,
 }
 
 /// The pipeline configuration from the media options.
@@ -107,6 +112,18 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
     c.settings.max_job_cost_usd = m.max_cost_usd;
     c.plan.clip = m.clip;
     c.settings.command_clip = m.clip;
+    if let Some(spec) = &m.overlay {
+        let o = vodpipe_media::overlay::Overlay::parse_spec(spec)
+            .map_err(|e| anyhow!("--overlay: {e}"))?;
+        let png =
+            std::fs::read(&o.image).map_err(|e| anyhow!("--overlay: reading {}: {e}", o.image))?;
+        let file = o.image.clone();
+        let o = o
+            .with_png(png)
+            .map_err(|e| anyhow!("--overlay {file}: {e}"))?;
+        c.ladder.overlay = Some(o.clone());
+        c.settings.command_overlay = Some(o);
+    }
     if let Some(mode) = m.hdr {
         c.ladder.hdr = mode;
         c.settings.command_hdr = Some(mode);

@@ -289,6 +289,40 @@ fn a_clipped_upload_publishes_only_its_range() {
     support::clipped::assert_clipped(&job, &src, 38, 69, 2.76, d.path());
 }
 
+/// An overlay on the deployed shape: an operator puts a PNG under `_vodpipe/overlays/`,
+/// an upload's metadata names it, and the worker tasks draw it over every rung.
+#[test]
+fn an_upload_naming_an_overlay_gets_it_in_every_rung() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "640x360", "25", 4, Some(440), FAST_H264);
+    let logo = d.path().join("logo.png");
+    support::overlaid::magenta_logo(&logo);
+    let out = d.path().join("out");
+    let image = format!("brand={}", logo.display());
+    let (code, job) = e2e(
+        &src,
+        "uploads/branded.mp4",
+        &out,
+        "e2e-overlay",
+        &[
+            "--overlay-image",
+            &image,
+            "--metadata",
+            "vodpipe-overlay=brand",
+            "--metadata",
+            "vodpipe-overlay-position=top-right",
+            "--chunk-seconds",
+            "2",
+        ],
+    );
+    assert_eq!(code, 0, "{job:#}");
+    assert_eq!(job["settings"]["overlay"]["from"], "metadata", "{job:#}");
+    // The defaults: 15 % of the width, 2 % from the edges, always.
+    let seen = support::overlaid::assert_overlaid(&job, &src, 0.15, 0.02, (0.0, 1e9), d.path());
+    assert_eq!(seen, 2 * 100);
+}
+
 /// Two uploads choose their tiers, and the first its ladder too: a deployment profile
 /// asking for a per-title ladder, whose analysis the worker tasks run as the job's first
 /// item before its chunks.

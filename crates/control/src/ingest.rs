@@ -166,6 +166,15 @@ pub fn ingest(
         ),
     };
     let tier = job.tier;
+    // An overlay is drawn in 8-bit BT.709: HDR rungs would show it in the wrong colours.
+    let prepared = prepared.and_then(|jp| {
+        if jp.config.overlay.is_some() && jp.rungs.iter().any(|r| r.range.is_hdr()) {
+            return Err(vodpipe_media::Error::Rejected(
+                "an overlay cannot be drawn on HDR rungs yet; ask for \"hdr\": \"sdr-only\" to publish this HDR source with it".into(),
+            ));
+        }
+        Ok(jp)
+    });
     // A plan over its budget fails here, before anything is encoded.
     let prepared = prepared.and_then(|jp| {
         let cost = jp.planned_cost_usd(tier);
@@ -394,7 +403,7 @@ fn settings_for(
         }
         Err(e) => return Err(e),
     };
-    match crate::settings::resolve(
+    let resolved = crate::settings::resolve(
         &upload,
         &cfg.settings,
         &cfg.ladder,
@@ -404,7 +413,9 @@ fn settings_for(
                 vodpipe_media::Error::Unavailable(format!("reading profile {name}: {e}"))
             })
         },
-    ) {
+    )
+    .and_then(|s| with_overlay_image(ports, s));
+    match resolved {
         Ok(s) => Ok(s),
         Err(e) if e.is_infrastructure() => Err(crate::ports::PortError::Backend(e.to_string())),
         // The upload's settings are wrong: the job is filed where it would have gone by
@@ -412,6 +423,38 @@ fn settings_for(
         Err(vodpipe_media::Error::Rejected(reason)) => Ok(refused(reason)),
         Err(e) => Ok(refused(e.to_string())),
     }
+}
+
+/// Settings whose overlay names a deployment image, with that image's bytes read (once,
+/// here: the job keeps them, whatever happens to the file later); a name without an image,
+/// or an image that is not a PNG or is too large, is a refusal.
+fn with_overlay_image(
+    ports: Ports<'_>,
+    mut s: crate::domain::JobSettings,
+) -> vodpipe_media::Result<crate::domain::JobSettings> {
+    let Some(o) = s.ladder_config.overlay.take() else {
+        return Ok(s);
+    };
+    if !o.png.is_empty() {
+        s.ladder_config.overlay = Some(o);
+        return Ok(s);
+    }
+    let key = crate::settings::overlay_key(&o.image);
+    let png = ports
+        .objects
+        .overlay(&o.image)
+        .map_err(|e| vodpipe_media::Error::Unavailable(format!("reading overlay {key}: {e}")))?
+        .ok_or_else(|| {
+            vodpipe_media::Error::Rejected(format!(
+                "the overlay {:?} does not exist ({key})",
+                o.image
+            ))
+        })?;
+    let o = o
+        .with_png(png)
+        .map_err(|e| vodpipe_media::Error::Rejected(format!("overlay {key}: {e}")))?;
+    s.ladder_config.overlay = Some(o);
+    Ok(s)
 }
 
 /// Whether `source` is a new upload still without its settings file: what an ingest that

@@ -117,6 +117,13 @@ pub trait ObjectStore: Send + Sync {
         let _ = name;
         Ok(None)
     }
+    /// The deployment's overlay image `name` (`_vodpipe/overlays/<name>.png`, beside the
+    /// profiles), if it has one; read up to one byte past
+    /// [`vodpipe_media::overlay::MAX_PNG_BYTES`], so one too large is seen to be.
+    fn overlay(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
+        let _ = name;
+        Ok(None)
+    }
     /// Marks every object under `prefix` as superseded, for the store's lifecycle to remove
     /// after a grace period: players that loaded the previous pointers keep working until
     /// then. Returns how many objects were marked. Stores without a lifecycle keep them

@@ -39,6 +39,9 @@ pub const METADATA_PREFIX: &str = "vodpipe-";
 /// Where the deployment keeps its named ladders, `<name>.json`, beside the uploads (in the
 /// ingest bucket, or the watched directory).
 pub const PROFILES_PREFIX: &str = "_vodpipe/profiles/";
+/// Where the deployment keeps the images uploads may overlay, `<name>.png`, beside its
+/// profiles.
+pub const OVERLAYS_PREFIX: &str = "_vodpipe/overlays/";
 /// Shortest and longest segment duration an upload may ask for, in seconds.
 pub const SEGMENT_SECONDS: (f64, f64) = (1.0, 30.0);
 /// The ladder name that means the deployment's own default.
@@ -69,6 +72,9 @@ pub struct SettingsPolicy {
     pub default_speke_url: Option<String>,
     /// A clip given on the command line (`--clip`): beats everything else.
     pub command_clip: Option<vodpipe_media::clip::Clip>,
+    /// An overlay given on the command line (`--overlay`, its image read): beats
+    /// everything else.
+    pub command_overlay: Option<vodpipe_media::overlay::Overlay>,
     /// The most any job may cost, in USD, by its plan's estimate (`--max-cost-usd`, the
     /// template's `MaxJobCostUsd`): an upload may ask for less, never for more.
     pub max_job_cost_usd: Option<f64>,
@@ -87,6 +93,7 @@ impl Default for SettingsPolicy {
             command_hdr: None,
             default_speke_url: None,
             command_clip: None,
+            command_overlay: None,
             max_job_cost_usd: None,
         }
     }
@@ -152,6 +159,7 @@ struct SettingsFile {
     hdr: Option<String>,
     max_cost_usd: Option<f64>,
     clip: Option<String>,
+    overlay: Option<vodpipe_media::overlay::Overlay>,
 }
 
 /// Is `key` one of vodpipe's own files (a settings file, anything under `_vodpipe/`), not
@@ -163,6 +171,11 @@ pub fn is_settings_key(key: &str) -> bool {
 /// The settings file that goes with a source key.
 pub fn settings_key(source_key: &str) -> String {
     format!("{source_key}{SETTINGS_SUFFIX}")
+}
+
+/// The key an overlay image is stored under.
+pub fn overlay_key(name: &str) -> String {
+    format!("{OVERLAYS_PREFIX}{name}.png")
 }
 
 /// The key a profile is stored under.
@@ -552,6 +565,33 @@ pub fn resolve(
         None
     };
 
+    let overlay = if let Some(o) = &policy.command_overlay {
+        Some(Setting::new(o.clone(), Origin::Command))
+    } else if let Some(name) = meta("overlay") {
+        let what = "x-amz-meta-vodpipe-overlay";
+        let mut o = vodpipe_media::overlay::Overlay::new(&parse_profile_name(&name, what)?);
+        if let Some(p) = meta("overlay-position") {
+            o.position = vodpipe_media::overlay::Corner::parse(&p).ok_or_else(|| {
+                reject(format!(
+                    "x-amz-meta-vodpipe-overlay-position is {p:?}; use top-left, top-right, bottom-left, bottom-right or center"
+                ))
+            })?;
+        }
+        Some(Setting::new(o, Origin::Metadata))
+    } else if let Some(o) = &file.overlay {
+        let what = format!("\"overlay\" in {file_name}");
+        parse_profile_name(&o.image, &what)?;
+        o.validate().map_err(|e| reject(format!("{what}: {e}")))?;
+        Some(Setting::new(o.clone(), Origin::SettingsFile))
+    } else {
+        ladder_cfg
+            .overlay
+            .clone()
+            .map(|o| Setting::new(o, ladder.from))
+    };
+    ladder_cfg.overlay = overlay.as_ref().map(|o| o.value.clone());
+    let overlay = overlay.map(|o| Setting::new(o.value.image, o.from));
+
     let asset = if let Some(v) = meta("asset") {
         Setting::new(
             parse_asset(&v, "x-amz-meta-vodpipe-asset")?,
@@ -579,6 +619,7 @@ pub fn resolve(
         drm,
         max_cost_usd,
         clip,
+        overlay,
     })
 }
 
@@ -612,6 +653,7 @@ pub fn fallback(
             .max_job_cost_usd
             .map(|d| Setting::new(d, Origin::Default)),
         clip: None,
+        overlay: None,
     }
 }
 
@@ -1110,5 +1152,59 @@ mod tests {
             e.contains("x-amz-meta-vodpipe-clip") && e.contains("not after its start"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_overlay_is_named_by_metadata_or_a_settings_file_and_checked() {
+        use vodpipe_media::overlay::Corner;
+        let r = |u: &UploadSettings| resolve(u, &policy(), &LadderConfig::default(), 4.0, &mobile);
+        let u = upload(
+            "a.mp4",
+            &[
+                ("vodpipe-overlay", "brand"),
+                ("vodpipe-overlay-position", "bottom-left"),
+            ],
+            Some(r#"{"overlay": {"image": "other"}}"#),
+        );
+        let s = r(&u).unwrap();
+        let o = s.ladder_config.overlay.unwrap();
+        assert_eq!(
+            (o.image.as_str(), o.position),
+            ("brand", Corner::BottomLeft)
+        );
+        assert_eq!(s.overlay.unwrap().from, Origin::Metadata);
+        let f = upload(
+            "a.mp4",
+            &[],
+            Some(r#"{"overlay": {"image": "other", "opacity": 0.5}}"#),
+        );
+        let s = r(&f).unwrap();
+        assert_eq!(s.ladder_config.overlay.unwrap().opacity, 0.5);
+        assert_eq!(s.overlay.unwrap().value, "other");
+        for (u, why) in [
+            (
+                upload("a.mp4", &[("vodpipe-overlay", "../etc")], None),
+                "letters, digits",
+            ),
+            (
+                upload(
+                    "a.mp4",
+                    &[("vodpipe-overlay", "b"), ("vodpipe-overlay-position", "up")],
+                    None,
+                ),
+                "overlay-position",
+            ),
+            (
+                upload(
+                    "a.mp4",
+                    &[],
+                    Some(r#"{"overlay": {"image": "b", "width": 2}}"#),
+                ),
+                "width is 2",
+            ),
+        ] {
+            let e = r(&u).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

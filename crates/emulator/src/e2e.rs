@@ -43,6 +43,11 @@ pub struct E2eArgs {
     /// with `--metadata vodpipe-ladder=NAME`.
     #[arg(long = "profile", value_name = "NAME=PATH")]
     pub profiles: Vec<String>,
+    /// An overlay image to put in the deployment first, NAME=PATH (a PNG), repeatable: what
+    /// an operator adds under `_vodpipe/overlays/` for uploads to name with
+    /// `--metadata vodpipe-overlay=NAME`.
+    #[arg(long = "overlay-image", value_name = "NAME=PATH")]
+    pub overlay_images: Vec<String>,
     /// A subtitle sidecar to upload beside the video first, repeatable: `talk.es.srt` goes
     /// up as `<key without its extension>.es.srt`.
     #[arg(long = "sidecar", value_name = "PATH")]
@@ -915,6 +920,13 @@ fn follow(
             .with_context(|| format!("--profile {pair:?} is not NAME=PATH"))?;
         let key = vodpipe_control::settings::profile_key(name);
         upload(std::path::Path::new(path), &key, "profile")?;
+    }
+    for pair in &a.overlay_images {
+        let (name, path) = pair
+            .split_once('=')
+            .with_context(|| format!("--overlay-image {pair:?} is not NAME=PATH"))?;
+        let key = vodpipe_control::settings::overlay_key(name);
+        upload(std::path::Path::new(path), &key, "overlay image")?;
     }
     // Sidecars go up first, as a tool uploading a video with its subtitles would, so the
     // video's ingest finds them.

@@ -209,6 +209,20 @@ impl ObjectStore for Objects {
         )
     }
 
+    fn overlay(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
+        // `<dir>/_vodpipe/overlays/` beside `<dir>/_vodpipe/profiles/`.
+        match self.profiles.as_ref().and_then(|p| p.parent()) {
+            Some(dir) => read_optional(
+                &dir.join("overlays")
+                    .join(format!("{name}.png"))
+                    .display()
+                    .to_string(),
+                vodpipe_media::overlay::MAX_PNG_BYTES as u64 + 1,
+            ),
+            None => Ok(None),
+        }
+    }
+
     fn profile(&self, name: &str) -> PortResult<Option<Vec<u8>>> {
         match &self.profiles {
             Some(dir) => read_optional(

@@ -183,6 +183,16 @@ pub fn chunk_args(
     .map(|s| s.to_string())
     .collect();
     a.extend(chunk_input(ctx, chunk));
+    let overlay = ctx.config.overlay.as_ref().filter(|o| !o.png.is_empty());
+    if overlay.is_some() {
+        // The image, looped, as input 1 (written beside the outputs by `encode_chunk`).
+        a.extend([
+            "-loop".into(),
+            "1".into(),
+            "-i".into(),
+            overlay_path(ctx, chunk).display().to_string(),
+        ]);
+    }
     let mut pre: Vec<String> = preroll_filter(chunk).into_iter().collect();
     pre.push("setpts=PTS-STARTPTS".to_string());
     if video.field_order == FieldOrder::Interlaced {
@@ -246,16 +256,33 @@ pub fn chunk_args(
         top.concat()
     );
     graph.push_str(&tm_graph);
+    if let Some(o) = overlay {
+        graph.push_str(&format!(";{}", o.logo_chain("[1:v]", n)));
+    }
+    let chunk_start = chunk.start_ticks as f64 * video.time_base.as_f64();
     for (i, r) in ctx.rungs.iter().enumerate() {
         let format = if r.range.is_hdr() {
             "yuv420p10le"
         } else {
             "yuv420p"
         };
-        graph.push_str(&format!(
-            ";{}scale={}:{}:flags=bicubic,setsar=1,format={format}[v{i}]",
+        let scaled = format!(
+            ";{}scale={}:{}:flags=bicubic,setsar=1,format={format}",
             rung_in[i], r.width, r.height
-        ));
+        );
+        match overlay {
+            Some(o) => {
+                graph.push_str(&format!("{scaled}[b{i}];"));
+                graph.push_str(&o.draw(
+                    i,
+                    &format!("[b{i}]"),
+                    &format!("[v{i}]"),
+                    r.width,
+                    chunk_start,
+                ));
+            }
+            None => graph.push_str(&format!("{scaled}[v{i}]")),
+        }
     }
     // Stills come from frames the chunk decodes anyway. Each still branch ends with the
     // chunk (trim), so the sprite of a short last chunk is written when its frames end.
@@ -324,6 +351,12 @@ pub fn chunk_args(
         a.extend(jpeg_output(label, quality, path));
     }
     a
+}
+
+/// Where a chunk's encode finds its overlay image (written by [`encode_chunk`]).
+fn overlay_path(ctx: &EncodeContext<'_>, chunk: &Chunk) -> PathBuf {
+    ctx.scratch
+        .join(format!("chunk{:05}_overlay.png", chunk.index))
 }
 
 /// An ffmpeg expression true on exactly the frame numbers `offsets` (ascending): for
@@ -640,9 +673,18 @@ pub fn encode_chunk(
                 .join(format!("chunk{:05}_poster.jpg", chunk.index))
         }),
     });
+    let overlay_png = ctx
+        .config
+        .overlay
+        .as_ref()
+        .filter(|o| !o.png.is_empty())
+        .map(|o| (overlay_path(ctx, chunk), &o.png));
+    if let Some((path, png)) = &overlay_png {
+        std::fs::write(path, png).map_err(|e| Error::io("writing the overlay image", e))?;
+    }
     let args = chunk_args(ctx, video, chunk, &outputs, stills.as_ref());
     let step = format!("encode chunk {}", chunk.index);
-    ToolRun::new(ctx.ffmpeg, args, step.clone())
+    let run = ToolRun::new(ctx.ffmpeg, args, step.clone())
         .timeout(ctx.timeout)
         .cancel_on(ctx.cancel.clone())
         .cancel_on(ctx.shutdown.clone())
@@ -654,7 +696,11 @@ pub fn encode_chunk(
                 on_frames(n);
             }
         })
-        .run()?;
+        .run();
+    if let Some((path, _)) = &overlay_png {
+        let _ = std::fs::remove_file(path);
+    }
+    run?;
     let offset = u64::try_from(chunk.start_ticks * video.time_base.num).map_err(|_| {
         Error::PlanMismatch(format!("chunk {} starts before the source", chunk.index))
     })?;

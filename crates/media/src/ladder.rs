@@ -198,6 +198,10 @@ pub struct LadderConfig {
     /// SDR rungs only (`sdr-only`). SDR sources are not affected.
     #[serde(skip_serializing_if = "is_keep")]
     pub hdr: HdrMode,
+    /// An image drawn over every rung (a watermark or a channel bug), in the chunk encode
+    /// ([`crate::overlay`]); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::overlay::Overlay>,
 }
 
 fn is_keep(m: &HdrMode) -> bool {
@@ -234,6 +238,7 @@ impl Default for LadderConfig {
             auto: false,
             drm: None,
             hdr: HdrMode::Keep,
+            overlay: None,
         }
     }
 }
@@ -296,6 +301,9 @@ impl LadderConfig {
         ];
         if self.codecs.is_empty() {
             return Err("codecs names no codec; use h264, hevc or av1".into());
+        }
+        if let Some(o) = &self.overlay {
+            o.validate().map_err(|e| format!("overlay: {e}"))?;
         }
         if let Some(drm) = &self.drm {
             drm.validate().map_err(|e| format!("drm: {e}"))?;

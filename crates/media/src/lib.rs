@@ -21,6 +21,7 @@ pub mod info;
 pub mod ladder;
 pub mod moov;
 pub mod mp4;
+pub mod overlay;
 pub mod package;
 pub mod pertitle;
 pub mod plan;

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod clipped;
+pub mod overlaid;
 pub mod protected;
 
 use serde_json::Value;

@@ -78,4 +78,7 @@ pub struct JobSettings {
     /// The part of the source to publish, when not all of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<Setting<vodpipe_media::clip::Clip>>,
+    /// The image drawn over every rung, by name (its bytes are in `ladder_config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Setting<String>>,
 }
