@@ -167,7 +167,10 @@ fn pem_block(pem: &str) -> Option<(String, Vec<u8>)> {
     let label_end = rest.find("-----")?;
     let label = rest[..label_end].to_string();
     let body_start = label_end + 5;
-    let end = rest.find(&format!("-----END {label}-----"))?;
+    let end = body_start
+        + rest
+            .get(body_start..)?
+            .find(&format!("-----END {label}-----"))?;
     let body: String = rest[body_start..end]
         .chars()
         .filter(|c| !c.is_whitespace())
@@ -191,5 +194,6 @@ mod tests {
         // 0xfb 0xff → "+/8=" in base64.
         assert_eq!(cloudfront_base64(&[0xfb, 0xff]), "-~8_");
         assert!(UrlSigner::from_pem("K", "not a key").is_err());
+        assert!(UrlSigner::from_pem("K", "-----BEGIN -----END -----").is_err());
     }
 }

@@ -138,7 +138,7 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
             r.name, r.width, r.height, r.max_kbps
         );
     }
-    let cost = p.planned_cost_usd(tier);
+    let cost = p.planned_cost_usd(tier).unwrap_or(0.0);
     let budget = match cfg.settings.max_job_cost_usd {
         Some(b) if cost > b => format!(": over the budget of {}, a job would fail", usd(b)),
         Some(b) => format!(", within the budget of {}", usd(b)),

@@ -229,6 +229,45 @@ fn a_plan_over_its_budget_fails_before_anything_is_encoded() {
     assert_eq!(o["status"], "PUBLISHED", "{o}");
     let planned = o["planned_cost_usd"].as_f64().unwrap();
     assert!(planned > 0.0 && planned < 5.0, "{o}");
+
+    // A container that states no duration (a live-written Matroska) cannot be priced at
+    // ingest: its index item reads the frame table, prices it, and fails it over budget
+    // before a single chunk item exists.
+    let live = d.path().join("live.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-f",
+        "matroska",
+        "-live",
+        "1",
+        live.to_str().unwrap(),
+    ]);
+    std::fs::write(
+        d.path().join("live.mkv.vodpipe.json"),
+        r#"{"max_cost_usd": 0.000000001}"#,
+    )
+    .unwrap();
+    let l = vodpipe(&["ingest", live.to_str().unwrap(), "--json"], &state);
+    drain(&state);
+    let l = vodpipe(&["status", l["job_id"].as_str().unwrap(), "--json"], &state);
+    assert_eq!(l["status"], "FAILED", "{l}");
+    assert!(
+        l["error"]
+            .as_str()
+            .unwrap()
+            .contains("is over the budget of $0.00000000100"),
+        "{l}"
+    );
+    assert_eq!(l["chunks_done"], 0, "{l}");
 }
 
 #[test]

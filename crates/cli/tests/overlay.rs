@@ -38,6 +38,10 @@ fn an_overlay_is_in_every_rung_at_its_place_and_only_in_its_window() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let job = &r.jobs[0];
     assert_eq!(job["settings"]["overlay"]["from"], "command", "{job}");
+    // The job's record keeps the image's fingerprint, not its bytes (they are in the plan).
+    let kept = &job["settings"]["ladder_config"]["overlay"];
+    assert!(kept["png"].is_null(), "{kept}");
+    assert_eq!(kept["sha256"].as_str().unwrap().len(), 64, "{kept}");
     assert_eq!(video_ids(job), ["360p", "270p"]);
     // 3 s of 25 fps in each of two rungs.
     let seen = assert_overlaid(job, &src, 0.2, 0.05, (1.5, 4.5), d.path());

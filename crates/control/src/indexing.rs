@@ -42,7 +42,15 @@ pub fn index_source(
         let frames_total = jp.plan.total_frames;
         // The budget was checked at ingest on the container's duration; the frame table
         // settles the estimate status shows.
-        let planned_cost = jp.planned_cost_usd(job.tier);
+        let planned_cost = jp.planned_cost_usd(job.tier).unwrap_or(0.0);
+        // Checked again on the table: a container that stated no duration, or a longer
+        // one than it holds, was estimated on too little at ingest.
+        if let Err(e) = crate::ingest::within_budget(
+            planned_cost,
+            job.settings.as_ref().and_then(|s| s.max_cost_usd.as_ref()),
+        ) {
+            return Ok(Ending::Failed(e.into()));
+        }
         let (doc, duration) = crate::ingest::plan_record(&mut jp)?;
         match at.ports.jobs.save_index(
             at.lease,

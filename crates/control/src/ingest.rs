@@ -63,20 +63,32 @@ pub fn ingest(
         // uploads it just after the video).
         None => settings_for(ports, cfg, source, cfg.settings.settings_wait)?,
     };
-    // The version is recorded with the settings, once: a resumed ingest (which knows only
-    // the key) probes the same bytes the job was made for.
-    let mut settings = settings;
+    // The overlay's image is read now, whoever made the settings: a new job records its
+    // fingerprint, a recorded one must find the same image again. Its bytes go into the
+    // plan (stored in pages), never into the job's record.
+    let mut settings = match with_overlay_image(ports, cfg, settings.clone()) {
+        Ok(s) => s,
+        Err(e) if e.is_infrastructure() => {
+            return Err(crate::ports::PortError::Backend(e.to_string()))
+        }
+        Err(e) => crate::domain::JobSettings {
+            refusal: Some(e.to_string()),
+            ..settings
+        },
+    };
     if existing.is_none() {
         settings.source_version = source.version.clone();
         settings.source_sequencer = source.sequencer.clone();
         settings.asset.value = unique_asset(ports, &settings.asset.value, &source.uri)?;
     }
+    let mut recorded = settings.clone();
+    recorded.ladder_config.overlay = recorded.ladder_config.overlay.map(|o| o.without_png());
     let (job, mut created) = ports.jobs.create_job(
         &source.job_id,
         &source.uri,
         &settings.asset.value,
         settings.tier.value,
-        &settings,
+        &recorded,
     )?;
     fail::fail_point!("ingest-after-create", |_| Err(crate::ports::injected(
         "ingest-after-create"
@@ -175,10 +187,14 @@ pub fn ingest(
         }
         Ok(jp)
     });
-    // A plan over its budget fails here, before anything is encoded.
+    // A plan over its budget fails here, before anything is encoded. One whose duration
+    // is not known yet is checked by its index item, which reads it.
     let prepared = prepared.and_then(|jp| {
         let cost = jp.planned_cost_usd(tier);
-        within_budget(cost, settings.max_cost_usd.as_ref()).map(|()| (jp, cost))
+        match cost {
+            Some(c) => within_budget(c, settings.max_cost_usd.as_ref()).map(|()| (jp, c)),
+            None => Ok((jp, 0.0)),
+        }
     });
     match prepared {
         Ok((mut jp, planned_cost)) => {
@@ -413,8 +429,7 @@ fn settings_for(
                 vodpipe_media::Error::Unavailable(format!("reading profile {name}: {e}"))
             })
         },
-    )
-    .and_then(|s| with_overlay_image(ports, s));
+    );
     match resolved {
         Ok(s) => Ok(s),
         Err(e) if e.is_infrastructure() => Err(crate::ports::PortError::Backend(e.to_string())),
@@ -430,6 +445,7 @@ fn settings_for(
 /// or an image that is not a PNG or is too large, is a refusal.
 fn with_overlay_image(
     ports: Ports<'_>,
+    cfg: &Config,
     mut s: crate::domain::JobSettings,
 ) -> vodpipe_media::Result<crate::domain::JobSettings> {
     let Some(o) = s.ladder_config.overlay.take() else {
@@ -439,17 +455,32 @@ fn with_overlay_image(
         s.ladder_config.overlay = Some(o);
         return Ok(s);
     }
+    // The command line's image is read by the command; the deployment's from its store.
+    let from_command = cfg
+        .settings
+        .command_overlay
+        .as_ref()
+        .filter(|c| {
+            c.image == o.image
+                && s.overlay
+                    .as_ref()
+                    .is_some_and(|x| x.from == crate::domain::Origin::Command)
+        })
+        .map(|c| c.png.clone());
     let key = crate::settings::overlay_key(&o.image);
-    let png = ports
-        .objects
-        .overlay(&o.image)
-        .map_err(|e| vodpipe_media::Error::Unavailable(format!("reading overlay {key}: {e}")))?
-        .ok_or_else(|| {
-            vodpipe_media::Error::Rejected(format!(
-                "the overlay {:?} does not exist ({key})",
-                o.image
-            ))
-        })?;
+    let png = match from_command {
+        Some(png) => png,
+        None => ports
+            .objects
+            .overlay(&o.image)
+            .map_err(|e| vodpipe_media::Error::Unavailable(format!("reading overlay {key}: {e}")))?
+            .ok_or_else(|| {
+                vodpipe_media::Error::Rejected(format!(
+                    "the overlay {:?} does not exist ({key})",
+                    o.image
+                ))
+            })?,
+    };
     let o = o
         .with_png(png)
         .map_err(|e| vodpipe_media::Error::Rejected(format!("overlay {key}: {e}")))?;

@@ -111,7 +111,7 @@ impl JobPlan {
                 ladder_for(v, ladder),
                 vodpipe_media::plan::awaiting_index(v.time_base, opts),
             ),
-            Some(v) => plan_video(v, media.start_secs, ladder, opts),
+            Some(v) => plan_video(v, media.start_secs, media.first_seek_secs, ladder, opts),
         };
         JobPlan {
             texts: TextTrack::from_streams(&media),
@@ -143,7 +143,13 @@ impl JobPlan {
             ..PlanOptions::default()
         });
         if let Some(v) = media.video.as_ref().filter(|v| !v.frame_pts.is_empty()) {
-            (self.rungs, self.plan) = plan_video(v, media.start_secs, &self.config, opts);
+            (self.rungs, self.plan) = plan_video(
+                v,
+                media.start_secs,
+                media.first_seek_secs,
+                &self.config,
+                opts,
+            );
             if vodpipe_media::probe::seeks_without_index(&media.format_name) {
                 vodpipe_media::plan::set_prerolls(&mut self.plan, &v.frame_pts, keyframes);
             }
@@ -153,22 +159,32 @@ impl JobPlan {
 
     /// What this plan is estimated to cost on `tier` before anything is encoded
     /// ([`crate::cost::planned_cost`]): the planned frames, or for a plan still waiting for
-    /// its frame index, the container's duration at the nominal frame rate.
-    pub fn planned_cost_usd(&self, tier: crate::domain::Tier) -> f64 {
-        let duration = self.media.duration_secs.unwrap_or(0.0);
+    /// its frame index, the container's duration (cut to the clip, when there is one) at
+    /// the nominal frame rate. None when neither is known (a container that states no
+    /// duration, before its index is read).
+    pub fn planned_cost_usd(&self, tier: crate::domain::Tier) -> Option<f64> {
+        let clip = self.plan.awaiting_index.and_then(|o| o.clip);
+        let whole = self.media.duration_secs.filter(|d| *d > 0.0);
+        let duration = match (self.plan.total_frames, clip) {
+            (n, _) if n > 0 => self.media.duration_secs.unwrap_or(0.0),
+            (_, Some(c)) => {
+                whole.map(|d| (c.end_secs.unwrap_or(d).min(d) - c.start_secs).max(0.0))?
+            }
+            (_, None) => whole?,
+        };
         let frames = match (&self.media.video, self.plan.total_frames) {
             (_, n) if n > 0 => n,
             (Some(v), _) => (duration * v.frame_rate.as_f64()).round().max(0.0) as u64,
             (None, _) => 0,
         };
-        crate::cost::planned_cost(
+        Some(crate::cost::planned_cost(
             tier,
             &self.rungs,
             frames,
             self.media.audio.len(),
             duration,
             crate::cost::WorkerSize::default(),
-        )
+        ))
     }
 
     /// Whether the rungs are the fixed ladder standing in until a per-title analysis
@@ -227,6 +243,7 @@ impl JobPlan {
 fn plan_video(
     video: &VideoInfo,
     start_secs: f64,
+    first_seek_secs: Option<f64>,
     ladder: &LadderConfig,
     opts: PlanOptions,
 ) -> (Vec<Rung>, Plan) {
@@ -238,13 +255,10 @@ fn plan_video(
         None => vodpipe_media::plan::plan(&video.frame_pts, video.time_base, start_secs, opts),
     };
     let mut plan = plan;
-    if opts.clip.is_some() {
+    if let (Some(seek), Some(c)) = (first_seek_secs, plan.chunks.first_mut()) {
         // A clip's first frame is not the source's: the first chunk seeks to it as every
-        // other chunk seeks to its own, half a frame before it.
-        if let (Some(c), Some(&first)) = (plan.chunks.first_mut(), video.frame_pts.first()) {
-            let half = video.nominal_frame_ticks() as f64 / 2.0;
-            c.seek_secs = ((first as f64 - half) * video.time_base.as_f64() - start_secs).max(0.0);
-        }
+        // other chunk seeks to its own, halfway from the frame before.
+        c.seek_secs = seek;
     }
     (rungs, plan)
 }

@@ -582,7 +582,11 @@ pub fn resolve(
         let what = format!("\"overlay\" in {file_name}");
         parse_profile_name(&o.image, &what)?;
         o.validate().map_err(|e| reject(format!("{what}: {e}")))?;
-        Some(Setting::new(o.clone(), Origin::SettingsFile))
+        // The image is the deployment's, by name: an upload brings none of its own.
+        let mut o = o.clone();
+        o.png.clear();
+        o.sha256 = None;
+        Some(Setting::new(o, Origin::SettingsFile))
     } else {
         ladder_cfg
             .overlay

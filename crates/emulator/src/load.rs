@@ -213,6 +213,7 @@ fn synthetic_plan(items: u32) -> JobPlan {
             video_start_secs: 0.0,
             start_secs: 0.0,
             end_secs: None,
+            first_seek_secs: None,
         },
         rungs,
         plan,

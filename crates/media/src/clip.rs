@@ -135,6 +135,11 @@ impl Clip {
             )));
         };
         let tb = v.time_base.as_f64();
+        // The source's frame before the clip's first, which the first chunk's seek must
+        // fall after: halfway to it, whatever the frame rate does there.
+        let before = v.frame_pts.iter().copied().filter(|&p| p < first).max();
+        media.first_seek_secs =
+            before.map(|b| ((b + first) as f64 / 2.0 * tb - media.start_secs).max(0.0));
         v.frame_pts = kept;
         // The header's count was for the whole source.
         v.declared_frames = None;
@@ -177,6 +182,7 @@ mod tests {
             video_start_secs: 0.1,
             start_secs: 0.0,
             end_secs: None,
+            first_seek_secs: None,
         }
     }
 
@@ -208,6 +214,8 @@ mod tests {
         assert!((m.video_start_secs - 2.1).abs() < 1e-9);
         assert!((m.end_secs.unwrap() - 4.1).abs() < 1e-9);
         assert!((m.duration_secs.unwrap() - 2.0).abs() < 1e-9);
+        // Halfway between frame 49 (2.06 s) and frame 50 (2.1 s) on the file's clock.
+        assert!((m.first_seek_secs.unwrap() - 2.08).abs() < 1e-9);
         assert_eq!(v.declared_frames, None);
         // A start between frames begins at the next one; an open end runs to the last.
         let mut m = media(250);

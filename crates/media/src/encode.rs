@@ -439,10 +439,12 @@ pub fn tone_map_filter(colour: &crate::colour::Colour) -> String {
 /// source's own description, an SDR rung of an HDR source BT.709 (it was tone-mapped). An
 /// SDR source's rungs get nothing new: they publish exactly as they always have.
 fn colour_args(r: &Rung, source: &crate::colour::Colour) -> Vec<String> {
-    let (p, t, m) = if r.range.is_hdr() {
-        source.hdr_triplet()
+    // HDR rungs keep the source's pixels and so its range; tone-mapped ones are limited.
+    let (p, t, m, range) = if r.range.is_hdr() {
+        let (p, t, m) = source.hdr_triplet();
+        (p, t, m, source.range.as_deref().unwrap_or("tv"))
     } else if source.dynamic_range().is_hdr() {
-        ("bt709", "bt709", "bt709")
+        ("bt709", "bt709", "bt709", "tv")
     } else {
         return Vec::new();
     };
@@ -454,7 +456,7 @@ fn colour_args(r: &Rung, source: &crate::colour::Colour) -> Vec<String> {
         "-colorspace",
         m,
         "-color_range",
-        "tv",
+        range,
     ]
     .map(String::from)
     .to_vec()

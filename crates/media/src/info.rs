@@ -196,4 +196,9 @@ pub struct MediaInfo {
     /// subtitles are cut there as the frame table is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_secs: Option<f64>,
+    /// Where the first chunk's input seek goes when the published part starts after the
+    /// source's first frame (a clip): halfway between its first frame and the frame before,
+    /// as every other chunk's seek is, in seconds from the file's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seek_secs: Option<f64>,
 }

@@ -466,11 +466,10 @@ pub fn codec_string(init: &[u8], ctx: &str) -> Result<String> {
             let b = av1c.body().start;
             let p = init.get(b..b + 3).ok_or_else(|| err(ctx, "short av1C"))?;
             let mut s = av1_codec_string(p);
-            // The optional fields default to BT.709 limited range; any other colour (HDR)
-            // must be spelled out, or a player reads the rung as SDR.
-            if let Some(c) = colour(init, ctx)?
-                .filter(|c| (c.primaries, c.transfer, c.matrix, c.full_range) != (1, 1, 1, false))
-            {
+            // The optional fields default to BT.709 limited range: an HDR rung's colour must
+            // be spelled out, or a player reads it as SDR. SDR rungs keep the short form
+            // they always had.
+            if let Some(c) = colour(init, ctx)?.filter(|c| c.dynamic_range().is_hdr()) {
                 s.push_str(&format!(
                     ".{}.{}{}{}.{:02}.{:02}.{:02}.{}",
                     u8::from(p[2] & 0x10 != 0),
@@ -568,7 +567,15 @@ pub fn add_to_sample_entry(init: &[u8], extra: &[u8], ctx: &str) -> Result<Vec<u
         let mut kind = [0u8; 4];
         kind.copy_from_slice(&entry[4..8]);
         let mut body = entry[8..8 + 78].to_vec();
-        let children = boxes(entry, 8 + 78..entry.len(), ctx)?;
+        // Boxes of a kind `extra` brings are replaced, never doubled.
+        let adding: Vec<[u8; 4]> = boxes(extra, 0..extra.len(), ctx)?
+            .iter()
+            .map(|b| b.kind)
+            .collect();
+        let children: Vec<BoxRef> = boxes(entry, 8 + 78..entry.len(), ctx)?
+            .into_iter()
+            .filter(|c| !adding.contains(&c.kind))
+            .collect();
         let after = children.iter().position(|c| &c.kind == b"colr");
         for (i, c) in children.iter().enumerate() {
             body.extend_from_slice(&entry[c.start..c.end]);
@@ -786,8 +793,8 @@ mod tests {
             codec_string(&init, "t").unwrap(),
             "av01.0.05M.10.0.111.09.16.09.0"
         );
-        // BT.709 limited range is the default and is left out.
-        let sdr = bx(b"colr", &[b'n', b'c', b'l', b'x', 0, 1, 0, 1, 0, 1, 0]);
+        // SDR (here BT.601) keeps the short form.
+        let sdr = bx(b"colr", &[b'n', b'c', b'l', b'x', 0, 6, 0, 6, 0, 6, 0]);
         let init = init_with(b"av01", &[av1c, sdr].concat());
         assert_eq!(codec_string(&init, "t").unwrap(), "av01.0.05M.10");
     }

@@ -84,9 +84,14 @@ pub struct Overlay {
     /// The image as the upload named it: a deployment overlay's name
     /// (`_vodpipe/overlays/<name>.png`), or the file given on the command line.
     pub image: String,
-    /// The PNG itself, once read (base64 in the stored plan).
+    /// The PNG itself, once read (base64 in the stored plan; never in the job's record,
+    /// which keeps [`Overlay::sha256`] instead).
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "png_base64")]
     pub png: Vec<u8>,
+    /// The SHA-256 of the image the job was made with (hex): an image read again later
+    /// (a retried ingest) must be that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Where it sits.
     #[serde(default)]
     pub position: Corner,
@@ -130,6 +135,7 @@ impl Overlay {
         Overlay {
             image: image.to_string(),
             png: Vec::new(),
+            sha256: None,
             position: Corner::default(),
             margin: default_margin(),
             width: default_width(),
@@ -207,11 +213,27 @@ impl Overlay {
         Ok(())
     }
 
-    /// This overlay with its image's bytes, checked.
+    /// This overlay with its image's bytes, checked: the same image it was made with,
+    /// when it records one.
     pub fn with_png(mut self, png: Vec<u8>) -> Result<Overlay, String> {
+        use sha2::Digest;
         check_png(&png)?;
+        let digest = hex::encode(sha2::Sha256::digest(&png));
+        if self.sha256.as_ref().is_some_and(|d| *d != digest) {
+            return Err(format!(
+                "the image {} changed since the job was made; upload the video again for a job with the new one",
+                self.image
+            ));
+        }
+        self.sha256 = Some(digest);
         self.png = png;
         Ok(self)
+    }
+
+    /// This overlay without its image's bytes (what the job's record keeps).
+    pub fn without_png(mut self) -> Overlay {
+        self.png = Vec::new();
+        self
     }
 
     /// The filter that makes the looped image input `input` translucent once and splits

@@ -134,6 +134,7 @@ mod tests {
             video_start_secs: 0.0,
             start_secs: 0.0,
             end_secs: None,
+            first_seek_secs: None,
         }
     }
 

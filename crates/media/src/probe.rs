@@ -751,6 +751,7 @@ fn from_raw(raw: RawProbe, size_bytes: u64) -> Result<MediaInfo> {
             .and_then(|t| t.parse().ok())
             .unwrap_or(0.0),
         end_secs: None,
+        first_seek_secs: None,
     })
 }
 
