@@ -34,17 +34,7 @@ fn worst_psnr_against(rendition: &Path, source: &Path, first: u64, count: u64) -
         first + count,
         stats.display()
     );
-    ffmpeg(&[
-        "-i",
-        rendition.to_str().unwrap(),
-        "-i",
-        source.to_str().unwrap(),
-        "-lavfi",
-        &graph,
-        "-f",
-        "null",
-        "-",
-    ]);
+    compare_with(rendition, source, &graph);
     worst_psnr_in(&stats)
 }
 

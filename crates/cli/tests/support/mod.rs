@@ -100,6 +100,22 @@ pub fn with_english_subtitles(video: &Path, srt: &Path, out: &Path) {
     ]);
 }
 
+/// Runs the two-input filter `graph` (`[0:v]` is `a`, `[1:v]` is `b`) to the end, for the
+/// statistics files its filters write (`psnr`, `ssim`).
+pub fn compare_with(a: &Path, b: &Path, graph: &str) {
+    ffmpeg(&[
+        "-i",
+        a.to_str().unwrap(),
+        "-i",
+        b.to_str().unwrap(),
+        "-lavfi",
+        graph,
+        "-f",
+        "null",
+        "-",
+    ]);
+}
+
 /// The worst `psnr_avg` in an ffmpeg `psnr=stats_file=` log (`inf` for identical frames)
 /// and how many frames it lists.
 pub fn worst_psnr_in(stats: &Path) -> (f64, u64) {

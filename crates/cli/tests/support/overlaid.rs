@@ -113,20 +113,14 @@ pub fn assert_overlaid(
         // Elsewhere, the picture is the source's as any encode's is.
         let stats = scratch.join(format!("overlay-v{i}.psnr.log"));
         let half = format!("crop={w}:{}:0:{}", (h / 2.0).round(), (h / 2.0).round());
-        ffmpeg(&[
-            "-i",
-            file.to_str().unwrap(),
-            "-i",
-            source.to_str().unwrap(),
-            "-lavfi",
+        compare_with(
+            &file,
+            source,
             &format!(
                 "[0:v]setpts=PTS-STARTPTS,{half}[a];[1:v]scale={w}:{h}:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS,{half}[b];[a][b]psnr=stats_file={}",
                 stats.display()
             ),
-            "-f",
-            "null",
-            "-",
-        ]);
+        );
         let (worst, _) = worst_psnr_in(&stats);
         assert!(
             worst > 30.0,
