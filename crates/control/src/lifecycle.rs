@@ -432,6 +432,19 @@ impl<S: RecordStore + ?Sized> JobStore for S {
                         false,
                     )?);
                 }
+                // A job that changed state between two index reads (STITCHING, then
+                // PUBLISHED) is in both: the record read last is the newer.
+                let mut newest: std::collections::HashMap<String, usize> =
+                    std::collections::HashMap::new();
+                for (i, j) in all.iter().enumerate() {
+                    newest.insert(j.id.clone(), i);
+                }
+                let mut all: Vec<JobRecord> = all
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, j)| newest.get(&j.id) == Some(i))
+                    .map(|(_, j)| j)
+                    .collect();
                 all.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
                 Ok(all)
             }
