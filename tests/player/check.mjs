@@ -371,9 +371,17 @@ function pageHarness(HLS_STALL_DETAILS, STARVE_S) {
     try { video.pause(); } catch (e) { /* ignore */ }
   }
 
+  // A fragment load hls.js aborted itself (its ABR dropping to a lower level while the load
+  // ran) is the player's own decision, not a fault of the stream: kept in the report, not
+  // counted against it. A fault of the stream fails the load instead.
+  function selfAborted(e) {
+    return e.source === 'hls.js' && !e.fatal && e.details === 'aborted';
+  }
+
   function recordError(e, isStall) {
     st.error_count++;
     if (e.fatal) st.fatal_errors++;
+    else if (selfAborted(e)) st.self_aborted = (st.self_aborted || 0) + 1;
     else if (!isStall) st.nonfatal_errors++;
     push(st.errors, e);
   }
@@ -622,7 +630,7 @@ function judge(r, httpErrors) {
   }
   if (r.fatal_errors > 0) f.push(`${r.fatal_errors} fatal error(s)`);
   if (r.nonfatal_errors > 0) {
-    const kinds = new Set(r.errors.filter((e) => !e.fatal && !HLS_STALL_DETAILS.includes(e.details)).map((e) => e.details || e.code));
+    const kinds = new Set(r.errors.filter((e) => !e.fatal && !HLS_STALL_DETAILS.includes(e.details) && !(e.source === 'hls.js' && e.details === 'aborted')).map((e) => e.details || e.code));
     f.push(`${r.nonfatal_errors} non-fatal player error(s): ${[...kinds].join(', ')}`);
   }
   if (r.stalls > 0) f.push(`${r.stalls} stall/gap event(s) (${[...new Set(r.stall_events.map((s) => s.details))].join(', ')})`);
