@@ -145,32 +145,32 @@ fn assert_same_static(got: &Static, want: &Static, what: &str) {
     assert_eq!(got.light, want.light, "{what}: content light levels");
 }
 
-/// The source's own colour and static metadata (stream tags; SEI of the first frame).
-fn source_facts(src: &Path) -> (Value, Static) {
-    let s = ffprobe_json(
-        &[
-            "-select_streams",
-            "v",
-            "-show_entries",
-            "stream=color_primaries,color_transfer,color_space",
-        ],
-        src,
-    );
-    let f = ffprobe_json(
+/// ffprobe's `entries` of the video stream of `file`.
+fn video_stream(file: &Path, entries: &str) -> Value {
+    ffprobe_json(&["-select_streams", "v", "-show_entries", entries], file)["streams"][0].clone()
+}
+
+/// ffprobe's `entries` of the first video frame of `file` (one frame decoded).
+fn first_frame(file: &Path, entries: &str) -> Value {
+    ffprobe_json(
         &[
             "-select_streams",
             "v",
             "-read_intervals",
             "%+#1",
             "-show_entries",
-            "frame_side_data",
+            entries,
         ],
-        src,
-    );
-    (
-        s["streams"][0].clone(),
-        static_of(&f["frames"][0]["side_data_list"]),
-    )
+        file,
+    )["frames"][0]
+        .clone()
+}
+
+/// The source's own colour and static metadata (stream tags; SEI of the first frame).
+fn source_facts(src: &Path) -> (Value, Static) {
+    let s = video_stream(src, "stream=color_primaries,color_transfer,color_space");
+    let f = first_frame(src, "frame_side_data");
+    (s, static_of(&f["side_data_list"]))
 }
 
 /// Each segment of a media playlist behind its init segment, as one file each.
@@ -287,28 +287,14 @@ fn check_hdr_job(job: &Value, src: &Path, range: &str, transfer: &str, scratch: 
         let hdr = name.ends_with("_hdr");
         for seg in segments_of(pl, scratch) {
             let what = format!("{}", seg.display());
-            let s = ffprobe_json(
-                &[
-                    "-select_streams",
-                    "v",
-                    "-show_entries",
-                    "stream=pix_fmt,color_primaries,color_transfer,color_space:stream_side_data",
-                ],
+            let st = &video_stream(
                 &seg,
+                "stream=pix_fmt,color_primaries,color_transfer,color_space:stream_side_data",
             );
-            let st = &s["streams"][0];
-            let f = ffprobe_json(
-                &[
-                    "-select_streams",
-                    "v",
-                    "-read_intervals",
-                    "%+#1",
-                    "-show_entries",
-                    "frame=key_frame,color_primaries,color_transfer,color_space:frame_side_data",
-                ],
+            let fr = &first_frame(
                 &seg,
+                "frame=key_frame,color_primaries,color_transfer,color_space:frame_side_data",
             );
-            let fr = &f["frames"][0];
             assert_eq!(fr["key_frame"], 1, "{what}: does not start on a key frame");
             if hdr {
                 assert_eq!(st["pix_fmt"], "yuv420p10le", "{what}");
@@ -475,17 +461,9 @@ fn hdr10_and_hlg_keep_their_signalling_in_every_segment_beside_a_tone_mapped_sdr
     let (playlists, _) = master_entries(Path::new(s["master"].as_str().unwrap()));
     for pl in &playlists {
         let seg = &segments_of(pl, &scratch)[0];
-        let st = ffprobe_json(
-            &[
-                "-select_streams",
-                "v",
-                "-show_entries",
-                "stream=pix_fmt,color_transfer",
-            ],
-            seg,
-        );
-        assert_eq!(st["streams"][0]["color_transfer"], "bt709", "{pl:?}");
-        assert_eq!(st["streams"][0]["pix_fmt"], "yuv420p", "{pl:?}");
+        let st = video_stream(seg, "stream=pix_fmt,color_transfer");
+        assert_eq!(st["color_transfer"], "bt709", "{pl:?}");
+        assert_eq!(st["pix_fmt"], "yuv420p", "{pl:?}");
     }
 
     // Both players pick the SDR ladder on an SDR screen, and the PQ rungs when asked to
