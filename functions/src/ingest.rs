@@ -48,8 +48,8 @@ pub enum RecordOutcome {
         /// Why.
         reason: String,
     },
-    /// A new upload without its settings file yet, younger than the settings wait: it is
-    /// delivered again when the wait is over.
+    /// A new upload without its settings file yet, younger than the settings wait, or a
+    /// subtitle file whose video is being made: it is delivered again when the wait is over.
     Deferred {
         /// Decoded object key.
         key: String,
@@ -101,6 +101,9 @@ pub struct S3Record {
     /// `ObjectCreated:Put`, `ObjectRemoved:Delete`, …
     #[serde(rename = "eventName")]
     pub event_name: String,
+    /// When the object was uploaded (ISO 8601, UTC).
+    #[serde(rename = "eventTime")]
+    pub event_time: Option<String>,
     /// Bucket and object.
     pub s3: S3Entity,
 }
@@ -168,7 +171,7 @@ fn handle_document(
             }
             RecordOutcome::Skipped { key, reason } => tracing::info!(%key, %reason, "skipped"),
             RecordOutcome::Deferred { key, secs } => {
-                tracing::info!(%key, secs, "waiting for a settings file; delivered again later")
+                tracing::info!(%key, secs, "waiting (for a settings file, or for a version of its video to publish); delivered again later")
             }
             RecordOutcome::Job {
                 key,
@@ -331,10 +334,6 @@ fn handle_record(
             "a vodpipe settings file or profile, not a video".into(),
         );
     }
-    if vodpipe_media::captions::is_sidecar_name(&key) {
-        // Picked up by the ingest of the video beside it.
-        return skipped(&key, "a subtitle sidecar, not a video".into());
-    }
     let bucket = record.s3.bucket.name.clone();
     if bucket != shared.aws.settings.ingest_bucket {
         return skipped(
@@ -352,6 +351,23 @@ fn handle_record(
         .version_id
         .as_deref()
         .filter(|v| !v.is_empty() && *v != "null");
+    if vodpipe_media::captions::is_sidecar_name(&key) {
+        // This upload of the file: its version, else its event's place among the key's.
+        let upload = version
+            .map(str::to_string)
+            .or_else(|| record.s3.object.sequencer.clone())
+            .unwrap_or_default();
+        let upload = vodpipe_control::repackage::Upload {
+            uri: uri.clone(),
+            version: upload,
+            at: record
+                .event_time
+                .as_deref()
+                .and_then(event_time_secs)
+                .unwrap_or_else(vodpipe_media::process::now_secs),
+        };
+        return handle_sidecar(shared, cfg, key, upload);
+    }
     let source = match shared.aws.source_at(&uri, version) {
         Ok(s) => vodpipe_control::ingest::Source {
             sequencer: record.s3.object.sequencer.clone().filter(|s| !s.is_empty()),
@@ -403,6 +419,100 @@ fn handle_record(
     }
 }
 
+/// A subtitle file uploaded beside a video: before the video, its ingest picks the file up;
+/// after the video published, a re-packaged version adds it with no encode; while a version
+/// is being made, the upload waits on the queue and is tried again.
+fn handle_sidecar(
+    shared: &Shared,
+    cfg: &vodpipe_control::pipeline::Config,
+    key: String,
+    upload: vodpipe_control::repackage::Upload,
+) -> RecordOutcome {
+    use vodpipe_control::repackage::{repackage, videos_beside, Outcome};
+    let ports = shared.aws.ports();
+    let failed = |key: String, e: PortError| RecordOutcome::Failed {
+        key,
+        error: e.to_string(),
+    };
+    let videos = match videos_beside(ports, &upload.uri) {
+        Ok(v) => v,
+        Err(e) => return failed(key, e),
+    };
+    let again = [upload];
+    let mut outcome = RecordOutcome::Skipped {
+        key: key.clone(),
+        reason: "a subtitle file with no video beside it yet: the video's ingest picks it up"
+            .into(),
+    };
+    for video in videos {
+        match repackage(ports, cfg, &video, &again, None) {
+            Ok(Outcome::Started(ing)) => {
+                outcome = RecordOutcome::Job {
+                    key: key.clone(),
+                    job_id: ing.job_id,
+                    created: ing.created,
+                    status: ing.status.as_str().to_string(),
+                }
+            }
+            Ok(Outcome::InFlight {
+                job_id,
+                repackaging,
+            }) => {
+                tracing::info!(%key, job = %job_id, "a version of its video is being made; tried again later");
+                return RecordOutcome::Deferred {
+                    key,
+                    secs: if repackaging {
+                        REPACKAGE_RETRY_SECS
+                    } else {
+                        ENCODE_RETRY_SECS
+                    },
+                };
+            }
+            Ok(Outcome::Unchanged { published }) => {
+                if matches!(outcome, RecordOutcome::Skipped { .. }) {
+                    outcome = RecordOutcome::Skipped {
+                        key: key.clone(),
+                        reason: format!("version {published} of {video} already has it"),
+                    };
+                }
+            }
+            Ok(Outcome::NothingPublished) => {}
+            Err(e) => return failed(key, e),
+        }
+    }
+    outcome
+}
+
+/// An S3 event's `eventTime` (`2026-12-06T23:39:21.123Z`, always UTC) in Unix seconds.
+fn event_time_secs(s: &str) -> Option<f64> {
+    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec = t.next()?.parse::<f64>().ok()?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + min * 60) as f64 + sec)
+}
+
+/// How long a subtitle file uploaded while its video is being encoded waits on the queue
+/// before it is tried again: SQS's longest delay. With the upload queue's 8 receives, an
+/// encode may take about two hours before the file goes to the queue's dead letters.
+const ENCODE_RETRY_SECS: f64 = 900.0;
+
+/// The same while another re-packaged version is being made (another subtitle file
+/// uploaded with this one): seconds of work.
+const REPACKAGE_RETRY_SECS: f64 = 60.0;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +543,17 @@ mod tests {
         let many = records(&format!("{dir}s3-multiple-records.json"));
         assert_eq!(many.len(), 3);
         assert_eq!(many[2].event_name, "ObjectRemoved:Delete");
+    }
+
+    #[test]
+    fn event_times_read_as_unix_seconds() {
+        assert_eq!(event_time_secs("1970-01-01T00:00:00.000Z"), Some(0.0));
+        assert_eq!(event_time_secs("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        assert_eq!(
+            event_time_secs("2026-12-06T23:39:21.5Z"),
+            Some(1_796_600_361.5)
+        );
+        assert_eq!(event_time_secs("yesterday"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod local_state;
 mod media_opts;
 mod plan;
 mod progress;
+mod repackage;
 mod run;
 mod serve;
 mod simulate;
@@ -44,6 +45,9 @@ enum Command {
     Jobs(status::JobsArgs),
     /// Treat a folder as the ingest bucket: ingest each file once it stops growing.
     Watch(watch::WatchArgs),
+    /// Publish a published video again with the subtitle files beside it that it lacks:
+    /// a new version, no encode.
+    Repackage(repackage::RepackageArgs),
     /// AWS backend administration.
     #[cfg_attr(
         not(feature = "aws"),
@@ -87,6 +91,7 @@ fn main() {
         Command::Jobs(a) => status::jobs(a),
         Command::Aws(a) => aws::aws(a),
         Command::Watch(a) => watch::watch(a),
+        Command::Repackage(a) => repackage::repackage(a),
         Command::Simulate(a) => simulate::simulate(a),
         Command::Serve(a) => serve::serve(a),
     };

@@ -81,6 +81,9 @@ pub fn watch(a: WatchArgs) -> Result<i32> {
     let mut seen: std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, Instant)> =
         Default::default();
     let mut done: std::collections::HashSet<String> = Default::default();
+    // Subtitle files handled, at the size and mtime they were handled at.
+    let mut sidecars_done: std::collections::HashMap<PathBuf, (u64, std::time::SystemTime)> =
+        Default::default();
     let mut last_sweep: Option<Instant> = None;
     while !shutdown.is_triggered() {
         // Once a minute, the sweeps for work no event will finish: stitches lost with the
@@ -108,16 +111,37 @@ pub fn watch(a: WatchArgs) -> Result<i32> {
                 eprintln!("sweeping stranded jobs failed, will retry: {e}");
             }
         }
-        for (path, meta) in uploads_under(&a.dir)? {
+        let (uploads, sidecars) = uploads_under(&a.dir)?;
+        let mut stable = |path: &PathBuf, meta: &std::fs::Metadata| {
             let (size, mtime) = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
             let e = seen
                 .entry(path.clone())
                 .or_insert((size, mtime, Instant::now()));
             if e.0 != size || e.1 != mtime {
                 *e = (size, mtime, Instant::now());
+                return None;
+            }
+            (e.2.elapsed() >= Duration::from_secs(a.stable_seconds)).then_some((size, mtime))
+        };
+        // A subtitle file written beside a published video publishes it again with the
+        // file, as a deployment does; one beside a video still being made waits for it.
+        for (path, meta) in &sidecars {
+            let Some(stamp) = stable(path, meta) else {
+                continue;
+            };
+            if sidecars_done.get(path) == Some(&stamp) {
                 continue;
             }
-            if e.2.elapsed() < Duration::from_secs(a.stable_seconds) {
+            match add_sidecar(&local, &cfg, path, meta) {
+                Ok(true) => {
+                    sidecars_done.insert(path.clone(), stamp);
+                }
+                Ok(false) => {}
+                Err(e) => eprintln!("adding {} failed, will retry: {e:#}", path.display()),
+            }
+        }
+        for (path, meta) in uploads {
+            if stable(&path, &meta).is_none() {
                 continue;
             }
             // One unreadable or vanished file must not stop the watcher.
@@ -146,10 +170,60 @@ pub fn watch(a: WatchArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Every file under `dir` that is an upload: sub-directories (prefixes) included; hidden
-/// files, settings files and `_vodpipe/` (profiles) left out.
-fn uploads_under(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+/// Re-packages the published videos beside subtitle file `path` with it; false while a
+/// version of one of them is still being made (tried again on a later scan).
+fn add_sidecar(
+    local: &vodpipe_local::Local,
+    cfg: &vodpipe_control::pipeline::Config,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<bool> {
+    use vodpipe_control::repackage::{repackage, videos_beside, Outcome, Upload};
+    let abs = std::fs::canonicalize(path).with_context(|| format!("reading {}", path.display()))?;
+    let at = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    let upload = Upload {
+        uri: abs.display().to_string(),
+        version: format!("{}:{at}", meta.len()),
+        at,
+    };
+    for video in videos_beside(local.ports(), &upload.uri)? {
+        match repackage(
+            local.ports(),
+            cfg,
+            &video,
+            std::slice::from_ref(&upload),
+            None,
+        )? {
+            Outcome::Started(ing) if ing.created => {
+                eprintln!(
+                    "{} re-packaging {} with {}",
+                    ing.job_id,
+                    video,
+                    path.display()
+                )
+            }
+            Outcome::InFlight { .. } => return Ok(false),
+            _ => {}
+        }
+    }
+    Ok(true)
+}
+
+/// Every file under `dir` that is an upload, and every subtitle file: sub-directories
+/// (prefixes) included; hidden files, settings files and `_vodpipe/` (profiles) left out.
+#[allow(clippy::type_complexity)]
+fn uploads_under(
+    dir: &Path,
+) -> Result<(
+    Vec<(PathBuf, std::fs::Metadata)>,
+    Vec<(PathBuf, std::fs::Metadata)>,
+)> {
     let mut out = Vec::new();
+    let mut sidecars = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         let entries = match std::fs::read_dir(&d) {
@@ -169,13 +243,12 @@ fn uploads_under(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
             }
             if meta.is_dir() {
                 todo.push(path);
-            } else if meta.is_file()
-                && !vodpipe_control::settings::is_settings_key(&name)
-                && !vodpipe_media::captions::is_sidecar_name(&name)
-            {
+            } else if meta.is_file() && vodpipe_media::captions::is_sidecar_name(&name) {
+                sidecars.push((path, meta));
+            } else if meta.is_file() && !vodpipe_control::settings::is_settings_key(&name) {
                 out.push((path, meta));
             }
         }
     }
-    Ok(out)
+    Ok((out, sidecars))
 }

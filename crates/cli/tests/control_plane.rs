@@ -317,15 +317,40 @@ fn a_watched_folder_ingests_a_file_once_it_stops_growing() {
         );
         std::thread::sleep(Duration::from_millis(300));
     };
-    let _ = Command::new("kill")
-        .args(["-TERM", &watch.id().to_string()])
-        .status();
-    watch.wait().unwrap();
     assert_eq!(
         job["status"], "PUBLISHED",
         "a half-written upload was ingested: {job}"
     );
     assert_published_correctly(&job, &dest, d.path());
+    // Its subtitles, dropped in after it published: a re-packaged version adds them.
+    std::fs::write(
+        inbox.join("upload.en.srt"),
+        "1\n00:00:00,500 --> 00:00:01,500\nLate\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let repackaged = loop {
+        let jobs = jobs_json(&state);
+        if let Some(j) = jobs.iter().find(|j| {
+            !j["settings"]["repackage"].is_null()
+                && (j["status"] == "PUBLISHED" || j["status"] == "FAILED")
+        }) {
+            break j.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the late subtitles were never added: {jobs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status();
+    watch.wait().unwrap();
+    assert_eq!(repackaged["status"], "PUBLISHED", "{repackaged}");
+    assert_eq!(repackaged["settings"]["repackage"]["from"], job["job_id"]);
+    assert_eq!(repackaged["subtitles"], serde_json::json!(["en"]));
+    assert_published_correctly(&repackaged, &dest, d.path());
 }
 
 #[test]

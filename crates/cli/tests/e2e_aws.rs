@@ -289,6 +289,78 @@ fn a_clipped_upload_publishes_only_its_range() {
     support::clipped::assert_clipped(&job, &src, 38, 69, 2.76, d.path());
 }
 
+/// Subtitles delivered after their video published, on the deployed shape: the upload of
+/// `talk.en.srt` beside the published `talk.mp4` reaches the ingest function, which makes a
+/// re-packaged version; a worker task converts the file and the stitch function publishes
+/// it with the first version's segments. Not one segment is encoded for it (the asset's
+/// segments are counted before and after), the pointers move to it (and are invalidated:
+/// they were cached), and both players show the subtitles.
+#[test]
+fn a_subtitle_file_uploaded_after_its_video_published_is_added_without_an_encode() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.mp4");
+    make_clip(&src, "320x180", "25", 4, Some(440), FAST_H264);
+    let srt = d.path().join("talk.en.srt");
+    std::fs::write(
+        &srt,
+        "1\n00:00:00,500 --> 00:00:01,500\nHello\n\n2\n00:00:02,000 --> 00:00:03,000\nLater\n",
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let late = srt.display().to_string();
+    let (code, report) = e2e(
+        &src,
+        "uploads/talk.mp4",
+        &out,
+        "e2e-late-subs",
+        &["--late-sidecar", &late, "--chunk-seconds", "2"],
+    );
+    assert_eq!(code, 0, "{report:#}");
+    let emu = &report["emulator"];
+    let jobs = emu["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{emu:#}");
+    let (first, second) = (&jobs[0], &jobs[1]);
+    assert_eq!(first["subtitles"], serde_json::json!([]), "{first:#}");
+    assert_eq!(second["status"], "PUBLISHED", "{second:#}");
+    assert_eq!(
+        second["settings"]["repackage"]["from"], first["job_id"],
+        "{second:#}"
+    );
+    assert_eq!(second["subtitles"], serde_json::json!(["en"]), "{second:#}");
+    assert_eq!(emu["pointer_job"], second["job_id"], "{emu:#}");
+    let segments = &emu["late_sidecar_segments"];
+    assert!(segments["before"].as_u64().unwrap() > 0, "{emu:#}");
+    assert_eq!(segments["before"], segments["after"], "{emu:#}");
+    // Replaced pointers were in caches: both are invalidated, once.
+    let invalidated: Vec<&str> = emu["invalidated_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        invalidated,
+        ["/uploads/talk/master.m3u8", "/uploads/talk/manifest.mpd"],
+        "{emu:#}"
+    );
+    assert_eq!(emu["iam"]["denials"], serde_json::json!([]), "{emu:#}");
+    assert_published_correctly(second, &src, d.path());
+    let report = assert_plays(
+        &out,
+        second["master_key"].as_str().unwrap(),
+        second["dash_key"].as_str().unwrap(),
+    );
+    for kind in ["hls", "dash"] {
+        let texts: Vec<&str> = report[kind]["cues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["Hello", "Later"], "{kind}: {report:#}");
+    }
+}
+
 /// An overlay on the deployed shape: an operator puts a PNG under `_vodpipe/overlays/`,
 /// an upload's metadata names it, and the worker tasks draw it over every rung.
 #[test]

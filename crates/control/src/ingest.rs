@@ -6,7 +6,7 @@
 
 use crate::domain::{ItemKind, ItemRef, Message, Queue};
 use crate::domain::{JobStatus, Transition};
-use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
+use crate::pipeline::{Config, JobPlan, Ports, TextTrack};
 use crate::ports::PortResult;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -55,6 +55,14 @@ pub fn ingest(
     // retry, a duplicate event, the fleet's sweep) plans with what was recorded: a settings
     // file that arrives or changes later cannot split one job across two ladders.
     let existing = ports.jobs.job(&source.job_id)?;
+    // A re-packaged version left unplanned (its maker died) is planned as one, never
+    // encoded from its source.
+    if let Some(job) = existing
+        .as_ref()
+        .filter(|j| j.settings.as_ref().is_some_and(|s| s.repackage.is_some()))
+    {
+        return crate::repackage::resume(ports, cfg, job);
+    }
     let settings = match existing.as_ref().map(|j| j.settings.clone()) {
         Some(Some(recorded)) => recorded,
         // A job from before settings were recorded: resolved now, without waiting.
@@ -584,13 +592,27 @@ pub fn prepare(
             other => vodpipe_media::Error::Unavailable(format!("source cannot be opened: {other}")),
         })?;
     let mut jp = plan_source(cfg, Path::new(&input))?;
-    // Sidecars are picked up now, once: one uploaded later belongs to a later upload of
-    // the video.
-    let siblings = ports.objects.source_siblings(source_uri).map_err(|e| {
+    // Sidecars are picked up now, once: one uploaded later is added by a re-packaged
+    // version ([`crate::repackage`]).
+    let sidecars = sidecars_beside(ports, source_uri).map_err(|e| {
         vodpipe_media::Error::Unavailable(format!("listing subtitle sidecars: {e}"))
     })?;
+    jp.texts.extend(
+        sidecars
+            .into_iter()
+            .map(|(language, uri)| TextTrack::sidecar(language, uri)),
+    );
+    TextTrack::settle(&mut jp.texts);
+    Ok(jp)
+}
+
+/// The subtitle files beside `source_uri` (`talk.en.srt` beside `talk.mp4`), as
+/// (language, file), sorted, at most [`vodpipe_media::captions::MAX_SIDECARS`].
+pub fn sidecars_beside(ports: Ports<'_>, source_uri: &str) -> PortResult<Vec<(String, String)>> {
     let name = |uri: &str| uri.rsplit('/').next().unwrap_or(uri).to_string();
-    let mut sidecars: Vec<(String, String)> = siblings
+    let mut sidecars: Vec<(String, String)> = ports
+        .objects
+        .source_siblings(source_uri)?
         .into_iter()
         .filter_map(|uri| {
             vodpipe_media::captions::sidecar_language(&name(source_uri), &name(&uri))
@@ -599,17 +621,7 @@ pub fn prepare(
         .collect();
     sidecars.sort();
     sidecars.truncate(vodpipe_media::captions::MAX_SIDECARS);
-    jp.texts
-        .extend(sidecars.into_iter().map(|(language, uri)| TextTrack {
-            from: TextSource::Sidecar(uri),
-            name: language.clone(),
-            language: Some(language),
-            skipped: None,
-            forced: false,
-            hearing_impaired: false,
-        }));
-    TextTrack::settle(&mut jp.texts);
-    Ok(jp)
+    Ok(sidecars)
 }
 
 /// A whole plan of a file on this machine, its frame table read whatever the container

@@ -31,6 +31,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod ports;
 pub mod records;
+pub mod repackage;
 pub mod settings;
 pub mod shutdown;
 pub mod stitch;

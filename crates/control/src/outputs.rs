@@ -75,6 +75,39 @@ pub struct TrackResult {
 /// Where the stitch publishes the WebVTT thumbnail track, in the job directory.
 pub const THUMBNAILS_VTT: &str = "thumbnails.vtt";
 
+/// Where the stitch keeps what it published ([`Published`]), in the job directory.
+pub const TRACKS_JSON: &str = "tracks.json";
+
+/// What a version published: its tracks, and its files that are not tracks (the poster,
+/// subtitles that could not be read), with URIs relative to its job directory. Kept beside
+/// its manifests for as long as they are, so a later version can publish the same
+/// segments under new manifests without the job's records, which expire
+/// ([`crate::repackage`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// Video rungs, audio, subtitles and thumbnails, in manifest order.
+    pub tracks: Vec<vodpipe_media::package::Track>,
+    /// The renditions besides the tracks.
+    pub extras: Vec<Rendition>,
+}
+
+/// The object key of `uri` (relative, as manifests hold it) seen from directory `dir`: a
+/// re-packaged version's URIs climb into another version's directory (`../<job>/…`), which
+/// a player resolves itself but an object key must not contain.
+pub fn resolve(dir: &str, uri: &str) -> String {
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in uri.split('/') {
+        match part {
+            ".." => {
+                parts.pop();
+            }
+            "." | "" => {}
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
 /// The key of `job`'s published file of rendition kind `kind` (`poster`, `thumbnails`):
 /// what status and job events point a CMS at.
 pub fn published_key(job: &JobRecord, kind: &str) -> Option<String> {
@@ -82,7 +115,7 @@ pub fn published_key(job: &JobRecord, kind: &str) -> Option<String> {
         .iter()
         .find(|r| r.kind == kind && r.skipped.is_none())
         .and_then(|r| r.uri.as_ref())
-        .map(|uri| format!("{}/{uri}", job_dir(&job.asset, &job.id)))
+        .map(|uri| resolve(&job_dir(&job.asset, &job.id), uri))
 }
 
 /// The languages (or names, for a track without one) of `job`'s published subtitles.

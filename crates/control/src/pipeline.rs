@@ -322,6 +322,19 @@ impl TextTrack {
             .collect()
     }
 
+    /// A subtitle file beside the source, in `language`: what ingest and a re-packaging
+    /// add for each.
+    pub fn sidecar(language: String, uri: String) -> TextTrack {
+        TextTrack {
+            from: TextSource::Sidecar(uri),
+            name: language.clone(),
+            language: Some(language),
+            skipped: None,
+            forced: false,
+            hearing_impaired: false,
+        }
+    }
+
     /// Makes a job's list publishable: every name distinct (HLS requires it within a
     /// group: a second "eng" becomes "eng (2)"), and at most
     /// [`vodpipe_media::captions::MAX_TEXT_TRACKS`] published, the rest skipped.

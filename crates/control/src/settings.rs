@@ -624,6 +624,7 @@ pub fn resolve(
         max_cost_usd,
         clip,
         overlay,
+        repackage: None,
     })
 }
 
@@ -658,6 +659,7 @@ pub fn fallback(
             .map(|d| Setting::new(d, Origin::Default)),
         clip: None,
         overlay: None,
+        repackage: None,
     }
 }
 

@@ -36,7 +36,12 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     // Store errors are retried (the request stays queued); content problems fail the job.
     let doc = ports.jobs.plan_doc(job_id)?;
     let results = ports.jobs.results(job_id)?;
-    let (tracks, extras) = match build_tracks(&doc, results) {
+    // A re-packaged version publishes another version's tracks with its own subtitles.
+    let built = match job.settings.as_ref().and_then(|s| s.repackage.as_ref()) {
+        Some(r) => crate::repackage::tracks(ports, &job, r, &doc, results)?,
+        None => build_tracks(&doc, results),
+    };
+    let (tracks, extras) = match built {
         Ok(t) => t,
         Err(reason) => {
             if crate::moves::apply(ports, job_id, Transition::FailStitch, Some(&reason))? {
@@ -47,7 +52,12 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
     };
     let jd = job_dir(&job.asset, job_id);
     let mut published = crate::outputs::renditions(&tracks);
-    published.extend(extras);
+    published.extend(extras.iter().cloned());
+    let record = serde_json::to_string(&crate::outputs::Published {
+        tracks: tracks.clone(),
+        extras,
+    })
+    .map_err(|e| PortError::Backend(format!("the published tracks: {e}")))?;
     // Each rendition's playlist, for each video rung its I-frame playlist (trick play:
     // byte ranges into the same segments), and the WebVTT thumbnail track, in one batch.
     let mut playlists: Vec<(String, String)> = Vec::new();
@@ -64,6 +74,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
             playlists.push((format!("{jd}/{}", package::iframe_playlist_name(t)), p));
         }
     }
+    playlists.push((format!("{jd}/{}", crate::outputs::TRACKS_JSON), record));
     let batch: Vec<(String, &[u8])> = playlists
         .iter()
         .map(|(k, p)| (k.clone(), p.as_bytes()))
@@ -129,7 +140,7 @@ pub fn stitch(ports: Ports<'_>, job_id: &str) -> PortResult<Option<JobStatus>> {
             tracing::warn!(job = %job_id, error = %e, "CDN invalidation failed");
         }
     }
-    for dir in superseded_dirs(&job, &versions) {
+    for dir in retired_dirs(&job, &versions) {
         // Best effort: a failure leaves old outputs in place, which costs storage only.
         match ports.objects.retire(&dir) {
             Ok(n) => tracing::info!(%dir, objects = n, "superseded"),
@@ -175,10 +186,51 @@ fn publish_superseded(
 /// modification time stands in for a sequencer).
 pub fn uploaded_later(a: &JobRecord, b: &JobRecord) -> bool {
     let sequencer = |j: &JobRecord| j.settings.as_ref().and_then(|s| s.source_sequencer.clone());
-    match (sequencer(a), sequencer(b)) {
-        (Some(x), Some(y)) => crate::job::sequencer_order(&x, &y) == std::cmp::Ordering::Greater,
-        _ => a.created_at > b.created_at,
+    let by_upload = match (sequencer(a), sequencer(b)) {
+        (Some(x), Some(y)) => crate::job::sequencer_order(&x, &y),
+        _ => a.created_at.total_cmp(&b.created_at),
+    };
+    // Re-packaged versions of one upload share its sequencer: the later re-packaging is
+    // the newer version.
+    by_upload.then_with(|| revision(a).cmp(&revision(b))) == std::cmp::Ordering::Greater
+}
+
+/// How many re-packagings since the last encode `job` is (0 for an encoded version).
+fn revision(job: &JobRecord) -> u32 {
+    job.settings
+        .as_ref()
+        .and_then(|s| s.repackage.as_ref())
+        .map_or(0, |r| r.revision)
+}
+
+/// The job directories `job`'s publication retires: the versions it supersedes
+/// ([`superseded_dirs`]) and the directories those re-packaged versions pointed into,
+/// except every directory `job` itself points into.
+pub fn retired_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
+    let reuses = |j: &JobRecord| -> Vec<String> {
+        j.settings
+            .as_ref()
+            .and_then(|s| s.repackage.as_ref())
+            .map(|r| r.reuses.clone())
+            .unwrap_or_default()
+    };
+    let keep: Vec<String> = reuses(job)
+        .iter()
+        .map(|id| format!("{}/", job_dir(&job.asset, id)))
+        .collect();
+    let mut dirs = superseded_dirs(job, versions);
+    for v in versions {
+        if dirs.contains(&format!("{}/", job_dir(&v.asset, &v.id))) {
+            for id in reuses(v) {
+                let dir = format!("{}/", job_dir(&v.asset, &id));
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
     }
+    dirs.retain(|d| !keep.contains(d));
+    dirs
 }
 
 /// How often a pointer is read and replaced again when other publishers keep replacing
@@ -285,6 +337,7 @@ pub fn superseded_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
                 &sequencer(b).unwrap_or_default(),
                 &sequencer(a).unwrap_or_default(),
             )
+            .then_with(|| revision(b).cmp(&revision(a)))
         });
     } else {
         earlier.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
@@ -322,12 +375,15 @@ fn publish_metrics(ports: Ports<'_>, job_id: &str) {
         j.encode_secs + j.wasted_secs,
         crate::cost::WorkerSize::default(),
     );
+    // A re-packaged version encoded no rung: its minutes were counted once, when encoded.
+    let repackaged = j.settings.as_ref().is_some_and(|s| s.repackage.is_some());
+    let output_minutes = if repackaged {
+        0.0
+    } else {
+        crate::cost::output_minutes(j.duration_secs, j.rungs)
+    };
     let mut values = vec![
-        (
-            "OutputMinutes",
-            crate::cost::output_minutes(j.duration_secs, j.rungs),
-            Unit::None,
-        ),
+        ("OutputMinutes", output_minutes, Unit::None),
         ("EstimatedCostUSD", cost, Unit::None),
     ];
     if let (Some(q), Some(s)) = (j.queued_at, j.started_at) {
@@ -368,33 +424,10 @@ fn build_tracks(
         let tracks: Vec<TrackResult> = serde_json::from_str(doc).map_err(|e| e.to_string())?;
         for t in tracks {
             if item.kind == ItemKind::Text {
-                let info = jp.texts.get(item.index as usize);
-                if let Some(why) = t.skipped {
-                    extras.push(skipped_text(
-                        item.index as usize,
-                        info.and_then(|x| x.language.clone()),
-                        why,
-                    ));
-                    continue;
+                match text_track(item.index, t, &jp) {
+                    Ok(track) => texts.push(track),
+                    Err(skipped) => extras.push(*skipped),
                 }
-                texts.push(Track {
-                    id: t.name,
-                    kind: TrackKind::Text {
-                        language: info.and_then(|x| x.language.clone()),
-                        name: info.map_or_else(
-                            || format!("Subtitles {}", item.index + 1),
-                            |x| x.name.clone(),
-                        ),
-                        forced: info.is_some_and(|x| x.forced),
-                        hearing_impaired: info.is_some_and(|x| x.hearing_impaired),
-                    },
-                    codec: t.codec,
-                    timescale: t.timescale,
-                    init_uri: t.init_uri,
-                    segments: t.segments,
-                    protection: None,
-                    colour: None,
-                });
                 continue;
             }
             if item.kind == ItemKind::Audio {
@@ -547,8 +580,40 @@ fn build_tracks(
     Ok((tracks, extras))
 }
 
+/// The published track of subtitle item `index` of plan `jp`, or status's entry for it
+/// when it could not be converted.
+pub(crate) fn text_track(
+    index: u32,
+    t: TrackResult,
+    jp: &JobPlan,
+) -> Result<Track, Box<Rendition>> {
+    let info = jp.texts.get(index as usize);
+    if let Some(why) = t.skipped {
+        return Err(Box::new(skipped_text(
+            index as usize,
+            info.and_then(|x| x.language.clone()),
+            why,
+        )));
+    }
+    Ok(Track {
+        id: t.name,
+        kind: TrackKind::Text {
+            language: info.and_then(|x| x.language.clone()),
+            name: info.map_or_else(|| format!("Subtitles {}", index + 1), |x| x.name.clone()),
+            forced: info.is_some_and(|x| x.forced),
+            hearing_impaired: info.is_some_and(|x| x.hearing_impaired),
+        },
+        codec: t.codec,
+        timescale: t.timescale,
+        init_uri: t.init_uri,
+        segments: t.segments,
+        protection: None,
+        colour: None,
+    })
+}
+
 /// Status's entry for subtitle track `index`, not published for `why`.
-fn skipped_text(index: usize, language: Option<String>, why: String) -> Rendition {
+pub(crate) fn skipped_text(index: usize, language: Option<String>, why: String) -> Rendition {
     Rendition {
         id: format!("text_{index}"),
         kind: "text".into(),
@@ -625,6 +690,51 @@ mod tests {
             superseded_dirs(&current, &versions),
             vec!["show/v3/".to_string(), "show/v2/".to_string()]
         );
+    }
+
+    /// A re-packaged version of `from`, pointing into `reuses`.
+    fn repackaged(
+        id: &str,
+        created_at: f64,
+        from: &str,
+        reuses: &[&str],
+        revision: u32,
+        status: JobStatus,
+    ) -> JobRecord {
+        let mut j = uploaded(id, created_at, "0055AED6DCD90281E5", status);
+        if let Some(s) = j.settings.as_mut() {
+            s.repackage = Some(crate::domain::Repackage {
+                from: from.into(),
+                reuses: reuses.iter().map(|r| r.to_string()).collect(),
+                revision,
+                add: Vec::new(),
+                replace: Vec::new(),
+            });
+        }
+        j
+    }
+
+    #[test]
+    fn no_publish_retires_a_directory_the_pointers_holder_points_into() {
+        // v1 encoded; r1 and r2 re-packaged it (r2 also uses r1's subtitles).
+        let v1 = uploaded("v1", 10.0, "0055AED6DCD90281E5", JobStatus::Published);
+        let r1 = repackaged("r1", 20.0, "v1", &["v1"], 1, JobStatus::Published);
+        let r2 = repackaged("r2", 30.0, "r1", &["v1", "r1"], 2, JobStatus::Stitching);
+        // One upload's versions are ordered by re-packaging, whatever their clocks say.
+        assert!(uploaded_later(&r2, &r1) && uploaded_later(&r1, &v1));
+        let early = repackaged("r0", 1.0, "v1", &["v1"], 1, JobStatus::Stitching);
+        assert!(uploaded_later(&early, &v1));
+        // r1 publishing retires nothing: v1 holds its segments.
+        assert!(retired_dirs(&r1, std::slice::from_ref(&v1)).is_empty());
+        // r2 publishing retires nothing either: it points into v1 and r1.
+        let versions = vec![r2.clone(), r1.clone(), v1.clone()];
+        assert!(retired_dirs(&r2, &versions).is_empty());
+        // A new upload retires r2 and everything r2 pointed into.
+        let done = repackaged("r2", 30.0, "r1", &["v1", "r1"], 2, JobStatus::Published);
+        let v2 = uploaded("v2", 40.0, "0055AED6DCD90281F0", JobStatus::Stitching);
+        let mut dirs = retired_dirs(&v2, &[done, r1, v1]);
+        dirs.sort();
+        assert_eq!(dirs, ["show/r1/", "show/r2/", "show/v1/"]);
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct E2eArgs {
     /// up as `<key without its extension>.es.srt`.
     #[arg(long = "sidecar", value_name = "PATH")]
     pub sidecars: Vec<PathBuf>,
+    /// A subtitle file to upload beside the video once every upload is final, as subtitles
+    /// delivered days later are, repeatable (named as `--sidecar`): the deployment adds them
+    /// by a re-packaged version, whose job the run also waits for.
+    #[arg(long = "late-sidecar", value_name = "PATH")]
+    pub late_sidecars: Vec<PathBuf>,
     /// Upload the input again under this key too (no metadata), repeatable: several jobs
     /// in one run, e.g. one under a prefix the prefix map sends to another tier.
     #[arg(long = "also", value_name = "KEY")]
@@ -678,7 +683,7 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             }
         }
     }
-    let (aws, uploads) = followed?;
+    let (aws, uploads, late_segments) = followed?;
     let uri = uploads[0].0.clone();
 
     // Download the published assets; each job's status as `vodpipe status --json` says it.
@@ -784,6 +789,10 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             "by_service": injected,
         },
         "ingest_events_dead_lettered": dead_lettered.load(Ordering::SeqCst),
+        // Segments under the asset before the late subtitle files and once their
+        // re-packaged version was final: equal when nothing was encoded for it.
+        "late_sidecar_segments": late_segments
+            .map(|(before, after)| json!({"before": before, "after": after})),
         "fargate": fargate,
         "functions": {
             "ingest": ingest.stats(),
@@ -868,6 +877,15 @@ fn job_of(
     })
 }
 
+/// What following the uploads found: the deployment's state, each upload's job (then the
+/// re-packaged versions the late subtitle files made), and the asset's segments before the
+/// late subtitle files and after their version was final.
+type Followed = (
+    vodpipe_aws::Aws,
+    Vec<(String, vodpipe_control::ports::JobRecord)>,
+    Option<(usize, usize)>,
+);
+
 fn follow(
     a: &E2eArgs,
     w: &Wiring,
@@ -876,10 +894,7 @@ fn follow(
     hold: &Mutex<Option<Hold>>,
     work: &std::path::Path,
     started: Instant,
-) -> Result<(
-    vodpipe_aws::Aws,
-    Vec<(String, vodpipe_control::ports::JobRecord)>,
-)> {
+) -> Result<Followed> {
     // The user's one action: an upload (with metadata, as `aws s3 cp --metadata` sends it).
     let aws = vodpipe_aws::Aws::connect(w.settings.clone())?;
     let bridge = Bridge::new()?;
@@ -931,7 +946,7 @@ fn follow(
     // Sidecars go up first, as a tool uploading a video with its subtitles would, so the
     // video's ingest finds them.
     let stem = a.key.rsplit_once('.').map_or(a.key.as_str(), |(s, _)| s);
-    for path in &a.sidecars {
+    let sidecar_key = |path: &std::path::Path| -> Result<String> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -940,7 +955,10 @@ fn follow(
             .split_once('.')
             .map(|(_, rest)| rest.to_string())
             .with_context(|| format!("sidecar {} has no language and extension", path.display()))?;
-        upload(path, &format!("{stem}.{suffix}"), "sidecar")?;
+        Ok(format!("{stem}.{suffix}"))
+    };
+    for path in &a.sidecars {
+        upload(path, &sidecar_key(path)?, "sidecar")?;
     }
     // An older upload of the same key first, its event held back (a slow or retried ingest)
     // until the newer one has published.
@@ -1040,6 +1058,55 @@ fn follow(
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    let mut jobs = jobs;
+    let mut late_segments = None;
+    if !a.late_sidecars.is_empty() {
+        // Subtitles delivered after the video published: a re-packaged version of the
+        // first upload, and no segment encoded for it.
+        let (uri, first) = (jobs[0].0.clone(), jobs[0].1.clone());
+        let segments = || -> Result<usize> {
+            Ok(aws
+                .objects
+                .list(&format!("{}/", first.asset))?
+                .iter()
+                .filter(|k| k.ends_with(".m4s"))
+                .count())
+        };
+        let before = segments()?;
+        for path in &a.late_sidecars {
+            upload(path, &sidecar_key(path)?, "late subtitle file")?;
+        }
+        let repackaged = loop {
+            let versions = aws.state.jobs_by_source(&uri)?;
+            let made: Vec<_> = versions
+                .into_iter()
+                .filter(|j| j.settings.as_ref().is_some_and(|s| s.repackage.is_some()))
+                .collect();
+            if !made.is_empty() && made.iter().all(|j| j.status.is_final()) {
+                break made;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no re-packaged version of {uri} was final after {} s (logs in {})",
+                    a.timeout_secs,
+                    work.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let after = segments()?;
+        eprintln!(
+            "  {:6.1}s  re-packaged: {} ({before} segments before, {after} after)",
+            started.elapsed().as_secs_f64(),
+            repackaged
+                .iter()
+                .map(|j| format!("{} {}", j.id, j.status))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        late_segments = Some((before, after));
+        jobs.extend(repackaged.into_iter().map(|j| (uri.clone(), j)));
+    }
     // Let the fleet drain: idle workers exit and nothing is started again, which is what
     // "no crash loop" and "scales to zero" look like.
     let drain_deadline = Instant::now() + Duration::from_secs(60);
@@ -1063,7 +1130,7 @@ fn follow(
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    Ok((aws, jobs))
+    Ok((aws, jobs, late_segments))
 }
 
 #[cfg(test)]

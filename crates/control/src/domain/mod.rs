@@ -10,5 +10,5 @@ mod tier;
 
 pub use item::{ItemKind, ItemRef, Message};
 pub use job::{JobRecord, JobStatus, Rendition, RenditionProtection, Transition};
-pub use settings::{JobSettings, Origin, Setting};
+pub use settings::{JobSettings, Origin, Repackage, Setting};
 pub use tier::{Queue, Tier};

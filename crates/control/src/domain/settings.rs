@@ -81,4 +81,28 @@ pub struct JobSettings {
     /// The image drawn over every rung, by name (its bytes are in `ladder_config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<Setting<String>>,
+    /// What a re-packaged version is made of, when the job is one: another version's
+    /// segments under new manifests, with no encode ([`crate::repackage`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repackage: Option<Repackage>,
+}
+
+/// A re-packaged version: the published version it starts from and what it changes, decided
+/// once when it is made, so a resumed job plans exactly the same thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repackage {
+    /// The published job whose tracks it publishes again.
+    pub from: String,
+    /// Every job whose directory its manifests point into (segments are never copied): no
+    /// publish retires these while this version may hold the pointers.
+    pub reuses: Vec<String>,
+    /// Re-packagings since the last encode of this upload: orders versions made from one
+    /// upload, which share its sequencer.
+    pub revision: u32,
+    /// The subtitle files it adds, as (language, file): each is converted by a work item.
+    pub add: Vec<(String, String)>,
+    /// The subtitle files it replaces (uploaded again): the published tracks made from them
+    /// are left out, and the new upload is among `add`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<String>,
 }
