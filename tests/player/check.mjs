@@ -13,11 +13,11 @@
 // See docs/testing.md ("Playback and the web console").
 
 import http from 'node:http';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
+import { MIME, insideRoot, parseRange, cloudfrontRefusal } from './cloudfront.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CHROMIUM = process.env.VODPIPE_CHROMIUM || '/usr/bin/chromium';
@@ -113,97 +113,13 @@ function parseArgs(argv) {
 }
 
 // Resolve REL inside ROOT; returns absolute path or null if it escapes ROOT.
-function insideRoot(root, rel) {
-  const abs = path.resolve(root, '.' + path.sep + rel);
-  return abs === root || abs.startsWith(root + path.sep) ? abs : null;
-}
-
 // ---------------------------------------------------------------------------
 // Static HTTP server
 // ---------------------------------------------------------------------------
 
-const MIME = {
-  '.m3u8': 'application/vnd.apple.mpegurl',
-  '.mpd': 'application/dash+xml',
-  '.m4s': 'video/iso.segment',
-  '.mp4': 'video/mp4',
-  '.m4v': 'video/mp4',
-  '.m4a': 'audio/mp4',
-  '.cmfv': 'video/mp4',
-  '.cmfa': 'audio/mp4',
-  '.ts': 'video/mp2t',
-  '.aac': 'audio/aac',
-  '.vtt': 'text/vtt',
-  '.webvtt': 'text/vtt',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.html': 'text/html; charset=utf-8',
-  '.json': 'application/json',
-  '.xml': 'application/xml',
-};
-
-function parseRange(header, size) {
-  // Single "bytes=a-b" / "bytes=a-" / "bytes=-n" range. Returns
-  // undefined (ignore header, send 200), null (unsatisfiable) or {start,end}.
-  const m = /^bytes=(\d*)-(\d*)$/.exec(String(header).trim());
-  if (!m || (m[1] === '' && m[2] === '')) return undefined;
-  let start, end;
-  if (m[1] === '') {
-    const n = Number(m[2]);
-    if (n === 0) return null;
-    start = Math.max(0, size - n);
-    end = size - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-  }
-  if (start >= size || start > end) return null;
-  return { start, end };
-}
-
 // base64url of the bytes of a hex string (JSON Web Key encoding).
 function hexToB64url(hex) {
   return Buffer.from(hex, 'hex').toString('base64url');
-}
-
-// CloudFront's base64 (`-`, `_`, `~` for `+`, `=`, `/`) back to bytes.
-function cloudfrontB64(s) {
-  return Buffer.from(String(s).replace(/-/g, '+').replace(/_/g, '=').replace(/~/g, '/'), 'base64');
-}
-
-// What CloudFront checks of a request to a distribution with trusted key groups, written
-// from its documentation independently of vodpipe's signer: the policy (a custom one sent
-// as Policy, or the canned one rebuilt from the URL and Expires), its signature under the
-// public key with the named hash, the time window, and the resource (with * and ?
-// wildcards) against the URL the viewer asked for. Returns null when allowed, else why not.
-function cloudfrontRefusal(reqUrl, { key, origin }) {
-  const u = new URL(reqUrl, origin);
-  const q = u.searchParams;
-  const sig = q.get('Signature'), kid = q.get('Key-Pair-Id');
-  if (!sig || !kid) return 'unsigned';
-  const hash = (q.get('Hash-Algorithm') || 'SHA1').toUpperCase();
-  if (hash !== 'SHA1' && hash !== 'SHA256') return `hash ${hash}`;
-  for (const k of ['Policy', 'Signature', 'Key-Pair-Id', 'Hash-Algorithm', 'Expires']) q.delete(k);
-  const asked = origin + u.pathname + (q.toString() ? '?' + q.toString() : '');
-  let policy;
-  if (u.searchParams.has('Policy') || reqUrl.includes('Policy=')) {
-    policy = cloudfrontB64(new URL(reqUrl, origin).searchParams.get('Policy')).toString('utf8');
-  } else {
-    const expires = new URL(reqUrl, origin).searchParams.get('Expires');
-    if (!expires) return 'no policy and no Expires';
-    policy = `{"Statement":[{"Resource":"${asked}","Condition":{"DateLessThan":{"AWS:EpochTime":${expires}}}}]}`;
-  }
-  const ok = crypto.verify(hash === 'SHA256' ? 'sha256' : 'sha1', Buffer.from(policy, 'utf8'), key, cloudfrontB64(sig));
-  if (!ok) return 'bad signature';
-  let st;
-  try { st = JSON.parse(policy).Statement[0]; } catch { return 'unreadable policy'; }
-  const now = Math.floor(Date.now() / 1000);
-  const c = st.Condition || {};
-  if (!(c.DateLessThan && now < c.DateLessThan['AWS:EpochTime'])) return 'expired';
-  if (c.DateGreaterThan && now < c.DateGreaterThan['AWS:EpochTime']) return 'not yet valid';
-  const glob = new RegExp('^' + String(st.Resource).replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
-  if (!glob.test(asked)) return `resource ${st.Resource} does not cover ${asked}`;
-  return null;
 }
 
 function startServer({ root, libs, page, log, clearkey, cloudfront }) {

@@ -351,15 +351,21 @@ function jobPlayer(d) {
       el('div', { class: 'links' },
         urls.hls ? el('div', {}, 'HLS: ', el('a', { href: urls.hls, text: new URL(urls.hls, location.href).href })) : null,
         urls.dash ? el('div', {}, 'DASH: ', el('a', { href: urls.dash, text: new URL(urls.dash, location.href).href })) : null)));
-  if (urls.thumbnails) loadThumbnails(urls.thumbnails);
+  if (urls.thumbnails) loadThumbnails(urls.thumbnails, urls.query);
   startPlayer(urls.hls ? 'hls' : 'shaka');
 }
 
 // A fresh <video> for each player: a player being torn down (shaka's destroy finishes
 // later) can never touch the element the next one plays in, nor leave its text tracks.
+// `u` with the signed query of a private distribution appended, when the asset has one.
+function signed(u, query) {
+  if (!u || !query) return u;
+  return u + (u.includes('?') ? '&' : '?') + query;
+}
+
 function newVideo(urls) {
   const video = el('video', { id: 'video', controls: true, muted: true, playsinline: true, preload: 'auto',
-    poster: urls.poster || null });
+    poster: signed(urls.poster, urls.query) || null });
   video.muted = true;
   video.addEventListener('timeupdate', playerState);
   video.addEventListener('ended', playerState);
@@ -412,8 +418,8 @@ async function startPlayer(kind) {
   const licence = p && (p.systems || []).includes('clearkey')
     ? `/api/licence/${encodeURIComponent(d.job_id)}` : null;
   try {
-    if (kind === 'hls') await startHls(me, video, d.urls.hls, licence);
-    else await startShaka(me, video, d.urls.dash, licence);
+    if (kind === 'hls') await startHls(me, video, d.urls.hls, licence, d.urls.query);
+    else await startShaka(me, video, d.urls.dash, licence, d.urls.query);
   } catch (e) {
     me.error = String(e && e.message || e);
   }
@@ -430,10 +436,12 @@ function fillSubtitles(me) {
   fillSelect($('#subtitles'), [['-1', 'Off'], ...me.subtitles.map((t, i) => [String(i), t])], -1);
 }
 
-function startHls(me, video, url, licence) {
+function startHls(me, video, url, licence, query) {
   if (!window.Hls || !Hls.isSupported()) throw new Error('hls.js cannot play in this browser (no MediaSource)');
   const drm = licence ? { emeEnabled: true, drmSystems: { 'org.w3.clearkey': { licenseUrl: licence } } } : {};
-  const hls = new Hls({ renderTextTracksNatively: true, enableWebVTT: true, ...drm });
+  // A private distribution: every playlist, segment and key request carries the signature.
+  const privately = query ? { xhrSetup: (xhr, u) => { if (u !== licence) xhr.open('GET', signed(u, query), true); } } : {};
+  const hls = new Hls({ renderTextTracksNatively: true, enableWebVTT: true, ...drm, ...privately });
   me.destroy = () => hls.destroy();
   hls.on(Hls.Events.ERROR, (_, e) => { if (e.fatal) { me.error = `${e.type}: ${e.details}`; playerState(); } });
   // The player's last steps, for window.vodpipeConsole.debug() when playback stands still.
@@ -467,13 +475,21 @@ function startHls(me, video, url, licence) {
   });
 }
 
-async function startShaka(me, video, url, licence) {
+async function startShaka(me, video, url, licence, query) {
   if (!window.shaka) throw new Error('shaka-player did not load');
   shaka.polyfill.installAll();
   if (!shaka.Player.isBrowserSupported()) throw new Error('shaka-player cannot play in this browser');
   const p = new shaka.Player();
   me.destroy = () => p.destroy();
   await p.attach(video);
+  // A private distribution: every manifest and segment request carries the signature
+  // (the licence goes to the console, which needs none).
+  if (query) {
+    const T = shaka.net.NetworkingEngine.RequestType;
+    p.getNetworkingEngine().registerRequestFilter((type, request) => {
+      if (type === T.MANIFEST || type === T.SEGMENT) request.uris = request.uris.map((u) => signed(u, query));
+    });
+  }
   if (licence) p.configure({ drm: { servers: { 'org.w3.clearkey': new URL(licence, location.href).href } } });
   p.addEventListener('error', (e) => { me.error = `shaka error ${e.detail && e.detail.code}`; playerState(); });
   await p.load(url);
@@ -510,11 +526,11 @@ function cssUrl(href) {
   return href.replace(/["'()\\\s]/g, (ch) => '%' + ch.charCodeAt(0).toString(16).padStart(2, '0'));
 }
 
-async function loadThumbnails(url) {
+async function loadThumbnails(url, query) {
   const box = $('#thumbs');
   let text;
   try {
-    const r = await fetch(url);
+    const r = await fetch(signed(url, query));
     if (!r.ok) return;
     text = await r.text();
   } catch (e) { return; }
@@ -530,7 +546,7 @@ async function loadThumbnails(url) {
     const src = new URL(file, base);
     // Sprites come from where the track came from, nowhere else.
     if (src.origin !== base.origin || ![x, y, w, h].every(Number.isFinite)) continue;
-    cues.push({ start, src: src.href, x, y, w, h });
+    cues.push({ start, src: signed(src.href, query), x, y, w, h });
   }
   box.replaceChildren(...cues.map((c) => el('div', {
     class: 'thumb', title: `seek to ${secs(c.start)}`,

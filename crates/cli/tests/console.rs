@@ -409,3 +409,157 @@ fn the_console_serves_the_players_the_playback_tests_pin() {
         );
     }
 }
+
+/// The CloudFront stand-in (tests/player/cloudfront.mjs) serving `root` to requests signed
+/// for `public_key`; killed when dropped.
+struct PrivateDistribution {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`: the origin signatures must name.
+    url: String,
+}
+
+impl PrivateDistribution {
+    fn start(root: &Path, public_key: &Path) -> PrivateDistribution {
+        use std::io::BufRead;
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/player/cloudfront.mjs");
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg("--root")
+            .arg(root)
+            .arg("--public-key")
+            .arg(public_key)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node is required: run `make player-deps` (make test does)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("cloudfront.mjs printed {line:?}: {e}"));
+        PrivateDistribution {
+            child,
+            url: v["url"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// What it checked and refused so far.
+    fn stats(&self) -> serde_json::Value {
+        http(
+            self.url.trim_start_matches("http://"),
+            "GET",
+            "/_stats",
+            &[],
+            b"",
+        )
+        .json()
+    }
+}
+
+impl Drop for PrivateDistribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private distribution: the output directory behind a stand-in for CloudFront with a
+/// trusted key group, which serves only requests signed as CloudFront requires. Given the
+/// playback key, the console signs the open asset's directory, and both of its players play
+/// the asset to the end with the poster and thumbnails; an unsigned request is refused.
+#[cfg(feature = "aws")]
+#[test]
+fn the_console_plays_a_private_asset_with_signed_requests() {
+    let d = tempfile::tempdir().unwrap();
+    let src = clip_with_subtitles(d.path());
+    let out = d.path().join("out");
+    let r = vodpipe_run(&[&src], &out, &["--chunk-seconds", "4"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let job_id = r.jobs[0]["job_id"].as_str().unwrap().to_string();
+    let (key, public) = (
+        d.path().join("playback.pem"),
+        d.path().join("playback.pub.pem"),
+    );
+    for args in [
+        vec!["genrsa", "-out", key.to_str().unwrap(), "2048"],
+        vec![
+            "rsa",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let o = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl is required: run `make deps` (make test does)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let cdn = PrivateDistribution::start(&out, &public);
+    let console = Console::start(
+        &[
+            "--state",
+            out.to_str().unwrap(),
+            "--playback-base",
+            &cdn.url,
+            "--playback-key-pair-id",
+            "KCONSOLETEST",
+            "--playback-private-key",
+            key.to_str().unwrap(),
+            "--playback-expires",
+            "10m",
+        ],
+        &HashMap::new(),
+    );
+    let detail = console.get(&format!("/api/jobs/{job_id}")).json();
+    let urls = &detail["urls"];
+    assert_eq!(
+        urls["hls"],
+        format!("{}/console_clip/master.m3u8", cdn.url),
+        "{detail:#}"
+    );
+    let query = urls["query"].as_str().unwrap();
+    for part in [
+        "Policy=",
+        "Signature=",
+        "Key-Pair-Id=KCONSOLETEST",
+        "Hash-Algorithm=SHA256",
+    ] {
+        assert!(query.contains(part), "{query}");
+    }
+    let expires = urls["query_expires"].as_f64().unwrap();
+    let left = expires - vodpipe_media::process::now_secs();
+    assert!((500.0..=600.0).contains(&left), "{left}");
+    // The table is not signed: a signature per job per snapshot would cost every tab.
+    let snap = console.get("/api/jobs").json();
+    assert!(snap["jobs"][0]["urls"]["query"].is_null(), "{snap:#}");
+    // Unsigned, the distribution refuses; signed, it serves.
+    let host = cdn.url.trim_start_matches("http://");
+    let unsigned = http(host, "GET", "/console_clip/master.m3u8", &[], b"");
+    assert_eq!(
+        unsigned.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&unsigned.body)
+    );
+    let ok = http(
+        host,
+        "GET",
+        &format!("/console_clip/master.m3u8?{query}"),
+        &[],
+        b"",
+    );
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    let shots = d.path().join("shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let report = console_report(&console.url, "console clip.mp4", true, &shots);
+    assert_console_played(&report, 9.0);
+    let stats = cdn.stats();
+    // Only the one unsigned request above was refused: every player request was signed.
+    assert_eq!(stats["refused"], 1, "{stats:#}");
+    assert!(stats["checked"].as_u64().unwrap() > 20, "{stats:#}");
+    assert_eq!(console.stop(), Some(0));
+}

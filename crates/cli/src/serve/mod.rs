@@ -10,6 +10,7 @@
 mod assets;
 mod licence;
 mod media;
+mod private;
 mod snapshot;
 
 use crate::backend::{Backend, StateOpts};
@@ -56,6 +57,8 @@ pub struct ServeArgs {
     /// those that signal Clear Key, through a licence it serves (SPEKE jobs need no file).
     #[arg(long, env = "VODPIPE_DRM_KEYS")]
     drm_keys: Option<PathBuf>,
+    #[command(flatten)]
+    private: private::PrivateArgs,
 }
 
 /// Where a published key can be fetched by a browser.
@@ -69,9 +72,8 @@ pub(crate) enum Media {
         /// The state directory.
         state: PathBuf,
     },
-    /// A public base URL (CloudFront on AWS), or none known.
-    // Only the AWS backend serves from a base URL; a build without it never makes one.
-    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    /// A base URL (CloudFront on AWS; any web server in front of the output directory on
+    /// the embedded backend), or none known.
     Base(Option<String>),
 }
 
@@ -112,6 +114,8 @@ pub(crate) struct Console {
     stopping: watch::Receiver<bool>,
     /// Where protected assets' keys come from, for Clear Key playback.
     keys: vodpipe_control::keys::Keys,
+    /// Signs the players' requests when the distribution is private.
+    private: Option<private::Signer>,
 }
 
 /// `vodpipe serve`.
@@ -127,21 +131,25 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
         bail!("--refresh-secs must be between 0.1 and 600");
     }
     let backend = a.state.open(None, 0, None, true)?;
+    if let Some(b) = &a.playback_base {
+        if !(b.starts_with("https://") || b.starts_with("http://")) {
+            bail!("--playback-base must be an http(s) URL, got {b:?}");
+        }
+    }
     let media = match &backend {
+        // An output directory served by a web server of its own is played from there.
+        Backend::Local(_) if a.playback_base.is_some() => Media::Base(a.playback_base.clone()),
         Backend::Local(l) => Media::Dir {
             root: l.objects.root().to_path_buf(),
             state: a.state.state_dir()?,
         },
         #[cfg(feature = "aws")]
-        Backend::Aws(_) => {
-            if let Some(b) = &a.playback_base {
-                if !(b.starts_with("https://") || b.starts_with("http://")) {
-                    bail!("--playback-base must be an http(s) URL, got {b:?}");
-                }
-            }
-            Media::Base(a.playback_base.clone())
-        }
+        Backend::Aws(_) => Media::Base(a.playback_base.clone()),
     };
+    let private = a.private.signer()?;
+    if private.is_some() && !matches!(media, Media::Base(Some(_))) {
+        bail!("--playback-private-key signs requests to --playback-base: give it too");
+    }
     let mut keys = vodpipe_control::keys::Keys::default();
     if let Some(path) = &a.drm_keys {
         keys.file = Some(Arc::new(
@@ -157,6 +165,7 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
         snapshot: snap_rx,
         stopping: stop_rx,
         keys,
+        private,
     });
     // The first snapshot is read before anyone can ask for it.
     let mut poller = snapshot::Poller::new(a.max_jobs);

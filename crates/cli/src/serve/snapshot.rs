@@ -206,6 +206,18 @@ pub(super) fn job_detail(console: &Console, id: &str) -> Result<Option<Value>> {
         })
         .collect();
     let mut v = row(b.objects(), &console.media, &j);
+    // A private distribution: the query string that lets this page's players fetch the
+    // asset's objects, for a while (signed when the page is opened, never for the table).
+    if let (Some(signer), Some(dir)) = (
+        &console.private,
+        console.media.url(&format!("{}/", j.asset)),
+    ) {
+        if j.status == JobStatus::Published {
+            let signed = signer.sign_dir(&dir)?;
+            v["urls"]["query"] = json!(signed.0);
+            v["urls"]["query_expires"] = json!(signed.1);
+        }
+    }
     if let Some(o) = v.as_object_mut() {
         o.insert("items".into(), json!(items));
         o.insert("now".into(), json!(now_secs()));
