@@ -267,7 +267,15 @@ fn redrive_ingest_events(
                 }
             };
             let report = crate::ingest::handle(shared, &event);
+            // A subtitle file still waiting for its video stays, and is tried next tick.
+            let waiting = report
+                .records
+                .iter()
+                .any(|r| matches!(r, crate::ingest::RecordOutcome::Deferred { .. }));
             match report.failures() {
+                None if waiting => {
+                    tracing::info!("an upload still waits for its video; next tick");
+                }
                 None => {
                     dlq.delete(&m)?;
                     for r in &report.records {

@@ -53,8 +53,12 @@ pub enum RecordOutcome {
     Deferred {
         /// Decoded object key.
         key: String,
-        /// Seconds until it is delivered again.
+        /// Seconds until it is delivered again (the first time, with `backoff`).
         secs: f64,
+        /// Whether the wait doubles with every delivery: a subtitle file waits for its
+        /// video, which takes as long as it takes.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        backoff: bool,
     },
     /// A backend failure; the event is retried.
     Failed {
@@ -170,7 +174,7 @@ fn handle_document(
                 tracing::error!(%key, %error, "record failed; the event will be retried")
             }
             RecordOutcome::Skipped { key, reason } => tracing::info!(%key, %reason, "skipped"),
-            RecordOutcome::Deferred { key, secs } => {
+            RecordOutcome::Deferred { key, secs, .. } => {
                 tracing::info!(%key, secs, "waiting (for a settings file, or for a version of its video to publish); delivered again later")
             }
             RecordOutcome::Job {
@@ -271,6 +275,11 @@ pub fn handle_queued(shared: &Shared, event: &Value) -> QueueReport {
             .records
             .iter()
             .filter_map(|r| match r {
+                RecordOutcome::Deferred {
+                    secs,
+                    backoff: true,
+                    ..
+                } => Some(deferral(*secs, receives)),
                 RecordOutcome::Deferred { secs, .. } => Some(*secs),
                 RecordOutcome::Failed { .. } => Some(retry_delay(receives)),
                 _ => None,
@@ -360,11 +369,13 @@ fn handle_record(
         let upload = vodpipe_control::repackage::Upload {
             uri: uri.clone(),
             version: upload,
+            // Without a time (S3 always sends one) it counts as the file already listed:
+            // a new file is still added, and a redelivery never re-converts.
             at: record
                 .event_time
                 .as_deref()
                 .and_then(event_time_secs)
-                .unwrap_or_else(vodpipe_media::process::now_secs),
+                .unwrap_or(0.0),
         };
         return handle_sidecar(shared, cfg, key, upload);
     }
@@ -384,7 +395,13 @@ fn handle_record(
     };
     if let Some(secs) = defer {
         match vodpipe_control::ingest::awaits_settings_file(shared.aws.ports(), &source) {
-            Ok(true) => return RecordOutcome::Deferred { key, secs },
+            Ok(true) => {
+                return RecordOutcome::Deferred {
+                    key,
+                    secs,
+                    backoff: false,
+                }
+            }
             Ok(false) => {}
             Err(e) => {
                 return RecordOutcome::Failed {
@@ -445,7 +462,7 @@ fn handle_sidecar(
             .into(),
     };
     for video in videos {
-        match repackage(ports, cfg, &video, &again, None) {
+        match repackage(ports, cfg, &video, &again, false) {
             Ok(Outcome::Started(ing)) => {
                 outcome = RecordOutcome::Job {
                     key: key.clone(),
@@ -466,6 +483,7 @@ fn handle_sidecar(
                     } else {
                         ENCODE_RETRY_SECS
                     },
+                    backoff: true,
                 };
             }
             Ok(Outcome::Unchanged { published }) => {
@@ -504,14 +522,24 @@ fn event_time_secs(s: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + min * 60) as f64 + sec)
 }
 
-/// How long a subtitle file uploaded while its video is being encoded waits on the queue
-/// before it is tried again: SQS's longest delay. With the upload queue's 8 receives, an
-/// encode may take about two hours before the file goes to the queue's dead letters.
+/// How long a subtitle file uploaded while its video is being encoded first waits on the
+/// queue before it is tried again; each wait doubles ([`deferral`]).
 const ENCODE_RETRY_SECS: f64 = 900.0;
 
 /// The same while another re-packaged version is being made (another subtitle file
 /// uploaded with this one): seconds of work.
 const REPACKAGE_RETRY_SECS: f64 = 60.0;
+
+/// The longest a message may stay hidden (SQS's visibility limit, 12 hours).
+const MAX_HIDDEN_SECS: f64 = 43_200.0;
+
+/// The wait before delivery `receives + 1` of an upload deferred by `first` seconds: it
+/// doubles with each delivery, at most 12 hours. From 15 minutes, the upload queue's 8
+/// receives span about 40 hours before the upload goes to the dead letters, where the
+/// fleet's tick keeps trying it (`fleet::redrive_ingest_events`).
+pub fn deferral(first: f64, receives: u32) -> f64 {
+    (first * 2f64.powi(receives.saturating_sub(1).min(16) as i32)).min(MAX_HIDDEN_SECS)
+}
 
 #[cfg(test)]
 mod tests {
@@ -554,6 +582,18 @@ mod tests {
             Some(1_796_600_361.5)
         );
         assert_eq!(event_time_secs("yesterday"), None);
+    }
+
+    #[test]
+    fn a_subtitle_file_waits_longer_each_time_up_to_the_visibility_limit() {
+        let waits: Vec<f64> = (1..=8).map(|r| deferral(ENCODE_RETRY_SECS, r)).collect();
+        assert_eq!(
+            waits,
+            [900.0, 1800.0, 3600.0, 7200.0, 14_400.0, 28_800.0, 43_200.0, 43_200.0]
+        );
+        // About 40 hours before the dead letters, where the tick keeps trying it.
+        assert!((waits.iter().sum::<f64>() / 3600.0 - 39.75).abs() < 0.01);
+        assert_eq!(deferral(REPACKAGE_RETRY_SECS, 1), 60.0);
     }
 
     #[test]

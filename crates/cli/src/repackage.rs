@@ -28,6 +28,11 @@ pub struct RepackageArgs {
     /// by this build's packager.
     #[arg(long)]
     force: bool,
+    /// A subtitle file beside the video to convert again, as if uploaded again (its
+    /// published track is replaced), repeatable: a path, or an `s3://` URI on AWS. On one
+    /// machine a file written since its track was made counts without this.
+    #[arg(long = "replace", value_name = "FILE")]
+    replace: Vec<String>,
     /// Print the job as JSON (as `vodpipe status --json`).
     #[arg(long)]
     json: bool,
@@ -40,9 +45,12 @@ pub struct RepackageArgs {
 /// the version and leaves its work to the deployment.
 pub fn repackage(a: RepackageArgs) -> Result<i32> {
     let cfg = config(&a.state.scratch()?, &a.media)?;
-    let force = a
-        .force
-        .then(|| format!("{}", vodpipe_media::process::now_secs()));
+    let now = vodpipe_media::process::now_secs();
+    let again = |uri: String| Upload {
+        uri,
+        version: format!("by hand at {now}"),
+        at: now,
+    };
     match a.state.backend {
         Kind::Local => {
             let local = with_profiles(
@@ -57,9 +65,12 @@ pub fn repackage(a: RepackageArgs) -> Result<i32> {
                 a.media.profiles.as_deref(),
             );
             let source = local_source(Path::new(&a.input), None)?;
-            let uploads = local_uploads(local.ports(), &source.uri)?;
-            let outcome =
-                make_version(local.ports(), &cfg, &source.uri, &uploads, force.as_deref())?;
+            let mut uploads = local_uploads(local.ports(), &source.uri)?;
+            for f in &a.replace {
+                let abs = std::fs::canonicalize(f).with_context(|| format!("--replace {f}"))?;
+                uploads.push(again(abs.display().to_string()));
+            }
+            let outcome = make_version(local.ports(), &cfg, &source.uri, &uploads, a.force)?;
             let id = started(outcome, &a.input)?;
             let jobs = crate::progress::follow(
                 &local,
@@ -79,7 +90,8 @@ pub fn repackage(a: RepackageArgs) -> Result<i32> {
         }
         Kind::Aws => {
             let backend = a.state.open(a.out.as_deref(), 0, None, false)?;
-            let outcome = make_version(backend.ports(), &cfg, &a.input, &[], force.as_deref())?;
+            let uploads: Vec<Upload> = a.replace.iter().cloned().map(again).collect();
+            let outcome = make_version(backend.ports(), &cfg, &a.input, &uploads, a.force)?;
             let id = started(outcome, &a.input)?;
             let job = backend.jobs().job(&id)?.context("the job vanished")?;
             if a.json {

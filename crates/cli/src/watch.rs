@@ -106,6 +106,23 @@ pub fn watch(a: WatchArgs) -> Result<i32> {
                     Instant::now() + Duration::from_secs(10),
                     false,
                 )
+            })
+            .and_then(|_| {
+                // Jobs whose ingest (or re-packaging) died before planning them.
+                sweep::resume_abandoned(
+                    local.ports(),
+                    &cfg,
+                    Instant::now() + Duration::from_secs(30),
+                    false,
+                    |job| vodpipe_control::ingest::Source {
+                        uri: job.source.clone(),
+                        key: job.source.clone(),
+                        job_id: job.id.clone(),
+                        // Recorded in the job's settings.
+                        version: None,
+                        sequencer: None,
+                    },
+                )
             });
             if let Err(e) = swept {
                 eprintln!("sweeping stranded jobs failed, will retry: {e}");
@@ -196,8 +213,18 @@ fn add_sidecar(
             cfg,
             &video,
             std::slice::from_ref(&upload),
-            None,
+            false,
         )? {
+            // Made, but not planned yet (its maker is someone else, or died): again later.
+            Outcome::Started(ing)
+                if matches!(
+                    ing.status,
+                    vodpipe_control::job::JobStatus::Queued
+                        | vodpipe_control::job::JobStatus::Probing
+                ) =>
+            {
+                return Ok(false)
+            }
             Outcome::Started(ing) if ing.created => {
                 eprintln!(
                     "{} re-packaging {} with {}",

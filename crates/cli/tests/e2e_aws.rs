@@ -344,6 +344,12 @@ fn a_subtitle_file_uploaded_after_its_video_published_is_added_without_an_encode
         "{emu:#}"
     );
     assert_eq!(emu["iam"]["denials"], serde_json::json!([]), "{emu:#}");
+    // Publishing the new version retired nothing: it plays the first version's segments.
+    for job in [first, second] {
+        let dir = &emu["superseded"][job["job_id"].as_str().unwrap()];
+        assert!(dir["objects"].as_u64().unwrap() > 0, "{emu:#}");
+        assert_eq!(dir["superseded"], 0, "{emu:#}");
+    }
     assert_published_correctly(second, &src, d.path());
     let report = assert_plays(
         &out,

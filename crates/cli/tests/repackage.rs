@@ -237,7 +237,7 @@ fn late_subtitles_publish_a_new_version_without_a_single_encode() {
     }
 
     // A packaging-only change: --force writes the manifests again, encodes nothing and
-    // converts nothing.
+    // converts nothing; asked twice of one version, it makes one.
     std::fs::write(&log, "").unwrap();
     let (code, fourth, stderr) = repackage(&src, &out, &ffmpeg, &["--force"]);
     assert_eq!(code, 0, "{stderr}");
@@ -249,4 +249,38 @@ fn late_subtitles_publish_a_new_version_without_a_single_encode() {
     );
     assert_eq!(fourth["settings"]["repackage"]["revision"], 3, "{fourth:#}");
     assert_resolves(&master, &first_id);
+
+    // A correction that cannot be read: published as skipped with ffmpeg's reason, and the
+    // English track it was to replace stays.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let garbage: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(d.path().join("talk.en.srt"), garbage).unwrap();
+    let (code, fifth, stderr) = repackage(&src, &out, &ffmpeg, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(fifth["status"], "PUBLISHED", "{fifth:#}");
+    assert_eq!(
+        fifth["subtitles"],
+        serde_json::json!(["en", "fr"]),
+        "{fifth:#}"
+    );
+    let skipped: Vec<&Value> = fifth["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "text" && !r["skipped"].is_null())
+        .collect();
+    assert_eq!(skipped.len(), 1, "{fifth:#}");
+    assert!(
+        skipped[0]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid data"),
+        "{fifth:#}"
+    );
+    let report = assert_plays(&out, "talk/master.m3u8", "talk/manifest.mpd");
+    assert_eq!(
+        cue_texts(&report, "hls"),
+        ["Hello, fixed", "Second line"],
+        "{report:#}"
+    );
 }

@@ -594,13 +594,14 @@ pub fn prepare(
     let mut jp = plan_source(cfg, Path::new(&input))?;
     // Sidecars are picked up now, once: one uploaded later is added by a re-packaged
     // version ([`crate::repackage`]).
+    let listed_at = vodpipe_media::process::now_secs();
     let sidecars = sidecars_beside(ports, source_uri).map_err(|e| {
         vodpipe_media::Error::Unavailable(format!("listing subtitle sidecars: {e}"))
     })?;
     jp.texts.extend(
         sidecars
             .into_iter()
-            .map(|(language, uri)| TextTrack::sidecar(language, uri)),
+            .map(|(language, uri)| TextTrack::sidecar(language, uri, listed_at)),
     );
     TextTrack::settle(&mut jp.texts);
     Ok(jp)

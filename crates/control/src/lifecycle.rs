@@ -234,6 +234,12 @@ fn read_pages<S: RecordStore + ?Sized>(
     count: u32,
 ) -> PortResult<String> {
     let rows = s.query(&job_pk(id), prefix)?;
+    // Every page gone: the document expired with the job's records (a TTL), for good.
+    if rows.is_empty() && count > 0 {
+        return Err(PortError::NotFound(format!(
+            "job {id}: document {prefix} (its pages expired)"
+        )));
+    }
     if rows.len() != count as usize {
         return Err(PortError::Backend(format!(
             "job {id}: document {prefix} has {} of its {count} pages",

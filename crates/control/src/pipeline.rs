@@ -282,6 +282,10 @@ pub struct TextTrack {
     /// For the deaf and hard of hearing.
     #[serde(default)]
     pub hearing_impaired: bool,
+    /// When a sidecar file was listed for conversion (Unix seconds): an upload of the file
+    /// after this is a newer file, which a re-packaging converts again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_at: Option<f64>,
 }
 
 /// Where a subtitle track's text comes from.
@@ -318,13 +322,14 @@ impl TextTrack {
                 }),
                 forced: s.forced,
                 hearing_impaired: s.hearing_impaired,
+                listed_at: None,
             })
             .collect()
     }
 
-    /// A subtitle file beside the source, in `language`: what ingest and a re-packaging
-    /// add for each.
-    pub fn sidecar(language: String, uri: String) -> TextTrack {
+    /// A subtitle file beside the source, in `language`, listed at `listed_at`: what
+    /// ingest and a re-packaging add for each.
+    pub fn sidecar(language: String, uri: String, listed_at: f64) -> TextTrack {
         TextTrack {
             from: TextSource::Sidecar(uri),
             name: language.clone(),
@@ -332,6 +337,7 @@ impl TextTrack {
             skipped: None,
             forced: false,
             hearing_impaired: false,
+            listed_at: Some(listed_at),
         }
     }
 

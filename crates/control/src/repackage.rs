@@ -3,10 +3,10 @@
 //!
 //! Subtitles are delivered days after their video, and a subtitle file must not cost an
 //! encode. A re-packaged version is a job like any other: made once (its id is a hash of
-//! the version it starts from and the files it adds, so a repeated event finds it), its new
-//! subtitle files converted by work items, then stitched and published by moving the
-//! pointers, so every rule of versions holds: an older version never takes the pointers
-//! back, a newer upload wins. Its manifests point into the directories of the versions that
+//! the version it starts from and a try number, so a repeated event, or a second file
+//! uploaded at once, finds it), its new subtitle files converted by work items, then
+//! stitched and published by moving the pointers, so every rule of versions holds: an
+//! older version never takes the pointers back, a newer upload wins. Its manifests point into the directories of the versions that
 //! made each segment (`../<job>/…`, as players resolve relative URIs), and no publish
 //! retires a directory that the version holding the pointers points into
 //! ([`crate::stitch::retired_dirs`]).
@@ -59,17 +59,26 @@ pub struct Upload {
     pub at: f64,
 }
 
+/// How many re-packaged versions one published version may have tried (each failed one
+/// makes way for the next): a bound on a file that fails the same way every time.
+const MAX_TRIES: u32 = 8;
+
 /// Re-packages the newest published version of `source_uri` with the subtitle files beside
 /// it that it does not have yet, and those of `uploads` that it has but that were uploaded
-/// again after it was made, as a new version of the asset. With `force` (a word that makes
-/// the request unique), a version is made even when nothing changed: the manifests are
-/// written again by this build's packager.
+/// again after it listed them, as a new version of the asset. With `force`, a version is
+/// made even when nothing changed: the manifests are written again by this build's
+/// packager.
+///
+/// One published version has one re-packaged version at a time: its id is a hash of the
+/// version it starts from and a try number, and a conditional create decides between two
+/// requests made at once. A request the version being made does not cover waits
+/// ([`Outcome::InFlight`]) and is decided again against that version once it is published.
 pub fn repackage(
     ports: Ports<'_>,
     cfg: &Config,
     source_uri: &str,
     uploads: &[Upload],
-    force: Option<&str>,
+    force: bool,
 ) -> PortResult<Outcome> {
     let versions = ports.jobs.jobs_by_source(source_uri)?;
     let holder = versions
@@ -79,68 +88,130 @@ pub fn repackage(
             Some(b) if !uploaded_later(v, b) => Some(b),
             _ => Some(v),
         });
+    let waiting = |v: &JobRecord| Outcome::InFlight {
+        job_id: v.id.clone(),
+        repackaging: v.settings.as_ref().is_some_and(|s| s.repackage.is_some()),
+    };
     let in_flight = versions
         .iter()
-        .find(|v| !v.status.is_final() && holder.is_none_or(|h| !uploaded_later(h, v)))
-        .map(|v| Outcome::InFlight {
-            job_id: v.id.clone(),
-            repackaging: v.settings.as_ref().is_some_and(|s| s.repackage.is_some()),
-        });
+        .find(|v| !v.status.is_final() && holder.is_none_or(|h| !uploaded_later(h, v)));
     let Some(holder) = holder else {
-        return Ok(in_flight.unwrap_or(Outcome::NothingPublished));
+        return Ok(in_flight.map_or(Outcome::NothingPublished, waiting));
     };
-    let plan = holder_plan(ports, &holder.id)?;
-    let live: Vec<&str> = plan
+    let sidecars = crate::ingest::sidecars_beside(ports, source_uri)?;
+    let plan = match holder_plan(ports, &holder.id) {
+        Ok(plan) => plan,
+        // Expired: a job of its own says so, once, and fails with the reason.
+        Err(PortError::NotFound(_)) => {
+            let id = crate::job::job_id("repackage", &holder.id, "no plan");
+            let settings = settings_for(cfg, holder, sidecars, Vec::new());
+            let (job, _) = ports.jobs.create_job(
+                &id,
+                &holder.source,
+                &holder.asset,
+                holder.tier,
+                &settings,
+            )?;
+            return resume(ports, cfg, &job).map(Outcome::Started);
+        }
+        Err(e) => return Err(e),
+    };
+    // The live track of each file, and when the file was listed for it.
+    let live: Vec<(&str, Option<f64>)> = plan
         .texts
         .iter()
         .filter(|t| t.skipped.is_none())
         .filter_map(|t| match &t.from {
-            TextSource::Sidecar(uri) => Some(uri.as_str()),
+            TextSource::Sidecar(uri) => Some((uri.as_str(), t.listed_at)),
             TextSource::Stream(_) => None,
         })
         .collect();
-    // Listed by the version's own ingest, unless uploaded after the version was made.
+    let listed = |uri: &str| live.iter().find(|(u, _)| *u == uri).map(|(_, at)| *at);
+    // Uploaded after its track's file was listed (by whichever version listed it).
     let again = |uri: &str| {
-        uploads
-            .iter()
-            .any(|u| u.uri == uri && u.at > holder.created_at)
+        let since = listed(uri).flatten().unwrap_or(holder.created_at);
+        uploads.iter().any(|u| u.uri == uri && u.at > since)
     };
-    let add: Vec<(String, String)> = crate::ingest::sidecars_beside(ports, source_uri)?
+    let add: Vec<(String, String)> = sidecars
         .into_iter()
-        .filter(|(_, uri)| !live.contains(&uri.as_str()) || again(uri))
+        .filter(|(_, uri)| listed(uri).is_none() || again(uri))
         .collect();
     let replace: Vec<String> = add
         .iter()
-        .filter(|(_, uri)| live.contains(&uri.as_str()))
+        .filter(|(_, uri)| listed(uri).is_some())
         .map(|(_, uri)| uri.clone())
         .collect();
-    if add.is_empty() && force.is_none() {
+    if add.is_empty() && !force {
         // A version being made may lack a file uploaded after its ingest listed them.
-        return Ok(in_flight.unwrap_or(Outcome::Unchanged {
-            published: holder.id.clone(),
-        }));
+        return Ok(in_flight.map_or(
+            Outcome::Unchanged {
+                published: holder.id.clone(),
+            },
+            waiting,
+        ));
     }
-    // The same files (at the same versions) on the same version make the same job.
-    let mut identity: Vec<String> = add
-        .iter()
-        .map(|(_, uri)| {
-            let version = uploads
-                .iter()
-                .find(|u| u.uri == *uri)
-                .map_or("", |u| u.version.as_str());
-            format!("{uri}@{version}")
-        })
-        .collect();
-    identity.extend(force.map(|f| format!("force:{f}")));
-    let id = crate::job::job_id("repackage", &holder.id, &identity.join("\n"));
-    // Asked again (a repeated event): the version this request made, as it stands.
-    if let Some(job) = ports.jobs.job(&id)? {
-        return resume(ports, cfg, &job).map(Outcome::Started);
+    if let Some(v) = in_flight {
+        if v.settings
+            .as_ref()
+            .and_then(|s| s.repackage.as_ref())
+            .is_none()
+        {
+            // A newer upload is being encoded: this request is decided once it publishes.
+            return Ok(waiting(v));
+        }
     }
-    // Another version is being made: this request is decided once it is published.
-    if let Some(waiting) = in_flight {
-        return Ok(waiting);
+    for attempt in 1..=MAX_TRIES {
+        let id = crate::job::job_id("repackage", &holder.id, &attempt.to_string());
+        let existing = match ports.jobs.job(&id)? {
+            Some(job) => job,
+            None => {
+                let settings = settings_for(cfg, holder, add.clone(), replace.clone());
+                let (job, created) = ports.jobs.create_job(
+                    &id,
+                    &holder.source,
+                    &holder.asset,
+                    holder.tier,
+                    &settings,
+                )?;
+                if created {
+                    return resume(ports, cfg, &job).map(Outcome::Started);
+                }
+                // Another request created it first: decided below as any existing one.
+                job
+            }
+        };
+        if existing.status == JobStatus::Failed {
+            continue;
+        }
+        // The version this request would make, or one made by another request: it serves
+        // this one if it adds every file this one would.
+        let covers = existing
+            .settings
+            .as_ref()
+            .and_then(|s| s.repackage.as_ref())
+            .is_some_and(|r| {
+                add.iter().all(|a| r.add.contains(a))
+                    && replace.iter().all(|u| r.replace.contains(u))
+            });
+        if covers {
+            return resume(ports, cfg, &existing).map(Outcome::Started);
+        }
+        return Ok(waiting(&existing));
     }
+    Err(PortError::Conflict(format!(
+        "version {} of {source_uri} has failed to re-package {MAX_TRIES} times",
+        holder.id
+    )))
+}
+
+/// The settings of a re-packaged version of `holder` that adds `add` and replaces
+/// `replace`: the holder's own (the upload's choices), with what it is made of.
+fn settings_for(
+    cfg: &Config,
+    holder: &JobRecord,
+    add: Vec<(String, String)>,
+    replace: Vec<String>,
+) -> crate::domain::JobSettings {
     let from = holder.settings.as_ref().and_then(|s| s.repackage.as_ref());
     let mut reuses = from.map(|r| r.reuses.clone()).unwrap_or_default();
     reuses.push(holder.id.clone());
@@ -159,14 +230,11 @@ pub fn repackage(
         from: holder.id.clone(),
         reuses,
         revision: from.map_or(0, |r| r.revision) + 1,
+        base_created_at: from.map_or(holder.created_at, |r| r.base_created_at),
         add,
         replace,
     });
-    let (job, _) =
-        ports
-            .jobs
-            .create_job(&id, &holder.source, &holder.asset, holder.tier, &settings)?;
-    resume(ports, cfg, &job).map(Outcome::Started)
+    settings
 }
 
 /// Plans and queues re-packaged version `job` if nobody has (a new one, or one whose maker
@@ -193,6 +261,10 @@ pub fn resume(ports: Ports<'_>, cfg: &Config, job: &JobRecord) -> PortResult<Ing
             });
             if !recent {
                 crate::ingest::requeue_unfinished(ports, &job.id, job.tier)?;
+            }
+            // Nothing to convert, and its maker died before asking for the stitch.
+            if job.total == 0 {
+                request_stitch(ports, &job.id)?;
             }
             return unchanged(JobStatus::Encoding);
         }
@@ -223,7 +295,7 @@ pub fn resume(ports: Ports<'_>, cfg: &Config, job: &JobRecord) -> PortResult<Ing
             return Err(e);
         }
     };
-    let first_new = add_texts(&mut jp, r);
+    let first_new = add_texts(&mut jp, r, job.created_at);
     let items: Vec<(ItemRef, u64)> = (first_new..jp.texts.len())
         .filter(|&i| jp.texts[i].skipped.is_none())
         .map(|i| {
@@ -251,14 +323,7 @@ pub fn resume(ports: Ports<'_>, cfg: &Config, job: &JobRecord) -> PortResult<Ing
     crate::moves::entered(ports, &job.id, Transition::Plan);
     if items.is_empty() {
         // Nothing to convert: straight to the stitch.
-        if crate::moves::apply(ports, &job.id, Transition::Complete, None)? {
-            ports.queue.send(
-                Queue::Stitch,
-                &Message::Stitch {
-                    job_id: job.id.clone(),
-                },
-            )?;
-        }
+        request_stitch(ports, &job.id)?;
     } else {
         let messages: Vec<Message> = items
             .iter()
@@ -278,6 +343,19 @@ pub fn resume(ports: Ports<'_>, cfg: &Config, job: &JobRecord) -> PortResult<Ing
     })
 }
 
+/// Moves a re-packaged version with nothing to convert from ENCODING to STITCHING and asks
+/// for its stitch; a repeat (the move already made) asks again, which a stitch of a job no
+/// longer STITCHING ignores.
+pub(crate) fn request_stitch(ports: Ports<'_>, id: &str) -> PortResult<()> {
+    crate::moves::apply(ports, id, Transition::Complete, None)?;
+    ports.queue.send(
+        Queue::Stitch,
+        &Message::Stitch {
+            job_id: id.to_string(),
+        },
+    )
+}
+
 /// The plan of published version `id`.
 fn holder_plan(ports: Ports<'_>, id: &str) -> PortResult<JobPlan> {
     let doc = ports.jobs.plan_doc(id)?;
@@ -288,7 +366,7 @@ fn holder_plan(ports: Ports<'_>, id: &str) -> PortResult<JobPlan> {
 /// Adds `r`'s subtitle files to the plan of the version it starts from, after every track
 /// that version has (whose indices, and so whose track names, stay as they were), and marks
 /// the tracks of files uploaded again as replaced. Returns the first new track's index.
-fn add_texts(jp: &mut JobPlan, r: &Repackage) -> usize {
+fn add_texts(jp: &mut JobPlan, r: &Repackage, listed_at: f64) -> usize {
     for t in jp.texts.iter_mut().filter(|t| t.skipped.is_none()) {
         if matches!(&t.from, TextSource::Sidecar(uri) if r.replace.contains(uri)) {
             t.skipped = Some("replaced by a newer upload of its file".into());
@@ -299,7 +377,7 @@ fn add_texts(jp: &mut JobPlan, r: &Repackage) -> usize {
     jp.texts.extend(
         r.add
             .iter()
-            .map(|(language, uri)| TextTrack::sidecar(language.clone(), uri.clone())),
+            .map(|(language, uri)| TextTrack::sidecar(language.clone(), uri.clone(), listed_at)),
     );
     TextTrack::settle(&mut jp.texts);
     first
@@ -335,12 +413,46 @@ pub fn tracks(
         Ok(jp) => jp,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    // Its own conversions first: a file uploaded again replaces its earlier track only if
+    // the new upload converted (an unreadable correction must not take the subtitles away).
+    let mut converted: Vec<Track> = Vec::new();
+    let mut extras: Vec<Rendition> = Vec::new();
+    let mut replaced_by: Vec<&str> = Vec::new();
+    for (item, _, doc) in results {
+        if item.kind != ItemKind::Text {
+            return Ok(Err(format!(
+                "a re-packaged version encoded {}",
+                item.describe()
+            )));
+        }
+        let done: Vec<TrackResult> = match serde_json::from_str(&doc) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        for t in done {
+            match crate::stitch::text_track(item.index, t, &jp) {
+                Ok(track) => {
+                    if let Some(TextSource::Sidecar(uri)) =
+                        jp.texts.get(item.index as usize).map(|x| &x.from)
+                    {
+                        replaced_by.push(uri);
+                    }
+                    converted.push(track)
+                }
+                Err(skipped) => extras.push(*skipped),
+            }
+        }
+    }
     // The ids of the tracks it replaces: a subtitle track is named for its index.
     let replaced: Vec<String> = jp
         .texts
         .iter()
         .enumerate()
-        .filter(|(_, t)| matches!(&t.from, TextSource::Sidecar(uri) if r.replace.contains(uri)))
+        .filter(|(_, t)| {
+            t.skipped.is_some()
+                && matches!(&t.from, TextSource::Sidecar(uri)
+                    if r.replace.contains(uri) && replaced_by.contains(&uri.as_str()))
+        })
         .map(|(i, _)| format!("text_{i}"))
         .collect();
     let mut tracks: Vec<Track> = Vec::new();
@@ -358,33 +470,18 @@ pub fn tracks(
             _ => tracks.push(t),
         }
     }
-    let mut extras: Vec<Rendition> = published
-        .extras
-        .into_iter()
-        .filter(|e| !replaced.contains(&e.id))
-        .map(|mut e| {
-            e.uri = e.uri.map(|u| rebase(&u, &r.from));
-            e
-        })
-        .collect();
-    for (item, _, doc) in results {
-        if item.kind != ItemKind::Text {
-            return Ok(Err(format!(
-                "a re-packaged version encoded {}",
-                item.describe()
-            )));
-        }
-        let converted: Vec<TrackResult> = match serde_json::from_str(&doc) {
-            Ok(t) => t,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        for t in converted {
-            match crate::stitch::text_track(item.index, t, &jp) {
-                Ok(track) => tracks.push(track),
-                Err(skipped) => extras.push(*skipped),
-            }
-        }
-    }
+    extras.splice(
+        0..0,
+        published
+            .extras
+            .into_iter()
+            .filter(|e| !replaced.contains(&e.id))
+            .map(|mut e| {
+                e.uri = e.uri.map(|u| rebase(&u, &r.from));
+                e
+            }),
+    );
+    tracks.extend(converted);
     // New files beyond the most subtitle tracks an asset publishes had no item.
     let first_new = jp.texts.len().saturating_sub(r.add.len());
     for (i, t) in jp.texts.iter().enumerate().skip(first_new) {

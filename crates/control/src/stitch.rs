@@ -188,11 +188,23 @@ pub fn uploaded_later(a: &JobRecord, b: &JobRecord) -> bool {
     let sequencer = |j: &JobRecord| j.settings.as_ref().and_then(|s| s.source_sequencer.clone());
     let by_upload = match (sequencer(a), sequencer(b)) {
         (Some(x), Some(y)) => crate::job::sequencer_order(&x, &y),
-        _ => a.created_at.total_cmp(&b.created_at),
+        _ => upload_time(a).total_cmp(&upload_time(b)),
     };
     // Re-packaged versions of one upload share its sequencer: the later re-packaging is
-    // the newer version.
-    by_upload.then_with(|| revision(a).cmp(&revision(b))) == std::cmp::Ordering::Greater
+    // the newer version (and of two made at once, the one made later).
+    by_upload
+        .then_with(|| revision(a).cmp(&revision(b)))
+        .then_with(|| a.created_at.total_cmp(&b.created_at))
+        == std::cmp::Ordering::Greater
+}
+
+/// When the upload `job` publishes was made into a job: a re-packaged version stands where
+/// the encoded version it descends from stands.
+fn upload_time(job: &JobRecord) -> f64 {
+    job.settings
+        .as_ref()
+        .and_then(|s| s.repackage.as_ref())
+        .map_or(job.created_at, |r| r.base_created_at)
 }
 
 /// How many re-packagings since the last encode `job` is (0 for an encoded version).
@@ -338,9 +350,15 @@ pub fn superseded_dirs(job: &JobRecord, versions: &[JobRecord]) -> Vec<String> {
                 &sequencer(a).unwrap_or_default(),
             )
             .then_with(|| revision(b).cmp(&revision(a)))
+            .then_with(|| b.created_at.total_cmp(&a.created_at))
         });
     } else {
-        earlier.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
+        earlier.sort_by(|a, b| {
+            upload_time(b)
+                .total_cmp(&upload_time(a))
+                .then_with(|| revision(b).cmp(&revision(a)))
+                .then_with(|| b.created_at.total_cmp(&a.created_at))
+        });
     }
     let mut dirs = Vec::new();
     for v in earlier {
@@ -707,6 +725,7 @@ mod tests {
                 from: from.into(),
                 reuses: reuses.iter().map(|r| r.to_string()).collect(),
                 revision,
+                base_created_at: 10.0,
                 add: Vec::new(),
                 replace: Vec::new(),
             });
@@ -724,6 +743,26 @@ mod tests {
         assert!(uploaded_later(&r2, &r1) && uploaded_later(&r1, &v1));
         let early = repackaged("r0", 1.0, "v1", &["v1"], 1, JobStatus::Stitching);
         assert!(uploaded_later(&early, &v1));
+        // Without sequencers, a re-packaged version stands where its encoded version does:
+        // behind an upload made after that one, whenever it was itself made.
+        let plain = |j: &JobRecord| {
+            let mut j = j.clone();
+            if let Some(s) = j.settings.as_mut() {
+                s.source_sequencer = None;
+            }
+            j
+        };
+        let newer = plain(&uploaded("v2", 15.0, "", JobStatus::Stitching));
+        let late = plain(&repackaged(
+            "r9",
+            99.0,
+            "v1",
+            &["v1"],
+            1,
+            JobStatus::Stitching,
+        ));
+        assert!(uploaded_later(&newer, &late) && !uploaded_later(&late, &newer));
+        assert!(uploaded_later(&late, &plain(&v1)));
         // r1 publishing retires nothing: v1 holds its segments.
         assert!(retired_dirs(&r1, std::slice::from_ref(&v1)).is_empty());
         // r2 publishing retires nothing either: it points into v1 and r1.

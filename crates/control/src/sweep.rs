@@ -215,6 +215,19 @@ where
             continue;
         }
         let items = crate::ingest::unfinished(jobs, &job.id)?;
+        // A job with no work at all (a re-packaged version with nothing to convert) whose
+        // maker died between planning it and asking for its stitch: the stitch is asked
+        // for now.
+        if items.is_empty() && job.total == 0 && !dry_run {
+            if jobs.transition(&job.id, crate::domain::Transition::Complete, None)? {
+                tracing::warn!(job = %job.id, "a job with no items was left ENCODING; stitching it");
+                let request = Message::Stitch {
+                    job_id: job.id.clone(),
+                };
+                queue.send(Queue::Stitch, &request)?;
+            }
+            continue;
+        }
         if items.is_empty() {
             continue;
         }

@@ -767,8 +767,45 @@ pub fn run(a: E2eArgs) -> Result<i32> {
             })
             .unwrap_or_default()
     };
+    // Each job directory's objects marked superseded for the bucket's lifecycle, of all
+    // its objects: what publishing retired.
+    let superseded: serde_json::Map<String, Value> = {
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let mut out = serde_json::Map::new();
+        for (_, j) in &uploads {
+            let keys = aws.objects.list(&format!("{}/{}/", j.asset, j.id))?;
+            let tagged = keys
+                .iter()
+                .filter(|k| {
+                    bridge
+                        .run(
+                            s3.get_object_tagging()
+                                .bucket(&aws.settings.output_bucket)
+                                .key(k.as_str())
+                                .send(),
+                        )
+                        .map(|o| {
+                            o.tag_set()
+                                .iter()
+                                .any(|t| t.key() == vodpipe_aws::s3::SUPERSEDED_TAG)
+                        })
+                        .unwrap_or(false)
+                })
+                .count();
+            out.insert(
+                j.id.clone(),
+                json!({"objects": keys.len(), "superseded": tagged}),
+            );
+        }
+        out
+    };
     let fargate = fargate_stats.lock().map(|s| s.clone()).unwrap_or_default();
     report["emulator"] = json!({
+        "superseded": superseded,
         "endpoint": moto.endpoint,
         "uri": uri,
         "objects_downloaded": downloaded,

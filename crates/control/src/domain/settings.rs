@@ -99,6 +99,11 @@ pub struct Repackage {
     /// Re-packagings since the last encode of this upload: orders versions made from one
     /// upload, which share its sequencer.
     pub revision: u32,
+    /// When the encoded version it descends from was made: where it stands among uploads
+    /// that have no sequencer to order them by (its own creation would put it after an
+    /// upload made meanwhile).
+    #[serde(default)]
+    pub base_created_at: f64,
     /// The subtitle files it adds, as (language, file): each is converted by a work item.
     pub add: Vec<(String, String)>,
     /// The subtitle files it replaces (uploaded again): the published tracks made from them
