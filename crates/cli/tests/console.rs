@@ -412,12 +412,14 @@ fn the_console_serves_the_players_the_playback_tests_pin() {
 
 /// The CloudFront stand-in (tests/player/cloudfront.mjs) serving `root` to requests signed
 /// for `public_key`; killed when dropped.
+#[cfg(feature = "aws")]
 struct PrivateDistribution {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`: the origin signatures must name.
     url: String,
 }
 
+#[cfg(feature = "aws")]
 impl PrivateDistribution {
     fn start(root: &Path, public_key: &Path) -> PrivateDistribution {
         use std::io::BufRead;
@@ -457,6 +459,7 @@ impl PrivateDistribution {
     }
 }
 
+#[cfg(feature = "aws")]
 impl Drop for PrivateDistribution {
     fn drop(&mut self) {
         let _ = self.child.kill();
