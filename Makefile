@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build build-aws bins demo test e2e-aws chaos-aws load load-control probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench codec-bench ladder-bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build build-aws bins demo test e2e-aws chaos-aws load load-control probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench bench-deps codec-bench ladder-bench clean
 
 all: build
 
@@ -27,6 +27,7 @@ player-deps:
 
 ## moto server (a local AWS emulator) in .venv, for the AWS backend's tests.
 MOTO_VERSION := 5.2.5
+IMAGEIO_FFMPEG_VERSION := 0.8.1
 moto-deps:
 	@if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$(MOTO_VERSION)')" 2>/dev/null; then \
 	  echo "installing moto $(MOTO_VERSION) into .venv…"; \
@@ -195,13 +196,22 @@ fmt:
 bench: deps build
 	@bash scripts/bench.sh "$(VODPIPE)"
 
+## What the quality benchmarks need beyond make deps: an ffmpeg with libvmaf (PyPI's
+## imageio-ffmpeg, in .venv-bench; Debian's ffmpeg has no libvmaf). Their real footage is
+## fetched from Debian and PyPI by scripts/footage.sh, once, into ~/.cache/vodpipe/footage.
+bench-deps:
+	@if ! .venv-bench/bin/python -c "import imageio_ffmpeg, sys; sys.exit(imageio_ffmpeg.__version__ != '$(IMAGEIO_FFMPEG_VERSION)')" 2>/dev/null; then \
+	  echo "installing imageio-ffmpeg $(IMAGEIO_FFMPEG_VERSION) (an ffmpeg with libvmaf) into .venv-bench…"; \
+	  python3 -m venv .venv-bench && .venv-bench/bin/pip install -q "imageio-ffmpeg==$(IMAGEIO_FFMPEG_VERSION)"; \
+	fi
+
 ## What each codec costs (CPU s per output minute) and saves (bytes, at what PSNR).
 codec-bench: deps build
 	@bash scripts/codec-bench.sh "$(VODPIPE)"
 
-## What a per-title ladder (--ladder auto) saves against the fixed one, rung by rung, on an
-## animation clip and a film-grain clip (quality at the source's size: PSNR and SSIM).
-ladder-bench: deps build
+## What a per-title ladder (--ladder auto) saves against the fixed one, rung by rung, on real
+## footage and the synthetic clip (quality at the source's size: VMAF, PSNR and SSIM).
+ladder-bench: deps bench-deps build
 	@bash scripts/ladder-bench.sh "$(VODPIPE)"
 
 clean:

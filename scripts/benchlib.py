@@ -1,8 +1,12 @@
 """What the benchmark scripts share: CPU time of child processes, a published rendition
-reassembled into one playable file, and its picture quality against the source."""
+reassembled into one playable file, and its picture quality against the source (PSNR and
+SSIM with Debian's ffmpeg; VMAF with the ffmpeg build `make bench-deps` installs, whose
+libvmaf Debian's lacks)."""
+import json
 import os
 import resource
 import subprocess
+import tempfile
 
 
 def cpu():
@@ -44,3 +48,29 @@ def quality(rendition, src, width, height, upscale=False):
     psnr = [l for l in out.splitlines() if "PSNR" in l and "average:" in l][-1]
     ssim = [l for l in out.splitlines() if "SSIM" in l and "All:" in l][-1]
     return float(psnr.split("average:")[1].split()[0]), float(ssim.split("All:")[1].split()[0])
+
+
+def vmaf_ffmpeg():
+    """The ffmpeg with libvmaf: $VODPIPE_VMAF_FFMPEG, else the one PyPI's imageio-ffmpeg
+    brings into .venv-bench (`make bench-deps`). A benchmark without it stops, loudly."""
+    exe = os.environ.get("VODPIPE_VMAF_FFMPEG")
+    if exe:
+        return exe
+    py = os.path.join(os.path.dirname(__file__), "..", ".venv-bench", "bin", "python")
+    try:
+        return subprocess.run([py, "-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit("VMAF needs an ffmpeg with libvmaf: run `make bench-deps` (%s)" % e)
+
+
+def vmaf(rendition, src, width, height):
+    """Mean VMAF (model vmaf_v0.6.1, the default) of every frame of `rendition` scaled up
+    to `width`x`height` (as a player shows it full screen) against `src`."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as log:
+        graph = ("[0:v]scale=%d:%d:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[d];"
+                 "[1:v]format=yuv420p,setpts=PTS-STARTPTS[r];"
+                 "[d][r]libvmaf=n_threads=2:log_fmt=json:log_path=%s" % (width, height, log.name))
+        subprocess.run([vmaf_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", rendition,
+                        "-i", src, "-lavfi", graph, "-f", "null", "-"], check=True)
+        return json.load(open(log.name))["pooled_metrics"]["vmaf"]["mean"]
