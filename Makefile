@@ -205,8 +205,8 @@ bench-deps:
 	  python3 -m venv .venv-bench && .venv-bench/bin/pip install -q "imageio-ffmpeg==$(IMAGEIO_FFMPEG_VERSION)"; \
 	fi
 
-## What each codec costs (CPU s per output minute) and saves (bytes, at what PSNR).
-codec-bench: deps build
+## What each codec costs (CPU s per output minute) and saves (bytes, at what VMAF and PSNR).
+codec-bench: deps bench-deps build
 	@bash scripts/codec-bench.sh "$(VODPIPE)"
 
 ## What a per-title ladder (--ladder auto) saves against the fixed one, rung by rung, on real

@@ -104,14 +104,7 @@ pub fn repackage(
         // Expired: a job of its own says so, once, and fails with the reason.
         Err(PortError::NotFound(_)) => {
             let id = crate::job::job_id("repackage", &holder.id, "no plan");
-            let settings = settings_for(cfg, holder, sidecars, Vec::new());
-            let (job, _) = ports.jobs.create_job(
-                &id,
-                &holder.source,
-                &holder.asset,
-                holder.tier,
-                &settings,
-            )?;
+            let (job, _) = create_version(ports, cfg, holder, &id, sidecars, Vec::new())?;
             return resume(ports, cfg, &job).map(Outcome::Started);
         }
         Err(e) => return Err(e),
@@ -165,14 +158,8 @@ pub fn repackage(
         let existing = match ports.jobs.job(&id)? {
             Some(job) => job,
             None => {
-                let settings = settings_for(cfg, holder, add.clone(), replace.clone());
-                let (job, created) = ports.jobs.create_job(
-                    &id,
-                    &holder.source,
-                    &holder.asset,
-                    holder.tier,
-                    &settings,
-                )?;
+                let (job, created) =
+                    create_version(ports, cfg, holder, &id, add.clone(), replace.clone())?;
                 if created {
                     return resume(ports, cfg, &job).map(Outcome::Started);
                 }
@@ -202,6 +189,22 @@ pub fn repackage(
         "version {} of {source_uri} has failed to re-package {MAX_TRIES} times",
         holder.id
     )))
+}
+
+/// Creates re-packaged version `id` of `holder` (adding `add`, replacing `replace`) unless
+/// it exists; the job, and whether this call created it.
+fn create_version(
+    ports: Ports<'_>,
+    cfg: &Config,
+    holder: &JobRecord,
+    id: &str,
+    add: Vec<(String, String)>,
+    replace: Vec<String>,
+) -> PortResult<(JobRecord, bool)> {
+    let settings = settings_for(cfg, holder, add, replace);
+    ports
+        .jobs
+        .create_job(id, &holder.source, &holder.asset, holder.tier, &settings)
 }
 
 /// The settings of a re-packaged version of `holder` that adds `add` and replaces
