@@ -510,7 +510,11 @@ async function startShaka(me, video, url, licence, query) {
       (!audio || t.language === audio.language)) || want;
     // The switch takes effect from the next segment: clearing the buffer mid-fetch
     // (clearBuffer) measured to leave shaka 5.2 with an empty video buffer on a slow origin.
-    if (!pick.active) p.selectVariantTrack(pick, false);
+    // Once the whole title is buffered there is no next segment and no fetch to disturb:
+    // the buffer is cleared, so the pick shows.
+    const got = (p.getBufferedInfo().video || []).slice(-1)[0];
+    const whole = !!got && Number.isFinite(video.duration) && got.end >= video.duration - 0.5;
+    if (!pick.active) p.selectVariantTrack(pick, whole);
   };
   me.debug = () => ({ buffering: p.isBuffering(), buffered: p.getBufferedInfo(), stats: p.getStats(),
     active: p.getVariantTracks().filter((t) => t.active).map((t) => `${t.height}p`) });
