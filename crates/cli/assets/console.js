@@ -443,7 +443,20 @@ function startHls(me, video, url, licence, query) {
   const privately = query ? { xhrSetup: (xhr, u) => { if (u !== licence) xhr.open('GET', signed(u, query), true); } } : {};
   const hls = new Hls({ renderTextTracksNatively: true, enableWebVTT: true, ...drm, ...privately });
   me.destroy = () => hls.destroy();
-  hls.on(Hls.Events.ERROR, (_, e) => { if (e.fatal) { me.error = `${e.type}: ${e.details}`; playerState(); } });
+  // A fatal media error (a buffer append the browser refused, as Chromium now and then
+  // does with an encrypted init segment) is recovered once, as hls.js advises; a second
+  // one is the player's error.
+  let recovered = false;
+  hls.on(Hls.Events.ERROR, (_, e) => {
+    if (!e.fatal) return;
+    if (e.type === Hls.ErrorTypes.MEDIA_ERROR && !recovered) {
+      recovered = true;
+      hls.recoverMediaError();
+      return;
+    }
+    me.error = `${e.type}: ${e.details}`;
+    playerState();
+  });
   // The player's last steps, for window.vodpipeConsole.debug() when playback stands still.
   const steps = [];
   const step = (name) => (_, e) => {
@@ -469,7 +482,7 @@ function startHls(me, video, url, licence, query) {
       me.subtitles = (e.subtitleTracks || []).map((t) => t.lang || t.name);
       if (me.ready) fillSubtitles(me);
     });
-    hls.on(Hls.Events.ERROR, (_, e) => { if (e.fatal) reject(new Error(`${e.type}: ${e.details}`)); });
+    hls.on(Hls.Events.ERROR, (_, e) => { if (e.fatal && me.error) reject(new Error(me.error)); });
     hls.loadSource(url);
     hls.attachMedia(video);
   });
