@@ -55,13 +55,17 @@ pub fn ingest(
     // retry, a duplicate event, the fleet's sweep) plans with what was recorded: a settings
     // file that arrives or changes later cannot split one job across two ladders.
     let existing = ports.jobs.job(&source.job_id)?;
-    // A re-packaged version left unplanned (its maker died) is planned as one, never
-    // encoded from its source.
+    // A re-packaged version is never planned from its source ([`crate::repackage::resume`]
+    // plans it; the sweeps route it there).
     if let Some(job) = existing
         .as_ref()
         .filter(|j| j.settings.as_ref().is_some_and(|s| s.repackage.is_some()))
     {
-        return crate::repackage::resume(ports, cfg, job);
+        return Ok(Ingested {
+            job_id: job.id.clone(),
+            created: false,
+            status: job.status,
+        });
     }
     let settings = match existing.as_ref().map(|j| j.settings.clone()) {
         Some(Some(recorded)) => recorded,

@@ -36,6 +36,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod stitch;
 pub mod sweep;
+pub mod versions;
 pub mod worker;
 
 pub use error::{Error, Result};

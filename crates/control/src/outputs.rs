@@ -14,7 +14,7 @@ use crate::ports::{Cacheability, ObjectStore};
 use serde::{Deserialize, Serialize};
 use vodpipe_media::encode::Encoded;
 use vodpipe_media::mp4;
-use vodpipe_media::package::SegmentRef;
+use vodpipe_media::package::{SegmentRef, Track, TrackKind};
 
 /// The job directory: rendition playlists and the per-job MPD live here; segment URIs in
 /// results are relative to it.
@@ -409,6 +409,57 @@ fn still_result(name: &str, init_uri: String, segments: Vec<SegmentRef>) -> Trac
         skipped: None,
         protection: None,
         colour: None,
+    }
+}
+
+/// The published track of subtitle item `index` of plan `jp`, or status's entry for it
+/// when it could not be converted.
+pub(crate) fn text_track(
+    index: u32,
+    t: TrackResult,
+    jp: &JobPlan,
+) -> Result<Track, Box<Rendition>> {
+    let info = jp.texts.get(index as usize);
+    if let Some(why) = t.skipped {
+        return Err(Box::new(skipped_text(
+            index as usize,
+            info.and_then(|x| x.language.clone()),
+            why,
+        )));
+    }
+    Ok(Track {
+        id: t.name,
+        kind: TrackKind::Text {
+            language: info.and_then(|x| x.language.clone()),
+            name: info.map_or_else(|| format!("Subtitles {}", index + 1), |x| x.name.clone()),
+            forced: info.is_some_and(|x| x.forced),
+            hearing_impaired: info.is_some_and(|x| x.hearing_impaired),
+        },
+        codec: t.codec,
+        timescale: t.timescale,
+        init_uri: t.init_uri,
+        segments: t.segments,
+        protection: None,
+        colour: None,
+    })
+}
+
+/// Status's entry for subtitle track `index`, not published for `why`.
+pub(crate) fn skipped_text(index: usize, language: Option<String>, why: String) -> Rendition {
+    Rendition {
+        id: format!("text_{index}"),
+        kind: "text".into(),
+        codec: String::new(),
+        average_bps: 0,
+        width: None,
+        height: None,
+        channels: None,
+        language,
+        trick_play: false,
+        uri: None,
+        skipped: Some(why),
+        protection: None,
+        range: None,
     }
 }
 

@@ -22,7 +22,7 @@ use crate::ingest::Ingested;
 use crate::outputs::{job_dir, Published, TrackResult, TRACKS_JSON};
 use crate::pipeline::{Config, JobPlan, Ports, TextSource, TextTrack};
 use crate::ports::{PortError, PortResult};
-use crate::stitch::uploaded_later;
+use crate::versions::uploaded_later;
 use vodpipe_media::package::{Track, TrackKind};
 
 /// What a request to re-package a source led to.
@@ -433,7 +433,7 @@ pub fn tracks(
             Err(e) => return Ok(Err(e.to_string())),
         };
         for t in done {
-            match crate::stitch::text_track(item.index, t, &jp) {
+            match crate::outputs::text_track(item.index, t, &jp) {
                 Ok(track) => {
                     if let Some(TextSource::Sidecar(uri)) =
                         jp.texts.get(item.index as usize).map(|x| &x.from)
@@ -489,7 +489,7 @@ pub fn tracks(
     let first_new = jp.texts.len().saturating_sub(r.add.len());
     for (i, t) in jp.texts.iter().enumerate().skip(first_new) {
         if let Some(why) = &t.skipped {
-            extras.push(crate::stitch::skipped_text(
+            extras.push(crate::outputs::skipped_text(
                 i,
                 t.language.clone(),
                 why.clone(),

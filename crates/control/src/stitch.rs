@@ -16,9 +16,13 @@
 use crate::domain::Rendition;
 use crate::domain::{ItemKind, ItemRef, JobRecord};
 use crate::domain::{JobStatus, Transition};
-use crate::outputs::{dash_pointer, job_dir, master_pointer, TrackResult};
+use crate::outputs::{
+    dash_pointer, job_dir, master_pointer, skipped_text, text_track, TrackResult,
+};
 use crate::pipeline::{JobPlan, Ports};
 use crate::ports::{Cacheability, PortError, PortResult};
+pub use crate::versions::uploaded_later;
+use crate::versions::{revision, upload_time};
 use std::collections::HashMap;
 use vodpipe_media::package::{self, SegmentRef, Track, TrackKind};
 
@@ -179,40 +183,6 @@ fn publish_superseded(
         Err(e) => tracing::warn!(dir = %jd, error = %e, "could not mark as superseded"),
     }
     Ok(Some(JobStatus::Published))
-}
-
-/// Whether `a` was uploaded after `b` (two versions of one source): by their S3 event
-/// sequencers when both have one, else by when their jobs were created (a local file's
-/// modification time stands in for a sequencer).
-pub fn uploaded_later(a: &JobRecord, b: &JobRecord) -> bool {
-    let sequencer = |j: &JobRecord| j.settings.as_ref().and_then(|s| s.source_sequencer.clone());
-    let by_upload = match (sequencer(a), sequencer(b)) {
-        (Some(x), Some(y)) => crate::job::sequencer_order(&x, &y),
-        _ => upload_time(a).total_cmp(&upload_time(b)),
-    };
-    // Re-packaged versions of one upload share its sequencer: the later re-packaging is
-    // the newer version (and of two made at once, the one made later).
-    by_upload
-        .then_with(|| revision(a).cmp(&revision(b)))
-        .then_with(|| a.created_at.total_cmp(&b.created_at))
-        == std::cmp::Ordering::Greater
-}
-
-/// When the upload `job` publishes was made into a job: a re-packaged version stands where
-/// the encoded version it descends from stands.
-fn upload_time(job: &JobRecord) -> f64 {
-    job.settings
-        .as_ref()
-        .and_then(|s| s.repackage.as_ref())
-        .map_or(job.created_at, |r| r.base_created_at)
-}
-
-/// How many re-packagings since the last encode `job` is (0 for an encoded version).
-fn revision(job: &JobRecord) -> u32 {
-    job.settings
-        .as_ref()
-        .and_then(|s| s.repackage.as_ref())
-        .map_or(0, |r| r.revision)
 }
 
 /// The job directories `job`'s publication retires: the versions it supersedes
@@ -596,57 +566,6 @@ fn build_tracks(
         }
     }
     Ok((tracks, extras))
-}
-
-/// The published track of subtitle item `index` of plan `jp`, or status's entry for it
-/// when it could not be converted.
-pub(crate) fn text_track(
-    index: u32,
-    t: TrackResult,
-    jp: &JobPlan,
-) -> Result<Track, Box<Rendition>> {
-    let info = jp.texts.get(index as usize);
-    if let Some(why) = t.skipped {
-        return Err(Box::new(skipped_text(
-            index as usize,
-            info.and_then(|x| x.language.clone()),
-            why,
-        )));
-    }
-    Ok(Track {
-        id: t.name,
-        kind: TrackKind::Text {
-            language: info.and_then(|x| x.language.clone()),
-            name: info.map_or_else(|| format!("Subtitles {}", index + 1), |x| x.name.clone()),
-            forced: info.is_some_and(|x| x.forced),
-            hearing_impaired: info.is_some_and(|x| x.hearing_impaired),
-        },
-        codec: t.codec,
-        timescale: t.timescale,
-        init_uri: t.init_uri,
-        segments: t.segments,
-        protection: None,
-        colour: None,
-    })
-}
-
-/// Status's entry for subtitle track `index`, not published for `why`.
-pub(crate) fn skipped_text(index: usize, language: Option<String>, why: String) -> Rendition {
-    Rendition {
-        id: format!("text_{index}"),
-        kind: "text".into(),
-        codec: String::new(),
-        average_bps: 0,
-        width: None,
-        height: None,
-        channels: None,
-        language,
-        trick_play: false,
-        uri: None,
-        skipped: Some(why),
-        protection: None,
-        range: None,
-    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,13 @@ pub fn resume_abandoned(
                 tracing::info!(job = %job.id, "no time left in this tick to resume an ingest; next tick");
                 return Ok(resumed);
             }
-            match ingest(ports, cfg, &source_of(&job), false) {
+            // A re-packaged version is planned as one, never from its source.
+            let outcome = if job.settings.as_ref().is_some_and(|s| s.repackage.is_some()) {
+                crate::repackage::resume(ports, cfg, &job)
+            } else {
+                ingest(ports, cfg, &source_of(&job), false)
+            };
+            match outcome {
                 Ok(ing) => {
                     tracing::warn!(job = %job.id, status = %ing.status, "resumed an abandoned ingest");
                     resumed.push(job.id);
