@@ -131,18 +131,24 @@ pub fn local_uploads(ports: Ports<'_>, source: &str) -> Result<Vec<Upload>> {
     let mut out = Vec::new();
     for (_, uri) in vodpipe_control::ingest::sidecars_beside(ports, source)? {
         let meta = std::fs::metadata(&uri).with_context(|| format!("cannot read {uri}"))?;
-        let at = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
-        out.push(Upload {
-            uri,
-            version: format!("{}:{at}", meta.len()),
-            at,
-        });
+        out.push(local_upload(uri, &meta));
     }
     Ok(out)
+}
+
+/// The upload of local file `uri` as its metadata `meta` tells it: its modification time
+/// is when it was uploaded, its size and that time which upload it is.
+pub fn local_upload(uri: String, meta: &std::fs::Metadata) -> Upload {
+    let at = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    Upload {
+        uri,
+        version: format!("{}:{at}", meta.len()),
+        at,
+    }
 }
 
 /// Prints the job as `vodpipe run` does.

@@ -195,18 +195,9 @@ fn add_sidecar(
     path: &Path,
     meta: &std::fs::Metadata,
 ) -> Result<bool> {
-    use vodpipe_control::repackage::{repackage, videos_beside, Outcome, Upload};
+    use vodpipe_control::repackage::{repackage, videos_beside, Outcome};
     let abs = std::fs::canonicalize(path).with_context(|| format!("reading {}", path.display()))?;
-    let at = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0.0, |d| d.as_secs_f64());
-    let upload = Upload {
-        uri: abs.display().to_string(),
-        version: format!("{}:{at}", meta.len()),
-        at,
-    };
+    let upload = crate::repackage::local_upload(abs.display().to_string(), meta);
     for video in videos_beside(local.ports(), &upload.uri)? {
         match repackage(
             local.ports(),
