@@ -8,7 +8,7 @@ VODPIPE := target/release/vodpipe
 DEMO_OUT ?= demo-out
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build build-aws bins demo test e2e-aws chaos-aws load load-control probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench bench-deps codec-bench ladder-bench clean
+.PHONY: all deps player-deps moto-deps lambda-deps infra-deps layer-deps image-deps build build-aws bins demo test e2e-aws chaos-aws load load-control probe-bench lambda infra-check sam-build worker-image doctor lint fmt bench bench-deps codec-bench ladder-bench tune-bench clean
 
 all: build
 
@@ -213,6 +213,11 @@ codec-bench: deps bench-deps build
 ## footage and the synthetic clip (quality at the source's size: VMAF, PSNR and SSIM).
 ladder-bench: deps bench-deps build
 	@bash scripts/ladder-bench.sh "$(VODPIPE)"
+
+## What x264's tunings buy on real footage at the fixed rung's VMAF, and the banding (CAMBI)
+## they cost: `CLIPS="animation live-action" TUNES="animation film psnr"`.
+tune-bench: deps bench-deps
+	@bash scripts/tune-bench.sh
 
 clean:
 	rm -rf $(DEMO_OUT) $(CHAOS_OUT) bench-out .aws-sam target/buildah

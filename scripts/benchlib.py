@@ -32,6 +32,16 @@ def concat(playlist, dest):
     return dest
 
 
+def source_size(src):
+    """(width, height) of the source's first video stream: the size quality is measured at
+    (a rung scaled up to it is what a player shows full screen)."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "stream=width,height", "-of", "csv=p=0", src],
+                         capture_output=True, text=True, check=True).stdout
+    w, h = out.strip().splitlines()[0].split(",")[:2]
+    return int(w), int(h)
+
+
 def quality(rendition, src, width, height, upscale=False):
     """(PSNR dB, SSIM) of every frame of `rendition` against `src`: at the rendition's
     size (the source scaled down to it), or with `upscale` at the source's size (the
@@ -64,13 +74,20 @@ def vmaf_ffmpeg():
         raise SystemExit("VMAF needs an ffmpeg with libvmaf: run `make bench-deps` (%s)" % e)
 
 
-def vmaf(rendition, src, width, height):
+def vmaf(rendition, src, width, height, banding=False):
     """Mean VMAF (model vmaf_v0.6.1, the default) of every frame of `rendition` scaled up
-    to `width`x`height` (as a player shows it full screen) against `src`."""
+    to `width`x`height` (as a player shows it full screen) against `src`. With `banding`,
+    (VMAF, CAMBI) from the same pass: CAMBI is Netflix's banding index (0 none, higher
+    worse), which VMAF does not see; a rung that keeps its VMAF by taking bits from flat
+    areas shows up in it."""
     with tempfile.NamedTemporaryFile(suffix=".json") as log:
+        extra = ":feature=name=cambi" if banding else ""
         graph = ("[0:v]scale=%d:%d:flags=bicubic,format=yuv420p,setpts=PTS-STARTPTS[d];"
                  "[1:v]format=yuv420p,setpts=PTS-STARTPTS[r];"
-                 "[d][r]libvmaf=n_threads=2:log_fmt=json:log_path=%s" % (width, height, log.name))
+                 "[d][r]libvmaf=n_threads=2%s:log_fmt=json:log_path=%s" % (width, height, extra, log.name))
         subprocess.run([vmaf_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", rendition,
                         "-i", src, "-lavfi", graph, "-f", "null", "-"], check=True)
-        return json.load(open(log.name))["pooled_metrics"]["vmaf"]["mean"]
+        pooled = json.load(open(log.name))["pooled_metrics"]
+        if banding:
+            return pooled["vmaf"]["mean"], pooled["cambi"]["mean"]
+        return pooled["vmaf"]["mean"]

@@ -19,7 +19,7 @@ clips+=("synthetic=$(bash "$here/bench-clip.sh" "$dir")")
 BENCHLIB=$here python3 - "$vodpipe" "$dir" "${CLIPS:-}" "$*" "${clips[@]}" <<'PY'
 import json, os, subprocess, sys, time
 sys.path.insert(0, os.environ["BENCHLIB"])
-from benchlib import concat, cpu, quality, vmaf
+from benchlib import concat, cpu, quality, source_size, vmaf
 
 vodpipe, workdir, only, codecs = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
 clips = [a.split("=", 1) for a in sys.argv[5:]]
@@ -39,7 +39,7 @@ for name, src in clips:
         videos = [r for r in job["renditions"] if r["kind"] == "video"]
         master = job["master"]
         listed = [l.strip() for l in open(master) if l.strip() and not l.startswith("#")]
-        (sw, sh) = (videos[0]["width"], videos[0]["height"])
+        (sw, sh) = source_size(src)
         total_bytes, psnrs, vmafs = 0, [], []
         for r, rel in zip(videos, listed):
             f = concat(os.path.join(os.path.dirname(master), rel), os.path.join(out, r["id"] + ".mp4"))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use vodpipe_control::keys::KeyFile;
 use vodpipe_control::pipeline::Config;
 use vodpipe_media::cenc::{DrmConfig, Scheme, System};
-use vodpipe_media::ladder::{HdrMode, LadderConfig, VideoCodec};
+use vodpipe_media::ladder::{HdrMode, LadderConfig, Tune, VideoCodec};
 use vodpipe_media::plan::PlanOptions;
 
 /// Options for planning new jobs.
@@ -61,6 +61,12 @@ pub struct MediaOpts {
     /// (tone-mapped rungs only). Beats an upload's own choice; default: keep.
     #[arg(long, value_parser = parse_hdr)]
     pub hdr: Option<HdrMode>,
+    /// What the content is, for the H.264 and HEVC encoders' psychovisual tuning:
+    /// `animation` (about 5 % fewer bits at the same VMAF on real animation) or `grain`
+    /// (keeps film grain, for more bits). Sets the ladder's; an upload's settings file or
+    /// profile may name its own. Default: none (the encoders' general tuning).
+    #[arg(long, value_parser = parse_tune)]
+    pub tune: Option<Tune>,
     /// The most a job may cost, in USD, by its plan's estimate (list prices for its
     /// pixels and codecs): a job estimated above it fails before anything is encoded. An
     /// upload may ask for less (`"max_cost_usd"`, `vodpipe-max-cost-usd`), never more.
@@ -124,6 +130,9 @@ pub fn config(scratch: &Path, m: &MediaOpts) -> Result<Config> {
         c.ladder.overlay = Some(o.clone());
         c.settings.command_overlay = Some(o);
     }
+    if let Some(t) = m.tune {
+        c.ladder.tune = Some(t);
+    }
     if let Some(mode) = m.hdr {
         c.ladder.hdr = mode;
         c.settings.command_hdr = Some(mode);
@@ -174,6 +183,11 @@ fn parse_budget(s: &str) -> std::result::Result<f64, String> {
 /// `--hdr`: keep or sdr-only.
 fn parse_hdr(s: &str) -> std::result::Result<HdrMode, String> {
     HdrMode::parse(s).ok_or_else(|| format!("{s:?} is not an HDR choice; use keep or sdr-only"))
+}
+
+/// `--tune`: a content tuning's name.
+fn parse_tune(s: &str) -> std::result::Result<Tune, String> {
+    Tune::parse(s).ok_or_else(|| format!("{s:?} is not a tuning; use animation or grain"))
 }
 
 /// `--drm`: a scheme name.

@@ -121,7 +121,10 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
     if let Some(a) = &p.per_title {
         print_per_title(a);
     }
-    println!("ladder:");
+    match p.config.tune {
+        Some(t) => println!("ladder (tuned for {}):", t.name()),
+        None => println!("ladder:"),
+    }
     for r in &p.rungs {
         let step = if r.crf_offset > 0 {
             format!("  crf +{}", r.crf_offset)

@@ -199,3 +199,56 @@ fn an_unknown_codec_is_refused_with_the_ones_there_are() {
     assert!(r.stderr.contains("\"vp9\" is not a codec"), "{}", r.stderr);
     assert!(r.stderr.contains("h264, hevc, av1"), "{}", r.stderr);
 }
+
+/// The x264 settings of every chunk encode of `job`'s first rung, as x264 writes them into
+/// its first picture (an SEI the packager keeps): one string per chunk.
+fn x264_settings(job: &Value) -> Vec<String> {
+    let (variants, _) = master_entries(Path::new(job["master"].as_str().unwrap()));
+    let playlist = std::fs::read_to_string(&variants[0]).unwrap();
+    let dir = variants[0].parent().unwrap();
+    playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|seg| {
+            let bytes = std::fs::read(dir.join(seg)).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            let at = text.find("options: ")?;
+            Some(text[at..].chars().take_while(|c| *c != '\0').collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_title_tuned_for_animation_gets_the_animation_tuning_in_every_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("cartoon.mp4");
+    make_clip(&src, "320x180", "25", 6, None, FAST_H264);
+    let run = |tag: &str, extra: &[&str]| {
+        let mut args = vec!["--segment-seconds", "2", "--chunk-seconds", "4"];
+        args.extend_from_slice(extra);
+        let r = vodpipe_run(&[&src], &d.path().join(tag), &args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_published_correctly(&r.jobs[0], &src, d.path());
+        x264_settings(&r.jobs[0])
+    };
+    // Two chunks, each its own x264 run, each saying how it was tuned: animation's
+    // stronger deblocking and lighter psychovisual weights, the ladder's B-frames kept.
+    let tuned = run("tuned", &["--tune", "animation"]);
+    assert_eq!(tuned.len(), 2, "{tuned:?}");
+    for s in &tuned {
+        assert!(s.contains(" deblock=1:1:1 "), "{s}");
+        assert!(s.contains(" psy_rd=0.40:"), "{s}");
+        assert!(s.contains(" bframes=3 "), "{s}");
+    }
+    // Untuned, the same clip gets x264's defaults.
+    let plain = run("plain", &[]);
+    assert_eq!(plain.len(), 2, "{plain:?}");
+    for s in &plain {
+        assert!(s.contains(" deblock=1:0:0 "), "{s}");
+        assert!(s.contains(" psy_rd=1.00:"), "{s}");
+    }
+    // A tuning there is none of is refused, naming the ones there are.
+    let r = vodpipe_run(&[&src], &d.path().join("bad"), &["--tune", "film"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("use animation or grain"), "{}", r.stderr);
+}

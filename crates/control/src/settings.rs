@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use vodpipe_media::cenc::{DrmConfig, Scheme, System};
 use vodpipe_media::error::{Error, Result};
-use vodpipe_media::ladder::{HdrMode, LadderConfig, VideoCodec};
+use vodpipe_media::ladder::{HdrMode, LadderConfig, Tune, VideoCodec};
 
 /// The largest settings file read, in bytes: settings are a few lines, and an upload must
 /// not make ingest read an arbitrarily large object into memory.
@@ -149,6 +149,7 @@ struct SettingsFile {
     asset: Option<String>,
     rungs: Option<Vec<vodpipe_media::ladder::RungSpec>>,
     preset: Option<String>,
+    tune: Option<Tune>,
     crf: Option<u32>,
     audio_kbps: Option<u32>,
     surround: Option<bool>,
@@ -375,6 +376,7 @@ pub fn resolve(
 
     let inline = file.rungs.is_some()
         || file.preset.is_some()
+        || file.tune.is_some()
         || file.crf.is_some()
         || file.audio_kbps.is_some()
         || file.surround.is_some()
@@ -420,6 +422,7 @@ pub fn resolve(
         let cfg = LadderConfig {
             rungs: file.rungs.clone().unwrap_or_else(|| base.rungs.clone()),
             preset: file.preset.clone().unwrap_or_else(|| base.preset.clone()),
+            tune: file.tune.or(base.tune),
             crf: file.crf.unwrap_or(base.crf),
             audio_kbps: file.audio_kbps.unwrap_or(base.audio_kbps),
             surround: file.surround.unwrap_or(base.surround),
@@ -765,6 +768,19 @@ mod tests {
             s.asset,
             Setting::new("other/a".to_string(), Origin::Default)
         );
+    }
+
+    #[test]
+    fn an_upload_names_its_contents_tuning_in_its_settings_file() {
+        let (_, l) = resolved(&upload("a.mov", &[], Some(r#"{"tune": "animation"}"#))).unwrap();
+        assert_eq!(l.tune, Some(Tune::Animation));
+        assert_eq!(l.crf, LadderConfig::default().crf);
+        let (_, l) = resolved(&upload("a.mov", &[], None)).unwrap();
+        assert_eq!(l.tune, None);
+        let e = resolved(&upload("a.mov", &[], Some(r#"{"tune": "film"}"#)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("film") && e.contains("animation"), "{e}");
     }
 
     #[test]

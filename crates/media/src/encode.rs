@@ -486,6 +486,7 @@ fn encoder_args(
         VideoCodec::H264 => {
             a.extend(["-c:v", "libx264", "-preset"].map(String::from));
             a.push(cfg.preset.clone());
+            a.extend(cfg.tune_args());
             a.extend(["-crf".into(), r.crf(cfg.crf).to_string()]);
             a.extend(cap);
             a.extend(
@@ -511,6 +512,7 @@ fn encoder_args(
         VideoCodec::Hevc => {
             a.extend(["-c:v", "libx265", "-preset"].map(String::from));
             a.push(cfg.hevc_preset.clone());
+            a.extend(cfg.tune_args());
             a.extend(["-crf".into(), r.crf(cfg.hevc_crf).to_string()]);
             a.extend(cap);
             let mut params = String::from(
@@ -1063,5 +1065,45 @@ mod tests {
         let expr = frame_set_expr(&uneven);
         assert_eq!(selected(&expr, 420), uneven);
         assert_eq!(frame_set_expr(&[]), "0");
+    }
+
+    #[test]
+    fn the_contents_tuning_reaches_x264_and_x265_and_not_svt_av1() {
+        use crate::ladder::Tune;
+        let cfg = LadderConfig {
+            tune: Some(Tune::Grain),
+            ..LadderConfig::default()
+        };
+        let chunk = Chunk {
+            index: 0,
+            first_frame: 0,
+            frames: 50,
+            segments: Vec::new(),
+            seek_secs: 0.0,
+            start_ticks: 0,
+            preroll_secs: 0.0,
+        };
+        let args = |codec| {
+            let rung = Rung {
+                name: "r".into(),
+                width: 320,
+                height: 180,
+                max_kbps: 500,
+                codec,
+                crf_offset: 0,
+                range: Default::default(),
+            };
+            encoder_args(&cfg, &rung, &chunk, "0", None).join(" ")
+        };
+        for codec in [VideoCodec::H264, VideoCodec::Hevc] {
+            let a = args(codec);
+            // After the preset (which it adjusts), before the explicit B-frames it yields to.
+            let (preset, tune) = (a.find("-preset").unwrap(), a.find("-tune grain").unwrap());
+            assert!(preset < tune, "{a}");
+            if let Some(bf) = a.find("-bf 3") {
+                assert!(tune < bf, "{a}");
+            }
+        }
+        assert!(!args(VideoCodec::Av1).contains("-tune"));
     }
 }

@@ -315,6 +315,10 @@ fn encode_args(
                 "libx264".into(),
                 "-preset".into(),
                 cfg.preset.clone(),
+            ]);
+            // Probed as the rungs will be encoded: the title's tuning moves its frontier.
+            a.extend(cfg.tune_args());
+            a.extend([
                 "-crf".into(),
                 (cfg.crf + step).min(51).to_string(),
                 "-maxrate".into(),
