@@ -8,6 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use vodpipe_control::cost::usd;
 use vodpipe_control::ingest::prepare_local;
+use vodpipe_media::ladder::VideoCodec;
 
 /// Arguments of `vodpipe plan`.
 #[derive(Args)]
@@ -121,7 +122,12 @@ pub fn plan(a: PlanArgs) -> Result<i32> {
     if let Some(a) = &p.per_title {
         print_per_title(a);
     }
-    match p.config.tune {
+    // SVT-AV1 has no such tunings: an AV1-only ladder is not tuned, whatever it says.
+    let tuned = p
+        .config
+        .tune
+        .filter(|_| p.rungs.iter().any(|r| r.codec != VideoCodec::Av1));
+    match tuned {
         Some(t) => println!("ladder (tuned for {}):", t.name()),
         None => println!("ladder:"),
     }

@@ -67,6 +67,10 @@ pub struct SettingsPolicy {
     pub command_drm: Option<DrmConfig>,
     /// What HDR sources get, given on the command line (`--hdr`): beats everything else.
     pub command_hdr: Option<HdrMode>,
+    /// What the content is, for the encoders' tuning, given on the command line
+    /// (`--tune`): beats everything else, a named profile's included, so a folder of
+    /// cartoons watched with `--tune animation` is tuned whatever profile it names.
+    pub command_tune: Option<Tune>,
     /// The deployment's key server: an upload that asks for protection without naming
     /// one gets its keys from here (on AWS, where workers have no key file).
     pub default_speke_url: Option<String>,
@@ -91,6 +95,7 @@ impl Default for SettingsPolicy {
             command_codecs: None,
             command_drm: None,
             command_hdr: None,
+            command_tune: None,
             default_speke_url: None,
             command_clip: None,
             command_overlay: None,
@@ -149,7 +154,7 @@ struct SettingsFile {
     asset: Option<String>,
     rungs: Option<Vec<vodpipe_media::ladder::RungSpec>>,
     preset: Option<String>,
-    tune: Option<Tune>,
+    tune: Option<String>,
     crf: Option<u32>,
     audio_kbps: Option<u32>,
     surround: Option<bool>,
@@ -247,6 +252,10 @@ fn parse_budget(value: f64, what: &str) -> Result<f64> {
             "{what} is {value}; a budget is a positive number of US dollars"
         )))
     }
+}
+
+fn parse_tune(value: &str, what: &str) -> Result<Tune> {
+    Tune::parse(value).ok_or_else(|| reject(format!("{what} is {value:?}; use animation or grain")))
 }
 
 fn parse_hdr(value: &str, what: &str) -> Result<HdrMode> {
@@ -376,7 +385,6 @@ pub fn resolve(
 
     let inline = file.rungs.is_some()
         || file.preset.is_some()
-        || file.tune.is_some()
         || file.crf.is_some()
         || file.audio_kbps.is_some()
         || file.surround.is_some()
@@ -422,7 +430,6 @@ pub fn resolve(
         let cfg = LadderConfig {
             rungs: file.rungs.clone().unwrap_or_else(|| base.rungs.clone()),
             preset: file.preset.clone().unwrap_or_else(|| base.preset.clone()),
-            tune: file.tune.or(base.tune),
             crf: file.crf.unwrap_or(base.crf),
             audio_kbps: file.audio_kbps.unwrap_or(base.audio_kbps),
             surround: file.surround.unwrap_or(base.surround),
@@ -520,6 +527,16 @@ pub fn resolve(
                 "{what}: av1 rungs cannot be protected yet (their tile headers are not walked); protect h264 and hevc rungs"
             )));
         }
+    }
+
+    // What the content is belongs to the upload, not to a ladder: it is resolved on its own,
+    // like HDR, and beside any profile; a ladder's own `tune` is the last word.
+    if let Some(t) = policy.command_tune {
+        ladder_cfg.tune = Some(t);
+    } else if let Some(v) = meta("tune") {
+        ladder_cfg.tune = Some(parse_tune(&v, "x-amz-meta-vodpipe-tune")?);
+    } else if let Some(v) = &file.tune {
+        ladder_cfg.tune = Some(parse_tune(v, &format!("\"tune\" in {file_name}"))?);
     }
 
     if let Some(mode) = policy.command_hdr {
@@ -771,16 +788,79 @@ mod tests {
     }
 
     #[test]
-    fn an_upload_names_its_contents_tuning_in_its_settings_file() {
-        let (_, l) = resolved(&upload("a.mov", &[], Some(r#"{"tune": "animation"}"#))).unwrap();
+    fn what_the_content_is_comes_from_the_command_metadata_file_or_ladder_beside_any_profile() {
+        let resolve_with = |p: &SettingsPolicy, u: &UploadSettings| {
+            resolve(u, p, &LadderConfig::default(), 4.0, &mobile).map(|s| s.ladder_config)
+        };
+        // Nothing said: untuned, the ladder otherwise the deployment's.
+        let l = resolve_with(&policy(), &upload("a.mov", &[], None)).unwrap();
+        assert_eq!(l.tune, None);
+        let l = resolve_with(
+            &policy(),
+            &upload("a.mov", &[], Some(r#"{"tune": "animation"}"#)),
+        )
+        .unwrap();
         assert_eq!(l.tune, Some(Tune::Animation));
         assert_eq!(l.crf, LadderConfig::default().crf);
-        let (_, l) = resolved(&upload("a.mov", &[], None)).unwrap();
-        assert_eq!(l.tune, None);
-        let e = resolved(&upload("a.mov", &[], Some(r#"{"tune": "film"}"#)))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("film") && e.contains("animation"), "{e}");
+        // Beside a named profile, from the file or from metadata: the profile's rungs, tuned.
+        let l = resolve_with(
+            &policy(),
+            &upload(
+                "a.mov",
+                &[],
+                Some(r#"{"ladder": "mobile", "tune": "grain"}"#),
+            ),
+        )
+        .unwrap();
+        assert_eq!((l.tune, l.crf), (Some(Tune::Grain), 24));
+        let u = upload(
+            "a.mov",
+            &[("vodpipe-ladder", "mobile"), ("vodpipe-tune", "animation")],
+            Some(r#"{"tune": "grain"}"#),
+        );
+        let l = resolve_with(&policy(), &u).unwrap();
+        assert_eq!((l.tune, l.crf), (Some(Tune::Animation), 24));
+        // The command line beats both, whatever profile the upload names.
+        let p = SettingsPolicy {
+            command_tune: Some(Tune::Grain),
+            ..policy()
+        };
+        assert_eq!(resolve_with(&p, &u).unwrap().tune, Some(Tune::Grain));
+        // A ladder may carry its own.
+        let cartoons = LadderConfig {
+            tune: Some(Tune::Animation),
+            ..LadderConfig::default()
+        };
+        let s = resolve(
+            &upload("a.mov", &[], None),
+            &policy(),
+            &cartoons,
+            4.0,
+            &mobile,
+        )
+        .unwrap();
+        assert_eq!(s.ladder_config.tune, Some(Tune::Animation));
+        // A tuning neither encoder has is refused, saying where it was asked for.
+        let e = resolve_with(
+            &policy(),
+            &upload("a.mov", &[("vodpipe-tune", "film")], None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("x-amz-meta-vodpipe-tune is \"film\"; use animation or grain"),
+            "{e}"
+        );
+        let e = resolve_with(
+            &policy(),
+            &upload("a.mov", &[], Some(r#"{"tune": "film"}"#)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("\"tune\" in") && e.contains("use animation or grain"),
+            "{e}"
+        );
     }
 
     #[test]

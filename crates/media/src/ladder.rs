@@ -157,13 +157,15 @@ pub enum Tune {
     /// adaptive quantisation (x264 and x265 `-tune animation`). On the real animation
     /// footage, 5.5 % fewer bits at the same VMAF on the top rung.
     Animation,
-    /// Film grain to keep: no deblocking of it, psychovisual weights that keep its energy
-    /// (x264 and x265 `-tune grain`). Costs bits; it keeps what a grainy master shows.
+    /// Film grain to keep (x264 and x265 `-tune grain`): weaker deblocking (x264 −2:−2,
+    /// x265 without SAO) and psychovisual weights that keep the grain's energy instead of
+    /// smoothing it away. Not measured here: the grain clip's top rung is rate-capped.
     Grain,
 }
 
 impl Tune {
-    /// The name settings, flags and the encoders use.
+    /// The name settings, flags and the encoders use: one spelling everywhere, so a
+    /// settings file says what `-tune` will be given.
     pub fn name(self) -> &'static str {
         match self {
             Tune::Animation => "animation",
@@ -171,7 +173,8 @@ impl Tune {
         }
     }
 
-    /// The tuning `name` names.
+    /// The tuning `name` names, forgiving case and spaces as metadata arrives; None for
+    /// a name neither encoder takes, which callers refuse with the names there are.
     pub fn parse(name: &str) -> Option<Tune> {
         match name.trim().to_ascii_lowercase().as_str() {
             "animation" => Some(Tune::Animation),
@@ -287,9 +290,10 @@ impl Default for LadderConfig {
 
 impl LadderConfig {
     /// `-tune NAME` when the ladder names the content's tuning (x264 and x265 take the
-    /// same names), for the rungs and the per-title probes alike; nothing otherwise. An
-    /// explicit `-bf` after it still holds: the tuning's extra B-frames would change every
-    /// rung's frame types, not only the title's look.
+    /// same names), for the rungs and the per-title probes alike, so the analysis measures
+    /// the encoder the rungs get; nothing otherwise. ffmpeg applies the preset and the
+    /// tuning first and the explicit options after them, so the ladder's `-bf 3` still
+    /// holds (the animation tuning's extra B-frames would change the frame types).
     pub fn tune_args(&self) -> Vec<String> {
         self.tune
             .map(|t| vec!["-tune".to_string(), t.name().to_string()])
