@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What an encoder tuning buys on real footage, and what it costs in banding: the top rung of
-# each clip (its source size, capped at the default ladder's rate for it) encoded as a rung is
+# each clip (at its source's size, capped at the default ladder's rate for that size) encoded as a rung is
 # (x264 at the ladder's preset, capped CRF, three B-frames, a keyframe every 4 s: the H.264
 # arguments of crates/media/src/encode.rs) at CRF 19, 21, 23 and 25, untuned and with each
 # tuning, then VMAF (vmaf_v0.6.1) and CAMBI (Netflix's banding index, which VMAF does not
@@ -27,7 +27,7 @@ crfs = [19, 21, 23, 25]
 def encode(src, w, h, tune, crf):
     out = os.path.join(workdir, "tune-%s-%s-%d.mp4" % (os.path.basename(src)[:-4], tune, crf))
     short = min(w, h)  # the default ladder's cap for the rung of that size
-    cap = 3000 if short >= 720 else 2000 if short >= 540 else 1100
+    cap = 5000 if short >= 1080 else 3000 if short >= 720 else 2000 if short >= 540 else 1100
     subprocess.run(["ffmpeg", "-y", "-v", "error", "-nostdin", "-i", src, "-an", "-c:v", "libx264",
                     "-preset", "veryfast"] + ([] if tune == "none" else ["-tune", tune]) +
                    ["-crf", str(crf), "-maxrate", "%dk" % cap, "-bufsize", "%dk" % (2 * cap),
@@ -35,7 +35,15 @@ def encode(src, w, h, tune, crf):
                     "keyint=infinite:scenecut=0:open-gop=0:b-pyramid=normal",
                     "-force_key_frames", "expr:gte(t,n_forced*4)", out], check=True)
     v, b = vmaf(out, src, w, h, banding=True)
-    return os.path.getsize(out), v, b
+    size = os.path.getsize(out)
+    # Within a tenth of the cap the rate control, not the CRF, set the bytes.
+    capped = size * 8 / duration(src) / 1000 > 0.9 * cap
+    return size, v, b, capped
+
+def duration(src):
+    return float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                                 "-of", "csv=p=0", src], capture_output=True, text=True,
+                                check=True).stdout.strip())
 
 def at_quality(points, target):
     """(bytes, CAMBI) where the curve through `points` (bytes, VMAF, CAMBI) reaches
@@ -54,10 +62,13 @@ for name, src in clips:
         continue
     w, h = source_size(src)
     base = {c: encode(src, w, h, "none", c) for c in crfs}
-    bb, bv, bc = base[21]
+    bb, bv, bc, bcap = base[21]
     for tune in tunes:
-        r = at_quality([encode(src, w, h, tune, c) for c in crfs], bv)
-        if r:
+        points = [encode(src, w, h, tune, c) for c in crfs]
+        r = at_quality([p[:3] for p in points], bv)
+        if bcap or any(p[3] for p in points):
+            print("| %s | %s | rate-capped: the cap, not the CRF, set the bytes | |" % (name, tune), flush=True)
+        elif r:
             print("| %s | %s | %+.1f %% | %.2f (%.2f) |" % (name, tune, (r[0] / bb - 1) * 100, r[1], bc), flush=True)
         else:
             print("| %s | %s | not reached at CRF 19–25 | |" % (name, tune), flush=True)
