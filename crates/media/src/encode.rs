@@ -1083,18 +1083,16 @@ mod tests {
             start_ticks: 0,
             preroll_secs: 0.0,
         };
-        let args = |codec| {
-            let rung = Rung {
-                name: "r".into(),
-                width: 320,
-                height: 180,
-                max_kbps: 500,
-                codec,
-                crf_offset: 0,
-                range: Default::default(),
-            };
-            encoder_args(&cfg, &rung, &chunk, "0", None).join(" ")
+        let rung = |codec| Rung {
+            name: "r".into(),
+            width: 320,
+            height: 180,
+            max_kbps: 500,
+            codec,
+            crf_offset: 0,
+            range: Default::default(),
         };
+        let args = |codec| encoder_args(&cfg, &rung(codec), &chunk, "0", None).join(" ");
         for codec in [VideoCodec::H264, VideoCodec::Hevc] {
             let a = args(codec);
             assert!(a.contains(" -tune grain "), "{a}");
@@ -1111,15 +1109,6 @@ mod tests {
             }
         }
         let untuned = LadderConfig::default();
-        let rung = |codec| Rung {
-            name: "r".into(),
-            width: 320,
-            height: 180,
-            max_kbps: 500,
-            codec,
-            crf_offset: 0,
-            range: Default::default(),
-        };
         let plain = encoder_args(&untuned, &rung(VideoCodec::H264), &chunk, "0", None);
         assert!(!plain.iter().any(|w| w == "-tune"), "{plain:?}");
         assert!(!args(VideoCodec::Av1).contains("-tune"));
