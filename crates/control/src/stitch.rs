@@ -21,8 +21,7 @@ use crate::outputs::{
 };
 use crate::pipeline::{JobPlan, Ports};
 use crate::ports::{Cacheability, PortError, PortResult};
-pub use crate::versions::uploaded_later;
-use crate::versions::{revision, upload_time};
+use crate::versions::{revision, upload_time, uploaded_later};
 use std::collections::HashMap;
 use vodpipe_media::package::{self, SegmentRef, Track, TrackKind};
 
