@@ -24,7 +24,7 @@ workdir, only, tunes = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 clips = [a.split("=", 1) for a in sys.argv[4:]]
 crfs = [19, 21, 23, 25]
 
-def encode(src, w, h, tune, crf):
+def encode(src, w, h, secs, tune, crf):
     out = os.path.join(workdir, "tune-%s-%s-%d.mp4" % (os.path.basename(src)[:-4], tune, crf))
     short = min(w, h)  # the default ladder's cap for the rung of that size
     cap = 5000 if short >= 1080 else 3000 if short >= 720 else 2000 if short >= 540 else 1100
@@ -37,7 +37,7 @@ def encode(src, w, h, tune, crf):
     v, b = vmaf(out, src, w, h, banding=True)
     size = os.path.getsize(out)
     # Within a tenth of the cap the rate control, not the CRF, set the bytes.
-    capped = size * 8 / duration(src) / 1000 > 0.9 * cap
+    capped = size * 8 / secs / 1000 > 0.9 * cap
     return size, v, b, capped
 
 def duration(src):
@@ -61,10 +61,11 @@ for name, src in clips:
     if name not in only:
         continue
     w, h = source_size(src)
-    base = {c: encode(src, w, h, "none", c) for c in crfs}
+    secs = duration(src)
+    base = {c: encode(src, w, h, secs, "none", c) for c in crfs}
     bb, bv, bc, bcap = base[21]
     for tune in tunes:
-        points = [encode(src, w, h, tune, c) for c in crfs]
+        points = [encode(src, w, h, secs, tune, c) for c in crfs]
         r = at_quality([p[:3] for p in points], bv)
         if bcap or any(p[3] for p in points):
             print("| %s | %s | rate-capped: the cap, not the CRF, set the bytes | |" % (name, tune), flush=True)
